@@ -1,0 +1,3 @@
+from dppp.cli import run
+
+run()

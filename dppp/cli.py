@@ -1,0 +1,46 @@
+"""The `dppp` command: a thin typer shell. Every command calls one library function tests can call too.
+
+Command modules live in dppp/commands/ and import their heavy libraries (torch, ray, diffusers) inside the
+command body, so `dppp --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dppp.commands import prompts
+from dppp.errors import UserError
+
+app = typer.Typer(
+    name="dppp",
+    help="Privacy-preserving synthetic person re-ID: generate a prompt-driven dataset, inspect its shards, "
+    "train PDM on it, evaluate on real benchmarks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(prompts.app, name="prompts")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; user errors print one clear message (no traceback), exit 2."""
+    try:
+        app(args=argv, prog_name="dppp")
+    except SystemExit as exc:  # typer's standalone mode reports usage errors and --help this way
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except UserError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        return exc.exit_code
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Renderer implementations; the interface is pipeline/renderer.py."""
