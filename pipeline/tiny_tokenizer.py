@@ -1,0 +1,102 @@
+"""A CLIP-format BPE tokenizer written from a word list, fully offline.
+
+Tiny test and CPU-default models (the tiny diffusion pipeline, the tiny CLIP of the trainer) need a real
+CLIPTokenizer without any download. CLIP's format is a byte-level BPE: a vocab of byte symbols (each also
+in a word-final `</w>` form) plus ranked merges. We add, for every listed word, the merges that build it
+left to right; BPE applies merges by rank across all words, so a word shares sub-pieces with others and
+usually becomes a few tokens rather than one. Any other text still tokenizes, byte by byte. That is enough
+for randomly initialised models; real runs load the real tokenizer with the model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
+
+
+@lru_cache(maxsize=1)
+def _byte_symbols() -> list[str]:
+    """GPT-2 / CLIP's printable stand-ins for the 256 byte values, in CLIP's order."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+# Words of prompt templates (ours and PDM's) that are not attribute values.
+_TEMPLATE_WORDS = (
+    "a an the of in on at with and wearing carrying photo style person pedestrian man woman who is "
+    "seen from view shot by camera full body standing walking high quality realistic blurry lowres "
+    "deformed cartoon text watermark extra limbs cropped"
+).split()
+
+
+def default_words() -> list[str]:
+    """Every word of the shipped taxonomy plus common template words, so tiny models see real tokens."""
+    from pathlib import Path
+
+    import yaml
+
+    taxonomy = yaml.safe_load((Path(__file__).parents[1] / "prompts" / "taxonomy.yaml").read_text())
+    words: set[str] = set(_TEMPLATE_WORDS)
+
+    def collect(node) -> None:
+        if isinstance(node, str):
+            words.update(node.lower().split())
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                collect(key)
+                collect(value)
+        elif isinstance(node, list):
+            for item in node:
+                collect(item)
+
+    collect(taxonomy)
+    return sorted(words)
+
+
+def vocab_and_merges(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    symbols = _byte_symbols()
+    vocab: dict[str, int] = {}
+    for token in symbols + [s + "</w>" for s in symbols]:
+        vocab.setdefault(token, len(vocab))
+    merges: list[tuple[str, str]] = []
+    seen_merges: set[tuple[str, str]] = set()
+    for word in sorted({w.lower() for w in words if w}):
+        # The same split CLIP's pre-tokenizer makes: letters, digits and other symbols apart.
+        for piece in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", word):
+            if len(piece) < 2 or not piece.isascii():
+                continue
+            left = piece[0]
+            for i, ch in enumerate(piece[1:], start=1):
+                right = ch + "</w>" if i == len(piece) - 1 else ch
+                pair = (left, right)
+                if pair not in seen_merges:
+                    seen_merges.add(pair)
+                    merges.append(pair)
+                left = left + right
+                vocab.setdefault(left, len(vocab))
+    for token in SPECIAL_TOKENS:
+        vocab.setdefault(token, len(vocab))
+    return vocab, merges
+
+
+def build_tiny_clip_tokenizer(words: Iterable[str] | None = None, model_max_length: int = 77):
+    """A transformers CLIPTokenizer over `words` (default: the taxonomy's), built in memory."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = vocab_and_merges(default_words() if words is None else words)
+    return CLIPTokenizer(
+        vocab=vocab,
+        merges=merges,
+        model_max_length=model_max_length,
+    )
