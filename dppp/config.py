@@ -2,7 +2,7 @@
 
     generate:  pipeline.generate.GenerateConfig   (prompts, renderer, shards, storage, Ray pool)
     train:     trainer.config.TrainConfig
-    eval:      trainer.config.EvalConfig
+    eval:      trainer.evaluate.EvalConfig
 
 `--set dotted.key=value` overrides are applied to the raw YAML before validation, so an override is
 checked exactly like a value written in the file.
@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from dppp.errors import ConfigError
 from dppp.schema import StrictModel
 from pipeline.generate import GenerateConfig
-from trainer.config import EvalConfig, TrainConfig
+from trainer.config import TrainConfig
+from trainer.evaluate import EvalConfig
 
 
 class ExperimentConfig(StrictModel):

@@ -1,4 +1,4 @@
-"""Stage-2 configs: the `train` and `eval` sections (issues 6-8 fill them)."""
+"""Stage-2 config: the `train` section (the model issue fills `model`, the training issue the rest)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,4 @@ from dppp.schema import StrictModel
 
 
 class TrainConfig(StrictModel):
-    pass
-
-
-class EvalConfig(StrictModel):
     pass
