@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from dppp.commands import prompts
+from dppp.commands import models, prompts
 from dppp.errors import UserError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(prompts.app, name="prompts")
+app.add_typer(models.app, name="models")
 
 
 def main(argv: list[str] | None = None) -> int:
