@@ -454,6 +454,7 @@ class _S3Reader(io.RawIOBase):
     def __init__(self, storage: S3Storage, key: str):
         self.storage = storage
         self.key = key
+        self.name = storage.url_for(key)  # what error messages call this stream
         self.pos = 0
         response = storage._get(key, 0, None)
         self.etag = response.get("ETag")
