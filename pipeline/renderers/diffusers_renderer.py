@@ -1,11 +1,356 @@
-"""Diffusers text-to-image renderer (named so it never shadows the `diffusers` package)."""
+"""Diffusers text-to-image renderer (named so it never shadows the `diffusers` package).
+
+Loads any text-to-image pipeline diffusers can load (`AutoPipelineForText2Image`: SD 1.x/2.x, SDXL,
+SD3-class) by hub id or local folder, once per worker, and renders batches of views:
+
+- Noise: each image's initial latents are drawn here, not by the pipeline, from a CPU
+  `torch.Generator` seeded with the view's seed, in fp32, then moved to the device. The same view gets
+  the same starting noise on any device and in any batch, and the identity-noise option can mix them.
+  The same generator (its state advanced) is handed to the pipeline, one per image, for schedulers that
+  draw noise at every step (ancestral ones).
+- Identity consistency (`identity_noise_share` = a): latents = sqrt(1-a) * view_noise +
+  sqrt(a) * identity_noise, where identity_noise comes from the view's identity_seed. Both are unit
+  Gaussians and independent, so the mix is a unit Gaussian too (variance preserving) and the scheduler
+  sees noise of the scale it expects. a = 0: views are independent; larger a: views of one identity share
+  layout, colours and silhouette more, at the cost of less pose/background diversity between them.
+- Determinism: batches are cut from the start of the `render` call in fixed `batch_size` chunks, and the
+  torch thread count is fixed (`threads`, or the worker's setting): both change floating-point results.
+- Blank or safety-filtered outputs (nearly uniform or nearly black images, or the pipeline's NSFW flag)
+  are re-rendered alone (batch of one) with the seed bumped by `bumped_seed`, at most
+  `max_blank_retries` times; `RenderedImage.attempts` records how many renders the image took.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field
+
+from dppp.errors import ConfigError, UserError
 from dppp.schema import StrictModel
+
+if TYPE_CHECKING:
+    from pipeline.renderer import RenderedImage
+    from pipeline.runtime import Machine, Runtime
+    from prompts.spec import ViewSpec
+
+log = logging.getLogger(__name__)
+
+# Odd, so that seed + k * STEP (mod 2**63) never repeats for k < 2**63: every retry gets a fresh seed.
+SEED_BUMP = 0x9E3779B97F4A7C15
+SEED_MODULUS = 2**63
 
 
 class DiffusersRendererConfig(StrictModel):
     kind: Literal["diffusers"] = "diffusers"
+    model: str = "runs/tiny-diffusion"  # hub id (org/name) or local folder saved with save_pretrained
+    revision: str | None = None  # hub branch, tag or commit; None: the default branch
+    variant: str | None = None  # weight-file variant on the hub, e.g. "fp16"
+    local_files_only: bool = False  # hub ids: use only the local Hugging Face cache, never download
+    scheduler: str | None = None  # a diffusers scheduler class name; None keeps the pipeline's own
+    scheduler_options: dict[str, Any] = Field(default_factory=dict)  # e.g. {use_karras_sigmas: true}
+    steps: int = Field(30, ge=1)
+    guidance: float = Field(7.5, ge=0)
+    height: int = Field(512, ge=8, multiple_of=8)  # generation size: a tall portrait, as pedestrians are
+    width: int = Field(256, ge=8, multiple_of=8)
+    negative_prompt: str = ""  # used for views whose own negative prompt is empty
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    attention: Literal["auto", "xformers", "sdpa"] = "auto"
+    compile: bool = False  # torch.compile the denoiser (CUDA only)
+    channels_last: bool = False  # channels_last memory format for the UNet/VAE (CUDA only)
+    on_unsupported: Literal["downgrade", "refuse"] = "downgrade"
+    batch_size: int = Field(4, ge=1)
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: leave the process setting
+    identity_noise_share: float = Field(0.0, ge=0.0, le=1.0)
+    max_blank_retries: int = Field(3, ge=0)
+    blank_std: float = Field(0.02, ge=0.0, le=1.0)  # pixel std (0..1 scale) below this: a flat image
+    blank_mean: float = Field(0.02, ge=0.0, le=1.0)  # pixel mean below this: an (almost) black image
+
+
+def bumped_seed(seed: int, attempt: int) -> int:
+    """The seed of render attempt `attempt` (0 = first render, which uses the view's own seed)."""
+    if attempt == 0:
+        return seed
+    return (seed + attempt * SEED_BUMP) % SEED_MODULUS
+
+
+def is_blank(image, *, std_threshold: float, mean_threshold: float) -> bool:
+    """True for an image that carries no picture: nearly uniform (any colour) or nearly black."""
+    import numpy as np
+
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    return bool(pixels.std() < std_threshold or pixels.mean() < mean_threshold)
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_model_source(config: DiffusersRendererConfig) -> tuple[str, str | None]:
+    """The folder to load the pipeline from, and the resolved revision (a commit hash for hub models).
+
+    A local path must be a diffusers pipeline folder (it has model_index.json). A hub id is looked up in
+    the Hugging Face cache first and downloaded only if allowed; a missing one is a UserError, never a
+    traceback from deep inside the hub client.
+    """
+    model = config.model
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"renderer model {model!r} is a file, not a diffusers pipeline folder")
+        if not (path / "model_index.json").is_file():
+            raise UserError(
+                f"renderer model {model!r} is not a diffusers pipeline folder (no model_index.json); "
+                "build the tiny one with `dppp models tiny-diffusion DIR` or save one with save_pretrained"
+            )
+        return str(path), None
+    hint = " (build it with `dppp models tiny-diffusion DIR`)" if "tiny" in model else ""
+    if not _HUB_ID.match(model):
+        raise UserError(f"renderer model folder {model!r} does not exist{hint}")
+    from diffusers import DiffusionPipeline
+
+    try:
+        folder = DiffusionPipeline.download(
+            model,
+            revision=config.revision,
+            variant=config.variant,
+            local_files_only=config.local_files_only,
+        )
+    except (OSError, ValueError) as exc:  # the hub client's not-found / offline errors derive from these
+        where = "in the local Hugging Face cache" if config.local_files_only else "on the hub or in the cache"
+        raise UserError(
+            f"renderer model {model!r} is neither a local folder{hint} nor found {where} "
+            f"(revision {config.revision or 'default'}): {_first_line(exc)}"
+        ) from None
+    folder_path = Path(folder)
+    revision = folder_path.name if folder_path.parent.name == "snapshots" else config.revision
+    return str(folder_path), revision
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _dtype_keyword() -> str:
+    """Recent diffusers take `dtype=` and deprecate `torch_dtype=`; older ones know only the latter."""
+    from diffusers.pipelines import pipeline_utils
+
+    return "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
+
+
+def _scheduler_from_name(name: str, options: dict[str, Any], current):
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None or not isinstance(cls, type) or not name.endswith("Scheduler"):
+        known = sorted(n for n in dir(diffusers) if n.endswith("Scheduler") and not n.startswith("_"))
+        raise ConfigError(
+            f"unknown scheduler {name!r}; diffusers offers: {', '.join(known)}",
+            path="generate.renderer.scheduler",
+        )
+    return cls.from_config(current.config, **options)
+
+
+def _jsonable(value: Any) -> Any:
+    """Scheduler configs hold tuples, numpy scalars and the like: make them plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+class DiffusersRenderer:
+    """Renders views with a diffusers text-to-image pipeline; see the module docstring for the rules."""
+
+    def __init__(self, config: DiffusersRendererConfig, *, pipeline=None, machine: Machine | None = None):
+        """Load the configured pipeline, or wrap `pipeline` (an already built one, for tests/benchmarks)."""
+        import torch
+
+        from pipeline.runtime import probe_machine, select_runtime
+
+        self.config = config
+        machine = machine or probe_machine()
+        self.runtime: Runtime = select_runtime(
+            config,
+            cuda_available=machine.cuda_available,
+            xformers_available=machine.xformers_available,
+            bf16_supported=machine.bf16_supported,
+        )
+        for warning in self.runtime.warnings:
+            log.warning("renderer: %s", warning)
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        self.revision = config.revision
+        if pipeline is None:
+            pipeline = self._load()
+        self.pipe = pipeline
+        if config.scheduler is not None:
+            self.pipe.scheduler = _scheduler_from_name(config.scheduler, config.scheduler_options, pipeline.scheduler)
+        elif config.scheduler_options:
+            self.pipe.scheduler = type(pipeline.scheduler).from_config(
+                pipeline.scheduler.config, **config.scheduler_options
+            )
+        self._apply_runtime()
+        self.pipe.set_progress_bar_config(disable=True)
+
+    # --- loading -----------------------------------------------------------------------------------
+    def _load(self):
+        from diffusers import AutoPipelineForText2Image
+
+        folder, self.revision = resolve_model_source(self.config)
+        try:
+            return AutoPipelineForText2Image.from_pretrained(
+                folder,
+                **{_dtype_keyword(): self.runtime.torch_dtype},
+                variant=self.config.variant,
+                local_files_only=True,  # resolve_model_source already fetched what is needed
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(
+                f"renderer model {self.config.model!r} could not be loaded as a text-to-image pipeline: "
+                f"{_first_line(exc)}"
+            ) from None
+
+    @property
+    def denoiser(self):
+        """The network run at every step: a UNet (SD 1.x/2.x, SDXL) or a transformer (SD3-class)."""
+        denoiser = getattr(self.pipe, "unet", None)
+        if denoiser is None:
+            denoiser = getattr(self.pipe, "transformer", None)
+        if denoiser is None:
+            raise UserError(f"renderer model {self.config.model!r} has neither a unet nor a transformer")
+        return denoiser
+
+    def _apply_runtime(self) -> None:
+        import torch
+
+        rt = self.runtime
+        if self.pipe.dtype != rt.torch_dtype:  # only a pipeline handed in ready-made can differ
+            self.pipe.to(dtype=rt.torch_dtype)
+        self.pipe.to(rt.device)
+        if rt.attention == "xformers":
+            self.pipe.enable_xformers_memory_efficient_attention()
+        # "sdpa": diffusers' default attention processors already call torch's scaled_dot_product_attention.
+        if rt.channels_last:
+            self.denoiser.to(memory_format=torch.channels_last)
+            self.pipe.vae.to(memory_format=torch.channels_last)
+        if rt.compile:
+            name = "unet" if getattr(self.pipe, "unet", None) is not None else "transformer"
+            setattr(self.pipe, name, torch.compile(getattr(self.pipe, name), fullgraph=True))
+
+    # --- the Renderer protocol ---------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        import diffusers
+        import torch
+        import transformers
+
+        c, rt = self.config, self.runtime
+        scheduler = self.pipe.scheduler
+        return {
+            "name": "diffusers",
+            "model": c.model,
+            "revision": self.revision,
+            "variant": c.variant,
+            "pipeline": type(self.pipe).__name__,
+            "scheduler": {"class": type(scheduler).__name__, "config": _jsonable(dict(scheduler.config))},
+            "steps": c.steps,
+            "guidance": c.guidance,
+            "height": c.height,
+            "width": c.width,
+            "negative_prompt_default": c.negative_prompt,
+            "device": rt.device,
+            "dtype": rt.dtype,
+            "attention": rt.attention,
+            "compile": rt.compile,
+            "channels_last": rt.channels_last,
+            "batch_size": c.batch_size,
+            "threads": torch.get_num_threads(),
+            "identity_noise_share": c.identity_noise_share,
+            "noise": "cpu torch.Generator(seed) fp32 latents; retries use bumped_seed(seed, attempt)",
+            "seed_bump": SEED_BUMP,
+            "versions": {
+                "diffusers": diffusers.__version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+            },
+        }
+
+    def render(self, views: Sequence[ViewSpec]) -> list[RenderedImage]:
+        from pipeline.renderer import RenderedImage
+
+        results: list[RenderedImage] = []
+        size = self.config.batch_size
+        for start in range(0, len(views), size):
+            chunk = views[start : start + size]
+            images, flags = self._run(chunk, [0] * len(chunk))
+            for view, image, flagged in zip(chunk, images, flags, strict=True):
+                attempt = 0
+                while self._blank(image, flagged) and attempt < self.config.max_blank_retries:
+                    attempt += 1
+                    (image,), (flagged,) = self._run([view], [attempt])
+                if self._blank(image, flagged):
+                    log.warning(
+                        "renderer: %s is still blank or safety-filtered after %d renders; keeping it",
+                        view.key,
+                        attempt + 1,
+                    )
+                results.append(RenderedImage(image=image, attempts=attempt + 1))
+        return results
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _blank(self, image, flagged: bool) -> bool:
+        c = self.config
+        return flagged or is_blank(image, std_threshold=c.blank_std, mean_threshold=c.blank_mean)
+
+    def latent_shape(self) -> tuple[int, int, int]:
+        scale = self.pipe.vae_scale_factor
+        return (self.denoiser.config.in_channels, self.config.height // scale, self.config.width // scale)
+
+    def initial_noise(self, view: ViewSpec, attempt: int):
+        """This view's starting latents (unit Gaussian, fp32, CPU) and its generator, advanced past them."""
+        import torch
+
+        shape = self.latent_shape()
+        generator = torch.Generator("cpu").manual_seed(bumped_seed(view.seed, attempt))
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        share = self.config.identity_noise_share
+        if share > 0:
+            # A retry keeps the identity's part (consistency) and changes only the view's part; at share 1
+            # there is no view part, so the identity seed is bumped too or the retry would repeat itself.
+            identity_attempt = attempt if share >= 1.0 else 0
+            identity_gen = torch.Generator("cpu").manual_seed(bumped_seed(view.identity_seed, identity_attempt))
+            identity = torch.randn(shape, generator=identity_gen, dtype=torch.float32)
+            noise = math.sqrt(1.0 - share) * noise + math.sqrt(share) * identity
+        return noise, generator
+
+    def _run(self, views: Sequence[ViewSpec], attempts: Sequence[int]) -> tuple[list, list[bool]]:
+        import torch
+
+        drawn = [self.initial_noise(v, a) for v, a in zip(views, attempts, strict=True)]
+        latents = torch.stack([noise for noise, _ in drawn]).to(self.runtime.device, self.runtime.torch_dtype)
+        negative = [v.negative_prompt or self.config.negative_prompt for v in views]
+        with torch.inference_mode():
+            out = self.pipe(
+                prompt=[v.prompt for v in views],
+                negative_prompt=negative if any(negative) else None,
+                num_inference_steps=self.config.steps,
+                guidance_scale=self.config.guidance,
+                height=self.config.height,
+                width=self.config.width,
+                latents=latents,
+                generator=[generator for _, generator in drawn],
+                output_type="pil",
+            )
+        nsfw = getattr(out, "nsfw_content_detected", None) or [False] * len(views)
+        return list(out.images), [bool(flag) for flag in nsfw]
