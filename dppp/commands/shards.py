@@ -1,0 +1,211 @@
+"""`dppp shards ...`: list, verify, summarise and look at shards wherever they live (path, file://, s3://).
+
+Thin shells over pipeline/inspect.py. Every command streams: records, one shard at a time, or the index.
+The endpoint and credentials of s3:// URLs come from --endpoint-url or the standard AWS environment.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="List, verify, summarise and look at dataset shards (local, file:// or s3://).",
+                  no_args_is_help=True)  # fmt: skip
+
+UrlArg = Annotated[str, typer.Argument(help="Dataset root: a local path, file:///path or s3://bucket/prefix.")]
+EndpointOption = Annotated[
+    str | None,
+    typer.Option("--endpoint-url", help="S3 endpoint (MinIO...). Default: AWS_ENDPOINT_URL or AWS itself."),
+]
+
+
+def _config(endpoint_url: str | None):
+    from pipeline.storage import StorageConfig
+
+    return StorageConfig(endpoint_url=endpoint_url)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@contextmanager
+def _progress(description: str, unit_bytes: bool) -> Iterator:
+    """A rich progress bar on stderr (only on a terminal): yields (set_total, advance)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    counter = (DownloadColumn(), TransferSpeedColumn()) if unit_bytes else (MofNCompleteColumn(),)
+    progress = Progress(TextColumn(f"[bold]{description}"), BarColumn(), *counter, TimeRemainingColumn(),
+                        console=_console(stderr=True), transient=True, disable=not sys.stderr.isatty())  # fmt: skip
+    task = progress.add_task(description, total=None)
+    with progress:
+        yield (lambda total: progress.update(task, total=total)), (lambda n=1: progress.advance(task, n))
+
+
+@app.command("ls")
+def ls(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
+    """A table of shards (samples, identities, bytes, committed or not) and totals."""
+    from rich.table import Table
+
+    from pipeline.inspect import list_shards
+
+    listing = list_shards(url, _config(endpoint_url))
+    table = Table(title=listing.url, show_footer=True)
+    table.add_column("shard", footer="total")
+    table.add_column("samples", justify="right", footer=str(listing.total_samples))
+    table.add_column("identities", justify="right", footer=str(listing.total_identities))
+    table.add_column("bytes", justify="right", footer=_size(listing.total_bytes))
+    table.add_column("committed", footer=f"{listing.committed}/{len(listing.rows)}")
+    for row in listing.rows:
+        state = "yes" if row.committed else ("[red]no (tar missing)[/]" if not row.tar_present else "[yellow]no[/]")
+        table.add_row(row.tar, str(row.samples if row.samples is not None else "-"),
+                      str(row.identities if row.identities is not None else "-"), _size(row.bytes), state)  # fmt: skip
+    _console().print(table)
+
+
+@app.command("verify")
+def verify(
+    url: UrlArg,
+    deep: Annotated[bool, typer.Option("--deep", help="Also decode every image.")] = False,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Recompute checksums, counts and member completeness against the records. Exit 1 on any problem."""
+    from rich.table import Table
+
+    from pipeline.inspect import verify_dataset
+
+    with _progress("verify", unit_bytes=True) as (set_total, advance):
+        report = verify_dataset(url, deep=deep, config=_config(endpoint_url), progress=advance, on_total=set_total)
+    table = Table(title=f"{report.url} ({'deep' if deep else 'checksums, counts, members'})")
+    for name, justify in (("object", "left"), ("samples", "right"), ("bytes", "right"), ("status", "left"),
+                          ("problems", "left")):  # fmt: skip
+        table.add_column(name, justify=justify)
+    for check in report.checks:
+        status = "[green]ok[/]" if check.status == "ok" else f"[red]{check.status}[/]"
+        problems = "; ".join(f"{kind}: {message}" for kind, message in check.problems)
+        table.add_row(check.name, str(check.samples), _size(check.bytes), status, problems)
+    console = _console()
+    console.print(table)
+    for problem in report.dataset_problems:
+        console.print(f"[red]problem:[/] {problem}")
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    bad = sum(c.status != "ok" for c in report.checks) + len(report.dataset_problems)
+    if report.ok:
+        console.print(f"[green]OK[/]: {len(report.checks)} shards, {report.samples} samples verified")
+        return
+    console.print(f"[red]FAILED[/]: {bad} problem(s) in {report.url}")
+    raise typer.Exit(1)
+
+
+@app.command("stats")
+def stats(
+    url: UrlArg,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also write bar charts to this PNG.")] = None,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Attribute distributions, cameras and per-identity view counts, from index.parquet."""
+    from rich.table import Table
+
+    from pipeline.inspect import dataset_stats, plot_stats
+
+    result = dataset_stats(url, _config(endpoint_url))
+    console = _console()
+    console.print(f"[bold]{result.url}[/]: {result.samples} samples, {result.identities} identities, "
+                  f"{result.shards} shards")  # fmt: skip
+    views = Table(title="views per identity")
+    views.add_column("views", justify="right")
+    views.add_column("identities", justify="right")
+    for k, count in result.views_per_identity:
+        views.add_row(str(k), str(count))
+    console.print(views)
+    table = Table(title="attributes")
+    for name in ("attribute", "value", "samples", "share"):
+        table.add_column(name, justify="right" if name in ("samples", "share") else "left")
+    for name, counts in [("camid", [(str(c), n) for c, n in result.cameras]), *result.attributes.items()]:
+        for i, (value, count) in enumerate(counts):
+            table.add_row(name if i == 0 else "", value, str(count), f"{100 * count / max(result.samples, 1):.1f}%")
+    console.print(table)
+    if plot is not None:
+        plot_stats(result, plot)
+        console.print(f"plot written to {plot}")
+
+
+@app.command("grid")
+def grid(
+    url: UrlArg,
+    out: Annotated[Path, typer.Option("--out", help="PNG/JPEG file for the contact sheet.")],
+    shard: Annotated[int | None, typer.Option("--shard", help="Only this shard index.")] = None,
+    pid: Annotated[int | None, typer.Option("--pid", help="Only this identity.")] = None,
+    n: Annotated[int, typer.Option("--n", help="At most this many samples.")] = 64,
+    columns: Annotated[int, typer.Option("--columns", help="Images per row.")] = 8,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """A contact sheet captioned with pid / camid: the fastest way to see what a dataset looks like."""
+    from dppp.errors import UserError
+    from pipeline.inspect import contact_grid
+
+    if shard is not None and pid is not None:
+        raise UserError("give --shard or --pid, not both")
+    sheet, count = contact_grid(url, shard=shard, pid=pid, n=n, columns=columns, config=_config(endpoint_url))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    typer.echo(f"{count} samples -> {out} ({sheet.width}x{sheet.height})")
+
+
+@app.command("show")
+def show(
+    url: UrlArg,
+    key: Annotated[str, typer.Argument(help="Sample key, e.g. p000012_v003.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write the sample's image to this file.")] = None,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """One sample's metadata and prompt (and its image with --out)."""
+    from pipeline.inspect import show_sample
+
+    sample = show_sample(url, key, _config(endpoint_url))
+    console = _console()
+    console.print(f"[bold]{sample.key}[/] in {sample.shard}: pid {sample.pid}, {sample.image_ext}, "
+                  f"{len(sample.image_bytes)} bytes")  # fmt: skip
+    console.print(f"[bold]prompt:[/] {sample.prompt}")
+    typer.echo(json.dumps(sample.metadata, indent=2, sort_keys=True, ensure_ascii=False))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(sample.image_bytes)
+        typer.echo(f"image written to {out}")
+
+
+@app.command("index")
+def index(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
+    """Rebuild index.parquet from the committed shards."""
+    from pipeline.inspect import rebuild_index
+
+    with _progress("index", unit_bytes=False) as (_set_total, advance):
+        rows = rebuild_index(url, _config(endpoint_url), progress=lambda record: advance())
+    typer.echo(f"index.parquet: {rows} rows")

@@ -1,0 +1,456 @@
+"""Library side of `dppp shards ...`: list, verify, summarise, show and index a dataset wherever it lives.
+
+Each function takes a dataset URL (local path, file:// or s3://), streams what it needs (records, one
+shard at a time, or the index) and returns plain data that the CLI prints and tests assert on. Nothing
+here downloads a whole dataset or decodes a member outside the shard allow-list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dppp.errors import DataError, UserError
+from pipeline.records import (
+    ATTRIBUTE_PREFIX,
+    DATASET_MANIFEST,
+    INDEX_NAME,
+    ShardRecord,
+    committed_shards,
+    parse_record,
+    read_index,
+    write_index,
+)
+from pipeline.shards import (
+    ALLOWED_EXTS,
+    READ_IMAGE_EXTS,
+    SAMPLE_KEY_RE,
+    Member,
+    decode_member,
+    iter_members,
+    parse_shard_key,
+    read_shard,
+    shard_name,
+)
+from pipeline.storage import ObjectInfo, Storage, StorageConfig, open_storage
+
+Progress = Callable[[int], None]  # called with a number of bytes (or items) just processed
+
+
+def open_dataset(url: str, config: StorageConfig | None = None) -> tuple[Storage, list[ObjectInfo]]:
+    """The dataset's storage and its object listing; DataError if nothing dppp wrote is there."""
+    storage = open_storage(url, config)
+    objects = storage.list()
+    if not any(o.key == DATASET_MANIFEST or parse_shard_key(o.key) for o in objects):
+        raise DataError(f"no dataset at {storage.url}: no {DATASET_MANIFEST} and no shards/shard-*.tar")
+    return storage, objects
+
+
+# ---------------------------------------------------------------------------------------------- ls
+
+
+@dataclass
+class ShardRow:
+    index: int
+    tar: str
+    samples: int | None  # None when there is no record to say
+    identities: int | None
+    bytes: int | None  # None when the tar is missing
+    committed: bool
+    tar_present: bool
+
+
+@dataclass
+class ShardListing:
+    url: str
+    rows: list[ShardRow]
+
+    @property
+    def committed(self) -> int:
+        return sum(r.committed for r in self.rows)
+
+    @property
+    def total_samples(self) -> int:
+        return sum(r.samples or 0 for r in self.rows if r.committed)
+
+    @property
+    def total_identities(self) -> int:
+        return sum(r.identities or 0 for r in self.rows if r.committed)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(r.bytes or 0 for r in self.rows)
+
+
+def list_shards(url: str, config: StorageConfig | None = None) -> ShardListing:
+    """One row per shard index seen (tar and/or record), with the record's counts."""
+    storage, objects = open_dataset(url, config)
+    tars = {}
+    records = set()
+    for obj in objects:
+        parsed = parse_shard_key(obj.key)
+        if parsed and parsed[1] == "tar":
+            tars[parsed[0]] = obj.size
+        elif parsed:
+            records.add(parsed[0])
+    by_index = {r.index: r for r in committed_shards(storage)}
+    rows = []
+    for index in sorted(set(tars) | records):
+        record = by_index.get(index)
+        rows.append(ShardRow(index=index, tar=shard_name(index),
+                             samples=record.count if record else None,
+                             identities=len(record.pids) if record else None,
+                             bytes=tars.get(index), committed=record is not None and index in tars,
+                             tar_present=index in tars))  # fmt: skip
+    return ShardListing(storage.url, rows)
+
+
+# ------------------------------------------------------------------------------------------ verify
+
+# The kinds of problems `verify` reports, worst first: a shard's status is its worst problem.
+PROBLEM_KINDS = ("missing", "truncated", "corrupted", "unsafe", "incomplete", "uncommitted", "extra")
+
+
+@dataclass
+class ShardCheck:
+    name: str  # the object's key
+    index: int | None
+    samples: int = 0
+    bytes: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (kind, message)
+
+    def add(self, kind: str, message: str) -> None:
+        assert kind in PROBLEM_KINDS, kind
+        self.problems.append((kind, message))
+
+    @property
+    def status(self) -> str:
+        if not self.problems:
+            return "ok"
+        return min((kind for kind, _ in self.problems), key=PROBLEM_KINDS.index)
+
+
+@dataclass
+class VerifyReport:
+    url: str
+    deep: bool
+    checks: list[ShardCheck]
+    dataset_problems: list[str]
+    notes: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.dataset_problems and all(c.status == "ok" for c in self.checks)
+
+    @property
+    def samples(self) -> int:
+        return sum(c.samples for c in self.checks)
+
+
+class _HashingReader:
+    """Hashes exactly the bytes the tar reader pulls; `drain()` hashes what it left (padding)."""
+
+    def __init__(self, stream, progress: Progress | None):
+        self.stream = stream
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.hash.update(data)
+        self.size += len(data)
+        if self.progress and data:
+            self.progress(len(data))
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def verify_shard(storage: Storage, record: ShardRecord, size: int | None, *, deep: bool = False,
+                 progress: Progress | None = None) -> ShardCheck:  # fmt: skip
+    """Check one committed shard against its record: size, sha256, samples, members, pids; `deep` decodes
+    every image too."""
+    check = ShardCheck(record.tar, record.index)
+    where = storage.url_for(record.tar)
+    if size is None:
+        check.add("missing", f"{record.tar} is missing (its record says {record.bytes} bytes)")
+        return check
+    if size < record.bytes:
+        check.add("truncated", f"{size} bytes, record says {record.bytes}")
+    elif size > record.bytes:
+        check.add("corrupted", f"{size} bytes, record says {record.bytes}")
+    wanted = ALLOWED_EXTS if deep else frozenset({"json", "cls", "txt"})
+    skipped: list[Member] = []
+    samples: dict[str, dict[str, Any]] = {}
+    with storage.open_read(record.tar) as raw:
+        reader = _HashingReader(raw, progress)
+        try:
+            order: list[str] = []
+            for member in iter_members(reader, source=where, wanted=wanted, report=skipped.append):
+                if member.skipped:
+                    continue
+                sample = samples.get(member.key)
+                if sample is None:
+                    sample = samples[member.key] = {}
+                    order.append(member.key)
+                elif order[-1] != member.key:
+                    check.add("corrupted", f"members of sample {member.key} are not contiguous")
+                if member.ext in sample:
+                    check.add("corrupted", f"sample {member.key} has two {member.ext} members")
+                sample[member.ext] = member.data
+            reader.drain()
+        except DataError as exc:
+            kind = "truncated" if size < record.bytes else ("unsafe" if "rejected" in str(exc) else "corrupted")
+            check.add(kind, str(exc).removeprefix(f"{where}: "))
+            reader.drain()
+    check.bytes = reader.size
+    check.samples = len(samples)
+    if reader.hash.hexdigest() != record.sha256:
+        check.add("corrupted", "sha256 differs from the record")
+    for member in skipped:
+        check.add("unsafe", f"member {member.name!r}: {member.skipped}")
+    _check_samples(check, record, samples, deep)
+    return check
+
+
+def _check_samples(check: ShardCheck, record: ShardRecord, samples: dict[str, dict[str, Any]], deep: bool) -> None:
+    if len(samples) != record.count:
+        check.add("incomplete", f"{len(samples)} samples, record says {record.count}")
+    missing = sorted(set(record.keys) - set(samples))
+    unexpected = sorted(set(samples) - set(record.keys))
+    if missing:
+        check.add("incomplete", f"samples missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        check.add("extra", f"samples not in the record: {', '.join(unexpected[:5])}")
+    pids = set()
+    for key, members in samples.items():
+        images = [ext for ext in members if ext in READ_IMAGE_EXTS] if deep else ["(not read)"]
+        lacking = [ext for ext in ("json", "txt", "cls") if ext not in members]
+        if lacking or not images or (deep and len(images) != 1):
+            check.add("incomplete", f"sample {key}: members {sorted(members)}, needs one image + json, txt, cls")
+            continue
+        try:
+            meta = decode_member("json", members["json"], where=key)
+            pid = decode_member("cls", members["cls"], where=key)
+            decode_member("txt", members["txt"], where=key)
+            if deep:
+                decode_member(images[0], members[images[0]], decode_images=True, where=key)
+        except DataError as exc:
+            check.add("corrupted", str(exc))
+            continue
+        pids.add(pid)
+        if meta.get("pid", pid) != pid or meta.get("key", key) != key:
+            check.add("corrupted", f"sample {key}: json says key {meta.get('key')!r} pid {meta.get('pid')!r}, cls {pid}")
+    if samples and pids != set(record.pids) and not check.problems:
+        check.add("incomplete", f"identities {sorted(pids)[:8]} differ from the record's {record.pids[:8]}")
+
+
+def verify_dataset(url: str, *, deep: bool = False, config: StorageConfig | None = None,
+                   progress: Progress | None = None,
+                   on_total: Callable[[int], None] | None = None) -> VerifyReport:  # fmt: skip
+    """Verify every shard against its record, flag uncommitted tars and stray objects, check the index."""
+    storage, objects = open_dataset(url, config)
+    sizes = {o.key: o.size for o in objects}
+    checks: list[ShardCheck] = []
+    dataset_problems: list[str] = []
+    notes: list[str] = []
+    records: list[ShardRecord] = []
+    for obj in objects:
+        parsed = parse_shard_key(obj.key)
+        if parsed and parsed[1] == "json":
+            try:
+                record = parse_record(storage.read_bytes(obj.key), obj.key)
+                if record.index != parsed[0] or record.tar != shard_name(parsed[0]):
+                    raise DataError(f"{obj.key}: record is for shard {record.index} ({record.tar})")
+                records.append(record)
+            except DataError as exc:
+                bad = ShardCheck(obj.key, parsed[0])
+                bad.add("corrupted", str(exc))
+                checks.append(bad)
+    recorded = {r.index for r in records} | {c.index for c in checks}
+    if on_total:
+        on_total(sum(min(r.bytes, sizes.get(r.tar, 0)) for r in records))
+    for record in records:
+        checks.append(verify_shard(storage, record, sizes.get(record.tar), deep=deep, progress=progress))
+    for obj in objects:
+        parsed = parse_shard_key(obj.key)
+        if parsed and parsed[1] == "tar" and parsed[0] not in recorded:
+            check = ShardCheck(obj.key, parsed[0], bytes=obj.size)
+            check.add("uncommitted", "tar without a commit record (an interrupted run; a resume rewrites it)")
+            checks.append(check)
+        elif not parsed and obj.key not in (DATASET_MANIFEST, INDEX_NAME):
+            check = ShardCheck(obj.key, None, bytes=obj.size)
+            check.add("extra", "stray object that is not part of the dataset")
+            checks.append(check)
+    checks.sort(key=lambda c: (c.index is None, c.index if c.index is not None else 0, c.name))
+    if DATASET_MANIFEST not in sizes:
+        dataset_problems.append(f"{DATASET_MANIFEST} is missing")
+    notes.extend(_check_index(storage, records, sizes))
+    return VerifyReport(storage.url, deep, checks, dataset_problems, notes)
+
+
+def _check_index(storage: Storage, records: list[ShardRecord], sizes: dict[str, int]) -> list[str]:
+    """The index is derived data: a stale or missing one is a note, fixed by `dppp shards index`."""
+    if INDEX_NAME not in sizes:
+        return [f"no {INDEX_NAME} (rebuild with `dppp shards index {storage.url}`)"]
+    keys = set(read_index(storage).column("key").to_pylist())
+    expected = {key for r in records for key in r.keys}
+    if keys != expected:
+        return [f"{INDEX_NAME} is stale: {len(keys)} rows, committed shards hold {len(expected)} samples "
+                f"(rebuild with `dppp shards index {storage.url}`)"]  # fmt: skip
+    return []
+
+
+# ------------------------------------------------------------------------------------------- stats
+
+
+@dataclass
+class DatasetStats:
+    url: str
+    samples: int
+    identities: int
+    shards: int
+    attributes: dict[str, list[tuple[str, int]]]  # name (without prefix) -> (value, count), most common first
+    views_per_identity: list[tuple[int, int]]  # (views, number of identities with that many), by views
+    cameras: list[tuple[int, int]]  # (camid, samples)
+
+
+def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats:
+    """Attribute distributions, cameras and views per identity, from index.parquet alone."""
+    storage = open_storage(url, config)
+    table = read_index(storage)
+    pids = table.column("pid").to_pylist()
+    attributes = {}
+    for name in table.column_names:
+        if name.startswith(ATTRIBUTE_PREFIX):
+            counts = Counter(v if v is not None else "(none)" for v in table.column(name).to_pylist())
+            attributes[name[len(ATTRIBUTE_PREFIX):]] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    views = Counter(Counter(pids).values())
+    cameras = Counter(c for c in table.column("camid").to_pylist() if c is not None)
+    return DatasetStats(storage.url, table.num_rows, len(set(pids)), len(set(table.column("shard").to_pylist())),
+                        attributes, sorted(views.items()), sorted(cameras.items()))  # fmt: skip
+
+
+def plot_stats(stats: DatasetStats, out) -> None:
+    """One bar chart per attribute, plus cameras and views per identity, in a single PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(f"views per identity (n={stats.identities})", [str(k) for k, _ in stats.views_per_identity],
+               [v for _, v in stats.views_per_identity]),
+              ("camid", [str(k) for k, _ in stats.cameras], [v for _, v in stats.cameras])]  # fmt: skip
+    panels += [(name, [str(k) for k, _ in counts], [v for _, v in counts]) for name, counts in stats.attributes.items()]
+    columns = 3
+    rows = (len(panels) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), squeeze=False)
+    for ax, (title, labels, values) in zip(axes.flat, panels, strict=False):
+        ax.bar(range(len(values)), values, color="#4477aa")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_title(title, fontsize=9)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    figure.suptitle(f"{stats.url}: {stats.samples} samples, {stats.identities} identities, {stats.shards} shards")
+    figure.tight_layout()
+    figure.savefig(out, dpi=90)
+    plt.close(figure)
+
+
+# -------------------------------------------------------------------------------------- show / grid
+
+_PID_FROM_KEY = re.compile(r"^p(\d+)_v\d+$")
+
+
+@dataclass
+class SampleView:
+    key: str
+    shard: str
+    metadata: dict[str, Any]
+    prompt: str
+    pid: int
+    image_ext: str
+    image_bytes: bytes
+
+
+def _records_for_pid(records: list[ShardRecord], pid: int) -> list[ShardRecord]:
+    return [r for r in records if pid in r.pids]
+
+
+def show_sample(url: str, key: str, config: StorageConfig | None = None) -> SampleView:
+    """Find one sample by key (the record whose pids hold its pid; every shard if the key says none)."""
+    if not SAMPLE_KEY_RE.fullmatch(key):
+        raise UserError(f"{key!r} is not a sample key (e.g. p000012_v003)")
+    storage, _ = open_dataset(url, config)
+    records = committed_shards(storage)
+    match = _PID_FROM_KEY.match(key)
+    candidates = _records_for_pid(records, int(match.group(1))) if match else records
+    for record in (r for r in candidates if key in r.keys):
+        with storage.open_read(record.tar) as stream:
+            for sample in read_shard(stream):
+                if sample["__key__"] == key:
+                    image_ext = next(ext for ext in sample if ext in READ_IMAGE_EXTS)
+                    return SampleView(key, record.tar, sample["json"], sample["txt"], sample["cls"], image_ext,
+                                      sample[image_ext])  # fmt: skip
+    raise DataError(f"no sample {key!r} in the committed shards of {storage.url}")
+
+
+# ------------------------------------------------------------------------------------------- index
+
+
+def rebuild_index(url: str, config: StorageConfig | None = None,
+                  progress: Callable[[ShardRecord], None] | None = None) -> int:  # fmt: skip
+    """Rebuild index.parquet from the committed shards; returns its number of rows."""
+    storage, _ = open_dataset(url, config)
+    return write_index(storage, progress=progress)
+
+
+# -------------------------------------------------------------------------------------------- grid
+
+
+def contact_grid(url: str, *, shard: int | None = None, pid: int | None = None, n: int = 64, columns: int = 8,
+                 config: StorageConfig | None = None):  # fmt: skip
+    """A contact sheet (PIL image) of up to `n` samples captioned 'pid camid key', streamed shard by shard
+    (only the shards that can hold what was asked for are opened). Returns (sheet, samples shown)."""
+    from pipeline.contact_sheet import make_contact_sheet
+
+    if n < 1:
+        raise UserError(f"--n must be at least 1, got {n}")
+    storage, _ = open_dataset(url, config)
+    records = committed_shards(storage)
+    if shard is not None:
+        records = [r for r in records if r.index == shard]
+        if not records:
+            raise DataError(f"no committed shard {shard} in {storage.url}")
+    if pid is not None:
+        records = _records_for_pid(records, pid)
+        if not records:
+            raise DataError(f"no identity {pid} in the committed shards of {storage.url}")
+    images, captions = [], []
+    for record in records:
+        with storage.open_read(record.tar) as stream:
+            for sample in read_shard(stream, decode_images=True):
+                if pid is not None and sample.get("cls") != pid:
+                    continue
+                image_ext = next((ext for ext in sample if ext in READ_IMAGE_EXTS), None)
+                if image_ext is None:
+                    continue
+                meta = sample.get("json", {})
+                images.append(sample[image_ext])
+                captions.append(f"pid {sample.get('cls')} cam {meta.get('camid')} {sample['__key__']}")
+                if len(images) >= n:
+                    break
+        if len(images) >= n:
+            break
+    if not images:
+        raise DataError(f"no samples to show in {storage.url}")
+    what = f"shard {shard}" if shard is not None else (f"pid {pid}" if pid is not None else "first samples")
+    sheet = make_contact_sheet(images, captions, columns, title=f"{storage.url}: {what} ({len(images)} samples)")
+    return sheet, len(images)

@@ -1,0 +1,219 @@
+"""`dppp shards ...` on real datasets, local and on the loopback S3 endpoint: ls, verify, stats, grid,
+show, index, and the damage `verify` must report."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import pytest
+from PIL import Image
+
+from dppp.cli import main
+from pipeline.inspect import verify_dataset
+from pipeline.records import publish_shard, read_index, write_dataset_manifest, write_index
+from pipeline.shards import Sample, record_name, shard_name, write_shard
+from pipeline.storage import open_storage
+from tests.conftest import FAKE_CREDENTIALS
+
+IDS_PER_SHARD, VIEWS, SHARDS = 2, 3, 3
+
+
+def build_dataset(storage, tmp_path, make_samples, *, samples_for=None):
+    write_dataset_manifest(storage, {"generate": {"seed": 0, "identities": IDS_PER_SHARD * SHARDS}})
+    for index in range(SHARDS):
+        samples = make_samples(IDS_PER_SHARD, VIEWS, first_pid=index * IDS_PER_SHARD)
+        if samples_for:
+            samples = samples_for(index, samples)
+        info = write_shard(samples, tmp_path / f"build-{index}.tar")
+        publish_shard(storage, index, tmp_path / f"build-{index}.tar", info)
+    write_index(storage)
+    return storage
+
+
+@pytest.fixture(params=["local", "s3"])
+def dataset(request, tmp_path, make_samples):
+    if request.param == "local":
+        storage = open_storage(str(tmp_path / "dataset"))
+    else:
+        storage = open_storage(request.getfixturevalue("moto_s3").bucket() + "/datasets/demo")
+    return build_dataset(storage, tmp_path, make_samples)
+
+
+def run(capsys, *argv):
+    code = main(["shards", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ls(dataset, capsys):
+    code, out, _ = run(capsys, "ls", dataset.url)
+    assert code == 0
+    assert all(shard_name(i) in out for i in range(SHARDS))
+    assert "total" in out and str(SHARDS * IDS_PER_SHARD * VIEWS) in out and f"{SHARDS}/{SHARDS}" in out
+
+
+def test_verify_clean_dataset(dataset, capsys):
+    code, out, _ = run(capsys, "verify", dataset.url, "--deep")
+    assert code == 0, out
+    assert f"OK: {SHARDS} shards, {SHARDS * IDS_PER_SHARD * VIEWS} samples verified" in out
+
+
+def _truncate(storage):
+    data = storage.read_bytes(shard_name(1))
+    storage.put_bytes(data[: len(data) // 3], shard_name(1))
+
+
+def _flip_byte(storage):
+    data = bytearray(storage.read_bytes(shard_name(1)))
+    data[len(data) // 4] ^= 0x01
+    storage.put_bytes(bytes(data), shard_name(1))
+
+
+DAMAGE = {
+    "truncated": (_truncate, "truncated"),
+    "flipped byte": (_flip_byte, "corrupted"),
+    "missing record": (lambda s: s.delete(record_name(1)), "uncommitted"),
+    "missing tar": (lambda s: s.delete(shard_name(1)), "missing"),
+    "stray object": (lambda s: s.put_bytes(b"junk", "shards/notes.bin"), "extra"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_verify_reports_damage(dataset, capsys, damage):
+    harm, status = DAMAGE[damage]
+    harm(dataset)
+    report = verify_dataset(dataset.url)
+    assert not report.ok
+    bad = [c for c in report.checks if c.status != "ok"]
+    assert len(bad) == 1 and bad[0].status == status, [(c.name, c.problems) for c in bad]
+    code, out, _ = run(capsys, "verify", dataset.url)
+    assert code == 1 and status in out and "FAILED" in out
+
+
+def test_verify_flags_missing_manifest_and_stale_index(tmp_path, make_samples, capsys):
+    storage = build_dataset(open_storage(str(tmp_path / "ds")), tmp_path, make_samples)
+    storage.delete("dataset.json")
+    samples = make_samples(1, 2, first_pid=100)
+    publish_shard(storage, 7, tmp_path / "x.tar", write_shard(samples, tmp_path / "x.tar"))
+    report = verify_dataset(storage.url)
+    assert report.dataset_problems == ["dataset.json is missing"]
+    assert any("index.parquet is stale" in note for note in report.notes)
+    code, out, _ = run(capsys, "verify", str(tmp_path / "ds"))
+    assert code == 1 and "dataset.json is missing" in out
+
+
+def test_deep_verify_decodes_images(tmp_path, make_samples, capsys):
+    def break_one_image(index, samples):
+        if index != 2:
+            return samples
+        s = samples[0]
+        return [Sample(s.key, s.image_bytes[:200], s.image_ext, s.metadata, s.prompt, s.pid)] + samples[1:]
+
+    storage = build_dataset(open_storage(str(tmp_path / "ds")), tmp_path, make_samples, samples_for=break_one_image)
+    assert verify_dataset(storage.url).ok  # checksums match: the record was made from this very tar
+    report = verify_dataset(storage.url, deep=True)
+    bad = [c for c in report.checks if c.status != "ok"]
+    assert [c.name for c in bad] == [shard_name(2)] and "cannot decode jpg" in bad[0].problems[0][1]
+    assert run(capsys, "verify", storage.url, "--deep")[0] == 1
+
+
+class _Payload:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickle_member_is_never_executed_by_any_command(tmp_path, make_samples, capsys):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Payload(str(marker)))
+    dataset = open_storage(str(tmp_path / "ds"))
+    build_dataset(dataset, tmp_path, make_samples)
+    # Commit a shard whose tar carries a pickle member beside a normal sample: record and sha agree.
+    good = make_samples(1, 1, first_pid=50)[0]
+    import tarfile
+
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        for name, data in good.members()[:2] + [(f"{good.key}.pickle", payload)] + good.members()[2:]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    import hashlib
+
+    from pipeline.shards import ShardInfo
+
+    data = evil.read_bytes()
+    publish_shard(dataset, 9, evil, ShardInfo(1, (50,), (good.key,), len(data), hashlib.sha256(data).hexdigest(), "jpg"))
+    url = dataset.url
+    assert run(capsys, "index", url)[0] == 0
+    results = {
+        "verify": run(capsys, "verify", url, "--deep"),
+        "ls": run(capsys, "ls", url),
+        "stats": run(capsys, "stats", url),
+        "show": run(capsys, "show", url, good.key),
+        "grid": run(capsys, "grid", url, "--out", str(tmp_path / "g.png"), "--shard", "9"),
+    }
+    assert results["verify"][0] == 1 and "unsafe" in results["verify"][1] and "pickle" in results["verify"][1]
+    assert all(code == 0 for name, (code, _, _) in results.items() if name != "verify")
+    assert not marker.exists()
+
+
+def test_stats_and_plot(dataset, tmp_path, capsys):
+    code, out, _ = run(capsys, "stats", dataset.url, "--plot", str(tmp_path / "stats.png"))
+    assert code == 0
+    assert f"{SHARDS * IDS_PER_SHARD * VIEWS} samples, {SHARDS * IDS_PER_SHARD} identities" in out
+    assert "gender" in out and "upper_color" in out and "camid" in out
+    with Image.open(tmp_path / "stats.png") as image:
+        assert image.width > 200 and image.height > 200
+
+
+def test_grid(dataset, tmp_path, capsys):
+    code, out, _ = run(capsys, "grid", dataset.url, "--out", str(tmp_path / "sheet.png"), "--n", "5")
+    assert code == 0 and "5 samples" in out
+    code, out, _ = run(capsys, "grid", dataset.url, "--out", str(tmp_path / "pid.png"), "--pid", "3")
+    assert code == 0 and f"{VIEWS} samples" in out
+    with Image.open(tmp_path / "pid.png") as image:
+        assert image.width >= VIEWS * 32
+    assert run(capsys, "grid", dataset.url, "--out", str(tmp_path / "x.png"), "--pid", "999")[0] == 2
+    assert run(capsys, "grid", dataset.url, "--out", str(tmp_path / "x.png"), "--pid", "1", "--shard", "0")[0] == 2
+
+
+def test_show(dataset, tmp_path, make_samples, capsys):
+    want = make_samples(IDS_PER_SHARD, VIEWS, first_pid=2)[4]
+    code, out, _ = run(capsys, "show", dataset.url, want.key, "--out", str(tmp_path / "img.jpg"))
+    assert code == 0 and want.prompt in out and '"camid"' in out and shard_name(1) in out
+    assert (tmp_path / "img.jpg").read_bytes() == want.image_bytes
+    code, _, err = run(capsys, "show", dataset.url, "p999999_v000")
+    assert code == 2 and "no sample" in err
+    assert run(capsys, "show", dataset.url, "../etc")[0] == 2
+
+
+def test_index_rebuild(dataset, capsys):
+    before = read_index(dataset)
+    dataset.delete("index.parquet")
+    assert run(capsys, "stats", dataset.url)[0] == 2  # stats needs the index, and says how to build it
+    code, out, _ = run(capsys, "index", dataset.url)
+    assert code == 0 and f"{SHARDS * IDS_PER_SHARD * VIEWS} rows" in out
+    assert read_index(dataset).equals(before)
+
+
+def test_user_errors_exit_2(tmp_path, capsys):
+    code, _, err = run(capsys, "ls", "gs://bucket/x")
+    assert code == 2 and "error:" in err and "unsupported" in err
+    code, _, err = run(capsys, "verify", str(tmp_path / "nothing"))
+    assert code == 2 and "no dataset at" in err
+    code, _, err = run(capsys, "ls", "s3://")
+    assert code == 2 and "no bucket" in err
+
+
+def test_s3_output_never_shows_credentials(moto_s3, tmp_path, make_samples, capsys):
+    storage = build_dataset(open_storage(moto_s3.bucket()), tmp_path, make_samples)
+    storage.delete(record_name(0))
+    outputs = [run(capsys, verb, storage.url) for verb in ("ls", "verify", "stats")]
+    outputs.append(run(capsys, "ls", "s3://no-such-bucket-xyz/x"))
+    assert outputs[-1][0] == 2 and "does not exist" in outputs[-1][2]
+    text = "".join(out + err for _, out, err in outputs) + storage.read_bytes("dataset.json").decode()
+    assert not any(value in text for value in FAKE_CREDENTIALS.values() if len(value) > 10)
