@@ -306,6 +306,22 @@ def test_tiny_diffusion_config_loads_and_renders(tiny_model):
     experiment = load_experiment(REPO / "configs" / "tiny-diffusion.yaml", [f"generate.renderer.model={tiny_model}"])
     renderer_config = experiment.generate.renderer
     assert renderer_config.kind == "diffusers" and renderer_config.height > renderer_config.width
-    assert DiffusersRendererConfig().height > DiffusersRendererConfig().width  # tall portrait by default
+    default = DiffusersRendererConfig(model="org/model")
+    assert default.height > default.width  # a tall portrait by default
     out = DiffusersRenderer(renderer_config, machine=CPU).render([view(0, 0), view(0, 1)])
     assert [r.image.size for r in out] == [(renderer_config.width, renderer_config.height)] * 2
+
+
+def test_geneperson_config_asks_for_a_real_model_in_half_precision():
+    from dppp.config import load_experiment
+
+    renderer_config = load_experiment(REPO / "configs" / "geneperson.yaml").generate.renderer
+    assert renderer_config.kind == "diffusers" and "/" in renderer_config.model
+    assert (renderer_config.dtype, renderer_config.attention) == ("fp16", "xformers")
+    assert (renderer_config.height, renderer_config.width) == (512, 256)
+    # On this CPU-only machine the same config still resolves, downgraded with warnings (not refused).
+    from pipeline.runtime import select_runtime
+
+    runtime = select_runtime(renderer_config, cuda_available=False, xformers_available=False)
+    assert (runtime.device, runtime.dtype, runtime.attention) == ("cpu", "fp32", "sdpa")
+    assert len(runtime.warnings) == 3  # dtype, attention, channels_last

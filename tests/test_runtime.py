@@ -11,7 +11,7 @@ from pipeline.runtime import Runtime, select_runtime
 
 def pick(cuda: bool, xformers: bool = False, bf16: bool = True, **config) -> Runtime:
     return select_runtime(
-        DiffusersRendererConfig(**config), cuda_available=cuda, xformers_available=xformers, bf16_supported=bf16
+        DiffusersRendererConfig(model="org/model", **config), cuda_available=cuda, xformers_available=xformers, bf16_supported=bf16
     )
 
 
@@ -117,6 +117,8 @@ def test_unknown_option_values_are_rejected_by_the_config():
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError):
-        DiffusersRendererConfig(dtype="fp8")
+        DiffusersRendererConfig(model="org/model", dtype="fp8")
     with pytest.raises(ValidationError):
-        DiffusersRendererConfig(attention="flash")
+        DiffusersRendererConfig(model="org/model", attention="flash")
+    with pytest.raises(ValidationError):
+        DiffusersRendererConfig()  # the model is required: there is no sensible default to download

@@ -48,7 +48,7 @@ SEED_MODULUS = 2**63
 
 class DiffusersRendererConfig(StrictModel):
     kind: Literal["diffusers"] = "diffusers"
-    model: str = "runs/tiny-diffusion"  # hub id (org/name) or local folder saved with save_pretrained
+    model: str = Field(min_length=1)  # hub id (org/name) or a local folder saved with save_pretrained
     revision: str | None = None  # hub branch, tag or commit; None: the default branch
     variant: str | None = None  # weight-file variant on the hub, e.g. "fp16"
     local_files_only: bool = False  # hub ids: use only the local Hugging Face cache, never download
@@ -247,7 +247,9 @@ class DiffusersRenderer:
             self.pipe.vae.to(memory_format=torch.channels_last)
         if rt.compile:
             name = "unet" if getattr(self.pipe, "unet", None) is not None else "transformer"
-            setattr(self.pipe, name, torch.compile(getattr(self.pipe, name), fullgraph=True))
+            # Not fullgraph: xformers' kernels and some pipelines' control flow break the graph, and a
+            # partial compile still speeds up the convolutions and attention around them.
+            setattr(self.pipe, name, torch.compile(getattr(self.pipe, name)))
 
     # --- the Renderer protocol ---------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -1,0 +1,149 @@
+"""Diffusers renderer throughput against a bare diffusers pipeline call, same prompts, batch size and seeds.
+
+What the renderer adds on top of `pipe(...)`: drawing each image's latents from its own CPU generator
+(plus the identity-noise mix), the blank check on every output, and the bookkeeping of batches. The ratio
+renderer images/s / bare images/s is that overhead (aim: >= 0.95). Both sides share one loaded pipeline,
+run the same number of warm-up batches, and alternate over several repeats; the best repeat of each counts
+(the least disturbed by other processes on a shared machine).
+
+    .venv/bin/python benchmarks/bench_diffusers.py                      # tiny offline pipeline on CPU
+    python benchmarks/bench_diffusers.py --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
+        --height 512 --width 512 --steps 50 --batch-size 1 --images 8    # a real model on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.renderers.diffusers_renderer import DiffusersRenderer, DiffusersRendererConfig  # noqa: E402
+from prompts.spec import ViewSpec  # noqa: E402
+
+PROMPTS = [
+    "a photo of a woman wearing a red hoodie and blue jeans, walking, street, full body",
+    "a photo of a man wearing a black coat and grey trousers, standing, campus, full body",
+    "a photo of a man carrying a backpack, green jacket, khaki shorts, mall, full body",
+    "a photo of a woman wearing a white dress, seen from behind, night, full body",
+]
+
+
+def make_views(n: int) -> list[ViewSpec]:
+    return [
+        ViewSpec(
+            pid=i // 4,
+            view=i % 4,
+            camid=i % 4,
+            seed=10_000 + i,
+            identity_seed=500 + i // 4,
+            attributes={},
+            prompt=PROMPTS[i % len(PROMPTS)],
+            negative_prompt="blurry, lowres, deformed",
+        )
+        for i in range(n)
+    ]
+
+
+def bare(pipe, views, config: DiffusersRendererConfig) -> list:
+    """What a user would write with diffusers alone: one generator per image, the pipeline draws latents."""
+    import torch
+
+    images = []
+    for start in range(0, len(views), config.batch_size):
+        chunk = views[start : start + config.batch_size]
+        with torch.inference_mode():
+            out = pipe(
+                prompt=[v.prompt for v in chunk],
+                negative_prompt=[v.negative_prompt for v in chunk],
+                num_inference_steps=config.steps,
+                guidance_scale=config.guidance,
+                height=config.height,
+                width=config.width,
+                generator=[torch.Generator("cpu").manual_seed(v.seed) for v in chunk],
+                output_type="pil",
+            )
+        images.extend(out.images)
+    return images
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="hub id or folder; default: a tiny pipeline built offline now")
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--attention", default="auto")
+    parser.add_argument("--identity-noise-share", type=float, default=0.2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as is)")
+    args = parser.parse_args()
+
+    import diffusers
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model is None:
+            from pipeline.renderers.tiny_diffusion import build_tiny_diffusion
+
+            model = str(build_tiny_diffusion(Path(tmp) / "tiny-diffusion"))
+        config = DiffusersRendererConfig(
+            model=model,
+            height=args.height,
+            width=args.width,
+            steps=args.steps,
+            guidance=args.guidance,
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+            attention=args.attention,
+            identity_noise_share=args.identity_noise_share,
+            threads=args.threads,
+        )
+        load = time.perf_counter()
+        renderer = DiffusersRenderer(config)
+        load = time.perf_counter() - load
+        views = make_views(args.images)
+        warm = views[: args.batch_size]
+        bare(renderer.pipe, warm, config)
+        renderer.render(warm)
+
+        bare_times, renderer_times = [], []
+        for _ in range(args.repeats):
+            bare_times.append(timed(lambda: bare(renderer.pipe, views, config)))
+            renderer_times.append(timed(lambda: renderer.render(views)))
+
+    rt = renderer.runtime
+    bare_ips = args.images / min(bare_times)
+    renderer_ips = args.images / min(renderer_times)
+    device = torch.cuda.get_device_name() if rt.device == "cuda" else f"CPU, {os.cpu_count()} cores"
+    print(f"model: {model if args.model else 'tiny offline pipeline'} ({type(renderer.pipe).__name__})")
+    print(
+        f"device: {device}; dtype {rt.dtype}; attention {rt.attention}; torch threads {torch.get_num_threads()}; "
+        f"diffusers {diffusers.__version__}, torch {torch.__version__}"
+    )
+    print(
+        f"images {args.images} at {args.height}x{args.width}, {args.steps} steps, guidance {args.guidance}, "
+        f"batch {args.batch_size}, best of {args.repeats}; model load {load:.2f}s"
+    )
+    print(f"bare diffusers pipeline call: {bare_ips:8.2f} images/s")
+    print(f"dppp diffusers renderer:      {renderer_ips:8.2f} images/s")
+    print(f"overhead ratio (renderer / bare): {renderer_ips / bare_ips:.3f}")
+
+
+if __name__ == "__main__":
+    main()
