@@ -81,3 +81,25 @@ def test_ray_data_reads_the_same_samples(shard):
         assert bytes(row["jpg"]) == image
         got_meta = row["json"]
         assert (json.loads(got_meta) if isinstance(got_meta, (bytes, str)) else got_meta) == meta
+
+
+def test_aws_cli_lists_and_copies_a_published_shard(moto_s3, tmp_path, make_samples):
+    """The stock aws CLI on the same endpoint sees the objects and fetches a shard byte for byte."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    aws = Path(sys.executable).with_name("aws")
+    if not aws.exists() and not shutil.which("aws"):
+        pytest.skip("the aws CLI is not installed (pip install awscli, part of the dev extras)")
+    aws = str(aws) if aws.exists() else shutil.which("aws")
+    url = moto_s3.bucket() + "/ds"
+    storage = open_storage(url)
+    info = write_shard(make_samples(2, 2), tmp_path / "s.tar")
+    publish_shard(storage, 0, tmp_path / "s.tar", info)
+    listing = subprocess.run([aws, "s3", "ls", "--recursive", url + "/"], capture_output=True, text=True, check=True)
+    assert "ds/shards/shard-000000.tar" in listing.stdout and "ds/shards/shard-000000.json" in listing.stdout
+    subprocess.run([aws, "s3", "cp", storage.url_for(shard_name(0)), str(tmp_path / "copy.tar")],
+                   capture_output=True, check=True)  # fmt: skip
+    assert (tmp_path / "copy.tar").read_bytes() == (tmp_path / "s.tar").read_bytes()
