@@ -1,0 +1,413 @@
+"""The attribute taxonomy: a YAML file validated and compiled into the tables the sampler reads.
+
+Every attribute is a *column* with a fixed value vocabulary, so a sampled person is a row of small integer
+codes (fast to sample in bulk, cheap to compare for de-duplication). Columns come in sampling order:
+the identity dimensions, then the camera's profile (picked first for each view), then the view dimensions.
+Rules may only look at columns sampled before the dimension they weigh, which the loader checks.
+
+Every problem is a ConfigError naming the file and the YAML path inside it, e.g.
+`identity.hair_color.rules[0].when.age_group`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import Field, ValidationError
+
+from dppp.errors import ConfigError
+from dppp.schema import StrictModel
+
+SHIPPED_TAXONOMY = Path(__file__).with_name("taxonomy.yaml")
+
+# The camera profile as attribute columns, and the camera-table field each comes from.
+CAMERA_COLUMNS = {
+    "camera": "camid",
+    "scene": "scene",
+    "indoor": "indoor",
+    "camera_height": "mount_height",
+    "camera_angle": "angle",
+    "camera_distance": "distance",
+    "image_quality": "quality",
+}
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# More rules than this on one dimension: the "some value stays possible" check would enumerate too many
+# rule combinations, so it is left to sampling time.
+_MAX_CHECKED_RULES = 14
+
+ConditionValue = str | int | float | bool
+Conditions = dict[str, ConditionValue | list[ConditionValue]]
+
+
+class RuleModel(StrictModel):
+    when: Conditions
+    weights: dict[str, float]
+
+
+class DimensionModel(StrictModel):
+    values: dict[str, float]
+    rules: list[RuleModel] = []
+    hidden_when: Conditions | None = None
+
+
+class CameraModel(StrictModel):
+    camid: int
+    scene: str
+    indoor: bool
+    mount_height: str
+    angle: str
+    distance: str
+    quality: str
+    weight: float = 1.0
+
+
+class SlotModel(StrictModel):
+    slot: str
+    text: str
+    when: Conditions = {}
+    priority: int = 0
+    appearance: bool = False
+    list: str | None = None
+
+
+class TemplatesModel(StrictModel):
+    lists: dict[str, str] = {}
+    positive: list[SlotModel]
+    negative: list[SlotModel] = []
+
+
+Channel = Annotated[int, Field(ge=0, le=255)]
+
+
+class TaxonomyModel(StrictModel):
+    palette: dict[str, tuple[Channel, Channel, Channel]] = {}
+    identity: dict[str, DimensionModel]
+    view: dict[str, DimensionModel]
+    cameras: list[CameraModel]
+    templates: TemplatesModel
+
+
+def yaml_path(*parts: Any) -> str:
+    """('identity', 'hair', 'rules', 0, 'when') -> 'identity.hair.rules[0].when'."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def condition_value(value: ConditionValue) -> str:
+    """YAML reads `yes` as true and `3` as a number; attributes are strings ("yes", "3")."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    values: tuple[str, ...]
+    index: dict[str, int] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A conjunction of `column in {codes}` terms (one `when:` mapping)."""
+
+    terms: tuple[tuple[int, frozenset[int]], ...]
+    tables: tuple[np.ndarray, ...] = field(repr=False, compare=False)  # bool lookup per term, by code
+
+    def holds_row(self, row: list[int] | tuple[int, ...]) -> bool:
+        return all(row[column] in codes for column, codes in self.terms)
+
+    def holds(self, codes: np.ndarray) -> np.ndarray:
+        """Vectorised over rows of a code matrix."""
+        result = np.ones(len(codes), dtype=bool)
+        for (column, _), table in zip(self.terms, self.tables, strict=True):
+            result &= table[codes[:, column]]
+        return result
+
+    def consistent_with(self, other: Condition) -> bool:
+        """False when the two can never hold together (same column, disjoint values)."""
+        mine = dict(self.terms)
+        return all(column not in mine or mine[column] & codes for column, codes in other.terms)
+
+
+@dataclass
+class Dimension:
+    name: str
+    level: str  # "identity" or "view"
+    column: int
+    values: tuple[str, ...]
+    weights: np.ndarray  # base weights, float64
+    rules: tuple[tuple[Condition, np.ndarray], ...]  # (condition, per-value factor)
+    hidden: Condition | None = None
+    source: str = ""  # the taxonomy file, for errors
+    _cumulative: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def weights_for(self, mask: int) -> np.ndarray:
+        """The weights when exactly the rules whose bit is set in `mask` hold."""
+        weights = self.weights.copy()
+        for bit, (_, factors) in enumerate(self.rules):
+            if mask >> bit & 1:
+                weights *= factors
+        return weights
+
+    def cumulative(self, mask: int) -> np.ndarray:
+        """Cumulative weights for one rule combination, computed once (sampling is a searchsorted)."""
+        table = self._cumulative.get(mask)
+        if table is None:
+            weights = self.weights_for(mask)
+            if not weights.sum() > 0:
+                raise ConfigError(
+                    f"rules {_bits(mask)} together leave no value with a positive weight",
+                    file=self.source or None,
+                    path=yaml_path(self.level, self.name, "rules"),
+                )
+            table = self._cumulative[mask] = np.cumsum(weights)
+        return table
+
+    def consistent_masks(self) -> list[int]:
+        """Every rule combination that is not contradictory on its face (all, when there are few rules)."""
+        masks = []
+        for mask in range(1 << len(self.rules)):
+            active = [self.rules[bit][0] for bit in range(len(self.rules)) if mask >> bit & 1]
+            if all(a.consistent_with(b) for i, a in enumerate(active) for b in active[i + 1 :]):
+                masks.append(mask)
+        return masks
+
+
+def _bits(mask: int) -> str:
+    return ", ".join(str(bit) for bit in range(mask.bit_length()) if mask >> bit & 1) or "(none)"
+
+
+@dataclass(frozen=True)
+class Camera:
+    camid: int
+    weight: float
+    profile: dict[str, str]  # the camera columns as attributes (camera, scene, indoor, ...)
+
+
+class Taxonomy:
+    """A validated taxonomy. Build it with `load_taxonomy`."""
+
+    def __init__(self, model: TaxonomyModel, *, source: str):
+        self.model = model
+        self.source = source
+        self.palette = {name: tuple(rgb) for name, rgb in model.palette.items()}
+        canonical = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        self.hash = hashlib.sha256(canonical.encode()).hexdigest()
+        self._build()
+        # Imported here: templates compile against the columns built above.
+        from prompts.templates import compile_templates
+
+        self.templates = compile_templates(self)
+
+    # -- public lookups ----------------------------------------------------------------------------
+    def rgb(self, colour: str) -> tuple[int, int, int]:
+        """The RGB the palette gives a colour value (every value of a `*_color` dimension has one)."""
+        try:
+            return self.palette[colour]
+        except KeyError:
+            raise KeyError(f"colour {colour!r} is not in the taxonomy's palette ({self.source})") from None
+
+    def values(self, name: str) -> tuple[str, ...]:
+        """The values of a dimension or camera column, in taxonomy order."""
+        return self.columns[self.column_index[name]].values
+
+    @property
+    def identity_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.identity_dims)
+
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.view_dims)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The taxonomy as plain data (for dataset.json); `hash` is the sha256 of its canonical JSON."""
+        return self.model.model_dump(mode="json")
+
+    # -- building and checking ---------------------------------------------------------------------
+    def error(self, problem: str, *parts: Any) -> ConfigError:
+        return ConfigError(problem, file=self.source, path=yaml_path(*parts) or None)
+
+    def _build(self) -> None:
+        model = self.model
+        if not model.identity:
+            raise self.error("needs at least one identity dimension", "identity")
+        if not model.cameras:
+            raise self.error("needs at least one camera", "cameras")
+        for level, dims in (("identity", model.identity), ("view", model.view)):
+            for name, dim in dims.items():
+                if not _NAME.match(name):
+                    raise self.error("a dimension name is lowercase letters, digits and _", level, name)
+                if name in CAMERA_COLUMNS or (level == "view" and name in model.identity):
+                    raise self.error(f"'{name}' is already a name of the camera profile or identity", level, name)
+                if not dim.values:
+                    raise self.error("has no values", level, name, "values")
+                for value, weight in dim.values.items():
+                    if not value.strip():
+                        raise self.error("a value is an empty string", level, name, "values")
+                    if not (math.isfinite(weight) and weight > 0):
+                        raise self.error(f"weight must be positive, got {weight}", level, name, "values", value)
+                if name.endswith("_color"):
+                    for value in dim.values:
+                        if value not in self.palette:
+                            raise self.error(f"colour '{value}' has no RGB in 'palette'", level, name, "values", value)
+
+        seen_camids: set[int] = set()
+        for i, camera in enumerate(model.cameras):
+            if camera.camid < 0 or camera.camid in seen_camids:
+                raise self.error(f"camid {camera.camid} must be a unique non-negative integer", "cameras", i, "camid")
+            seen_camids.add(camera.camid)
+            if not (math.isfinite(camera.weight) and camera.weight > 0):
+                raise self.error(f"weight must be positive, got {camera.weight}", "cameras", i, "weight")
+
+        # Columns, in sampling order.
+        columns: list[Column] = []
+
+        def add(name: str, values: list[str]) -> None:
+            columns.append(Column(name, tuple(values), {v: i for i, v in enumerate(values)}))
+
+        for name, dim in model.identity.items():
+            add(name, list(dim.values))
+        camera_attrs = []
+        for camera in model.cameras:
+            attrs = {col: condition_value(getattr(camera, fld)) for col, fld in CAMERA_COLUMNS.items()}
+            camera_attrs.append(attrs)
+        for col in CAMERA_COLUMNS:
+            add(col, list(dict.fromkeys(attrs[col] for attrs in camera_attrs)))
+        for name, dim in model.view.items():
+            add(name, list(dim.values))
+        self.columns = tuple(columns)
+        self.column_index = {c.name: i for i, c in enumerate(columns)}
+        self.num_identity = len(model.identity)
+        self.camera_columns = tuple(range(self.num_identity, self.num_identity + len(CAMERA_COLUMNS)))
+
+        self.cameras = tuple(
+            Camera(camid=cam.camid, weight=cam.weight, profile=attrs)
+            for cam, attrs in zip(model.cameras, camera_attrs, strict=True)
+        )
+        # Per camera: the codes of its profile columns (a view copies them into its row).
+        self.camera_codes = np.array(
+            [[columns[c].index[attrs[columns[c].name]] for c in self.camera_columns] for attrs in camera_attrs],
+            dtype=np.int32,
+        )
+        self.camera_weights = np.array([cam.weight for cam in model.cameras], dtype=np.float64)
+
+        self.identity_dims = tuple(
+            self._dimension("identity", name, dim, available=self.column_index[name])
+            for name, dim in model.identity.items()
+        )
+        self.view_dims = tuple(
+            self._dimension("view", name, dim, available=self.column_index[name])
+            for name, dim in model.view.items()
+        )
+        for dim in self.identity_dims + self.view_dims:
+            if len(dim.rules) <= _MAX_CHECKED_RULES:
+                for mask in dim.consistent_masks():
+                    dim.cumulative(mask)
+
+    def condition(self, conditions: Conditions, *parts: Any, available: int | None = None, owner: str = "") -> Condition:
+        """Compile a `when:` mapping. `available`: only columns before this index may be named."""
+        if not conditions:
+            raise self.error("needs at least one condition", *parts)
+        terms = []
+        tables = []
+        for name, raw in conditions.items():
+            where = (*parts, name)
+            if name not in self.column_index:
+                raise self.error(f"names an unknown dimension '{name}'", *where)
+            column = self.column_index[name]
+            if available is not None and column >= available:
+                raise self.error(f"'{name}' is not sampled before '{owner}', so a rule cannot depend on it", *where)
+            vocab = self.columns[column]
+            raws = raw if isinstance(raw, list) else [raw]
+            if not raws:
+                raise self.error("lists no value", *where)
+            codes = set()
+            for item in raws:
+                value = condition_value(item)
+                if value not in vocab.index:
+                    known = ", ".join(vocab.values)
+                    raise self.error(f"'{value}' is not a value of '{name}' (values: {known})", *where)
+                codes.add(vocab.index[value])
+            table = np.zeros(len(vocab.values), dtype=bool)
+            table[list(codes)] = True
+            terms.append((column, frozenset(codes)))
+            tables.append(table)
+        return Condition(tuple(terms), tuple(tables))
+
+    def _dimension(self, level: str, name: str, model: DimensionModel, *, available: int) -> Dimension:
+        column = self.column_index[name]
+        values = tuple(model.values)
+        index = self.columns[column].index
+        rules = []
+        for i, rule in enumerate(model.rules):
+            condition = self.condition(rule.when, level, name, "rules", i, "when", available=available, owner=name)
+            if not rule.weights:
+                raise self.error("lists no value", level, name, "rules", i, "weights")
+            factors = np.ones(len(values), dtype=np.float64)
+            for value, factor in rule.weights.items():
+                if value not in index:
+                    raise self.error(f"'{value}' is not a value of '{name}'", level, name, "rules", i, "weights", value)
+                if not (math.isfinite(factor) and factor >= 0):
+                    raise self.error(f"factor must be zero or positive, got {factor}", level, name, "rules", i, "weights", value)
+                factors[index[value]] = factor
+            rules.append((condition, factors))
+        hidden = None
+        if model.hidden_when is not None:
+            if level != "identity":
+                raise self.error("only identity dimensions can be hidden from the appearance", level, name, "hidden_when")
+            hidden = self.condition(model.hidden_when, level, name, "hidden_when", available=self.num_identity, owner=name)
+            if any(column == self.column_index[name] for column, _ in hidden.terms):
+                raise self.error(f"'{name}' cannot be hidden by its own value", level, name, "hidden_when")
+        return Dimension(
+            name=name,
+            level=level,
+            column=column,
+            values=values,
+            weights=np.array([model.values[v] for v in values], dtype=np.float64),
+            rules=tuple(rules),
+            hidden=hidden,
+            source=self.source,
+        )
+
+
+def _validation_error(exc: ValidationError, file: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append((yaml_path(*err["loc"]), msg))
+    path, problem = lines[0]
+    problem += "".join(f"\n  at '{p}': {m}" for p, m in lines[1:])
+    return ConfigError(problem, file=file, path=path or None)
+
+
+def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
+    """Read and validate a taxonomy YAML (None: the one shipped with the package)."""
+    # The experiment config's reader: same messages for a missing file or a YAML syntax error.
+    from dppp.config import read_yaml
+
+    path = SHIPPED_TAXONOMY if path is None else Path(path)
+    file = str(path)
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError("a taxonomy is a mapping with identity, view, cameras and templates", file=file)
+    try:
+        model = TaxonomyModel.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, file) from None
+    return Taxonomy(model, source=file)
