@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from dppp.commands import models, prompts, shards
+from dppp.commands import generate, models, prompts, shards
 from dppp.errors import UserError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app = typer.Typer(
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(models.app, name="models")
 app.add_typer(shards.app, name="shards")
+app.command("generate")(generate.generate)
 
 
 def main(argv: list[str] | None = None) -> int:

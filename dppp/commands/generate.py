@@ -1,0 +1,67 @@
+"""`dppp generate`: render the configured identities into committed shards (a Ray batch job)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dppp.commands.common import ConfigArg, SetOption, load_config, with_updates
+
+
+def generate(
+    config: ConfigArg,
+    out: Annotated[str | None, typer.Option(help="Output: a local path, file:// or s3:// URL.")] = None,
+    identities: Annotated[int | None, typer.Option(help="Number of identities to render.")] = None,
+    ids_per_shard: Annotated[int | None, typer.Option(help="Whole identities per shard.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Renderer actors (default: one per GPU, else per CPU).")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
+    ] = None,
+    sets: SetOption = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a dataset made from another config at --out.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan and write nothing.")] = False,
+) -> None:
+    """Render identities with the configured renderer into WebDataset shards; rerun to resume."""
+    from rich.console import Console
+
+    from pipeline.generate import GenerationFailed, build_plan, run_generate
+
+    experiment = load_config(config, sets)
+    gen = with_updates(experiment.generate, "generate", out=out, identities=identities,
+                       ids_per_shard=ids_per_shard, workers=workers)  # fmt: skip
+    console = Console()
+    if dry_run:
+        plan = build_plan(gen)
+        console.print(
+            f"plan for [bold]{gen.out}[/bold]: {gen.identities} identities, {plan.images} images "
+            f"({plan.images / gen.identities:.2f} views/identity), {len(plan.shards)} shards of "
+            f"{gen.ids_per_shard} identities, about {plan.estimated_bytes() / 1e6:.1f} MB "
+            f"({gen.output.format}, {gen.output.height}x{gen.output.width}). Nothing written."
+        )
+        return
+    try:
+        summary = run_generate(gen, ray_address=ray_address, overwrite=overwrite)
+    except GenerationFailed as failed:
+        summary = failed.args[0]
+        print_summary(console, summary)
+        console.print(f"[red]{len(summary.failed)} shard(s) failed every attempt:[/red]")
+        for index, error in sorted(summary.failed.items()):
+            console.print(f"  shard {index:06d}: {error}")
+        console.print("Committed shards stay valid; rerun the same command to retry the rest.")
+        raise typer.Exit(1) from None
+    print_summary(console, summary)
+
+
+def print_summary(console, summary) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"dppp generate -> {summary.out}", show_header=False)
+    table.add_row("shards", f"{summary.shards_done} rendered, {summary.shards_skipped} already committed, "
+                  f"{summary.shards_total} in plan")  # fmt: skip
+    table.add_row("images", f"{summary.images} ({summary.images_per_s:.1f} images/s)")
+    table.add_row("bytes", f"{summary.bytes / 1e6:.2f} MB")
+    table.add_row("wall time", f"{summary.wall_s:.1f} s")
+    for name, busy in sorted(summary.busy.items()):
+        table.add_row(f"{name} busy", f"{busy:.0%}")
+    console.print(table)
