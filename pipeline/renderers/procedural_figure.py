@@ -398,9 +398,10 @@ class Figure:
             return
         end = 1.35 if length == "medium-length" else 2.2 + 0.3 * self.t.hair_volume
         vol = 1.0 + 0.15 * self.t.hair_volume + (0.2 if style in ("curly", "wavy") else 0.0)
-        top = self.half_width(0.42 * vol * hs, 0.5 * hs)
-        low = self.half_width(0.5 * vol * hs, 0.35 * hs)
-        cx, _ = self.p(0, -0.15 * hs, 0)
+        # Hair falls behind the shoulders: from the side it is a narrow curtain behind the head.
+        top = self.half_width(0.42 * vol * hs, 0.3 * hs)
+        low = self.half_width(0.5 * vol * hs, 0.2 * hs)
+        cx, _ = self.p(0, -0.3 * hs, 0)
         y0, y1 = self.y(0.45), self.y(end)
         pts = [(cx - top, y0), (cx + top, y0), (cx + low, y1), (cx - low, y1)]
         if style == "wavy" or style == "curly":

@@ -50,6 +50,8 @@ LIGHTS = {
     "dusk": Light((0.62, 0.58, 0.74), 0.88, 0.12, lift=0.04, shadow=0.15, noise=1.4),
     "night under streetlights": Light((0.7, 0.52, 0.3), 1.15, 0.25, shadow=0.3, noise=1.6),
     "fluorescent indoor lighting": Light((0.96, 1.05, 1.0), 0.95, 0.05, shadow=0.2),
+    "warm indoor lighting": Light((1.1, 0.95, 0.75), 0.95, 0.12, shadow=0.25),
+    "dim indoor lighting": Light((0.62, 0.6, 0.58), 0.85, 0.1, lift=0.03, shadow=0.15, noise=1.5),
     "backlit": Light((1.0, 1.0, 1.03), 0.9, 0.1, subject=0.55, lift=0.04, shadow=0.2),
     "harsh shadows": Light((1.1, 1.05, 0.97), 1.35, 0.5, hard=True, shadow=0.6),
 }
