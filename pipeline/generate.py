@@ -45,7 +45,12 @@ class GenerateConfig(StrictModel):
 
 # Config fields that do not change a single byte of the dataset: they may differ on resume.
 _RUN_ONLY_FIELDS = {"out", "workers", "storage", "max_attempts", "cpus_per_worker"}
-_AVG_JPEG_BYTES_PER_PIXEL = 0.3  # measured on procedural 256x128 images at quality 90; for --dry-run only
+_FORWARDED_ENV = {
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+}
+_AVG_JPEG_BYTES_PER_PIXEL = 0.46  # measured on the demo (procedural, 256x128, quality 90); --dry-run only
 
 
 class GenerationFailed(Exception):
@@ -65,6 +70,7 @@ class GenerateSummary:
     wall_s: float
     busy: dict[str, float] = field(default_factory=dict)  # worker -> fraction of wall time rendering
     failed: dict[int, str] = field(default_factory=dict)  # shard index -> last error
+    retries: int = 0  # shard attempts that failed and were re-queued (dead actors included)
 
     @property
     def images_per_s(self) -> float:
@@ -219,7 +225,11 @@ class _ActorPool:
         self.actors = {f"worker-{i}": self._spawn(f"worker-{i}") for i in range(size)}
 
     def _spawn(self, name: str):
-        return self._cls.remote(self.config, threads=self._threads, name=name)
+        # The driver's S3 settings (endpoint, region, credentials) reach the actors even when the Ray
+        # instance was started before they were set; a cluster's own node credentials are used otherwise.
+        env = {key: value for key, value in os.environ.items() if key in _FORWARDED_ENV}
+        options = {"runtime_env": {"env_vars": env}} if env else {}
+        return self._cls.options(**options).remote(self.config, threads=self._threads, name=name)
 
     def replace(self, name: str, dead) -> None:
         import ray
@@ -266,6 +276,7 @@ def _drain(pool: _ActorPool, todo: list, max_attempts: int, summary: GenerateSum
                     pool.replace(name, actor)
                 attempts[shard.index] = attempts.get(shard.index, 0) + 1
                 if attempts[shard.index] < max_attempts:
+                    summary.retries += 1
                     queue.append(shard)
                 else:
                     summary.failed[shard.index] = _short_error(exc)
