@@ -171,8 +171,9 @@ class Dimension:
         if table is None:
             weights = self.weights_for(mask)
             if not weights.sum() > 0:
+                which = f"rule {_bits(mask)} leaves" if mask & (mask - 1) == 0 else f"rules {_bits(mask)} together leave"
                 raise ConfigError(
-                    f"rules {_bits(mask)} together leave no value with a positive weight",
+                    f"{which} no value with a positive weight",
                     file=self.source or None,
                     path=yaml_path(self.level, self.name, "rules"),
                 )

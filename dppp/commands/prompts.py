@@ -2,6 +2,54 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from dppp.commands.common import ConfigArg, SetOption, load_config
+
 app = typer.Typer(help="Sample attribute-combined prompts and check their coverage.", no_args_is_help=True)
+
+IdentitiesOption = Annotated[
+    int | None, typer.Option("--identities", min=1, help="Number of identities (overrides generate.identities).")
+]
+SeedOption = Annotated[int | None, typer.Option("--seed", min=0, help="Global seed (overrides generate.seed).")]
+
+
+def _overrides(sets: list[str] | None, identities: int | None, seed: int | None) -> list[str]:
+    """--identities / --seed are shorthands for --set, validated like a value in the file."""
+    overrides = list(sets or [])
+    if identities is not None:
+        overrides.append(f"generate.identities={identities}")
+    if seed is not None:
+        overrides.append(f"generate.seed={seed}")
+    return overrides
+
+
+@app.command()
+def sample(config: ConfigArg, identities: IdentitiesOption = None, seed: SeedOption = None, sets: SetOption = None) -> None:
+    """Print every view of every identity as JSON lines: key, pid, view, camid, prompt, negative_prompt,
+    attributes, seeds and the slots dropped to fit the token budget."""
+    import sys
+
+    from prompts.report import write_samples
+
+    experiment = load_config(config, _overrides(sets, identities, seed))
+    write_samples(experiment.generate, sys.stdout, config_file=str(config))
+
+
+@app.command()
+def stats(
+    config: ConfigArg,
+    identities: IdentitiesOption = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the coverage as a bar chart (PNG).")] = None,
+    sets: SetOption = None,
+) -> None:
+    """How often every attribute value is sampled (identity values per identity, view values per view)."""
+    from rich.console import Console
+
+    from prompts.report import coverage_report
+
+    experiment = load_config(config, _overrides(sets, identities, None))
+    coverage_report(experiment.generate, Console(), plot=plot, config_file=str(config))
