@@ -12,6 +12,7 @@ trusts records never sees a shard that is not whole.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -66,6 +67,7 @@ _SECRET_KEY = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # the same few metadata keys, once per sample: keep the writer fast
 def is_secret_key(name: str) -> bool:
     return bool(_SECRET_KEY.search(str(name).lower().replace("-", "_")))
 
@@ -73,7 +75,7 @@ def is_secret_key(name: str) -> bool:
 def strip_secrets(obj: Any) -> Any:
     """A copy of `obj` without credential-named keys, and with user:password@ removed from URLs."""
     if isinstance(obj, dict):
-        return {k: strip_secrets(v) for k, v in obj.items() if not is_secret_key(k)}
+        return {k: strip_secrets(v) for k, v in obj.items() if not is_secret_key(str(k))}
     if isinstance(obj, (list, tuple)):
         return [strip_secrets(v) for v in obj]
     if isinstance(obj, str) and "@" in obj and "://" in obj:

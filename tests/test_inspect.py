@@ -217,3 +217,13 @@ def test_s3_output_never_shows_credentials(moto_s3, tmp_path, make_samples, caps
     assert outputs[-1][0] == 2 and "does not exist" in outputs[-1][2]
     text = "".join(out + err for _, out, err in outputs) + storage.read_bytes("dataset.json").decode()
     assert not any(value in text for value in FAKE_CREDENTIALS.values() if len(value) > 10)
+
+
+def test_parallel_verify_matches_sequential(tmp_path, make_samples):
+    storage = build_dataset(open_storage(str(tmp_path / "ds")), tmp_path, make_samples)
+    _flip_byte(storage)
+    one = verify_dataset(storage.url)
+    two = verify_dataset(storage.url, workers=2)
+    assert [(c.name, c.status, c.samples, c.bytes, c.problems) for c in one.checks] == \
+        [(c.name, c.status, c.samples, c.bytes, c.problems) for c in two.checks]  # fmt: skip
+    assert not two.ok and [c.status for c in two.checks] == ["ok", "corrupted", "ok"]

@@ -93,6 +93,7 @@ def ls(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
 def verify(
     url: UrlArg,
     deep: Annotated[bool, typer.Option("--deep", help="Also decode every image.")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Shards verified at once (processes); 0: auto.")] = 0,
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Recompute checksums, counts and member completeness against the records. Exit 1 on any problem."""
@@ -101,7 +102,8 @@ def verify(
     from pipeline.inspect import verify_dataset
 
     with _progress("verify", unit_bytes=True) as (set_total, advance):
-        report = verify_dataset(url, deep=deep, config=_config(endpoint_url), progress=advance, on_total=set_total)
+        report = verify_dataset(url, deep=deep, config=_config(endpoint_url), progress=advance, on_total=set_total,
+                                workers=workers)
     table = Table(title=f"{report.url} ({'deep' if deep else 'checksums, counts, members'})")
     for name, justify in (("object", "left"), ("samples", "right"), ("bytes", "right"), ("status", "left"),
                           ("problems", "left")):  # fmt: skip
