@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from dppp.schema import StrictModel
+from pipeline.storage import StorageConfig
 from trainer.model_config import ModelConfig
 
 
@@ -25,7 +28,57 @@ class Phase2Schedule(StrictModel):
     warmup_epochs: int = Field(10, ge=0)
 
 
+class AugmentConfig(StrictModel):
+    """Training augmentation (trainer/transforms.py); Bag-of-Tricks defaults (Luo et al. 2019)."""
+
+    enabled: bool = True
+    flip_p: float = Field(0.5, ge=0, le=1)
+    pad: int = Field(10, ge=0)  # zero-pad each side by this many pixels, then crop back at random
+    erase_p: float = Field(0.5, ge=0, le=1)
+    erase_area: tuple[float, float] = (0.02, 0.4)  # fraction of the image one erased rectangle covers
+    erase_aspect: float = Field(0.3, gt=0, le=1)  # aspect ratio drawn log-uniformly in [a, 1/a]
+
+    @model_validator(mode="after")
+    def _area_range(self) -> AugmentConfig:
+        low, high = self.erase_area
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"erase_area must satisfy 0 < low <= high <= 1, got {list(self.erase_area)}")
+        return self
+
+
+class DataConfig(StrictModel):
+    """Where the training images come from and how they are batched (trainer/data.py)."""
+
+    # Dataset URLs (local, file://, s3://) of dppp datasets, or NAME:PATH Re-ID folders (market1501:...).
+    sources: tuple[str, ...] = ()
+    ids_per_batch: int = Field(16, ge=2)  # P: identities per batch (the triplet loss needs 2 or more)
+    images_per_id: int = Field(4, ge=1)  # K: images of each identity in a batch
+    # Identities a loader worker holds before it forms batches (more = more mixing across shards);
+    # None: 2 x ids_per_batch.
+    pool_identities: int | None = Field(None, ge=2)
+    num_workers: int = Field(2, ge=0)  # DataLoader processes per training worker (0: in the training loop)
+    prefetch_batches: int = Field(2, ge=1)  # per DataLoader process
+    folder_ids_per_unit: int = Field(8, ge=1)  # Re-ID folders are streamed in groups of this many identities
+    augment: AugmentConfig = AugmentConfig()
+    storage: StorageConfig = StorageConfig()
+
+
 class TrainConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     phase1: Phase1Schedule = Phase1Schedule()
     phase2: Phase2Schedule = Phase2Schedule()
+    data: DataConfig = DataConfig()
+    # The run: <out>/<run_name>/ holds checkpoints, metrics and final/; a rerun with the same name resumes.
+    out: str = "runs/demo/train"
+    run_name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    seed: int = Field(0, ge=0)  # shard order, batch composition and augmentation
+    workers: int = Field(1, ge=1)  # Ray Train workers (one process each; DDP between them)
+    use_gpu: bool = False  # one GPU per worker, NCCL; else gloo on CPU
+    cpus_per_worker: float = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"  # applies on GPU only
+    lr_floor: float = Field(0.01, ge=0, le=1)  # cosine decay ends at lr x lr_floor
+    checkpoint_every_steps: int | None = Field(None, ge=1)  # besides every epoch end
+    checkpoint_keep: int = Field(3, ge=1)  # the latest K checkpoints are kept
+    max_failures: int = Field(3, ge=0)  # worker-group restarts (from the last checkpoint) before giving up
+    log_every_steps: int = Field(10, ge=1)
+    bank_batch_size: int = Field(64, ge=1)  # PDM identity bank pass between the phases

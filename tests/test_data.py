@@ -1,0 +1,247 @@
+"""The streaming P x K loader on real shards (local and loopback S3): plan, split, batches, resume."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dppp.errors import DataError
+from tests.conftest import make_samples
+from trainer.config import DataConfig
+
+TAXONOMY = {
+    "identity": {"gender": {"values": {"man": 1, "woman": 1}},
+                 "upper_color": {"values": {c: 1 for c in ("red", "blue", "green", "black")}}},
+    "view": {"scene": {"values": {"street": 1, "campus": 1, "mall": 1}}},
+    "cameras": [{"camid": c} for c in range(4)],
+}  # fmt: skip
+
+
+def views_of(pid: int) -> int:
+    return 2 + pid % 5  # 2..6 views: some identities have fewer than K images
+
+
+def write_dataset(url: str, n_ids: int = 24, ids_per_shard: int = 3, first_pid: int = 0,
+                  commit: int | None = None) -> str:  # fmt: skip
+    """A dppp dataset of procedural JPEGs: dataset.json, tars, records (the first `commit` shards only)."""
+    import tempfile
+
+    from pipeline.records import publish_shard, write_dataset_manifest
+    from pipeline.shards import write_shard
+    from pipeline.storage import open_storage
+
+    storage = open_storage(url)
+    write_dataset_manifest(storage, {"format": "dppp-dataset/1", "taxonomy": TAXONOMY})
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, start in enumerate(range(first_pid, first_pid + n_ids, ids_per_shard)):
+            samples = [s for pid in range(start, min(start + ids_per_shard, first_pid + n_ids))
+                       for s in make_samples(1, views_of(pid), first_pid=pid, size=(32, 64))]  # fmt: skip
+            path = Path(tmp) / f"{index}.tar"
+            info = write_shard(samples, path)
+            if commit is None or index < commit:
+                publish_shard(storage, index, path, info)
+            else:  # an interrupted run's tar: no record, so not committed
+                storage.put_file(path, f"shards/shard-{index:06d}.tar")
+    return url
+
+
+@pytest.fixture(scope="session")
+def dataset_url(tmp_path_factory) -> str:
+    return write_dataset(str(tmp_path_factory.mktemp("data") / "ds"))
+
+
+def config(**overrides) -> DataConfig:
+    fields = dict(ids_per_batch=4, images_per_id=3, num_workers=0, pool_identities=6)
+    return DataConfig(**{**fields, **overrides})
+
+
+def test_open_reads_only_committed_shards(tmp_path):
+    from trainer.data import open_training_data
+
+    url = write_dataset(str(tmp_path / "partial"), n_ids=12, ids_per_shard=3, commit=2)
+    data = open_training_data([url])
+    assert len(data.units) == 2
+    assert data.num_classes == 6
+    assert data.num_images == sum(views_of(p) for p in range(6))
+    assert data.style_values["camid"] == ("0", "1", "2", "3")
+    assert data.style_vocab == {"camid": 4, "gender": 2, "scene": 3, "upper_color": 4}
+
+
+def test_no_committed_shard_is_a_clear_error(tmp_path):
+    from trainer.data import open_training_data
+
+    url = write_dataset(str(tmp_path / "empty"), n_ids=3, ids_per_shard=3, commit=0)
+    with pytest.raises(DataError, match="no committed shard"):
+        open_training_data([url])
+    with pytest.raises(DataError, match="not a dppp dataset"):
+        open_training_data([str(tmp_path / "nothing-here")])
+
+
+def test_two_sources_keep_their_identities_apart(tmp_path, dataset_url):
+    from trainer.data import open_training_data
+
+    other = write_dataset(str(tmp_path / "other"), n_ids=6, ids_per_shard=3)  # pids 0..5 again
+    data = open_training_data([dataset_url, other])
+    assert data.num_classes == 24 + 6
+    labels = [i.label for u in data.units for i in u.identities]
+    assert sorted(labels) == list(range(30))
+
+
+def test_shards_for_rank_is_a_disjoint_equal_seeded_split():
+    from trainer.data import shards_for_rank
+
+    for world in (1, 2, 3):
+        slices = [shards_for_rank(8, epoch=1, seed=5, rank=r, world=world) for r in range(world)]
+        flat = [u for s in slices for u in s]
+        assert len(flat) == len(set(flat)) == 8 // world * world
+        assert {len(s) for s in slices} == {8 // world}
+    assert shards_for_rank(8, 1, 5, 0, 2) == shards_for_rank(8, 1, 5, 0, 2)
+    assert shards_for_rank(8, 1, 5, 0, 2) != shards_for_rank(8, 2, 5, 0, 2)
+    with pytest.raises(DataError, match="cannot feed 3"):
+        shards_for_rank(2, 0, 0, 0, 3)
+
+
+def test_plan_process_batches_are_p_distinct_identities_of_k_images():
+    from trainer.data import plan_process
+
+    sizes = [[5, 2, 9], [4, 4, 1], [7, 3, 3]]
+    batches = plan_process(sizes, np.random.default_rng(0), ids_per_batch=4, images_per_id=3, pool_identities=6)
+    assert batches
+    used = Counter()
+    for batch in batches:
+        identities = [(p.unit, p.identity) for p in batch.picks]
+        assert len(set(identities)) == 4
+        for pick in batch.picks:
+            assert pick.unit <= batch.ready_after
+            assert len(pick.images) == 3
+            size = sizes[pick.unit][pick.identity]
+            assert all(0 <= i < size for i in pick.images)
+            if size >= 3:
+                assert len(set(pick.images)) == 3
+            used[(pick.unit, pick.identity)] += 1
+    for (unit, identity), times in used.items():  # never more chunks than the identity has
+        assert times <= max(1, sizes[unit][identity] // 3)
+
+
+def test_round_robin_take_matches_dataloader_order():
+    from trainer.data import round_robin_take
+
+    assert round_robin_take([3, 1, 2], 6) == [3, 1, 2]
+    assert round_robin_take([3, 1, 2], 4) == [2, 1, 1]
+    assert round_robin_take([3, 1, 2], 2, start=4) == [1, 0, 1]
+    with pytest.raises(ValueError):
+        round_robin_take([1, 1], 3)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_ranks_get_disjoint_shards_same_steps_and_exact_pk_batches(dataset_url, num_workers):
+    from trainer.data import PKBatchStream, make_loader, open_training_data
+
+    data = open_training_data([dataset_url])
+    cfg = config(num_workers=num_workers)
+    seen_keys, steps = [], []
+    for rank in range(2):
+        stream = PKBatchStream(data, cfg, (64, 32), seed=3, epoch=1, rank=rank, world=2,
+                               style_attributes=("camid", "scene"))  # fmt: skip
+        batches = list(make_loader(stream, cfg))
+        assert len(batches) == stream.steps
+        steps.append(stream.steps)
+        keys = set()
+        for batch in batches:
+            assert batch["pixel_values"].shape == (12, 3, 64, 32)
+            assert batch["pixel_values"].dtype == torch.float32
+            pids = batch["pids"].tolist()
+            counts = Counter(pids)
+            assert len(counts) == 4 and set(counts.values()) == {3}
+            assert pids == sorted(pids, key=pids.index)  # K images of one identity are contiguous
+            assert set(batch["style"]) == {"camid", "scene"}
+            for key, camid in zip(batch["keys"], batch["style"]["camid"].tolist(), strict=True):
+                assert camid == int(key.split("_v")[1]) % 4  # make_samples: camid = view % 4
+            keys |= set(batch["keys"])
+        pid_of = {i.label: int(i.members[0][1:7]) for u in data.units for i in u.identities}
+        assert all(pid_of[p] == int(k[1:7]) for b in batches for p, k in zip(b["pids"].tolist(), b["keys"], strict=True))
+        seen_keys.append({k[:7] for k in keys})  # identities (p000123) this rank trained on
+    assert steps[0] == steps[1] > 0
+    assert not seen_keys[0] & seen_keys[1]  # whole shards are disjoint, so identities are too
+
+
+def test_batches_are_deterministic_and_resume_skips_exactly(dataset_url):
+    from trainer.data import PKBatchStream, make_loader, open_training_data
+
+    data = open_training_data([dataset_url])
+    cfg = config(num_workers=2)
+
+    def run(skip=0):
+        stream = PKBatchStream(data, cfg, (64, 32), seed=1, epoch=0, rank=0, world=1, skip=skip)
+        return list(make_loader(stream, cfg))
+
+    full, again, resumed = run(), run(), run(skip=2)
+    assert len(full) >= 4
+    for a, b in zip(full, again, strict=True):
+        assert a["keys"] == b["keys"] and torch.equal(a["pixel_values"], b["pixel_values"])
+    assert len(resumed) == len(full) - 2
+    for a, b in zip(full[2:], resumed, strict=True):
+        assert a["keys"] == b["keys"] and torch.equal(a["pixel_values"], b["pixel_values"])
+
+
+def test_stream_from_loopback_s3_matches_local(moto_s3, dataset_url, tmp_path):
+    from trainer.data import PKBatchStream, open_training_data
+
+    url = write_dataset(moto_s3.bucket() + "/ds", n_ids=24, ids_per_shard=3)
+    s3, local = open_training_data([url]), open_training_data([dataset_url])
+    assert s3.units[0].name.startswith("s3://")
+    cfg = config(num_workers=0)
+    remote = list(PKBatchStream(s3, cfg, (64, 32), seed=2, epoch=0))
+    here = list(PKBatchStream(local, cfg, (64, 32), seed=2, epoch=0))
+    assert [b["keys"] for b in remote] == [b["keys"] for b in here]
+    assert all(torch.equal(a["pixel_values"], b["pixel_values"]) for a, b in zip(remote, here, strict=True))
+
+
+def test_too_few_identities_per_rank_is_a_clear_error(dataset_url):
+    from trainer.data import PKBatchStream, open_training_data
+
+    data = open_training_data([dataset_url])
+    with pytest.raises(DataError, match="no batch of 40 identities"):
+        PKBatchStream(data, config(ids_per_batch=40), (64, 32), seed=0, epoch=0, world=2)
+
+
+def test_market_folder_trains_through_the_same_interface(tmp_path):
+    from PIL import Image
+
+    from trainer.data import PKBatchStream, open_training_data
+
+    root = tmp_path / "market"
+    for sub in ("bounding_box_train", "bounding_box_test", "query"):
+        (root / sub).mkdir(parents=True)
+    for pid in range(1, 11):
+        for view in range(4):
+            buffer = io.BytesIO()
+            Image.new("RGB", (32, 64), (pid * 20, view * 50, 99)).save(buffer, format="JPEG")
+            name = f"{pid:04d}_c{view % 3 + 1}s1_{view:06d}_00.jpg"
+            (root / "bounding_box_train" / name).write_bytes(buffer.getvalue())
+    for sub in ("bounding_box_test", "query"):
+        Image.new("RGB", (32, 64)).save(root / sub / "0001_c1s1_000000_00.jpg")
+    data = open_training_data([f"market1501:{root}"], folder_ids_per_unit=2)
+    assert data.num_classes == 10 and len(data.units) == 5
+    assert data.style_values == {"camid": ("1", "2", "3")}
+    batches = list(PKBatchStream(data, config(), (64, 32), seed=0, epoch=0, style_attributes=("camid",)))
+    assert batches and all(Counter(b["pids"].tolist()).most_common()[-1][1] == 3 for b in batches)
+    with pytest.raises(DataError, match="not labelled in every training source"):
+        PKBatchStream(data, config(), (64, 32), seed=0, epoch=0, style_attributes=("illumination",))
+
+
+def test_all_images_stream_covers_every_image_once(dataset_url):
+    from trainer.data import AllImagesStream, open_training_data
+
+    data = open_training_data([dataset_url])
+    seen = Counter()
+    for rank in range(2):
+        for batch in AllImagesStream(data, (64, 32), rank=rank, world=2, batch_size=16):
+            seen.update(batch["pids"].tolist())
+    assert sum(seen.values()) == data.num_images
+    assert len(seen) == data.num_classes
