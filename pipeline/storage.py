@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import random
 import re
 import shutil
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -449,37 +451,81 @@ class S3Storage(Storage):
 
 
 class _S3Reader(io.RawIOBase):
-    """A streaming GET that resumes with a Range request (pinned to the ETag) after a dropped connection."""
+    """A streaming GET, read ahead by a background thread so the network overlaps the caller's parsing.
 
-    def __init__(self, storage: S3Storage, key: str):
+    At most `prefetch` chunks of 1 MiB wait in memory. A dropped connection resumes with a Range request
+    pinned to the ETag (never splicing two versions of an object), within the retry budget."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, storage: S3Storage, key: str, prefetch: int = 4):
         self.storage = storage
         self.key = key
         self.name = storage.url_for(key)  # what error messages call this stream
-        self.pos = 0
-        response = storage._get(key, 0, None)
+        self.pos = 0  # bytes handed to the caller
+        self._fetched = 0  # bytes pulled from the network
+        response = storage._get(key, 0, None)  # synchronous: a missing object fails at open
         self.etag = response.get("ETag")
         self.size = response.get("ContentLength")
         self.body = response["Body"]
+        self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._current = memoryview(b"")
+        self._eof = False
+        self._thread = threading.Thread(target=self._fill, name=f"s3-read {key}", daemon=True)
+        self._thread.start()
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def _read_chunk(self) -> bytes:
         deadline = time.monotonic() + self.storage.config.retry_budget_s
         while True:
             try:
-                data = self.body.read(len(buffer))
-                break
+                data = self.body.read(self.CHUNK)
+                self._fetched += len(data)
+                return data
             except Exception as exc:
                 if not _is_transient(exc) or time.monotonic() > deadline:
                     raise StorageUnavailable(
-                        f"cannot read {self.storage.url_for(self.key)} at byte {self.pos}: "
-                        f"{_scrub(f'{type(exc).__name__}: {exc}')}"
+                        f"cannot read {self.name} at byte {self._fetched}: {_scrub(f'{type(exc).__name__}: {exc}')}"
                     ) from None
                 self._close_body()
-                self.body = self.storage._get(self.key, self.pos, self.etag)["Body"]
-        n = len(data)
-        buffer[:n] = data
+                self.body = self.storage._get(self.key, self._fetched, self.etag)["Body"]
+
+    def _fill(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._read_chunk()
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def readinto(self, buffer) -> int:
+        if not self._current:
+            if self._eof:
+                return 0
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            if not item:
+                self._eof = True
+                return 0
+            self._current = memoryview(item)
+        n = min(len(buffer), len(self._current))
+        buffer[:n] = self._current[:n]
+        self._current = self._current[n:]
         self.pos += n
         return n
 
@@ -491,7 +537,9 @@ class _S3Reader(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            self._close_body()
+            self._stop.set()
+            self._close_body()  # unblocks a read in flight in the prefetch thread
+            self._thread.join(timeout=5)
         super().close()
 
 
