@@ -82,11 +82,12 @@ def test_agrees_with_the_reference_loop_on_random_cases(seed):
         num_pids, num_cams = int(rng.integers(1, 10)), int(rng.integers(1, 5))
         q_pids, g_pids = rng.integers(0, num_pids, num_q), rng.integers(0, num_pids, num_g)
         q_cams, g_cams = rng.integers(0, num_cams, num_q), rng.integers(0, num_cams, num_g)
-        # Half the cases on a coarse integer grid, so ties are everywhere.
+        # Uninformative or model-like distances (true matches mostly near the top, which takes the packed
+        # path of evaluate_ranking), each either continuous or on a coarse grid where ties are everywhere.
+        mismatch = q_pids[:, None] != g_pids[None, :]
+        distmat = rng.random((num_q, num_g)) + (rng.random() < 0.5) * 2.0 * mismatch * rng.random((num_q, num_g))
         if rng.random() < 0.5:
-            distmat = rng.integers(0, 4, (num_q, num_g)).astype(np.float32)
-        else:
-            distmat = rng.random((num_q, num_g))
+            distmat = np.floor(distmat * 2).astype(np.float32)
         max_rank = int(rng.integers(1, 100))
         cmc, mAP, mINP, num_valid = reference_eval_market1501(distmat, q_pids, g_pids, q_cams, g_cams, max_rank)
         got = evaluate_ranking(distmat, q_pids, g_pids, q_cams, g_cams, max_rank,
@@ -94,6 +95,22 @@ def test_agrees_with_the_reference_loop_on_random_cases(seed):
         assert got.num_valid == num_valid and got.num_skipped == num_q - num_valid
         np.testing.assert_array_equal(got.cmc, cmc)
         assert got.mAP == pytest.approx(mAP, abs=1e-12) and got.mINP == pytest.approx(mINP, abs=1e-12)
+
+
+def test_integer_and_infinite_distances_agree_with_the_reference_loop():
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        num_q, num_g = int(rng.integers(1, 20)), int(rng.integers(1, 50))
+        labels = (rng.integers(0, 5, num_q), rng.integers(0, 5, num_g), rng.integers(0, 3, num_q),
+                  rng.integers(0, 3, num_g))
+        ints = rng.integers(-3, 3, (num_q, num_g))
+        floats = np.where(rng.random((num_q, num_g)) < 0.3, np.inf, rng.random((num_q, num_g)))
+        for distmat in (ints, ints.astype(np.int16), floats):
+            cmc, mAP, mINP, num_valid = reference_eval_market1501(distmat, *labels, max_rank=60)
+            got = evaluate_ranking(distmat, *labels, max_rank=60, chunk_size=int(rng.integers(1, 5)))
+            assert got.num_valid == num_valid
+            np.testing.assert_array_equal(got.cmc, cmc)
+            assert got.mAP == pytest.approx(mAP, abs=1e-12) and got.mINP == pytest.approx(mINP, abs=1e-12)
 
 
 def test_default_chunking_torch_input_and_input_is_not_modified():

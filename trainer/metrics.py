@@ -12,12 +12,15 @@ torchreid / fast-reid `eval_market1501`):
   (number of true matches) / (rank of the hardest true match);
 - ties in distance are broken by gallery index, as a stable argsort would.
 
-How it is fast. The loop sorts every row with an argsort (the stable one costs ~5 s at Market scale on one
+How it is fast. The loop argsorts every row (the stable argsort alone costs ~5 s at Market scale on one
 core) and then walks each row in Python. But all the metrics need is the rank of each true match in the
-filtered ranking, and true matches are few (a pid has tens of gallery images, the gallery has thousands).
-So per chunk of queries we sort the distance VALUES (np.sort, several times faster than argsort), find how
-many gallery entries lie before each true match with a batched binary search, subtract the excluded
-same-camera entries that lie before it, and read CMC/AP/INP off those ranks. Exact, tie rules included.
+filtered ranking, and true matches are few (a pid has tens of gallery images, the gallery thousands). So
+per chunk of queries: count, for each true match, the gallery entries that precede it (strictly closer, or
+equally close with a smaller index), and subtract the excluded same-camera entries among them. Only
+entries no farther than the row's deepest true match can precede one; with a useful model they are a few
+hundred of 16k, so just those are packed, sorted by value (not argsorted) and binary-searched, all rows at
+once. CMC/AP/INP are then read off the ranks. Exact, tie rule included; `trainer.metrics_reference` is the
+oracle in the tests and the baseline in benchmarks/bench_metrics.py.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import numpy as np
 
 from dppp.errors import DataError
 
-# Bytes of working memory one chunk of query rows may take (sorted copy of the rows, plus small arrays).
-# Market scale (3,368 x 15,913) then runs in a handful of chunks, far below 1 GB peak.
+# Bytes of working memory one chunk of query rows may take, sized for the worst case (see evaluate_ranking).
+# Market scale (3,368 x 15,913) then peaks near 200 MB even when every gallery entry must be sorted.
 _CHUNK_BUDGET_BYTES = 128 * 1024 * 1024
 
 
@@ -88,7 +91,9 @@ def evaluate_ranking(
     candidates = np.flatnonzero(q_count > 0)
     if chunk_size is None:
         widest = int(q_count.max()) if num_q else 0
-        per_row = num_g * distmat.itemsize + 8 * widest * widest + 64 * widest
+        # Worst case per row: every gallery entry "near" (a useless model), held as a mask byte, ~5 int64
+        # indices and a packed copy; plus the (widest x widest) same-pid comparisons.
+        per_row = num_g * (48 + distmat.itemsize) + 8 * widest * widest + 64 * widest
         chunk_size = max(1, _CHUNK_BUDGET_BYTES // max(per_row, 1))
 
     first_ranks, aps, inps = [], [], []
@@ -133,7 +138,8 @@ def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids, max_rank) -> None
         raise ValueError(f"distmat must hold real numbers, got dtype {distmat.dtype}")
     if not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
         raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")
-    if np.issubdtype(distmat.dtype, np.floating) and np.isnan(distmat).any():
+    # min() propagates NaN: one pass and no temporary array, unlike isnan().any().
+    if np.issubdtype(distmat.dtype, np.floating) and distmat.size and np.isnan(distmat.min()):
         raise DataError(
             f"the distance matrix holds {int(np.isnan(distmat).sum())} NaN value(s): "
             "the features are not finite (a diverged model or a broken checkpoint?)"
@@ -157,10 +163,8 @@ def _true_match_ranks(distmat, rows, start, count, by_pid, g_camids, q_cam):
 
     # Entries anywhere in the gallery that precede each candidate in the stable order: strictly closer,
     # plus equally close with a smaller gallery index.
-    sorted_rows = distmat[rows]
-    sorted_rows.sort(axis=1)
-    closer = _count_sorted_below(sorted_rows, dist, inclusive=False)
-    tied = _count_sorted_below(sorted_rows, dist, inclusive=True) - closer - 1
+    closer, at_most = _count_closer(distmat, rows, dist, true)
+    tied = at_most - closer - 1
     before = closer + _count_equal_earlier(distmat, rows, dist, gidx, true & (tied > 0))
 
     # Minus the excluded same-camera entries among them (they are within the same-pid set).
@@ -171,6 +175,50 @@ def _true_match_ranks(distmat, rows, start, count, by_pid, g_camids, q_cam):
     ranks = np.where(true, before + 1, num_g + 1)
     ranks.sort(axis=1)
     return ranks, true.sum(axis=1)
+
+
+def _count_closer(distmat, rows, dist, true) -> tuple[np.ndarray, np.ndarray]:
+    """For each candidate (query row i, distance dist[i, m]): how many entries of the gallery row are strictly
+    closer, and how many are at most as far (itself included). Only the true candidates' counts matter.
+
+    Only entries no farther than a row's deepest true match can be counted, and with a useful model they
+    are few (a few hundred of 16k): those are packed to the left of a block, sorted and binary-searched.
+    Rows are grouped by how many they have (in powers of two), so that one deep row does not widen the
+    padding of all the others.
+    """
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        block = distmat[rows[0] : rows[-1] + 1]  # consecutive rows: a view, no copy
+    else:
+        block = distmat[rows]
+    deepest = np.where(true, dist, dist.min(axis=1, keepdims=True)).max(axis=1, keepdims=True)
+    near = block <= deepest
+    if np.count_nonzero(near) > near.size // 4:
+        # A weak model: most entries must be sorted anyway, and whole rows sort faster than packed ones.
+        full = np.sort(block, axis=1)
+        return _count_sorted_below(full, dist, inclusive=False), _count_sorted_below(full, dist, inclusive=True)
+    # flatnonzero on the raveled mask: several times faster than a 2-D nonzero. Entries come out row-major.
+    near_r, near_c = np.divmod(np.flatnonzero(near), block.shape[1])
+    width = np.bincount(near_r, minlength=len(rows))
+    near_pos = np.arange(len(near_r)) - np.repeat(np.cumsum(width) - width, width)  # place within its row
+    level = np.ceil(np.log2(width + 1.0)).astype(np.uint8)  # <= 64 levels; uint8 sorts by radix
+    by_level = np.argsort(level[near_r], kind="stable")  # entries of one level together, rows in order
+    bounds = np.searchsorted(level[near_r][by_level], np.arange(level.max() + 2))
+    slot_in_group = np.zeros(len(rows), np.int64)
+    fill = np.inf if np.issubdtype(block.dtype, np.floating) else np.iinfo(block.dtype).max
+    closer = np.zeros(dist.shape, np.int64)
+    at_most = np.zeros(dist.shape, np.int64)
+    for group_level in np.unique(level):
+        sel = np.flatnonzero(level == group_level)
+        slot_in_group[sel] = np.arange(len(sel))
+        entries = by_level[bounds[group_level] : bounds[group_level + 1]]
+        packed = np.full((len(sel), max(int(width[sel].max()), 1)), fill, dtype=block.dtype)
+        packed[slot_in_group[near_r[entries]], near_pos[entries]] = block[near_r[entries], near_c[entries]]
+        packed.sort(axis=1)
+        values = dist[sel]
+        closer[sel] = _count_sorted_below(packed, values, inclusive=False)
+        # Padding (the dtype's largest value) may tie a value: never count past the row's real entries.
+        at_most[sel] = np.minimum(_count_sorted_below(packed, values, inclusive=True), width[sel][:, None])
+    return closer, at_most
 
 
 def _count_sorted_below(sorted_rows: np.ndarray, values: np.ndarray, *, inclusive: bool) -> np.ndarray:
@@ -195,18 +243,28 @@ def _count_sorted_below(sorted_rows: np.ndarray, values: np.ndarray, *, inclusiv
 
 def _count_equal_earlier(distmat, rows, dist, gidx, wanted) -> np.ndarray:
     """For the (row, candidate) pairs in `wanted`: gallery entries at exactly the same distance and a smaller
-    index (zero elsewhere). Ties are rare with real features, but a collapsed model ties everything."""
+    index (zero elsewhere). Ties are rare with real features, but a collapsed model ties everything, so
+    pairs sharing a (row, distance) share one pass over the row: a running count of equal entries."""
     out = np.zeros(dist.shape, np.int64)
     pair_row, pair_col = np.nonzero(wanted)
     if not len(pair_row):
         return out
+    values = dist[pair_row, pair_col]
+    order = np.lexsort((values, pair_row))
+    pair_row, pair_col, values = pair_row[order], pair_col[order], values[order]
+    new_group = np.ones(len(order), bool)
+    new_group[1:] = (pair_row[1:] != pair_row[:-1]) | (values[1:] != values[:-1])
+    group = np.cumsum(new_group) - 1
+    heads = np.flatnonzero(new_group)
     num_g = distmat.shape[1]
-    batch = max(1, _CHUNK_BUDGET_BYTES // (num_g * (distmat.itemsize + 1)))
-    index = np.arange(num_g)
-    for lo in range(0, len(pair_row), batch):
-        r, c = pair_row[lo : lo + batch], pair_col[lo : lo + batch]
-        equal = distmat[rows[r]] == dist[r, c][:, None]
-        out[r, c] = (equal & (index[None, :] < gidx[r, c][:, None])).sum(axis=1)
+    batch = max(1, _CHUNK_BUDGET_BYTES // (num_g * (distmat.itemsize + 5)))
+    for lo in range(0, len(heads), batch):
+        head = heads[lo : lo + batch]
+        running = np.cumsum(distmat[rows[pair_row[head]]] == values[head][:, None], axis=1, dtype=np.int32)
+        members = np.flatnonzero((group >= lo) & (group < lo + len(head)))
+        r, c = pair_row[members], pair_col[members]
+        # Equal entries up to and including the candidate itself, minus itself.
+        out[r, c] = running[group[members] - lo, gidx[r, c]] - 1
     return out
 
 
