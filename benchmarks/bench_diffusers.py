@@ -3,8 +3,8 @@
 What the renderer adds on top of `pipe(...)`: drawing each image's latents from its own CPU generator
 (plus the identity-noise mix), the blank check on every output, and the bookkeeping of batches. The ratio
 renderer images/s / bare images/s is that overhead (aim: >= 0.95). Both sides share one loaded pipeline,
-run the same number of warm-up batches, and alternate over several repeats; the best repeat of each counts
-(the least disturbed by other processes on a shared machine).
+run the same warm-up batch, and are timed batch by batch in alternating pairs; medians count, so the
+spells of other processes on a shared machine do not.
 
     .venv/bin/python benchmarks/bench_diffusers.py                      # tiny offline pipeline on CPU
     python benchmarks/bench_diffusers.py --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -71,6 +72,26 @@ def bare(pipe, views, config: DiffusersRendererConfig) -> list:
     return images
 
 
+def renderer_extra_seconds(renderer: DiffusersRenderer, views, rounds: int = 20) -> float:
+    """Seconds per image of what the renderer does besides the pipeline call: drawing and mixing the
+    initial latents, and the blank check."""
+    from pipeline.renderers.diffusers_renderer import is_blank
+
+    images = [r.image for r in renderer.render(views[: renderer.config.batch_size])]
+    c = renderer.config
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for v in views:
+            renderer.initial_noise(v, 0)
+    noise = (time.perf_counter() - start) / (rounds * len(views))
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for image in images:
+            is_blank(image, std_threshold=c.blank_std, mean_threshold=c.blank_mean)
+    blank = (time.perf_counter() - start) / (rounds * len(images))
+    return noise + blank
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -86,7 +107,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--attention", default="auto")
     parser.add_argument("--identity-noise-share", type=float, default=0.2)
@@ -122,14 +143,23 @@ def main() -> None:
         bare(renderer.pipe, warm, config)
         renderer.render(warm)
 
+        # Timed batch by batch, each renderer batch right next to the bare call on the same views, the
+        # order alternating: a slow spell on the shared machine then hits both sides of a pair alike,
+        # and medians over many short pairs shrug off the spells that remain.
+        batches = [views[i : i + args.batch_size] for i in range(0, len(views), args.batch_size)]
         bare_times, renderer_times = [], []
-        for _ in range(args.repeats):
-            bare_times.append(timed(lambda: bare(renderer.pipe, views, config)))
-            renderer_times.append(timed(lambda: renderer.render(views)))
+        for r in range(args.repeats):
+            for b, chunk in enumerate(batches):
+                pair = [(bare_times, lambda c=chunk: bare(renderer.pipe, c, config))]
+                pair.append((renderer_times, lambda c=chunk: renderer.render(c)))
+                for times, fn in pair if (r + b) % 2 == 0 else pair[::-1]:
+                    times.append(timed(fn))
+        extra = renderer_extra_seconds(renderer, views)
 
     rt = renderer.runtime
-    bare_ips = args.images / min(bare_times)
-    renderer_ips = args.images / min(renderer_times)
+    bare_ips = args.batch_size / statistics.median(bare_times)
+    renderer_ips = args.batch_size / statistics.median(renderer_times)
+    paired = statistics.median(b / r for b, r in zip(bare_times, renderer_times, strict=True))
     device = torch.cuda.get_device_name() if rt.device == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"model: {model if args.model else 'tiny offline pipeline'} ({type(renderer.pipe).__name__})")
     print(
@@ -138,11 +168,18 @@ def main() -> None:
     )
     print(
         f"images {args.images} at {args.height}x{args.width}, {args.steps} steps, guidance {args.guidance}, "
-        f"batch {args.batch_size}, best of {args.repeats}; model load {load:.2f}s"
+        f"batch {args.batch_size}, {len(bare_times)} timed batch pairs; model load {load:.2f}s"
     )
     print(f"bare diffusers pipeline call: {bare_ips:8.2f} images/s")
     print(f"dppp diffusers renderer:      {renderer_ips:8.2f} images/s")
-    print(f"overhead ratio (renderer / bare): {renderer_ips / bare_ips:.3f}")
+    print(f"overhead ratio (renderer / bare): {renderer_ips / bare_ips:.3f} (median of pairs: {paired:.3f})")
+    # The same overhead measured directly, free of the run-to-run noise of two long timings: the
+    # renderer's own per-image work (latents, identity mix, blank check) against the bare per-image time.
+    per_image = 1.0 / bare_ips
+    print(
+        f"renderer's own work per image: {extra * 1e3:.3f} ms of {per_image * 1e3:.1f} ms "
+        f"-> expected ratio {per_image / (per_image + extra):.4f}"
+    )
 
 
 if __name__ == "__main__":
