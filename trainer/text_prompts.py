@@ -39,18 +39,17 @@ def compile_prompt(template: str, tokenizer, counts: dict[str, int] | None = Non
     limit = tokenizer.model_max_length
     if len(ids) > limit:
         raise ValueError(f"prompt template {template!r} is {len(ids)} tokens, more than the text encoder's {limit}")
-    input_ids = torch.tensor(ids, dtype=torch.long)
     slots = {}
     for name in PLACEHOLDER_PATTERN.findall(template):
         positions = []
         for token in placeholder_tokens(name, counts.get(name, 1)):
             token_id = tokenizer.convert_tokens_to_ids(token)
-            where = (input_ids == token_id).nonzero().flatten().tolist()
+            where = [i for i, value in enumerate(ids) if value == token_id]
             if len(where) != 1:
                 raise ValueError(f"placeholder token {token} occurs {len(where)} times in {template!r}")
             positions += where
-        slots[name] = torch.tensor(positions, dtype=torch.long)
-    return CompiledPrompt(template, input_ids, slots)
+        slots[name] = torch.tensor(positions, dtype=torch.long, device="cpu")
+    return CompiledPrompt(template, torch.tensor(ids, dtype=torch.long, device="cpu"), slots)
 
 
 def inject(
