@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -74,13 +75,19 @@ def is_secret_key(name: str) -> bool:
 
 def strip_secrets(obj: Any) -> Any:
     """A copy of `obj` without credential-named keys, and with user:password@ removed from URLs."""
-    if isinstance(obj, dict):
-        return {k: strip_secrets(v) for k, v in obj.items() if not is_secret_key(str(k))}
-    if isinstance(obj, (list, tuple)):
-        return [strip_secrets(v) for v in obj]
+    kind = type(obj)
+    if kind is dict or isinstance(obj, dict):
+        # Plain scalars are returned as they are without a call: this runs once per written sample.
+        return {k: (v if type(v) in _SCALARS else strip_secrets(v))
+                for k, v in obj.items() if not is_secret_key(k if type(k) is str else str(k))}  # fmt: skip
+    if kind in (list, tuple) or isinstance(obj, (list, tuple)):
+        return [v if type(v) in _SCALARS else strip_secrets(v) for v in obj]
     if isinstance(obj, str) and "@" in obj and "://" in obj:
         return redact_url(obj)
     return obj
+
+
+_SCALARS = frozenset({int, float, bool, type(None)})  # str is not here: a URL may carry user:password@
 
 
 # ----------------------------------------------------------------------------------------- manifest
@@ -154,15 +161,14 @@ def publish_shard(storage: Storage, index: int, tar_path, info: ShardInfo,
     """Publish a written shard and commit it: (old record removed) -> tar -> size check -> record.
 
     If anything fails before the record is written, the shard stays uncommitted (a resumed run redoes it)."""
+    size = os.path.getsize(tar_path)
+    if size != info.bytes:  # the file changed since it was written: its record would lie
+        raise StorageError(f"{tar_path}: {size} bytes on disk but {info.bytes} written; shard {index} not published")
     storage.delete(record_name(index))  # un-commit first: the tar below may replace a committed one
     started = time.perf_counter()
+    # put_file is atomic and raises unless the whole object landed (S3: a successful PUT / completed
+    # multipart upload is strongly consistent), so no read-back is needed before the record.
     storage.put_file(tar_path, shard_name(index), progress=progress)
-    published = storage.stat(shard_name(index))
-    if published is None or published.size != info.bytes:
-        raise StorageError(
-            f"{storage.url_for(shard_name(index))}: published size {published and published.size} "
-            f"!= written size {info.bytes}; shard left uncommitted"
-        )
     record = ShardRecord.from_info(index, info, {**(timings or {}), "publish_s": time.perf_counter() - started})
     storage.put_bytes(record.to_json(), record_name(index))
     return record

@@ -140,7 +140,7 @@ class ShardWriter:
         self._sink = _HashingWriter(out)
         # Plain "w" on a write-only sink: tarfile only appends (it asks tell() once); USTAR keeps the headers
         # free of PAX timestamps. Stream mode ("w|") would re-buffer every byte through Python.
-        self._tar = tarfile.open(fileobj=self._sink, mode="w", format=tarfile.USTAR_FORMAT)
+        self._tar = tarfile.open(fileobj=self._sink, mode="w", format=tarfile.USTAR_FORMAT, copybufsize=1 << 22)
         self._keys: list[str] = []
         self._pids: set[int] = set()
         self._formats: set[str] = set()
