@@ -116,8 +116,8 @@ class ProceduralRenderer:
         place = style.Placement(cx=frame.cx, half_width=figure.shoulder * frame.u * 1.1,
                                 feet_y=frame.top + figure.total * frame.u * frame.y_squash, u=frame.u)
         strength = cfg.lighting
-        factor = style.shading(labels, place, light, vt.light_side, strength)
-        image = style.expose(canvas.image, factor, light, strength)
+        factor, region = style.shading(labels, place, light, vt.light_side, strength)
+        image = style.expose(canvas.image, factor, region)
         if cfg.weather:
             image = style.weather(image, labels, attrs.get("weather", "clear"), vt.rng)
         image = style.tone(image, light, attrs.get("camera", str(view.camid)), strength)

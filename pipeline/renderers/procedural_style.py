@@ -11,9 +11,9 @@ cameras and lighting conditions (what PDM's style pseudo-word has to absorb), in
 4. camera: a per-camera white-balance cast and gamma, then resolution loss (distance and sensor), blur
    (optical or motion), sensor noise and compression blocks.
 
-For speed, spatial factors are gathered into one brightness map and applied in a single float pass;
-everything per-channel and pointwise (contrast, lift, camera curves) is one lookup table; the rest runs in
-Pillow's C code.
+For speed, spatial factors are gathered into one brightness map and applied in a single float pass over
+the figure's region; everything per-channel and pointwise (light colour, contrast, lift, camera curves) is
+one lookup table; the rest runs in Pillow's C code.
 
 All randomness comes from the view's generator, so the same view gives the same pixels.
 """
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter
 
 from pipeline.renderers.procedural_colours import stable_unit
 
@@ -70,7 +71,7 @@ class Quality:
 QUALITY = {
     "sharp HD": Quality(1.0, 0.0, 0.01, 0, None),
     "low-resolution CCTV": Quality(2.6, 0.0, 0.02, 0, 35, 0.85),
-    "grainy surveillance": Quality(1.5, 0.5, 0.04, 0, None, 0.75),
+    "grainy surveillance": Quality(1.7, 0.0, 0.04, 0, None, 0.75),
     "motion-blurred CCTV": Quality(1.5, 0.0, 0.02, 7, None, 0.9),
 }
 GENERIC_QUALITY = Quality(1.4, 0.3, 0.03, 0, None)
@@ -87,16 +88,36 @@ class Placement:
     u: float
 
 
-def shading(labels: np.ndarray, place: Placement, light: Light, light_side: int, strength: float) -> np.ndarray:
-    """The per-pixel brightness factor (H x W) of every spatial lighting effect, built once so the image
-    is multiplied a single time: the figure's roundness, sky light and outlines, the directional light
-    (hard-edged for harsh light), backlighting, and the ground shadow. With strength 0 only the modelling
-    (roundness, outlines, a soft shadow) remains: it is part of the drawing, not of the light."""
+Region = tuple[slice, slice]
+
+
+def shading(labels: np.ndarray, place: Placement, light: Light, light_side: int,
+            strength: float) -> tuple[np.ndarray, Region]:
+    """The brightness factor of every spatial lighting effect, built once so the image is multiplied a
+    single time: the figure's roundness, sky light and outlines, the directional light (hard-edged for
+    harsh light), backlighting, and the ground shadow. With strength 0 only the modelling (roundness,
+    outlines, a soft shadow) remains: it is part of the drawing, not of the light.
+
+    Returns the factor over the region where it is not 1 (the figure and its shadow, or the whole frame
+    when backlighting brightens the scene) and that region, so the float pass touches only those pixels."""
     height, width = labels.shape
-    fig = labels > 0
-    xs = (np.arange(width, dtype=np.float32) - place.cx) / max(place.half_width, 1.0)
-    across = 1.0 - 0.13 * np.minimum(xs * xs, 1.5)
     s = strength
+    scene = 1.0 + (1.0 / light.subject - 1.0) * 0.2 * s if (s > 0 and light.subject < 1) else 1.0
+    shadow = light.shadow if s > 0 else NEUTRAL.shadow
+    sx = place.cx - light_side * place.half_width * 0.6
+    rx, ry = max(place.half_width * 1.5, 1.0), max(place.u * 0.28, 1.0)
+    rows_any, cols_any = np.nonzero(labels.any(axis=1))[0], np.nonzero(labels.any(axis=0))[0]
+    if scene != 1.0 or rows_any.size == 0:
+        y0, y1, x0, x1 = 0, height, 0, width
+    else:
+        y0 = max(0, min(int(rows_any[0]), int(place.feet_y - ry)))
+        y1 = min(height, max(int(rows_any[-1]) + 1, int(place.feet_y + ry) + 1))
+        x0 = max(0, min(int(cols_any[0]), int(sx - rx)))
+        x1 = min(width, max(int(cols_any[-1]) + 1, int(sx + rx) + 1))
+    lab = labels[y0:y1, x0:x1]
+    fig = lab > 0
+    xs = (np.arange(x0, x1, dtype=np.float32) - place.cx) / max(place.half_width, 1.0)
+    across = 1.0 - 0.13 * np.minimum(xs * xs, 1.5)
     if s > 0:
         lit = xs * light_side
         if light.hard:  # the far side of the body in shadow, behind a hard terminator
@@ -104,54 +125,49 @@ def shading(labels: np.ndarray, place: Placement, light: Light, light_side: int,
         else:
             directional = 1.0 + light.shade * s * np.clip(lit, -1.0, 1.0) * 0.5
         across = across * directional * (1.0 + (light.subject - 1.0) * s)
-    rows = np.linspace(1.04, 0.96, height, dtype=np.float32)[:, None]  # sky light: top a little brighter
-    figure = (rows * across.astype(np.float32)[None, :])
+    rows = np.linspace(1.04, 0.96, height, dtype=np.float32)[y0:y1, None]  # sky light: the top brighter
+    figure = rows * across.astype(np.float32)[None, :]
     # Part boundaries (and the silhouette) darkened: the drawn outline of an illustration.
     edge = np.zeros_like(fig)
-    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
-    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[1:, :] |= lab[1:, :] != lab[:-1, :]
+    edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
     figure[edge & fig] *= 0.78
-    scene = 1.0 + (1.0 / light.subject - 1.0) * 0.2 * s if (s > 0 and light.subject < 1) else 1.0
-    background = np.full((height, width), scene, dtype=np.float32)
-    # The ground shadow: a soft ellipse at the feet, thrown away from the light (a bounding box only).
-    shadow = light.shadow if s > 0 else NEUTRAL.shadow
-    sx = place.cx - light_side * place.half_width * 0.6
-    rx, ry = max(place.half_width * 1.5, 1.0), max(place.u * 0.28, 1.0)
-    y0, y1 = max(0, int(place.feet_y - ry)), min(height, int(place.feet_y + ry) + 1)
-    x0, x1 = max(0, int(sx - rx)), min(width, int(sx + rx) + 1)
-    if y1 > y0 and x1 > x0:
-        dy = (np.arange(y0, y1, dtype=np.float32)[:, None] - place.feet_y) / ry
-        dx = (np.arange(x0, x1, dtype=np.float32)[None, :] - sx) / rx
-        background[y0:y1, x0:x1] *= 1.0 - np.clip(1.0 - (dx * dx + dy * dy), 0.0, 1.0) * shadow
-    return np.where(fig, figure, background)
+    background = np.full(lab.shape, scene, dtype=np.float32)
+    # The ground shadow: a soft ellipse at the feet, thrown away from the light.
+    dy = (np.arange(y0, y1, dtype=np.float32)[:, None] - place.feet_y) / ry
+    dx = (np.arange(x0, x1, dtype=np.float32)[None, :] - sx) / rx
+    background *= 1.0 - np.clip(1.0 - (dx * dx + dy * dy), 0.0, 1.0) * shadow
+    return np.where(fig, figure, background), (slice(y0, y1), slice(x0, x1))
 
 
-def expose(image: Image.Image, factor: np.ndarray, light: Light, strength: float) -> Image.Image:
-    """Apply the shading factor and the light's colour (temperature x brightness) in one float pass."""
-    gain = 1.0 + (np.asarray(light.gain, dtype=np.float32) - 1.0) * strength
-    arr = np.asarray(image, dtype=np.float32)
-    arr *= factor[..., None] * gain  # factors are never negative: only the top needs clipping
-    np.minimum(arr, 255.0, out=arr)
-    return Image.fromarray(arr.astype(np.uint8), "RGB")
+def expose(image: Image.Image, factor: np.ndarray, region: Region) -> Image.Image:
+    """Multiply the region by the shading factor (one float pass over those pixels only)."""
+    arr = np.array(image)  # a writable copy
+    part = arr[region].astype(np.float32)
+    part *= factor[..., None]
+    np.minimum(part, 255.0, out=part)  # factors are never negative: only the top needs clipping
+    arr[region] = part.astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
 
 
 def tone(image: Image.Image, light: Light, camid: str, strength: float) -> Image.Image:
-    """Per-channel tone curves as one lookup table: the light's contrast and black-level lift, then the
-    camera's own white balance and gamma (the same scene looks different on each camera)."""
+    """Per-channel tone curves as one lookup table: the light's colour (temperature x brightness),
+    contrast and black-level lift, then the camera's own white balance and gamma (the same scene looks
+    different on each camera)."""
     if strength <= 0:
         return image
-    x = np.arange(256, dtype=np.float32)[None, :]  # (1, 256), one curve per channel below
+    gain = 1.0 + (np.asarray(light.gain, dtype=np.float32)[:, None] - 1.0) * strength
+    x = np.arange(256, dtype=np.float32)[None, :] * gain  # (3, 256): one curve per channel
     small = np.asarray(image)[::4, ::4].reshape(-1, 3)
-    mean = small.mean(axis=0, dtype=np.float32)[:, None]  # contrast pivots on the image's own mean
+    mean = small.mean(axis=0, dtype=np.float32)[:, None] * gain  # contrast pivots on the lit image's mean
     contrast = 1.0 + (light.contrast - 1.0) * strength
     y = (x - mean) * contrast + mean
     if light.lift:
-        gain = 1.0 + (np.asarray(light.gain, dtype=np.float32)[:, None] - 1.0) * strength
         lift = light.lift * strength
         y = y * (1.0 - lift) + lift * gain * 150.0
-    cam_gain = np.array([[1.0 + 0.16 * (stable_unit(f"cam:{camid}:{c}") - 0.5)] for c in "rgb"], np.float32)
+    cam_gain, cam_gamma = _camera_curve(camid)
     cam_gain = 1.0 + (cam_gain - 1.0) * min(strength, 1.0)
-    gamma = 1.0 + (0.88 + 0.24 * stable_unit(f"cam:{camid}:gamma") - 1.0) * min(strength, 1.0)
+    gamma = 1.0 + (cam_gamma - 1.0) * min(strength, 1.0)
     y = 255.0 * np.power(np.clip(y * cam_gain / 255.0, 0.0, 1.0), gamma)
     lut = (y + 0.5).astype(np.uint8).reshape(-1).tolist()
     return image.point(lut)
@@ -187,24 +203,35 @@ def degrade(image: Image.Image, quality: Quality, distance: str, light: Light, r
         image = image.filter(ImageFilter.BoxBlur(quality.blur))  # 3x cheaper than Gaussian, same look here
     if quality.saturation < 1.0:
         image = ImageEnhance.Color(image).enhance(quality.saturation)
+    if quality.motion > 1:
+        arr = _motion_blur(np.asarray(image, dtype=np.float32), quality.motion)
+        image = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
     sigma = quality.noise * (1.0 + (light.noise - 1.0) * strength) * 255.0
-    if quality.motion > 1 or sigma > 0:
-        arr = np.asarray(image, dtype=np.float32) if quality.motion > 1 else np.asarray(image, dtype=np.int16)
-        if quality.motion > 1:
-            arr = _motion_blur(arr, quality.motion)
-        if sigma > 0:
-            # Uniform bytes are far cheaper to draw than normals, and at this amplitude look the same
-            # (a uniform byte has standard deviation 73.9: scaled to sigma). Luminance noise, as on a sensor.
-            noise = np.frombuffer(rng.bytes(height * width), dtype=np.uint8).reshape(height, width)
-            scaled = ((noise.astype(np.float32) - 127.5) * np.float32(sigma / 73.9)).round().astype(arr.dtype)
-            arr = arr + scaled[..., None]
-        image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    if sigma > 0:
+        # Luminance noise, as on a sensor, all in Pillow's C code: random bytes scaled by a lookup table
+        # to the wanted spread around 128, then added to every channel. Uniform bytes are far cheaper to
+        # draw than normals and look the same at this amplitude (a uniform byte has std 73.9).
+        noise = Image.frombytes("L", image.size, rng.bytes(width * height)).point(_noise_lut(round(sigma, 3)))
+        image = ImageChops.add(image, Image.merge("RGB", (noise, noise, noise)), scale=1.0, offset=-128)
     if quality.jpeg is not None:
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=quality.jpeg, subsampling=2)
         buffer.seek(0)
         image = Image.open(buffer).convert("RGB")
     return image
+
+
+@lru_cache(maxsize=64)
+def _noise_lut(sigma: float) -> list[int]:
+    k = sigma / 73.9
+    return [min(255, max(0, int(round((v - 127.5) * k + 128.0)))) for v in range(256)]
+
+
+@lru_cache(maxsize=256)
+def _camera_curve(camid: str) -> tuple[np.ndarray, float]:
+    """The camera's fixed white-balance gains (3, 1) and gamma, from a stable hash of its id."""
+    gain = np.array([[1.0 + 0.16 * (stable_unit(f"cam:{camid}:{c}") - 0.5)] for c in "rgb"], np.float32)
+    return gain, 0.88 + 0.24 * stable_unit(f"cam:{camid}:gamma")
 
 
 def _motion_blur(arr: np.ndarray, length: int) -> np.ndarray:

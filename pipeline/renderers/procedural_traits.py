@@ -11,6 +11,7 @@ same numbers in any process and any order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -49,11 +50,14 @@ class IdentityTraits:
 SHADE_SLOTS = ("upper", "lower", "hair", "skin", "footwear", "headwear", "bag", "second")
 
 
+@lru_cache(maxsize=1024)  # views of one identity are rendered together: draw its traits once
 def identity_traits(identity_seed: int) -> IdentityTraits:
     rng = philox(identity_seed, IDENTITY_STREAM)
     # One fixed-length draw, consumed in a fixed order: adding a trait at the end never shifts the others.
     u = rng.random(64)
     shade = {slot: (u[3 * i:3 * i + 3] * 2 - 1).astype(np.float32) for i, slot in enumerate(SHADE_SLOTS)}
+    for values in shade.values():
+        values.setflags(write=False)  # the traits are cached and shared between views
     k = 3 * len(SHADE_SLOTS)  # 24
     return IdentityTraits(
         shade=shade,
