@@ -74,6 +74,8 @@ class Templates:
 
 def compile_templates(taxonomy: Taxonomy) -> Templates:
     model = taxonomy.model.templates
+    if not model.positive:
+        raise taxonomy.error("needs at least one slot", "templates", "positive")
     for name, lead in model.lists.items():
         if not lead.strip():
             raise taxonomy.error("a list's lead phrase is empty", "templates", "lists", name)

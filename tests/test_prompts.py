@@ -177,6 +177,19 @@ def test_view_and_camera_frequencies_match_the_weights(taxonomy, engine):
     assert stat < CHI2_999[df], stat
 
 
+def test_rules_on_the_camera_profile_reweight_view_dimensions(taxonomy, engine):
+    # Illumination under indoor cameras: the base weights times the `indoor: yes` rule's factors.
+    illumination = taxonomy.model.view["illumination"]
+    rule = next(r for r in illumination.rules if r.when == {"indoor": True})
+    weights = {v: w * rule.weights.get(v, 1) for v, w in illumination.values.items()}
+    weights = {v: w for v, w in weights.items() if w > 0}
+    views = [v for v in engine.iter_views(range(2000)) if v.attributes["indoor"] == "yes"]
+    observed = Counter(v.attributes["illumination"] for v in views)
+    assert set(observed) <= set(weights)
+    stat, df = chi_square(observed, weights)
+    assert stat < CHI2_999[df], (stat, observed)
+
+
 def test_when_rules_hold(engine):
     indoor_light = {"fluorescent indoor lighting", "warm indoor lighting", "dim indoor lighting", "backlit"}
     outdoor_only = {"fluorescent indoor lighting", "warm indoor lighting", "dim indoor lighting"}

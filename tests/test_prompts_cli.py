@@ -130,6 +130,10 @@ BAD_TAXONOMIES = {
         "identity.build.rules", "no value with a positive weight"),
     "template slot with no dimension": (
         _mutate("templates.positive.1.text", "{skin_colour} skin"), "templates.positive[1].text", "no dimension"),
+    "duplicate camid": (
+        _mutate("cameras.1.camid", 1), "cameras[1].camid", "unique"),
+    "empty positive template": (
+        _mutate("templates.positive", []), "templates.positive", "at least one slot"),
     "colour without a palette entry": (
         _mutate("identity.upper_color.values", {"ultraviolet": 1}), "identity.upper_color.values.ultraviolet", "palette"),
 }
