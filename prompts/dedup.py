@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from prompts.sampler import row_mask
-from prompts.taxonomy import Taxonomy
+from prompts.taxonomy import MAX_CHECKED_RULES, Taxonomy
 
 
 def signatures(taxonomy: Taxonomy, codes: np.ndarray) -> list[bytes]:
@@ -35,10 +35,9 @@ def distinct_lower_bound(taxonomy: Taxonomy) -> int:
     pruned tree first differ in a visible dimension, so they are distinct appearances."""
     bound = 1
     for dim in taxonomy.identity_dims:
-        if dim.hidden is not None:
-            continue
-        masks = dim.consistent_masks() if len(dim.rules) <= 14 else [0]
-        bound *= min(int((dim.weights_for(mask) > 0).sum()) for mask in masks)
+        if dim.hidden is not None or len(dim.rules) > MAX_CHECKED_RULES:
+            continue  # counts once: hidden sometimes, or too many rule combinations to find the fewest
+        bound *= min(int((dim.weights_for(mask) > 0).sum()) for mask in dim.consistent_masks())
     return bound
 
 

@@ -41,7 +41,7 @@ CAMERA_COLUMNS = {
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # More rules than this on one dimension: the "some value stays possible" check would enumerate too many
 # rule combinations, so it is left to sampling time.
-_MAX_CHECKED_RULES = 14
+MAX_CHECKED_RULES = 14
 
 ConditionValue = str | int | float | bool
 Conditions = dict[str, ConditionValue | list[ConditionValue]]
@@ -317,7 +317,7 @@ class Taxonomy:
             for name, dim in model.view.items()
         )
         for dim in self.identity_dims + self.view_dims:
-            if len(dim.rules) <= _MAX_CHECKED_RULES:
+            if len(dim.rules) <= MAX_CHECKED_RULES:
                 for mask in dim.consistent_masks():
                     dim.cumulative(mask)
 

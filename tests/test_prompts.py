@@ -11,7 +11,7 @@ import yaml
 
 from dppp.errors import ConfigError
 from prompts.config import PromptsConfig, ViewsConfig
-from prompts.dedup import signatures
+from prompts.dedup import count_distinct, distinct_lower_bound, signatures
 from prompts.engine import PromptEngine
 from prompts.taxonomy import CAMERA_COLUMNS, SHIPPED_TAXONOMY, load_taxonomy
 from prompts.templates import article, is_plural
@@ -260,6 +260,35 @@ def test_a_small_taxonomy_is_used_up_exactly(tmp_path):
     with pytest.raises(ConfigError, match="allows only 4 distinct appearances") as info:
         PromptEngine(taxonomy, PromptsConfig(), seed=5, identities=5, config_file="exp.yaml")
     assert info.value.file == "exp.yaml" and info.value.path == "generate.identities"
+
+
+def test_rules_and_hidden_values_shape_the_count_of_appearances(tmp_path):
+    # Men are all bald; a bald head hides the hair colour. Appearances: bald man, bald woman, and a
+    # long-haired woman in 3 colours = 5, though 2 x 2 x 3 = 12 combinations of values exist.
+    data = {
+        "palette": {"black": [0, 0, 0], "brown": [100, 60, 20], "red": [200, 0, 0]},
+        "identity": {
+            "gender": {"values": {"man": 1, "woman": 1}},
+            "hair_length": {"values": {"bald": 1, "long": 1},
+                            "rules": [{"when": {"gender": "man"}, "weights": {"long": 0}}]},
+            "hair_color": {"values": {"black": 1, "brown": 1, "red": 1}, "hidden_when": {"hair_length": "bald"}},
+        },
+        "view": {"viewpoint": {"values": {"front": 1}}},
+        "cameras": SMALL["cameras"],
+        "templates": {"positive": [
+            {"slot": "subject", "appearance": True, "text": "{a} {gender}"},
+            {"slot": "hair", "appearance": True, "when": {"hair_length": "bald"}, "text": "a bald head"},
+            {"slot": "hair", "appearance": True, "text": "{hair_length} {hair_color} hair"},
+        ]},
+    }
+    taxonomy = load_taxonomy(write_taxonomy(tmp_path, data))
+    assert distinct_lower_bound(taxonomy) == 2 and count_distinct(taxonomy, 100) == 5
+    engine = PromptEngine(taxonomy, PromptsConfig(), seed=0, identities=5)
+    prompts = {engine.views(pid)[0].prompt for pid in range(5)}
+    assert prompts == {"a man, a bald head", "a woman, a bald head", "a woman, long black hair",
+                       "a woman, long brown hair", "a woman, long red hair"}
+    with pytest.raises(ConfigError, match="only 5 distinct"):
+        PromptEngine(taxonomy, PromptsConfig(), seed=0, identities=6)
 
 
 # -- templates and the token budget ----------------------------------------------------------------
