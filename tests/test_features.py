@@ -85,7 +85,7 @@ def test_items_from_a_reader_are_loaded_with_the_transform(tmp_path):
     assert result.mAP == 1.0 and result.num_valid == 2
     with pytest.raises(ValueError, match="need a transform"):
         extract_features(mean_colour, split.query)
-    with pytest.raises(NotImplementedError, match="inside a shard"):
+    with pytest.raises(ValueError, match="inside a shard: pass the images of trainer.readers.synthetic_images"):
         extract_features(mean_colour, [ReidItem("shards/shard-000000.tar#p000001_v000", 1, 1)],
                          transform=to_tensor)
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from dppp.errors import DataError
+from pipeline.shards import Sample, shard_name, write_shard
 from trainer.metrics import evaluate_ranking
-from trainer.readers import read_dataset, split_synthetic
+from trainer.readers import ReidItem, read_dataset, split_synthetic, synthetic_images
 
 
 def index_rows(num_pids=6, views=9, cams=(1, 2, 3), single_cam_pid=None):
@@ -19,7 +22,7 @@ def index_rows(num_pids=6, views=9, cams=(1, 2, 3), single_cam_pid=None):
     for pid in range(1, num_pids + 1):
         for view in range(views):
             camid = cams[0] if pid == single_cam_pid else cams[view % len(cams)]
-            rows.append({"key": f"p{pid:06d}_v{view:03d}", "shard": f"shards/shard-{(pid - 1) // 2:06d}.tar",
+            rows.append({"key": f"p{pid:06d}_v{view:03d}", "shard": (pid - 1) // 2,
                          "pid": pid, "camid": camid, "view": view})
     return rows
 
@@ -104,9 +107,37 @@ def test_synthetic_index_read_from_a_dataset_folder(tmp_path):
     pq.write_table(pa.Table.from_pylist(index_rows()), tmp_path / "index.parquet")
     split = read_dataset(f"synthetic:{tmp_path}", seed=3, queries_per_camera=1)
     assert split == split_synthetic(index_rows(), 3) and len(split.query) == 6 * 3
-    assert all(item.path.startswith("shards/shard-") and "#p0000" in item.path for item in split.query)
-    with pytest.raises(DataError, match="has no index.parquet"):
+    # The index stores shard numbers; items name the tar under the dataset root and the sample key.
+    assert {item.path.split("#")[0] for item in split.query} == {f"shards/shard-00000{i}.tar" for i in range(3)}
+    assert all(item.path.split("#")[1].startswith(f"p{item.pid:06d}_v") for item in split.query)
+    with pytest.raises(DataError, match="no index.parquet at"):
         read_dataset(f"synthetic:{tmp_path / 'empty'}")
     (tmp_path / "index.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="cannot be read as parquet"):
         read_dataset(f"synthetic:{tmp_path}")
+
+
+def test_synthetic_images_stream_from_real_shards(tmp_path):
+    """Items of a split are read back from tar shards written by the pipeline's shard writer."""
+    colour = {pid: (40 * pid, 255 - 40 * pid, 90) for pid in range(1, 7)}
+    rows = index_rows()
+    for shard in sorted({r["shard"] for r in rows}):
+        samples = []
+        for r in (r for r in rows if r["shard"] == shard):
+            buffer = io.BytesIO()
+            Image.new("RGB", (4, 8), colour[r["pid"]]).save(buffer, format="PNG")
+            samples.append(Sample(key=r["key"], image_bytes=buffer.getvalue(), image_ext="png",
+                                  metadata={"pid": r["pid"], "camid": r["camid"]}, prompt="a person", pid=r["pid"]))
+        write_shard(samples, tmp_path / shard_name(shard))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "index.parquet")
+    split = read_dataset(f"synthetic:{tmp_path}", seed=0)
+
+    images = list(synthetic_images(str(tmp_path), split.gallery))
+    assert len(images) == len(split.gallery)
+    assert [im.getpixel((0, 0)) for im in images] == [colour[item.pid] for item in split.gallery]
+    # Any order works (a shard is re-read when items come back to it).
+    shuffled = list(reversed(split.query))
+    assert [im.getpixel((1, 1)) for im in synthetic_images(str(tmp_path), shuffled)] == [
+        colour[item.pid] for item in shuffled]
+    with pytest.raises(DataError, match="has no image for sample p000001_v999"):
+        list(synthetic_images(str(tmp_path), [ReidItem("shards/shard-000000.tar#p000001_v999", 1, 1)]))

@@ -7,6 +7,11 @@
 `ReidItem`s or image paths (opened with PIL as RGB and turned into tensors by `transform`); or an iterable
 of batches such as a DataLoader, each batch a (B, C, H, W) tensor, a tuple/list starting with one, or a
 dict holding one under "image". Features come back in input order, float32 on the CPU.
+
+Synthetic items live inside tar shards ("<shard>#<key>"), so their images come from the shards:
+
+    images = trainer.readers.synthetic_images(dataset_url, split.query)
+    feats = extract_features(model.encode_image, (preprocess(im) for im in images), batch_size=64)
 """
 
 from __future__ import annotations
@@ -101,9 +106,9 @@ def _load(item: ReidItem | str | os.PathLike, transform) -> torch.Tensor:
     if transform is None:
         raise ValueError("images given by path need a transform (PIL image -> (C, H, W) tensor)")
     if "#" in path and not os.path.exists(path):
-        # "<shard>#<key>" items of synthetic splits live inside tar shards.
-        # TODO(eval command): read them through the shard reader once the streaming loader exists.
-        raise NotImplementedError(f"{path} is a sample inside a shard: load synthetic splits through the shards")
+        # "<shard>#<key>" items of synthetic splits live inside tar shards, not at a path.
+        raise ValueError(f"{path} is a sample inside a shard: pass the images of trainer.readers."
+                         "synthetic_images(dataset_url, items) through the transform instead")
     with Image.open(path) as image:
         return transform(image.convert("RGB"))
 

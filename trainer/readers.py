@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -298,7 +298,7 @@ def _index_records(rows: Any) -> list[dict[str, Any]]:
         if missing:
             raise DataError(f"index row {number} lacks {', '.join(missing)}")
         try:
-            record = {"key": str(row["key"]), "shard": str(row["shard"]), "pid": _as_int(row["pid"]),
+            record = {"key": str(row["key"]), "shard": _shard_key(row["shard"]), "pid": _as_int(row["pid"]),
                       "camid": _as_int(row["camid"])}
         except ValueError as exc:
             raise DataError(f"index row {number}: {exc}") from None
@@ -311,6 +311,15 @@ def _index_records(rows: Any) -> list[dict[str, Any]]:
     return records
 
 
+def _shard_key(value: Any) -> str:
+    """The index stores a shard's number; items name its tar key under the dataset root."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        from pipeline.shards import shard_name
+
+        return shard_name(int(value))
+    return str(value)
+
+
 def _as_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"expected an integer pid/camid, got {value!r}")
@@ -320,20 +329,55 @@ def _as_int(value: Any) -> int:
 def read_synthetic(url: str, seed: int = 0, *, queries_per_camera: int = 1, held_out_pids: int | None = None,
                    storage_config=None) -> ReidSplit:
     """The split of a dppp dataset at `url` (local path, file:// or s3://) from its index.parquet."""
-    import pyarrow.parquet as pq
-
-    from pipeline.storage import ObjectNotFound, open_storage
+    from pipeline.records import read_index
+    from pipeline.storage import open_storage
 
     storage = open_storage(url, storage_config)
     try:
-        data = storage.read_bytes("index.parquet")
-    except ObjectNotFound:
-        raise DataError(f"{url} is not a dppp dataset: it has no index.parquet") from None
-    try:
-        table = pq.read_table(io.BytesIO(data))
+        table = read_index(storage)
+    except DataError:
+        raise
     except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise DataError(f"{url}/index.parquet cannot be read as parquet: {exc}") from None
+        raise DataError(f"{url}: index.parquet cannot be read as parquet: {exc}") from None
     return split_synthetic(table, seed, queries_per_camera=queries_per_camera, held_out_pids=held_out_pids)
+
+
+def synthetic_images(url: str, items: Iterable[ReidItem], *, storage_config=None) -> Iterator[Any]:
+    """The images (PIL, RGB) of synthetic items "<shard>#<key>", in item order, streamed from the shards
+    of the dataset at `url`. Each run of consecutive items from one shard reads that shard once (a split's
+    items are sorted by path, so every shard is read once); only the wanted images are decoded."""
+    from PIL import Image
+
+    from pipeline.shards import READ_IMAGE_EXTS, read_shard
+    from pipeline.storage import open_storage
+
+    storage = open_storage(url, storage_config)
+    run: list[tuple[str, str]] = []
+
+    def flush() -> Iterator[Any]:
+        shard = run[0][0]
+        wanted = {key for _, key in run}
+        found: dict[str, bytes] = {}
+        with storage.open_read(shard) as stream:
+            for sample in read_shard(stream, include=READ_IMAGE_EXTS):
+                if sample["__key__"] in wanted:
+                    found[sample["__key__"]] = next(sample[e] for e in READ_IMAGE_EXTS if e in sample)
+        for _, key in run:
+            if key not in found:
+                raise DataError(f"{storage.url_for(shard)} has no image for sample {key}: index and shards disagree")
+            with Image.open(io.BytesIO(found[key])) as image:
+                yield image.convert("RGB")
+
+    for item in items:
+        shard, sep, key = item.path.rpartition("#")
+        if not sep or not shard:
+            raise ValueError(f"{item.path!r} is not a synthetic item ('<shard>#<key>')")
+        if run and run[0][0] != shard:
+            yield from flush()
+            run = []
+        run.append((shard, key))
+    if run:
+        yield from flush()
 
 
 # ---- registry ------------------------------------------------------------------------------------------
