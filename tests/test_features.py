@@ -38,6 +38,10 @@ def test_batches_in_order_without_grad():
     assert encoder.batch_sizes == [3, 3, 1] and encoder.grad_enabled == [False] * 3
     torch.testing.assert_close(feats, column_means(x))
     assert feats.dtype == torch.float32 and not feats.requires_grad
+    # Batches go to the requested device; features come back on the CPU.
+    on_device = extract_features(lambda b: column_means(b).double(), x, batch_size=3, device="cpu")
+    assert on_device.device.type == "cpu" and on_device.dtype == torch.float32
+    torch.testing.assert_close(on_device, column_means(x))
 
 
 def test_flip_averages_the_image_and_its_mirror():
