@@ -56,6 +56,7 @@ class Slot:
     name: str
     variants: tuple[Variant, ...]
     columns: tuple[int, ...]  # every column the variants read: the phrase cache key
+    position: int = 0  # index in the template
     key: Any = field(repr=False, default=None)  # row -> cache key
 
 
@@ -118,7 +119,7 @@ def _compile(taxonomy: Taxonomy, entries: list[SlotModel], which: str, lists: di
         else:
             if any(s.name == entry.slot for s in slots):
                 raise taxonomy.error(f"variants of slot '{entry.slot}' must be listed together", *where, "slot")
-            slots.append(Slot(entry.slot, (variant,), ()))
+            slots.append(Slot(entry.slot, (variant,), (), len(slots)))
     for slot in slots:
         columns: set[int] = set()
         for variant in slot.variants:
@@ -175,16 +176,16 @@ class Composer:
             prepared = self.prepare(row)
         if not self._view_slots:  # e.g. a fixed negative prompt: the same phrases, the same answer
             key = tuple(map(id, prepared))
-            result = self._fixed.get(key)
-            if result is None:
-                if len(self._fixed) > 4096:
-                    self._fixed.clear()
-                phrases = [p for p in prepared if p is not None]
-                total = self.count(phrases)
-                result = (self.join(phrases), ()) if total <= self.max_tokens else self._fit(phrases, total)
-                self._fixed[key] = (result, prepared)  # keeps the phrases alive, so their ids stay unique
-                return result
-            return result[0]
+            cached = self._fixed.get(key)
+            if cached is not None:
+                return cached[0]
+            if len(self._fixed) > 4096:
+                self._fixed.clear()
+            phrases = [p for p in prepared if p is not None]
+            total = self.count(phrases)
+            result = (self.join(phrases), ()) if total <= self.max_tokens else self._fit(phrases, total)
+            self._fixed[key] = (result, prepared)  # keeps the phrases alive, so their ids stay unique
+            return result
         phrases = list(prepared)
         for i in self._view_slots:
             slot = self.template.slots[i]
@@ -254,7 +255,10 @@ class Composer:
             bound -= phrases[order[k]].tokens + SEPARATOR_TOKENS
             k += 1
         if bound > self.max_tokens:
-            raise self._too_long(f"need {self.count([p for p in phrases if p.appearance])} tokens")
+            # The bound may still count list leads that dropping removed: settle it exactly.
+            appearance = self.count(self._without(phrases, order))
+            if appearance > self.max_tokens:
+                raise self._too_long(f"need {appearance} tokens")
         while not self._bound_exact and k > 1 and self.count(self._without(phrases, order[: k - 1])) <= self.max_tokens:
             k -= 1
         return self.join(self._without(phrases, order[:k])), tuple(phrases[i].slot for i in order[:k])
@@ -265,14 +269,14 @@ class Composer:
         return [p for i, p in enumerate(phrases) if i not in gone]
 
     def _render(self, slot: Slot, row: list[int]) -> Phrase | None:
-        position = self.template.slots.index(slot)
         for variant in slot.variants:
             if variant.condition is None or variant.condition.holds_row(row):
                 text = self.render_text(variant, row)
                 if not text:
                     return None
                 return Phrase(
-                    slot.name, text, self.counter.count(text), variant.list_key, variant.priority, variant.appearance, position
+                    slot.name, text, self.counter.count(text), variant.list_key, variant.priority, variant.appearance,
+                    slot.position,
                 )
         return None
 

@@ -334,6 +334,31 @@ def test_truncation_keeps_the_appearance_and_records_drops(taxonomy):
     assert dropped_any > 100
 
 
+def test_dropping_a_list_item_also_saves_its_lead(tmp_path):
+    # Estimated tokens: subject 5, "wearing" 2 + "a red shirt" 3, "seen from the front" 4, 2 separators,
+    # start/end 2 = 18. Dropping the shirt saves 6 (with its lead), enough for a budget of 13: the
+    # viewpoint, though a drop later in line, must stay.
+    taxonomy = load_taxonomy(write_taxonomy(tmp_path, {**SMALL, "templates": {
+        "lists": {"wearing": "wearing"},
+        "positive": [
+            {"slot": "subject", "appearance": True, "text": "a photo of {a} {gender}"},
+            {"slot": "upper", "priority": 1, "list": "wearing", "text": "{a} {upper_color} shirt"},
+            {"slot": "viewpoint", "priority": 2, "text": "seen from the {viewpoint}"},
+        ]}}))
+    roomy = PromptEngine(taxonomy, PromptsConfig(max_tokens=18), seed=0, identities=4)
+    tight = PromptEngine(taxonomy, PromptsConfig(max_tokens=13), seed=0, identities=4)
+    for pid in range(4):
+        full, short = roomy.views(pid)[0], tight.views(pid)[0]
+        a = full.attributes
+        assert full.prompt == f"a photo of a {a['gender']}, wearing a {a['upper_color']} shirt, seen from the {a['viewpoint']}"
+        assert full.dropped_slots == ()
+        assert short.prompt == f"a photo of a {a['gender']}, seen from the {a['viewpoint']}"
+        assert short.dropped_slots == ("upper",)
+    bare = PromptEngine(taxonomy, PromptsConfig(max_tokens=8), seed=0, identities=4).views(0)[0]
+    assert bare.prompt == f"a photo of a {bare.attributes['gender']}"
+    assert bare.dropped_slots == ("upper", "viewpoint")
+
+
 def test_a_real_tokenizer_counts_exactly():
     from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
 
