@@ -450,72 +450,92 @@ class S3Storage(Storage):
         )
 
 
+class _Fetcher:
+    """The network side of an S3 read, run by the read-ahead thread. It holds no reference to the reader,
+    so an abandoned reader is garbage-collected, and its close() stops this thread."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, storage: S3Storage, key: str, response, prefetch: int):
+        self.storage = storage
+        self.key = key
+        self.name = storage.url_for(key)
+        self.etag = response.get("ETag")
+        self.body = response["Body"]
+        self.fetched = 0  # bytes pulled from the network
+        self.queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        self.stop = threading.Event()
+
+    def read_chunk(self) -> bytes:
+        deadline = time.monotonic() + self.storage.config.retry_budget_s
+        while True:
+            try:
+                data = self.body.read(self.CHUNK)
+                self.fetched += len(data)
+                return data
+            except Exception as exc:
+                if self.stop.is_set() or not _is_transient(exc) or time.monotonic() > deadline:
+                    raise StorageUnavailable(
+                        f"cannot read {self.name} at byte {self.fetched}: {_scrub(f'{type(exc).__name__}: {exc}')}"
+                    ) from None
+                self.close_body()
+                # Resume where the connection dropped, and only from the same version of the object.
+                self.body = self.storage._get(self.key, self.fetched, self.etag)["Body"]
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                data = self.read_chunk()
+                self.put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            self.put(exc)
+
+    def put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close_body(self) -> None:
+        try:
+            self.body.close()
+        except Exception:
+            pass
+
+
 class _S3Reader(io.RawIOBase):
     """A streaming GET, read ahead by a background thread so the network overlaps the caller's parsing.
 
     At most `prefetch` chunks of 1 MiB wait in memory. A dropped connection resumes with a Range request
     pinned to the ETag (never splicing two versions of an object), within the retry budget."""
 
-    CHUNK = 1 << 20
-
     def __init__(self, storage: S3Storage, key: str, prefetch: int = 4):
-        self.storage = storage
-        self.key = key
         self.name = storage.url_for(key)  # what error messages call this stream
         self.pos = 0  # bytes handed to the caller
-        self._fetched = 0  # bytes pulled from the network
         response = storage._get(key, 0, None)  # synchronous: a missing object fails at open
-        self.etag = response.get("ETag")
         self.size = response.get("ContentLength")
-        self.body = response["Body"]
-        self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
-        self._stop = threading.Event()
+        self._fetcher = _Fetcher(storage, key, response, prefetch)
         self._current = memoryview(b"")
         self._eof = False
-        self._thread = threading.Thread(target=self._fill, name=f"s3-read {key}", daemon=True)
+        self._thread = threading.Thread(target=self._fetcher.run, name=f"s3-read {key}", daemon=True)
         self._thread.start()
+
+    @property
+    def _fetched(self) -> int:
+        return self._fetcher.fetched
 
     def readable(self) -> bool:
         return True
-
-    def _read_chunk(self) -> bytes:
-        deadline = time.monotonic() + self.storage.config.retry_budget_s
-        while True:
-            try:
-                data = self.body.read(self.CHUNK)
-                self._fetched += len(data)
-                return data
-            except Exception as exc:
-                if not _is_transient(exc) or time.monotonic() > deadline:
-                    raise StorageUnavailable(
-                        f"cannot read {self.name} at byte {self._fetched}: {_scrub(f'{type(exc).__name__}: {exc}')}"
-                    ) from None
-                self._close_body()
-                self.body = self.storage._get(self.key, self._fetched, self.etag)["Body"]
-
-    def _fill(self) -> None:
-        try:
-            while not self._stop.is_set():
-                data = self._read_chunk()
-                self._put(data)
-                if not data:
-                    return
-        except BaseException as exc:  # handed to the reading thread, which raises it
-            self._put(exc)
-
-    def _put(self, item) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
 
     def readinto(self, buffer) -> int:
         if not self._current:
             if self._eof:
                 return 0
-            item = self._queue.get()
+            item = self._fetcher.queue.get()
             if isinstance(item, BaseException):
                 self._eof = True
                 raise item
@@ -529,16 +549,10 @@ class _S3Reader(io.RawIOBase):
         self.pos += n
         return n
 
-    def _close_body(self) -> None:
-        try:
-            self.body.close()
-        except Exception:
-            pass
-
     def close(self) -> None:
         if not self.closed:
-            self._stop.set()
-            self._close_body()  # unblocks a read in flight in the prefetch thread
+            self._fetcher.stop.set()
+            self._fetcher.close_body()  # unblocks a read in flight in the read-ahead thread
             self._thread.join(timeout=5)
         super().close()
 

@@ -181,3 +181,12 @@ def test_s3_read_is_streamed(moto_s3):
     with storage.open_read("blob") as stream:
         assert stream.read(10) == payload[:10]  # closing early stops the read-ahead thread
     assert not stream.raw._thread.is_alive()
+    abandoned = storage.open_read("blob")
+    abandoned.read(10)
+    thread = abandoned.raw._thread
+    del abandoned  # dropped without close(), as an abandoned iterator would: collected, thread stopped
+    import gc
+
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
