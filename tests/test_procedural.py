@@ -325,6 +325,23 @@ def test_camera_quality_degrades_fine_detail():
     assert cctv < 0.8 * sharp and motion < 0.8 * sharp
 
 
+def test_camera_distance_height_and_person_height_change_the_figure_size():
+    renderer = ProceduralRenderer(NEUTRAL)
+
+    def figure_rows(**attrs: str) -> int:
+        labels = renderer.draw(view(**attrs)).labels
+        return int((labels > 0).any(axis=1).sum())
+
+    def torso_columns(**attrs: str) -> int:
+        labels = renderer.draw(view(pose="standing", **attrs)).labels
+        return int((labels == Part.UPPER).any(axis=0).sum())
+
+    assert figure_rows(camera_distance="near") > figure_rows(camera_distance="far") + 10
+    assert figure_rows(height="tall") > figure_rows(height="short") + 10
+    # A camera mounted high foreshortens the body: for the same box height it looks stockier.
+    assert torso_columns(camera_height="high") > torso_columns(camera_height="low")
+
+
 def test_weather_changes_the_image():
     renderer = ProceduralRenderer(ProceduralRendererConfig(degradation=False))
     clear = pixels(renderer, view(weather="clear"))
@@ -336,6 +353,7 @@ def test_weather_changes_the_image():
 
 def test_every_value_of_the_shipped_taxonomy_has_a_drawing():
     """Guards against taxonomy drift: a new value would otherwise silently fall back to a generic look."""
+    from pipeline.renderers import procedural
     from pipeline.renderers import procedural_figure as figure
     from pipeline.renderers import procedural_scene as scene
     from pipeline.renderers import procedural_style as style
@@ -343,7 +361,7 @@ def test_every_value_of_the_shipped_taxonomy_has_a_drawing():
     from prompts.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
-    tables = {"viewpoint": figure.YAW, "build": figure.BUILD, "height": figure.HEIGHT,
+    tables = {"viewpoint": figure.YAW, "build": figure.BUILD, "height": procedural.HEIGHT_SCALE,
               "upper_type": figure.UPPER, "lower_type": figure.LOWER, "pose": figure.STRIDE,
               "illumination": style.LIGHTS, "skin_tone": SKIN_TONES}
     for name, table in tables.items():

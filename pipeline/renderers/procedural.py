@@ -129,19 +129,18 @@ class ProceduralRenderer:
 
 
 FILL = {"near": 0.9, "medium": 0.86, "far": 0.82}  # figure height / frame height by camera distance
-HEIGHT_SCALE = {"short": 0.93, "average height": 0.965, "tall": 1.0}
+HEIGHT_SCALE = {"short": 0.93, "average height": 0.965, "tall": 1.0}  # the `height` attribute
 SQUASH = {"high": 0.93, "medium": 0.97, "low": 1.0}  # a camera mounted high sees the body foreshortened
 
 
 def _frame(attrs: Mapping[str, str], traits, vt, height: int, width: int):
     """Place the figure in the frame: its pixel scale, centre line and head top."""
-    from pipeline.renderers.procedural_figure import Frame
+    from pipeline.renderers.procedural_figure import Frame, heads_tall
 
     squash = SQUASH.get(attrs.get("camera_height", "medium"), 0.97)
     fill = FILL.get(attrs.get("camera_distance", "medium"), 0.86) * HEIGHT_SCALE.get(attrs.get("height", ""), 0.965)
     on_screen = height * fill * (1.0 + 0.025 * vt.scale_jitter)
-    total = traits.heads_tall - (0.3 if attrs.get("age_group") == "teenage" else 0.0)
-    u = on_screen / (total * squash)
+    u = on_screen / (heads_tall(attrs, traits) * squash)
     feet = height * (0.975 + 0.012 * vt.shift_y)
     cx = width * (0.5 + 0.035 * vt.shift_x + 0.025 * traits.frame_offset)
     return Frame(u=u, cx=cx, top=feet - on_screen, y_squash=squash)

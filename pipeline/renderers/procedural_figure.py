@@ -31,7 +31,6 @@ BUILD = {  # shoulder, waist, hip, limb thickness multipliers
     "slim": (0.92, 0.86, 0.92, 0.85), "average": (1.0, 1.0, 1.0, 1.0),
     "athletic": (1.1, 0.94, 0.98, 1.08), "heavy": (1.12, 1.38, 1.25, 1.25),
 }
-HEIGHT = {"short": 0.9, "average height": 0.95, "tall": 1.0}
 # Upper garments: hem (hu from the head top), sleeve end (None: long to the wrist, 0: sleeveless, else y).
 UPPER = {
     "t-shirt": (3.95, 2.35), "shirt": (4.0, None), "polo shirt": (3.95, 2.3), "sweater": (3.95, None),
@@ -51,6 +50,11 @@ STRIDE = {  # leg stride, arm pose
 }
 SHOE_COLOURED_SOLE = {"sneakers", "running shoes"}
 DARK = (22, 22, 24)
+
+
+def heads_tall(attrs: dict[str, str], traits: IdentityTraits) -> float:
+    """The body's height in head units (teenagers have relatively bigger heads)."""
+    return traits.heads_tall - (0.3 if attrs.get("age_group") == "teenage" else 0.0)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class Figure:
         self.waist = (0.6 if woman else 0.7) * wb * traits.hip_scale
         self.hip = (0.8 if woman else 0.74) * hb * traits.hip_scale
         self.limb = lb * traits.limb_scale
-        self.total = traits.heads_tall - (0.3 if attrs.get("age_group") == "teenage" else 0.0)
+        self.total = heads_tall(attrs, traits)
         self.knee = 5.55 + traits.leg_scale * 0.5 + (self.total - 7.4) * 0.5
         self.crotch = 4.0 + (self.total - 7.4) * 0.3
         self.colour = _Palette(attrs, colours, traits, second_colour_names)
