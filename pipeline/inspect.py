@@ -299,6 +299,14 @@ def verify_dataset(url: str, *, deep: bool = False, config: StorageConfig | None
     checks.sort(key=lambda c: (c.index is None, c.index if c.index is not None else 0, c.name))
     if DATASET_MANIFEST not in sizes:
         dataset_problems.append(f"{DATASET_MANIFEST} is missing")
+    owners: dict[int, list[int]] = {}
+    for record in records:
+        for pid in record.pids:
+            owners.setdefault(pid, []).append(record.index)
+    split = {pid: shards for pid, shards in owners.items() if len(shards) > 1}
+    if split:  # P x K batching and resume need every identity whole in one shard
+        shown = ", ".join(f"pid {pid} in shards {shards}" for pid, shards in sorted(split.items())[:5])
+        dataset_problems.append(f"{len(split)} identities split across shards: {shown}")
     notes.extend(_check_index(storage, records, sizes))
     return VerifyReport(storage.url, deep, checks, dataset_problems, notes)
 

@@ -227,3 +227,11 @@ def test_parallel_verify_matches_sequential(tmp_path, make_samples):
     assert [(c.name, c.status, c.samples, c.bytes, c.problems) for c in one.checks] == \
         [(c.name, c.status, c.samples, c.bytes, c.problems) for c in two.checks]  # fmt: skip
     assert not two.ok and [c.status for c in two.checks] == ["ok", "corrupted", "ok"]
+
+
+def test_verify_flags_an_identity_split_across_shards(tmp_path, make_samples):
+    storage = build_dataset(open_storage(str(tmp_path / "ds")), tmp_path, make_samples)
+    stray = [s for s in make_samples(1, 4, first_pid=0) if s.key == "p000000_v003"]
+    publish_shard(storage, 5, tmp_path / "x.tar", write_shard(stray, tmp_path / "x.tar"))
+    report = verify_dataset(storage.url)
+    assert not report.ok and report.dataset_problems == ["1 identities split across shards: pid 0 in shards [0, 5]"]
