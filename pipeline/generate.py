@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dppp.errors import UserError
 from dppp.schema import StrictModel
@@ -37,6 +37,18 @@ class GenerateConfig(StrictModel):
     renderer: RendererConfig = ProceduralRendererConfig()
     output: OutputConfig = OutputConfig()
     storage: StorageConfig = StorageConfig()
+    @model_validator(mode="before")
+    @classmethod
+    def _procedural_palette_follows_prompts(cls, data: Any) -> Any:
+        """The procedural renderer draws the colours of the taxonomy the prompts come from."""
+        if isinstance(data, dict):
+            prompts, renderer = data.get("prompts"), data.get("renderer") or {}
+            taxonomy = prompts.get("taxonomy") if isinstance(prompts, dict) else None
+            if (taxonomy and isinstance(renderer, dict) and renderer.get("kind", "procedural") == "procedural"
+                    and renderer.get("taxonomy") is None):  # fmt: skip
+                data = {**data, "renderer": {"kind": "procedural", **renderer, "taxonomy": taxonomy}}
+        return data
+
     # Shard attempts (a render error or a dead actor each count) before the job reports the shard failed.
     max_attempts: int = Field(3, ge=1)
     # Ray resources per actor: one GPU each when the cluster has GPUs (diffusers), else CPUs.

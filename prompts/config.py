@@ -44,3 +44,8 @@ class PromptsConfig(StrictModel):
     views: ViewsConfig = ViewsConfig()
     # The text encoder's context length (CLIP: 77, start and end tokens included).
     max_tokens: int = Field(77, ge=8, le=4096)
+    # How prompt tokens are counted for that budget: "estimate" (no vocabulary; errs high, so it drops more
+    # low-priority slots than needed), "renderer" (the diffusers renderer's own tokenizer, loaded from its
+    # model: exact), or a tokenizer folder / hub id. Part of the config, so every command that builds
+    # prompts (sample, generate) builds the same ones.
+    tokenizer: str = Field("estimate", min_length=1)

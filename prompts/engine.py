@@ -28,7 +28,7 @@ from prompts.sampler import pick, sample_dimensions
 from prompts.spec import IdentitySpec, ViewSpec
 from prompts.taxonomy import CAMERA_COLUMNS, Taxonomy, load_taxonomy
 from prompts.templates import Composer
-from prompts.tokens import EstimatedTokenCounter, TokenCounter
+from prompts.tokens import EstimatedTokenCounter, TokenCounter, counter_for
 
 # Candidate draws tried for one pid before giving up on finding an unused appearance.
 MAX_CANDIDATES = 1000
@@ -106,6 +106,8 @@ class PromptEngine:
     def from_config(cls, generate_config: Any, *, token_counter: TokenCounter | None = None, config_file: str | None = None) -> PromptEngine:
         """From the experiment's `generate` section: its prompts config, seed and number of identities."""
         taxonomy = load_taxonomy(generate_config.prompts.taxonomy)
+        if token_counter is None:
+            token_counter = counter_for(generate_config, config_file)
         return cls(
             taxonomy,
             generate_config.prompts,

@@ -54,3 +54,29 @@ class TokenizerCounter:
 
     def count(self, phrase: str) -> int:
         return len(self.tokenizer(phrase, add_special_tokens=False, truncation=False)["input_ids"])
+
+
+def counter_for(generate_config: Any, config_file: str | None = None) -> TokenCounter:
+    """The counter `generate.prompts.tokenizer` names: the estimate, the renderer's tokenizer, or a folder."""
+    from dppp.errors import ConfigError
+
+    choice = generate_config.prompts.tokenizer
+    if choice == "estimate":
+        return EstimatedTokenCounter()
+    renderer = generate_config.renderer
+    if choice == "renderer":
+        if renderer.kind != "diffusers":
+            raise ConfigError(f"tokenizer 'renderer' needs a diffusers renderer, not {renderer.kind!r}",
+                              file=config_file, path="generate.prompts.tokenizer")  # fmt: skip
+        source, subfolder, revision = renderer.model, "tokenizer", renderer.revision
+    else:
+        source, subfolder, revision = choice, None, None
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source, subfolder=subfolder, revision=revision,
+                                                  local_files_only=True)  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the tokenizer from {source!r}: {exc}".splitlines()[0],
+                          file=config_file, path="generate.prompts.tokenizer") from None  # fmt: skip
+    return TokenizerCounter(tokenizer)

@@ -1,0 +1,177 @@
+"""`dppp generate` efficiency, worker scaling and driver scheduling overhead.
+
+    python benchmarks/bench_generate.py                      # all three parts
+    python benchmarks/bench_generate.py --part scheduling    # one part
+
+efficiency  images/s of `dppp generate` with one worker against the renderer alone in a plain loop on
+            the same views (tiny diffusion pipeline, one torch thread each). Steady state comes from two
+            runs of N and 2N identities: rate = extra images / extra time, so the fixed start-up cost
+            (actor start, model load, index) is reported apart.
+scaling     steady-state images/s with 2 workers against 1, same method.
+scheduling  1,000 shards (and 250 / 500 / 2,000) on 16 actors whose work is a fixed sleep: the driver's
+            overhead per shard = (wall - ideal) / shards, where ideal = shards x sleep / actors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def tiny_config(model_dir: str, out: str, identities: int, workers: int):
+    from dppp.config import load_experiment
+
+    sets = [f"generate.renderer.model={model_dir}", f"generate.out={out}", f"generate.identities={identities}",
+            "generate.ids_per_shard=2", f"generate.workers={workers}"]  # fmt: skip
+    return load_experiment(ROOT / "configs" / "tiny-diffusion.yaml", sets).generate
+
+
+def timed_generate(config) -> tuple[float, int]:
+    from pipeline.generate import run_generate
+
+    started = time.perf_counter()
+    summary = run_generate(config, progress=False)
+    return time.perf_counter() - started, summary.images
+
+
+def steady_rate(model_dir: str, tmp: str, identities: int, workers: int) -> tuple[float, float]:
+    """(steady images/s, fixed start-up seconds) from runs of N and 2N identities."""
+    t1, n1 = timed_generate(tiny_config(model_dir, f"{tmp}/w{workers}-a", identities, workers))
+    t2, n2 = timed_generate(tiny_config(model_dir, f"{tmp}/w{workers}-b", 2 * identities, workers))
+    rate = (n2 - n1) / (t2 - t1)
+    return rate, t1 - n1 / rate
+
+
+def plain_loop_rate(model_dir: str, identities: int) -> float:
+    """The renderer alone: same views, same batches, one thread, no Ray, no encoding, no storage."""
+    import torch
+
+    from pipeline.renderer import load_renderer
+    from prompts.engine import PromptEngine
+
+    torch.set_num_threads(1)
+    config = tiny_config(model_dir, "unused", identities, 1)
+    engine = PromptEngine.from_config(config)
+    renderer = load_renderer(config.renderer)
+    batch = config.renderer.batch_size
+    views = [v for pid in range(identities) for v in engine.views(pid)]
+    renderer.render(views[:batch])  # warm-up, like the actor's first batch
+    started = time.perf_counter()
+    for shard_start in range(0, identities, 2):  # the same per-shard batch cuts as the worker
+        shard = [v for pid in range(shard_start, min(shard_start + 2, identities)) for v in engine.views(pid)]
+        for i in range(0, len(shard), batch):
+            renderer.render(shard[i : i + batch])
+    return len(views) / (time.perf_counter() - started)
+
+
+def part_efficiency_and_scaling(identities: int, parts: set[str]) -> None:
+    import ray
+
+    from pipeline.renderers.tiny_diffusion import build_tiny_diffusion
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = f"{tmp}/tiny-diffusion"
+        build_tiny_diffusion(model_dir)
+        started = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        print(f"ray.init (local instance): {time.perf_counter() - started:.1f} s (fixed, once per job)")
+        one_rate, one_fixed = steady_rate(model_dir, tmp, identities, 1)
+        if "efficiency" in parts:
+            loop = plain_loop_rate(model_dir, 2 * identities)
+            print(f"efficiency: renderer alone {loop:.2f} img/s; dppp generate 1 worker {one_rate:.2f} img/s "
+                  f"steady -> ratio {one_rate / loop:.2f} (aim >= 0.9); fixed start-up {one_fixed:.1f} s")  # fmt: skip
+        if "scaling" in parts:
+            two_rate, two_fixed = steady_rate(model_dir, tmp, identities, 2)
+            print(f"scaling: 1 worker {one_rate:.2f} img/s, 2 workers {two_rate:.2f} img/s -> "
+                  f"{two_rate / one_rate:.2f}x (aim >= 1.7x); fixed start-up {two_fixed:.1f} s")  # fmt: skip
+        ray.shutdown()
+
+
+@dataclass
+class _Record:
+    count: int
+    bytes: int
+
+
+@dataclass
+class _Result:
+    record: _Record
+    render_s: float
+    worker: str
+
+
+class SleepWorker:
+    """Stands in for ShardWorker: `run` only sleeps, so the wall time left over is the driver's."""
+
+    def __init__(self, name: str, sleep_s: float):
+        import threading
+
+        self.name, self.sleep_s = name, sleep_s
+        self._render_lock = threading.Lock()  # like ShardWorker: one shard renders at a time
+
+    def run(self, shard) -> _Result:
+        with self._render_lock:
+            time.sleep(self.sleep_s)
+        return _Result(_Record(shard.num_images, 0), self.sleep_s, self.name)
+
+
+class SleepPool:
+    def __init__(self, size: int, sleep_s: float):
+        import ray
+
+        cls = ray.remote(num_cpus=0, max_concurrency=2)(SleepWorker)
+        self.actors = {f"w{i}": cls.remote(f"w{i}", sleep_s) for i in range(size)}
+        ray.get([a.__ray_ready__.remote() for a in self.actors.values()])
+
+    def replace(self, name, dead) -> None:  # no actor dies in this benchmark
+        raise AssertionError("unexpected actor death")
+
+
+def part_scheduling(actors: int, sleep_s: float, sizes: list[int]) -> None:
+    import ray
+
+    from pipeline.generate import GenerateSummary, _drain
+    from pipeline.plan import ShardPlan
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    pool = SleepPool(actors, sleep_s)
+    print(f"scheduling: {actors} actors, each shard sleeps {sleep_s * 1000:.0f} ms")
+    for shards in sizes:
+        plan = [ShardPlan(i, (i,), 10) for i in range(shards)]
+        summary = GenerateSummary("bench", shards, 0, 0, 0, 0, 0.0)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        _drain(pool, plan, 3, summary, progress=False)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        ideal = shards * sleep_s / actors
+        print(f"  {shards:5d} shards: wall {wall:6.2f} s, ideal {ideal:6.2f} s -> driver overhead "
+              f"{(wall - ideal) / shards * 1000:5.2f} ms/shard of wall (aim <= 20 ms), "
+              f"driver CPU {cpu / shards * 1000:5.2f} ms/shard")  # fmt: skip
+    ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["efficiency", "scaling", "scheduling", "all"], default="all")
+    parser.add_argument("--identities", type=int, default=8, help="N for the N / 2N steady-state runs")
+    parser.add_argument("--actors", type=int, default=16)
+    parser.add_argument("--sleep-ms", type=float, default=50.0)
+    args = parser.parse_args()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    parts = {"efficiency", "scaling", "scheduling"} if args.part == "all" else {args.part}
+    if parts & {"efficiency", "scaling"}:
+        part_efficiency_and_scaling(args.identities, parts)
+    if "scheduling" in parts:
+        part_scheduling(args.actors, args.sleep_ms / 1000, [250, 500, 1000, 2000])
+
+
+if __name__ == "__main__":
+    main()
