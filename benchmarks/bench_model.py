@@ -4,7 +4,7 @@
 
 Runs every (method, phase) in its own subprocess on the CPU-default tiny CLIP (width 64, 2 layers, patch
 16, 256x128 input) with a P x K procedural batch: forward + backward + AdamW step, after 2 warm-up steps.
-Reports images/s and the ratio to `bot` (phase 2: the baseline) measured in the same run, peak RSS of each
+Reports images/s (wall and per CPU-second, the steadier figure on a shared machine) and the ratio to `bot` (phase 2: the baseline) measured in the same run, peak RSS of each
 process (same imports everywhere, so differences are the model's), and parameter counts of the PDM
 additions, both on the tiny model and at paper scale (CLIP ViT-B/16, 6641 identities), counted on the
 meta device so nothing is allocated.
@@ -51,12 +51,13 @@ def worker(method: str, phase: int, steps: int, ids: int, views: int, threads: i
 
     for _ in range(2):
         step()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return {
         "images_per_s": steps * ids * views / seconds,
+        "images_per_cpu_s": steps * ids * views / cpu_seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": sum(p.numel() for p in model.parameters()),
         "trainable": sum(p.numel() for p in model.trainable_parameters()),
@@ -118,10 +119,11 @@ def main() -> None:
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results[(method, phase)] = json.loads(output.strip().splitlines()[-1])
     base = results[("bot", 2)]
-    print(f"{'method':10} {'phase':>5} {'images/s':>9} {'vs bot':>7} {'peak RSS MiB':>13} {'vs bot':>8} "
-          f"{'params':>9} {'trainable':>10}")
+    print(f"{'method':10} {'phase':>5} {'images/s':>9} {'vs bot':>7} {'img/CPU-s':>10} {'vs bot':>7} "
+          f"{'peak RSS MiB':>13} {'vs bot':>8} {'params':>9} {'trainable':>10}")
     for (method, phase), r in results.items():
         print(f"{method:10} {phase:>5} {r['images_per_s']:9.1f} {r['images_per_s'] / base['images_per_s']:6.2f}x "
+              f"{r['images_per_cpu_s']:10.1f} {r['images_per_cpu_s'] / base['images_per_cpu_s']:6.2f}x "
               f"{r['peak_rss_mib']:13.0f} {r['peak_rss_mib'] - base['peak_rss_mib']:+8.0f} "
               f"{r['params']:9d} {r['trainable']:10d}")
     tiny_added = results[("pdm", 2)]["params"] - base["params"]

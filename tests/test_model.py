@@ -169,3 +169,22 @@ def test_clear_errors(batch, tmp_path):
         pdm.loss({**batch, "style": {"illumination": batch["style"]["illumination"]}})
     with pytest.raises(ValueError, match="must lie in 0..2"):
         pdm.loss({**batch, "pids": batch["pids"] + 1})
+
+
+def test_model_config_is_validated_in_the_experiment_yaml(tmp_path):
+    from dppp.config import load_experiment
+
+    config = load_experiment(None, ["train.model.method=clipreid", "train.model.triplet_margin=null"])
+    assert config.train.model.method == "clipreid" and config.train.model.triplet_margin is None
+    problems = {
+        "train.model.method=arcface": "train.model.method",
+        "train.model.content_template=a photo of a [S] person": "content_template must contain [C]",
+        "train.model.image_size=[250,128]": "multiple of tiny.patch_size 16",
+        "train.model.tiny.num_heads=3": "not divisible by num_heads",
+        "train.model.style_attributes=[scene, scene]": "distinct",
+        "train.model.temperature=0.1": "unknown key",
+        "train.phase2.lr=0": "train.phase2.lr",
+    }
+    for override, message in problems.items():
+        with pytest.raises(ConfigError, match=message.replace("[", "\\[")):
+            load_experiment(None, [override])

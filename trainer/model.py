@@ -219,7 +219,7 @@ class PDM(ReIDModel):
                 path="train.model.style_attributes",
             )
         image_dim, token_dim = backbone.embed_dim, backbone.token_dim
-        hidden, dropout = config.inversion_hidden_dim, config.inversion_dropout
+        hidden, dropout = config.inversion_hidden_dim or token_dim, config.inversion_dropout
         self.style_inversion = TextualInversion(image_dim, token_dim, hidden, dropout)
         self.content_inversion = TextualInversion(image_dim, token_dim, hidden, dropout)
         self.style_heads = nn.ModuleDict(

@@ -71,7 +71,8 @@ class ModelConfig(StrictModel):
     clipreid_template: str = "a photo of a [X] person"
     clipreid_context_tokens: int = Field(4, ge=1, le=16)
 
-    inversion_hidden_dim: int = Field(512, ge=4)
+    # Hidden width of the inversion MLPs; null = the text token width (512 for ViT-B/16, 64 for tiny).
+    inversion_hidden_dim: int | None = Field(None, ge=4)
     inversion_dropout: float = Field(0.0, ge=0, lt=1)
     # View attributes that supervise the style pseudo-word; the batch's `style` dict carries their indices.
     style_attributes: tuple[str, ...] = ("illumination", "weather", "camid")
