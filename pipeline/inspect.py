@@ -24,6 +24,7 @@ from pipeline.records import (
     committed_shards,
     parse_record,
     read_index,
+    read_many,
     write_index,
 )
 from pipeline.shards import (
@@ -267,18 +268,18 @@ def verify_dataset(url: str, *, deep: bool = False, config: StorageConfig | None
     dataset_problems: list[str] = []
     notes: list[str] = []
     records: list[ShardRecord] = []
-    for obj in objects:
-        parsed = parse_shard_key(obj.key)
-        if parsed and parsed[1] == "json":
-            try:
-                record = parse_record(storage.read_bytes(obj.key), obj.key)
-                if record.index != parsed[0] or record.tar != shard_name(parsed[0]):
-                    raise DataError(f"{obj.key}: record is for shard {record.index} ({record.tar})")
-                records.append(record)
-            except DataError as exc:
-                bad = ShardCheck(obj.key, parsed[0])
-                bad.add("corrupted", str(exc))
-                checks.append(bad)
+    record_keys = [o.key for o in objects if (parse_shard_key(o.key) or (0, ""))[1] == "json"]
+    for key, data in zip(record_keys, read_many(storage, record_keys), strict=True):
+        index = parse_shard_key(key)[0]
+        try:
+            record = parse_record(data, key)
+            if record.index != index or record.tar != shard_name(index):
+                raise DataError(f"{key}: record is for shard {record.index} ({record.tar})")
+            records.append(record)
+        except DataError as exc:
+            bad = ShardCheck(key, index)
+            bad.add("corrupted", str(exc))
+            checks.append(bad)
     recorded = {r.index for r in records} | {c.index for c in checks}
     total = sum(min(r.bytes, sizes.get(r.tar, 0)) for r in records)
     if on_total:

@@ -142,16 +142,25 @@ def read_record(storage: Storage, index: int) -> ShardRecord | None:
     return record
 
 
+def read_many(storage: Storage, keys: list[str], threads: int = 16) -> list[bytes]:
+    """Read small objects concurrently: a thousand records from S3 one GET at a time would take minutes."""
+    if len(keys) <= 1:
+        return [storage.read_bytes(key) for key in keys]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(keys))) as pool:
+        return list(pool.map(storage.read_bytes, keys))
+
+
 def committed_shards(storage: Storage) -> list[ShardRecord]:
     """The records of every committed shard, by index. A malformed record is a DataError naming it."""
+    keys = [obj.key for obj in storage.list("shards/") if (parse_shard_key(obj.key) or (0, ""))[1] == "json"]
     records = []
-    for obj in storage.list("shards/"):
-        parsed = parse_shard_key(obj.key)
-        if parsed and parsed[1] == "json":
-            record = parse_record(storage.read_bytes(obj.key), storage.url_for(obj.key))
-            if record.index != parsed[0]:
-                raise DataError(f"{storage.url_for(obj.key)}: record says index {record.index}")
-            records.append(record)
+    for key, data in zip(keys, read_many(storage, keys), strict=True):
+        record = parse_record(data, storage.url_for(key))
+        if record.index != parse_shard_key(key)[0]:
+            raise DataError(f"{storage.url_for(key)}: record says index {record.index}")
+        records.append(record)
     return sorted(records, key=lambda r: r.index)
 
 
