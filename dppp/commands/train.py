@@ -1,0 +1,40 @@
+"""`dppp train`: stream committed shards into the configured Re-ID model with Ray Train."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dppp.commands.common import ConfigArg, SetOption, load_config
+
+
+def train(
+    config: ConfigArg,
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="Training data (repeatable): a dppp dataset URL (local, file://, s3://) or "
+                     "NAME:PATH of a Re-ID folder, e.g. market1501:/data/Market-1501. Default: train.data.sources."),
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Runs root (local or s3://); the run goes to OUT/RUN_NAME.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray Train workers (default: train.workers).")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
+    ] = None,
+    sets: SetOption = None,
+) -> None:
+    """Train on committed shards with Ray Train; rerun with the same run name to resume."""
+    from rich.console import Console
+
+    from trainer.train import run_train
+
+    experiment = load_config(config, sets)
+    result = run_train(experiment.train, data, out, workers=workers, ray_address=ray_address)
+    console = Console()
+    losses = ", ".join(f"{k.removeprefix('loss/')} {v:.4f}" for k, v in sorted(result.last_epoch.items())
+                       if k.startswith("loss"))  # fmt: skip
+    console.print(f"trained {result.steps} steps in {result.wall_s:.1f} s"
+                  + (f" (resumed {len(result.starts) - 1} time(s))" if len(result.starts) > 1 else ""))  # fmt: skip
+    if losses:
+        console.print(f"last epoch: {losses}")
+    console.print(f"run: {result.run_url}\nfinal model: {result.final_url}")

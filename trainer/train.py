@@ -1,0 +1,241 @@
+"""`dppp train`: the streaming training run on Ray Train (the per-worker loop is trainer/train_loop.py).
+
+    result = run_train(config, ["s3://bucket/demo"], "s3://bucket/runs", workers=2)
+    result.final_url      # s3://bucket/runs/<run_name>/final  (model.safetensors + checkpoint.json)
+
+Everything that can be checked before Ray starts is checked here, on the driver: the config, every data
+source (committed shards only), the style labels the method needs, and that every epoch gives every
+worker at least one P x K batch. A bad --data or config therefore fails in a second with one clear
+message instead of after a worker group has started (and been retried `max_failures` times).
+
+The run lives at <out>/<run_name>/: Ray Train's checkpoints (the newest `checkpoint_keep`), metrics.jsonl,
+tensorboard/, loss_curves.png and final/. Ray Train V2 resumes a run by its (storage path, name): a rerun
+with the same run name continues from the newest checkpoint, and a worker group that loses a worker is
+restarted from it (FailureConfig).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dppp.errors import ConfigError, UserError
+from trainer.config import TrainConfig
+
+
+@dataclass
+class TrainResult:
+    run_url: str  # <out>/<run_name>
+    final_url: str  # <run_url>/final, for `dppp eval`
+    steps: int  # global optimiser steps of the whole run
+    wall_s: float
+    starts: list[dict[str, Any]] = field(default_factory=list)  # one per worker-group start (resumes too)
+    last_epoch: dict[str, Any] = field(default_factory=dict)  # the last epoch's mean losses
+
+
+def run_url_for(out: str, run_name: str) -> str:
+    return f"{out.rstrip('/')}/{run_name}"
+
+
+def ray_storage(out: str, storage_config) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for Ray Train's RunConfig from a local path or s3:// URL."""
+    from pipeline.storage import LocalStorage, S3Storage, open_storage
+
+    storage = open_storage(out, storage_config)
+    if isinstance(storage, LocalStorage):
+        return str(storage.root), None
+    assert isinstance(storage, S3Storage)
+    from urllib.parse import urlparse
+
+    import pyarrow.fs
+
+    endpoint = storage_config.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    options: dict[str, Any] = {"region": storage_config.region or os.environ.get("AWS_REGION")
+                               or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}  # fmt: skip
+    if endpoint:
+        parsed = urlparse(endpoint)
+        options["endpoint_override"] = parsed.netloc or parsed.path
+        options["scheme"] = parsed.scheme or "https"
+    if storage_config.addressing_style == "virtual":
+        options["force_virtual_addressing"] = True
+    # Credentials: pyarrow reads the same AWS_* variables / profile chain as boto3; none pass through here.
+    path = f"{storage.bucket}/{storage.prefix}" if storage.prefix else storage.bucket
+    return path, pyarrow.fs.S3FileSystem(**options)
+
+
+def total_steps(config: TrainConfig, data, world: int) -> int:
+    """Optimiser steps of the whole run; raises DataError naming the first epoch that forms no batch."""
+    from trainer.model import METHODS
+    from trainer.train_loop import EpochSteps, phase_schedule
+
+    steps = EpochSteps(data, config, world)
+    return sum(steps(first + e) for _phase, schedule, first in phase_schedule(config, METHODS[config.model.method].phases)
+               for e in range(schedule.epochs))  # fmt: skip
+
+
+def check_style_labels(config: TrainConfig, data) -> None:
+    if config.model.method != "pdm":
+        return
+    missing = [a for a in config.model.style_attributes if a not in data.style_values]
+    if missing:
+        raise ConfigError(
+            f"style attributes {missing} are not labelled by every --data source (labelled: "
+            f"{sorted(data.style_values)}); list only those in train.model.style_attributes",
+            path="train.model.style_attributes",
+        )
+
+
+def _start_ray(address: str | None, cpus_needed: float) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level="WARNING")
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), include_dashboard=False,
+                 logging_level="WARNING")  # fmt: skip
+
+
+def _user_error(exc: BaseException) -> UserError | None:
+    """The UserError (bad data, bad config) at the root of a Ray Train failure, if that is what it is."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, UserError):
+            return UserError(str(getattr(current, "cause", None) or current).strip().splitlines()[-1])
+        todo += [getattr(current, "cause", None), current.__cause__, current.__context__]
+        todo += list(getattr(current, "worker_failures", {}).values())
+    return None
+
+
+def run_train(config: TrainConfig, data: list[str] | None = None, out: str | None = None, *,
+              workers: int | None = None, ray_address: str | None = None, use_gpu: bool | None = None,
+              progress: bool = True) -> TrainResult:  # fmt: skip
+    """Train `config.model` on the committed shards of `data` (default: config.data.sources) with
+    `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume."""
+    from pipeline.storage import open_storage
+    from trainer.data import open_training_data
+
+    update = {k: v for k, v in {"workers": workers, "use_gpu": use_gpu, "out": out}.items() if v is not None}
+    if update:
+        from dppp.config import validate
+
+        config = validate(TrainConfig, {**config.model_dump(), **update}, prefix="train")
+    sources = list(data) if data else list(config.data.sources)
+    training_data = open_training_data(sources, config.data.storage, config.data.folder_ids_per_unit)
+    check_style_labels(config, training_data)
+    steps = total_steps(config, training_data, config.workers)
+    run_url = run_url_for(config.out, config.run_name)
+    open_storage(run_url, config.data.storage)  # a malformed --out fails here
+    storage_path, filesystem = ray_storage(config.out, config.data.storage)
+
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from trainer.train_loop import train_worker
+
+    _start_ray(ray_address, config.workers * config.cpus_per_worker)
+    board = _progress_board().remote()
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"config": config.model_dump(mode="json"), "data": training_data, "out": run_url,
+                           "board": board},  # fmt: skip
+        torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu,
+                                     resources_per_worker={"CPU": config.cpus_per_worker}),  # fmt: skip
+        run_config=RunConfig(
+            name=config.run_name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint_keep),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+        ),
+    )
+    started = time.perf_counter()
+    try:
+        _fit_with_progress(trainer, board, steps, training_data.describe(), progress)
+    except Exception as exc:
+        user = _user_error(exc)
+        if user is not None:
+            raise user from None
+        raise
+    finally:
+        state = _safe_get(board)
+        ray.kill(board)
+    return TrainResult(run_url, f"{run_url}/final", steps, time.perf_counter() - started,
+                       state.get("starts", []), state.get("epoch", {}))  # fmt: skip
+
+
+def _progress_board():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class ProgressBoard:
+        """Rank 0 posts its latest records here; the driver polls them for the progress bar."""
+
+        def __init__(self):
+            self.state: dict[str, Any] = {"starts": []}
+
+        def update(self, record: dict[str, Any]) -> None:
+            kind = record.get("kind", "step")
+            if kind == "start":
+                self.state["starts"].append(record)
+            self.state[kind] = record
+            self.state["step_now"] = max(int(record.get("step", 0)), 0)
+
+        def get(self) -> dict[str, Any]:
+            return self.state
+
+    return ProgressBoard
+
+
+def _safe_get(board) -> dict[str, Any]:
+    import ray
+
+    try:
+        return ray.get(board.get.remote(), timeout=10)
+    except Exception:
+        return {}
+
+
+def _fit_with_progress(trainer, board, steps: int, description: str, progress: bool) -> None:
+    outcome: dict[str, Any] = {}
+
+    def fit():
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as exc:  # re-raised in the calling thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=fit, name="dppp-train-fit", daemon=True)
+    thread.start()
+    if progress:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        console.print(f"training on {description}")
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[info]}"))  # fmt: skip
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task("steps", total=steps, info="starting workers")
+            while thread.is_alive():
+                thread.join(0.5)
+                state = _safe_get(board)
+                step = state.get("step", {})
+                info = (f"phase {step['phase']} epoch {step['epoch']} loss {step.get('loss', float('nan')):.4f} "
+                        f"{step.get('images_per_s', 0):.0f} img/s") if step else "starting workers"  # fmt: skip
+                bar.update(task, completed=state.get("step_now", 0), info=info)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]

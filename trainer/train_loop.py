@@ -1,0 +1,323 @@
+"""The per-worker training loop that Ray Train runs on every rank (trainer/train.py builds the trainer).
+
+    phase 1 epochs -> [PDM: identity bank, all-reduced over ranks] -> phase 2 epochs -> final model
+
+Every rank builds the same model (seeded), streams its own disjoint shards (trainer/data.py) and runs the
+same number of steps per epoch, so DDP's collective calls always pair up. The position in the run is
+(phase, epoch, batch) plus the global step; it goes into every checkpoint, and a restarted worker group
+(a rerun with the same run name, or Ray Train's FailureConfig after a worker died) resumes from it
+exactly: weights, optimizer, learning-rate schedule and the epoch's remaining batches.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.config import TrainConfig
+from trainer.data import AllImagesStream, PKBatchStream, TrainingData, make_loader, plan_epoch
+
+FINAL_DIR = "final"
+
+
+@dataclass
+class Position:
+    phase: int
+    epoch: int  # epoch within the phase
+    batch: int  # batches of that epoch already done
+    step: int  # global optimiser steps done
+
+
+class LossModule(nn.Module):
+    """DDP synchronises gradients only for work done through its forward(): this routes model.loss there."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model.loss(batch)
+
+
+def lr_at(step: int, total: int, warmup: int, base: float, floor: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay from `base` to `base * floor` at `total`."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class EpochSteps:
+    """Steps of each global epoch (every rank's count; cached): the schedule's length, known up front."""
+
+    def __init__(self, data: TrainingData, config: TrainConfig, world: int):
+        self.data, self.config, self.world = data, config, world
+        self.cache: dict[int, int] = {}
+
+    def __call__(self, epoch: int) -> int:
+        if epoch not in self.cache:
+            plan = plan_epoch(self.data, self.config.data, seed=self.config.seed, epoch=epoch, rank=0,
+                              world=self.world)  # fmt: skip
+            self.cache[epoch] = plan.steps
+        return self.cache[epoch]
+
+
+def phase_schedule(config: TrainConfig, phases: tuple[int, ...]) -> list[tuple[int, Any, int]]:
+    """(phase, its schedule, global epoch of its first epoch) for each phase the method has."""
+    out, offset = [], 0
+    for phase in phases:
+        schedule = config.phase1 if phase == 1 else config.phase2
+        out.append((phase, schedule, offset))
+        offset += schedule.epochs
+    return out
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's train_loop_per_worker."""
+    config = TrainConfig.model_validate(loop_config["config"])
+    Worker(config, loop_config["data"], loop_config["out"], loop_config.get("board")).run()
+
+
+class Worker:
+    def __init__(self, config: TrainConfig, data: TrainingData, out: str, board):
+        import ray.train
+        import ray.train.torch
+
+        self.config, self.data, self.out, self.board = config, data, out, board
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
+        self.cuda = self.device.type == "cuda"
+        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
+        self.steps = EpochSteps(data, config, self.world)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"dppp-train-r{self.rank}-"))
+
+    # ---- set-up and resume ------------------------------------------------------------------------
+
+    def build(self):
+        from trainer.model import build_model
+
+        model = build_model(self.config.model, self.data.num_classes, self.data.style_vocab)
+        return model.to(self.device)
+
+    def restore(self, model) -> tuple[Position, Path | None]:
+        """The position to start from, and the local copy of the checkpoint (None: a fresh start)."""
+        import ray.train
+
+        from trainer.checkpoint import restore_model
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return Position(model.phases[0], 0, 0, 0), None
+        local = self.workdir / "resume"
+        checkpoint.to_directory(str(local))
+        state = restore_model(local, model)
+        recorded = (state.config or {}).get("progress")
+        if not recorded:
+            from dppp.errors import DataError
+
+            raise DataError(f"{checkpoint.path}: checkpoint records no training progress")
+        return Position(**recorded), local
+
+    # ---- the run ----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        from pipeline.storage import open_storage
+        from trainer.run_log import RunLog
+
+        torch.manual_seed(self.config.seed + self.rank)
+        model = self.build()
+        position, resume_dir = self.restore(model)
+        self.global_step = position.step
+        self.log = None
+        if self.rank == 0:
+            self.storage = open_storage(self.out, self.config.data.storage)
+            self.log = RunLog(self.storage, self.workdir / "log", position.step)
+            self.record({"kind": "start", "step": position.step, "phase": position.phase,
+                            "epoch": position.epoch, "batch": position.batch, "world": self.world,
+                            "resumed": resume_dir is not None})  # fmt: skip
+        for phase, schedule, first_epoch in phase_schedule(self.config, model.phases):
+            if phase < position.phase:
+                continue
+            if phase != model.phase:  # entering this phase now (not resumed inside it)
+                self.enter_phase(model, phase)
+                position = Position(phase, 0, 0, position.step)
+                resume_dir = None
+                self.checkpoint(model, None, position, {"kind": "phase", "phase": phase})
+            self.train_phase(model, phase, schedule, first_epoch, position, resume_dir)
+            position = Position(phase + 1, 0, 0, self.global_step)
+            resume_dir = None
+        if self.rank == 0:
+            self.write_final(model)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def enter_phase(self, model, phase: int) -> None:
+        """Between the phases: PDM's identity bank from one un-augmented pass over the data (each rank its
+        own units, sums all-reduced), then the phase switch (clipreid builds its bank there)."""
+        if phase == 2 and model.method == "pdm":
+            import torch.distributed as dist
+
+            stream = AllImagesStream(self.data, self.config.model.image_size, rank=self.rank, world=self.world,
+                                     batch_size=self.config.bank_batch_size)  # fmt: skip
+            sums = torch.zeros(model.num_classes, model.identity_text.shape[1], device=self.device)
+            counts = torch.zeros(model.num_classes, dtype=torch.long, device=self.device)
+            for batch in make_loader(stream, self.config.data, pin_memory=self.cuda):
+                s, c = model.content_feature_sums(batch["pixel_values"].to(self.device), batch["pids"].to(self.device))
+                sums += s.to(sums.dtype)
+                counts += c
+            if self.world > 1 and dist.is_initialized():
+                dist.all_reduce(sums)
+                dist.all_reduce(counts)
+            model.set_identity_bank(sums, counts)
+        model.set_phase(phase)
+
+    def train_phase(self, model, phase, schedule, first_epoch, position: Position, resume_dir) -> None:
+        from trainer.checkpoint import read_state, restore_optimizer
+
+        self.global_step = position.step
+        if schedule.epochs == 0 or position.epoch >= schedule.epochs:
+            return
+        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=schedule.lr,
+                                      weight_decay=schedule.weight_decay)  # fmt: skip
+        if resume_dir is not None and read_state(resume_dir).has_optimizer:
+            restore_optimizer(resume_dir, optimizer)  # resumed inside this phase
+        wrapped = LossModule(model)
+        if self.world > 1:
+            wrapped = nn.parallel.DistributedDataParallel(
+                wrapped, device_ids=[self.device.index] if self.cuda else None
+            )
+        scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and self.amp_dtype is torch.float16)
+        total = sum(self.steps(first_epoch + e) for e in range(schedule.epochs))
+        warmup = sum(self.steps(first_epoch + e) for e in range(min(schedule.warmup_epochs, schedule.epochs)))
+        step_in_phase = sum(self.steps(first_epoch + e) for e in range(position.epoch)) + position.batch
+        style = self.config.model.style_attributes if model.method == "pdm" and phase == 1 else ()
+        model.train()
+        for epoch in range(position.epoch, schedule.epochs):
+            skip = position.batch if epoch == position.epoch else 0
+            stream = PKBatchStream(self.data, self.config.data, self.config.model.image_size, seed=self.config.seed,
+                                   epoch=first_epoch + epoch, rank=self.rank, world=self.world, skip=skip,
+                                   style_attributes=style)  # fmt: skip
+            window: dict[str, float] = {}
+            window_steps, window_images, window_start = 0, 0, time.perf_counter()
+            epoch_sums: dict[str, float] = {}
+            done = skip
+            for batch in make_loader(stream, self.config.data, pin_memory=self.cuda):
+                lr = lr_at(step_in_phase, total, warmup, schedule.lr, self.config.lr_floor)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss, parts = self.step(wrapped, optimizer, scaler, batch)
+                step_in_phase += 1
+                self.global_step += 1
+                done += 1
+                values = {"loss": float(loss), **{f"loss/{k}": float(v) for k, v in parts.items()}}
+                for name, value in values.items():
+                    window[name] = window.get(name, 0.0) + value
+                    epoch_sums[name] = epoch_sums.get(name, 0.0) + value
+                window_steps += 1
+                window_images += len(batch["pids"])
+                if self.global_step % self.config.log_every_steps == 0 or done == stream.steps:
+                    elapsed = time.perf_counter() - window_start
+                    means = self.mean_over_ranks({k: v / window_steps for k, v in window.items()})
+                    self.record({"kind": "step", "step": self.global_step, "phase": phase, "epoch": epoch,
+                                 "batch": done, "steps_in_epoch": stream.steps, "lr": lr,
+                                 "images_per_s": window_images * self.world / max(elapsed, 1e-9), **means})  # fmt: skip
+                    window, window_steps, window_images, window_start = {}, 0, 0, time.perf_counter()
+                every = self.config.checkpoint_every_steps
+                if every and self.global_step % every == 0 and done < stream.steps:
+                    self.checkpoint(model, optimizer, Position(phase, epoch, done, self.global_step),
+                                    {"kind": "step", "phase": phase, "epoch": epoch})  # fmt: skip
+            if done != stream.steps:
+                raise RuntimeError(f"rank {self.rank}: epoch {epoch} gave {done} batches, planned {stream.steps}")
+            ran = stream.steps - skip
+            means = self.mean_over_ranks({k: v / max(ran, 1) for k, v in epoch_sums.items()})
+            record = {"kind": "epoch", "step": self.global_step, "phase": phase, "epoch": epoch,
+                      "steps_in_epoch": stream.steps, **means}  # fmt: skip
+            self.checkpoint(model, optimizer, Position(phase, epoch + 1, 0, self.global_step), record)
+
+    def step(self, wrapped, optimizer, scaler, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        device = self.device
+        inputs = {
+            "pixel_values": batch["pixel_values"].to(device, non_blocking=True),
+            "pids": batch["pids"].to(device, non_blocking=True),
+            "style": {k: v.to(device, non_blocking=True) for k, v in batch["style"].items()},
+        }
+        with torch.autocast(device_type=device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.cuda and self.amp_dtype is not None):  # fmt: skip
+            loss, parts = wrapped(inputs)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss.detach(), parts
+
+    def mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        """The mean of each value over all ranks (every rank calls this at the same steps)."""
+        import torch.distributed as dist
+
+        if self.world == 1 or not dist.is_initialized() or not values:
+            return values
+        names = sorted(values)
+        tensor = torch.tensor([values[n] for n in names], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return {n: float(v) / self.world for n, v in zip(names, tensor.tolist(), strict=True)}
+
+    # ---- outputs ----------------------------------------------------------------------------------
+
+    def record(self, metrics: dict[str, Any]) -> None:
+        if self.rank == 0:
+            self.log.write(metrics)
+            if self.board is not None:
+                self.board.update.remote(metrics)
+
+    def run_record(self, position: Position) -> dict[str, Any]:
+        return {
+            "train": self.config.model_dump(mode="json"),
+            "progress": asdict(position),
+            "data": {"sources": list(self.data.sources), "num_classes": self.data.num_classes,
+                     "style_values": {k: list(v) for k, v in self.data.style_values.items()}},
+        }  # fmt: skip
+
+    def checkpoint(self, model, optimizer, position: Position, metrics: dict[str, Any]) -> None:
+        """Report `metrics` from every rank; rank 0 attaches a checkpoint at `position`. Ray Train uploads
+        it to the run's storage before report() returns and keeps the newest `checkpoint_keep`."""
+        import ray.train
+
+        from trainer.checkpoint import save_checkpoint
+
+        self.global_step = position.step
+        if self.rank != 0:
+            ray.train.report({**metrics, "step": position.step}, checkpoint=None)
+            return
+        self.record(metrics)
+        self.log.publish()
+        with tempfile.TemporaryDirectory(dir=self.workdir) as folder:
+            save_checkpoint(folder, model, optimizer, step=position.step, config=self.run_record(position))
+            ray.train.report({**metrics, "step": position.step},
+                             checkpoint=ray.train.Checkpoint.from_directory(folder))  # fmt: skip
+
+    def write_final(self, model) -> None:
+        """final/model.safetensors + final/checkpoint.json (written last: the commit marker) for `dppp eval`,
+        and the published metrics, TensorBoard events and loss curves."""
+        from trainer.checkpoint import META_FILE, save_checkpoint
+
+        folder = self.workdir / FINAL_DIR
+        position = Position(model.phase, 0, 0, self.global_step)
+        save_checkpoint(folder, model, None, step=self.global_step, config=self.run_record(position))
+        self.storage.delete(f"{FINAL_DIR}/{META_FILE}")
+        for path in sorted(folder.iterdir()):
+            if path.name != META_FILE:
+                self.storage.put_file(path, f"{FINAL_DIR}/{path.name}")
+        self.storage.put_file(folder / META_FILE, f"{FINAL_DIR}/{META_FILE}")
+        self.log.write({"kind": "end", "step": self.global_step})
+        self.log.publish(curves=True)
+        self.log.close()
+        if self.board is not None:
+            self.board.update.remote({"kind": "end", "step": self.global_step})
