@@ -236,12 +236,21 @@ def test_failed_republish_leaves_no_committed_partial_shard(moto_s3, tmp_path, m
 
 
 def test_publish_survives_outage(moto_s3, tmp_path, make_samples):
+    """The endpoint stops right after the tar is up, before the commit record: the record waits for it."""
     import threading
+    import time
 
     storage = open_storage(moto_s3.bucket(), StorageConfig(retry_budget_s=30, retry_initial_delay_s=0.1))
     info = write_shard(make_samples(2, 2), tmp_path / "s.tar")
-    moto_s3.stop()
-    threading.Timer(2.0, moto_s3.start).start()
-    publish_shard(storage, 3, tmp_path / "s.tar", info)
+    stopped = []
+
+    def stop_after_tar(n):
+        moto_s3.stop()
+        stopped.append(time.monotonic())
+        threading.Timer(2.0, moto_s3.start).start()
+
+    record = publish_shard(storage, 3, tmp_path / "s.tar", info, progress=stop_after_tar)
+    assert stopped and time.monotonic() - stopped[0] >= 2.0
+    assert record.timings["publish_s"] < 2.0  # the tar went up before the outage
     assert [r.index for r in committed_shards(storage)] == [3]
     assert len(list(read_shard(storage.url_for(shard_name(3))))) == 4
