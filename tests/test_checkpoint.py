@@ -130,3 +130,12 @@ def test_no_pickle_in_a_checkpoint(tmp_path, batch):
     for path in tmp_path.iterdir():
         head = path.read_bytes()[:2]
         assert head != b"\x80\x04" and head != b"PK", f"{path.name} looks like a pickle or torch.save zip"
+
+
+def test_same_config_and_steps_give_byte_identical_checkpoints(tmp_path, batch):
+    folders = []
+    for run in ("a", "b"):
+        model, optimizer = trained_pdm(batch)
+        folders.append(save_checkpoint(tmp_path / run, model, optimizer, step=1))
+    for name in ("model.safetensors", "optimizer.safetensors", "optimizer.json", "checkpoint.json"):
+        assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes(), name
