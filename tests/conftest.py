@@ -181,8 +181,8 @@ ATTRIBUTE_CHOICES = {
 def make_samples(n_ids: int = 2, views: int = 3, *, first_pid: int = 0, size=(32, 64), ext: str = "jpg"):
     """Real small images (PIL-encoded) with the generator's metadata schema, one Sample per (pid, view)."""
     from PIL import Image, ImageDraw
-    from pipeline.shards import Sample
 
+    from pipeline.shards import Sample
     from prompts.spec import sample_key
 
     samples = []
