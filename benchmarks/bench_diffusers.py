@@ -92,10 +92,11 @@ def renderer_extra_seconds(renderer: DiffusersRenderer, views, rounds: int = 20)
     return noise + blank
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds): on a shared machine the CPU time is the steadier one."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -157,9 +158,12 @@ def main() -> None:
         extra = renderer_extra_seconds(renderer, views)
 
     rt = renderer.runtime
-    bare_ips = args.batch_size / statistics.median(bare_times)
-    renderer_ips = args.batch_size / statistics.median(renderer_times)
-    paired = statistics.median(b / r for b, r in zip(bare_times, renderer_times, strict=True))
+    def rates(times, which: int) -> float:
+        return args.batch_size / statistics.median(t[which] for t in times)
+
+    bare_ips, renderer_ips = rates(bare_times, 0), rates(renderer_times, 0)
+    bare_cpu, renderer_cpu = rates(bare_times, 1), rates(renderer_times, 1)
+    paired = statistics.median(b[0] / r[0] for b, r in zip(bare_times, renderer_times, strict=True))
     device = torch.cuda.get_device_name() if rt.device == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"model: {model if args.model else 'tiny offline pipeline'} ({type(renderer.pipe).__name__})")
     print(
@@ -170,9 +174,12 @@ def main() -> None:
         f"images {args.images} at {args.height}x{args.width}, {args.steps} steps, guidance {args.guidance}, "
         f"batch {args.batch_size}, {len(bare_times)} timed batch pairs; model load {load:.2f}s"
     )
-    print(f"bare diffusers pipeline call: {bare_ips:8.2f} images/s")
-    print(f"dppp diffusers renderer:      {renderer_ips:8.2f} images/s")
-    print(f"overhead ratio (renderer / bare): {renderer_ips / bare_ips:.3f} (median of pairs: {paired:.3f})")
+    print(f"bare diffusers pipeline call: {bare_ips:8.2f} images/s  {bare_cpu:8.2f} images/CPU-s")
+    print(f"dppp diffusers renderer:      {renderer_ips:8.2f} images/s  {renderer_cpu:8.2f} images/CPU-s")
+    print(
+        f"overhead ratio (renderer / bare): wall {renderer_ips / bare_ips:.3f} (median of pairs: {paired:.3f}), "
+        f"CPU {renderer_cpu / bare_cpu:.3f}"
+    )
     # The same overhead measured directly, free of the run-to-run noise of two long timings: the
     # renderer's own per-image work (latents, identity mix, blank check) against the bare per-image time.
     per_image = 1.0 / bare_ips
