@@ -20,9 +20,12 @@ from pipeline.records import (
     ATTRIBUTE_PREFIX,
     DATASET_MANIFEST,
     INDEX_NAME,
+    DatasetPlan,
     ShardRecord,
     committed_shards,
     parse_record,
+    read_dataset_manifest,
+    read_dataset_plan,
     read_index,
     read_many,
     write_index,
@@ -64,16 +67,33 @@ class ShardRow:
     bytes: int | None  # None when the tar is missing
     committed: bool
     tar_present: bool
+    record_present: bool = True
+    planned: bool | None = None  # None when dataset.json records no plan
+
+    @property
+    def state(self) -> str:
+        """'yes', 'missing' (planned, neither tar nor record), 'no (tar missing)', 'no' (tar, no record)."""
+        if self.committed:
+            return "yes"
+        if not self.tar_present:
+            return "no (tar missing)" if self.record_present else "missing"
+        return "no"
 
 
 @dataclass
 class ShardListing:
     url: str
     rows: list[ShardRow]
+    planned: int | None = None  # dataset.json's plan.shards; None when it records no plan
 
     @property
     def committed(self) -> int:
         return sum(r.committed for r in self.rows)
+
+    @property
+    def missing(self) -> int:
+        """Planned shards with neither tar nor record (never written, or their generation failed)."""
+        return sum(r.state == "missing" for r in self.rows)
 
     @property
     def total_samples(self) -> int:
@@ -88,8 +108,15 @@ class ShardListing:
         return sum(r.bytes or 0 for r in self.rows)
 
 
+def _plan_of(storage: Storage, present: set[str]) -> DatasetPlan | None:
+    """dataset.json's plan, or None when the manifest is absent or records none (raises DataError if invalid)."""
+    if DATASET_MANIFEST not in present:
+        return None
+    return read_dataset_plan(read_dataset_manifest(storage), storage.url_for(DATASET_MANIFEST))
+
+
 def list_shards(url: str, config: StorageConfig | None = None) -> ShardListing:
-    """One row per shard index seen (tar and/or record), with the record's counts."""
+    """One row per shard index seen (tar and/or record) or planned by dataset.json, with the record's counts."""
     storage, objects = open_dataset(url, config)
     tars = {}
     records = set()
@@ -99,16 +126,22 @@ def list_shards(url: str, config: StorageConfig | None = None) -> ShardListing:
             tars[parsed[0]] = obj.size
         elif parsed:
             records.add(parsed[0])
+    try:
+        plan = _plan_of(storage, {o.key for o in objects})
+    except DataError:  # `ls` lists what is there; `verify` reports a broken manifest
+        plan = None
+    planned = set(range(plan.shards)) if plan else set()
     by_index = {r.index: r for r in committed_shards(storage)}
     rows = []
-    for index in sorted(set(tars) | records):
+    for index in sorted(set(tars) | records | planned):
         record = by_index.get(index)
         rows.append(ShardRow(index=index, tar=shard_name(index),
                              samples=record.count if record else None,
                              identities=len(record.pids) if record else None,
                              bytes=tars.get(index), committed=record is not None and index in tars,
-                             tar_present=index in tars))  # fmt: skip
-    return ShardListing(storage.url, rows)
+                             tar_present=index in tars, record_present=index in records,
+                             planned=index in planned if plan else None))  # fmt: skip
+    return ShardListing(storage.url, rows, plan.shards if plan else None)
 
 
 # ------------------------------------------------------------------------------------------ verify
@@ -297,9 +330,19 @@ def verify_dataset(url: str, *, deep: bool = False, config: StorageConfig | None
             check = ShardCheck(obj.key, None, bytes=obj.size)
             check.add("extra", "stray object that is not part of the dataset")
             checks.append(check)
-    checks.sort(key=lambda c: (c.index is None, c.index if c.index is not None else 0, c.name))
     if DATASET_MANIFEST not in sizes:
         dataset_problems.append(f"{DATASET_MANIFEST} is missing")
+    else:
+        try:
+            plan = _plan_of(storage, set(sizes))
+        except DataError as exc:
+            dataset_problems.append(str(exc))
+        else:
+            if plan is None:
+                notes.append(f"{DATASET_MANIFEST} records no plan: shards that were never written cannot be detected")
+            else:
+                dataset_problems.extend(_check_plan(plan, checks, records))
+    checks.sort(key=lambda c: (c.index is None, c.index if c.index is not None else 0, c.name))
     owners: dict[int, list[int]] = {}
     for record in records:
         for pid in record.pids:
@@ -310,6 +353,33 @@ def verify_dataset(url: str, *, deep: bool = False, config: StorageConfig | None
         dataset_problems.append(f"{len(split)} identities split across shards: {shown}")
     notes.extend(_check_index(storage, records, sizes))
     return VerifyReport(storage.url, deep, checks, dataset_problems, notes)
+
+
+def _check_plan(plan: DatasetPlan, checks: list[ShardCheck], records: list[ShardRecord]) -> list[str]:
+    """Hold what is there against dataset.json's plan: every planned shard must exist (a shard whose
+    generation failed every attempt leaves neither tar nor record, so only the plan can tell it is gone),
+    none may lie beyond it, and a fully committed dataset must hold the planned samples and identities."""
+    present = {c.index for c in checks if c.index is not None}
+    for index in sorted(set(range(plan.shards)) - present):
+        check = ShardCheck(shard_name(index), index)
+        check.add("missing", f"planned (dataset.json plan: {plan.shards} shards) but has neither tar nor commit "
+                             "record: never written, or its generation failed (a resumed run writes it)")  # fmt: skip
+        checks.append(check)
+    for check in checks:
+        if check.index is not None and check.index >= plan.shards:
+            check.add("extra", f"shard {check.index} lies beyond the plan's {plan.shards} shards (dataset.json)")
+    committed = {r.index for r in records}
+    if not set(range(plan.shards)) <= committed:
+        return []  # the missing shards are reported above; totals would only repeat it
+    planned = [r for r in records if r.index < plan.shards]
+    problems = []
+    samples = sum(r.count for r in planned)
+    if plan.images is not None and samples != plan.images:
+        problems.append(f"the committed shards hold {samples} samples, dataset.json's plan {plan.images}")
+    identities = len({pid for r in planned for pid in r.pids})
+    if plan.identities is not None and identities != plan.identities:
+        problems.append(f"the committed shards hold {identities} identities, dataset.json's plan {plan.identities}")
+    return problems
 
 
 def _verify_one(storage: Storage, record: ShardRecord, size: int | None, deep: bool) -> ShardCheck:

@@ -117,6 +117,30 @@ def read_dataset_manifest(storage: Storage) -> dict[str, Any]:
     return manifest
 
 
+class DatasetPlan(StrictModel):
+    """The part of dataset.json's `plan` (pipeline/generate.py `Plan.manifest()`) that readers check against:
+    how many shards the dataset must have, and (when stated) how many samples and identities in all."""
+
+    shards: int = Field(ge=0)
+    images: int | None = Field(None, ge=0)
+    identities: int | None = Field(None, ge=0)
+
+
+def read_dataset_plan(manifest: dict[str, Any], where: str) -> DatasetPlan | None:
+    """The manifest's plan; None when it records none (a dataset not made by `dppp generate`)."""
+    plan = manifest.get("plan")
+    if plan is None:
+        return None
+    if not isinstance(plan, dict):
+        raise DataError(f"{where}: 'plan' must be an object")
+    known = {name: plan[name] for name in DatasetPlan.model_fields if name in plan}  # other keys are the generator's
+    try:
+        return DatasetPlan.model_validate(known)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise DataError(f"{where}: invalid plan ({'.'.join(map(str, first['loc']))}: {first['msg']})") from None
+
+
 # ------------------------------------------------------------------------------------------ records
 
 

@@ -19,8 +19,15 @@ from tests.conftest import FAKE_CREDENTIALS
 IDS_PER_SHARD, VIEWS, SHARDS = 2, 3, 3
 
 
+def manifest(**plan):
+    """dataset.json as the generator writes it (pipeline/generate.py Plan.manifest()), with its plan."""
+    return {"config": {"seed": 0, "identities": IDS_PER_SHARD * SHARDS},
+            "plan": {"identities": IDS_PER_SHARD * SHARDS, "ids_per_shard": IDS_PER_SHARD, "shards": SHARDS,
+                     "images": SHARDS * IDS_PER_SHARD * VIEWS, **plan}}  # fmt: skip
+
+
 def build_dataset(storage, tmp_path, make_samples, *, samples_for=None):
-    write_dataset_manifest(storage, {"generate": {"seed": 0, "identities": IDS_PER_SHARD * SHARDS}})
+    write_dataset_manifest(storage, manifest())
     for index in range(SHARDS):
         samples = make_samples(IDS_PER_SHARD, VIEWS, first_pid=index * IDS_PER_SHARD)
         if samples_for:
@@ -235,3 +242,49 @@ def test_verify_flags_an_identity_split_across_shards(tmp_path, make_samples):
     publish_shard(storage, 5, tmp_path / "x.tar", write_shard(stray, tmp_path / "x.tar"))
     report = verify_dataset(storage.url)
     assert not report.ok and report.dataset_problems == ["1 identities split across shards: pid 0 in shards [0, 5]"]
+
+
+def _drop_shard(storage, index):
+    """What a generation whose shard failed every attempt leaves: neither tar nor record."""
+    storage.delete(shard_name(index))
+    storage.delete(record_name(index))
+
+
+def test_planned_shard_without_tar_or_record_is_missing(dataset, capsys):
+    _drop_shard(dataset, 1)
+    report = verify_dataset(dataset.url)
+    assert not report.ok and not report.dataset_problems
+    assert [(c.name, c.status) for c in report.checks] == [(shard_name(0), "ok"), (shard_name(1), "missing"),
+                                                           (shard_name(2), "ok")]  # fmt: skip
+    assert "neither tar nor commit record" in report.checks[1].problems[0][1]
+    code, out, _ = run(capsys, "verify", dataset.url)
+    assert code == 1 and "missing" in out and "FAILED: 1 problem(s)" in out
+    code, out, _ = run(capsys, "ls", dataset.url)
+    assert code == 0 and shard_name(1) in out and "missing" in out and "2/3 (1 missing)" in out
+
+
+def test_last_planned_shard_missing_and_shard_beyond_plan(tmp_path, make_samples):
+    storage = build_dataset(open_storage(str(tmp_path / "ds")), tmp_path, make_samples)
+    _drop_shard(storage, SHARDS - 1)  # the last one: nothing after it hints that it should exist
+    extra = make_samples(1, 1, first_pid=90)
+    publish_shard(storage, SHARDS + 1, tmp_path / "x.tar", write_shard(extra, tmp_path / "x.tar"))
+    report = verify_dataset(storage.url)
+    statuses = {c.index: c.status for c in report.checks}
+    assert statuses == {0: "ok", 1: "ok", SHARDS - 1: "missing", SHARDS + 1: "extra"}
+    assert "beyond the plan's 3 shards" in report.checks[-1].problems[0][1]
+
+
+def test_plan_totals_and_plan_problems(tmp_path, make_samples):
+    storage = build_dataset(open_storage(str(tmp_path / "ds")), tmp_path, make_samples)
+    assert verify_dataset(storage.url).ok
+    write_dataset_manifest(storage, manifest(images=99, identities=7))
+    assert verify_dataset(storage.url).dataset_problems == [
+        "the committed shards hold 18 samples, dataset.json's plan 99",
+        "the committed shards hold 6 identities, dataset.json's plan 7",
+    ]
+    write_dataset_manifest(storage, manifest(shards=-1))
+    problems = verify_dataset(storage.url).dataset_problems
+    assert len(problems) == 1 and "invalid plan (shards:" in problems[0]
+    write_dataset_manifest(storage, {"config": {}})  # not made by `dppp generate`: nothing to check against
+    report = verify_dataset(storage.url)
+    assert report.ok and any("records no plan" in note for note in report.notes)

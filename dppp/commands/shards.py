@@ -70,7 +70,7 @@ def _progress(description: str, unit_bytes: bool) -> Iterator:
 
 @app.command("ls")
 def ls(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
-    """A table of shards (samples, identities, bytes, committed or not) and totals."""
+    """A table of shards (samples, identities, bytes, committed, or missing from the plan) and totals."""
     from rich.table import Table
 
     from pipeline.inspect import list_shards
@@ -81,9 +81,11 @@ def ls(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
     table.add_column("samples", justify="right", footer=str(listing.total_samples))
     table.add_column("identities", justify="right", footer=str(listing.total_identities))
     table.add_column("bytes", justify="right", footer=_size(listing.total_bytes))
-    table.add_column("committed", footer=f"{listing.committed}/{len(listing.rows)}")
+    missing = f" ({listing.missing} missing)" if listing.missing else ""
+    table.add_column("committed", footer=f"{listing.committed}/{len(listing.rows)}{missing}")
+    colours = {"yes": "{}", "no": "[yellow]{}[/]"}
     for row in listing.rows:
-        state = "yes" if row.committed else ("[red]no (tar missing)[/]" if not row.tar_present else "[yellow]no[/]")
+        state = colours.get(row.state, "[red]{}[/]").format(row.state)
         table.add_row(row.tar, str(row.samples if row.samples is not None else "-"),
                       str(row.identities if row.identities is not None else "-"), _size(row.bytes), state)  # fmt: skip
     _console().print(table)
