@@ -308,8 +308,13 @@ def test_tiny_diffusion_config_loads_and_renders(tiny_model):
     assert renderer_config.kind == "diffusers" and renderer_config.height > renderer_config.width
     default = DiffusersRendererConfig(model="org/model")
     assert default.height > default.width  # a tall portrait by default
-    out = DiffusersRenderer(renderer_config, machine=CPU).render([view(0, 0), view(0, 1)])
+    # The config's prompts fit the tiny model: its token budget is counted with the model's own tokenizer.
+    from prompts.engine import PromptEngine
+
+    views = PromptEngine.from_config(experiment.generate).views(0)[:2]
+    out = DiffusersRenderer(renderer_config, machine=CPU).render(views)
     assert [r.image.size for r in out] == [(renderer_config.width, renderer_config.height)] * 2
+    assert not np.array_equal(*pixels(out))
 
 
 def test_geneperson_config_asks_for_a_real_model_in_half_precision():

@@ -23,6 +23,11 @@ TEXT_HIDDEN = 32
 UNET_CHANNELS = (32, 64)
 VAE_CHANNELS = (32, 64)  # two levels: vae_scale_factor 2, so a 64x32 image has 32x16 latents
 LATENT_CHANNELS = 4
+# The offline tokenizer knows only the taxonomy's words and often splits one into a few pieces, where
+# CLIP's 49k-word vocabulary has one token: the same prompt takes ~10-30% more tokens. A longer context
+# than CLIP's 77 gives the tiny model room for the prompts a real model's 77 tokens hold
+# (configs/tiny-diffusion.yaml sets generate.prompts.max_tokens to match).
+TEXT_CONTEXT = 128
 
 
 def _components(seed: int) -> dict:
@@ -32,7 +37,7 @@ def _components(seed: int) -> dict:
 
     from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
 
-    tokenizer = build_tiny_clip_tokenizer()
+    tokenizer = build_tiny_clip_tokenizer(model_max_length=TEXT_CONTEXT)
     # Each module is initialised from its own fixed seed, inside fork_rng so the caller's global RNG state
     # is left untouched: the same seed always gives byte-identical weights.
     with torch.random.fork_rng(devices=[]):
