@@ -60,6 +60,22 @@ def test_writer_is_deterministic_and_sorted(tmp_path, make_samples):
     assert list(tmp_path.iterdir()) != [] and not any(".tmp-" in p.name for p in tmp_path.iterdir())
 
 
+def test_writer_output_is_what_tarfile_addfile_writes(tmp_path, make_samples):
+    """The writer batches a sample's members into one write; the bytes must stay exactly tarfile's own."""
+    samples = make_samples(n_ids=2, views=3, ext="png") + make_samples(n_ids=1, views=2, first_pid=5)
+    samples[0].metadata["prompt"] = "é" * 300  # a json member of a size that is not a multiple of 512
+    info = write_shard(samples, tmp_path / "ours.tar")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in sorted(samples, key=lambda s: s.key):
+            for name, data in sample.members():
+                entry = tarfile.TarInfo(name)
+                entry.size, entry.mtime, entry.mode, entry.uname, entry.gname = len(data), FIXED_MTIME, 0o644, "", ""
+                tar.addfile(entry, io.BytesIO(data))
+    assert (tmp_path / "ours.tar").read_bytes() == buffer.getvalue()
+    assert info.bytes == len(buffer.getvalue()) and info.bytes % tarfile.RECORDSIZE == 0
+
+
 def test_writer_rejects_bad_samples(tmp_path, make_samples):
     sample = make_samples(1, 1)[0]
     bad = [
