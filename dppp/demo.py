@@ -1,0 +1,77 @@
+"""`make demo`: the whole paradigm on one CPU machine, as the `dppp` commands a user would type.
+
+Every step is a real `dppp` command (printed before it runs) on configs/demo.yaml: generate the training
+set and a held-out set of other identities on a local Ray instance into a local folder, verify them, draw
+a contact sheet, train PDM with Ray Train, evaluate on the held-out set. Each step resumes: a rerun skips
+committed shards, continues training from its newest checkpoint, and re-evaluates.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from dppp.cli import main as dppp
+
+CONFIG = "configs/demo.yaml"
+RUNS = Path("runs/demo")
+HELDOUT = RUNS / "heldout"  # other identities (another seed), same taxonomy and renderer
+HELDOUT_IDENTITIES = 32
+HELDOUT_SEED = 1_000
+SHEET = RUNS / "contact_sheet.png"
+REPORT = RUNS / "report.json"
+
+
+def step(title: str, argv: list[str]) -> None:
+    print(f"\n== {title}\n$ dppp {' '.join(argv)}", flush=True)
+    code = dppp(argv)
+    if code != 0:
+        print(f"\ndemo stopped: `dppp {' '.join(argv)}` exited with {code}", file=sys.stderr)
+        sys.exit(code)
+
+
+def run_demo() -> None:
+    from dppp.config import load_experiment
+
+    config = load_experiment(CONFIG)
+    dataset = config.generate.out
+    run_dir = Path(config.train.out) / config.train.run_name
+    started = time.perf_counter()
+
+    step("1/6 prompts: what the sampler makes of the taxonomy",
+         ["prompts", "stats", CONFIG, "--identities", str(config.generate.identities)])  # fmt: skip
+    step("2/6 generate the training set (procedural renderer, local Ray, local object store)",
+         ["generate", CONFIG])  # fmt: skip
+    step("3/6 generate a held-out set: other identities, never trained on",
+         ["generate", CONFIG, "--out", str(HELDOUT), "--identities", str(HELDOUT_IDENTITIES),
+          "--set", f"generate.seed={HELDOUT_SEED}"])  # fmt: skip
+    step("4/6 verify both datasets and draw a contact sheet",
+         ["shards", "verify", dataset])  # fmt: skip
+    step("4/6 (held-out)", ["shards", "verify", str(HELDOUT)])
+    step("4/6 (contact sheet)", ["shards", "grid", dataset, "--out", str(SHEET), "--n", "64"])
+    step("5/6 train PDM on the training set (Ray Train, streaming from the shards)", ["train", CONFIG])
+    step("6/6 evaluate on the held-out identities (Market-1501 protocol)",
+         ["eval", str(run_dir), "--dataset", f"synthetic:{HELDOUT}", "--out", str(REPORT)])  # fmt: skip
+
+    report = json.loads(REPORT.read_text())
+    result = report["datasets"][0]
+    print(f"\n== done in {(time.perf_counter() - started) / 60:.1f} min")
+    print(f"held-out rank-1 {result['rank1']:.1%}, mAP {result['mAP']:.1%} "
+          f"({result['num_valid']} queries; chance rank-1 is about {result['chance_rank1']:.1%})")  # fmt: skip
+    print("outputs:")
+    for what, where in [
+        ("training set (shards, dataset.json, index.parquet)", dataset),
+        ("held-out set", HELDOUT),
+        ("contact sheet", SHEET),
+        ("loss curves", run_dir / "loss_curves.png"),
+        ("metrics (JSON lines; TensorBoard in tensorboard/)", run_dir / "metrics.jsonl"),
+        ("model (safetensors + checkpoint.json)", run_dir / "final"),
+        ("evaluation report", REPORT),
+    ]:
+        print(f"  {what:52s} {where}")
+
+
+if __name__ == "__main__":
+    run_demo()
