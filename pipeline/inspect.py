@@ -34,6 +34,7 @@ from pipeline.shards import (
     ALLOWED_EXTS,
     READ_IMAGE_EXTS,
     SAMPLE_KEY_RE,
+    ChunkedReader,
     Member,
     decode_member,
     iter_members,
@@ -186,26 +187,19 @@ class VerifyReport:
         return sum(c.samples for c in self.checks)
 
 
-class _HashingReader:
-    """Hashes exactly the bytes the tar reader pulls; `drain()` hashes what it left (padding)."""
+class _Digest:
+    """sha256 and size of every byte `ChunkedReader` pulls, one chunk at a time (no second read)."""
 
-    def __init__(self, stream, progress: Progress | None):
-        self.stream = stream
+    def __init__(self, progress: Progress | None):
         self.hash = hashlib.sha256()
         self.size = 0
         self.progress = progress
 
-    def read(self, n: int = -1) -> bytes:
-        data = self.stream.read(n)
-        self.hash.update(data)
-        self.size += len(data)
-        if self.progress and data:
-            self.progress(len(data))
-        return data
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
+    def __call__(self, chunk: bytes) -> None:
+        self.hash.update(chunk)
+        self.size += len(chunk)
+        if self.progress:
+            self.progress(len(chunk))
 
 
 def verify_shard(storage: Storage, record: ShardRecord, size: int | None, *, deep: bool = False,
@@ -224,8 +218,9 @@ def verify_shard(storage: Storage, record: ShardRecord, size: int | None, *, dee
     wanted = ALLOWED_EXTS if deep else frozenset({"json", "cls", "txt"})
     skipped: list[Member] = []
     samples: dict[str, dict[str, Any]] = {}
+    digest = _Digest(progress)
     with storage.open_read(record.tar) as raw:
-        reader = _HashingReader(raw, progress)
+        reader = ChunkedReader(raw, on_chunk=digest)
         try:
             order: list[str] = []
             for member in iter_members(reader, source=where, wanted=wanted, report=skipped.append):
@@ -245,9 +240,9 @@ def verify_shard(storage: Storage, record: ShardRecord, size: int | None, *, dee
             kind = "truncated" if size < record.bytes else ("unsafe" if "rejected" in str(exc) else "corrupted")
             check.add(kind, str(exc).removeprefix(f"{where}: "))
             reader.drain()
-    check.bytes = reader.size
+    check.bytes = digest.size
     check.samples = len(samples)
-    if reader.hash.hexdigest() != record.sha256:
+    if digest.hash.hexdigest() != record.sha256:
         check.add("corrupted", "sha256 differs from the record")
     for member in skipped:
         check.add("unsafe", f"member {member.name!r}: {member.skipped}")

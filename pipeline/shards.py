@@ -284,16 +284,112 @@ class _StrictTarInfo(tarfile.TarInfo):
             raise _DamagedTar(f"invalid header at byte {tar.offset}: {exc}") from None
 
 
+class ChunkedReader:
+    """A forward-only byte stream (a file, an S3 body) read in large chunks and made seekable within the
+    chunk in hand, so that tarfile can walk it in random-access mode ("r:"): headers and small members are
+    sliced out of memory, and data nobody asked for is stepped over without a Python call per piece.
+    tarfile's stream mode ("r|") instead re-buffers every read through Python, copying its whole buffer's
+    remainder each time: that, not the tar format, was most of the reader's cost.
+
+    Every byte is pulled from the source exactly once and in order, and handed to `on_chunk` (verify hashes
+    there: one hash call per chunk, no second read). Seeking back before the chunk in hand is not possible;
+    tarfile never does it for the regular members of a shard."""
+
+    def __init__(self, stream: IO[bytes], *, chunk_size: int = 1 << 20,
+                 on_chunk: Callable[[bytes], None] | None = None):  # fmt: skip
+        self._stream = stream
+        self._chunk_size = chunk_size
+        self._on_chunk = on_chunk
+        self._buf = b""
+        self._at = 0  # read position inside _buf
+        self._base = 0  # stream offset of _buf[0]
+        self.pulled = 0  # bytes taken from the source so far
+        self.name = getattr(stream, "name", None)
+
+    def _pull(self, n: int) -> bytes:
+        data = self._stream.read(max(n, self._chunk_size))
+        if data:
+            self.pulled += len(data)
+            if self._on_chunk:
+                self._on_chunk(data)
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = [self._buf[self._at :]]
+            while chunk := self._pull(self._chunk_size):
+                parts.append(chunk)
+            data = b"".join(parts)
+        else:
+            end = self._at + n
+            if end > len(self._buf):  # top up: keep the unread tail, add chunks until n bytes or the end
+                parts = [self._buf[self._at :]]
+                have = len(parts[0])
+                while have < n and (chunk := self._pull(n - have)):
+                    parts.append(chunk)
+                    have += len(chunk)
+                self._base += self._at
+                self._buf, self._at, end = b"".join(parts), 0, n
+            data = self._buf[self._at : end]
+        self._at += len(data)
+        if self._at >= len(self._buf):
+            self._base += len(self._buf)
+            self._buf, self._at = b"", 0
+        return data
+
+    def tell(self) -> int:
+        return self._base + self._at
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 1:
+            offset += self.tell()
+        elif whence != 0:
+            raise io.UnsupportedOperation("ChunkedReader seeks from the start or the current position only")
+        if offset < self._base:
+            raise io.UnsupportedOperation(f"cannot seek back to {offset}: the stream is past {self._base}")
+        if offset <= self._base + len(self._buf):
+            self._at = offset - self._base
+            return offset
+        skip = offset - self._base - len(self._buf)  # beyond what is in hand: pull it through, keep none
+        self._base += len(self._buf)
+        self._buf, self._at = b"", 0
+        while skip > 0:
+            chunk = self._pull(min(skip, self._chunk_size))
+            if not chunk:
+                break
+            keep = chunk[skip:]
+            self._base += len(chunk) - len(keep)
+            skip -= len(chunk) - len(keep)
+            self._buf = keep
+        return self.tell()
+
+    def drain(self) -> None:
+        """Pull whatever the source still holds (the end-of-archive padding), so `on_chunk` saw every byte."""
+        self._base += len(self._buf)
+        self._buf, self._at = b"", 0
+        while chunk := self._pull(self._chunk_size):
+            self._base += len(chunk)
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
 def iter_members(stream: IO[bytes], *, source: str = "shard", wanted: frozenset[str] = ALLOWED_EXTS,
                  report: Callable[[Member], None] | None = None) -> Iterator[Member]:  # fmt: skip
     """Every entry of a tar stream, in order, reading the data of allow-listed, `wanted` members only.
 
     Members outside the allow-list are yielded with `skipped` set and never read into memory; `report` is
-    called for them (the default logs a warning). Truncated or corrupted tars raise DataError."""
+    called for them (the default logs a warning). Truncated or corrupted tars raise DataError. `stream` is
+    read forward only, once (a ChunkedReader is put around it unless it is one already)."""
     wanted = frozenset(wanted) & ALLOWED_EXTS
+    reader = stream if isinstance(stream, ChunkedReader) else ChunkedReader(stream)
     try:
-        # 64 KiB reads: tarfile's default 10 KiB record makes a Python call per 10 KiB of images.
-        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo, bufsize=1 << 16) as tar:
+        # "r:" on the chunked reader: tarfile's own header parsing and member walk (PAX, GNU long names,
+        # links), without its stream mode's per-read buffering.
+        with tarfile.open(fileobj=reader, mode="r:", tarinfo=_StrictTarInfo) as tar:
             for entry in tar:
                 key, ext = check_member_name(entry.name, source)
                 member = Member(entry.name, key, ext, entry.size)
@@ -302,8 +398,11 @@ def iter_members(stream: IO[bytes], *, source: str = "shard", wanted: frozenset[
                 elif not ext or ext not in ALLOWED_EXTS:
                     member.skipped = f"extension {ext or '(none)'!r} is not allow-listed; never decoded"
                 elif ext in wanted:
-                    handle = tar.extractfile(entry)
-                    member.data = handle.read()
+                    if entry.sparse is None:  # a plain member's data lies whole at offset_data
+                        reader.seek(entry.offset_data)
+                        member.data = reader.read(entry.size)
+                    else:
+                        member.data = tar.extractfile(entry).read()
                     if len(member.data) != entry.size:
                         raise DataError(f"{source}: member {entry.name!r} is truncated")
                 if member.skipped:

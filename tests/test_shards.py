@@ -24,9 +24,11 @@ from pipeline.records import (
 )
 from pipeline.shards import (
     FIXED_MTIME,
+    ChunkedReader,
     Sample,
     ShardWriter,
     UnsafeShardError,
+    iter_members,
     parse_shard_key,
     read_shard,
     record_name,
@@ -136,6 +138,36 @@ def _tar(entries):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 512, 1000, 1 << 20])
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_chunked_reader_walks_any_tar_and_passes_every_byte_once(make_samples, chunk_size, fmt):
+    """Members that straddle chunks, GNU long names and PAX headers (tarfile's own walk handles them) read
+    back exactly, and on_chunk sees the whole stream once, in order: what verify's sha256 relies on."""
+    entries = [m for s in make_samples(2, 2) for m in s.members()]
+    long_key = "p" + "0" * 150  # > 100 characters: a GNU 'L' or PAX 'x' header before the member
+    if fmt != tarfile.USTAR_FORMAT:  # USTAR cannot hold such a name
+        entries.append((f"{long_key}.txt", b"long"))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    data = buffer.getvalue()
+    seen = []
+    reader = ChunkedReader(io.BytesIO(data), chunk_size=chunk_size, on_chunk=seen.append)
+    members = list(iter_members(reader, wanted={"json", "txt", "cls"}))
+    reader.drain()
+    assert b"".join(seen) == data and reader.pulled == len(data)
+    assert [m.name for m in members] == [name for name, _ in entries]
+    want = dict(entries)
+    assert all(m.data == (want[m.name] if m.ext != "jpg" else None) for m in members)
+    back = ChunkedReader(io.BytesIO(data), chunk_size=chunk_size)
+    back.seek(3000)
+    with pytest.raises(io.UnsupportedOperation, match="cannot seek back"):
+        back.seek(0)
 
 
 class _Payload:
