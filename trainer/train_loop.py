@@ -70,6 +70,23 @@ class EpochSteps:
         return self.cache[epoch]
 
 
+def optimizer_step(wrapped, optimizer, scaler, batch, device, amp_dtype=None):
+    """One optimiser step on one loader batch: to device, forward (autocast when `amp_dtype`), backward
+    (through `scaler` for fp16), step. Returns (total loss, {name: loss}), detached."""
+    inputs = {
+        "pixel_values": batch["pixel_values"].to(device, non_blocking=True),
+        "pids": batch["pids"].to(device, non_blocking=True),
+        "style": {k: v.to(device, non_blocking=True) for k, v in batch["style"].items()},
+    }
+    with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        loss, parts = wrapped(inputs)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), parts
+
+
 def phase_schedule(config: TrainConfig, phases: tuple[int, ...]) -> list[tuple[int, Any, int]]:
     """(phase, its schedule, global epoch of its first epoch) for each phase the method has."""
     out, offset = [], 0
@@ -243,20 +260,8 @@ class Worker:
             self.checkpoint(model, optimizer, Position(phase, epoch + 1, 0, self.global_step), record)
 
     def step(self, wrapped, optimizer, scaler, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        device = self.device
-        inputs = {
-            "pixel_values": batch["pixel_values"].to(device, non_blocking=True),
-            "pids": batch["pids"].to(device, non_blocking=True),
-            "style": {k: v.to(device, non_blocking=True) for k, v in batch["style"].items()},
-        }
-        with torch.autocast(device_type=device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.cuda and self.amp_dtype is not None):  # fmt: skip
-            loss, parts = wrapped(inputs)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return loss.detach(), parts
+        return optimizer_step(wrapped, optimizer, scaler, batch, self.device,
+                              self.amp_dtype if self.cuda else None)  # fmt: skip
 
     def mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
         """The mean of each value over all ranks (every rank calls this at the same steps)."""

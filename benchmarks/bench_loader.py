@@ -1,0 +1,144 @@
+"""Streaming P x K loader throughput against two baselines measured in the same run, on the same shards.
+
+    .venv/bin/python benchmarks/bench_loader.py --data runs/demo/dataset [--size 128 64] [--epochs 2]
+
+1. decode-only bound: as many processes as the loader has stream every shard and decode + resize every
+   image (the floor of the work any loader must do): no augmentation, sampling or batching;
+2. the dppp loader (trainer.data.PKBatchStream in a torch DataLoader) with 1 and 2 loader processes,
+   full training augmentation, exact P x K batches;
+3. a stock torch DataLoader over the same images written out as a folder of JPEG files (map-style
+   dataset, random sampler, the same augmentation and batch size), 1 and 2 processes.
+
+Printed: samples/s of each and the ratios dppp/decode-only (aim >= 0.8) and dppp/folder (aim >= 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _decode_units(job) -> int:
+    data, size, unit_ids = job
+    from pipeline.shards import read_shard
+    from pipeline.storage import open_storage
+    from trainer.transforms import EvalTransform
+
+    torch.set_num_threads(1)
+    transform, n = EvalTransform(size), 0
+    for u in unit_ids:
+        unit = data.units[u]
+        with open_storage(unit.root, data.storage).open_read(unit.tar) as stream:
+            for sample in read_shard(stream, include={"jpg"}):
+                transform(sample["jpg"])
+                n += 1
+    return n
+
+
+def decode_only(data, size, processes: int) -> float:
+    """Every image of every shard streamed, decoded and resized by `processes` processes (shards dealt
+    round robin): the work any loader must do, without augmentation, sampling or batching."""
+    import multiprocessing
+
+    jobs = [(data, size, list(range(p, len(data.units), processes))) for p in range(processes)]
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        n = sum(pool.map(_decode_units, jobs))
+    return n / (time.perf_counter() - started)
+
+
+def dppp_loader(data, config, size, epochs: int) -> tuple[float, int]:
+    from trainer.data import PKBatchStream, make_loader
+
+    started, n = time.perf_counter(), 0
+    for epoch in range(epochs):
+        stream = PKBatchStream(data, config, size, seed=0, epoch=epoch, style_attributes=("camid",))
+        for batch in make_loader(stream, config):
+            n += len(batch["pids"])
+    return n / (time.perf_counter() - started), n
+
+
+class FolderDataset(torch.utils.data.Dataset):
+    def __init__(self, paths, labels, transform):
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng(index)
+        with open(self.paths[index], "rb") as handle:
+            return self.transform(handle.read(), rng), self.labels[index]
+
+
+def folder_loader(data, config, size, samples: int) -> float:
+    from pipeline.shards import read_shard
+    from pipeline.storage import open_storage
+    from trainer.transforms import ReidAugment
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths, labels = [], []
+        for unit in data.units:
+            storage = open_storage(unit.root, data.storage)
+            label_of = {m: i.label for i in unit.identities for m in i.members}
+            with storage.open_read(unit.tar) as stream:
+                for sample in read_shard(stream, include={"jpg"}):
+                    path = Path(folder) / f"{sample['__key__']}.jpg"
+                    path.write_bytes(sample["jpg"])
+                    paths.append(str(path))
+                    labels.append(label_of[sample["__key__"]])
+        dataset = FolderDataset(paths, labels, ReidAugment(config.augment, size))
+        batch = config.ids_per_batch * config.images_per_id
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=config.num_workers,
+            prefetch_factor=config.prefetch_batches if config.num_workers else None,
+            multiprocessing_context="fork" if config.num_workers else None,
+        )  # fmt: skip
+        started, n = time.perf_counter(), 0
+        while n < samples:
+            for images, _ in loader:
+                n += len(images)
+                if n >= samples:
+                    break
+        return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="runs/demo/dataset")
+    parser.add_argument("--size", type=int, nargs=2, default=(128, 64), metavar=("H", "W"))
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--ids-per-batch", type=int, default=16)
+    parser.add_argument("--images-per-id", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    from trainer.config import DataConfig
+    from trainer.data import open_training_data
+
+    data = open_training_data([args.data])
+    size = tuple(args.size)
+    print(f"data: {args.data}: {data.describe()}; input {size[0]}x{size[1]}; "
+          f"P={args.ids_per_batch} K={args.images_per_id}; {os.cpu_count()} CPU(s)")  # fmt: skip
+    rows = []
+    for workers in (1, 2):
+        config = DataConfig(ids_per_batch=args.ids_per_batch, images_per_id=args.images_per_id, num_workers=workers)
+        dppp_rate, samples = dppp_loader(data, config, size, args.epochs)
+        bound = decode_only(data, size, workers)
+        folder = folder_loader(data, config, size, samples)
+        rows.append((workers, samples, bound, dppp_rate, folder))
+    print(f"{'loader procs':>12} {'samples':>8} {'decode-only/s':>14} {'dppp/s':>8} {'folder/s':>9} "
+          f"{'dppp/decode':>12} {'dppp/folder':>12}")  # fmt: skip
+    for workers, samples, bound, dppp_rate, folder in rows:
+        print(f"{workers:>12} {samples:>8} {bound:>14.0f} {dppp_rate:>8.0f} {folder:>9.0f} "
+              f"{dppp_rate / bound:>12.2f} {dppp_rate / folder:>12.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

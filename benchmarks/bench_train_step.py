@@ -1,0 +1,89 @@
+"""Training step time fed by the streaming loader against the same steps fed from tensors in memory.
+
+    .venv/bin/python benchmarks/bench_train_step.py --data runs/demo/dataset [--config configs/demo.yaml]
+
+The model, optimiser and step function are the training loop's own (trainer.train_loop.optimizer_step,
+phase 2 of the configured method, one process as one Ray Train worker runs it). First the epoch's batches
+are materialised in memory and the steps timed on them (the loader-free bound); then a fresh model runs
+the same steps fed by the streaming DataLoader (decoding and augmentation in its loader processes).
+Printed: ms/step of both and their ratio (aim <= 1.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def build(config, data):
+    from trainer.model import build_model
+
+    model = build_model(config.model, data.num_classes, data.style_vocab)
+    if model.uses_identity_bank:  # phase 2 needs the bank: any values do for timing
+        model.set_identity_bank(torch.randn(model.num_classes, model.identity_text.shape[1]),
+                                torch.ones(model.num_classes, dtype=torch.long))  # fmt: skip
+    model.set_phase(2)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.phase2.lr)
+    return model, optimizer
+
+
+def timed_steps(model, optimizer, batches) -> tuple[float, int]:
+    from trainer.train_loop import LossModule, optimizer_step
+
+    wrapped = LossModule(model)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    device = torch.device("cpu")
+    started, n = time.perf_counter(), 0
+    for batch in batches:
+        optimizer_step(wrapped, optimizer, scaler, batch, device)
+        n += 1
+    return (time.perf_counter() - started) / max(n, 1), n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="runs/demo/dataset")
+    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from dppp.config import load_experiment
+    from trainer.data import PKBatchStream, make_loader, open_training_data
+
+    config = load_experiment(args.config).train
+    data = open_training_data([args.data], config.data.storage)
+    size = config.model.image_size
+
+    def streams():
+        for epoch in range(args.epochs):
+            yield PKBatchStream(data, config.data, size, seed=0, epoch=epoch)
+
+    in_memory = [batch for stream in streams() for batch in make_loader(stream, config.data)]
+    batch_images = len(in_memory[0]["pids"])
+    print(f"data: {args.data}: {data.describe()}; model {config.model.method} on {config.model.backbone} "
+          f"at {size[0]}x{size[1]}; batch {batch_images}; {config.data.num_workers} loader process(es); "
+          f"{args.threads} torch thread(s)")  # fmt: skip
+    torch.manual_seed(0)
+    model, optimizer = build(config, data)
+    timed_steps(model, optimizer, in_memory[:2])  # warm-up (allocator, first-call costs)
+    memory_s, steps = timed_steps(model, optimizer, in_memory)
+
+    def streamed():
+        for stream in streams():
+            yield from make_loader(stream, config.data)
+
+    torch.manual_seed(0)
+    model, optimizer = build(config, data)
+    timed_steps(model, optimizer, in_memory[:2])
+    stream_s, stream_steps = timed_steps(model, optimizer, streamed())
+    assert stream_steps == steps
+    print(f"{'steps':>6} {'in-memory ms/step':>18} {'streaming ms/step':>18} {'streaming/in-memory':>20}")
+    print(f"{steps:>6} {memory_s * 1e3:>18.1f} {stream_s * 1e3:>18.1f} {stream_s / memory_s:>20.3f}")
+
+
+if __name__ == "__main__":
+    main()
