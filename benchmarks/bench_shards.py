@@ -6,20 +6,22 @@ write:  dppp's writer (canonical json, checks, sha256 on the fly, atomic rename)
         same member bytes; then write + publish (commit record included) vs plain tar + copy / boto3
         upload_file.
 read:   `verify` (stream, sha256, parse every header, decode json/txt/cls, check against the record) and
-        `read_shard` (the trainer's streaming path) vs a plain sequential read of the same files
-        (open/read 1 MiB, or GET and read the body).
+        `read_shard` (the trainer's streaming path) vs a plain sequential read of the same objects through
+        the same storage (`storage.open_read`, 1 MiB reads), warm and with the files evicted from the page
+        cache first; on S3 also vs a bare boto3 GET. Two "floor" rows time sha256 alone and tarfile's header
+        walk alone over the same files: no verify can beat either.
 
-Each figure is the median of --repeats runs, baseline and dppp alternating so both see the same machine
+Each figure is the best of --repeats runs, baseline and dppp alternating so both see the same machine
 load. Ratios are throughput(dppp) / throughput(baseline): 1.0 means no overhead.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import os
 import shutil
-import statistics
 import sys
 import tarfile
 import tempfile
@@ -82,13 +84,36 @@ def timed(fn) -> tuple[float, float]:
 
 
 def measure(pairs: dict, repeats: int) -> dict:
-    """pairs: name -> (baseline fn, dppp fn), run alternately. Returns name -> medians
-    (base wall, dppp wall, base cpu, dppp cpu)."""
+    """pairs: name -> (baseline fn, dppp fn[, untimed setup run before each of them]), run alternately.
+    Returns name -> best times (base wall, dppp wall, base cpu, dppp cpu)."""
     runs = {name: [] for name in pairs}
     for _ in range(repeats):
-        for name, (base, ours) in pairs.items():
-            runs[name].append(timed(base) + timed(ours))
-    return {name: tuple(statistics.median(r[i] for r in rows) for i in (0, 2, 1, 3)) for name, rows in runs.items()}
+        for name, (base, ours, *setup) in pairs.items():
+            timings = ()
+            for fn in (base, ours):
+                for prepare in setup:
+                    prepare()
+                timings += timed(fn)
+            runs[name].append(timings)
+    # Best of N, as timeit does: on a machine shared with other jobs, interference only ever adds time (CPU
+    # time too: a busy sibling core slows this one), so the fastest run is the least disturbed, and taking
+    # it for baseline and dppp alike keeps the ratio fair. Medians of 3 swung the write ratio 0.65-0.97.
+    return {name: tuple(min(r[i] for r in rows) for i in (0, 2, 1, 3)) for name, rows in runs.items()}
+
+
+def drop_page_cache(paths):
+    """Evict these files from the page cache (POSIX_FADV_DONTNEED: no root, touches no other file), so the
+    next read comes from the disk. On this VM the disk is virtual: the host may still cache it."""
+
+    def run():
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+    return run
 
 
 def main() -> None:
@@ -135,6 +160,17 @@ def main() -> None:
             for i in range(len(groups)):
                 shutil.copyfile(scratch / f"plain-{i}.tar", plain_dest / f"shard-{i}.tar")
 
+        def publish_plain_local_durable():
+            """The same, made durable as a publish must be before its commit record: fsync the copy."""
+            write_plain()
+            for i in range(len(groups)):
+                shutil.copyfile(scratch / f"plain-{i}.tar", plain_dest / f"shard-{i}.tar")
+                fd = os.open(plain_dest / f"shard-{i}.tar", os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
         def publish_ours(storage):
             def run():
                 write_ours()
@@ -143,10 +179,29 @@ def main() -> None:
 
             return run
 
-        def read_plain_local():
-            for i in range(len(groups)):
-                with open(local.root / shard_name(i), "rb") as f:
-                    while f.read(1 << 20):
+        def read_plain(storage):
+            """The baseline for reading: the same objects through the same storage, 1 MiB reads, nothing else."""
+
+            def run():
+                for i in range(len(groups)):
+                    with storage.open_read(shard_name(i)) as f:
+                        while f.read(1 << 20):
+                            pass
+
+            return run
+
+        read_plain_local = read_plain(local)
+        local_tars = [local.root / shard_name(i) for i in range(len(groups))]
+
+        def sha256_only():  # the floor of any verify: its checksum alone
+            for path in local_tars:
+                with open(path, "rb") as f:
+                    hashlib.file_digest(f, "sha256")
+
+        def tar_walk_only():  # tarfile's header parsing alone, data skipped, no checks
+            for path in local_tars:
+                with tarfile.open(path, mode="r:") as tar:
+                    for _ in tar:
                         pass
 
         def read_shard_all(storage):
@@ -177,25 +232,31 @@ def main() -> None:
             "local  read_shard stream (vs stock webdataset)": (read_stock_webdataset, read_shard_all(local)),
             "local  write shard (vs plain tarfile)": (write_plain, write_ours),
             "local  write + publish (vs tar + copy)": (publish_plain_local, publish_ours(local)),
+            "local  write + publish (vs tar + copy + fsync)": (publish_plain_local_durable, publish_ours(local)),
             "local  verify, 1 process (vs plain read)": (read_plain_local, verify(local.url)),
+            "local  verify, cold cache (vs cold plain read)": (read_plain_local, verify(local.url),
+                                                               drop_page_cache(local_tars)),
             "local  verify, 2 processes (vs plain read)": (read_plain_local, verify(local.url, workers=2)),
             "local  read_shard stream (vs plain read)": (read_plain_local, read_shard_all(local)),
+            "local  floor: sha256 only (vs plain read)": (read_plain_local, sha256_only),
+            "local  floor: tarfile header walk (vs plain read)": (read_plain_local, tar_walk_only),
         }, args.repeats))  # fmt: skip
 
         if not args.skip_s3:
-            results.update(s3_benchmarks(args, groups, scratch, write_plain, publish_ours, read_shard_all, verify))
+            results.update(s3_benchmarks(args, groups, scratch, write_plain, publish_ours, read_shard_all, verify,
+                                          read_plain))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     mib = total_bytes / (1 << 20)
     print(f"\n{len(samples)} samples ({args.ids} ids x {args.views} views), {len(groups)} shards, {mib:.1f} MiB, "
-          f"median of {args.repeats}; cpus={os.cpu_count()}")  # fmt: skip
+          f"best of {args.repeats}; cpus={os.cpu_count()}")  # fmt: skip
     print(f"{'benchmark':48s} {'baseline MiB/s':>15s} {'dppp MiB/s':>11s} {'ratio':>6s} {'CPU ratio':>10s}")
     for name, (base, ours, base_cpu, ours_cpu) in results.items():
         print(f"{name:48s} {mib / base:15.1f} {mib / ours:11.1f} {base / ours:6.2f} {base_cpu / ours_cpu:10.2f}")
 
 
-def s3_benchmarks(args, groups, scratch, write_plain, publish_ours, read_shard_all, verify):
+def s3_benchmarks(args, groups, scratch, write_plain, publish_ours, read_shard_all, verify, read_plain):
     import boto3
 
     from pipeline.shards import shard_name
@@ -225,6 +286,7 @@ def s3_benchmarks(args, groups, scratch, write_plain, publish_ours, read_shard_a
         return measure({
             "s3     write + publish (vs tar + upload_file)": (publish_plain_s3, publish_ours(storage)),
             "s3     verify, 1 process (vs plain GET)": (read_plain_s3, verify(url)),
+            "s3     verify, 1 process (vs storage.open_read)": (read_plain(storage), verify(url)),
             "s3     verify, 2 processes (vs plain GET)": (read_plain_s3, verify(url, workers=2)),
             "s3     read_shard stream (vs plain GET)": (read_plain_s3, read_shard_all(storage)),
         }, args.repeats)  # fmt: skip

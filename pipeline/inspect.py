@@ -357,8 +357,8 @@ def _check_plan(plan: DatasetPlan, checks: list[ShardCheck], records: list[Shard
     present = {c.index for c in checks if c.index is not None}
     for index in sorted(set(range(plan.shards)) - present):
         check = ShardCheck(shard_name(index), index)
-        check.add("missing", f"planned (dataset.json plan: {plan.shards} shards) but has neither tar nor commit "
-                             "record: never written, or its generation failed (a resumed run writes it)")  # fmt: skip
+        check.add("missing", f"in dataset.json's plan ({plan.shards} shards) but neither tar nor commit record "
+                             "exists: never written or failed; a resumed `dppp generate` writes it")  # fmt: skip
         checks.append(check)
     for check in checks:
         if check.index is not None and check.index >= plan.shards:

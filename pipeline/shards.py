@@ -399,7 +399,8 @@ def iter_members(stream: IO[bytes], *, source: str = "shard", wanted: frozenset[
                     member.skipped = f"extension {ext or '(none)'!r} is not allow-listed; never decoded"
                 elif ext in wanted:
                     if entry.sparse is None:  # a plain member's data lies whole at offset_data
-                        reader.seek(entry.offset_data)
+                        if reader.tell() != entry.offset_data:  # it always is after a plain header
+                            reader.seek(entry.offset_data)
                         member.data = reader.read(entry.size)
                     else:
                         member.data = tar.extractfile(entry).read()
