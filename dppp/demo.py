@@ -32,6 +32,17 @@ def step(title: str, argv: list[str]) -> None:
         sys.exit(code)
 
 
+def show_prompts(generate_config, identities: int = 3) -> None:
+    """A few of the prompts stage 1 renders (all of them: `dppp prompts sample configs/demo.yaml`)."""
+    from prompts.engine import PromptEngine
+
+    print(f"== 1/6 prompts: the first view of {identities} identities (dppp prompts sample {CONFIG})")
+    engine = PromptEngine.from_config(generate_config)
+    for pid in range(identities):
+        view = engine.view(pid, 0)
+        print(f"  {view.key} camera {view.camid}: {view.prompt}")
+
+
 def run_demo() -> None:
     from dppp.config import load_experiment
 
@@ -40,8 +51,7 @@ def run_demo() -> None:
     run_dir = Path(config.train.out) / config.train.run_name
     started = time.perf_counter()
 
-    step("1/6 prompts: what the sampler makes of the taxonomy",
-         ["prompts", "stats", CONFIG, "--identities", str(config.generate.identities)])  # fmt: skip
+    show_prompts(config.generate)
     step("2/6 generate the training set (procedural renderer, local Ray, local object store)",
          ["generate", CONFIG])  # fmt: skip
     step("3/6 generate a held-out set: other identities, never trained on",
@@ -59,7 +69,7 @@ def run_demo() -> None:
     result = report["datasets"][0]
     print(f"\n== done in {(time.perf_counter() - started) / 60:.1f} min")
     print(f"held-out rank-1 {result['rank1']:.1%}, mAP {result['mAP']:.1%} "
-          f"({result['num_valid']} queries; chance rank-1 is about {result['chance_rank1']:.1%})")  # fmt: skip
+          f"({result['num_valid']} queries; a random ranking scores rank-1 {result['chance_rank1']:.1%})")  # fmt: skip
     print("outputs:")
     for what, where in [
         ("training set (shards, dataset.json, index.parquet)", dataset),

@@ -77,6 +77,8 @@ def counter_for(generate_config: Any, config_file: str | None = None) -> TokenCo
         tokenizer = AutoTokenizer.from_pretrained(source, subfolder=subfolder, revision=revision,
                                                   local_files_only=True)  # fmt: skip
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load the tokenizer from {source!r}: {exc}".splitlines()[0],
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot load the tokenizer from {source!r}: {reason} (without the model, "
+                          "--set generate.prompts.tokenizer=estimate still plans and samples)",
                           file=config_file, path="generate.prompts.tokenizer") from None  # fmt: skip
     return TokenizerCounter(tokenizer)
