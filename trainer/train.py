@@ -110,8 +110,13 @@ def _user_error(exc: BaseException) -> UserError | None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
+        original = getattr(current, "cause", None)  # a RayTaskError keeps the worker's exception here
+        if isinstance(original, UserError):
+            return original
         if isinstance(current, UserError):
-            return UserError(str(getattr(current, "cause", None) or current).strip().splitlines()[-1])
+            text = str(current).strip()
+            # Ray's RayTaskError(DataError) renders a traceback first; the message is its last line.
+            return UserError(text.splitlines()[-1] if type(current).__name__.startswith("RayTaskError") else text)
         todo += [getattr(current, "cause", None), current.__cause__, current.__context__]
         todo += list(getattr(current, "worker_failures", {}).values())
     return None

@@ -99,8 +99,22 @@ def phase_schedule(config: TrainConfig, phases: tuple[int, ...]) -> list[tuple[i
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's train_loop_per_worker."""
+    _quiet_ray_train_logs()
     config = TrainConfig.model_validate(loop_config["config"])
     Worker(config, loop_config["data"], loop_config["out"], loop_config.get("board")).run()
+
+
+def _quiet_ray_train_logs() -> None:
+    """Ray Train logs every report and checkpoint upload at INFO from each worker, which buries the
+    progress bar; our own metrics say the same. Its loggers are internal, so this is best effort."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context, storage
+    except ImportError:
+        return
+    for name in (context.__file__, storage.__name__):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class Worker:
