@@ -245,3 +245,17 @@ def test_all_images_stream_covers_every_image_once(dataset_url):
             seen.update(batch["pids"].tolist())
     assert sum(seen.values()) == data.num_images
     assert len(seen) == data.num_classes
+
+
+def test_prefetched_epochs_give_the_same_batches_as_one_loader_per_epoch(dataset_url):
+    from trainer.data import PKBatchStream, make_loader, open_training_data, prefetched_epochs
+
+    data = open_training_data([dataset_url])
+    cfg = config(num_workers=1)
+
+    def streams():
+        return (PKBatchStream(data, cfg, (64, 32), seed=4, epoch=e) for e in range(3))
+
+    expected = [[b["keys"] for b in make_loader(s, cfg)] for s in streams()]
+    got = [[b["keys"] for b in batches] for _, batches in prefetched_epochs(streams(), cfg)]
+    assert got == expected and len(got) == 3

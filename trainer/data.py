@@ -27,11 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+import torch.utils.data
 from torch.utils.data import IterableDataset
 
 from dppp.errors import DataError
-from pipeline.storage import StorageConfig
+from pipeline.shards import READ_IMAGE_EXTS, read_shard
+from pipeline.storage import StorageConfig, open_storage
 from trainer.config import DataConfig
+from trainer.transforms import EvalTransform, ReidAugment  # here, not in __iter__: each epoch forks afresh
 
 _KEY = re.compile(r"^p(\d+)_v(\d+)$")  # prompts.spec.sample_key(pid, view)
 _CAMID = "camid"
@@ -130,7 +134,6 @@ def _value_order(value: str) -> tuple[int, Any]:
 
 def _dataset_units(url: str, storage_config: StorageConfig):
     from pipeline.records import committed_shards, read_dataset_manifest
-    from pipeline.storage import open_storage
 
     storage = open_storage(url, storage_config)
     manifest = read_dataset_manifest(storage)
@@ -362,8 +365,6 @@ class PKBatchStream(IterableDataset):
         return self.plan.steps - self.skip
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        import torch.utils.data
-
         info = torch.utils.data.get_worker_info()
         process = info.id if info is not None else 0
         if info is None and len(self.plan.units) > 1:
@@ -386,8 +387,6 @@ class PKBatchStream(IterableDataset):
                     yield batch
 
     def _process_batches(self, process: int, skipped: int) -> Iterator[dict[str, Any]]:
-        from trainer.transforms import EvalTransform, ReidAugment
-
         transform = ReidAugment(self.config.augment, self.image_size) if self.augment else EvalTransform(self.image_size)
         unit_ids = self.plan.units[process]
         batches = self.plan.batches[process]
@@ -412,13 +411,11 @@ class PKBatchStream(IterableDataset):
         if unit.tar is None:
             return [[(_read_file(path), self._folder_style(camid)) for path, camid in
                      zip(ident.members, ident.camids or (), strict=True)] for ident in unit.identities]  # fmt: skip
-        from pipeline.shards import READ_IMAGE_EXTS, read_shard
-        from pipeline.storage import open_storage
-
         storage = open_storage(unit.root, self.data.storage)
         samples = {}
+        wanted = READ_IMAGE_EXTS | ({"json"} if self.style_attributes else set())  # json only for style labels
         with storage.open_read(unit.tar) as stream:
-            for sample in read_shard(stream, include=READ_IMAGE_EXTS | {"json"}):
+            for sample in read_shard(stream, include=wanted):
                 samples[sample["__key__"]] = sample
         out = []
         for ident in unit.identities:
@@ -426,9 +423,10 @@ class PKBatchStream(IterableDataset):
             for key in ident.members:
                 sample = samples.get(key)
                 image = next((sample[ext] for ext in ("jpg", "jpeg", "png", "webp") if sample and ext in sample), None)
-                if image is None or "json" not in sample:
+                if image is None or (self.style_attributes and "json" not in sample):
                     raise DataError(f"{unit.name}: sample {key!r} listed in its record lacks an image or json")
-                rows.append((image, self._sample_style(sample["json"], f"{unit.name}: sample {key!r}")))
+                style = self._sample_style(sample["json"], f"{unit.name}: sample {key!r}") if self.style_attributes else {}
+                rows.append((image, style))
             out.append(rows)
         return out
 
@@ -450,8 +448,6 @@ class PKBatchStream(IterableDataset):
             raise DataError(f"{where}: {name}={value!r} is not in the dataset's vocabulary") from None
 
     def _assemble(self, batch: PlannedBatch, loaded, unit_ids, transform, rng) -> dict[str, Any]:
-        import torch
-
         images, pids, keys = [], [], []
         style: dict[str, list[int]] = {name: [] for name in self.style_attributes}
         for pick in batch.picks:
@@ -484,8 +480,6 @@ def _read_file(path: str) -> bytes:
 
 def make_loader(stream, config: DataConfig, *, pin_memory: bool = False):
     """A DataLoader over a batch stream (batch_size=None: the stream's items are the batches)."""
-    import torch.utils.data
-
     workers = config.num_workers
     return torch.utils.data.DataLoader(
         stream,
@@ -496,6 +490,20 @@ def make_loader(stream, config: DataConfig, *, pin_memory: bool = False):
         pin_memory=pin_memory,
         multiprocessing_context="fork" if workers else None,
     )
+
+
+def prefetched_epochs(streams, config: DataConfig, *, pin_memory: bool = False):
+    """(stream, batch iterator) per epoch, with the NEXT epoch's loader processes started as soon as the
+    current epoch is handed out: they read their first units and fill their prefetch queues (bounded:
+    prefetch_batches each) while this epoch trains, so an epoch boundary costs no start-up wait."""
+    streams = iter(streams)
+    current = next(streams, None)
+    batches = iter(make_loader(current, config, pin_memory=pin_memory)) if current is not None else None
+    while current is not None:
+        upcoming = next(streams, None)
+        upcoming_batches = iter(make_loader(upcoming, config, pin_memory=pin_memory)) if upcoming is not None else None
+        yield current, batches
+        current, batches = upcoming, upcoming_batches
 
 
 class AllImagesStream(IterableDataset):
@@ -509,11 +517,6 @@ class AllImagesStream(IterableDataset):
         self.unit_ids = list(range(rank, len(data.units), world))
 
     def __iter__(self):
-        import torch
-        import torch.utils.data
-
-        from trainer.transforms import EvalTransform
-
         info = torch.utils.data.get_worker_info()
         mine = self.unit_ids[info.id :: info.num_workers] if info else self.unit_ids
         stream = PKBatchStream.__new__(PKBatchStream)  # reuse its unit reader without planning an epoch

@@ -23,7 +23,14 @@ import torch
 from torch import nn
 
 from trainer.config import TrainConfig
-from trainer.data import AllImagesStream, PKBatchStream, TrainingData, make_loader, plan_epoch
+from trainer.data import (
+    AllImagesStream,
+    PKBatchStream,
+    TrainingData,
+    make_loader,
+    plan_epoch,
+    prefetched_epochs,
+)
 
 FINAL_DIR = "final"
 
@@ -231,16 +238,18 @@ class Worker:
         step_in_phase = sum(self.steps(first_epoch + e) for e in range(position.epoch)) + position.batch
         style = self.config.model.style_attributes if model.method == "pdm" and phase == 1 else ()
         model.train()
-        for epoch in range(position.epoch, schedule.epochs):
-            skip = position.batch if epoch == position.epoch else 0
-            stream = PKBatchStream(self.data, self.config.data, self.config.model.image_size, seed=self.config.seed,
-                                   epoch=first_epoch + epoch, rank=self.rank, world=self.world, skip=skip,
-                                   style_attributes=style)  # fmt: skip
+        streams = (PKBatchStream(self.data, self.config.data, self.config.model.image_size, seed=self.config.seed,
+                                 epoch=first_epoch + epoch, rank=self.rank, world=self.world,
+                                 skip=position.batch if epoch == position.epoch else 0, style_attributes=style)
+                   for epoch in range(position.epoch, schedule.epochs))  # fmt: skip
+        for epoch, (stream, batches) in enumerate(prefetched_epochs(streams, self.config.data, pin_memory=self.cuda),
+                                                  start=position.epoch):  # fmt: skip
+            skip = stream.skip
             window: dict[str, float] = {}
             window_steps, window_images, window_start = 0, 0, time.perf_counter()
             epoch_sums: dict[str, float] = {}
             done = skip
-            for batch in make_loader(stream, self.config.data, pin_memory=self.cuda):
+            for batch in batches:
                 lr = lr_at(step_in_phase, total, warmup, schedule.lr, self.config.lr_floor)
                 for group in optimizer.param_groups:
                     group["lr"] = lr

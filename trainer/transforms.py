@@ -39,10 +39,17 @@ def decode_rgb(data: bytes, where: str = "image", size: tuple[int, int] | None =
         raise DataError(f"{where}: cannot decode image: {type(exc).__name__}: {exc}") from None
 
 
+# As one multiply-subtract per channel on the CHW tensor: x / 255 - mean) / std = x * scale - shift.
+_SCALE = torch.from_numpy(1.0 / (255.0 * CLIP_STD)).view(3, 1, 1)
+_SHIFT = torch.from_numpy(CLIP_MEAN / CLIP_STD).view(3, 1, 1)
+
+
 def normalise(array: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> float32 [3, H, W], CLIP-normalised."""
-    x = (array.astype(np.float32) * (1.0 / 255.0) - CLIP_MEAN) / CLIP_STD
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    """uint8 HxWx3 -> float32 [3, H, W], CLIP-normalised (one conversion pass, then in place)."""
+    pixels = torch.from_numpy(np.ascontiguousarray(array))  # a flip leaves negative strides torch refuses
+    out = torch.empty((3, pixels.shape[0], pixels.shape[1]), dtype=torch.float32)
+    out.copy_(pixels.permute(2, 0, 1))
+    return out.mul_(_SCALE).sub_(_SHIFT)
 
 
 class EvalTransform:
@@ -60,7 +67,7 @@ class EvalTransform:
         height, width = self.size
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+        return np.array(image, dtype=np.uint8)  # writable: torch.from_numpy warns on read-only arrays
 
     def __call__(self, data: bytes | Image.Image, rng: np.random.Generator | None = None,
                  where: str = "image") -> torch.Tensor:  # fmt: skip
