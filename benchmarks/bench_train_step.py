@@ -46,15 +46,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="runs/demo/dataset")
     parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="config override, e.g. "
+                        "train.model.tiny.num_layers=6 (repeatable)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     from dppp.config import load_experiment
-    from trainer.data import PKBatchStream, make_loader, open_training_data
+    from trainer.data import PKBatchStream, make_loader, open_training_data, prefetched_epochs
 
-    config = load_experiment(args.config).train
+    config = load_experiment(args.config, args.sets).train
     data = open_training_data([args.data], config.data.storage)
     size = config.model.image_size
 
@@ -72,9 +74,9 @@ def main() -> None:
     timed_steps(model, optimizer, in_memory[:2])  # warm-up (allocator, first-call costs)
     memory_s, steps = timed_steps(model, optimizer, in_memory)
 
-    def streamed():
-        for stream in streams():
-            yield from make_loader(stream, config.data)
+    def streamed():  # as the training loop feeds itself: the next epoch's loader starts early
+        for _stream, batches in prefetched_epochs(streams(), config.data):
+            yield from batches
 
     torch.manual_seed(0)
     model, optimizer = build(config, data)
