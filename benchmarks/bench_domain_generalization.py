@@ -22,8 +22,9 @@ datasets are generated with different seeds, hence different people:
     target-test    held-out identities, target style: the domain-generalization figures
 
 Every method is trained through trainer.train.run_train (1 Ray Train worker) with the same budget: the
-same tiny CLIP, P x K, seed, augmentation and phase-2 (image-encoder) epochs; clipreid and pdm also run
-their phase 1 (prompt-side modules only, image encoder frozen), which is part of those methods. The same
+same tiny CLIP, P x K, augmentation and phase-2 (image-encoder) epochs, and the same training seeds (2
+for `small`: the spread between them shows the noise); clipreid and pdm also run their phase 1
+(prompt-side modules only, image encoder frozen), which is part of those methods. The same
 untrained model (random init) is evaluated as the floor every method must beat. Evaluation is
 trainer.evaluate.run_eval (Market-1501 protocol, cosine, no flip, no re-ranking).
 
@@ -66,16 +67,17 @@ class Size:
     ids_per_batch: int  # P
     images_per_id: int  # K
     hidden: int  # tiny CLIP width (2 layers, patch 16)
+    seeds: int  # training runs per method (seed = shard order, batches, augmentation and init weights)
 
 
 SIZES = {
     # ~15 minutes on the shared 2-core VM: the default, and what docs/benchmarks.md records.
     "small": Size(train_ids=128, test_ids=64, views=8, image=(128, 64), phase1_epochs=6, phase2_epochs=30,
-                  ids_per_batch=8, images_per_id=4, hidden=64),
+                  ids_per_batch=8, images_per_id=4, hidden=64, seeds=2),
     "medium": Size(train_ids=256, test_ids=64, views=10, image=(128, 64), phase1_epochs=10, phase2_epochs=30,
-                   ids_per_batch=16, images_per_id=4, hidden=128),
+                   ids_per_batch=16, images_per_id=4, hidden=128, seeds=3),
     "large": Size(train_ids=1024, test_ids=128, views=12, image=(256, 128), phase1_epochs=20, phase2_epochs=60,
-                  ids_per_batch=16, images_per_id=4, hidden=256),
+                  ids_per_batch=16, images_per_id=4, hidden=256, seeds=3),
 }  # fmt: skip
 
 
@@ -165,7 +167,7 @@ def check_reachable(config, cameras: tuple[int, ...], lights: tuple[str, ...]) -
 # ---- training and evaluation ------------------------------------------------------------------------------
 
 
-def train_config(method: str, size: Size, out: Path, backbone: str = "tiny"):
+def train_config(method: str, size: Size, out: Path, backbone: str = "tiny", seed: int = 0):
     from trainer.config import TrainConfig
 
     height, width = size.image
@@ -177,14 +179,14 @@ def train_config(method: str, size: Size, out: Path, backbone: str = "tiny"):
     else:  # pretrained weights: CLIP-ReID's schedule (the config defaults), only the epochs scaled
         phase1, phase2 = {}, {"warmup_epochs": max(1, size.phase2_epochs // 6)}
     return TrainConfig.model_validate({
-        "model": {"method": method, "image_size": [height, width], "backbone": backbone,
+        "model": {"method": method, "image_size": [height, width], "backbone": backbone, "init_seed": seed,
                   "tiny": {"hidden_size": size.hidden, "intermediate_size": 2 * size.hidden, "num_layers": 2,
                            "num_heads": 4, "patch_size": 16, "projection_dim": size.hidden},
                   "style_attributes": ["illumination", "weather", "camid"]},
         "phase1": {"epochs": size.phase1_epochs, **phase1},
         "phase2": {"epochs": size.phase2_epochs, **phase2},
         "data": {"ids_per_batch": size.ids_per_batch, "images_per_id": size.images_per_id, "num_workers": 0},
-        "out": str(out), "run_name": method, "seed": 0, "workers": 1, "cpus_per_worker": 1,
+        "out": str(out), "run_name": f"{method}-seed{seed}", "seed": seed, "workers": 1, "cpus_per_worker": 1,
         "checkpoint_keep": 1, "log_every_steps": 20,
     })  # fmt: skip
 
@@ -228,17 +230,35 @@ def bank_spread(model_url: str) -> float | None:
 
 
 def table(rows: list[dict], baseline: str = "bot") -> str:
-    base = next((r for r in rows if r["method"] == baseline), None)
-    lines = ["| method | train steps | train s | in-domain rank-1 | in-domain mAP | target rank-1 | target mAP "
+    """One line per method: the mean over its seeds, and for mAP the per-seed values in brackets, so the
+    spread between seeds (the noise) can be read next to the differences between methods."""
+    import statistics
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    runs = {m: [r for r in rows if r["method"] == m] for m in methods}
+
+    def mean(method: str, key) -> float:
+        return statistics.fmean(key(r) for r in runs[method])
+
+    def pct(method: str, dataset: str, metric: str, spread: bool = False) -> str:
+        values = [100 * getattr(r[dataset], metric) for r in runs[method]]
+        text = f"{statistics.fmean(values):.1f}"
+        return text + (f" ({', '.join(f'{v:.1f}' for v in values)})" if spread and len(values) > 1 else "")
+
+    lines = ["| method | seeds | train steps | train s | in-domain rank-1 | in-domain mAP | target rank-1 | target mAP "
              "| target mINP | target mAP / in-domain | target mAP vs bot | text bank cos |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for r in rows:
-        src, tgt = r["source-test"], r["target-test"]
-        ratio = f"{tgt.mAP / base['target-test'].mAP:.2f}x" if base and base["target-test"].mAP else "-"
-        bank = "-" if r.get("bank") is None else f"{r['bank']:.4f}"
-        lines.append(f"| {r['method']} | {r['steps']} | {r['train_s']:.0f} | {100 * src.rank1:.1f} | "
-                     f"{100 * src.mAP:.1f} | {100 * tgt.rank1:.1f} | {100 * tgt.mAP:.1f} | {100 * tgt.mINP:.1f} | "
-                     f"{tgt.mAP / src.mAP:.2f} | {ratio} | {bank} |")  # fmt: skip
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    base = mean(baseline, lambda r: r["target-test"].mAP) if baseline in runs else 0.0
+    for m in methods:
+        target, source = mean(m, lambda r: r["target-test"].mAP), mean(m, lambda r: r["source-test"].mAP)
+        banks = [r["bank"] for r in runs[m] if r.get("bank") is not None]
+        lines.append(
+            f"| {m} | {len(runs[m])} | {runs[m][0]['steps']} | {mean(m, lambda r: r['train_s']):.0f} | "
+            f"{pct(m, 'source-test', 'rank1')} | {pct(m, 'source-test', 'mAP', True)} | "
+            f"{pct(m, 'target-test', 'rank1')} | {pct(m, 'target-test', 'mAP', True)} | "
+            f"{pct(m, 'target-test', 'mINP')} | {target / source:.2f} | "
+            f"{f'{target / base:.2f}x' if base else '-'} | {f'{statistics.fmean(banks):.4f}' if banks else '-'} |"
+        )
     return "\n".join(lines)
 
 
@@ -297,15 +317,17 @@ def main() -> None:
         rows = [{"method": "untrained (random init)", "steps": 0, "train_s": 0.0,
                  **evaluate(untrained_model(size, urls["source-train"], args.work / "untrained", args.backbone),
                              tests)}]  # fmt: skip
-        for method in args.methods:
-            t0 = time.perf_counter()
-            result = run_train(train_config(method, size, args.work / "runs", args.backbone), [urls["source-train"]],
-                               progress=False)  # fmt: skip
-            train_s = time.perf_counter() - t0
-            timings[f"train {method}"] = train_s
-            rows.append({"method": method, "steps": result.steps, "train_s": train_s,
-                         "bank": bank_spread(result.final_url), **evaluate(result.final_url, tests)})  # fmt: skip
-            print(f"{method}: {result.steps} steps in {train_s:.0f} s; last epoch {result.last_epoch}", flush=True)
+        for seed in range(size.seeds):
+            for method in args.methods:
+                t0 = time.perf_counter()
+                config = train_config(method, size, args.work / "runs", args.backbone, seed)
+                result = run_train(config, [urls["source-train"]], progress=False)
+                train_s = time.perf_counter() - t0
+                timings[f"train {method}"] = timings.get(f"train {method}", 0.0) + train_s
+                rows.append({"method": method, "steps": result.steps, "train_s": train_s,
+                             "bank": bank_spread(result.final_url), **evaluate(result.final_url, tests)})  # fmt: skip
+                losses = {k: round(v, 3) for k, v in result.last_epoch.items() if k.startswith("loss")}
+                print(f"{method} seed {seed}: {result.steps} steps in {train_s:.0f} s; last epoch {losses}", flush=True)
     finally:
         ray.shutdown()
     total = time.perf_counter() - started
@@ -328,15 +350,19 @@ def report_text(args, size: Size, text: str, split_counts, timings, total: float
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return f"""{SECTION}
 
-Source -> target generalization of the three methods on procedural data (benchmarks/bench_domain_generalization.py;
-domains, budget and protocol in its docstring and in docs/evaluation.md).
+Source -> target generalization of the three methods on procedural data. Domains, budget and protocol:
+the docstring of benchmarks/bench_domain_generalization.py and docs/evaluation.md.
 
-Command: {command} (size `{args.size}`: {size.train_ids} training identities, {size.test_ids} per test set,
-~{size.views:g} views each at {size.image[0]}x{size.image[1]}; backbone {args.backbone} (tiny: width {size.hidden}), P x K =
-{size.ids_per_batch} x {size.images_per_id}; phase 1 {size.phase1_epochs} epochs (clipreid, pdm), phase 2
-{size.phase2_epochs} epochs (all)). Machine: {platform.machine()} {os.cpu_count()}-core CPU VM shared with other
-engineers, no GPU, load average {load:.1f} at the end; {total / 60:.1f} min in all ({stages}).
-Test splits: {counts}. Figures in %.
+Command: {command}.
+Size `{args.size}`: {size.train_ids} training identities, {size.test_ids} per test set, ~{size.views:g} views each at
+{size.image[0]}x{size.image[1]}; backbone `{args.backbone}` (tiny: width {size.hidden}, 2 layers, patch 16); P x K =
+{size.ids_per_batch} x {size.images_per_id}; phase 1 {size.phase1_epochs} epochs (clipreid, pdm), phase 2 {size.phase2_epochs} epochs (all);
+{size.seeds} training seed(s) per method.
+Machine: {platform.machine()} {os.cpu_count()}-core CPU VM shared with other engineers, no GPU, load average
+{load:.1f} at the end. Wall time {total / 60:.1f} min ({stages}).
+Test splits: {counts}.
+Figures in %: the mean over seeds, per-seed mAPs in brackets. "text bank cos" is the mean pairwise
+cosine similarity of the phase-2 identity text targets (1: every identity has the same target).
 
 {text}
 """

@@ -176,7 +176,13 @@ class _local_checkpoint:  # noqa: N801 - used as a context manager, like context
         import tempfile
 
         self.tmp = tempfile.TemporaryDirectory(prefix="dppp-eval-model-")
-        folder = Path(self.tmp.name)
+        try:
+            return self._download(storage, prefix, Path(self.tmp.name))
+        except BaseException:
+            self.tmp.cleanup()  # __exit__ does not run when __enter__ raises
+            raise
+
+    def _download(self, storage, prefix: str, folder: Path) -> Path:
         meta = storage.read_bytes(prefix + _META_FILE)
         try:
             files = json.loads(meta)["files"]
