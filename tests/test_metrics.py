@@ -196,3 +196,18 @@ def test_re_rank_rejects_bad_arguments():
         re_rank(q_g, q_q, g_g, lambda_=1.5)
     with pytest.raises(ValueError, match="k1"):
         re_rank(q_g, q_q, g_g, k1=0)
+
+
+def test_chance_rank1_is_the_mean_hit_rate_of_a_random_ranking():
+    from trainer.metrics import chance_rank1
+
+    # query 0 (pid 1, cam 1): gallery after exclusion = entries 1, 2, 3 (entry 0 is pid 1 cam 1) -> 1 match of 3
+    # query 1 (pid 3, cam 1): no true match -> skipped, like evaluate_ranking skips it
+    q_pids, q_cams = [1, 3], [1, 1]
+    g_pids, g_cams = [1, 1, 2, 2], [1, 2, 1, 2]
+    assert chance_rank1(q_pids, g_pids, q_cams, g_cams) == pytest.approx(1 / 3)
+    rng = np.random.default_rng(0)
+    q, g = rng.integers(0, 5, 40), rng.integers(0, 5, 400)
+    qc, gc = rng.integers(0, 3, 40), rng.integers(0, 3, 400)
+    trials = [evaluate_ranking(rng.random((40, 400)), q, g, qc, gc, max_rank=1).cmc[0] for _ in range(300)]
+    assert np.mean(trials) == pytest.approx(chance_rank1(q, g, qc, gc), abs=0.02)

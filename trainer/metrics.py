@@ -341,3 +341,19 @@ def _k_reciprocal(initial_rank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     backward = initial_rank[forward, : k + 1]  # (N, k+1, k+1)
     reciprocal = (backward == np.arange(len(initial_rank))[:, None, None]).any(axis=2)
     return forward, reciprocal
+
+
+def chance_rank1(q_pids, g_pids, q_camids, g_camids) -> float:
+    """Rank-1 of a random ranking under the same protocol: the baseline a trained model must beat.
+
+    For each valid query, the chance that a uniformly random gallery entry (after the same-pid,
+    same-camera exclusion) is a true match; averaged over the valid queries, like rank-1 itself."""
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
+    same_pid = q_pids[:, None] == g_pids[None, :]
+    kept = ~(same_pid & (q_camids[:, None] == g_camids[None, :]))
+    matches = (same_pid & kept).sum(axis=1)
+    valid = matches > 0
+    if not valid.any():
+        return 0.0
+    return float(np.mean(matches[valid] / kept.sum(axis=1)[valid]))

@@ -139,7 +139,10 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
     training_data = open_training_data(sources, config.data.storage, config.data.folder_ids_per_unit)
     check_style_labels(config, training_data)
     steps = total_steps(config, training_data, config.workers)
-    run_url = run_url_for(config.out, config.run_name)
+    # Ray Train workers run in their own working directory: a relative local --out must be made absolute
+    # here, or final/ and metrics.jsonl would land in the worker's session folder.
+    out_root = config.out if "://" in config.out else os.path.abspath(config.out)
+    run_url = run_url_for(out_root, config.run_name)
     open_storage(run_url, config.data.storage)  # a malformed --out fails here
     storage_path, filesystem = ray_storage(config.out, config.data.storage)
 
