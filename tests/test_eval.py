@@ -64,6 +64,7 @@ def market_dir(tmp_path_factory) -> Path:
 
 
 def test_report_on_synthetic_and_market(model_dir, synthetic_url, market_dir, tmp_path):
+    from trainer.metrics import chance_rank1
     from trainer.readers import read_dataset
 
     out = tmp_path / "reports" / "report.json"
@@ -83,12 +84,16 @@ def test_report_on_synthetic_and_market(model_dir, synthetic_url, market_dir, tm
     # The same picture from every camera: perfect retrieval, whatever the (random) weights.
     assert (market.num_query, market.num_gallery, market.num_skipped) == (5, 15, 0)
     assert market.rank1 == market.mAP == market.mINP == 1.0
+    market_split = read_dataset(specs[1])
+    expected_chance = chance_rank1([i.pid for i in market_split.query], [i.pid for i in market_split.gallery],
+                                   [i.camid for i in market_split.query], [i.camid for i in market_split.gallery])
+    assert market.chance_rank1 == pytest.approx(expected_chance) and 0 < market.chance_rank1 < market.rank1
 
     saved = json.loads(out.read_text())
     assert saved == json.loads(report.to_json()) and saved["format"] == "dppp-eval-report/1"
     assert [d["spec"] for d in saved["datasets"]] == specs
     assert {"rank1", "rank5", "rank10", "mAP", "mINP", "num_query", "num_gallery", "num_valid",
-            "num_skipped"} <= set(saved["datasets"][0])  # fmt: skip
+            "num_skipped", "chance_rank1"} <= set(saved["datasets"][0])  # fmt: skip
 
 
 def test_figures_are_the_library_pipeline_and_deterministic(model_dir, synthetic_url):

@@ -92,6 +92,7 @@ class DatasetReport:
     num_skipped: int  # queries without one (in no average)
     seconds: float  # feature extraction + ranking (timing only: not part of the comparison of two runs)
     cmc: list[float] = field(default_factory=list)  # rank-1..max_rank accuracies
+    chance_rank1: float = 0.0  # rank-1 of a random ranking under the same protocol: the floor to beat
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ def _evaluate_split(model, split, name: str, path: str, config: EvalConfig, devi
     import time
 
     from trainer.features import distance_matrix, extract_features
-    from trainer.metrics import evaluate_ranking, re_rank
+    from trainer.metrics import chance_rank1, evaluate_ranking, re_rank
     from trainer.transforms import EvalTransform
 
     started = time.perf_counter()
@@ -282,16 +283,17 @@ def _evaluate_split(model, split, name: str, path: str, config: EvalConfig, devi
         rr = config.rerank
         distmat = re_rank(distmat, distance_matrix(q, q, config.metric), distance_matrix(g, g, config.metric),
                           k1=rr.k1, k2=rr.k2, lambda_=rr.lambda_value)  # fmt: skip
-    result = evaluate_ranking(distmat, [i.pid for i in split.query], [i.pid for i in split.gallery],
-                              [i.camid for i in split.query], [i.camid for i in split.gallery],
-                              max_rank=max(config.max_rank, 10))  # rank-10 is always reported  # fmt: skip
+    pids_and_cams = ([i.pid for i in split.query], [i.pid for i in split.gallery],
+                     [i.camid for i in split.query], [i.camid for i in split.gallery])  # fmt: skip
+    result = evaluate_ranking(distmat, *pids_and_cams, max_rank=max(config.max_rank, 10))  # rank-10 always
     if result.num_valid == 0:
         raise DataError(f"dataset {spec}: none of its {len(split.query)} queries has a true match in the gallery "
                         f"from another camera, so nothing can be measured")  # fmt: skip
     return DatasetReport(spec, split.name, result.rank(1), result.rank(5), result.rank(10), float(result.mAP),
                          float(result.mINP), len(split.query), len(split.gallery), result.num_valid,
                          result.num_skipped, round(time.perf_counter() - started, 3),
-                         [float(x) for x in result.cmc[: config.max_rank]])  # fmt: skip
+                         [float(x) for x in result.cmc[: config.max_rank]],
+                         chance_rank1(*pids_and_cams))  # fmt: skip
 
 
 def _write_report(report: EvalReport, out: str, storage_config) -> None:
