@@ -18,10 +18,12 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from timing import timed  # noqa: E402
 
 from pipeline.renderers.diffusers_renderer import DiffusersRenderer, DiffusersRendererConfig  # noqa: E402
 from prompts.spec import ViewSpec  # noqa: E402
@@ -79,24 +81,20 @@ def renderer_extra_seconds(renderer: DiffusersRenderer, views, rounds: int = 20)
 
     images = [r.image for r in renderer.render(views[: renderer.config.batch_size])]
     c = renderer.config
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for v in views:
-            renderer.initial_noise(v, 0)
-    noise = (time.perf_counter() - start) / (rounds * len(views))
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for image in images:
-            is_blank(image, std_threshold=c.blank_std, mean_threshold=c.blank_mean)
-    blank = (time.perf_counter() - start) / (rounds * len(images))
+
+    def draw_noise():
+        for _ in range(rounds):
+            for v in views:
+                renderer.initial_noise(v, 0)
+
+    def check_blank():
+        for _ in range(rounds):
+            for image in images:
+                is_blank(image, std_threshold=c.blank_std, mean_threshold=c.blank_mean)
+
+    noise = timed(draw_noise).wall_s / (rounds * len(views))
+    blank = timed(check_blank).wall_s / (rounds * len(images))
     return noise + blank
-
-
-def timed(fn) -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds): on a shared machine the CPU time is the steadier one."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -136,9 +134,7 @@ def main() -> None:
             identity_noise_share=args.identity_noise_share,
             threads=args.threads,
         )
-        load = time.perf_counter()
-        renderer = DiffusersRenderer(config)
-        load = time.perf_counter() - load
+        renderer, load, _ = timed(lambda: DiffusersRenderer(config))
         views = make_views(args.images)
         warm = views[: args.batch_size]
         bare(renderer.pipe, warm, config)
@@ -154,7 +150,9 @@ def main() -> None:
                 pair = [(bare_times, lambda c=chunk: bare(renderer.pipe, c, config))]
                 pair.append((renderer_times, lambda c=chunk: renderer.render(c)))
                 for times, fn in pair if (r + b) % 2 == 0 else pair[::-1]:
-                    times.append(timed(fn))
+                    # (wall, CPU) seconds: on a shared machine the CPU time is the steadier one.
+                    timing = timed(fn)
+                    times.append((timing.wall_s, timing.cpu_s))
         extra = renderer_extra_seconds(renderer, views)
 
     rt = renderer.runtime

@@ -14,15 +14,16 @@ Also k-reciprocal re-ranking against the authors' loop, on a smaller set (its me
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from timing import timed  # noqa: E402
 
 from trainer.metrics import evaluate_ranking, re_rank  # noqa: E402
 from trainer.metrics_reference import reference_eval_market1501, reference_re_ranking  # noqa: E402
@@ -46,18 +47,6 @@ def market_like(num_q: int, num_g: int, seed: int = 0):
     g_cams, q_cams = rng.integers(1, num_cams + 1, num_g), rng.integers(1, num_cams + 1, num_q)
     distmat = (1.0 - clustered_features(q_pids, rng) @ clustered_features(g_pids, rng).T).astype(np.float32)
     return distmat, q_pids, g_pids, q_cams, g_cams
-
-
-def timed(fn, repeats: int = 1):
-    """(result, median wall seconds, median CPU seconds of this process). On a shared machine the CPU time
-    is the steadier figure: wall time also counts the time other jobs held the cores."""
-    walls, cpus, out = [], [], None
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        out = fn()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return out, statistics.median(walls), statistics.median(cpus)
 
 
 def compare(title: str, distmat: np.ndarray, labels, repeats: int) -> None:

@@ -17,10 +17,12 @@ import json
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from timing import timed  # noqa: E402
 
 RUNS = [("bot", 2), ("clipreid", 1), ("clipreid", 2), ("pdm", 1), ("pdm", 2)]
 STYLE_VOCAB = {"illumination": 9, "weather": 5, "camid": 10}  # the shipped taxonomy's sizes
@@ -49,12 +51,13 @@ def worker(method: str, phase: int, steps: int, ids: int, views: int, threads: i
         total.backward()
         optimizer.step()
 
-    for _ in range(2):
+    def run_steps():
+        for _ in range(steps):
+            step()
+
+    for _ in range(2):  # warm-up steps, untimed
         step()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        step()
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    _, seconds, cpu_seconds = timed(run_steps)
     return {
         "images_per_s": steps * ids * views / seconds,
         "images_per_cpu_s": steps * ids * views / cpu_seconds,

@@ -18,15 +18,15 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from make_contact_sheet import sample_views  # noqa: E402
 from PIL import Image  # noqa: E402
+from timing import timed  # noqa: E402
 
 from pipeline.postprocess import OutputConfig, finish  # noqa: E402
 from pipeline.renderers.procedural import ProceduralRenderer, ProceduralRendererConfig  # noqa: E402
@@ -35,13 +35,7 @@ from pipeline.renderers.procedural import ProceduralRenderer, ProceduralRenderer
 def measure(label: str, count: int, work: Callable[[], None], repeats: int = 3) -> tuple[float, float]:
     """Best of `repeats` runs (after a warm-up that fills caches such as the scene backdrops): on a shared
     machine the fastest run is the one least disturbed by other work."""
-    work()
-    best_cpu = best_wall = float("inf")
-    for _ in range(repeats):
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        work()
-        best_cpu = min(best_cpu, time.process_time() - cpu0)
-        best_wall = min(best_wall, time.perf_counter() - wall0)
+    _, best_wall, best_cpu = timed(work, repeats, statistic="best", warmup=1)
     per_core, per_wall = count / best_cpu, count / best_wall
     print(f"{label:<44} {per_core:9.1f} img/s per core   {per_wall:9.1f} img/s wall   "
           f"{1000 * best_cpu / count:7.3f} ms/img")

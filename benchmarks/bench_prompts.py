@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -31,24 +29,15 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from timing import timed  # noqa: E402
 
 from dppp.config import load_experiment  # noqa: E402
 from prompts.engine import PromptEngine  # noqa: E402
 from prompts.report import view_record  # noqa: E402
 from prompts.taxonomy import load_taxonomy  # noqa: E402
-
-
-def timed(fn, repeats: int):
-    """(result, median wall s, median CPU s). On a shared machine CPU time is the steadier figure: wall time
-    also counts the time other jobs held the core."""
-    walls, cpus, out = [], [], None
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        out = fn()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return out, statistics.median(walls), statistics.median(cpus)
 
 
 def naive_views(engine: PromptEngine, pid: int, count: int) -> list[tuple[dict[str, str], str]]:
@@ -103,16 +92,11 @@ def main() -> None:
     engine, wall, cpu = timed(build, args.repeats)
     print(f"identity table   : {n:>7} identities  {n / cpu:>10,.0f} identities/s CPU  ({n / wall:,.0f} wall)")
 
-    def bulk():
-        # A fresh engine each time (cold phrase caches, like a new worker); its table is timed above.
-        fresh = build()
-        wall, cpu = time.perf_counter(), time.process_time()
-        count = sum(1 for _ in fresh.iter_views(range(n)))
-        return count, time.perf_counter() - wall, time.process_time() - cpu
+    def bulk(fresh: PromptEngine) -> int:
+        return sum(1 for _ in fresh.iter_views(range(n)))
 
-    runs = [bulk() for _ in range(args.repeats)]
-    views = runs[0][0]
-    wall, cpu = statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs)
+    # A fresh engine each run (cold phrase caches, like a new worker), built untimed: its table is timed above.
+    views, wall, cpu = timed(bulk, args.repeats, setup=build)
     bulk_rate = views / cpu
     print(f"views (bulk)     : {views:>7} views       {bulk_rate:>10,.0f} views/s CPU  ({views / wall:,.0f} wall)")
 

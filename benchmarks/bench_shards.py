@@ -25,11 +25,12 @@ import shutil
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from timing import timed  # noqa: E402
 
 
 def make_samples(ids: int, views: int):
@@ -75,14 +76,6 @@ def plain_tar(members, path) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def timed(fn) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process). CPU time is what the code costs; wall time also counts
-    the other tenants of a shared machine, and the S3 server's work."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def measure(pairs: dict, repeats: int) -> dict:
     """pairs: name -> (baseline fn, dppp fn[, untimed setup run before each of them]), run alternately.
     Returns name -> best times (base wall, dppp wall, base cpu, dppp cpu)."""
@@ -93,7 +86,10 @@ def measure(pairs: dict, repeats: int) -> dict:
             for fn in (base, ours):
                 for prepare in setup:
                     prepare()
-                timings += timed(fn)
+                # CPU time is what the code costs; wall time also counts the other tenants of a shared
+                # machine, and the S3 server's work.
+                timing = timed(fn)
+                timings += (timing.wall_s, timing.cpu_s)
             runs[name].append(timings)
     # Best of N, as timeit does: on a machine shared with other jobs, interference only ever adds time (CPU
     # time too: a busy sibling core slows this one), so the fastest run is the least disturbed, and taking
