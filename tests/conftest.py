@@ -6,6 +6,10 @@
 
     def test_y(make_samples):
         samples = make_samples(n_ids=2, views=3)   # list[pipeline.shards.Sample], real JPEG bytes
+
+    pytestmark = pytest.mark.usefixtures("one_torch_thread")   # a module of tiny torch models: 1 thread
+
+    data = tar_bytes([("a.txt", b"hi")], format=tarfile.GNU_FORMAT)   # a plain tar, no dppp code involved
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.request
 import uuid
@@ -221,3 +226,28 @@ def make_samples_fixture():
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test, restored after: the tests' matrices are tiny, so a second thread
+    only adds contention on a shared 2-core machine. Opt in per module with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tar_bytes(entries, *, format: int = tarfile.DEFAULT_FORMAT) -> bytes:
+    """A tar archive of (name, data) members written by tarfile alone: the independent writer tests hold
+    dppp's reader and checks against."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=format) as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

@@ -13,13 +13,7 @@ from trainer.config import TrainConfig
 from trainer.model import build_model
 from trainer.toy_batch import STYLE_VOCAB, toy_batch, toy_model_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,7 @@ LOSS_NAMES = {
     ("bot", 2): {"id", "triplet"},
 }
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices: a second thread only adds contention on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

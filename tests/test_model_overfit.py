@@ -16,19 +16,12 @@ from trainer.toy_batch import STYLE_VOCAB, toy_batch, toy_model_config
 
 IDENTITIES, VIEWS = 4, 4
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def batch():
     return toy_batch(IDENTITIES, VIEWS)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices: a second thread only adds contention on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def fit(model, batch, steps: int, lr: float) -> list[dict[str, float]]:
