@@ -3,7 +3,6 @@ show, index, and the damage `verify` must report."""
 
 from __future__ import annotations
 
-import io
 import pickle
 
 import pytest
@@ -14,7 +13,7 @@ from pipeline.inspect import verify_dataset
 from pipeline.records import publish_shard, read_index, write_dataset_manifest, write_index
 from pipeline.shards import Sample, record_name, shard_name, write_shard
 from pipeline.storage import open_storage
-from tests.conftest import FAKE_CREDENTIALS
+from tests.conftest import FAKE_CREDENTIALS, tar_bytes
 
 IDS_PER_SHARD, VIEWS, SHARDS = 2, 3, 3
 
@@ -140,14 +139,8 @@ def test_pickle_member_is_never_executed_by_any_command(tmp_path, make_samples, 
     build_dataset(dataset, tmp_path, make_samples)
     # Commit a shard whose tar carries a pickle member beside a normal sample: record and sha agree.
     good = make_samples(1, 1, first_pid=50)[0]
-    import tarfile
-
     evil = tmp_path / "evil.tar"
-    with tarfile.open(evil, "w") as tar:
-        for name, data in good.members()[:2] + [(f"{good.key}.pickle", payload)] + good.members()[2:]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    evil.write_bytes(tar_bytes(good.members()[:2] + [(f"{good.key}.pickle", payload)] + good.members()[2:]))
     import hashlib
 
     from pipeline.shards import ShardInfo

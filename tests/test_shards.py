@@ -36,6 +36,7 @@ from pipeline.shards import (
     write_shard,
 )
 from pipeline.storage import StorageConfig, StorageUnavailable, open_storage
+from tests.conftest import tar_bytes
 
 
 def test_names():
@@ -130,16 +131,6 @@ def test_secrets_never_reach_a_shard_or_the_manifest(tmp_path, make_samples):
         read_dataset_manifest(open_storage(str(tmp_path / "empty")))
 
 
-def _tar(entries):
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in entries:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("chunk_size", [1, 7, 512, 1000, 1 << 20])
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 def test_chunked_reader_walks_any_tar_and_passes_every_byte_once(make_samples, chunk_size, fmt):
@@ -149,13 +140,7 @@ def test_chunked_reader_walks_any_tar_and_passes_every_byte_once(make_samples, c
     long_key = "p" + "0" * 150  # > 100 characters: a GNU 'L' or PAX 'x' header before the member
     if fmt != tarfile.USTAR_FORMAT:  # USTAR cannot hold such a name
         entries.append((f"{long_key}.txt", b"long"))
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
-        for name, data in entries:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    data = buffer.getvalue()
+    data = tar_bytes(entries, format=fmt)
     seen = []
     reader = ChunkedReader(io.BytesIO(data), chunk_size=chunk_size, on_chunk=seen.append)
     members = list(iter_members(reader, wanted={"json", "txt", "cls"}))
@@ -189,7 +174,7 @@ def test_pickle_member_is_never_decoded(tmp_path, make_samples):
     good = make_samples(1, 1)[0]
     entries = good.members() + [(f"{good.key}.pickle", payload), (f"{good.key}.pyd", payload),
                                 (f"{good.key}.npy", payload), ("p000000_v001.pth", payload)]  # fmt: skip
-    (tmp_path / "evil.tar").write_bytes(_tar(entries))
+    (tmp_path / "evil.tar").write_bytes(tar_bytes(entries))
     skipped = []
     samples = list(read_shard(tmp_path / "evil.tar", on_skip=skipped.append))
     assert [s["__key__"] for s in samples] == ["p000000_v000", "p000000_v001"]
@@ -204,7 +189,7 @@ def test_pickle_member_is_never_decoded(tmp_path, make_samples):
     [("../evil.jpg", "'..'"), ("/etc/evil.jpg", "absolute"), ("a/b.jpg", "'/'"), ("p1\x1b.jpg", "control")],
 )
 def test_unsafe_member_names_are_rejected(tmp_path, name, problem):
-    (tmp_path / "bad.tar").write_bytes(_tar([(name, b"x")]))
+    (tmp_path / "bad.tar").write_bytes(tar_bytes([(name, b"x")]))
     with pytest.raises(UnsafeShardError, match=problem):
         list(read_shard(tmp_path / "bad.tar"))
 
@@ -217,10 +202,10 @@ def test_damaged_tars_are_data_errors(tmp_path, make_samples):
         list(read_shard(tmp_path / "cut.tar"))
     sample = make_samples(1, 2)
     members = sample[0].members()
-    (tmp_path / "split.tar").write_bytes(_tar(members[:2] + sample[1].members() + members[2:]))
+    (tmp_path / "split.tar").write_bytes(tar_bytes(members[:2] + sample[1].members() + members[2:]))
     with pytest.raises(DataError, match="not contiguous"):
         list(read_shard(tmp_path / "split.tar"))
-    (tmp_path / "badjson.tar").write_bytes(_tar([("p1.json", b"{not json")]))
+    (tmp_path / "badjson.tar").write_bytes(tar_bytes([("p1.json", b"{not json")]))
     with pytest.raises(DataError, match="cannot decode json"):
         list(read_shard(tmp_path / "badjson.tar"))
 
