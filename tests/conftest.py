@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -251,3 +252,20 @@ def tar_bytes(entries, *, format: int = tarfile.DEFAULT_FORMAT) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+class _Payload:
+    """Unpickling this creates a file: proof that something ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def pickle_payload(marker: Path) -> bytes:
+    """Pickle bytes that create the file `marker` if anything ever unpickles them: a live payload for the
+    tests that no command decodes a shard's pickle members. The stream names only builtins.open, so it
+    loads anywhere."""
+    return pickle.dumps(_Payload(str(marker)))

@@ -3,8 +3,6 @@ show, index, and the damage `verify` must report."""
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
 from PIL import Image
 
@@ -13,7 +11,7 @@ from pipeline.inspect import verify_dataset
 from pipeline.records import publish_shard, read_index, write_dataset_manifest, write_index
 from pipeline.shards import Sample, record_name, shard_name, write_shard
 from pipeline.storage import open_storage
-from tests.conftest import FAKE_CREDENTIALS, tar_bytes
+from tests.conftest import FAKE_CREDENTIALS, pickle_payload, tar_bytes
 
 IDS_PER_SHARD, VIEWS, SHARDS = 2, 3, 3
 
@@ -124,17 +122,9 @@ def test_deep_verify_decodes_images(tmp_path, make_samples, capsys):
     assert run(capsys, "verify", storage.url, "--deep")[0] == 1
 
 
-class _Payload:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_pickle_member_is_never_executed_by_any_command(tmp_path, make_samples, capsys):
     marker = tmp_path / "pwned"
-    payload = pickle.dumps(_Payload(str(marker)))
+    payload = pickle_payload(marker)
     dataset = open_storage(str(tmp_path / "ds"))
     build_dataset(dataset, tmp_path, make_samples)
     # Commit a shard whose tar carries a pickle member beside a normal sample: record and sha agree.

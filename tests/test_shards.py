@@ -36,7 +36,7 @@ from pipeline.shards import (
     write_shard,
 )
 from pipeline.storage import StorageConfig, StorageUnavailable, open_storage
-from tests.conftest import tar_bytes
+from tests.conftest import pickle_payload, tar_bytes
 
 
 def test_names():
@@ -155,19 +155,9 @@ def test_chunked_reader_walks_any_tar_and_passes_every_byte_once(make_samples, c
         back.seek(0)
 
 
-class _Payload:
-    """Unpickling this creates a file: proof that something ran."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_pickle_member_is_never_decoded(tmp_path, make_samples):
     marker = tmp_path / "pwned"
-    payload = pickle.dumps(_Payload(str(marker)))
+    payload = pickle_payload(marker)
     pickle.loads(payload).close()  # the payload is live: unpickling really creates the file
     assert marker.exists()
     marker.unlink()
