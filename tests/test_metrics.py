@@ -74,6 +74,15 @@ def test_empty_and_degenerate_inputs():
     assert evaluate_ranking(np.zeros((0, 3)), [], [1, 2, 3], [], [1, 1, 1]).num_valid == 0
 
 
+def assert_same_as_reference(got, reference) -> None:
+    """evaluate_ranking's result equals the reference loop's (cmc, mAP, mINP, num_valid): CMC and the valid
+    count exactly, the averages to float rounding."""
+    cmc, mAP, mINP, num_valid = reference
+    assert got.num_valid == num_valid
+    np.testing.assert_array_equal(got.cmc, cmc)
+    assert got.mAP == pytest.approx(mAP, abs=1e-12) and got.mINP == pytest.approx(mINP, abs=1e-12)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_agrees_with_the_reference_loop_on_random_cases(seed):
     rng = np.random.default_rng(seed)
@@ -89,12 +98,11 @@ def test_agrees_with_the_reference_loop_on_random_cases(seed):
         if rng.random() < 0.5:
             distmat = np.floor(distmat * 2).astype(np.float32)
         max_rank = int(rng.integers(1, 100))
-        cmc, mAP, mINP, num_valid = reference_eval_market1501(distmat, q_pids, g_pids, q_cams, g_cams, max_rank)
+        reference = reference_eval_market1501(distmat, q_pids, g_pids, q_cams, g_cams, max_rank)
         got = evaluate_ranking(distmat, q_pids, g_pids, q_cams, g_cams, max_rank,
                                chunk_size=int(rng.integers(1, 8)))
-        assert got.num_valid == num_valid and got.num_skipped == num_q - num_valid
-        np.testing.assert_array_equal(got.cmc, cmc)
-        assert got.mAP == pytest.approx(mAP, abs=1e-12) and got.mINP == pytest.approx(mINP, abs=1e-12)
+        assert_same_as_reference(got, reference)
+        assert got.num_skipped == num_q - got.num_valid
 
 
 def test_integer_and_infinite_distances_agree_with_the_reference_loop():
@@ -106,11 +114,9 @@ def test_integer_and_infinite_distances_agree_with_the_reference_loop():
         ints = rng.integers(-3, 3, (num_q, num_g))
         floats = np.where(rng.random((num_q, num_g)) < 0.3, np.inf, rng.random((num_q, num_g)))
         for distmat in (ints, ints.astype(np.int16), floats):
-            cmc, mAP, mINP, num_valid = reference_eval_market1501(distmat, *labels, max_rank=60)
+            reference = reference_eval_market1501(distmat, *labels, max_rank=60)
             got = evaluate_ranking(distmat, *labels, max_rank=60, chunk_size=int(rng.integers(1, 5)))
-            assert got.num_valid == num_valid
-            np.testing.assert_array_equal(got.cmc, cmc)
-            assert got.mAP == pytest.approx(mAP, abs=1e-12) and got.mINP == pytest.approx(mINP, abs=1e-12)
+            assert_same_as_reference(got, reference)
 
 
 def test_default_chunking_torch_input_and_input_is_not_modified():
