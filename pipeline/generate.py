@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from dppp.errors import UserError
+from dppp.ray_cluster import start_ray
 from dppp.schema import StrictModel
 from pipeline.postprocess import OutputConfig
 from pipeline.renderer import RendererConfig
@@ -164,19 +165,6 @@ def prepare_output(plan: Plan, *, overwrite: bool):
     return storage
 
 
-def _start_ray(address: str | None, workers: int | None):
-    import ray
-
-    address = address or os.environ.get("RAY_ADDRESS")
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        cpus = max(os.cpu_count() or 1, workers or 1)
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
-
-
 def _pool_shape(config: GenerateConfig, workers: int | None) -> tuple[int, dict[str, float]]:
     """How many actors, and the Ray resources of each: one per GPU for diffusers on a GPU cluster."""
     import ray
@@ -207,7 +195,7 @@ def run_generate(
     todo = [s for s in plan.shards if s.index not in done]
     summary = GenerateSummary(config.out, len(plan.shards), 0, len(plan.shards) - len(todo), 0, 0, 0.0)
     if todo:
-        _start_ray(ray_address, config.workers)
+        start_ray(ray_address, (config.workers or 1) * config.cpus_per_worker)
         n_workers, resources = _pool_shape(config, config.workers)
         pool = _ActorPool(config, min(n_workers, len(todo)), resources)
         try:

@@ -16,7 +16,6 @@ restarted from it (FailureConfig).
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dppp.errors import ConfigError, UserError
+from dppp.ray_cluster import start_ray
 from trainer.config import TrainConfig
 
 
@@ -89,19 +89,6 @@ def check_style_labels(config: TrainConfig, data) -> None:
         )
 
 
-def _start_ray(address: str | None, cpus_needed: float) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level="WARNING")
-    else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), include_dashboard=False,
-                 logging_level="WARNING")  # fmt: skip
-
-
 def _user_error(exc: BaseException) -> UserError | None:
     """The UserError (bad data, bad config) at the root of a Ray Train failure, if that is what it is."""
     seen, todo = set(), [exc]
@@ -152,7 +139,7 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
 
     from trainer.train_loop import train_worker
 
-    _start_ray(ray_address, config.workers * config.cpus_per_worker)
+    start_ray(ray_address, config.workers * config.cpus_per_worker)
     board = _progress_board().remote()
     trainer = TorchTrainer(
         train_worker,
