@@ -20,10 +20,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from timing import timed  # noqa: E402
 
 
 def tiny_config(model_dir: str, out: str, identities: int, workers: int):
@@ -37,9 +40,8 @@ def tiny_config(model_dir: str, out: str, identities: int, workers: int):
 def timed_generate(config) -> tuple[float, int]:
     from pipeline.generate import run_generate
 
-    started = time.perf_counter()
-    summary = run_generate(config, progress=False)
-    return time.perf_counter() - started, summary.images
+    summary, wall_s, _ = timed(lambda: run_generate(config, progress=False))
+    return wall_s, summary.images
 
 
 def steady_rate(model_dir: str, tmp: str, identities: int, workers: int) -> tuple[float, float]:
@@ -64,12 +66,14 @@ def plain_loop_rate(model_dir: str, identities: int) -> float:
     batch = config.renderer.batch_size
     views = [v for pid in range(identities) for v in engine.views(pid)]
     renderer.render(views[:batch])  # warm-up, like the actor's first batch
-    started = time.perf_counter()
-    for shard_start in range(0, identities, 2):  # the same per-shard batch cuts as the worker
-        shard = [v for pid in range(shard_start, min(shard_start + 2, identities)) for v in engine.views(pid)]
-        for i in range(0, len(shard), batch):
-            renderer.render(shard[i : i + batch])
-    return len(views) / (time.perf_counter() - started)
+
+    def render_all():
+        for shard_start in range(0, identities, 2):  # the same per-shard batch cuts as the worker
+            shard = [v for pid in range(shard_start, min(shard_start + 2, identities)) for v in engine.views(pid)]
+            for i in range(0, len(shard), batch):
+                renderer.render(shard[i : i + batch])
+
+    return len(views) / timed(render_all).wall_s
 
 
 def part_efficiency_and_scaling(identities: int, parts: set[str]) -> None:
@@ -80,9 +84,8 @@ def part_efficiency_and_scaling(identities: int, parts: set[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = f"{tmp}/tiny-diffusion"
         build_tiny_diffusion(model_dir)
-        started = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        print(f"ray.init (local instance): {time.perf_counter() - started:.1f} s (fixed, once per job)")
+        init_s = timed(lambda: ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)).wall_s
+        print(f"ray.init (local instance): {init_s:.1f} s (fixed, once per job)")
         one_rate, one_fixed = steady_rate(model_dir, tmp, identities, 1)
         if "efficiency" in parts:
             loop = plain_loop_rate(model_dir, 2 * identities)
@@ -147,9 +150,7 @@ def part_scheduling(actors: int, sleep_s: float, sizes: list[int]) -> None:
     for shards in sizes:
         plan = [ShardPlan(i, (i,), 10) for i in range(shards)]
         summary = GenerateSummary("bench", shards, 0, 0, 0, 0, 0.0)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        _drain(pool, plan, 3, summary, progress=False)
-        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        _, wall, cpu = timed(partial(_drain, pool, plan, 3, summary, progress=False))
         ideal = shards * sleep_s / actors
         print(f"  {shards:5d} shards: wall {wall:6.2f} s, ideal {ideal:6.2f} s -> driver overhead "
               f"{(wall - ideal) / shards * 1000:5.2f} ms/shard of wall (aim <= 20 ms), "

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from timing import timed  # noqa: E402
 
 
 def _decode_units(job) -> int:
@@ -47,22 +52,29 @@ def decode_only(data, size, processes: int) -> float:
     import multiprocessing
 
     jobs = [(data, size, list(range(p, len(data.units), processes))) for p in range(processes)]
-    started = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
-        n = sum(pool.map(_decode_units, jobs))
-    return n / (time.perf_counter() - started)
+
+    def decode_all() -> int:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            return sum(pool.map(_decode_units, jobs))
+
+    n, wall_s, _ = timed(decode_all)
+    return n / wall_s
 
 
 def dppp_loader(data, config, size, epochs: int) -> tuple[float, int]:
     from trainer.data import PKBatchStream, prefetched_epochs
 
-    started, n = time.perf_counter(), 0
-    streams = (PKBatchStream(data, config, size, seed=0, epoch=epoch)  # phase 2: pids only, as the folder
-               for epoch in range(epochs))  # fmt: skip
-    for _stream, batches in prefetched_epochs(streams, config):
-        for batch in batches:
-            n += len(batch["pids"])
-    return n / (time.perf_counter() - started), n
+    def load_all() -> int:
+        n = 0
+        streams = (PKBatchStream(data, config, size, seed=0, epoch=epoch)  # phase 2: pids only, as the folder
+                   for epoch in range(epochs))  # fmt: skip
+        for _stream, batches in prefetched_epochs(streams, config):
+            for batch in batches:
+                n += len(batch["pids"])
+        return n
+
+    n, wall_s, _ = timed(load_all)
+    return n / wall_s, n
 
 
 class FolderDataset(torch.utils.data.Dataset):
@@ -102,13 +114,18 @@ def folder_loader(data, config, size, samples: int) -> float:
             persistent_workers=config.num_workers > 0,  # its best case: no start-up between epochs
             multiprocessing_context="fork" if config.num_workers else None,
         )  # fmt: skip
-        started, n = time.perf_counter(), 0
-        while n < samples:
-            for images, _ in loader:
-                n += len(images)
-                if n >= samples:
-                    break
-        return n / (time.perf_counter() - started)
+
+        def load_samples() -> int:
+            n = 0
+            while n < samples:
+                for images, _ in loader:
+                    n += len(images)
+                    if n >= samples:
+                        break
+            return n
+
+        n, wall_s, _ = timed(load_samples)
+        return n / wall_s
 
 
 def main() -> None:

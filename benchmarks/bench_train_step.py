@@ -12,9 +12,15 @@ Printed: ms/step of both and their ratio (aim <= 1.1).
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from timing import timed  # noqa: E402
 
 
 def build(config, data):
@@ -35,11 +41,16 @@ def timed_steps(model, optimizer, batches) -> tuple[float, int]:
     wrapped = LossModule(model)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     device = torch.device("cpu")
-    started, n = time.perf_counter(), 0
-    for batch in batches:
-        optimizer_step(wrapped, optimizer, scaler, batch, device)
-        n += 1
-    return (time.perf_counter() - started) / max(n, 1), n
+
+    def run_steps() -> int:
+        n = 0
+        for batch in batches:
+            optimizer_step(wrapped, optimizer, scaler, batch, device)
+            n += 1
+        return n
+
+    n, wall_s, _ = timed(run_steps)
+    return wall_s / max(n, 1), n
 
 
 def main() -> None:
