@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import pickle
@@ -269,3 +270,18 @@ def pickle_payload(marker: Path) -> bytes:
     tests that no command decodes a shard's pickle members. The stream names only builtins.open, so it
     loads anywhere."""
     return pickle.dumps(_Payload(str(marker)))
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module, for tests of a benchmark's parts. The benchmarks are scripts, not a
+    package: run as `python benchmarks/x.py` they import their siblings (timing, ...) by bare name, so
+    benchmarks/ goes on sys.path here as it is there. Registered in sys.modules (dataclasses look their
+    module up there)."""
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    if str(benchmarks) not in sys.path:
+        sys.path.append(str(benchmarks))
+    spec = importlib.util.spec_from_file_location(name, benchmarks / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
