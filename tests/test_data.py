@@ -259,3 +259,76 @@ def test_prefetched_epochs_give_the_same_batches_as_one_loader_per_epoch(dataset
     expected = [[b["keys"] for b in make_loader(s, cfg)] for s in streams()]
     got = [[b["keys"] for b in batches] for _, batches in prefetched_epochs(streams(), cfg)]
     assert got == expected and len(got) == 3
+
+
+def _reference_augment(data: bytes, rng, cfg, size) -> torch.Tensor:
+    """The training augmentation written plainly, one image at a time (pad the whole image, crop,
+    normalise by the textbook formula, erase): what the loader's batch path must reproduce."""
+    from trainer.transforms import CLIP_MEAN, CLIP_STD, decode_rgb
+
+    height, width = size
+    image = decode_rgb(data, "ref", size)
+    if image.size != (width, height):
+        image = image.resize((width, height))
+    array = np.array(image)
+    if rng.random() < cfg.flip_p:
+        array = array[:, ::-1]
+    padded = np.zeros((height + 2 * cfg.pad, width + 2 * cfg.pad, 3), dtype=np.uint8)
+    padded[cfg.pad : cfg.pad + height, cfg.pad : cfg.pad + width] = array
+    top, left = rng.integers(0, 2 * cfg.pad + 1, size=2)
+    array = padded[top : top + height, left : left + width]
+    tensor = torch.from_numpy(((array / 255.0 - CLIP_MEAN) / CLIP_STD).astype(np.float32)).permute(2, 0, 1)
+    if rng.random() < cfg.erase_p:
+        for _ in range(10):
+            target = rng.uniform(*cfg.erase_area) * height * width
+            ratio = float(np.exp(rng.uniform(np.log(cfg.erase_aspect), -np.log(cfg.erase_aspect))))
+            h, w = int(round(np.sqrt(target * ratio))), int(round(np.sqrt(target / ratio)))
+            if 0 < h < height and 0 < w < width:
+                y, x = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+                tensor[:, y : y + h, x : x + w] = 0.0
+                break
+    return tensor
+
+
+@pytest.mark.parametrize("erase_p", [0.5, 1.0])
+def test_batch_pixels_are_the_plain_per_image_augmentation(dataset_url, erase_p):
+    """The loader writes uint8 pixels into one batch array, pad-crops without a padded copy and
+    normalises the whole batch at once: the same numbers, drawn in the same order, as the plain path."""
+    from pipeline.shards import read_shard
+    from trainer.config import AugmentConfig
+    from trainer.data import PKBatchStream, make_loader, open_training_data
+
+    data = open_training_data([dataset_url])
+    augment = AugmentConfig(flip_p=0.5, pad=5, erase_p=erase_p)
+    cfg = config(augment=augment)
+    size = (64, 32)
+    stream = PKBatchStream(data, cfg, size, seed=3, epoch=1)
+    images = {}
+    for unit in data.units:
+        images.update({s["__key__"]: s["jpg"] for s in read_shard(f"{unit.root}/{unit.tar}", include={"jpg"})})
+    batches = list(make_loader(stream, cfg))
+    erased = 0
+    for b, batch in enumerate(batches):
+        rng = np.random.default_rng([3, 1, 0, 0, b, 0x4155])  # the loader's per-batch seed
+        expected = torch.stack([_reference_augment(images[key], rng, augment, size) for key in batch["keys"]])
+        assert torch.allclose(batch["pixel_values"], expected, atol=1e-5)
+        erased += int((batch["pixel_values"] == 0).all(dim=1).any(dim=(1, 2)).sum())
+    assert erased > 0 and (erase_p < 1 or erased == sum(len(b["keys"]) for b in batches))
+
+
+def test_one_image_transform_matches_the_batch_path():
+    """EvalTransform / ReidAugment called on one image (evaluation, the folder baseline) give the batch
+    path's pixels bit for bit."""
+    from trainer.config import AugmentConfig
+    from trainer.transforms import ReidAugment, erase, normalise_batch
+
+    jpgs = [s.image_bytes for s in make_samples(1, 4, size=(32, 64))]
+    transform = ReidAugment(AugmentConfig(erase_p=1.0, pad=4), (64, 32))
+    one = [transform(j, np.random.default_rng(i)) for i, j in enumerate(jpgs)]
+    pixels = np.empty((len(jpgs), 64, 32, 3), dtype=np.uint8)
+    rects = [transform.pixels_into(pixels[i], j, np.random.default_rng(i)) for i, j in enumerate(jpgs)]
+    batch = normalise_batch(pixels)
+    for image, rect in zip(batch, rects, strict=True):
+        erase(image, rect)
+    assert all(r is not None for r in rects)
+    assert torch.equal(torch.stack(one), batch)

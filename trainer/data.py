@@ -35,7 +35,7 @@ from dppp.errors import DataError
 from pipeline.shards import READ_IMAGE_EXTS, read_shard
 from pipeline.storage import StorageConfig, open_storage
 from trainer.config import DataConfig
-from trainer.transforms import EvalTransform, ReidAugment  # here, not in __iter__: each epoch forks afresh
+from trainer.transforms import EvalTransform, ReidAugment, erase, normalise_batch  # noqa: I001 (here, not in __iter__: each epoch forks afresh)
 
 _KEY = re.compile(r"^p(\d+)_v(\d+)$")  # prompts.spec.sample_key(pid, view)
 _CAMID = "camid"
@@ -448,7 +448,9 @@ class PKBatchStream(IterableDataset):
             raise DataError(f"{where}: {name}={value!r} is not in the dataset's vocabulary") from None
 
     def _assemble(self, batch: PlannedBatch, loaded, unit_ids, transform, rng) -> dict[str, Any]:
-        images, pids, keys = [], [], []
+        count = len(batch.picks) * max(len(p.images) for p in batch.picks)
+        pixels = np.empty((count, *self.image_size, 3), dtype=np.uint8)
+        erase_rects, pids, keys = [], [], []
         style: dict[str, list[int]] = {name: [] for name in self.style_attributes}
         for pick in batch.picks:
             unit = self.data.units[unit_ids[pick.unit]]
@@ -457,17 +459,32 @@ class PKBatchStream(IterableDataset):
             for i in pick.images:
                 data, labels = rows[i]
                 where = f"{unit.name}: {identity.members[i]}"
-                images.append(transform(data, rng, where))
+                erase_rects.append(transform.pixels_into(pixels[len(pids)], data, rng, where))
                 pids.append(identity.label)
                 keys.append(identity.members[i])
                 for name in self.style_attributes:
                     style[name].append(labels[name])
         return {
-            "pixel_values": torch.stack(images),
+            "pixel_values": _normalised(pixels[: len(pids)], erase_rects),
             "pids": torch.tensor(pids, dtype=torch.long),
             "style": {name: torch.tensor(values, dtype=torch.long) for name, values in style.items()},
             "keys": keys,
         }
+
+
+def _normalised(pixels: np.ndarray, erase_rects) -> torch.Tensor:
+    """The batch's uint8 pixels CLIP-normalised in one op, then its random-erasing rectangles zeroed.
+
+    In a DataLoader process the float batch is written straight into shared memory: handing it to the
+    training process then moves no bytes (torch would otherwise copy it there when it is sent)."""
+    out = torch.empty((len(pixels), 3, *pixels.shape[1:3]), dtype=torch.float32)
+    if torch.utils.data.get_worker_info() is not None:
+        out.share_memory_()
+    normalise_batch(pixels, out)
+    for image, rect in zip(out, erase_rects, strict=True):
+        if rect is not None:
+            erase(image, rect)
+    return out
 
 
 def _read_file(path: str) -> bytes:

@@ -43,17 +43,30 @@ def decode_rgb(data: bytes, where: str = "image", size: tuple[int, int] | None =
 _SCALE = torch.from_numpy(1.0 / (255.0 * CLIP_STD)).view(3, 1, 1)
 _SHIFT = torch.from_numpy(CLIP_MEAN / CLIP_STD).view(3, 1, 1)
 
+Rect = tuple[int, int, int, int]  # top, left, height, width of a random-erasing rectangle
+
 
 def normalise(array: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 -> float32 [3, H, W], CLIP-normalised (one conversion pass, then in place)."""
-    pixels = torch.from_numpy(np.ascontiguousarray(array))  # a flip leaves negative strides torch refuses
-    out = torch.empty((3, pixels.shape[0], pixels.shape[1]), dtype=torch.float32)
-    out.copy_(pixels.permute(2, 0, 1))
+    return normalise_batch(np.ascontiguousarray(array)[None])[0]
+
+
+def normalise_batch(pixels: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float32 [N, 3, H, W], CLIP-normalised: one conversion pass over the whole
+    batch, then two in-place ops (per image, the same arithmetic in the same order: bit-identical to
+    `normalise`). `out`: where to write it (e.g. a tensor already in shared memory)."""
+    source = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+    if out is None:
+        out = torch.empty(source.shape, dtype=torch.float32)
+    out.copy_(source)
     return out.mul_(_SCALE).sub_(_SHIFT)
 
 
 class EvalTransform:
-    """Decode, resize to (height, width), normalise: the deterministic path (identity bank, evaluation)."""
+    """Decode, resize to (height, width), normalise: the deterministic path (identity bank, evaluation).
+
+    `pixels_into` is the uint8 half of the work, written into a slot of a batch array so that a loader
+    normalises a whole batch in one op; calling the transform does both for one image."""
 
     def __init__(self, size: tuple[int, int]):
         self.size = (int(size[0]), int(size[1]))
@@ -67,24 +80,39 @@ class EvalTransform:
         height, width = self.size
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BILINEAR)
-        return np.array(image, dtype=np.uint8)  # writable: torch.from_numpy warns on read-only arrays
+        return np.asarray(image, dtype=np.uint8)  # read-only view: copied once, into the batch slot
+
+    def pixels_into(self, out: np.ndarray, data, rng: np.random.Generator | None = None,
+                    where: str = "image") -> Rect | None:  # fmt: skip
+        """Write the image's uint8 HxWx3 pixels into `out`; returns the rectangle to erase after
+        normalisation (never one here)."""
+        out[...] = self.resize(self.decode(data, where))
+        return None
 
     def __call__(self, data: bytes | Image.Image, rng: np.random.Generator | None = None,
                  where: str = "image") -> torch.Tensor:  # fmt: skip
-        image = self.decode(data, where)
-        return normalise(self.resize(image))
+        pixels = np.empty((*self.size, 3), dtype=np.uint8)
+        rect = self.pixels_into(pixels, data, rng, where)
+        tensor = normalise(pixels)
+        if rect is not None:
+            erase(tensor, rect)
+        return tensor
 
 
 class ReidAugment(EvalTransform):
-    """The training transform: resize, horizontal flip, pad + random crop, normalise, random erasing."""
+    """The training transform: resize, horizontal flip, pad + random crop, normalise, random erasing.
+
+    The random draws, in this order, per image: flip, crop offsets, erase-or-not, erase rectangle; the
+    rectangle is drawn before normalisation and applied after it, so a batch path and the one-image path
+    draw the same numbers and give the same pixels."""
 
     def __init__(self, config: AugmentConfig, size: tuple[int, int]):
         super().__init__(size)
         self.config = config
 
-    def __call__(self, data, rng=None, where="image"):
+    def pixels_into(self, out, data, rng=None, where="image"):
         if not self.config.enabled:
-            return super().__call__(data, rng, where)
+            return super().pixels_into(out, data, rng, where)
         if rng is None:
             raise ValueError("ReidAugment needs a numpy Generator (the loader seeds one per batch)")
         cfg = self.config
@@ -92,24 +120,31 @@ class ReidAugment(EvalTransform):
         if rng.random() < cfg.flip_p:
             array = array[:, ::-1]
         if cfg.pad:
-            height, width = self.size
-            padded = np.zeros((height + 2 * cfg.pad, width + 2 * cfg.pad, 3), dtype=np.uint8)
-            padded[cfg.pad : cfg.pad + height, cfg.pad : cfg.pad + width] = array
             top, left = rng.integers(0, 2 * cfg.pad + 1, size=2)
-            array = padded[top : top + height, left : left + width]
-        tensor = normalise(array)
+            crop_padded(array, out, int(top) - cfg.pad, int(left) - cfg.pad)
+        else:
+            out[...] = array
         if rng.random() < cfg.erase_p:
-            random_erase(tensor, rng, cfg.erase_area, cfg.erase_aspect)
-        return tensor
+            return erase_rect(out.shape[:2], rng, cfg.erase_area, cfg.erase_aspect)
+        return None
 
 
-def random_erase(tensor: torch.Tensor, rng: np.random.Generator, area: tuple[float, float],
-                 aspect: float, attempts: int = 10) -> bool:  # fmt: skip
-    """Zero one random rectangle of a normalised [3, H, W] tensor in place (Zhong et al. 2020).
+def crop_padded(array: np.ndarray, out: np.ndarray, dy: int, dx: int) -> None:
+    """out = the window at offset (dy, dx) of `array` zero-padded on every side, without building the
+    padded image: pixel (y, x) of out is array[y + dy, x + dx], or black outside the array."""
+    height, width = out.shape[:2]
+    y0, y1 = max(0, -dy), min(height, array.shape[0] - dy)
+    x0, x1 = max(0, -dx), min(width, array.shape[1] - dx)
+    if y0 or x0 or y1 < height or x1 < width:
+        out[...] = 0
+    out[y0:y1, x0:x1] = array[y0 + dy : y1 + dy, x0 + dx : x1 + dx]
 
-    Zero after normalisation is CLIP's mean colour, the value Re-ID toolkits erase with. Returns whether
-    a rectangle fitted within `attempts` draws."""
-    _, height, width = tensor.shape
+
+def erase_rect(shape: tuple[int, int], rng: np.random.Generator, area: tuple[float, float],
+               aspect: float, attempts: int = 10) -> Rect | None:  # fmt: skip
+    """A random-erasing rectangle (Zhong et al. 2020) inside an image of `shape` (height, width), or
+    None when none fitted within `attempts` draws."""
+    height, width = shape
     for _ in range(attempts):
         target = rng.uniform(*area) * height * width
         ratio = float(np.exp(rng.uniform(np.log(aspect), -np.log(aspect))))
@@ -118,6 +153,22 @@ def random_erase(tensor: torch.Tensor, rng: np.random.Generator, area: tuple[flo
         if 0 < h < height and 0 < w < width:
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
-            tensor[:, top : top + h, left : left + w] = 0.0
-            return True
-    return False
+            return top, left, h, w
+    return None
+
+
+def erase(tensor: torch.Tensor, rect: Rect) -> None:
+    """Zero the rectangle of a normalised [3, H, W] tensor in place: zero after normalisation is CLIP's
+    mean colour, the value Re-ID toolkits erase with."""
+    top, left, h, w = rect
+    tensor[:, top : top + h, left : left + w] = 0.0
+
+
+def random_erase(tensor: torch.Tensor, rng: np.random.Generator, area: tuple[float, float],
+                 aspect: float, attempts: int = 10) -> bool:  # fmt: skip
+    """Zero one random rectangle of a normalised [3, H, W] tensor in place. Returns whether a rectangle
+    fitted within `attempts` draws."""
+    rect = erase_rect(tuple(tensor.shape[1:]), rng, area, aspect, attempts)
+    if rect is not None:
+        erase(tensor, rect)
+    return rect is not None
