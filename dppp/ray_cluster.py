@@ -19,5 +19,6 @@ def start_ray(address: str | None, cpus_needed: float = 1) -> None:
     if address:
         ray.init(address=address, logging_level="WARNING")
     else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), include_dashboard=False,
-                 logging_level="WARNING")  # fmt: skip
+        # The dashboard (on 127.0.0.1) serves the state API that Ray Train's placement-group cleaner polls;
+        # without it the cleaner logs a warning every few seconds for the whole run.
+        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), logging_level="WARNING")

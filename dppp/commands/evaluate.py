@@ -39,17 +39,19 @@ def evaluate(
                       on_dataset=lambda d: console.print(f"evaluated {d.spec} in {d.seconds:.1f} s"))  # fmt: skip
     info = report.model
     table = Table(title=f"dppp eval: {info['method']} (step {info['step']}) from {info['url']}")
-    for column in ("dataset", "query", "gallery", "rank-1", "rank-5", "rank-10", "mAP", "mINP", "skipped",
-                   "chance r-1"):
-        table.add_column(column, justify="left" if column == "dataset" else "right")
-    for d in report.datasets:
-        table.add_row(d.spec, str(d.num_query), str(d.num_gallery),
+    # Short headers: the table must stay readable at 80 columns (a pipe, a CI log).
+    for column in ("#", "query", "gallery", "R-1", "R-5", "R-10", "mAP", "mINP", "skipped", "chance R-1"):
+        table.add_column(column, justify="right")
+    for number, d in enumerate(report.datasets, start=1):
+        table.add_row(str(number), str(d.num_query), str(d.num_gallery),
                       *(f"{100 * v:.1f}" for v in (d.rank1, d.rank5, d.rank10, d.mAP, d.mINP)),
                       str(d.num_skipped), f"{100 * d.chance_rank1:.1f}")  # fmt: skip
+    for number, d in enumerate(report.datasets, start=1):
+        console.print(f"#{number}: {d.spec}", soft_wrap=True)
     console.print(table)
     settings = report.config
     console.print(f"metric {settings['metric']}, flip {settings['flip']}, re-ranking "
-                  f"{settings['rerank']['enabled']}; figures in %; chance r-1: rank-1 of a random ranking")  # fmt: skip
+                  f"{settings['rerank']['enabled']}; figures in %; chance R-1: rank-1 of a random ranking")  # fmt: skip
     if out is not None:
         console.print(f"report: {out}")
 
