@@ -84,6 +84,15 @@ class GenerateSummary:
     busy: dict[str, float] = field(default_factory=dict)  # worker -> fraction of wall time rendering
     failed: dict[int, str] = field(default_factory=dict)  # shard index -> last error
     retries: int = 0  # shard attempts that failed and were re-queued (dead actors included)
+    # (seconds since the pool started, images) at each shard's commit: the steady-state rate without start-up
+    timeline: list[tuple[float, int]] = field(default_factory=list)
+
+    def steady_images_per_s(self) -> float | None:
+        """Images/s between the first and the last commit: what the pool sustains once it is running."""
+        if len(self.timeline) < 2 or self.timeline[-1][0] <= self.timeline[0][0]:
+            return None
+        images = sum(count for _, count in self.timeline[1:])
+        return images / (self.timeline[-1][0] - self.timeline[0][0])
 
     @property
     def images_per_s(self) -> float:
@@ -255,6 +264,7 @@ def _drain(pool: _ActorPool, todo: list, max_attempts: int, summary: GenerateSum
     attempts: dict[int, int] = {}
     in_flight: dict[Any, tuple[str, Any, Any]] = {}  # ref -> (worker name, actor, shard plan)
     depth = 2
+    pool_started = time.perf_counter()
     with GenerateProgress(len(todo), sum(s.num_images for s in todo), enabled=progress) as bar:
         while queue or in_flight:
             while queue:  # least-loaded actor first, so work spreads before any actor pipelines two
@@ -286,6 +296,7 @@ def _drain(pool: _ActorPool, todo: list, max_attempts: int, summary: GenerateSum
             summary.images += result.record.count
             summary.bytes += result.record.bytes
             summary.busy[result.worker] = summary.busy.get(result.worker, 0.0) + result.render_s
+            summary.timeline.append((time.perf_counter() - pool_started, result.record.count))
             bar.advance(result.record.count)
 
 
