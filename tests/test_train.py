@@ -326,3 +326,12 @@ def test_training_on_demo_data_measurably_learns(ray_cluster, tmp_path):
     print(f"held-out rank-1: trained {rank1:.3f}, untrained {before:.3f}, chance {chance:.3f}")
     assert rank1 >= 2 * chance
     assert rank1 >= before + 0.1
+
+
+def test_a_relative_out_reaches_the_workers_absolute(tmp_path, monkeypatch):
+    from trainer.train import absolute_out
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_out("runs/demo/train") == str(tmp_path / "runs" / "demo" / "train")
+    assert absolute_out("s3://bucket/runs") == "s3://bucket/runs"
+    assert absolute_out("file:///data/runs") == "file:///data/runs"

@@ -37,6 +37,12 @@ class TrainResult:
     last_epoch: dict[str, Any] = field(default_factory=dict)  # the last epoch's mean losses
 
 
+def absolute_out(out: str) -> str:
+    """Ray Train workers run in their own working directory: a relative local --out is made absolute on
+    the driver, or final/ and metrics.jsonl would land in the worker's session folder. URLs stay as given."""
+    return out if "://" in out else os.path.abspath(out)
+
+
 def run_url_for(out: str, run_name: str) -> str:
     return f"{out.rstrip('/')}/{run_name}"
 
@@ -126,10 +132,7 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
     training_data = open_training_data(sources, config.data.storage, config.data.folder_ids_per_unit)
     check_style_labels(config, training_data)
     steps = total_steps(config, training_data, config.workers)
-    # Ray Train workers run in their own working directory: a relative local --out must be made absolute
-    # here, or final/ and metrics.jsonl would land in the worker's session folder.
-    out_root = config.out if "://" in config.out else os.path.abspath(config.out)
-    run_url = run_url_for(out_root, config.run_name)
+    run_url = run_url_for(absolute_out(config.out), config.run_name)
     open_storage(run_url, config.data.storage)  # a malformed --out fails here
     storage_path, filesystem = ray_storage(config.out, config.data.storage)
 
