@@ -104,6 +104,14 @@ def validate(model: type[StrictModel], data: Any, *, file: str | None = None, pr
         raise format_validation_error(exc, file=file, prefix=prefix) from None
 
 
+def with_updates(section: StrictModel, prefix: str, **updates: Any) -> Any:
+    """The section with programmatic overrides applied (None = not given), validated like the file."""
+    given = {key: value for key, value in updates.items() if value is not None}
+    if not given:
+        return section
+    return validate(type(section), {**section.model_dump(), **given}, prefix=prefix)
+
+
 def load_experiment(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read, override and validate an experiment YAML. `path=None` gives the built-in defaults."""
     file = str(path) if path is not None else None

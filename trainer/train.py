@@ -120,14 +120,11 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
               progress: bool = True) -> TrainResult:  # fmt: skip
     """Train `config.model` on the committed shards of `data` (default: config.data.sources) with
     `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume."""
+    from dppp.config import with_updates
     from pipeline.storage import open_storage
     from trainer.data import open_training_data
 
-    update = {k: v for k, v in {"workers": workers, "use_gpu": use_gpu, "out": out}.items() if v is not None}
-    if update:
-        from dppp.config import validate
-
-        config = validate(TrainConfig, {**config.model_dump(), **update}, prefix="train")
+    config = with_updates(config, "train", workers=workers, use_gpu=use_gpu, out=out)
     sources = list(data) if data else list(config.data.sources)
     training_data = open_training_data(sources, config.data.storage, config.data.folder_ids_per_unit)
     check_style_labels(config, training_data)

@@ -19,12 +19,3 @@ def load_config(config: Path, sets: list[str] | None):
 
     return load_experiment(config, sets or [])
 
-
-def with_updates(section, prefix: str, **updates):
-    """The section with command-line options applied (None = not given), validated like the file."""
-    from dppp.config import validate
-
-    given = {key: value for key, value in updates.items() if value is not None}
-    if not given:
-        return section
-    return validate(type(section), {**section.model_dump(), **given}, prefix=prefix)

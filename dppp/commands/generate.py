@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import ConfigArg, SetOption, load_config, with_updates
+from dppp.commands.common import ConfigArg, SetOption, load_config
 
 
 def generate(
@@ -25,6 +25,7 @@ def generate(
     """Render identities with the configured renderer into WebDataset shards; rerun to resume."""
     from rich.console import Console
 
+    from dppp.config import with_updates
     from pipeline.generate import GenerationFailed, build_plan, run_generate
 
     experiment = load_config(config, sets)
