@@ -174,16 +174,16 @@ def prepare_output(plan: Plan, *, overwrite: bool):
     return storage
 
 
-def _pool_shape(config: GenerateConfig, workers: int | None) -> tuple[int, dict[str, float]]:
+def _pool_shape(config: GenerateConfig) -> tuple[int, dict[str, float]]:
     """How many actors, and the Ray resources of each: one per GPU for diffusers on a GPU cluster."""
     import ray
 
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if config.renderer.kind == "diffusers" and gpus > 0:
-        return workers or gpus, {"num_gpus": 1, "num_cpus": config.cpus_per_worker}
+        return config.workers or gpus, {"num_gpus": 1, "num_cpus": config.cpus_per_worker}
     cpus = int(resources.get("CPU", 1) // config.cpus_per_worker) or 1
-    return workers or cpus, {"num_cpus": config.cpus_per_worker}
+    return config.workers or cpus, {"num_cpus": config.cpus_per_worker}
 
 
 def run_generate(
@@ -194,8 +194,7 @@ def run_generate(
     progress: bool = True,
 ) -> GenerateSummary:
     """Render every uncommitted shard of the plan; write index.parquet at the end."""
-
-    from pipeline.records import committed_shards, write_index
+    from pipeline.records import INDEX_NAME, committed_shards, write_index
 
     started = time.perf_counter()
     plan = build_plan(config)
@@ -205,13 +204,14 @@ def run_generate(
     summary = GenerateSummary(config.out, len(plan.shards), 0, len(plan.shards) - len(todo), 0, 0, 0.0)
     if todo:
         start_ray(ray_address, (config.workers or 1) * config.cpus_per_worker)
-        n_workers, resources = _pool_shape(config, config.workers)
+        n_workers, resources = _pool_shape(config)
         pool = _ActorPool(config, min(n_workers, len(todo)), resources)
         try:
             _drain(pool, todo, config.max_attempts, summary, progress)
         finally:
             pool.shutdown()
-    write_index(storage)
+    if todo or not storage.exists(INDEX_NAME):  # a rerun of a finished dataset need not re-read every shard
+        write_index(storage)
     summary.wall_s = time.perf_counter() - started
     summary.busy = {name: busy / summary.wall_s for name, busy in summary.busy.items()}
     if summary.failed:

@@ -86,9 +86,6 @@ class ShardWorker:
         self._render_lock = threading.Lock()
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-encode")
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def run(self, plan: ShardPlan) -> ShardResult:
         started = time.perf_counter()
         with self._render_lock:
@@ -154,6 +151,3 @@ class ShardWorker:
             info = write_shard(samples, path)
             timings = {"render_s": round(render_s, 4), "write_s": round(time.perf_counter() - started, 4)}
             return publish_shard(self.storage, plan.index, path, info, timings)
-
-    def close(self) -> None:
-        self._encoder.shutdown(wait=True)
