@@ -24,3 +24,27 @@ def tiny_diffusion(
 
     folder = build_tiny_diffusion(out_dir, seed=seed, overwrite=overwrite)
     typer.echo(f"tiny diffusion pipeline saved to {folder}")
+
+
+@app.command("sd15-shaped")
+def sd15_shaped(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to save the pipeline in (save_pretrained format).")],
+    scale: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Fraction of SD 1.5's widths (1.0: the real shape).")
+    ] = 1.0,
+    dtype: Annotated[str, typer.Option(help="Weights saved as fp32, fp16 or bf16 (fp16: a 2 GB folder).")] = "fp16",
+    seed: Annotated[int, typer.Option(help="Seed of the random initial weights.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty folder.")] = False,
+) -> None:
+    """Build Stable Diffusion 1.5's architecture with random weights, offline: SD 1.5's GPU cost, no download.
+
+    For throughput measurements (benchmarks/bench_diffusers.py) and paper-scale trials without weights.
+    Its images are coloured noise, not people.
+    """
+    from dppp.errors import UserError
+    from pipeline.renderers.sd15_shaped import build_sd15_shaped
+
+    if dtype not in ("fp32", "fp16", "bf16"):
+        raise UserError(f"--dtype must be fp32, fp16 or bf16, got {dtype!r}")
+    folder = build_sd15_shaped(out_dir, seed=seed, scale=scale, dtype=dtype, overwrite=overwrite)
+    typer.echo(f"SD1.5-shaped pipeline (scale {scale}, {dtype}) saved to {folder}")

@@ -10,12 +10,9 @@ patterns, not people: it checks plumbing and determinism, not quality.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from dppp.errors import UserError
+from pipeline.renderers.pipeline_folder import check_destination, save_pipeline_folder
 
 # Widths chosen so a batch of four 64x32 images with a few steps renders in well under a second on one
 # CPU core, while keeping every block type a real SD UNet has (down/up, with and without cross-attention).
@@ -111,26 +108,9 @@ def build_tiny_diffusion_pipeline(seed: int = 0):
 
 
 def build_tiny_diffusion(out_dir: str | Path, seed: int = 0, *, overwrite: bool = False) -> Path:
-    """Build the tiny pipeline and `save_pretrained` it into `out_dir`; returns the folder.
+    """Build the tiny pipeline and `save_pretrained` it into `out_dir` atomically; returns the folder.
 
-    The folder is written next to its destination under a temporary name and renamed into place at the
-    end, so an interrupted build never leaves a half-written pipeline behind. An existing non-empty
-    `out_dir` is refused unless `overwrite`.
+    An existing non-empty `out_dir` is refused unless `overwrite`.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} already exists and is not empty (use --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pipe = build_tiny_diffusion_pipeline(seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    check_destination(out_dir, overwrite=overwrite)
+    return save_pipeline_folder(build_tiny_diffusion_pipeline(seed), out_dir, overwrite=overwrite)
