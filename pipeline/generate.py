@@ -86,6 +86,7 @@ class GenerateSummary:
     retries: int = 0  # shard attempts that failed and were re-queued (dead actors included)
     # (seconds since the pool started, images) at each shard's commit: the steady-state rate without start-up
     timeline: list[tuple[float, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # settings this run measured or reused, for the summary
 
     def steady_images_per_s(self) -> float | None:
         """Images/s between the first and the last commit: what the pool sustains once it is running."""
@@ -158,20 +159,55 @@ def prepare_output(plan: Plan, *, overwrite: bool):
 
     storage = open_storage(plan.config.out, plan.config.storage)
     existing = storage.exists(DATASET_MANIFEST)
+    manifest = plan.manifest()
     if existing and overwrite:
         for obj in storage.list("shards/"):
             if parse_shard_key(obj.key):
                 storage.delete(obj.key)
         storage.delete(INDEX_NAME)
     elif existing:
-        previous = read_dataset_manifest(storage).get("fingerprint")
-        if previous != plan.fingerprint:
+        previous = read_dataset_manifest(storage)
+        if previous.get("fingerprint") != plan.fingerprint:
             raise UserError(
                 f"{storage.url} holds a dataset generated from another config (or taxonomy); refusing to "
                 "mix them. Use another --out, or --overwrite to replace it."
             )
-    write_dataset_manifest(storage, plan.manifest())
+        if previous.get("resolved"):  # settings measured by an earlier run decide this dataset's bytes too
+            manifest["resolved"] = previous["resolved"]
+    write_dataset_manifest(storage, manifest)
     return storage
+
+
+RESOLVED_BATCH_SIZE = "generate.renderer.batch_size"
+_PROBE_TIMEOUT_S = 1800.0  # model load + probe; a probe actor that cannot be placed must not hang the job
+
+
+def resolve_batch_size(config: GenerateConfig, storage, resources: dict[str, float]) -> tuple[GenerateConfig, str]:
+    """Replace `renderer.batch_size: auto` by the size recorded in dataset.json, or probe it once in a
+    worker (and record it there) when no run has yet. Returns the config to run and a note for the
+    summary. The recorded size makes a rerun, or another worker, cut the same batches: the same bytes."""
+    import ray
+
+    from pipeline.records import read_dataset_manifest, write_dataset_manifest
+
+    if getattr(config.renderer, "batch_size", None) != "auto":
+        return config, ""
+    manifest = read_dataset_manifest(storage)
+    chosen = manifest.get("resolved", {}).get(RESOLVED_BATCH_SIZE)
+    if chosen is not None:
+        note = f"renderer batch size {chosen} (batch_size: auto, as recorded in dataset.json)"
+    else:
+        probe = _ActorPool(config, 1, resources)  # one worker, set up as every worker is, then gone
+        try:
+            (worker,) = probe.actors.values()
+            chosen, description = ray.get(worker.choose_batch_size.remote(), timeout=_PROBE_TIMEOUT_S)
+        finally:
+            probe.shutdown()
+        manifest.setdefault("resolved", {})[RESOLVED_BATCH_SIZE] = chosen
+        write_dataset_manifest(storage, manifest)
+        note = f"renderer {description}; recorded in dataset.json"
+    renderer = config.renderer.model_copy(update={"batch_size": int(chosen)})
+    return config.model_copy(update={"renderer": renderer}), note
 
 
 def _pool_shape(config: GenerateConfig) -> tuple[int, dict[str, float]]:
@@ -205,6 +241,8 @@ def run_generate(
     if todo:
         start_ray(ray_address, (config.workers or 1) * config.cpus_per_worker)
         n_workers, resources = _pool_shape(config)
+        config, note = resolve_batch_size(config, storage, resources)
+        summary.notes += [note] if note else []
         pool = _ActorPool(config, min(n_workers, len(todo)), resources)
         try:
             _drain(pool, todo, config.max_attempts, summary, progress)

@@ -13,7 +13,7 @@ import platform
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -55,7 +55,7 @@ def limit_threads(threads: int) -> None:
 @dataclass
 class ShardResult:
     record: ShardRecord
-    render_s: float  # time holding the renderer (render + the encode tail)
+    render_s: float  # time holding the renderer
     publish_s: float  # tar write + upload + commit
     worker: str
 
@@ -63,7 +63,10 @@ class ShardResult:
 class ShardWorker:
     """Loads the prompt engine and the renderer once; `run(plan)` renders, writes, publishes, commits."""
 
-    def __init__(self, config: GenerateConfig, *, threads: int | None = None, name: str = "worker"):
+    def __init__(
+        self, config: GenerateConfig, *, threads: int | None = None, name: str = "worker", renderer=None
+    ):
+        """`renderer`: an already loaded one (benchmarks reuse a warm, compiled renderer); else loaded."""
         from pipeline.renderer import load_renderer
         from pipeline.storage import open_storage
         from prompts.engine import PromptEngine
@@ -73,24 +76,25 @@ class ShardWorker:
         self.config = config
         self.name = name
         self.engine = PromptEngine.from_config(config)
-        self.renderer = load_renderer(config.renderer)
+        self.renderer = renderer if renderer is not None else load_renderer(config.renderer)
         self.storage = open_storage(config.out, config.storage)
-        self.batch_size = getattr(config.renderer, "batch_size", 16)
-        self._common = {
-            "renderer": self.renderer.describe(),
-            "output": config.output.model_dump(),
-            "dataset_seed": config.seed,
-            "taxonomy_sha256": self.engine.taxonomy_hash,
-            "versions": package_versions(),
-        }
+        self._common: dict[str, Any] | None = None
         self._render_lock = threading.Lock()
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-encode")
 
-    def run(self, plan: ShardPlan) -> ShardResult:
-        started = time.perf_counter()
+    def choose_batch_size(self) -> tuple[int, str]:
+        """Probe the renderer's fastest batch size (`batch_size: auto`); returns it and a description."""
         with self._render_lock:
-            samples = self.render(plan)
-        rendered = time.perf_counter()
+            result = self.renderer.choose_batch_size()
+        return result.chosen, result.describe()
+
+    def run(self, plan: ShardPlan) -> ShardResult:
+        with self._render_lock:
+            started = time.perf_counter()  # after the lock: waiting for the other shard is not rendering
+            encoding = self._render_batches(plan)
+            rendered = time.perf_counter()
+        # The last batch is encoded outside the lock: the next shard's rendering starts meanwhile.
+        samples = [sample for future in encoding for sample in future.result()]
         record = self.publish(plan, samples, render_s=rendered - started)
         return ShardResult(record, rendered - started, time.perf_counter() - rendered, self.name)
 
@@ -98,14 +102,19 @@ class ShardWorker:
         return [view for pid in plan.pids for view in self.engine.views(pid)]
 
     def render(self, plan: ShardPlan) -> list[Sample]:
-        """Render the shard's views in fixed batches, encoding each batch while the next one renders."""
+        """Render and encode the shard's samples (each batch encodes while the next one renders)."""
+        return [sample for future in self._render_batches(plan) for sample in future.result()]
+
+    def _render_batches(self, plan: ShardPlan) -> list[Future]:
+        """Render the shard's views in fixed batches; each batch's encoding is queued as it comes."""
         views = self.views(plan)
+        batch_size = getattr(self.renderer, "batch_size", 16)  # the procedural renderer has no batches
         pending = []
-        for start in range(0, len(views), self.batch_size):
-            batch = views[start : start + self.batch_size]
+        for start in range(0, len(views), batch_size):
+            batch = views[start : start + batch_size]
             images = self.renderer.render(batch)
             pending.append(self._encoder.submit(self._encode, batch, images))
-        return [sample for future in pending for sample in future.result()]
+        return pending
 
     def _encode(self, views: list[ViewSpec], images: list[Any]) -> list[Sample]:
         from pipeline.postprocess import extension, finish
@@ -138,8 +147,21 @@ class ShardWorker:
             "seed": view.seed,
             "identity_seed": view.identity_seed,
             "attempts": attempts,
-            **self._common,
+            **self._common_metadata(),
         }
+
+    def _common_metadata(self) -> dict[str, Any]:
+        """What every sample's json shares. Built at the first sample, not at load: `batch_size: auto`
+        is only known after the probe, and each sample records the size that rendered it."""
+        if self._common is None:
+            self._common = {
+                "renderer": self.renderer.describe(),
+                "output": self.config.output.model_dump(),
+                "dataset_seed": self.config.seed,
+                "taxonomy_sha256": self.engine.taxonomy_hash,
+                "versions": package_versions(),
+            }
+        return self._common
 
     def publish(self, plan: ShardPlan, samples: list[Sample], *, render_s: float = 0.0) -> ShardRecord:
         from pipeline.records import publish_shard

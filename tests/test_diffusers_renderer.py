@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dppp.errors import ConfigError, UserError
@@ -18,6 +19,7 @@ from pipeline.renderer import load_renderer
 from pipeline.renderers.diffusers_renderer import (
     DiffusersRenderer,
     DiffusersRendererConfig,
+    blank_flags,
     bumped_seed,
     is_blank,
 )
@@ -39,7 +41,9 @@ def config(model: Path | str, **overrides) -> DiffusersRendererConfig:
     return DiffusersRendererConfig(model=str(model), **{**TINY, **overrides})
 
 
-def view(pid: int, v: int, *, seed: int | None = None, prompt: str | None = None, negative: str = "") -> ViewSpec:
+def view(
+    pid: int, v: int, *, seed: int | None = None, prompt: str | None = None, negative: str = ""
+) -> ViewSpec:
     return ViewSpec(
         pid=pid,
         view=v,
@@ -186,7 +190,7 @@ class BlackFirst:
             return out
         if self.nsfw:
             return SimpleNamespace(images=out.images, nsfw_content_detected=[True] * len(out.images))
-        return SimpleNamespace(images=[Image.new("RGB", im.size) for im in out.images], nsfw_content_detected=None)
+        return SimpleNamespace(images=torch.zeros_like(out.images), nsfw_content_detected=None)
 
 
 def test_a_black_output_is_re_rendered_alone_with_a_bumped_seed(tiny_model):
@@ -303,7 +307,9 @@ def test_same_seed_builds_byte_identical_weights(tmp_path, tiny_model):
 def test_tiny_diffusion_config_loads_and_renders(tiny_model):
     from dppp.config import load_experiment
 
-    experiment = load_experiment(REPO / "configs" / "tiny-diffusion.yaml", [f"generate.renderer.model={tiny_model}"])
+    experiment = load_experiment(
+        REPO / "configs" / "tiny-diffusion.yaml", [f"generate.renderer.model={tiny_model}"]
+    )
     renderer_config = experiment.generate.renderer
     assert renderer_config.kind == "diffusers" and renderer_config.height > renderer_config.width
     default = DiffusersRendererConfig(model="org/model")
@@ -322,11 +328,92 @@ def test_geneperson_config_asks_for_a_real_model_in_half_precision():
 
     renderer_config = load_experiment(REPO / "configs" / "geneperson.yaml").generate.renderer
     assert renderer_config.kind == "diffusers" and "/" in renderer_config.model
-    assert (renderer_config.dtype, renderer_config.attention) == ("fp16", "xformers")
+    assert (renderer_config.dtype, renderer_config.attention) == ("bf16", "sdpa")
+    assert (renderer_config.compile, renderer_config.channels_last, renderer_config.batch_size) == (
+        True,
+        True,
+        "auto",
+    )
     assert (renderer_config.height, renderer_config.width) == (512, 256)
     # On this CPU-only machine the same config still resolves, downgraded with warnings (not refused).
     from pipeline.runtime import select_runtime
 
     runtime = select_runtime(renderer_config, cuda_available=False, xformers_available=False)
     assert (runtime.device, runtime.dtype, runtime.attention) == ("cpu", "fp32", "sdpa")
-    assert len(runtime.warnings) == 3  # dtype, attention, channels_last
+    assert len(runtime.warnings) == 3  # dtype, compile, channels_last
+
+
+# ------------------------------------------------------------------- the GPU fast path, checked on CPU
+
+
+def test_pixels_are_exactly_those_of_the_pipelines_own_pil_conversion(tiny_model):
+    """The renderer converts to uint8 on the device; the values must be diffusers' own, bit for bit."""
+    renderer = DiffusersRenderer(config(tiny_model, batch_size=2), machine=CPU)
+    views = [view(4, 0), view(4, 1)]
+    drawn = [renderer.initial_noise(v, 0) for v in views]
+    with torch.inference_mode():
+        reference = renderer.pipe(
+            prompt=[v.prompt for v in views],
+            num_inference_steps=TINY["steps"],
+            guidance_scale=TINY["guidance"],
+            height=TINY["height"],
+            width=TINY["width"],
+            latents=torch.stack([noise for noise, _ in drawn]),
+            generator=[generator for _, generator in drawn],
+            output_type="pil",
+        ).images
+    for ours, theirs in zip(renderer.render(views), reference, strict=True):
+        np.testing.assert_array_equal(np.asarray(ours.image), np.asarray(theirs))
+
+
+def test_blank_flags_on_the_device_agree_with_is_blank():
+    rng = np.random.default_rng(0)
+    images = [
+        np.zeros((64, 32, 3), np.uint8),  # black
+        np.full((64, 32, 3), 128, np.uint8),  # flat grey
+        rng.integers(0, 40, (64, 32, 3), dtype=np.uint8),  # dark but textured
+        rng.integers(0, 256, (64, 32, 3), dtype=np.uint8),  # noise
+        np.full((64, 32, 3), 3, np.uint8),  # almost black
+    ]
+    flags = blank_flags(torch.from_numpy(np.stack(images)), std_threshold=0.02, mean_threshold=0.02)
+    expected = [is_blank(Image.fromarray(im), std_threshold=0.02, mean_threshold=0.02) for im in images]
+    assert flags.tolist() == expected == [True, True, False, False, True]
+
+
+def test_fixed_shape_pads_every_call_to_the_batch_size_and_drops_the_padding(tiny_model, monkeypatch):
+    """Compiled runs keep one graph: a short batch (or a re-render) is padded with its last view."""
+    pipe = build_tiny_diffusion_pipeline(0)
+    stub = BlackFirst(pipe, black_calls=0)
+    renderer = DiffusersRenderer(config(tiny_model, batch_size=4), pipeline=stub, machine=CPU)
+    monkeypatch.setattr(DiffusersRenderer, "fixed_shape", property(lambda self: True))
+    views = [view(5, v) for v in range(5)]
+    out = renderer.render(views)
+    assert len(out) == 5 and stub.calls == [4, 4]  # 4, then 1 view padded to 4
+    # The padded image is what a batch of its own copies gives: padding never changes a kept image.
+    alone = DiffusersRenderer(config(tiny_model, batch_size=4), pipeline=pipe, machine=CPU)
+    np.testing.assert_array_equal(np.asarray(out[4].image), pixels(alone.render([views[4]] * 4))[0])
+
+
+def test_auto_batch_size_is_probed_before_rendering_and_then_fixed(tiny_model):
+    renderer = DiffusersRenderer(config(tiny_model, batch_size="auto", max_batch_size=2), machine=CPU)
+    with pytest.raises(RuntimeError, match="choose_batch_size"):
+        renderer.render([view(0, 0)])
+    result = renderer.choose_batch_size()
+    assert result.chosen in (1, 2) and set(result.images_per_s) <= {1, 2}
+    assert renderer.batch_size == result.chosen == renderer.describe()["batch_size"]
+    assert len(renderer.render([view(0, v) for v in range(3)])) == 3
+
+
+def test_auto_and_bad_batch_sizes_in_the_config():
+    assert DiffusersRendererConfig(model="m", batch_size="auto").batch_size == "auto"
+    assert DiffusersRendererConfig(model="m", batch_size="8").batch_size == 8
+    for bad in (0, "big"):
+        with pytest.raises(ValueError, match="batch_size"):
+            DiffusersRendererConfig(model="m", batch_size=bad)
+
+
+def test_describe_is_strict_json_even_with_an_infinite_scheduler_setting(tiny_model):
+    """DPMSolverMultistepScheduler's lambda_min_clipped is -inf, which strict JSON (shard members) rejects."""
+    renderer = load_renderer(config(tiny_model, scheduler="DPMSolverMultistepScheduler"))
+    info = json.loads(json.dumps(renderer.describe(), allow_nan=False))
+    assert info["scheduler"]["config"]["lambda_min_clipped"] == "-inf"

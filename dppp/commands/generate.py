@@ -26,6 +26,7 @@ def generate(
     from rich.console import Console
 
     from dppp.config import with_updates
+    from pipeline.capacity import estimate_render_hours
     from pipeline.generate import GenerationFailed, build_plan, run_generate
 
     experiment = load_config(config, sets)
@@ -39,6 +40,12 @@ def generate(
             f"({plan.images / gen.identities:.2f} views/identity), {len(plan.shards)} shards of "
             f"{gen.ids_per_shard} identities, about {plan.estimated_bytes() / 1e6:.1f} MB "
             f"({gen.output.format}, {gen.output.height}x{gen.output.width}). Nothing written."
+        )
+        estimate = estimate_render_hours(gen.renderer, plan.images)
+        console.print(
+            estimate.describe(plan.images, len(plan.shards))
+            if estimate
+            else "no measured rendering rate applies to this model (benchmarks/bench_diffusers.py measures one)"
         )
         return
     try:
@@ -65,4 +72,6 @@ def print_summary(console, summary) -> None:
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
     for name, busy in sorted(summary.busy.items()):
         table.add_row(f"{name} busy", f"{busy:.0%}")
+    for note in summary.notes:
+        table.add_row("note", note)
     console.print(table)

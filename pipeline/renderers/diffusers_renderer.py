@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -36,6 +36,7 @@ from dppp.schema import StrictModel
 
 if TYPE_CHECKING:
     from pipeline.renderer import RenderedImage
+    from pipeline.renderers.batch_probe import ProbeResult
     from pipeline.runtime import Machine, Runtime
     from prompts.spec import ViewSpec
 
@@ -62,10 +63,15 @@ class DiffusersRendererConfig(StrictModel):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
     attention: Literal["auto", "xformers", "sdpa"] = "auto"
-    compile: bool = False  # torch.compile the denoiser (CUDA only)
+    # torch.compile the denoiser and the VAE decoder (CUDA only): whole graphs with SDPA attention; it
+    # costs about a minute of warm-up per worker process and per batch shape.
+    compile: bool = False
     channels_last: bool = False  # channels_last memory format for the UNet/VAE (CUDA only)
     on_unsupported: Literal["downgrade", "refuse"] = "downgrade"
-    batch_size: int = Field(4, ge=1)
+    # Images per pipeline call. "auto": the driver has one worker probe the fastest batch that fits in
+    # memory (pipeline/renderers/batch_probe.py) and records the choice in dataset.json; a rerun reuses it.
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 4
+    max_batch_size: int = Field(64, ge=1)  # the largest batch "auto" tries
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: leave the process setting
     identity_noise_share: float = Field(0.0, ge=0.0, le=1.0)
     max_blank_retries: int = Field(3, ge=0)
@@ -158,15 +164,19 @@ def _scheduler_from_name(name: str, options: dict[str, Any], current):
 
 
 def _jsonable(value: Any) -> Any:
-    """Scheduler configs hold tuples, numpy scalars and the like: make them plain JSON values."""
+    """Scheduler configs hold tuples, numpy scalars, infinities and the like: make them plain JSON values
+    (an infinity, e.g. DPMSolverMultistepScheduler's lambda_min_clipped, becomes the string "-inf": strict
+    JSON has no infinities)."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in sorted(value.items())}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (bool, int, float, str)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if hasattr(value, "item"):
-        return value.item()
     return str(value)
 
 
@@ -201,6 +211,8 @@ class DiffusersRenderer:
             self.pipe.scheduler = type(pipeline.scheduler).from_config(
                 pipeline.scheduler.config, **config.scheduler_options
             )
+        self._batch_size = None if config.batch_size == "auto" else config.batch_size
+        self._compiled = False
         self._apply_runtime()
         self.pipe.set_progress_bar_config(disable=True)
 
@@ -221,6 +233,49 @@ class DiffusersRenderer:
                 f"renderer model {self.config.model!r} could not be loaded as a text-to-image pipeline: "
                 f"{_first_line(exc)}"
             ) from None
+
+    @property
+    def batch_size(self) -> int:
+        """The images per pipeline call; "auto" must be resolved first (`choose_batch_size`)."""
+        if self._batch_size is None:
+            raise RuntimeError("batch_size is 'auto' and was not resolved: call choose_batch_size() first")
+        return self._batch_size
+
+    def use_batch_size(self, size: int) -> None:
+        """Fix the batch size (the one a probe chose, or the one recorded for the dataset)."""
+        if size < 1:
+            raise ValueError(f"batch size must be at least 1, got {size}")
+        self._batch_size = size
+
+    def choose_batch_size(self) -> ProbeResult:
+        """Time full batches of growing size (eagerly, before any compile) and keep the fastest that fits."""
+        from pipeline.renderers.batch_probe import candidate_sizes, probe_batch_sizes
+
+        views = _probe_views(self.config.max_batch_size)
+        result = probe_batch_sizes(
+            lambda n: self._run(views[:n], [0] * n),
+            candidate_sizes(self.config.max_batch_size),
+            synchronize=self._synchronize,
+            is_out_of_memory=_is_out_of_memory,
+            release_memory=self._release_memory,
+        )
+        self.use_batch_size(result.chosen)
+        return result
+
+    def _synchronize(self) -> None:
+        import torch
+
+        if self.runtime.device == "cuda":
+            torch.cuda.synchronize()
+
+    def _release_memory(self) -> None:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if self.runtime.device == "cuda":
+            torch.cuda.empty_cache()
 
     @property
     def denoiser(self):
@@ -245,11 +300,35 @@ class DiffusersRenderer:
         if rt.channels_last:
             self.denoiser.to(memory_format=torch.channels_last)
             self.pipe.vae.to(memory_format=torch.channels_last)
-        if rt.compile:
-            name = "unet" if getattr(self.pipe, "unet", None) is not None else "transformer"
-            # Not fullgraph: xformers' kernels and some pipelines' control flow break the graph, and a
-            # partial compile still speeds up the convolutions and attention around them.
-            setattr(self.pipe, name, torch.compile(getattr(self.pipe, name)))
+
+    def _compile_once(self) -> None:
+        """Compile at the first render, not at load: a batch-size probe runs eagerly before it, so it
+        does not pay a compile per tried size."""
+        import torch
+
+        if self._compiled or not self.runtime.compile:
+            return
+        self._compiled = True
+        # Whole graphs where the attention is SDPA (no graph breaks: fewer, larger kernels); xformers'
+        # custom ops break the graph, and a partial compile still speeds up what lies around them.
+        # Static shapes: every call has the same batch (see `_run`), so one graph serves the whole run.
+        options = {"fullgraph": self.runtime.attention == "sdpa", "dynamic": False}
+        name = "unet" if getattr(self.pipe, "unet", None) is not None else "transformer"
+        setattr(self.pipe, name, torch.compile(getattr(self.pipe, name), **options))
+        # The decoder module, not `vae.decode`: the pipeline passes decode() its list of generators,
+        # which a whole-graph compile cannot take as an input.
+        self.pipe.vae.decoder = torch.compile(self.pipe.vae.decoder, **options)
+
+    @property
+    def fixed_shape(self) -> bool:
+        """Whether every pipeline call renders exactly `batch_size` images (compiled runs).
+
+        A compiled graph is specialised to its batch size: a shard's short last batch, or a blank
+        re-render of one image, would otherwise compile a new graph (about a minute each, and torch
+        falls back to eager after a handful). Padding the call with copies of its last view keeps one
+        graph for the whole run, and keeps the numerics of every image independent of which shapes a
+        worker happened to see first, so shards stay byte-identical across runs."""
+        return self.runtime.compile
 
     # --- the Renderer protocol ---------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -276,7 +355,7 @@ class DiffusersRenderer:
             "attention": rt.attention,
             "compile": rt.compile,
             "channels_last": rt.channels_last,
-            "batch_size": c.batch_size,
+            "batch_size": self.batch_size,
             "threads": torch.get_num_threads(),
             "identity_noise_share": c.identity_noise_share,
             "noise": "cpu torch.Generator(seed) fp32 latents; retries use bumped_seed(seed, attempt)",
@@ -291,17 +370,18 @@ class DiffusersRenderer:
     def render(self, views: Sequence[ViewSpec]) -> list[RenderedImage]:
         from pipeline.renderer import RenderedImage
 
+        self._compile_once()
         results: list[RenderedImage] = []
-        size = self.config.batch_size
+        size = self.batch_size
         for start in range(0, len(views), size):
             chunk = views[start : start + size]
-            images, flags = self._run(chunk, [0] * len(chunk))
-            for view, image, flagged in zip(chunk, images, flags, strict=True):
+            images, rejected = self._run(chunk, [0] * len(chunk))
+            for view, image, rejected_now in zip(chunk, images, rejected, strict=True):
                 attempt = 0
-                while self._blank(image, flagged) and attempt < self.config.max_blank_retries:
+                while rejected_now and attempt < self.config.max_blank_retries:
                     attempt += 1
-                    (image,), (flagged,) = self._run([view], [attempt])
-                if self._blank(image, flagged):
+                    (image,), (rejected_now,) = self._run([view], [attempt])
+                if rejected_now:
                     log.warning(
                         "renderer: %s is still blank or safety-filtered after %d renders; keeping it",
                         view.key,
@@ -311,10 +391,6 @@ class DiffusersRenderer:
         return results
 
     # --- internals ---------------------------------------------------------------------------------
-    def _blank(self, image, flagged: bool) -> bool:
-        c = self.config
-        return flagged or is_blank(image, std_threshold=c.blank_std, mean_threshold=c.blank_mean)
-
     def latent_shape(self) -> tuple[int, int, int]:
         scale = self.pipe.vae_scale_factor
         return (self.denoiser.config.in_channels, self.config.height // scale, self.config.width // scale)
@@ -337,8 +413,19 @@ class DiffusersRenderer:
         return noise, generator
 
     def _run(self, views: Sequence[ViewSpec], attempts: Sequence[int]) -> tuple[list, list[bool]]:
-        import torch
+        """One pipeline call; returns the PIL images and, per image, whether it is rejected (blank or
+        safety-flagged) and must be re-rendered.
 
+        The pipeline hands back its decoded images as a tensor on the device; they are turned into uint8
+        there and checked for blankness there, so only uint8 pixels cross to the CPU. The pixel values
+        are exactly those of the pipeline's own PIL output (the same fp32 multiply and round)."""
+        import torch
+        from PIL import Image
+
+        count = len(views)
+        if self.fixed_shape and self._batch_size and count < self._batch_size:  # (the probe needs none)
+            padding = self._batch_size - count
+            views, attempts = [*views, *[views[-1]] * padding], [*attempts, *[attempts[-1]] * padding]
         drawn = [self.initial_noise(v, a) for v, a in zip(views, attempts, strict=True)]
         latents = torch.stack([noise for noise, _ in drawn]).to(self.runtime.device, self.runtime.torch_dtype)
         negative = [v.negative_prompt or self.config.negative_prompt for v in views]
@@ -352,7 +439,44 @@ class DiffusersRenderer:
                 width=self.config.width,
                 latents=latents,
                 generator=[generator for _, generator in drawn],
-                output_type="pil",
+                output_type="pt",
             )
+            pixels = to_uint8_pixels(out.images)
+            blank = blank_flags(pixels, std_threshold=self.config.blank_std, mean_threshold=self.config.blank_mean)
+            pixels, blank = pixels.cpu().numpy(), blank.cpu().tolist()
         nsfw = getattr(out, "nsfw_content_detected", None) or [False] * len(views)
-        return list(out.images), [bool(flag) for flag in nsfw]
+        images = [Image.fromarray(array) for array in pixels[:count]]
+        return images, [bool(flag) or empty for flag, empty in zip(nsfw[:count], blank[:count], strict=True)]
+
+
+def to_uint8_pixels(images):
+    """The pipeline's [0, 1] NCHW images -> NHWC uint8, as diffusers' own PIL conversion computes them."""
+    import torch
+
+    return (images.float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def blank_flags(pixels, *, std_threshold: float, mean_threshold: float):
+    """`is_blank` for a batch of NHWC uint8 pixels, on whatever device they are."""
+    values = pixels.float() / 255.0
+    std = values.std(dim=(1, 2, 3), correction=0)
+    mean = values.mean(dim=(1, 2, 3))
+    return (std < std_threshold) | (mean < mean_threshold)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+_PROBE_PROMPT = "a photo of a person wearing a red jacket and blue jeans, walking on a city street, full body"
+
+
+def _probe_views(n: int) -> list[ViewSpec]:
+    from prompts.spec import ViewSpec
+
+    return [
+        ViewSpec(pid=0, view=i, camid=0, seed=i, identity_seed=0, attributes={}, prompt=_PROBE_PROMPT, negative_prompt="")
+        for i in range(n)
+    ]
