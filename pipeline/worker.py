@@ -87,10 +87,10 @@ class ShardWorker:
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-encode")
 
     def run(self, plan: ShardPlan) -> ShardResult:
-        started = time.perf_counter()
-        with self._render_lock:
+        with self._render_lock:  # timed inside: the wait for the other call's rendering is not this shard's
+            started = time.perf_counter()
             samples = self.render(plan)
-        rendered = time.perf_counter()
+            rendered = time.perf_counter()
         record = self.publish(plan, samples, render_s=rendered - started)
         return ShardResult(record, rendered - started, time.perf_counter() - rendered, self.name)
 
