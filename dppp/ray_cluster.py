@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
+
+from dppp.errors import UserError
 
 log = logging.getLogger("dppp.ray")
 
@@ -23,12 +26,25 @@ def start_ray(address: str | None, cpus_needed: float = 1, *, worker_output: boo
     address = address or os.environ.get("RAY_ADDRESS")
     options = {"logging_level": "WARNING", "log_to_driver": worker_output}
     if address:
+        check_reachable(address)
         ray.init(address=address, **options)
     else:
         # The dashboard (on 127.0.0.1) serves the state API that Ray Train's placement-group cleaner polls;
         # without it the cleaner logs a warning every few seconds for the whole run.
         ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), **options)
     keep_cluster_messages_off_the_terminal()
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail at once on a `host:port` nothing answers on: ray.init retries one for minutes on end."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # ray://, auto, or a malformed address: Ray's own message is the clearer one
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check --ray-address "
+                        "or RAY_ADDRESS, and that the head node is up") from None
 
 
 def keep_cluster_messages_off_the_terminal() -> None:

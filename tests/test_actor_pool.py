@@ -39,3 +39,4 @@ def test_no_actor_placed_is_waited_for_placement_timeout_then_reported():
     reason = pool.out_of_capacity()
     assert reason and "could be placed" in reason and "30 s" in reason and "placement_timeout_s" in reason
     assert pool.sizes == [(0.0, 0)]  # never a loaded actor
+
