@@ -8,8 +8,8 @@ and on a full cluster their replacements cannot be placed. So the pool:
 - replaces a lost actor at once but does not wait for the replacement: the survivors carry on (a
   smaller pool), and the replacement joins whenever Ray places it;
 - tells "waiting for a node" (bounded by `placement_timeout_s`) from "loading the renderer" (which may
-  take minutes on a GPU and is not a capacity problem): the actor's trivial `__ray_ready__` answers
-  once it is placed, its `load()` once the renderer is in memory;
+  take minutes on a GPU and is not a capacity problem): a trivial call (`__ray_call__`, which every Ray
+  actor has) answers with the actor's node once it is placed, its `load()` once the renderer is loaded;
 - gives up a worker slot after `max_starts` failed starts in a row (a renderer that cannot load);
 - reports when no actor has been placed for `placement_timeout_s`, or no slot is left: the caller
   stops the job with that message instead of waiting forever.
@@ -40,6 +40,7 @@ class ActorLoss:
     # connection drops: a loss is handled before its node's death is known.
     node_dead: bool = False
     shards: int = 0  # shards it held, handed back to the queue (counted by the caller)
+    while_loading: bool = False  # lost before its renderer was loaded (it held no shard)
 
 
 @dataclass
@@ -113,8 +114,9 @@ class ActorPool:
         except (RayActorError, RayTaskError) as exc:
             self._failed_start(name, member, exc)
             return
+        member.node = node
         if state == READY:
-            member.node, member.failed_starts = node, 0
+            member.failed_starts = 0
         if _RANK[state] > _RANK[member.state]:
             member.state = state
             self._changed()
@@ -144,12 +146,17 @@ class ActorPool:
     def _start(self, name: str, failed_starts: int = 0) -> None:
         actor = self._spawn(name)
         self.members[name] = _Member(actor, failed_starts=failed_starts)
-        self._probes[actor.__ray_ready__.remote()] = (name, LOADING)
+        self._probes[actor.__ray_call__.remote(_node_of)] = (name, LOADING)
         self._probes[actor.load.remote()] = (name, READY)
         self._changed()
 
     def _failed_start(self, name: str, member: _Member, exc: BaseException) -> None:
+        from ray.exceptions import RayActorError
+
         self.last_start_error = short_error(exc)
+        if isinstance(exc, RayActorError) and member.node:  # placed, then its process or node went away
+            at = self._clock() - self.started
+            self.losses.append(ActorLoss(at, name, member.node, self.last_start_error, while_loading=True))
         self._kill(name)
         if member.failed_starts + 1 < self.max_starts:
             self._start(name, failed_starts=member.failed_starts + 1)
@@ -176,6 +183,13 @@ class ActorPool:
 
 
 _RANK = {PLACING: 0, LOADING: 1, READY: 2}
+
+
+def _node_of(_actor: Any) -> str:
+    """Run inside the actor by `__ray_call__`: the Ray node it was placed on."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def _dead_nodes() -> set[str]:

@@ -238,9 +238,9 @@ def run_generate(
 
 
 class ShardActor:
-    """The Ray actor around a ShardWorker. Its constructor does nothing, so Ray answers `__ray_ready__`
-    as soon as the actor is placed; `load()` then builds the renderer (seconds to minutes). The driver
-    thereby tells a cluster without room (bounded wait) from a slow model load (pipeline/actor_pool.py)."""
+    """The Ray actor around a ShardWorker. Its constructor does nothing, so the actor answers a call as
+    soon as Ray has placed it; `load()` then builds the renderer (seconds to minutes). The driver thereby
+    tells a cluster without room (bounded wait) from a slow model load (pipeline/actor_pool.py)."""
 
     def __init__(self, config: GenerateConfig, *, threads: int | None, name: str):
         self._args, self._worker = (config, threads, name), None
@@ -328,9 +328,12 @@ class _Drain:
             load[name] += 1
 
     def settle(self, probe) -> None:
-        before = len(self.pool.ready())
+        ready, losses = len(self.pool.ready()), len(self.pool.losses)
         self.pool.settle(probe)
-        if self.pool.losses and len(self.pool.ready()) > before:
+        for loss in self.pool.losses[losses:]:
+            self.bar.note(f"{loss.worker} on node {loss.node[:8]} lost while loading its renderer; "
+                          "a replacement is requested")  # fmt: skip
+        if self.pool.losses and len(self.pool.ready()) > ready:
             self.bar.note(f"a replacement actor joined: {len(self.pool.ready())} actor(s) rendering")
 
     def collect(self, ref) -> None:

@@ -15,7 +15,7 @@ class _Method:
 
 
 class _NeverPlacedActor:
-    __ray_ready__ = _Method()
+    __ray_call__ = _Method()
     load = _Method()
 
 

@@ -72,7 +72,8 @@ def print_summary(console, summary) -> None:
         table.add_row("actors", pool_history(summary.pool_sizes))
     for loss in summary.losses:
         node = f"node {loss.node[:8]}" + (" (dead)" if loss.node_dead else "")
-        table.add_row(f"{loss.worker} lost", f"at {loss.at_s:.1f} s on {node}: {loss.shards} shard(s) re-queued")
+        what = "while loading its renderer" if loss.while_loading else f"{loss.shards} shard(s) re-queued"
+        table.add_row(f"{loss.worker} lost", f"at {loss.at_s:.1f} s on {node}: {what}")
     if summary.nodes_lost:
         table.add_row("nodes lost", ", ".join(node[:8] for node in summary.nodes_lost))
     if summary.retries:
