@@ -29,12 +29,12 @@ PLACING, LOADING, READY = "placing", "loading", "ready"
 
 @dataclass
 class ActorLoss:
-    """A ready actor that died or became unreachable mid-run."""
+    """An actor that died or became unreachable mid-run: serving shards, or while loading its renderer."""
 
     at_s: float  # seconds since the pool started
     worker: str
     node: str  # Ray node id it ran on
-    error: str  # what Ray said (e.g. the RPC to it failed: its node's raylet is gone)
+    error: str  # what became of it, in a few words
     # Whether Ray had declared its node dead by the end of the run. Ray notices a dead node only after
     # its health checks fail (about 15-30 s by default), while a task on it fails at once when the
     # connection drops: a loss is handled before its node's death is known.
@@ -127,7 +127,7 @@ class ActorPool:
         member = self.members.get(name)
         if member is None or member.actor is not actor:
             return next((loss for loss in reversed(self.losses) if loss.worker == name), None)
-        loss = ActorLoss(self._clock() - self.started, name, member.node, short_error(exc))
+        loss = ActorLoss(self._clock() - self.started, name, member.node, loss_cause(exc))
         self.losses.append(loss)
         self._kill(name)  # an unreachable actor may still live: free its resources for the replacement
         self._start(name, failed_starts=0)
@@ -156,7 +156,7 @@ class ActorPool:
         self.last_start_error = short_error(exc)
         if isinstance(exc, RayActorError) and member.node:  # placed, then its process or node went away
             at = self._clock() - self.started
-            self.losses.append(ActorLoss(at, name, member.node, self.last_start_error, while_loading=True))
+            self.losses.append(ActorLoss(at, name, member.node, loss_cause(exc), while_loading=True))
         self._kill(name)
         if member.failed_starts + 1 < self.max_starts:
             self._start(name, failed_starts=member.failed_starts + 1)
@@ -196,6 +196,14 @@ def _dead_nodes() -> set[str]:
     import ray
 
     return {node["NodeID"] for node in ray.nodes() if not node.get("Alive", True)}
+
+
+def loss_cause(exc: BaseException) -> str:
+    """A lost actor's fate in a few words. Unreachable is what a dead node looks like at first: the
+    connection to the actor drops at once, Ray declares the node dead only after its health checks."""
+    from ray.exceptions import ActorUnavailableError
+
+    return "unreachable" if isinstance(exc, ActorUnavailableError) else short_error(exc)
 
 
 def short_error(exc: BaseException) -> str:
