@@ -34,11 +34,17 @@ GEN = {"identities": 320, "ids_per_shard": 4}  # the issue's recipe: 80 shards, 
 @pytest.fixture(scope="module")
 def cluster():
     ray = pytest.importorskip("ray")
+    from ray._private import worker as ray_worker
     from ray.cluster_utils import Cluster
+
+    from dppp.ray_cluster import keep_cluster_messages_off_the_terminal
 
     temp = tempfile.mkdtemp(prefix="dppp-ray-", dir="/tmp")  # short: Ray's socket paths live under it
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_TMPDIR", temp)
+        # as `dppp` does when it joins a cluster: the killed raylets' log tails stay out of the test log
+        patch.setattr(ray_worker, "print_to_stdstream", ray_worker.print_to_stdstream)
+        keep_cluster_messages_off_the_terminal()
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 0, "include_dashboard": False, "dashboard_agent_listen_port": None,
             "_system_config": FAST_FAILURE_DETECTION})  # fmt: skip
