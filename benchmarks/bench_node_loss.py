@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -111,7 +112,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     # The cluster's files, its address file included, stay private: no ray.init() elsewhere finds it.
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="dppp-bench-ray-", dir="/tmp")
+    ray_tmp = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="dppp-bench-ray-", dir="/tmp")
     import ray
     from ray.cluster_utils import Cluster
 
@@ -137,6 +138,8 @@ def main() -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
+        for folder in (base, ray_tmp):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -45,15 +45,17 @@ def cluster():
         # as `dppp` does when it joins a cluster: the killed raylets' log tails stay out of the test log
         patch.setattr(ray_worker, "print_to_stdstream", ray_worker.print_to_stdstream)
         keep_cluster_messages_off_the_terminal()
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "include_dashboard": False, "dashboard_agent_listen_port": None,
-            "_system_config": FAST_FAILURE_DETECTION})  # fmt: skip
+        cluster = None
         try:
+            cluster = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": 0, "include_dashboard": False, "dashboard_agent_listen_port": None,
+                "_system_config": FAST_FAILURE_DETECTION})  # fmt: skip
             ray.init(address=cluster.address, log_to_driver=False)
             yield cluster
         finally:
             ray.shutdown()
-            cluster.shutdown()
+            if cluster is not None:
+                cluster.shutdown()
             shutil.rmtree(temp, ignore_errors=True)
 
 
