@@ -114,22 +114,29 @@ class SleepWorker:
         self.name, self.sleep_s = name, sleep_s
         self._render_lock = threading.Lock()  # like ShardWorker: one shard renders at a time
 
+    def load(self) -> str:  # what pipeline.actor_pool asks of an actor
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def run(self, shard) -> _Result:
         with self._render_lock:
             time.sleep(self.sleep_s)
         return _Result(_Record(shard.num_images, 0), self.sleep_s, self.name)
 
 
-class SleepPool:
-    def __init__(self, size: int, sleep_s: float):
-        import ray
+def sleep_pool(size: int, sleep_s: float):
+    """The real ActorPool of SleepWorkers, every one loaded before any timing starts."""
+    import ray
 
-        cls = ray.remote(num_cpus=0, max_concurrency=2)(SleepWorker)
-        self.actors = {f"w{i}": cls.remote(f"w{i}", sleep_s) for i in range(size)}
-        ray.get([a.__ray_ready__.remote() for a in self.actors.values()])
+    from pipeline.actor_pool import ActorPool
 
-    def replace(self, name, dead) -> None:  # no actor dies in this benchmark
-        raise AssertionError("unexpected actor death")
+    cls = ray.remote(num_cpus=0, max_concurrency=2)(SleepWorker)
+    pool = ActorPool(lambda name: cls.remote(name, sleep_s), size, placement_timeout_s=60, max_starts=1)
+    while pool.probes():
+        pool.settle(ray.wait(pool.probes(), num_returns=1)[0][0])
+    assert len(pool.ready()) == size, pool.last_start_error
+    return pool
 
 
 def part_scheduling(actors: int, sleep_s: float, sizes: list[int]) -> None:
@@ -139,7 +146,7 @@ def part_scheduling(actors: int, sleep_s: float, sizes: list[int]) -> None:
     from pipeline.plan import ShardPlan
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    pool = SleepPool(actors, sleep_s)
+    pool = sleep_pool(actors, sleep_s)
     print(f"scheduling: {actors} actors, each shard sleeps {sleep_s * 1000:.0f} ms")
     for shards in sizes:
         plan = [ShardPlan(i, (i,), 10) for i in range(shards)]

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from dppp.commands import evaluate, generate, models, prompts, shards, train
-from dppp.errors import UserError
+from dppp.errors import ReportedError
 
 app = typer.Typer(
     name="dppp",
@@ -31,13 +31,14 @@ app.command("eval")(evaluate.evaluate)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code; user errors print one clear message (no traceback), exit 2."""
+    """Run the CLI and return its exit code; user errors print one clear message (no traceback), exit 2;
+    a cluster without room for the job, likewise, exit 1."""
     try:
         app(args=argv, prog_name="dppp")
     except SystemExit as exc:  # typer's standalone mode reports usage errors and --help this way
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
-    except UserError as exc:
+    except ReportedError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         return exc.exit_code
     return 0

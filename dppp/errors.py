@@ -1,12 +1,23 @@
-"""Errors a user can fix. The CLI prints them without a traceback and exits with their code."""
+"""Errors a user can act on. The CLI prints them without a traceback and exits with their code."""
 
 from __future__ import annotations
 
 
-class UserError(Exception):
+class ReportedError(Exception):
+    """An error whose message says all a user needs: shown as is, no traceback, exit code `exit_code`."""
+
+    exit_code = 1
+
+
+class UserError(ReportedError):
     """A problem in the user's input (config, URL, data): message shown as is, exit code 2."""
 
     exit_code = 2
+
+
+class CapacityError(ReportedError):
+    """The Ray cluster had no room for the job's workers within the configured wait (a node was lost, or
+    never there). Not bad input: exit code 1; what was committed or checkpointed stays, a rerun resumes."""
 
 
 class ConfigError(UserError):

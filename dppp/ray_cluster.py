@@ -2,23 +2,74 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import socket
+
+from dppp.errors import UserError
+
+log = logging.getLogger("dppp.ray")
 
 
-def start_ray(address: str | None, cpus_needed: float = 1) -> None:
+def start_ray(address: str | None, cpus_needed: float = 1, *, worker_output: bool = True) -> None:
     """Join `address` (or RAY_ADDRESS) when given, else start a local instance with room for the job.
 
     A local instance gets at least `cpus_needed` logical CPUs, even on a smaller machine, so a pool asked
-    for explicitly (e.g. 4 workers on 2 cores) starts oversubscribed instead of waiting forever."""
+    for explicitly (e.g. 4 workers on 2 cores) starts oversubscribed instead of waiting forever.
+    `worker_output=False` keeps what Ray's worker processes print (Ray Train's controller narrating each
+    restart with the tracebacks of the workers it lost) in Ray's logs instead of on the terminal."""
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    options = {"logging_level": "WARNING", "log_to_driver": worker_output}
     if address:
-        ray.init(address=address, logging_level="WARNING")
+        check_reachable(address)
+        ray.init(address=address, **options)
     else:
         # The dashboard (on 127.0.0.1) serves the state API that Ray Train's placement-group cleaner polls;
         # without it the cleaner logs a warning every few seconds for the whole run.
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), logging_level="WARNING")
+        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), **options)
+    keep_cluster_messages_off_the_terminal()
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail at once on a `host:port` nothing answers on: ray.init retries one for minutes on end."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # ray://, auto, or a malformed address: Ray's own message is the clearer one
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check --ray-address "
+                        "or RAY_ADDRESS, and that the head node is up") from None
+
+
+def keep_cluster_messages_off_the_terminal() -> None:
+    """Route Ray's cluster-wide system messages away from the driver's stdout, into the `dppp.ray` log.
+
+    Ray pushes them to every driver and prints them as they come, in the middle of the progress bar: a
+    raylet that died unexpectedly arrives with the last 20 lines of its log (`[state-dump] ...`), a node
+    marked dead with a paragraph of possible causes, and each twice or more. They stay in Ray's own logs
+    (`/tmp/ray/session_latest/logs/` on each node: raylet.out, gcs_server.out); dppp says what it did
+    about them in its own words (docs/reliability.md). Output of our own actors and workers (their
+    warnings) still reaches the terminal. Ray offers no option for this channel (`log_to_driver` covers
+    only worker output), so the driver's printer for it is wrapped; tests check the terminal stays clean.
+    """
+    from ray._private import worker as ray_worker
+
+    printer = getattr(ray_worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "dppp_quiet", False):
+        return
+
+    def print_unless_cluster_message(data, *args, **kwargs):
+        if data.get("pid") == "raylet":  # what listen_error_messages publishes: system messages, not our output
+            for message in data.get("lines", []):
+                log.info("ray: %s", message.strip().splitlines()[0] if message.strip() else "")
+            return None
+        return printer(data, *args, **kwargs)
+
+    print_unless_cluster_message.dppp_quiet = True
+    ray_worker.print_to_stdstream = print_unless_cluster_message

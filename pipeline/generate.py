@@ -1,9 +1,11 @@
 """`dppp generate`: the Ray batch job that renders identities into committed shards on storage.
 
 The driver builds the plan, writes (or checks) dataset.json, reads which shards are already committed
-and hands the rest to a fixed pool of renderer actors (pipeline/worker.py). The shard is the unit of
-work, retry and commit: a dead actor is replaced and its shard re-queued; a shard failing `max_attempts`
-times is reported and the job exits 1, every committed shard staying valid. A rerun resumes.
+and hands the rest to a pool of renderer actors (pipeline/worker.py, pipeline/actor_pool.py). The shard
+is the unit of work, retry and commit: a dead actor (or a dead node's actors) is replaced and its shards
+re-queued, the survivors carrying on meanwhile; a shard failing `max_attempts` times is reported and the
+job exits 1, every committed shard staying valid. With no actor placed for `placement_timeout_s` the job
+stops the same way instead of waiting forever. A rerun resumes.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from dppp.errors import UserError
+from dppp.errors import CapacityError, UserError
 from dppp.ray_cluster import start_ray
 from dppp.schema import StrictModel
+from pipeline.actor_pool import ActorLoss, ActorPool, short_error
 from pipeline.postprocess import OutputConfig
 from pipeline.renderer import RendererConfig
 from pipeline.renderers.procedural import ProceduralRendererConfig
@@ -54,10 +57,14 @@ class GenerateConfig(StrictModel):
     max_attempts: int = Field(3, ge=1)
     # Ray resources per actor: one GPU each when the cluster has GPUs (diffusers), else CPUs.
     cpus_per_worker: float = Field(1.0, gt=0)
+    # How long the job waits with no renderer actor placed on the cluster (at the start, or after the
+    # nodes holding every actor died) before it stops with exit 1. Raise it where an autoscaler takes
+    # longer to bring a node up. While some actor runs, lost ones are re-requested without a deadline.
+    placement_timeout_s: float = Field(300.0, gt=0)
 
 
 # Config fields that do not change a single byte of the dataset: they may differ on resume.
-_RUN_ONLY_FIELDS = {"out", "workers", "storage", "max_attempts", "cpus_per_worker"}
+_RUN_ONLY_FIELDS = {"out", "workers", "storage", "max_attempts", "cpus_per_worker", "placement_timeout_s"}
 _FORWARDED_ENV = {
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE",
@@ -67,7 +74,8 @@ _AVG_JPEG_BYTES_PER_PIXEL = 0.46  # measured on the demo (procedural, 256x128, q
 
 
 class GenerationFailed(Exception):
-    """Some shards failed every attempt; the committed ones stay valid. Exit code 1."""
+    """Some shards failed every attempt, or the cluster had no room left; the committed ones stay valid.
+    Exit code 1."""
 
     exit_code = 1
 
@@ -87,6 +95,14 @@ class GenerateSummary:
     # (seconds since the pool started, images) at each shard's commit: the steady-state rate without start-up
     timeline: list[tuple[float, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # settings this run measured or reused, for the summary
+    # (seconds since the pool started, actors with a loaded renderer) at each change of the pool's size
+    pool_sizes: list[tuple[float, int]] = field(default_factory=list)
+    losses: list[ActorLoss] = field(default_factory=list)  # actors that died mid-run, and on which node
+    stopped: str | None = None  # why the job stopped before every shard was tried (no capacity left)
+
+    @property
+    def nodes_lost(self) -> list[str]:
+        return sorted({loss.node for loss in self.losses if loss.node_dead})
 
     def steady_images_per_s(self) -> float | None:
         """Images/s between the first and the last commit: what the pool sustains once it is running."""
@@ -179,7 +195,6 @@ def prepare_output(plan: Plan, *, overwrite: bool):
 
 
 RESOLVED_BATCH_SIZE = "generate.renderer.batch_size"
-_PROBE_TIMEOUT_S = 1800.0  # model load + probe; a probe actor that cannot be placed must not hang the job
 
 
 def resolve_batch_size(config: GenerateConfig, storage, resources: dict[str, float]) -> tuple[GenerateConfig, str]:
@@ -197,12 +212,19 @@ def resolve_batch_size(config: GenerateConfig, storage, resources: dict[str, flo
     if chosen is not None:
         note = f"renderer batch size {chosen} (batch_size: auto, as recorded in dataset.json)"
     else:
-        probe = _ActorPool(config, 1, resources)  # one worker, set up as every worker is, then gone
+        pool = ActorPool(_actor_spawner(config, resources), 1, placement_timeout_s=config.placement_timeout_s,
+                         max_starts=config.max_attempts)  # one worker, set up as every worker is, then gone
         try:
-            (worker,) = probe.actors.values()
-            chosen, description = ray.get(worker.choose_batch_size.remote(), timeout=_PROBE_TIMEOUT_S)
+            while not pool.ready():
+                if reason := pool.out_of_capacity():
+                    raise CapacityError(f"the batch-size probe (batch_size: auto) could not start: {reason}")
+                ready, _ = ray.wait(pool.probes(), num_returns=1, timeout=pool.wait_timeout())
+                if ready:
+                    pool.settle(ready[0])
+            (actor,) = pool.ready().values()
+            chosen, description = ray.get(actor.choose_batch_size.remote())
         finally:
-            probe.shutdown()
+            pool.shutdown()
         manifest.setdefault("resolved", {})[RESOLVED_BATCH_SIZE] = chosen
         write_dataset_manifest(storage, manifest)
         note = f"renderer {description}; recorded in dataset.json"
@@ -243,102 +265,159 @@ def run_generate(
         n_workers, resources = _pool_shape(config)
         config, note = resolve_batch_size(config, storage, resources)
         summary.notes += [note] if note else []
-        pool = _ActorPool(config, min(n_workers, len(todo)), resources)
+        pool = ActorPool(_actor_spawner(config, resources), min(n_workers, len(todo)),
+                         placement_timeout_s=config.placement_timeout_s, max_starts=config.max_attempts)  # fmt: skip
         try:
             _drain(pool, todo, config.max_attempts, summary, progress)
         finally:
             pool.shutdown()
+            summary.pool_sizes, summary.losses = pool.sizes, pool.losses
     if todo or not storage.exists(INDEX_NAME):  # a rerun of a finished dataset need not re-read every shard
         write_index(storage)
     summary.wall_s = time.perf_counter() - started
     summary.busy = {name: busy / summary.wall_s for name, busy in summary.busy.items()}
-    if summary.failed:
+    if summary.failed or summary.stopped:
         raise GenerationFailed(summary)
     return summary
 
 
-class _ActorPool:
-    """A fixed pool of renderer actors; a dead one is replaced under the same name."""
+class ShardActor:
+    """The Ray actor around a ShardWorker. Its constructor does nothing, so the actor answers a call as
+    soon as Ray has placed it; `load()` then builds the renderer (seconds to minutes). The driver thereby
+    tells a cluster without room (bounded wait) from a slow model load (pipeline/actor_pool.py)."""
 
-    def __init__(self, config: GenerateConfig, size: int, resources: dict[str, float]):
+    def __init__(self, config: GenerateConfig, *, threads: int | None, name: str):
+        self._args, self._worker = (config, threads, name), None
+
+    def load(self) -> str:
         import ray
 
         from pipeline.worker import ShardWorker
 
-        # Two calls per actor at once: the tar write and upload of one shard overlap the next one's rendering.
-        self._cls = ray.remote(max_concurrency=2, **resources)(ShardWorker)
-        self._threads = None if "num_gpus" in resources else max(1, int(resources["num_cpus"]))
-        self.config = config
-        self.actors = {f"worker-{i}": self._spawn(f"worker-{i}") for i in range(size)}
+        config, threads, name = self._args
+        self._worker = ShardWorker(config, threads=threads, name=name)
+        return ray.get_runtime_context().get_node_id()
 
-    def _spawn(self, name: str):
-        # The driver's S3 settings (endpoint, region, credentials) reach the actors even when the Ray
-        # instance was started before they were set; a cluster's own node credentials are used otherwise.
-        env = {key: value for key, value in os.environ.items() if key in _FORWARDED_ENV}
-        options = {"runtime_env": {"env_vars": env}} if env else {}
-        return self._cls.options(**options).remote(self.config, threads=self._threads, name=name)
+    def run(self, plan):
+        return self._worker.run(plan)
 
-    def replace(self, name: str, dead) -> None:
-        import ray
-
-        if self.actors.get(name) is dead:
-            ray.kill(dead, no_restart=True)
-            self.actors[name] = self._spawn(name)
-
-    def shutdown(self) -> None:
-        import ray
-
-        for actor in self.actors.values():
-            ray.kill(actor, no_restart=True)
+    def choose_batch_size(self) -> tuple[int, str]:
+        return self._worker.choose_batch_size()
 
 
-def _drain(pool: _ActorPool, todo: list, max_attempts: int, summary: GenerateSummary, progress: bool) -> None:
+def _actor_spawner(config: GenerateConfig, resources: dict[str, float]):
+    """A function that starts one ShardActor by worker name, with the pool's resources and environment."""
     import ray
-    from ray.exceptions import RayActorError, RayTaskError
 
+    # Two calls per actor at once: the tar write and upload of one shard overlap the next one's rendering.
+    cls = ray.remote(max_concurrency=2, **resources)(ShardActor)
+    threads = None if "num_gpus" in resources else max(1, int(resources["num_cpus"]))
+    # The driver's S3 settings (endpoint, region, credentials) reach the actors even when the Ray
+    # instance was started before they were set; a cluster's own node credentials are used otherwise.
+    env = {key: value for key, value in os.environ.items() if key in _FORWARDED_ENV}
+    options = {"runtime_env": {"env_vars": env}} if env else {}
+
+    def spawn(name: str):
+        return cls.options(**options).remote(config, threads=threads, name=name)
+
+    return spawn
+
+
+_DEPTH = 2  # shards in flight per actor: one renders while the previous one is written and uploaded
+
+
+def _drain(pool: ActorPool, todo: list, max_attempts: int, summary: GenerateSummary, progress: bool) -> None:
+    """Hand the shards to the pool's loaded actors until each is committed, has failed `max_attempts`
+    times, or the pool has had no placed actor for its placement timeout (summary.stopped says so)."""
     from pipeline.progress import GenerateProgress
 
-    queue = deque(todo)
-    attempts: dict[int, int] = {}
-    in_flight: dict[Any, tuple[str, Any, Any]] = {}  # ref -> (worker name, actor, shard plan)
-    depth = 2
-    pool_started = time.perf_counter()
     with GenerateProgress(len(todo), sum(s.num_images for s in todo), enabled=progress) as bar:
-        while queue or in_flight:
-            while queue:  # least-loaded actor first, so work spreads before any actor pipelines two
-                load = {name: 0 for name in pool.actors}
-                for name, _, _ in in_flight.values():
-                    load[name] = load.get(name, 0) + 1
-                name = min(pool.actors, key=lambda n: load[n])
-                if load[name] >= depth:
-                    break
-                shard = queue.popleft()
-                actor = pool.actors[name]
-                in_flight[actor.run.remote(shard)] = (name, actor, shard)
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            name, actor, shard = in_flight.pop(ready[0])
-            try:
-                result = ray.get(ready[0])
-            except (RayActorError, RayTaskError) as exc:
-                if isinstance(exc, RayActorError):
-                    pool.replace(name, actor)
-                attempts[shard.index] = attempts.get(shard.index, 0) + 1
-                if attempts[shard.index] < max_attempts:
-                    summary.retries += 1
-                    queue.append(shard)
-                else:
-                    summary.failed[shard.index] = _short_error(exc)
-                    bar.fail(shard.index, summary.failed[shard.index])
-                continue
-            summary.shards_done += 1
-            summary.images += result.record.count
-            summary.bytes += result.record.bytes
-            summary.busy[result.worker] = summary.busy.get(result.worker, 0.0) + result.render_s
-            summary.timeline.append((time.perf_counter() - pool_started, result.record.count))
-            bar.advance(result.record.count)
+        _Drain(pool, todo, max_attempts, summary, bar).run()
 
 
-def _short_error(exc: BaseException) -> str:
-    cause = getattr(exc, "cause", None) or exc
-    lines = [line for line in str(cause).strip().splitlines() if line.strip()]
-    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
+class _Drain:
+    def __init__(self, pool: ActorPool, todo: list, max_attempts: int, summary: GenerateSummary, bar):
+        self.pool, self.max_attempts, self.summary, self.bar = pool, max_attempts, summary, bar
+        self.queue = deque(todo)
+        self.attempts: dict[int, int] = {}
+        self.in_flight: dict[Any, tuple[str, Any, Any]] = {}  # ref -> (worker name, actor, shard plan)
+
+    def run(self) -> None:
+        import ray
+
+        while self.queue or self.in_flight:
+            self.dispatch()
+            if not self.in_flight and (reason := self.pool.out_of_capacity()):
+                self.summary.stopped = f"{reason}; {len(self.queue)} shard(s) not rendered"
+                return
+            # A task in flight always ends (a dead actor's fails once Ray declares the actor dead);
+            # only a wait on placement alone needs a bound.
+            timeout = None if self.in_flight else self.pool.wait_timeout()
+            ready, _ = ray.wait([*self.in_flight, *self.pool.probes()], num_returns=1, timeout=timeout)
+            if ready and self.pool.is_probe(ready[0]):
+                self.settle(ready[0])
+            elif ready:
+                self.collect(ready[0])
+
+    def dispatch(self) -> None:
+        """Least-loaded ready actor first, so work spreads before any actor pipelines a second shard."""
+        actors = self.pool.ready()
+        load = dict.fromkeys(actors, 0)
+        for name, actor, _ in self.in_flight.values():
+            if actors.get(name) is actor:
+                load[name] += 1
+        while self.queue and load:
+            name = min(load, key=load.__getitem__)
+            if load[name] >= _DEPTH:
+                return
+            shard = self.queue.popleft()
+            self.in_flight[actors[name].run.remote(shard)] = (name, actors[name], shard)
+            load[name] += 1
+
+    def settle(self, probe) -> None:
+        ready, losses = len(self.pool.ready()), len(self.pool.losses)
+        self.pool.settle(probe)
+        for loss in self.pool.losses[losses:]:
+            self.bar.note(f"{loss.worker} on node {loss.node[:8]} lost while loading its renderer; "
+                          "a replacement is requested")  # fmt: skip
+        if self.pool.losses and len(self.pool.ready()) > ready:
+            self.bar.note(f"a replacement actor joined: {len(self.pool.ready())} actor(s) rendering")
+
+    def collect(self, ref) -> None:
+        """Book a finished shard task: its commit, or a retry (back to the queue), or its final failure."""
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        name, actor, shard = self.in_flight.pop(ref)
+        try:
+            result = ray.get(ref)
+        except (RayActorError, RayTaskError) as exc:
+            if isinstance(exc, RayActorError):
+                self.actor_lost(name, actor, exc)
+            self.retry_or_fail(shard, exc)
+            return
+        summary = self.summary
+        summary.shards_done += 1
+        summary.images += result.record.count
+        summary.bytes += result.record.bytes
+        summary.busy[result.worker] = summary.busy.get(result.worker, 0.0) + result.render_s
+        summary.timeline.append((time.monotonic() - self.pool.started, result.record.count))
+        self.bar.advance(result.record.count)
+
+    def actor_lost(self, name: str, actor, exc: BaseException) -> None:
+        loss = self.pool.lost(name, actor, exc)
+        if loss is None:
+            return
+        loss.shards += 1
+        if loss.shards == 1:
+            self.bar.note(f"{name} on node {loss.node[:8]} lost ({loss.error}): its shards go back to the "
+                          f"queue, {len(self.pool.ready())} actor(s) carry on, a replacement is requested")  # fmt: skip
+
+    def retry_or_fail(self, shard, exc: BaseException) -> None:
+        self.attempts[shard.index] = self.attempts.get(shard.index, 0) + 1
+        if self.attempts[shard.index] < self.max_attempts:
+            self.summary.retries += 1
+            self.queue.append(shard)
+        else:
+            self.summary.failed[shard.index] = short_error(exc)
+            self.bar.fail(shard.index, self.summary.failed[shard.index])

@@ -19,6 +19,7 @@ class GenerateProgress:
     def __init__(self, shards: int, images: int, *, enabled: bool = True):
         self.images_total = images
         self.images = 0
+        self.enabled = enabled
         self.console = Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]generate"),
@@ -46,6 +47,11 @@ class GenerateProgress:
         elapsed = self.progress.tasks[0].elapsed or 0.0
         rate = self.images / elapsed if elapsed > 0 else 0.0
         self.progress.update(self.task, advance=1, images=self.images, rate=rate)
+
+    def note(self, message: str) -> None:
+        """A line above the bar about the run itself (an actor or node lost, a replacement joined)."""
+        if self.enabled:
+            self.console.print(message)
 
     def fail(self, shard: int, error: str) -> None:
         self.console.print(f"[red]shard {shard:06d} failed every attempt:[/red] {error}")

@@ -35,8 +35,8 @@ def tar_digests(url: str) -> dict[str, str]:
     return {r.tar: hashlib.sha256(storage.read_bytes(r.tar)).hexdigest() for r in committed_shards(storage)}
 
 
-def worker_processes(marker: str = "ShardWorker.run") -> list[int]:
-    """Pids of Ray actor processes whose title shows them inside a ShardWorker.run call."""
+def worker_processes(marker: str = "ShardActor.run") -> list[int]:
+    """Pids of Ray actor processes whose title shows them inside a ShardActor.run call."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -182,6 +182,39 @@ def test_failing_shard_is_reported_after_bounded_attempts(tmp_path, ray_instance
     assert list(summary.failed) == [1] and summary.retries == 1
     assert sorted(r.index for r in committed_shards(open_storage(str(out)))) == [0, 2]
     assert main(["shards", "verify", str(out)]) == 1  # the squatter is reported, the good shards verify
+
+
+@pytest.mark.slow
+def test_no_node_can_hold_an_actor_stops_after_the_placement_timeout(tmp_path, ray_instance, capsys):
+    """Actors asking for more CPUs than any node has are never placed: the job stops with exit 1 once
+    placement_timeout_s has passed, saying why, instead of waiting forever (docs/reliability.md)."""
+    out = tmp_path / "dataset"
+    argv = ["generate", str(ROOT / "configs/demo.yaml"), "--out", str(out), "--identities", "4",
+            "--ids-per-shard", "2", "--set", "generate.cpus_per_worker=64",
+            "--set", "generate.placement_timeout_s=1"]  # fmt: skip
+    started = time.monotonic()
+    assert main(argv) == 1
+    assert time.monotonic() - started < 60
+    printed = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
+    assert "stopped:" in printed and "could be placed" in printed and "1 s" in printed
+    assert "2 shard(s) not rendered" in printed and "Traceback" not in printed
+    assert committed_shards(open_storage(str(out))) == []
+
+
+@pytest.mark.slow
+def test_a_renderer_that_cannot_load_stops_the_job_with_its_error(tmp_path, ray_instance):
+    """Each actor's start is tried max_attempts times, then its slot is given up; with none left the job
+    stops with the renderer's own error (here a model folder that is not there), nothing committed."""
+    out = tmp_path / "dataset"
+    config = gen_config(out, identities=4, ids_per_shard=2, workers=1, max_attempts=2,
+                        **{"renderer.kind": "diffusers", "renderer.model": str(tmp_path / "no-model")})  # fmt: skip
+    with pytest.raises(GenerationFailed) as info:
+        run_generate(config, progress=False)
+    summary = info.value.args[0]
+    assert summary.stopped and "failed to start (2 tries each)" in summary.stopped
+    assert "no-model" in summary.stopped and "does not exist" in summary.stopped
+    assert summary.shards_done == 0 and not summary.failed
+    assert committed_shards(open_storage(str(out))) == []
 
 
 @pytest.mark.slow

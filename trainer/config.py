@@ -80,5 +80,9 @@ class TrainConfig(StrictModel):
     checkpoint_every_steps: int | None = Field(None, ge=1)  # besides every epoch end
     checkpoint_keep: int = Field(3, ge=1)  # the latest K checkpoints are kept
     max_failures: int = Field(3, ge=0)  # worker-group restarts (from the last checkpoint) before giving up
+    # How long one start of the worker group may wait for the cluster to place every worker (at the
+    # start, or after a node hosting one died). A start that times out is tried once more, then the run
+    # stops with exit 1, its checkpoints kept. Raise it where an autoscaler takes longer to add a node.
+    placement_timeout_s: float = Field(300.0, gt=0)
     log_every_steps: int = Field(10, ge=1)
     bank_batch_size: int = Field(64, ge=1)  # PDM identity bank pass between the phases

@@ -10,8 +10,10 @@ message instead of after a worker group has started (and been retried `max_failu
 
 The run lives at <out>/<run_name>/: Ray Train's checkpoints (the newest `checkpoint_keep`), metrics.jsonl,
 tensorboard/, loss_curves.png and final/. Ray Train V2 resumes a run by its (storage path, name): a rerun
-with the same run name continues from the newest checkpoint, and a worker group that loses a worker is
-restarted from it (FailureConfig).
+with the same run name continues from the newest checkpoint, and a worker group that loses a worker (its
+process, or the node it ran on) is restarted from it on whatever nodes have room (FailureConfig). A start
+that cannot place every worker within `placement_timeout_s` is tried once more; then the run stops with a
+CapacityError (exit 1) instead of Ray Train's default of retrying forever.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dppp.errors import ConfigError, UserError
+from dppp.errors import CapacityError, ConfigError, UserError
 from dppp.ray_cluster import start_ray
 from trainer.config import TrainConfig
 
@@ -95,14 +99,24 @@ def check_style_labels(config: TrainConfig, data) -> None:
         )
 
 
-def _user_error(exc: BaseException) -> UserError | None:
-    """The UserError (bad data, bad config) at the root of a Ray Train failure, if that is what it is."""
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception behind it: chained ones, a worker's (RayTaskError.cause), each failed
+    worker's (WorkerGroupError.worker_failures) and the controller's (ControllerError.controller_failure)."""
     seen, todo = set(), [exc]
     while todo:
         current = todo.pop()
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
+        yield current
+        todo += [getattr(current, "cause", None), getattr(current, "controller_failure", None),
+                 current.__cause__, current.__context__]  # fmt: skip
+        todo += list(getattr(current, "worker_failures", {}).values())
+
+
+def _user_error(exc: BaseException) -> UserError | None:
+    """The UserError (bad data, bad config) at the root of a Ray Train failure, if that is what it is."""
+    for current in _causes(exc):
         original = getattr(current, "cause", None)  # a RayTaskError keeps the worker's exception here
         if isinstance(original, UserError):
             return original
@@ -110,9 +124,42 @@ def _user_error(exc: BaseException) -> UserError | None:
             text = str(current).strip()
             # Ray's RayTaskError(DataError) renders a traceback first; the message is its last line.
             return UserError(text.splitlines()[-1] if type(current).__name__.startswith("RayTaskError") else text)
-        todo += [getattr(current, "cause", None), current.__cause__, current.__context__]
-        todo += list(getattr(current, "worker_failures", {}).values())
     return None
+
+
+# Ray Train's names for "the worker group could not be placed in time" / "the cluster can never hold it".
+_NO_CAPACITY = ("WorkerGroupStartupTimeoutError", "InsufficientClusterResourcesError")
+# Starts of the worker group that may fail (not placed in time, a worker dying while it starts) before the
+# run stops. Ray Train's default is unlimited: a run whose lost node never comes back would wait forever.
+# One retry covers a node that died but that Ray had not yet declared dead when the group restarted.
+_START_RETRIES = 1
+
+
+def _capacity_error(exc: BaseException, config: TrainConfig) -> CapacityError | None:
+    if not any(type(current).__name__ in _NO_CAPACITY for current in _causes(exc)):
+        return None
+    return CapacityError(
+        f"the Ray cluster has no room for {config.workers} training worker(s) ({config.cpus_per_worker:g} CPU"
+        + (" and 1 GPU" if config.use_gpu else "") + f" each): {_START_RETRIES + 1} starts waited "
+        f"train.placement_timeout_s = {config.placement_timeout_s:g} s each (a node was lost, or the cluster "
+        "is too small). Checkpoints are kept: rerun the same command once the cluster has room again; it "
+        "resumes from the newest one."
+    )
+
+
+@contextmanager
+def _worker_group_start_timeout(seconds: float) -> Iterator[None]:
+    """Ray Train V2 reads this bound from the driver's environment (and passes it on to its controller)."""
+    name = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+    before = os.environ.get(name)
+    os.environ[name] = f"{seconds:g}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def run_train(config: TrainConfig, data: list[str] | None = None, out: str | None = None, *,
@@ -139,8 +186,10 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
 
     from trainer.train_loop import train_worker
 
-    start_ray(ray_address, config.workers * config.cpus_per_worker)
-    board = _progress_board().remote()
+    # Ray Train narrates every worker-group restart with the lost workers' tracebacks; the progress bar
+    # and the result say what happened, and Ray's logs keep the rest (docs/troubleshooting.md).
+    start_ray(ray_address, config.workers * config.cpus_per_worker, worker_output=False)
+    board = _progress_board().options(scheduling_strategy=_this_node()).remote()
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": config.model_dump(mode="json"), "data": training_data, "out": run_url,
@@ -153,22 +202,31 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
             storage_path=storage_path,
             storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint_keep),
-            failure_config=FailureConfig(max_failures=config.max_failures),
+            failure_config=FailureConfig(max_failures=config.max_failures, controller_failure_limit=_START_RETRIES),
         ),
     )
     started = time.perf_counter()
     try:
-        _fit_with_progress(trainer, board, steps, training_data.describe(), progress)
+        with _worker_group_start_timeout(config.placement_timeout_s):
+            _fit_with_progress(trainer, board, steps, training_data.describe(), progress)
     except Exception as exc:
-        user = _user_error(exc)
-        if user is not None:
-            raise user from None
+        reported = _user_error(exc) or _capacity_error(exc, config)
+        if reported is not None:
+            raise reported from None
         raise
     finally:
         state = _safe_get(board)
         ray.kill(board)
     return TrainResult(run_url, f"{run_url}/final", steps, time.perf_counter() - started,
                        state.get("starts", []), state.get("epoch", {}))  # fmt: skip
+
+
+def _this_node():
+    """Pins a helper actor to the driver's node: a node lost mid-run must not take the progress with it."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def _progress_board():
@@ -224,9 +282,15 @@ def _fit_with_progress(trainer, board, steps: int, description: str, progress: b
                    TextColumn("{task.fields[info]}"))  # fmt: skip
         with Progress(*columns, console=console, transient=False) as bar:
             task = bar.add_task("steps", total=steps, info="starting workers")
+            starts_seen = 0
             while thread.is_alive():
                 thread.join(0.5)
                 state = _safe_get(board)
+                for start in state.get("starts", [])[starts_seen:]:
+                    if start.get("resumed") and starts_seen:
+                        console.print(f"training workers restarted (a worker or its node was lost): resuming "
+                                      f"from the checkpoint at step {start.get('step')}")  # fmt: skip
+                    starts_seen += 1
                 step = state.get("step", {})
                 info = (f"phase {step['phase']} epoch {step['epoch']} loss {step.get('loss', float('nan')):.4f} "
                         f"{step.get('images_per_s', 0):.0f} img/s") if step else "starting workers"  # fmt: skip

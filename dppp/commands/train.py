@@ -33,8 +33,10 @@ def train(
     console = Console()
     losses = ", ".join(f"{k.removeprefix('loss/')} {v:.4f}" for k, v in sorted(result.last_epoch.items())
                        if k.startswith("loss"))  # fmt: skip
+    resumes = [start.get("step") for start in result.starts[1:]]
     console.print(f"trained {result.steps} steps in {result.wall_s:.1f} s"
-                  + (f" (resumed {len(result.starts) - 1} time(s))" if len(result.starts) > 1 else ""))  # fmt: skip
+                  + (f" (restarted {len(resumes)} time(s), from the checkpoints at steps "
+                     f"{', '.join(map(str, resumes))})" if resumes else ""))  # fmt: skip
     if losses:
         console.print(f"last epoch: {losses}")
     console.print(f"run: {result.run_url}\nfinal model: {result.final_url}")
