@@ -113,20 +113,51 @@ class ClipBackbone(nn.Module):
 
 
 def load_clip(config: ModelConfig):
-    """(CLIPModel, tokenizer) from `config.backbone`: "tiny", a local folder or a hub id."""
+    """(CLIPModel, tokenizer) from `config.backbone`: "tiny", a local folder or a hub id. A folder that
+    holds no CLIP, or a tokenizer whose vocabulary is not the text model's, is a ConfigError naming it."""
     if config.backbone == "tiny":
         from trainer.tiny_clip import build_tiny_clip
 
         return build_tiny_clip(config.tiny, config.image_size[0], seed=config.init_seed)
     from transformers import AutoTokenizer, CLIPModel
 
+    check_clip_folder(config.backbone)
     try:
         clip = CLIPModel.from_pretrained(config.backbone)
         tokenizer = AutoTokenizer.from_pretrained(config.backbone)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot load CLIP from {config.backbone!r}: {first}", path="train.model.backbone") from None
+    rows = clip.config.text_config.vocab_size
+    if len(tokenizer) != rows or tokenizer.eos_token_id is None or tokenizer.eos_token_id >= rows:
+        raise ConfigError(f"backbone {config.backbone!r}: its tokenizer has {len(tokenizer)} tokens but the text "
+                          f"model's vocabulary has {rows}: the tokenizer belongs to another model",
+                          path="train.model.backbone")  # fmt: skip
     return clip.eval(), tokenizer
+
+
+def check_clip_folder(backbone: str) -> None:
+    """A local backbone folder must hold a CLIP (config.json with model_type "clip"); a hub id is left to
+    transformers."""
+    import json
+    from pathlib import Path
+
+    path = Path(backbone)
+    if not path.exists():
+        if backbone.startswith((".", "/", "~")) or backbone.count("/") > 1:
+            raise ConfigError(f"backbone folder {backbone!r} does not exist", path="train.model.backbone")
+        return  # a hub id (org/name)
+    where = "train.model.backbone"
+    if not path.is_dir():
+        raise ConfigError(f"backbone {backbone!r} is a file, not a CLIP folder", path=where)
+    try:
+        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except FileNotFoundError:
+        raise ConfigError(f"backbone folder {backbone!r} holds no config.json: not a saved CLIP model", path=where) from None
+    except (ValueError, AttributeError, OSError):
+        raise ConfigError(f"backbone folder {backbone!r}: config.json is not a model config", path=where) from None
+    if model_type != "clip":
+        raise ConfigError(f"backbone folder {backbone!r} holds a {model_type!r} model, not a CLIP", path=where)
 
 
 def load_backbone(config: ModelConfig, placeholder_tokens: list[str]) -> ClipBackbone:

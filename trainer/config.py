@@ -63,10 +63,10 @@ class DataConfig(StrictModel):
     storage: StorageConfig = StorageConfig()
 
 
-class TrainConfig(StrictModel):
-    model: ModelConfig = ModelConfig()
-    phase1: Phase1Schedule = Phase1Schedule()
-    phase2: Phase2Schedule = Phase2Schedule()
+class RunSettings(StrictModel):
+    """What every Ray Train run shares (`dppp train`, `dppp pretrain`): its data, where it lives, its
+    workers, checkpoints and logs. trainer/train.py launches it, trainer/train_loop.py runs it."""
+
     data: DataConfig = DataConfig()
     # The run: <out>/<run_name>/ holds checkpoints, metrics and final/; a rerun with the same name resumes.
     out: str = "runs/demo/train"
@@ -81,4 +81,10 @@ class TrainConfig(StrictModel):
     checkpoint_keep: int = Field(3, ge=1)  # the latest K checkpoints are kept
     max_failures: int = Field(3, ge=0)  # worker-group restarts (from the last checkpoint) before giving up
     log_every_steps: int = Field(10, ge=1)
+
+
+class TrainConfig(RunSettings):
+    model: ModelConfig = ModelConfig()
+    phase1: Phase1Schedule = Phase1Schedule()
+    phase2: Phase2Schedule = Phase2Schedule()
     bank_batch_size: int = Field(64, ge=1)  # PDM identity bank pass between the phases

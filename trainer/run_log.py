@@ -62,6 +62,11 @@ class RunLog:
                 self.storage.put_file(local, local.relative_to(self.workdir).as_posix())
         self.storage.put_file(self.path, METRICS_FILE)  # last: it names the newest published step
 
+    def last(self, kind: str) -> dict[str, Any]:
+        """The newest record of `kind` written so far (a resumed run's included), or {}."""
+        found = [r for r in read_metrics(self.path) if r.get("kind") == kind]
+        return found[-1] if found else {}
+
     def close(self) -> None:
         self.tensorboard.close()
 

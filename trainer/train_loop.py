@@ -77,14 +77,20 @@ class EpochSteps:
         return self.cache[epoch]
 
 
+def to_device(value, device):
+    """Tensors (also inside a dict, e.g. the style labels) moved to `device`; anything else (the prompts
+    of an image-text batch) passed as it is."""
+    if torch.is_tensor(value):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
 def optimizer_step(wrapped, optimizer, scaler, batch, device, amp_dtype=None):
     """One optimiser step on one loader batch: to device, forward (autocast when `amp_dtype`), backward
     (through `scaler` for fp16), step. Returns (total loss, {name: loss}), detached."""
-    inputs = {
-        "pixel_values": batch["pixel_values"].to(device, non_blocking=True),
-        "pids": batch["pids"].to(device, non_blocking=True),
-        "style": {k: v.to(device, non_blocking=True) for k, v in batch["style"].items()},
-    }
+    inputs = {k: to_device(v, device) for k, v in batch.items() if k != "keys"}
     with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         loss, parts = wrapped(inputs)
     optimizer.zero_grad(set_to_none=True)
@@ -95,7 +101,8 @@ def optimizer_step(wrapped, optimizer, scaler, batch, device, amp_dtype=None):
 
 
 def phase_schedule(config: TrainConfig, phases: tuple[int, ...]) -> list[tuple[int, Any, int]]:
-    """(phase, its schedule, global epoch of its first epoch) for each phase the method has."""
+    """(phase, its schedule, global epoch of its first epoch) for each phase the method has. A schedule
+    has `epochs`, `lr`, `weight_decay` and `warmup_epochs`."""
     out, offset = [], 0
     for phase in phases:
         schedule = config.phase1 if phase == 1 else config.phase2
@@ -125,6 +132,9 @@ def _quiet_ray_train_logs() -> None:
 
 
 class Worker:
+    """One rank of a run. `dppp train` uses it as it is; `dppp pretrain` (trainer/pretrain.py) overrides
+    what differs: build, schedules, batch_options and write_final."""
+
     def __init__(self, config: TrainConfig, data: TrainingData, out: str, board):
         import ray.train
         import ray.train.torch
@@ -137,6 +147,7 @@ class Worker:
         self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
         self.steps = EpochSteps(data, config, self.world)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"dppp-train-r{self.rank}-"))
+        self.last_epoch: dict[str, Any] = {}
 
     # ---- set-up and resume ------------------------------------------------------------------------
 
@@ -182,7 +193,7 @@ class Worker:
             self.record({"kind": "start", "step": position.step, "phase": position.phase,
                             "epoch": position.epoch, "batch": position.batch, "world": self.world,
                             "resumed": resume_dir is not None})  # fmt: skip
-        for phase, schedule, first_epoch in phase_schedule(self.config, model.phases):
+        for phase, schedule, first_epoch in self.schedules(model):
             if phase < position.phase:
                 continue
             if phase != model.phase:  # entering this phase now (not resumed inside it)
@@ -196,6 +207,14 @@ class Worker:
         if self.rank == 0:
             self.write_final(model)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def schedules(self, model) -> list[tuple[int, Any, int]]:
+        return phase_schedule(self.config, model.phases)
+
+    def batch_options(self, model, phase: int) -> dict[str, Any]:
+        """What the loader puts in each batch besides pixels and pids: PDM's phase 1 needs style labels."""
+        style = self.config.model.style_attributes if model.method == "pdm" and phase == 1 else ()
+        return {"style_attributes": style}
 
     def enter_phase(self, model, phase: int) -> None:
         """Between the phases: PDM's identity bank from one un-augmented pass over the data (each rank its
@@ -223,8 +242,9 @@ class Worker:
         self.global_step = position.step
         if schedule.epochs == 0 or position.epoch >= schedule.epochs:
             return
-        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=schedule.lr,
-                                      weight_decay=schedule.weight_decay)  # fmt: skip
+        groups = (model.parameter_groups(schedule.weight_decay) if hasattr(model, "parameter_groups")
+                  else model.trainable_parameters())  # fmt: skip
+        optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
         if resume_dir is not None and read_state(resume_dir).has_optimizer:
             restore_optimizer(resume_dir, optimizer)  # resumed inside this phase
         wrapped = LossModule(model)
@@ -236,11 +256,12 @@ class Worker:
         total = sum(self.steps(first_epoch + e) for e in range(schedule.epochs))
         warmup = sum(self.steps(first_epoch + e) for e in range(min(schedule.warmup_epochs, schedule.epochs)))
         step_in_phase = sum(self.steps(first_epoch + e) for e in range(position.epoch)) + position.batch
-        style = self.config.model.style_attributes if model.method == "pdm" and phase == 1 else ()
+        options = self.batch_options(model, phase)
+        monitored = set(getattr(model, "monitored", ()))  # logged as figures, not as losses
         model.train()
         streams = (PKBatchStream(self.data, self.config.data, self.config.model.image_size, seed=self.config.seed,
                                  epoch=first_epoch + epoch, rank=self.rank, world=self.world,
-                                 skip=position.batch if epoch == position.epoch else 0, style_attributes=style)
+                                 skip=position.batch if epoch == position.epoch else 0, **options)
                    for epoch in range(position.epoch, schedule.epochs))  # fmt: skip
         for epoch, (stream, batches) in enumerate(prefetched_epochs(streams, self.config.data, pin_memory=self.cuda),
                                                   start=position.epoch):  # fmt: skip
@@ -257,7 +278,8 @@ class Worker:
                 step_in_phase += 1
                 self.global_step += 1
                 done += 1
-                values = {"loss": float(loss), **{f"loss/{k}": float(v) for k, v in parts.items()}}
+                values = {"loss": float(loss), **{(k if k in monitored else f"loss/{k}"): float(v)
+                                                  for k, v in parts.items()}}  # fmt: skip
                 for name, value in values.items():
                     window[name] = window.get(name, 0.0) + value
                     epoch_sums[name] = epoch_sums.get(name, 0.0) + value
@@ -300,6 +322,8 @@ class Worker:
     # ---- outputs ----------------------------------------------------------------------------------
 
     def record(self, metrics: dict[str, Any]) -> None:
+        if metrics.get("kind") == "epoch":
+            self.last_epoch = metrics
         if self.rank == 0:
             self.log.write(metrics)
             if self.board is not None:
