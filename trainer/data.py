@@ -559,26 +559,35 @@ class AllImagesStream(IterableDataset):
     the pass that builds PDM's identity bank. {"pixel_values", "pids"}; not P x K."""
 
     def __init__(self, data: TrainingData, image_size: tuple[int, int], *, rank: int, world: int,
-                 batch_size: int):  # fmt: skip
+                 batch_size: int, style_attributes: Sequence[str] = ()):  # fmt: skip
         super().__init__()
         self.data, self.image_size, self.batch_size = data, tuple(image_size), batch_size
         self.unit_ids = list(range(rank, len(data.units), world))
+        self.style_attributes = tuple(style_attributes)  # labels in each batch's "style" (the health report's)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         mine = self.unit_ids[info.id :: info.num_workers] if info else self.unit_ids
         stream = PKBatchStream.__new__(PKBatchStream)  # reuse its unit reader without planning an epoch
-        stream.data, stream.style_attributes, stream.texts = self.data, (), False
+        stream.data, stream.style_attributes, stream.texts = self.data, self.style_attributes, False
         transform = EvalTransform(self.image_size)
-        images, pids = [], []
+        images, pids, styles = [], [], []
+
+        def batch():
+            out = {"pixel_values": torch.stack(images), "pids": torch.tensor(pids, dtype=torch.long)}
+            if self.style_attributes:
+                out["style"] = {n: torch.tensor([s[n] for s in styles], dtype=torch.long) for n in self.style_attributes}
+            return out
+
         for u in mine:
             unit = self.data.units[u]
             for identity, rows in zip(unit.identities, stream._load_unit(unit), strict=True):
-                for member, (data, _, _) in zip(identity.members, rows, strict=True):
+                for member, (data, style, _) in zip(identity.members, rows, strict=True):
                     images.append(transform(data, None, f"{unit.name}: {member}"))
                     pids.append(identity.label)
+                    styles.append(style)
                     if len(images) == self.batch_size:
-                        yield {"pixel_values": torch.stack(images), "pids": torch.tensor(pids, dtype=torch.long)}
-                        images, pids = [], []
+                        yield batch()
+                        images, pids, styles = [], [], []
         if images:
-            yield {"pixel_values": torch.stack(images), "pids": torch.tensor(pids, dtype=torch.long)}
+            yield batch()

@@ -55,6 +55,10 @@ class LossWeights(StrictModel):
     id: float = Field(1.0, ge=0)
     triplet: float = Field(1.0, ge=0)
     i2t: float = Field(1.0, ge=0)
+    # PDM options (docs/method.md, "Options"), off at 0: computed only when their weight is positive.
+    adversarial: float = Field(0.0, ge=0)  # phase 1: style heads on C through gradient reversal
+    word_norm: float = Field(0.0, ge=0)  # phase 1: S and C keep the norm of real token embeddings
+    style_i2t: float = Field(0.0, ge=0)  # phase 2: image -> its identities' prompts in its own style S
 
 
 class ModelConfig(StrictModel):

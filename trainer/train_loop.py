@@ -222,19 +222,62 @@ class Worker:
         if phase == 2 and model.method == "pdm":
             import torch.distributed as dist
 
+            from trainer.health import MAX_HEALTH_IMAGES
+
+            style_names = self.config.model.style_attributes
             stream = AllImagesStream(self.data, self.config.model.image_size, rank=self.rank, world=self.world,
-                                     batch_size=self.config.bank_batch_size)  # fmt: skip
+                                     batch_size=self.config.bank_batch_size, style_attributes=style_names)  # fmt: skip
             sums = torch.zeros(model.num_classes, model.identity_text.shape[1], device=self.device)
+            words = torch.zeros(model.num_classes, model.backbone.token_dim, device=self.device)
             counts = torch.zeros(model.num_classes, dtype=torch.long, device=self.device)
+            sample: dict[str, list] = {"S": [], "C": [], "text": [], "pids": [], "style": []}
             for batch in make_loader(stream, self.config.data, pin_memory=self.cuda):
-                s, c = model.content_feature_sums(batch["pixel_values"].to(self.device), batch["pids"].to(self.device))
+                pids = batch["pids"].to(self.device)
+                style, content, text = model.phase1_features(batch["pixel_values"].to(self.device))
+                s, c = model.identity_sums(text, pids)
                 sums += s.to(sums.dtype)
+                words += model.identity_sums(content, pids)[0].to(words.dtype)
                 counts += c
+                if sum(len(p) for p in sample["pids"]) < MAX_HEALTH_IMAGES:
+                    for key, value in (("S", style), ("C", content), ("text", text)):
+                        sample[key].append(value.float().cpu())
+                    sample["pids"].append(pids.cpu())
+                    sample["style"].append({n: v.cpu() for n, v in batch.get("style", {}).items()})
             if self.world > 1 and dist.is_initialized():
-                dist.all_reduce(sums)
-                dist.all_reduce(counts)
+                for total in (sums, words, counts):
+                    dist.all_reduce(total)
             model.set_identity_bank(sums, counts)
+            model.set_identity_words(words, counts)
+            self.health(sample)
         model.set_phase(phase)
+
+    def health(self, sample: dict[str, list]) -> None:
+        """PDM's phase-1 health report (trainer/health.py) from every rank's sample of the bank pass:
+        gathered on rank 0, printed, written to metrics.jsonl and posted for the run summary."""
+        import torch.distributed as dist
+
+        from trainer.health import flat_metrics, format_report, health_report
+
+        if self.world > 1 and dist.is_initialized():
+            gathered: list = [None] * self.world
+            dist.all_gather_object(gathered, sample)
+        else:
+            gathered = [sample]
+        if self.rank != 0:
+            return
+        parts = {key: [t for g in gathered for t in g[key]] for key in sample}
+        if not parts["pids"]:
+            return
+        names = self.config.model.style_attributes
+        last = self.last_epoch or self.log.last("epoch")
+        report = health_report(
+            content_loss=last.get("loss/content"), style_loss=last.get("loss/style"),
+            batch_size=self.config.data.ids_per_batch * self.config.data.images_per_id,
+            style=torch.cat(parts["S"]), content=torch.cat(parts["C"]), content_text=torch.cat(parts["text"]),
+            pids=torch.cat(parts["pids"]), style_labels={n: torch.cat([s[n] for s in parts["style"]]) for n in names},
+        )  # fmt: skip
+        print(format_report(report), flush=True)
+        self.record({"kind": "health", "step": self.global_step, **flat_metrics(report), "probes": report["probes"]})
 
     def train_phase(self, model, phase, schedule, first_epoch, position: Position, resume_dir) -> None:
         from trainer.checkpoint import read_state, restore_optimizer

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML (sections: generate, train, eval).")]
+ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML (sections: generate, pretrain, train, eval).")]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value: dotted.key=value (repeatable), e.g. generate.seed=3."),

@@ -37,4 +37,9 @@ def train(
                   + (f" (resumed {len(result.starts) - 1} time(s))" if len(result.starts) > 1 else ""))  # fmt: skip
     if losses:
         console.print(f"last epoch: {losses}")
+    if result.health:
+        from trainer.health import format_report
+
+        console.print(format_report(result.health), soft_wrap=True, highlight=False,
+                      style="bold red" if result.health.get("warning") else None)  # fmt: skip
     console.print(f"run: {result.run_url}\nfinal model: {result.final_url}")
