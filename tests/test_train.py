@@ -159,6 +159,10 @@ def test_two_workers_train_checkpoint_and_a_rerun_resumes(ray_cluster, dataset, 
     kinds = [r["kind"] for r in records]
     assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 3
     assert [r["phase"] for r in records if r["kind"] == "epoch"] == [1, 2, 2]
+    # The phase-1 health report, gathered from both ranks: a random tiny CLIP's content word carries no identity.
+    health = [r for r in records if r["kind"] == "health"]
+    assert len(health) == 1 and health[0]["images"] == sum(2 + p % 5 for p in range(24))
+    assert "carries no identity" in health[0]["warning"] and first.health["warning"] == health[0]["warning"]
 
     # The same run name with one more phase-2 epoch: it continues at the saved step, it does not restart.
     second = run_train(tiny_config(phase2={"epochs": 3}), [dataset], str(out), workers=2, progress=False)

@@ -119,21 +119,39 @@ def load_clip(config: ModelConfig):
         from trainer.tiny_clip import build_tiny_clip
 
         return build_tiny_clip(config.tiny, config.image_size[0], seed=config.init_seed)
-    from transformers import AutoTokenizer, CLIPModel
+    from transformers import CLIPModel
 
-    check_clip_folder(config.backbone)
+    tokenizer = check_backbone(config.backbone)
     try:
         clip = CLIPModel.from_pretrained(config.backbone)
-        tokenizer = AutoTokenizer.from_pretrained(config.backbone)
     except (OSError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot load CLIP from {config.backbone!r}: {first}", path="train.model.backbone") from None
-    rows = clip.config.text_config.vocab_size
-    if len(tokenizer) != rows or tokenizer.eos_token_id is None or tokenizer.eos_token_id >= rows:
-        raise ConfigError(f"backbone {config.backbone!r}: its tokenizer has {len(tokenizer)} tokens but the text "
-                          f"model's vocabulary has {rows}: the tokenizer belongs to another model",
-                          path="train.model.backbone")  # fmt: skip
+        raise ConfigError(f"cannot load CLIP from {config.backbone!r}: {_first_line(exc)}",
+                          path="train.model.backbone") from None  # fmt: skip
     return clip.eval(), tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def check_backbone(backbone: str):
+    """Check a CLIP folder or hub id without loading its weights (the driver does this before any worker
+    starts) and return its tokenizer: a folder must hold a CLIP config, and the tokenizer's vocabulary
+    must be the text model's (same size, end-of-text inside it)."""
+    from transformers import AutoTokenizer, CLIPConfig
+
+    check_clip_folder(backbone)
+    try:
+        clip_config = CLIPConfig.from_pretrained(backbone)
+        tokenizer = AutoTokenizer.from_pretrained(backbone)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"cannot load CLIP from {backbone!r}: {_first_line(exc)}", path="train.model.backbone") from None
+    rows = clip_config.text_config.vocab_size
+    if len(tokenizer) != rows or tokenizer.eos_token_id is None or tokenizer.eos_token_id >= rows:
+        raise ConfigError(f"backbone {backbone!r}: its tokenizer has {len(tokenizer)} tokens but the text model's "
+                          f"vocabulary has {rows}: the tokenizer belongs to another model",
+                          path="train.model.backbone")  # fmt: skip
+    return tokenizer
 
 
 def check_clip_folder(backbone: str) -> None:

@@ -135,6 +135,10 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
     sources = list(data) if data else list(config.data.sources)
     training_data = open_training_data(sources, config.data.storage, config.data.folder_ids_per_unit)
     check_style_labels(config, training_data)
+    if config.model.backbone != "tiny":
+        from trainer.backbone import check_backbone
+
+        check_backbone(config.model.backbone)
     check_backbone_disjoint(config, sources)
     steps = total_steps(config, training_data, config.workers)
     from trainer.train_loop import train_worker

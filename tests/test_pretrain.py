@@ -1,0 +1,195 @@
+"""`dppp pretrain`: contrastive image-text pretraining of the tiny CLIP, its folder as a PDM backbone, the
+checks that keep pretraining people apart from Re-ID splits, and the backbone folders that are refused."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dppp.cli import main
+from tests.conftest import make_samples
+from tests.test_data import write_dataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4, "patch_size": 8,
+         "projection_dim": 32}  # fmt: skip
+
+
+def small_model_config(**overrides):
+    from trainer.pretrain_config import PretrainModelConfig
+
+    return PretrainModelConfig.model_validate({"architecture": SMALL, "image_size": [64, 32], **overrides})
+
+
+def pairs(n_ids: int = 8):
+    """One (image, prompt) batch from real shards through the streaming loader (texts=True)."""
+    from trainer.config import DataConfig
+    from trainer.data import PKBatchStream, open_training_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = write_dataset(f"{tmp}/ds", n_ids=n_ids, ids_per_shard=n_ids)
+        data = open_training_data([url])
+        config = DataConfig(ids_per_batch=n_ids, images_per_id=1, num_workers=0, augment={"enabled": False})
+        return next(iter(PKBatchStream(data, config, (64, 32), seed=0, epoch=0, texts=True)))
+
+
+def test_a_few_pretraining_steps_lower_the_contrastive_loss():
+    from trainer.clip_pretrain import ClipPretrainModel
+
+    batch = pairs(4)  # the toy prompts name gender and colour: 4 people, 4 different prompts
+    assert len(set(batch["texts"])) == 4 and batch["texts"][0].startswith("a photo of a ")
+    model = ClipPretrainModel(small_model_config())
+    optimizer = torch.optim.AdamW(model.parameter_groups(0.1), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss, parts = model.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(parts["clip"]))
+    assert losses[0] > 0.9 * torch.log(torch.tensor(4.0))  # starts near chance, ln(batch)
+    assert losses[-1] < 0.5 * losses[0]
+    assert model.clip.logit_scale.grad is not None  # the temperature learns too
+
+
+def test_pretrained_folder_loads_as_a_backbone_with_identical_features(tmp_path):
+    from trainer.backbone import load_backbone
+    from trainer.clip_pretrain import ClipPretrainModel
+    from trainer.model_config import ModelConfig
+
+    model = ClipPretrainModel(small_model_config()).eval()
+    folder = model.save_pretrained(tmp_path / "clip")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    backbone = load_backbone(ModelConfig(backbone=str(folder), image_size=(64, 32)), [])
+    assert backbone.tokenizer.model_max_length == 77
+    batch = pairs()
+    with torch.no_grad():
+        assert torch.allclose(backbone.encode_image(batch["pixel_values"]), model.encode_image(batch["pixel_values"]),
+                              atol=1e-5)  # fmt: skip
+        ids = model.tokenize(batch["texts"], "cpu")
+        assert torch.allclose(backbone.encode_text(ids, backbone.token_embedding(ids)), model.encode_text(ids), atol=1e-5)
+
+
+def test_the_whole_word_tokenizer_fits_every_prompt_in_77_tokens():
+    from dppp.config import load_experiment
+    from prompts.engine import PromptEngine
+    from trainer.clip_pretrain import pretrain_tokenizer
+
+    tokenizer = pretrain_tokenizer(77)
+    engine = PromptEngine.from_config(load_experiment(ROOT / "configs" / "pretrain.yaml").generate)
+    longest = max(len(tokenizer(v.prompt)["input_ids"]) for v in engine.iter_views(range(200)))
+    assert longest <= 77
+    assert tokenizer.tokenize("night under streetlights") == ["night</w>", "under</w>", "streetlights</w>"]
+
+
+# ---- what is refused, before any worker starts ------------------------------------------------------------
+
+
+def write_config(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory) -> str:
+    return write_dataset(str(tmp_path_factory.mktemp("pretrain-data") / "ds"), n_ids=12, ids_per_shard=3)
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory) -> Path:
+    from trainer.clip_pretrain import ClipPretrainModel
+
+    return ClipPretrainModel(small_model_config()).save_pretrained(tmp_path_factory.mktemp("clip") / "clip")
+
+
+def copy_folder(source: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def test_bad_backbone_folders_exit_2_with_one_message(tmp_path, capsys, small_dataset, clip_folder):
+    from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 32}))
+    other_vocab = copy_folder(clip_folder, tmp_path / "other-vocab")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (other_vocab / name).unlink()
+    build_tiny_clip_tokenizer(model_max_length=77).save_pretrained(other_vocab)  # the sub-word vocabulary
+    cases = [(empty, "holds no config.json: not a saved CLIP model"),
+             (bert, "holds a 'bert' model, not a CLIP"),
+             (other_vocab, "its tokenizer has 1670 tokens but the text model's vocabulary has 1506"),
+             (tmp_path / "missing", "does not exist")]  # fmt: skip
+    config = write_config(tmp_path, {"train": {"model": {"image_size": [64, 32], "style_attributes": ["camid"]},
+                                               "data": {"ids_per_batch": 4, "images_per_id": 2}}})  # fmt: skip
+    for folder, message in cases:
+        code = main(["train", str(config), "--data", small_dataset, "--out", str(tmp_path / "runs"),
+                     "--set", f"train.model.backbone={folder}"])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and str(folder) in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_pretraining_data_without_prompts_exits_2(tmp_path, capsys):
+    from pipeline.records import publish_shard, write_dataset_manifest
+    from pipeline.shards import Sample, write_shard
+    from pipeline.storage import open_storage
+    from tests.test_data import TAXONOMY
+
+    url = str(tmp_path / "no-prompts")
+    write_dataset_manifest(open_storage(url), {"format": "dppp-dataset/1", "taxonomy": TAXONOMY})
+    samples = [Sample(s.key, s.image_bytes, s.image_ext, s.metadata, "", s.pid) for s in make_samples(4, 2)]
+    publish_shard(open_storage(url), 0, tmp_path / "0.tar", write_shard(samples, tmp_path / "0.tar"))
+    config = write_config(tmp_path, {"pretrain": {"model": {"architecture": SMALL, "image_size": [64, 32]}}})
+    assert main(["pretrain", str(config), "--data", url, "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "no-prompts: its samples carry no prompt (txt member)" in err and "Traceback" not in err
+    assert main(["pretrain", str(config), "--data", "market1501:/data/market"]) == 2
+    assert "a Re-ID folder has no prompts" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_people_seen_in_pretraining_are_refused_as_training_data(tmp_path, capsys, small_dataset, clip_folder):
+    from trainer.identities import check_disjoint, people
+    from trainer.model_card import write_card
+
+    seen = people(small_dataset)
+    assert sorted(seen) == list(range(12)) and all(len(d) == 16 for d in seen.values())
+    with pytest.raises(Exception, match="also appear in the pretraining corpus"):
+        check_disjoint(seen.values(), small_dataset, "pretraining corpus")
+    assert check_disjoint(["0123456789abcdef"], small_dataset, "pretraining corpus") == 12
+
+    backbone = copy_folder(clip_folder, tmp_path / "card")
+    write_card(backbone, {"data": {"people": sorted(seen.values())}})
+    config = write_config(tmp_path, {"train": {"model": {"image_size": [64, 32], "style_attributes": ["camid"]},
+                                               "data": {"ids_per_batch": 4, "images_per_id": 2}}})  # fmt: skip
+    code = main(["train", str(config), "--data", small_dataset, "--out", str(tmp_path / "runs"),
+                 "--set", f"train.model.backbone={backbone}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "12 of its 12 identities" in err and f"pretraining corpus of backbone {backbone}" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_hidden_attributes_do_not_tell_people_apart():
+    from trainer.identities import appearance_key
+
+    dims = {"bag": {"values": {"none": 1, "backpack": 1}},
+            "bag_color": {"values": {"red": 1, "blue": 1}, "hidden_when": {"bag": "none"}}}  # fmt: skip
+    assert appearance_key({"bag": "none", "bag_color": "red"}, dims) == appearance_key(
+        {"bag": "none", "bag_color": "blue"}, dims) == "bag=none|bag_color=-"  # fmt: skip
+    assert appearance_key({"bag": "backpack", "bag_color": "red"}, dims) != appearance_key(
+        {"bag": "backpack", "bag_color": "blue"}, dims)  # fmt: skip
