@@ -193,3 +193,117 @@ def test_hidden_attributes_do_not_tell_people_apart():
         {"bag": "none", "bag_color": "blue"}, dims) == "bag=none|bag_color=-"  # fmt: skip
     assert appearance_key({"bag": "backpack", "bag_color": "red"}, dims) != appearance_key(
         {"bag": "backpack", "bag_color": "blue"}, dims)  # fmt: skip
+
+
+def test_the_appearance_caption_is_what_every_view_of_a_person_starts_with():
+    from prompts.captions import AppearanceCaptioner
+    from prompts.engine import PromptEngine
+    from prompts.taxonomy import load_taxonomy, taxonomy_from_dict
+
+    shipped = load_taxonomy(None)
+    # dataset.json stores the taxonomy with sorted keys: the sampling order is rebuilt from the rules.
+    stored = json.loads(json.dumps(shipped.as_dict(), sort_keys=True))
+    rebuilt = taxonomy_from_dict(stored, source="dataset.json")
+    assert rebuilt.hash == shipped.hash
+    captioner = AppearanceCaptioner(rebuilt)
+    engine = PromptEngine.from_config(load_experiment_generate())
+    by_pid: dict[int, set[str]] = {}
+    for view in engine.iter_views(range(40)):
+        caption = captioner(view.attributes)
+        assert view.prompt.startswith(caption) and len(caption) < len(view.prompt)
+        by_pid.setdefault(view.pid, set()).add(caption)
+    assert all(len(captions) == 1 for captions in by_pid.values())  # one caption per person
+    assert len({next(iter(c)) for c in by_pid.values()}) == 40  # and a different one for each
+
+
+def load_experiment_generate():
+    from dppp.config import load_experiment
+
+    return load_experiment(ROOT / "configs" / "pretrain.yaml").generate
+
+
+def test_pretraining_batches_carry_prompts_and_appearance_captions():
+    from trainer.clip_pretrain import ClipPretrainModel
+
+    batch = pairs(4)
+    model = ClipPretrainModel(small_model_config())
+    _, parts = model.loss({**batch, "captions": [t.split(" in a ")[0] for t in batch["texts"]]})
+    assert set(parts) == {"clip", "appearance", "logit_scale"}
+    _, parts = ClipPretrainModel(small_model_config(appearance_weight=0)).loss(batch)
+    assert set(parts) == {"clip", "logit_scale"}
+
+
+# ---- slow: the whole path on real generated shards with Ray --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """A pretraining corpus and a held-out set of other people (procedural renderer, 64x32), on local Ray."""
+    import ray
+
+    from dppp.config import load_experiment
+    from pipeline.generate import run_generate
+
+    root = tmp_path_factory.mktemp("generated")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        urls = {}
+        for name, seed, identities in (("corpus", 5, 24), ("heldout", 6, 12)):
+            sets = [f"generate.out={root / name}", f"generate.seed={seed}", f"generate.identities={identities}",
+                    "generate.ids_per_shard=4", "generate.workers=2", "generate.output.height=64",
+                    "generate.output.width=32", "generate.prompts.views.mean=5", "generate.prompts.views.min=3"]  # fmt: skip
+            run_generate(load_experiment(ROOT / "configs" / "pretrain.yaml", sets).generate, progress=False)
+            urls[name] = str(root / name)
+        yield urls
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_pretrain_then_train_pdm_on_the_pretrained_folder(generated, tmp_path):
+    from dppp.config import load_experiment
+    from dppp.errors import DataError
+    from trainer.backbone import load_backbone
+    from trainer.evaluate import run_eval
+    from trainer.identities import people
+    from trainer.model_config import ModelConfig
+    from trainer.pretrain import run_pretrain
+    from trainer.run_log import read_metrics
+    from trainer.train import run_train
+
+    sets = ["pretrain.model.architecture.hidden_size=32", "pretrain.model.architecture.intermediate_size=64",
+            "pretrain.model.architecture.patch_size=8", "pretrain.model.architecture.projection_dim=32",
+            "pretrain.model.image_size=[64,32]", "pretrain.data.ids_per_batch=8", "pretrain.data.pool_identities=8",
+            "pretrain.schedule.epochs=12", "pretrain.schedule.lr=1.0e-3", "pretrain.log_every_steps=4",
+            f"pretrain.zero_shot.datasets=[{generated['heldout']}]", "pretrain.zero_shot.ensemble_identities=64",
+            f"pretrain.export={tmp_path / 'clip'}", "pretrain.workers=1"]  # fmt: skip
+    config = load_experiment(ROOT / "configs" / "pretrain.yaml", sets).pretrain
+    result = run_pretrain(config, [generated["corpus"]], str(tmp_path / "runs"), progress=False)
+
+    epochs = [r for r in read_metrics(Path(result.run_url) / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert len(epochs) == 12 and "loss/appearance" in epochs[0]
+    assert epochs[-1]["loss/clip"] < 0.85 * epochs[0]["loss/clip"]  # from about chance, ln(8) = 2.08
+    card = result.card
+    assert card["data"]["identities"] == 24 and sorted(card["data"]["people"]) == sorted(
+        people(generated["corpus"]).values())  # fmt: skip
+    assert card["training"]["steps"] == result.steps and card["zero_shot"]["images"] > 0
+    assert {a["name"] for a in card["zero_shot"]["attributes"]} >= {"gender", "upper_color", "illumination"}
+    folder = Path(result.export)
+    assert (folder / "model_card.json").is_file() and (Path(result.final_url) / "config.json").is_file()
+    assert load_backbone(ModelConfig(backbone=str(folder), image_size=(64, 32)), []).tokenizer.model_max_length == 77
+
+    # PDM on it, trained on other people: the folder is a backbone like any CLIP folder.
+    train = load_experiment(None, [f"train.model.backbone={folder}", "train.model.image_size=[64,32]",
+                                   "train.model.inversion_hidden_dim=32", "train.phase1.epochs=1",
+                                   "train.phase2.epochs=1", "train.data.ids_per_batch=4",
+                                   "train.data.images_per_id=2", "train.data.num_workers=0",
+                                   "train.run_name=on-pretrained"]).train  # fmt: skip
+    trained = run_train(train, [generated["heldout"]], str(tmp_path / "runs"), workers=1, progress=False)
+    assert trained.health["images"] > 0 and "cosine_gap" in trained.health
+    report = run_eval(trained.final_url, [f"synthetic:{generated['heldout']}"])
+    assert report.datasets[0].num_query > 0
+    # ... but never on, or tested on, the people it was pretrained on.
+    with pytest.raises(DataError, match="24 of its 24 identities .* also appear in the pretraining corpus"):
+        run_train(train, [generated["corpus"]], str(tmp_path / "runs"), workers=1, progress=False)
+    with pytest.raises(DataError, match="also appear in the pretraining corpus"):
+        run_eval(trained.final_url, [f"synthetic:{generated['corpus']}"])

@@ -77,8 +77,10 @@ class ClipBackbone(nn.Module):
         grid = (image_size[0] // patch, image_size[1] // patch)
         clip.vision_model.embeddings = ReIDVisionEmbeddings(clip.vision_model.embeddings, grid)
         self.image_size = tuple(image_size)
-        # Temperatures are fixed by config; CLIP's own learned scale is not used and never trains.
+        # Temperatures are fixed by config; CLIP's own learned scale never trains. It is what a "backbone"
+        # temperature means: 1 / the scale CLIP learned (clamped at 100, as CLIP clamps it).
         clip.logit_scale.requires_grad_(False)
+        self.learned_temperature = 1 / min(float(clip.logit_scale.detach().exp()), 100.0)
 
     @property
     def embed_dim(self) -> int:
@@ -182,4 +184,7 @@ def load_backbone(config: ModelConfig, placeholder_tokens: list[str]) -> ClipBac
     clip, tokenizer = load_clip(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.init_seed)  # new token rows: deterministic
-        return ClipBackbone(clip, tokenizer, config.image_size, placeholder_tokens)
+        backbone = ClipBackbone(clip, tokenizer, config.image_size, placeholder_tokens)
+    if config.backbone == "tiny":
+        backbone.learned_temperature = 0.01  # a random CLIP learned nothing: the value OpenAI's CLIPs learned
+    return backbone

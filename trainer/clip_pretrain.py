@@ -141,17 +141,27 @@ class ClipPretrainModel(nn.Module):
         return self.clip.text_projection(hidden[torch.arange(hidden.shape[0], device=hidden.device), eos])
 
     def loss(self, batch: Mapping[str, object]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """CLIP's loss on (image, prompt) pairs, plus `appearance_weight` x the same loss on (image,
+        appearance caption) pairs when the batch has `captions`."""
         texts = batch.get("texts")
         if not texts:
             raise DataError("image-text pretraining got a batch without prompts")
         pixel_values = batch["pixel_values"]
         image = F.normalize(self.encode_image(pixel_values), dim=-1)
-        text = F.normalize(self.encode_text(self.tokenize(texts, pixel_values.device)), dim=-1)
         scale = self.clip.logit_scale.exp().clamp(max=self.config.max_logit_scale)
+        parts = {"clip": self.contrastive(image, texts, scale)}
+        captions = batch.get("captions")
+        if captions and self.config.appearance_weight > 0:
+            parts["appearance"] = self.contrastive(image, captions, scale)
+        total = parts["clip"] + self.config.appearance_weight * parts.get("appearance", 0)
+        return total, {**{k: v.detach() for k, v in parts.items()}, "logit_scale": scale.detach()}
+
+    def contrastive(self, image: torch.Tensor, texts, scale: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE between normalised image features and the features of `texts` (row i: image i)."""
+        text = F.normalize(self.encode_text(self.tokenize(texts, image.device)), dim=-1)
         logits = scale * image @ text.t()
         target = torch.arange(len(image), device=image.device)
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
-        return loss, {"clip": loss.detach(), "logit_scale": scale.detach()}
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
     # ---- the result ----------------------------------------------------------------------------------
 

@@ -340,7 +340,8 @@ class PKBatchStream(IterableDataset):
 
     def __init__(self, data: TrainingData, config: DataConfig, image_size: tuple[int, int], *, seed: int,
                  epoch: int, rank: int = 0, world: int = 1, skip: int = 0, augment: bool = True,
-                 style_attributes: Sequence[str] = (), texts: bool = False):  # fmt: skip
+                 style_attributes: Sequence[str] = (), texts: bool = False,
+                 captioners: dict[str, Any] | None = None):  # fmt: skip
         super().__init__()
         self.data = data
         self.config = config
@@ -357,6 +358,8 @@ class PKBatchStream(IterableDataset):
                             f"(labelled: {sorted(data.style_values)})")  # fmt: skip
         self.style_attributes = tuple(style_attributes)
         self.texts = texts  # each sample's prompt (its `txt` member) goes into the batch: image-text pairs
+        # dataset URL -> prompts.captions.AppearanceCaptioner: each sample's appearance caption, from its json
+        self.captioners = dict(captioners or {})
 
     @property
     def steps(self) -> int:
@@ -410,16 +413,18 @@ class PKBatchStream(IterableDataset):
     def _load_unit(self, unit: Unit):
         """Per identity, per member: (encoded image, style labels, prompt or None). Streams the shard once."""
         texts = getattr(self, "texts", False)
+        captioner = getattr(self, "captioners", {}).get(unit.root)
         if unit.tar is None:
             if texts:
                 raise DataError(f"{unit.name}: a Re-ID folder has no prompts; image-text pretraining needs dppp "
                                 "shards, whose samples carry their prompt (txt)")  # fmt: skip
-            return [[(_read_file(path), self._folder_style(camid), None) for path, camid in
+            return [[(_read_file(path), self._folder_style(camid), {}) for path, camid in
                      zip(ident.members, ident.camids or (), strict=True)] for ident in unit.identities]  # fmt: skip
         storage = open_storage(unit.root, self.data.storage)
         samples = {}
         wanted = READ_IMAGE_EXTS | ({"json"} if self.style_attributes else set())  # json only for style labels
         wanted |= {"txt"} if texts else set()
+        wanted |= {"json"} if captioner else set()
         with storage.open_read(unit.tar) as stream:
             for sample in read_shard(stream, include=wanted):
                 samples[sample["__key__"]] = sample
@@ -436,7 +441,13 @@ class PKBatchStream(IterableDataset):
                 if texts and not (isinstance(text, str) and text.strip()):
                     raise DataError(f"{unit.name}: sample {key!r} has no prompt (txt member); image-text "
                                     "pretraining needs a prompt with every image")  # fmt: skip
-                rows.append((image, style, text))
+                words = {"texts": text} if texts else {}
+                if captioner:
+                    attributes = (sample.get("json") or {}).get("attributes")
+                    if not isinstance(attributes, dict):
+                        raise DataError(f"{unit.name}: sample {key!r} records no attributes to caption")
+                    words["captions"] = captioner(attributes)
+                rows.append((image, style, words))
             out.append(rows)
         return out
 
@@ -460,7 +471,8 @@ class PKBatchStream(IterableDataset):
     def _assemble(self, batch: PlannedBatch, loaded, unit_ids, transform, rng) -> dict[str, Any]:
         count = len(batch.picks) * max(len(p.images) for p in batch.picks)
         pixels = np.empty((count, *self.image_size, 3), dtype=np.uint8)
-        erase_rects, pids, keys, texts = [], [], [], []
+        erase_rects, pids, keys = [], [], []
+        words: dict[str, list[str]] = {}
         style: dict[str, list[int]] = {name: [] for name in self.style_attributes}
         for pick in batch.picks:
             unit = self.data.units[unit_ids[pick.unit]]
@@ -468,7 +480,8 @@ class PKBatchStream(IterableDataset):
             rows = loaded[pick.unit][pick.identity]
             for i in pick.images:
                 data, labels, text = rows[i]
-                texts.append(text)
+                for name, value in text.items():
+                    words.setdefault(name, []).append(value)
                 where = f"{unit.name}: {identity.members[i]}"
                 erase_rects.append(transform.pixels_into(pixels[len(pids)], data, rng, where))
                 pids.append(identity.label)
@@ -480,7 +493,7 @@ class PKBatchStream(IterableDataset):
             "pids": torch.tensor(pids, dtype=torch.long),
             "style": {name: torch.tensor(values, dtype=torch.long) for name, values in style.items()},
             "keys": keys,
-            **({"texts": texts} if self.texts else {}),
+            **words,
         }
 
 

@@ -56,6 +56,11 @@ class ReIDModel(nn.Module):
             self.register_buffer("identity_known", torch.zeros(num_classes, dtype=torch.bool))
         self.phase = 0
 
+    def temperature(self, name: str) -> float:
+        """`<name>_temperature` of the config, "backbone" resolved to the CLIP's own learned value."""
+        value = getattr(self.config, f"{name}_temperature")
+        return self.backbone.learned_temperature if value == "backbone" else float(value)
+
     # ---- phases ---------------------------------------------------------------------------------------
 
     def trains_in_phase(self, name: str, phase: int) -> bool:
@@ -128,7 +133,7 @@ class ReIDModel(nn.Module):
         missing = sorted(set(pids[~self.identity_known[pids]].tolist()))
         if missing:
             raise ValueError(f"identities {missing[:10]} have no text feature in the bank (not seen when it was built)")
-        logits = F.normalize(feature, dim=-1) @ self.identity_text.t() / self.config.i2t_temperature
+        logits = F.normalize(feature, dim=-1) @ self.identity_text.t() / self.temperature("i2t")
         logits = logits.masked_fill(~self.identity_known[None, :], float("-inf"))
         return F.cross_entropy(logits, pids)
 
@@ -178,7 +183,7 @@ class ClipReID(ReIDModel):
         with torch.no_grad():
             image = F.normalize(self.backbone.encode_image(batch["pixel_values"]), dim=-1)
         text = F.normalize(self.identity_text_features(pids), dim=-1)
-        return {"prompt": losses.symmetric_supervised_contrastive(image, text, pids, self.config.prompt_temperature)}
+        return {"prompt": losses.symmetric_supervised_contrastive(image, text, pids, self.temperature("prompt"))}
 
     @torch.no_grad()
     def build_identity_bank(self, batches: Iterable[Batch] = (), chunk: int = 256) -> None:
@@ -262,9 +267,9 @@ class PDM(ReIDModel):
         full_text, content_text = self.prompt_features(style, content)
         image = F.normalize(image, dim=-1)
         parts = {
-            "align": losses.info_nce(image, F.normalize(full_text, dim=-1), config.align_temperature),
+            "align": losses.info_nce(image, F.normalize(full_text, dim=-1), self.temperature("align")),
             "content": losses.symmetric_supervised_contrastive(
-                image, F.normalize(content_text, dim=-1), pids, config.content_temperature
+                image, F.normalize(content_text, dim=-1), pids, self.temperature("content")
             ),
         }
         if config.style_attributes:
@@ -302,7 +307,7 @@ class PDM(ReIDModel):
             text = encode_prompt(self.backbone, self.full_prompt, {"S": style.repeat_interleave(k, 0),
                                                                    "C": words.repeat(n, 1)})  # fmt: skip
             text = F.normalize(text, dim=-1).reshape(n, k, -1)
-        logits = torch.einsum("nd,nkd->nk", F.normalize(feature, dim=-1), text) / self.config.i2t_temperature
+        logits = torch.einsum("nd,nkd->nk", F.normalize(feature, dim=-1), text) / self.temperature("i2t")
         target = (pids[:, None] == batch_ids[None, :]).float().argmax(dim=1)
         return F.cross_entropy(logits, target)
 

@@ -118,6 +118,8 @@ def run_pretrain(config: PretrainConfig, data: list[str] | None = None, out: str
     training_data = open_training_data(sources, config.data.storage)
     for url in sources:
         check_prompts(url, config.data.storage)
+    if config.model.appearance_weight > 0:
+        captioners(sources, config.data.storage)  # a taxonomy that cannot caption fails here, not in a worker
     from trainer.train import absolute_out
 
     # Ray Train workers run in their own working directory: relative local paths are made absolute here.
@@ -170,6 +172,23 @@ def export_folder(final_url: str, export: str, config: PretrainConfig) -> str:
     return str(target)
 
 
+def captioners(sources, storage_config) -> dict[str, Any]:
+    """dataset URL -> the appearance captioner of its taxonomy (dataset.json's copy)."""
+    from pipeline.records import read_dataset_manifest
+    from pipeline.storage import open_storage
+    from prompts.captions import AppearanceCaptioner
+    from prompts.taxonomy import taxonomy_from_dict
+
+    out = {}
+    for url in sources:
+        storage = open_storage(url, storage_config)
+        taxonomy = read_dataset_manifest(storage).get("taxonomy")
+        if not isinstance(taxonomy, dict):
+            raise DataError(f"{storage.url}: dataset.json has no taxonomy, so no appearance caption can be written")
+        out[storage.url] = AppearanceCaptioner(taxonomy_from_dict(taxonomy, source=storage.url))
+    return out
+
+
 def pretrain_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's train_loop_per_worker for `dppp pretrain`."""
     from trainer.train_loop import _quiet_ray_train_logs
@@ -193,7 +212,9 @@ class PretrainWorker(Worker):
         return pretrain_schedules(self.config)
 
     def batch_options(self, model, phase: int) -> dict[str, Any]:
-        return {"texts": True}
+        if self.config.model.appearance_weight > 0 and not hasattr(self, "_captioners"):
+            self._captioners = captioners(self.data.sources, self.config.data.storage)
+        return {"texts": True, "captioners": getattr(self, "_captioners", {})}
 
     def write_final(self, model) -> None:
         """final/: the CLIP folder, then its model card (written last: the folder's commit marker), with the

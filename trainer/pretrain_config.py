@@ -55,6 +55,9 @@ class PretrainModelConfig(StrictModel):
     # CLIP's temperature: learnable, from CLIP's own start (0.07) and never below 1 / max_logit_scale.
     init_temperature: float = Field(0.07, gt=0, le=1)
     max_logit_scale: float = Field(100.0, gt=1)
+    # Weight of the second caption of each image: its person's appearance alone (prompts/captions.py), the
+    # text every view of that person shares. 0: full prompts only.
+    appearance_weight: float = Field(1.0, ge=0)
 
     @model_validator(mode="after")
     def _grid(self) -> PretrainModelConfig:

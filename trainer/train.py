@@ -139,7 +139,7 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
         from trainer.backbone import check_backbone
 
         check_backbone(config.model.backbone)
-    check_backbone_disjoint(config, sources)
+    check_people_disjoint(config.model.backbone, sources, config.data.storage)
     steps = total_steps(config, training_data, config.workers)
     from trainer.train_loop import train_worker
 
@@ -155,21 +155,21 @@ def with_local_backbone(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def check_backbone_disjoint(config: TrainConfig, sources: list[str]) -> None:
+def check_people_disjoint(backbone: str, sources: list[str], storage_config) -> None:
     """A backbone pretrained here (its folder holds a model card listing its pretraining people) must not
-    have seen the people of any dppp dataset it is now trained on: DataError naming the dataset."""
+    have seen the people of a dppp dataset it is trained or tested on: DataError naming the dataset."""
     from trainer.data import is_folder_spec
     from trainer.identities import check_disjoint
     from trainer.model_card import read_card
 
-    card = read_card(config.model.backbone) if config.model.backbone != "tiny" else None
+    card = read_card(backbone) if backbone != "tiny" and os.path.isdir(backbone) else None
     if not card:
         return
     seen = card.get("data", {}).get("people", [])
     for spec in sources:
         spec = spec.removeprefix("synthetic:")
         if not is_folder_spec(spec):
-            check_disjoint(seen, spec, f"pretraining corpus of backbone {config.model.backbone}", config.data.storage)
+            check_disjoint(seen, spec, f"pretraining corpus of backbone {backbone}", storage_config)
 
 
 def launch(config: RunSettings, training_data, steps: int, worker_fn, *, ray_address: str | None = None,
