@@ -24,7 +24,7 @@ from typing import Any
 
 from dppp.errors import DataError
 from trainer.pretrain_config import PretrainConfig
-from trainer.train_loop import FINAL_DIR, Worker
+from trainer.train_loop import Worker
 
 
 @dataclass
@@ -213,19 +213,20 @@ class PretrainWorker(Worker):
 
     def batch_options(self, model, phase: int) -> dict[str, Any]:
         if self.config.model.appearance_weight > 0 and not hasattr(self, "_captioners"):
-            self._captioners = captioners(self.data.sources, self.config.data.storage)
+            # The units' storage URLs, absolute (a relative --data would name the worker's own folder).
+            roots = sorted({unit.root for unit in self.data.units if unit.root})
+            self._captioners = captioners(roots, self.config.data.storage)
         return {"texts": True, "captioners": getattr(self, "_captioners", {})}
 
-    def write_final(self, model) -> None:
-        """final/: the CLIP folder, then its model card (written last: the folder's commit marker), with the
-        zero-shot check of the saved folder loaded as `train.model.backbone` loads it."""
+    def save_final(self, model, folder: Path) -> str:
+        """The CLIP folder, then its model card (the folder's commit marker), with the zero-shot check of
+        the saved folder loaded as `train.model.backbone` loads it."""
         import math
 
         from dppp import __version__
         from trainer.model_card import CARD_FILE, write_card
         from trainer.zero_shot import zero_shot_folder
 
-        folder = self.workdir / FINAL_DIR
         model.save_pretrained(folder)
         card: dict[str, Any] = {
             "architecture": self.config.model.architecture.model_dump(mode="json"),
@@ -249,13 +250,4 @@ class PretrainWorker(Worker):
                             "mean_accuracy": report.mean_accuracy, "mean_chance": report.mean_chance,
                             **{f"zero_shot/{a.name}": a.accuracy for a in report.attributes}})  # fmt: skip
         write_card(folder, card)
-        self.storage.delete(f"{FINAL_DIR}/{CARD_FILE}")
-        for path in sorted(folder.iterdir()):
-            if path.name != CARD_FILE:
-                self.storage.put_file(path, f"{FINAL_DIR}/{path.name}")
-        self.storage.put_file(folder / CARD_FILE, f"{FINAL_DIR}/{CARD_FILE}")
-        self.log.write({"kind": "end", "step": self.global_step})
-        self.log.publish(curves=True)
-        self.log.close()
-        if self.board is not None:
-            self.board.update.remote({"kind": "end", "step": self.global_step})
+        return CARD_FILE

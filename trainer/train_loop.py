@@ -133,7 +133,7 @@ def _quiet_ray_train_logs() -> None:
 
 class Worker:
     """One rank of a run. `dppp train` uses it as it is; `dppp pretrain` (trainer/pretrain.py) overrides
-    what differs: build, schedules, batch_options and write_final."""
+    what differs: build, schedules, batch_options and save_final."""
 
     def __init__(self, config: TrainConfig, data: TrainingData, out: str, board):
         import ray.train
@@ -399,20 +399,26 @@ class Worker:
                              checkpoint=ray.train.Checkpoint.from_directory(folder))  # fmt: skip
 
     def write_final(self, model) -> None:
-        """final/model.safetensors + final/checkpoint.json (written last: the commit marker) for `dppp eval`,
-        and the published metrics, TensorBoard events and loss curves."""
-        from trainer.checkpoint import META_FILE, save_checkpoint
-
+        """final/ (its commit marker written last, removed first) and the published metrics, TensorBoard
+        events and loss curves."""
         folder = self.workdir / FINAL_DIR
-        position = Position(model.phase, 0, 0, self.global_step)
-        save_checkpoint(folder, model, None, step=self.global_step, config=self.run_record(position))
-        self.storage.delete(f"{FINAL_DIR}/{META_FILE}")
+        marker = self.save_final(model, folder)
+        self.storage.delete(f"{FINAL_DIR}/{marker}")
         for path in sorted(folder.iterdir()):
-            if path.name != META_FILE:
+            if path.name != marker:
                 self.storage.put_file(path, f"{FINAL_DIR}/{path.name}")
-        self.storage.put_file(folder / META_FILE, f"{FINAL_DIR}/{META_FILE}")
+        self.storage.put_file(folder / marker, f"{FINAL_DIR}/{marker}")
         self.log.write({"kind": "end", "step": self.global_step})
         self.log.publish(curves=True)
         self.log.close()
         if self.board is not None:
             self.board.update.remote({"kind": "end", "step": self.global_step})
+
+    def save_final(self, model, folder: Path) -> str:
+        """Write the run's result into the local `folder`; returns the name of its commit marker.
+        Here: model.safetensors + checkpoint.json (the marker), trainer/checkpoint.py's format, for `dppp eval`."""
+        from trainer.checkpoint import META_FILE, save_checkpoint
+
+        position = Position(model.phase, 0, 0, self.global_step)
+        save_checkpoint(folder, model, None, step=self.global_step, config=self.run_record(position))
+        return META_FILE

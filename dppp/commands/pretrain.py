@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import ConfigArg, SetOption, load_config
+from dppp.commands.common import ConfigArg, OutOption, RayAddressOption, SetOption, WorkersOption, load_config
 
 
 def pretrain(
@@ -16,11 +16,9 @@ def pretrain(
         typer.Option("--data", help="Pretraining data (repeatable): a dppp dataset URL (local, file://, s3://) whose "
                      "samples carry their prompt. Default: pretrain.data.sources."),
     ] = None,
-    out: Annotated[str | None, typer.Option(help="Runs root (local or s3://); the run goes to OUT/RUN_NAME.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Ray Train workers (default: pretrain.workers).")] = None,
-    ray_address: Annotated[
-        str | None, typer.Option(help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
-    ] = None,
+    out: OutOption = None,
+    workers: WorkersOption = None,
+    ray_address: RayAddressOption = None,
     sets: SetOption = None,
 ) -> None:
     """Pretrain a CLIP on (image, prompt) pairs; the result is a CLIP folder for train.model.backbone."""
