@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dppp.errors import DataError
+from trainer import losses
 from trainer.backbone import interpolate_position_embeddings
 from trainer.pretrain_config import PRETRAIN_METHOD, PretrainModelConfig
 
@@ -152,7 +153,10 @@ class ClipPretrainModel(nn.Module):
         parts = {"clip": self.contrastive(image, texts, scale)}
         captions = batch.get("captions")
         if captions and self.config.appearance_weight > 0:
-            parts["appearance"] = self.contrastive(image, captions, scale)
+            # Views of one person share their caption: every one of them is a positive of it (and of each
+            # other's copy of it), as in supervised contrastive learning; with one view a person it is InfoNCE.
+            text = F.normalize(self.encode_text(self.tokenize(captions, image.device)), dim=-1)
+            parts["appearance"] = losses.symmetric_supervised_contrastive(image, text, batch["pids"], 1 / scale)
         total = parts["clip"] + self.config.appearance_weight * parts.get("appearance", 0)
         return total, {**{k: v.detach() for k, v in parts.items()}, "logit_scale": scale.detach()}
 

@@ -203,6 +203,10 @@ def pretrain_worker(loop_config: dict[str, Any]) -> None:
 class PretrainWorker(Worker):
     card_data: dict[str, Any] = {}
 
+    @property
+    def batch_images(self) -> int:
+        return self.config.data.ids_per_batch * self.config.data.images_per_id
+
     def build(self):
         from trainer.clip_pretrain import ClipPretrainModel
 
@@ -234,9 +238,9 @@ class PretrainWorker(Worker):
             "data": self.card_data,
             "training": {
                 "steps": self.global_step, "epochs": self.config.schedule.epochs,
-                "batch": self.config.data.ids_per_batch * self.world, "workers": self.world,
+                "batch": self.batch_images * self.world, "workers": self.world,
                 "final_loss": (self.last_epoch or self.log.last("epoch")).get("loss"),
-                "chance_loss": math.log(self.config.data.ids_per_batch),
+                "chance_loss": math.log(self.batch_images),  # the full-prompt term's, per worker batch
                 "temperature": 1 / float(model.clip.logit_scale.detach().exp().clamp(max=self.config.model.max_logit_scale)),
                 "schedule": self.config.schedule.model_dump(mode="json"), "seed": self.config.seed,
             },  # fmt: skip

@@ -37,11 +37,12 @@ class PretrainAugment(AugmentConfig):
 
 
 class PretrainDataConfig(DataConfig):
-    # One image per person per batch (K = 1): two views of one person share most of their prompt, and a
-    # contrastive batch must not hold near-identical captions as negatives.
-    ids_per_batch: int = Field(64, ge=2)
-    images_per_id: int = Field(1, ge=1, le=1)
-    pool_identities: int | None = Field(256, ge=2)
+    # P people x K views per batch. Each view's own prompt is its positive (the other view of the person,
+    # whose prompt differs in the view's words, is a hard negative); the person's appearance caption is
+    # shared by its K views, which are all its positives (docs/pretraining.md).
+    ids_per_batch: int = Field(32, ge=2)
+    images_per_id: int = Field(2, ge=1)
+    pool_identities: int | None = Field(128, ge=2)
     num_workers: int = Field(1, ge=0)
     augment: PretrainAugment = PretrainAugment()
 
