@@ -19,6 +19,9 @@ class Phase1Schedule(StrictModel):
     lr: float = Field(3.5e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: int = Field(0, ge=0)
+    # Phase 1 reads un-augmented images, as CLIP-ReID's stage 1 does (it caches features of plain images):
+    # the image encoder is frozen, and random erasing would hide what the prompt words must describe.
+    augment: bool = False
 
 
 class Phase2Schedule(StrictModel):

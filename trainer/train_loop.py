@@ -212,9 +212,10 @@ class Worker:
         return phase_schedule(self.config, model.phases)
 
     def batch_options(self, model, phase: int) -> dict[str, Any]:
-        """What the loader puts in each batch besides pixels and pids: PDM's phase 1 needs style labels."""
+        """How the loader makes this phase's batches: PDM's phase 1 needs style labels, and phase 1 reads
+        un-augmented images unless `phase1.augment`."""
         style = self.config.model.style_attributes if model.method == "pdm" and phase == 1 else ()
-        return {"style_attributes": style}
+        return {"style_attributes": style, "augment": phase != 1 or self.config.phase1.augment}
 
     def enter_phase(self, model, phase: int) -> None:
         """Between the phases: PDM's identity bank from one un-augmented pass over the data (each rank its
