@@ -298,8 +298,8 @@ def rank1_on(model, dataset_url: str, image_size) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_training_on_demo_data_measurably_learns(ray_cluster, tmp_path):
-    """Procedural demo data (48 identities), the demo's tiny CLIP, two workers, a few CPU minutes: rank-1
-    on 24 identities never seen in training rises well above both chance and the untrained model."""
+    """Procedural demo data (48 identities), the demo's pretrained tiny CLIP, two workers, a few CPU minutes:
+    rank-1 on 24 identities never seen in training rises well above both chance and the untrained model."""
     from dppp.config import load_experiment
     from pipeline.generate import run_generate
     from trainer.checkpoint import load_checkpoint
@@ -317,7 +317,7 @@ def test_training_on_demo_data_measurably_learns(ray_cluster, tmp_path):
     config = TrainConfig.model_validate({
         **demo.train.model_dump(),
         "phase1": {"epochs": 2, "lr": 2e-3},
-        "phase2": {"epochs": 50, "lr": 2e-3, "warmup_epochs": 2},
+        "phase2": {"epochs": 50, "lr": demo.train.phase2.lr, "warmup_epochs": 2},
         "data": {**demo.train.data.model_dump(), "ids_per_batch": 8, "images_per_id": 4, "num_workers": 0},
         "run_name": "learn",
     })  # fmt: skip

@@ -9,9 +9,9 @@ and the console. What it says, and why each figure:
 - style loss against the label-prior entropy (mean over the style attributes of H(prior)): a style head
   that only learned the label frequencies sits at that entropy.
 - content-prompt cosine within vs across identities (per image, normalised text features of its content
-  prompt): phase 2 pulls each image toward its identity's mean content prompt at temperature 0.01, so a
-  within-across gap g gives a logit margin of about g / 0.01. A gap under `MIN_COSINE_GAP` (margin < 1)
-  leaves the image-to-text term a constant.
+  prompt): phase 2 pulls each image toward its identity's mean content prompt at temperature tau (0.01 for
+  OpenAI's CLIPs, ~0.02 for the project's tiny one), so a within-across gap g gives a logit margin of about
+  g / tau. A gap under `MIN_COSINE_GAP` (a margin under 1 at 0.01) leaves the image-to-text term a constant.
 - linear probes of S and of C, for each style attribute and for pid, fit on half of each identity's
   images and scored on the other half ("held-out"): S should read the style attributes, C the pid; C
   reading style as well as S does is what the adversarial option fights (docs/method.md).

@@ -123,6 +123,7 @@ def run_pretrain(config: PretrainConfig, data: list[str] | None = None, out: str
     from trainer.train import absolute_out
 
     # Ray Train workers run in their own working directory: relative local paths are made absolute here.
+    given_zero_shot = config.zero_shot.datasets  # as given, for the model card
     zero_shot = config.zero_shot.model_copy(update={"datasets": tuple(absolute_out(u) for u in config.zero_shot.datasets)})
     config = config.model_copy(update={"zero_shot": zero_shot})
     people = corpus_people(sources, config.data.storage)
@@ -130,7 +131,8 @@ def run_pretrain(config: PretrainConfig, data: list[str] | None = None, out: str
         check_disjoint(people, url, "pretraining corpus", config.data.storage)
     steps = schedule_steps(config, training_data, config.workers, pretrain_schedules(config))
     card_data = {"sources": sources, "identities": training_data.num_classes, "images": training_data.num_images,
-                 "style_coverage": style_coverage(sources, config.data.storage), "people": people}  # fmt: skip
+                 "style_coverage": style_coverage(sources, config.data.storage), "people": people,
+                 "zero_shot_datasets": list(given_zero_shot)}  # fmt: skip
     result = launch(config, training_data, steps, pretrain_worker, ray_address=ray_address, progress=progress,
                     extra={"card_data": card_data})  # fmt: skip
     from trainer.model_card import read_card
@@ -232,6 +234,7 @@ class PretrainWorker(Worker):
         from trainer.zero_shot import zero_shot_folder
 
         model.save_pretrained(folder)
+        last = self.last_epoch or self.log.last("epoch")
         card: dict[str, Any] = {
             "architecture": self.config.model.architecture.model_dump(mode="json"),
             "image_size": list(self.config.model.image_size),
@@ -239,8 +242,9 @@ class PretrainWorker(Worker):
             "training": {
                 "steps": self.global_step, "epochs": self.config.schedule.epochs,
                 "batch": self.batch_images * self.world, "workers": self.world,
-                "final_loss": (self.last_epoch or self.log.last("epoch")).get("loss"),
-                "chance_loss": math.log(self.batch_images),  # the full-prompt term's, per worker batch
+                "final_loss": last.get("loss"),  # clip + appearance_weight x appearance
+                "final_clip_loss": last.get("loss/clip"), "final_appearance_loss": last.get("loss/appearance"),
+                "chance_loss": math.log(self.batch_images),  # of either term, per worker batch
                 "temperature": 1 / float(model.clip.logit_scale.detach().exp().clamp(max=self.config.model.max_logit_scale)),
                 "schedule": self.config.schedule.model_dump(mode="json"), "seed": self.config.seed,
             },  # fmt: skip
@@ -249,7 +253,7 @@ class PretrainWorker(Worker):
         if self.config.zero_shot.datasets:
             report = zero_shot_folder(str(folder), self.config.zero_shot, self.config.model.image_size,
                                       storage_config=self.config.data.storage)  # fmt: skip
-            card["zero_shot"] = report.as_dict()
+            card["zero_shot"] = {**report.as_dict(), "datasets": self.card_data.get("zero_shot_datasets", report.datasets)}
             self.log.write({"kind": "zero_shot", "step": self.global_step,
                             "mean_accuracy": report.mean_accuracy, "mean_chance": report.mean_chance,
                             **{f"zero_shot/{a.name}": a.accuracy for a in report.attributes}})  # fmt: skip
