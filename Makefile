@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS     ?= dev
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo pretrain test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,13 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m dppp.demo
+
+# The demo's pretrained tiny CLIP (models/tiny-clip, committed): corpus, held-out set, pretraining, export.
+# About 30-60 min on 2 cores; a rerun resumes (delete runs/pretrain to start over).
+pretrain: $(STAMP)
+	$(VENV)/bin/dppp generate configs/pretrain.yaml
+	$(VENV)/bin/dppp generate configs/pretrain.yaml --out runs/pretrain/heldout --identities 128 --set generate.seed=78
+	$(VENV)/bin/dppp pretrain configs/pretrain.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -1,6 +1,7 @@
 """The experiment config: one YAML per run, a section per stage, each validated before work starts.
 
     generate:  pipeline.generate.GenerateConfig   (prompts, renderer, shards, storage, Ray pool)
+    pretrain:  trainer.pretrain_config.PretrainConfig  (image-text pretraining of the tiny CLIP)
     train:     trainer.config.TrainConfig
     eval:      trainer.evaluate.EvalConfig
 
@@ -21,10 +22,12 @@ from dppp.schema import StrictModel
 from pipeline.generate import GenerateConfig
 from trainer.config import TrainConfig
 from trainer.evaluate import EvalConfig
+from trainer.pretrain_config import PretrainConfig
 
 
 class ExperimentConfig(StrictModel):
     generate: GenerateConfig = GenerateConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -119,6 +122,6 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError("the top level must be a mapping with generate/train/eval sections", file=file)
+        raise ConfigError("the top level must be a mapping with generate/pretrain/train/eval sections", file=file)
     data = apply_overrides(data, overrides or [], file=file)
     return validate(ExperimentConfig, data, file=file)

@@ -43,6 +43,28 @@ def show_prompts(generate_config, identities: int = 3) -> None:
         print(f"  {view.key} camera {view.camid}: {view.prompt}")
 
 
+def show_backbone(train_config) -> None:
+    """What PDM starts from: the pretrained tiny CLIP's model card (`make pretrain` made it)."""
+    from trainer.model_card import read_card
+    from trainer.zero_shot import report_from_dict
+
+    backbone = train_config.model.backbone
+    card = read_card(backbone) if backbone != "tiny" and Path(backbone).is_dir() else None
+    if not card:
+        print(f"   backbone: {backbone}")
+        return
+    data, training = card.get("data", {}), card.get("training", {})
+    print(f"   backbone {backbone}: a tiny CLIP pretrained (`make pretrain`) on {data.get('images')} images of "
+          f"{data.get('identities')} other people, {training.get('steps')} steps, contrastive loss "
+          f"{training.get('final_loss', 0):.2f} (chance {training.get('chance_loss', 0):.2f})")  # fmt: skip
+    if "zero_shot" in card:
+        report = report_from_dict(card["zero_shot"])
+        best = sorted(report.attributes, key=lambda a: a.accuracy - a.chance, reverse=True)[:5]
+        print(f"   zero-shot, by text prompts alone, on {report.images} held-out images: mean accuracy "
+              f"{report.mean_accuracy:.0%} (chance {report.mean_chance:.0%}); "
+              + ", ".join(f"{a.name} {a.accuracy:.0%} (chance {a.chance:.0%})" for a in best))  # fmt: skip
+
+
 def run_demo() -> None:
     from dppp.config import load_experiment
 
@@ -61,6 +83,8 @@ def run_demo() -> None:
          ["shards", "verify", dataset])  # fmt: skip
     step("4/6 (held-out)", ["shards", "verify", str(HELDOUT)])
     step("4/6 (contact sheet)", ["shards", "grid", dataset, "--out", str(SHEET), "--n", "64"])
+    print("\n== 5/6 the CLIP that PDM starts from")
+    show_backbone(config.train)
     step("5/6 train PDM on the training set (Ray Train, streaming from the shards)", ["train", CONFIG])
     step("6/6 evaluate on the held-out identities (Market-1501 protocol)",
          ["eval", str(run_dir), "--dataset", f"synthetic:{HELDOUT}", "--out", str(REPORT)])  # fmt: skip

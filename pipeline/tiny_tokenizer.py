@@ -64,17 +64,32 @@ def default_words() -> list[str]:
     return sorted(words)
 
 
-def vocab_and_merges(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def vocab_and_merges(words: Iterable[str], whole_words: bool = False) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP-format (vocab, merges) for `words`. By default each word gets the merges that build it left to
+    right, so words share sub-pieces; `whole_words` adds, word after word, the merges still missing for
+    BPE (which applies merges by rank across all words) to turn that word into one token: a prompt then
+    costs one token per word, as with CLIP's real vocabulary."""
     symbols = _byte_symbols()
     vocab: dict[str, int] = {}
     for token in symbols + [s + "</w>" for s in symbols]:
         vocab.setdefault(token, len(vocab))
     merges: list[tuple[str, str]] = []
     seen_merges: set[tuple[str, str]] = set()
+    ranks: dict[tuple[str, str], int] = {}
     for word in sorted({w.lower() for w in words if w}):
         # The same split CLIP's pre-tokenizer makes: letters, digits and other symbols apart.
         for piece in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", word):
             if len(piece) < 2 or not piece.isascii():
+                continue
+            if whole_words:
+                # Merges added later rank lower, so they never change how an earlier word tokenizes.
+                parts = _bpe(list(piece[:-1]) + [piece[-1] + "</w>"], ranks)
+                while len(parts) > 1:
+                    pair = (parts[0], parts[1])
+                    ranks[pair] = len(merges)
+                    merges.append(pair)
+                    vocab.setdefault(pair[0] + pair[1], len(vocab))
+                    parts = _bpe(list(piece[:-1]) + [piece[-1] + "</w>"], ranks)
                 continue
             left = piece[0]
             for i, ch in enumerate(piece[1:], start=1):
@@ -90,11 +105,23 @@ def vocab_and_merges(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[s
     return vocab, merges
 
 
-def build_tiny_clip_tokenizer(words: Iterable[str] | None = None, model_max_length: int = 77):
+def _bpe(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding as CLIP applies it: repeatedly merge the adjacent pair of lowest rank."""
+    while len(parts) > 1:
+        best = min(range(len(parts) - 1), key=lambda i: ranks.get((parts[i], parts[i + 1]), 1 << 60))
+        pair = (parts[best], parts[best + 1])
+        if pair not in ranks:
+            break
+        parts = parts[:best] + [pair[0] + pair[1]] + parts[best + 2 :]
+    return parts
+
+
+def build_tiny_clip_tokenizer(words: Iterable[str] | None = None, model_max_length: int = 77, *,
+                              whole_words: bool = False):  # fmt: skip
     """A transformers CLIPTokenizer over `words` (default: the taxonomy's), built in memory."""
     from transformers import CLIPTokenizer
 
-    vocab, merges = vocab_and_merges(default_words() if words is None else words)
+    vocab, merges = vocab_and_merges(default_words() if words is None else words, whole_words)
     return CLIPTokenizer(
         vocab=vocab,
         merges=merges,

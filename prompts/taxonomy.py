@@ -397,6 +397,36 @@ def _validation_error(exc: ValidationError, file: str) -> ConfigError:
     return ConfigError(problem, file=file, path=path or None)
 
 
+def taxonomy_from_dict(data: dict[str, Any], *, source: str) -> Taxonomy:
+    """A taxonomy from plain data, e.g. dataset.json's copy. That copy is stored with sorted keys, which
+    loses the order dimensions are sampled in; a dimension's rules may only read earlier ones, so each
+    level is put back in an order that respects every rule (dependencies first, then by name). The hash
+    (of the canonical, key-sorted JSON) is the same whatever the order."""
+    data = dict(data)
+    for level in ("identity", "view"):
+        dims = data.get(level)
+        if not isinstance(dims, dict):
+            continue
+        needs = {}
+        for name, spec in dims.items():
+            spec = spec if isinstance(spec, dict) else {}
+            conditions = [rule.get("when") or {} for rule in spec.get("rules") or [] if isinstance(rule, dict)]
+            conditions.append(spec.get("hidden_when") or {})
+            needs[name] = {key for condition in conditions if isinstance(condition, dict) for key in condition} & set(dims)
+        ordered: list[str] = []
+        while len(ordered) < len(dims):
+            ready = sorted(n for n in dims if n not in ordered and needs[n] <= set(ordered))
+            if not ready:  # a cycle: leave the rest as it is and let validation name the problem
+                ready = [n for n in dims if n not in ordered]
+            ordered.append(ready[0])
+        data[level] = {name: dims[name] for name in ordered}
+    try:
+        model = TaxonomyModel.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, source) from None
+    return Taxonomy(model, source=source)
+
+
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     """Read and validate a taxonomy YAML (None: the one shipped with the package)."""
     # The experiment config's reader: same messages for a missing file or a YAML syntax error.

@@ -77,8 +77,10 @@ class ClipBackbone(nn.Module):
         grid = (image_size[0] // patch, image_size[1] // patch)
         clip.vision_model.embeddings = ReIDVisionEmbeddings(clip.vision_model.embeddings, grid)
         self.image_size = tuple(image_size)
-        # Temperatures are fixed by config; CLIP's own learned scale is not used and never trains.
+        # Temperatures are fixed by config; CLIP's own learned scale never trains. It is what a "backbone"
+        # temperature means: 1 / the scale CLIP learned (clamped at 100, as CLIP clamps it).
         clip.logit_scale.requires_grad_(False)
+        self.learned_temperature = 1 / min(float(clip.logit_scale.detach().exp()), 100.0)
 
     @property
     def embed_dim(self) -> int:
@@ -113,24 +115,76 @@ class ClipBackbone(nn.Module):
 
 
 def load_clip(config: ModelConfig):
-    """(CLIPModel, tokenizer) from `config.backbone`: "tiny", a local folder or a hub id."""
+    """(CLIPModel, tokenizer) from `config.backbone`: "tiny", a local folder or a hub id. A folder that
+    holds no CLIP, or a tokenizer whose vocabulary is not the text model's, is a ConfigError naming it."""
     if config.backbone == "tiny":
         from trainer.tiny_clip import build_tiny_clip
 
         return build_tiny_clip(config.tiny, config.image_size[0], seed=config.init_seed)
-    from transformers import AutoTokenizer, CLIPModel
+    from transformers import CLIPModel
 
+    tokenizer = check_backbone(config.backbone)
     try:
         clip = CLIPModel.from_pretrained(config.backbone)
-        tokenizer = AutoTokenizer.from_pretrained(config.backbone)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot load CLIP from {config.backbone!r}: {first}", path="train.model.backbone") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"cannot load CLIP from {config.backbone!r}: {_first_line(exc)}",
+                          path="train.model.backbone") from None  # fmt: skip
     return clip.eval(), tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def check_backbone(backbone: str):
+    """Check a CLIP folder or hub id without loading its weights (the driver does this before any worker
+    starts) and return its tokenizer: a folder must hold a CLIP config, and the tokenizer's vocabulary
+    must be the text model's (same size, end-of-text inside it)."""
+    from transformers import AutoTokenizer, CLIPConfig
+
+    check_clip_folder(backbone)
+    try:
+        clip_config = CLIPConfig.from_pretrained(backbone)
+        tokenizer = AutoTokenizer.from_pretrained(backbone)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"cannot load CLIP from {backbone!r}: {_first_line(exc)}", path="train.model.backbone") from None
+    rows = clip_config.text_config.vocab_size
+    if len(tokenizer) != rows or tokenizer.eos_token_id is None or tokenizer.eos_token_id >= rows:
+        raise ConfigError(f"backbone {backbone!r}: its tokenizer has {len(tokenizer)} tokens but the text model's "
+                          f"vocabulary has {rows}: the tokenizer belongs to another model",
+                          path="train.model.backbone")  # fmt: skip
+    return tokenizer
+
+
+def check_clip_folder(backbone: str) -> None:
+    """A local backbone folder must hold a CLIP (config.json with model_type "clip"); a hub id is left to
+    transformers."""
+    import json
+    from pathlib import Path
+
+    path = Path(backbone)
+    if not path.exists():
+        if backbone.startswith((".", "/", "~")) or backbone.count("/") > 1:
+            raise ConfigError(f"backbone folder {backbone!r} does not exist", path="train.model.backbone")
+        return  # a hub id (org/name)
+    where = "train.model.backbone"
+    if not path.is_dir():
+        raise ConfigError(f"backbone {backbone!r} is a file, not a CLIP folder", path=where)
+    try:
+        model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except FileNotFoundError:
+        raise ConfigError(f"backbone folder {backbone!r} holds no config.json: not a saved CLIP model", path=where) from None
+    except (ValueError, AttributeError, OSError):
+        raise ConfigError(f"backbone folder {backbone!r}: config.json is not a model config", path=where) from None
+    if model_type != "clip":
+        raise ConfigError(f"backbone folder {backbone!r} holds a {model_type!r} model, not a CLIP", path=where)
 
 
 def load_backbone(config: ModelConfig, placeholder_tokens: list[str]) -> ClipBackbone:
     clip, tokenizer = load_clip(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.init_seed)  # new token rows: deterministic
-        return ClipBackbone(clip, tokenizer, config.image_size, placeholder_tokens)
+        backbone = ClipBackbone(clip, tokenizer, config.image_size, placeholder_tokens)
+    if config.backbone == "tiny":
+        backbone.learned_temperature = 0.01  # a random CLIP learned nothing: the value OpenAI's CLIPs learned
+    return backbone

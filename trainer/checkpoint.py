@@ -42,7 +42,7 @@ class CheckpointState:
     phase: int
     num_classes: int
     style_vocab: dict[str, int]
-    model_config: ModelConfig
+    model_config: Any  # ModelConfig, or trainer.pretrain_config.PretrainModelConfig
     config: Any  # the run config recorded by the caller, as JSON data
     has_optimizer: bool
 
@@ -132,7 +132,7 @@ def read_state(directory) -> CheckpointState:
     if version != FORMAT_VERSION:
         raise DataError(f"{directory}: checkpoint format version {version!r}; this dppp reads version {FORMAT_VERSION}")
     try:
-        model_config = ModelConfig.model_validate(meta["model"])
+        model_config = _model_config_class(meta.get("method")).model_validate(meta["model"])
         state = CheckpointState(
             step=int(meta["step"]),
             method=str(meta["method"]),
@@ -154,6 +154,13 @@ def read_state(directory) -> CheckpointState:
         if not path.is_file() or _sha256(path.read_bytes()) != digest:
             raise DataError(f"{path}: missing or does not match the sha256 recorded in {META_FILE}")
     return state
+
+
+def _model_config_class(method: Any) -> type[BaseModel]:
+    """The config model a checkpoint's `model` validates against: a Re-ID method's, or pretraining's."""
+    from trainer.pretrain_config import PRETRAIN_METHOD, PretrainModelConfig
+
+    return PretrainModelConfig if method == PRETRAIN_METHOD else ModelConfig
 
 
 def _load_tensors(path: Path) -> dict:
@@ -203,6 +210,9 @@ def load_checkpoint(directory, *, expected_method: str | None = None):
     from trainer.model import build_model
 
     state = read_state(directory)
+    if not isinstance(state.model_config, ModelConfig):
+        raise DataError(f"{directory}: a CLIP pretraining checkpoint, not a Re-ID model (the pretrained CLIP "
+                        "folder is its run's final/, for train.model.backbone)")  # fmt: skip
     if expected_method is not None and state.method != expected_method:
         raise DataError(f"{directory}: checkpoint of method {state.method!r}, expected {expected_method!r}")
     model = build_model(state.model_config, state.num_classes, state.style_vocab)

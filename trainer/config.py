@@ -19,6 +19,9 @@ class Phase1Schedule(StrictModel):
     lr: float = Field(3.5e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: int = Field(0, ge=0)
+    # Phase 1 reads un-augmented images, as CLIP-ReID's stage 1 does (it caches features of plain images):
+    # the image encoder is frozen, and random erasing would hide what the prompt words must describe.
+    augment: bool = False
 
 
 class Phase2Schedule(StrictModel):
@@ -63,10 +66,10 @@ class DataConfig(StrictModel):
     storage: StorageConfig = StorageConfig()
 
 
-class TrainConfig(StrictModel):
-    model: ModelConfig = ModelConfig()
-    phase1: Phase1Schedule = Phase1Schedule()
-    phase2: Phase2Schedule = Phase2Schedule()
+class RunSettings(StrictModel):
+    """What every Ray Train run shares (`dppp train`, `dppp pretrain`): its data, where it lives, its
+    workers, checkpoints and logs. trainer/train.py launches it, trainer/train_loop.py runs it."""
+
     data: DataConfig = DataConfig()
     # The run: <out>/<run_name>/ holds checkpoints, metrics and final/; a rerun with the same name resumes.
     out: str = "runs/demo/train"
@@ -85,4 +88,10 @@ class TrainConfig(StrictModel):
     # stops with exit 1, its checkpoints kept. Raise it where an autoscaler takes longer to add a node.
     placement_timeout_s: float = Field(300.0, gt=0)
     log_every_steps: int = Field(10, ge=1)
+
+
+class TrainConfig(RunSettings):
+    model: ModelConfig = ModelConfig()
+    phase1: Phase1Schedule = Phase1Schedule()
+    phase2: Phase2Schedule = Phase2Schedule()
     bank_batch_size: int = Field(64, ge=1)  # PDM identity bank pass between the phases

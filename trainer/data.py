@@ -340,7 +340,8 @@ class PKBatchStream(IterableDataset):
 
     def __init__(self, data: TrainingData, config: DataConfig, image_size: tuple[int, int], *, seed: int,
                  epoch: int, rank: int = 0, world: int = 1, skip: int = 0, augment: bool = True,
-                 style_attributes: Sequence[str] = ()):  # fmt: skip
+                 style_attributes: Sequence[str] = (), texts: bool = False,
+                 captioners: dict[str, Any] | None = None):  # fmt: skip
         super().__init__()
         self.data = data
         self.config = config
@@ -356,6 +357,9 @@ class PKBatchStream(IterableDataset):
             raise DataError(f"style attribute(s) {missing} are not labelled in every training source "
                             f"(labelled: {sorted(data.style_values)})")  # fmt: skip
         self.style_attributes = tuple(style_attributes)
+        self.texts = texts  # each sample's prompt (its `txt` member) goes into the batch: image-text pairs
+        # dataset URL -> prompts.captions.AppearanceCaptioner: each sample's appearance caption, from its json
+        self.captioners = dict(captioners or {})
 
     @property
     def steps(self) -> int:
@@ -395,7 +399,7 @@ class PKBatchStream(IterableDataset):
         for b, batch in enumerate(batches[skipped:], start=skipped):
             for pick in batch.picks:
                 last_use[pick.unit] = b
-        loaded: dict[int, list[list[tuple[bytes, dict[str, int]]]]] = {}
+        loaded: dict[int, list[list[tuple[bytes, dict[str, int], str | None]]]] = {}
         for b in range(skipped, len(batches)):
             batch = batches[b]
             for pick in batch.picks:
@@ -407,13 +411,20 @@ class PKBatchStream(IterableDataset):
                 loaded.pop(position, None)
 
     def _load_unit(self, unit: Unit):
-        """Per identity, per member: (encoded image, style labels). Streams the shard once."""
+        """Per identity, per member: (encoded image, style labels, prompt or None). Streams the shard once."""
+        texts = getattr(self, "texts", False)
+        captioner = getattr(self, "captioners", {}).get(unit.root)
         if unit.tar is None:
-            return [[(_read_file(path), self._folder_style(camid)) for path, camid in
+            if texts:
+                raise DataError(f"{unit.name}: a Re-ID folder has no prompts; image-text pretraining needs dppp "
+                                "shards, whose samples carry their prompt (txt)")  # fmt: skip
+            return [[(_read_file(path), self._folder_style(camid), {}) for path, camid in
                      zip(ident.members, ident.camids or (), strict=True)] for ident in unit.identities]  # fmt: skip
         storage = open_storage(unit.root, self.data.storage)
         samples = {}
         wanted = READ_IMAGE_EXTS | ({"json"} if self.style_attributes else set())  # json only for style labels
+        wanted |= {"txt"} if texts else set()
+        wanted |= {"json"} if captioner else set()
         with storage.open_read(unit.tar) as stream:
             for sample in read_shard(stream, include=wanted):
                 samples[sample["__key__"]] = sample
@@ -426,7 +437,17 @@ class PKBatchStream(IterableDataset):
                 if image is None or (self.style_attributes and "json" not in sample):
                     raise DataError(f"{unit.name}: sample {key!r} listed in its record lacks an image or json")
                 style = self._sample_style(sample["json"], f"{unit.name}: sample {key!r}") if self.style_attributes else {}
-                rows.append((image, style))
+                text = sample.get("txt") if texts else None
+                if texts and not (isinstance(text, str) and text.strip()):
+                    raise DataError(f"{unit.name}: sample {key!r} has no prompt (txt member); image-text "
+                                    "pretraining needs a prompt with every image")  # fmt: skip
+                words = {"texts": text} if texts else {}
+                if captioner:
+                    attributes = (sample.get("json") or {}).get("attributes")
+                    if not isinstance(attributes, dict):
+                        raise DataError(f"{unit.name}: sample {key!r} records no attributes to caption")
+                    words["captions"] = captioner(attributes)
+                rows.append((image, style, words))
             out.append(rows)
         return out
 
@@ -451,13 +472,16 @@ class PKBatchStream(IterableDataset):
         count = len(batch.picks) * max(len(p.images) for p in batch.picks)
         pixels = np.empty((count, *self.image_size, 3), dtype=np.uint8)
         erase_rects, pids, keys = [], [], []
+        words: dict[str, list[str]] = {}
         style: dict[str, list[int]] = {name: [] for name in self.style_attributes}
         for pick in batch.picks:
             unit = self.data.units[unit_ids[pick.unit]]
             identity = unit.identities[pick.identity]
             rows = loaded[pick.unit][pick.identity]
             for i in pick.images:
-                data, labels = rows[i]
+                data, labels, text = rows[i]
+                for name, value in text.items():
+                    words.setdefault(name, []).append(value)
                 where = f"{unit.name}: {identity.members[i]}"
                 erase_rects.append(transform.pixels_into(pixels[len(pids)], data, rng, where))
                 pids.append(identity.label)
@@ -469,6 +493,7 @@ class PKBatchStream(IterableDataset):
             "pids": torch.tensor(pids, dtype=torch.long),
             "style": {name: torch.tensor(values, dtype=torch.long) for name, values in style.items()},
             "keys": keys,
+            **words,
         }
 
 
@@ -547,26 +572,35 @@ class AllImagesStream(IterableDataset):
     the pass that builds PDM's identity bank. {"pixel_values", "pids"}; not P x K."""
 
     def __init__(self, data: TrainingData, image_size: tuple[int, int], *, rank: int, world: int,
-                 batch_size: int):  # fmt: skip
+                 batch_size: int, style_attributes: Sequence[str] = ()):  # fmt: skip
         super().__init__()
         self.data, self.image_size, self.batch_size = data, tuple(image_size), batch_size
         self.unit_ids = list(range(rank, len(data.units), world))
+        self.style_attributes = tuple(style_attributes)  # labels in each batch's "style" (the health report's)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         mine = self.unit_ids[info.id :: info.num_workers] if info else self.unit_ids
         stream = PKBatchStream.__new__(PKBatchStream)  # reuse its unit reader without planning an epoch
-        stream.data, stream.style_attributes = self.data, ()
+        stream.data, stream.style_attributes, stream.texts = self.data, self.style_attributes, False
         transform = EvalTransform(self.image_size)
-        images, pids = [], []
+        images, pids, styles = [], [], []
+
+        def batch():
+            out = {"pixel_values": torch.stack(images), "pids": torch.tensor(pids, dtype=torch.long)}
+            if self.style_attributes:
+                out["style"] = {n: torch.tensor([s[n] for s in styles], dtype=torch.long) for n in self.style_attributes}
+            return out
+
         for u in mine:
             unit = self.data.units[u]
             for identity, rows in zip(unit.identities, stream._load_unit(unit), strict=True):
-                for member, (data, _) in zip(identity.members, rows, strict=True):
+                for member, (data, style, _) in zip(identity.members, rows, strict=True):
                     images.append(transform(data, None, f"{unit.name}: {member}"))
                     pids.append(identity.label)
+                    styles.append(style)
                     if len(images) == self.batch_size:
-                        yield {"pixel_values": torch.stack(images), "pids": torch.tensor(pids, dtype=torch.long)}
-                        images, pids = [], []
+                        yield batch()
+                        images, pids, styles = [], [], []
         if images:
-            yield {"pixel_values": torch.stack(images), "pids": torch.tensor(pids, dtype=torch.long)}
+            yield batch()

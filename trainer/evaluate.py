@@ -135,6 +135,11 @@ def run_eval(model_path_or_url: str, datasets: Sequence[str] | None = None, conf
 
         model, state = load_checkpoint(folder)
         model_info = _model_info(model_path_or_url, folder, state)
+    from trainer.train import check_people_disjoint
+
+    # Test people seen in the backbone's pretraining would flatter the figures: refused, as for training.
+    check_people_disjoint(state.model_config.backbone, [path for name, path in parsed if name == "synthetic"],
+                          storage_config)  # fmt: skip
     splits = [_read_split(spec, name, config, storage_config) for spec, (name, _) in zip(specs, parsed, strict=True)]
 
     import torch

@@ -85,3 +85,24 @@ def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: flo
 def squared_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """mean_i cos(a_i, b_i)^2: 0 when each pair is orthogonal, whatever the sign of their correlation."""
     return F.cosine_similarity(a, b, dim=-1).pow(2).mean()
+
+
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+def gradient_reversal(x: torch.Tensor) -> torch.Tensor:
+    """Identity forward, negated gradient backward (Ganin & Lempitsky 2015): a classifier after it learns to
+    predict, while what comes before it learns to make the prediction fail."""
+    return _GradientReversal.apply(x)
+
+
+def norm_deviation(words: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """mean_i ((||w_i|| - m) / m)^2: pseudo-words held to the norm m of the real token embeddings."""
+    return ((words.norm(dim=-1) - target) / target).pow(2).mean()

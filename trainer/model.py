@@ -56,6 +56,11 @@ class ReIDModel(nn.Module):
             self.register_buffer("identity_known", torch.zeros(num_classes, dtype=torch.bool))
         self.phase = 0
 
+    def temperature(self, name: str) -> float:
+        """`<name>_temperature` of the config, "backbone" resolved to the CLIP's own learned value."""
+        value = getattr(self.config, f"{name}_temperature")
+        return self.backbone.learned_temperature if value == "backbone" else float(value)
+
     # ---- phases ---------------------------------------------------------------------------------------
 
     def trains_in_phase(self, name: str, phase: int) -> bool:
@@ -111,6 +116,7 @@ class ReIDModel(nn.Module):
     def phase2_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         pids = batch_pids(batch, self.num_classes)
         feature = self.backbone.encode_image(batch["pixel_values"])
+        self._phase2_feature = feature  # for a subclass's extra phase-2 terms on the same forward
         logits = self.classifier(self.bnneck(feature))
         parts = {
             "id": losses.label_smoothing_cross_entropy(logits, pids, self.config.label_smoothing),
@@ -127,7 +133,7 @@ class ReIDModel(nn.Module):
         missing = sorted(set(pids[~self.identity_known[pids]].tolist()))
         if missing:
             raise ValueError(f"identities {missing[:10]} have no text feature in the bank (not seen when it was built)")
-        logits = F.normalize(feature, dim=-1) @ self.identity_text.t() / self.config.i2t_temperature
+        logits = F.normalize(feature, dim=-1) @ self.identity_text.t() / self.temperature("i2t")
         logits = logits.masked_fill(~self.identity_known[None, :], float("-inf"))
         return F.cross_entropy(logits, pids)
 
@@ -177,7 +183,7 @@ class ClipReID(ReIDModel):
         with torch.no_grad():
             image = F.normalize(self.backbone.encode_image(batch["pixel_values"]), dim=-1)
         text = F.normalize(self.identity_text_features(pids), dim=-1)
-        return {"prompt": losses.symmetric_supervised_contrastive(image, text, pids, self.config.prompt_temperature)}
+        return {"prompt": losses.symmetric_supervised_contrastive(image, text, pids, self.temperature("prompt"))}
 
     @torch.no_grad()
     def build_identity_bank(self, batches: Iterable[Batch] = (), chunk: int = 256) -> None:
@@ -225,12 +231,22 @@ class PDM(ReIDModel):
         self.style_heads = nn.ModuleDict(
             {name: nn.Linear(token_dim, style_vocab[name]) for name in config.style_attributes}
         )
+        if config.weights.adversarial > 0:
+            # The adversary: style heads on C, which C's inversion network learns to defeat (gradient reversal).
+            self.adversarial_heads = nn.ModuleDict(
+                {name: nn.Linear(token_dim, style_vocab[name]) for name in config.style_attributes}
+            )
+        if config.weights.style_i2t > 0:
+            # Each identity's mean content word (phase 2's style-conditioned prompts need a word, not a feature).
+            self.register_buffer("identity_words", torch.zeros(num_classes, token_dim))
+        with torch.no_grad():  # the mean norm of the (frozen) real words: what `word_norm` holds the pseudo-words to
+            self.token_norm = float(backbone.token_embedding.weight.norm(dim=-1).mean())
         self.full_prompt = compile_prompt(config.full_template, backbone.tokenizer)
         self.content_prompt = compile_prompt(config.content_template, backbone.tokenizer)
 
     def trains_in_phase(self, name: str, phase: int) -> bool:
         if phase == 1:
-            return name.startswith(("style_inversion.", "content_inversion.", "style_heads."))
+            return name.startswith(("style_inversion.", "content_inversion.", "style_heads.", "adversarial_heads."))
         return super().trains_in_phase(name, phase)
 
     def pseudo_words(self, image_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,9 +267,9 @@ class PDM(ReIDModel):
         full_text, content_text = self.prompt_features(style, content)
         image = F.normalize(image, dim=-1)
         parts = {
-            "align": losses.info_nce(image, F.normalize(full_text, dim=-1), config.align_temperature),
+            "align": losses.info_nce(image, F.normalize(full_text, dim=-1), self.temperature("align")),
             "content": losses.symmetric_supervised_contrastive(
-                image, F.normalize(content_text, dim=-1), pids, config.content_temperature
+                image, F.normalize(content_text, dim=-1), pids, self.temperature("content")
             ),
         }
         if config.style_attributes:
@@ -262,18 +278,62 @@ class PDM(ReIDModel):
                 F.cross_entropy(self.style_heads[name](style), labels[name]) for name in config.style_attributes
             ) / len(config.style_attributes)
         parts["decorrelation"] = losses.squared_cosine(style, content)
+        if config.weights.adversarial > 0 and config.style_attributes:
+            reversed_content = losses.gradient_reversal(content)
+            parts["adversarial"] = sum(
+                F.cross_entropy(self.adversarial_heads[name](reversed_content), labels[name])
+                for name in config.style_attributes
+            ) / len(config.style_attributes)
+        if config.weights.word_norm > 0:
+            parts["word_norm"] = losses.norm_deviation(torch.cat([style, content]), self.token_norm)
         return parts
+
+    def phase2_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        parts = super().phase2_losses(batch)
+        if self.config.weights.style_i2t > 0:
+            parts["style_i2t"] = self.style_conditioned_i2t(self._phase2_feature, batch_pids(batch, self.num_classes))
+        return parts
+
+    def style_conditioned_i2t(self, feature: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+        """CE of each image against "a [S_i] style photo of a [C_k] person" for every identity k of the batch,
+        S_i the image's own style word, C_k identity k's mean content word: with the style fixed to the
+        image's own, only the identity can tell the prompts apart. The text side is frozen, so the prompts
+        are constants; the gradient reaches the image feature only."""
+        batch_ids = pids.unique()
+        with torch.no_grad():
+            style = self.style_inversion(feature.detach())
+            words = self.identity_words[batch_ids]
+            n, k = len(feature), len(batch_ids)
+            text = encode_prompt(self.backbone, self.full_prompt, {"S": style.repeat_interleave(k, 0),
+                                                                   "C": words.repeat(n, 1)})  # fmt: skip
+            text = F.normalize(text, dim=-1).reshape(n, k, -1)
+        logits = torch.einsum("nd,nkd->nk", F.normalize(feature, dim=-1), text) / self.temperature("i2t")
+        target = (pids[:, None] == batch_ids[None, :]).float().argmax(dim=1)
+        return F.cross_entropy(logits, target)
+
+    def set_identity_words(self, sums: torch.Tensor, counts: torch.Tensor) -> None:
+        """Each identity's mean content word from per-identity sums [K, token_dim] and counts [K]."""
+        if hasattr(self, "identity_words"):
+            self.identity_words.copy_(sums / counts.clamp(min=1)[:, None].to(sums.dtype))
+
+    @torch.no_grad()
+    def phase1_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(S [B, token_dim], C [B, token_dim], normalised content-prompt features [B, D]), in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            style, content = self.pseudo_words(self.backbone.encode_image(pixel_values))
+            text = F.normalize(encode_prompt(self.backbone, self.content_prompt, {"C": content}), dim=-1)
+        finally:
+            self.train(was_training)
+        return style, content, text
 
     @torch.no_grad()
     def content_feature_sums(self, pixel_values: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-identity sums [K, D] of normalised content-prompt features of these images, and counts [K]."""
-        was_training = self.training
-        self.eval()
-        try:
-            _, content = self.pseudo_words(self.backbone.encode_image(pixel_values))
-            text = F.normalize(encode_prompt(self.backbone, self.content_prompt, {"C": content}), dim=-1)
-        finally:
-            self.train(was_training)
+        return self.identity_sums(self.phase1_features(pixel_values)[2], pids)
+
+    def identity_sums(self, text: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sums = torch.zeros(self.num_classes, text.shape[1], device=text.device, dtype=text.dtype)
         sums.index_add_(0, pids, text)
         return sums, torch.bincount(pids, minlength=self.num_classes).to(text.device)
@@ -283,14 +343,17 @@ class PDM(ReIDModel):
         """Each identity's phase-2 target: the mean content-prompt feature over its images in `batches`
         (one pass over the training set, after phase 1). Distributed loops can instead all-reduce
         `content_feature_sums` and call `set_identity_bank`."""
-        sums = counts = None
+        sums = counts = words = None
         for batch in batches:
             pids = batch_pids(batch, self.num_classes)
-            s, c = self.content_feature_sums(batch["pixel_values"], pids)
-            sums, counts = (s, c) if sums is None else (sums + s, counts + c)
+            _, content, text = self.phase1_features(batch["pixel_values"])
+            s, c = self.identity_sums(text, pids)
+            w, _ = self.identity_sums(content, pids)
+            sums, counts, words = (s, c, w) if sums is None else (sums + s, counts + c, words + w)
         if sums is None:
             raise DataError("cannot build the PDM identity bank from no images")
         self.set_identity_bank(sums, counts)
+        self.set_identity_words(words, counts)
 
 
 METHODS: dict[str, type[ReIDModel]] = {"bot": BoT, "clipreid": ClipReID, "pdm": PDM}

@@ -7,13 +7,14 @@ built from it by `trainer.model.build_model`. docs/method.md explains every defa
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from dppp.schema import StrictModel
 
 Method = Literal["pdm", "bot", "clipreid"]
+Temperature = Annotated[float, Field(gt=0)] | Literal["backbone"]
 
 # `[NAME]` in a template marks where pseudo-word embeddings are injected.
 PLACEHOLDER_PATTERN = re.compile(r"\[([A-Z][A-Z0-9]*)\]")
@@ -55,6 +56,10 @@ class LossWeights(StrictModel):
     id: float = Field(1.0, ge=0)
     triplet: float = Field(1.0, ge=0)
     i2t: float = Field(1.0, ge=0)
+    # PDM options (docs/method.md, "Options"), off at 0: computed only when their weight is positive.
+    adversarial: float = Field(0.0, ge=0)  # phase 1: style heads on C through gradient reversal
+    word_norm: float = Field(0.0, ge=0)  # phase 1: S and C keep the norm of real token embeddings
+    style_i2t: float = Field(0.0, ge=0)  # phase 2: image -> its identities' prompts in its own style S
 
 
 class ModelConfig(StrictModel):
@@ -77,11 +82,13 @@ class ModelConfig(StrictModel):
     # View attributes that supervise the style pseudo-word; the batch's `style` dict carries their indices.
     style_attributes: tuple[str, ...] = ("illumination", "weather", "camid")
 
-    # Fixed image-text temperatures, CLIP's own final value (logit scale 100): docs/method.md.
-    align_temperature: float = Field(0.01, gt=0)
-    content_temperature: float = Field(0.01, gt=0)
-    prompt_temperature: float = Field(0.01, gt=0)
-    i2t_temperature: float = Field(0.01, gt=0)
+    # Fixed image-text temperatures (docs/method.md): "backbone" = the CLIP's own learned value, 1 / its logit
+    # scale (0.01 for OpenAI's CLIPs, ~0.02-0.04 for the project's tiny one; 0.01 for a random `tiny`, which
+    # learned nothing), or a number.
+    align_temperature: Temperature = "backbone"
+    content_temperature: Temperature = "backbone"
+    prompt_temperature: Temperature = "backbone"
+    i2t_temperature: Temperature = "backbone"
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     # Batch-hard triplet margin; null selects the soft-margin form log(1 + exp(d_ap - d_an)).
     triplet_margin: float | None = Field(0.3, gt=0)

@@ -62,6 +62,11 @@ class RunLog:
                 self.storage.put_file(local, local.relative_to(self.workdir).as_posix())
         self.storage.put_file(self.path, METRICS_FILE)  # last: it names the newest published step
 
+    def last(self, kind: str) -> dict[str, Any]:
+        """The newest record of `kind` written so far (a resumed run's included), or {}."""
+        found = [r for r in read_metrics(self.path) if r.get("kind") == kind]
+        return found[-1] if found else {}
+
     def close(self) -> None:
         self.tensorboard.close()
 
@@ -90,6 +95,9 @@ def plot_loss_curves(metrics_path: Path, png_path: Path) -> None:
         axis.set_title(f"phase {phase}")
         axis.set_xlabel("step")
         axis.set_ylabel("loss")
+        values = [r[n] for r in rows for n in names if isinstance(r.get(n), (int, float))]
+        if values and min(values) > 0 and max(values) / min(values) > 30:
+            axis.set_yscale("log")  # terms of very different size (a decorrelation of 0.002 beside 4): all visible
         axis.grid(alpha=0.3)
         if names:
             axis.legend(fontsize=8)

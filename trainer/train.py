@@ -28,7 +28,7 @@ from typing import Any
 
 from dppp.errors import CapacityError, ConfigError, UserError
 from dppp.ray_cluster import start_ray
-from trainer.config import TrainConfig
+from trainer.config import RunSettings, TrainConfig
 
 
 @dataclass
@@ -39,6 +39,7 @@ class TrainResult:
     wall_s: float
     starts: list[dict[str, Any]] = field(default_factory=list)  # one per worker-group start (resumes too)
     last_epoch: dict[str, Any] = field(default_factory=dict)  # the last epoch's mean losses
+    health: dict[str, Any] = field(default_factory=dict)  # PDM's phase-1 health report (trainer/health.py)
 
 
 def absolute_out(out: str) -> str:
@@ -80,11 +81,17 @@ def ray_storage(out: str, storage_config) -> tuple[str, Any]:
 def total_steps(config: TrainConfig, data, world: int) -> int:
     """Optimiser steps of the whole run; raises DataError naming the first epoch that forms no batch."""
     from trainer.model import METHODS
-    from trainer.train_loop import EpochSteps, phase_schedule
+    from trainer.train_loop import phase_schedule
+
+    return schedule_steps(config, data, world, phase_schedule(config, METHODS[config.model.method].phases))
+
+
+def schedule_steps(config: RunSettings, data, world: int, schedules) -> int:
+    """Optimiser steps of `schedules` ((phase, schedule, first global epoch) each) on `data`."""
+    from trainer.train_loop import EpochSteps
 
     steps = EpochSteps(data, config, world)
-    return sum(steps(first + e) for _phase, schedule, first in phase_schedule(config, METHODS[config.model.method].phases)
-               for e in range(schedule.epochs))  # fmt: skip
+    return sum(steps(first + e) for _phase, schedule, first in schedules for e in range(schedule.epochs))
 
 
 def check_style_labels(config: TrainConfig, data) -> None:
@@ -127,6 +134,11 @@ def _user_error(exc: BaseException) -> UserError | None:
     return None
 
 
+def _section(config: RunSettings) -> str:
+    """The experiment-config section `config` came from, for messages that name a setting."""
+    return "train" if isinstance(config, TrainConfig) else "pretrain"
+
+
 # Ray Train's names for "the worker group could not be placed in time" / "the cluster can never hold it".
 _NO_CAPACITY = ("WorkerGroupStartupTimeoutError", "InsufficientClusterResourcesError")
 # Starts of the worker group that may fail (not placed in time, a worker dying while it starts) before the
@@ -135,13 +147,13 @@ _NO_CAPACITY = ("WorkerGroupStartupTimeoutError", "InsufficientClusterResourcesE
 _START_RETRIES = 1
 
 
-def _capacity_error(exc: BaseException, config: TrainConfig) -> CapacityError | None:
+def _capacity_error(exc: BaseException, config: RunSettings) -> CapacityError | None:
     if not any(type(current).__name__ in _NO_CAPACITY for current in _causes(exc)):
         return None
     return CapacityError(
         f"the Ray cluster has no room for {config.workers} training worker(s) ({config.cpus_per_worker:g} CPU"
         + (" and 1 GPU" if config.use_gpu else "") + f" each): {_START_RETRIES + 1} starts waited "
-        f"train.placement_timeout_s = {config.placement_timeout_s:g} s each (a node was lost, or the cluster "
+        f"{_section(config)}.placement_timeout_s = {config.placement_timeout_s:g} s each (a node was lost, or the cluster "
         "is too small). Checkpoints are kept: rerun the same command once the cluster has room again; it "
         "resumes from the newest one."
     )
@@ -168,32 +180,72 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
     """Train `config.model` on the committed shards of `data` (default: config.data.sources) with
     `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume."""
     from dppp.config import with_updates
-    from pipeline.storage import open_storage
     from trainer.data import open_training_data
 
     config = with_updates(config, "train", workers=workers, use_gpu=use_gpu, out=out)
+    config = with_local_backbone(config)
     sources = list(data) if data else list(config.data.sources)
     training_data = open_training_data(sources, config.data.storage, config.data.folder_ids_per_unit)
     check_style_labels(config, training_data)
-    steps = total_steps(config, training_data, config.workers)
-    run_url = run_url_for(absolute_out(config.out), config.run_name)
-    open_storage(run_url, config.data.storage)  # a malformed --out fails here
-    storage_path, filesystem = ray_storage(config.out, config.data.storage)
+    if config.model.backbone != "tiny":
+        from trainer.backbone import check_backbone
 
+        check_backbone(config.model.backbone)
+    check_people_disjoint(config.model.backbone, sources, config.data.storage)
+    steps = total_steps(config, training_data, config.workers)
+    from trainer.train_loop import train_worker
+
+    return launch(config, training_data, steps, train_worker, ray_address=ray_address, progress=progress)
+
+
+def with_local_backbone(config: TrainConfig) -> TrainConfig:
+    """A backbone given as a relative local folder, made absolute: Ray Train workers run elsewhere."""
+    backbone = config.model.backbone
+    if backbone != "tiny" and not os.path.isabs(backbone) and os.path.isdir(backbone):
+        model = config.model.model_copy(update={"backbone": os.path.abspath(backbone)})
+        return config.model_copy(update={"model": model})
+    return config
+
+
+def check_people_disjoint(backbone: str, sources: list[str], storage_config) -> None:
+    """A backbone pretrained here (its folder holds a model card listing its pretraining people) must not
+    have seen the people of a dppp dataset it is trained or tested on: DataError naming the dataset."""
+    from trainer.data import is_folder_spec
+    from trainer.identities import check_disjoint
+    from trainer.model_card import read_card
+
+    card = read_card(backbone) if backbone != "tiny" and os.path.isdir(backbone) else None
+    if not card:
+        return
+    seen = card.get("data", {}).get("people", [])
+    for spec in sources:
+        spec = spec.removeprefix("synthetic:")
+        if not is_folder_spec(spec):
+            check_disjoint(seen, spec, f"pretraining corpus of backbone {backbone}", storage_config)
+
+
+def launch(config: RunSettings, training_data, steps: int, worker_fn, *, ray_address: str | None = None,
+           progress: bool = True, extra: dict[str, Any] | None = None) -> TrainResult:  # fmt: skip
+    """Run `worker_fn` (Ray Train's train_loop_per_worker) on `config.workers` workers over `training_data`
+    (already checked on the driver; `extra` goes into its loop config): the run's storage, Ray, the progress
+    bar, user errors unwrapped."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from trainer.train_loop import train_worker
+    from pipeline.storage import open_storage
 
+    run_url = run_url_for(absolute_out(config.out), config.run_name)
+    open_storage(run_url, config.data.storage)  # a malformed --out fails here
+    storage_path, filesystem = ray_storage(config.out, config.data.storage)
     # Ray Train narrates every worker-group restart with the lost workers' tracebacks; the progress bar
     # and the result say what happened, and Ray's logs keep the rest (docs/troubleshooting.md).
     start_ray(ray_address, config.workers * config.cpus_per_worker, worker_output=False)
     board = _progress_board().options(scheduling_strategy=_this_node()).remote()
     trainer = TorchTrainer(
-        train_worker,
+        worker_fn,
         train_loop_config={"config": config.model_dump(mode="json"), "data": training_data, "out": run_url,
-                           "board": board},  # fmt: skip
+                           "board": board, **(extra or {})},  # fmt: skip
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu,
                                      resources_per_worker={"CPU": config.cpus_per_worker}),  # fmt: skip
@@ -218,7 +270,7 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
         state = _safe_get(board)
         ray.kill(board)
     return TrainResult(run_url, f"{run_url}/final", steps, time.perf_counter() - started,
-                       state.get("starts", []), state.get("epoch", {}))  # fmt: skip
+                       state.get("starts", []), state.get("epoch", {}), state.get("health", {}))  # fmt: skip
 
 
 def _this_node():

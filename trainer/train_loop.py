@@ -77,14 +77,20 @@ class EpochSteps:
         return self.cache[epoch]
 
 
+def to_device(value, device):
+    """Tensors (also inside a dict, e.g. the style labels) moved to `device`; anything else (the prompts
+    of an image-text batch) passed as it is."""
+    if torch.is_tensor(value):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
 def optimizer_step(wrapped, optimizer, scaler, batch, device, amp_dtype=None):
     """One optimiser step on one loader batch: to device, forward (autocast when `amp_dtype`), backward
     (through `scaler` for fp16), step. Returns (total loss, {name: loss}), detached."""
-    inputs = {
-        "pixel_values": batch["pixel_values"].to(device, non_blocking=True),
-        "pids": batch["pids"].to(device, non_blocking=True),
-        "style": {k: v.to(device, non_blocking=True) for k, v in batch["style"].items()},
-    }
+    inputs = {k: to_device(v, device) for k, v in batch.items() if k != "keys"}
     with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         loss, parts = wrapped(inputs)
     optimizer.zero_grad(set_to_none=True)
@@ -95,7 +101,8 @@ def optimizer_step(wrapped, optimizer, scaler, batch, device, amp_dtype=None):
 
 
 def phase_schedule(config: TrainConfig, phases: tuple[int, ...]) -> list[tuple[int, Any, int]]:
-    """(phase, its schedule, global epoch of its first epoch) for each phase the method has."""
+    """(phase, its schedule, global epoch of its first epoch) for each phase the method has. A schedule
+    has `epochs`, `lr`, `weight_decay` and `warmup_epochs`."""
     out, offset = [], 0
     for phase in phases:
         schedule = config.phase1 if phase == 1 else config.phase2
@@ -125,6 +132,9 @@ def _quiet_ray_train_logs() -> None:
 
 
 class Worker:
+    """One rank of a run. `dppp train` uses it as it is; `dppp pretrain` (trainer/pretrain.py) overrides
+    what differs: build, schedules, batch_options and save_final."""
+
     def __init__(self, config: TrainConfig, data: TrainingData, out: str, board):
         import ray.train
         import ray.train.torch
@@ -137,6 +147,7 @@ class Worker:
         self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
         self.steps = EpochSteps(data, config, self.world)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"dppp-train-r{self.rank}-"))
+        self.last_epoch: dict[str, Any] = {}
 
     # ---- set-up and resume ------------------------------------------------------------------------
 
@@ -182,7 +193,7 @@ class Worker:
             self.record({"kind": "start", "step": position.step, "phase": position.phase,
                             "epoch": position.epoch, "batch": position.batch, "world": self.world,
                             "resumed": resume_dir is not None})  # fmt: skip
-        for phase, schedule, first_epoch in phase_schedule(self.config, model.phases):
+        for phase, schedule, first_epoch in self.schedules(model):
             if phase < position.phase:
                 continue
             if phase != model.phase:  # entering this phase now (not resumed inside it)
@@ -197,25 +208,77 @@ class Worker:
             self.write_final(model)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def schedules(self, model) -> list[tuple[int, Any, int]]:
+        return phase_schedule(self.config, model.phases)
+
+    def batch_options(self, model, phase: int) -> dict[str, Any]:
+        """How the loader makes this phase's batches: PDM's phase 1 needs style labels, and phase 1 reads
+        un-augmented images unless `phase1.augment`."""
+        style = self.config.model.style_attributes if model.method == "pdm" and phase == 1 else ()
+        return {"style_attributes": style, "augment": phase != 1 or self.config.phase1.augment}
+
     def enter_phase(self, model, phase: int) -> None:
         """Between the phases: PDM's identity bank from one un-augmented pass over the data (each rank its
         own units, sums all-reduced), then the phase switch (clipreid builds its bank there)."""
         if phase == 2 and model.method == "pdm":
             import torch.distributed as dist
 
+            from trainer.health import MAX_HEALTH_IMAGES
+
+            style_names = self.config.model.style_attributes
             stream = AllImagesStream(self.data, self.config.model.image_size, rank=self.rank, world=self.world,
-                                     batch_size=self.config.bank_batch_size)  # fmt: skip
+                                     batch_size=self.config.bank_batch_size, style_attributes=style_names)  # fmt: skip
             sums = torch.zeros(model.num_classes, model.identity_text.shape[1], device=self.device)
+            words = torch.zeros(model.num_classes, model.backbone.token_dim, device=self.device)
             counts = torch.zeros(model.num_classes, dtype=torch.long, device=self.device)
+            sample: dict[str, list] = {"S": [], "C": [], "text": [], "pids": [], "style": []}
             for batch in make_loader(stream, self.config.data, pin_memory=self.cuda):
-                s, c = model.content_feature_sums(batch["pixel_values"].to(self.device), batch["pids"].to(self.device))
+                pids = batch["pids"].to(self.device)
+                style, content, text = model.phase1_features(batch["pixel_values"].to(self.device))
+                s, c = model.identity_sums(text, pids)
                 sums += s.to(sums.dtype)
+                words += model.identity_sums(content, pids)[0].to(words.dtype)
                 counts += c
+                if sum(len(p) for p in sample["pids"]) < MAX_HEALTH_IMAGES:
+                    for key, value in (("S", style), ("C", content), ("text", text)):
+                        sample[key].append(value.float().cpu())
+                    sample["pids"].append(pids.cpu())
+                    sample["style"].append({n: v.cpu() for n, v in batch.get("style", {}).items()})
             if self.world > 1 and dist.is_initialized():
-                dist.all_reduce(sums)
-                dist.all_reduce(counts)
+                for total in (sums, words, counts):
+                    dist.all_reduce(total)
             model.set_identity_bank(sums, counts)
+            model.set_identity_words(words, counts)
+            self.health(sample)
         model.set_phase(phase)
+
+    def health(self, sample: dict[str, list]) -> None:
+        """PDM's phase-1 health report (trainer/health.py) from every rank's sample of the bank pass:
+        gathered on rank 0, printed, written to metrics.jsonl and posted for the run summary."""
+        import torch.distributed as dist
+
+        from trainer.health import flat_metrics, format_report, health_report
+
+        if self.world > 1 and dist.is_initialized():
+            gathered: list = [None] * self.world
+            dist.all_gather_object(gathered, sample)
+        else:
+            gathered = [sample]
+        if self.rank != 0:
+            return
+        parts = {key: [t for g in gathered for t in g[key]] for key in sample}
+        if not parts["pids"]:
+            return
+        names = self.config.model.style_attributes
+        last = self.last_epoch or self.log.last("epoch")
+        report = health_report(
+            content_loss=last.get("loss/content"), style_loss=last.get("loss/style"),
+            batch_size=self.config.data.ids_per_batch * self.config.data.images_per_id,
+            style=torch.cat(parts["S"]), content=torch.cat(parts["C"]), content_text=torch.cat(parts["text"]),
+            pids=torch.cat(parts["pids"]), style_labels={n: torch.cat([s[n] for s in parts["style"]]) for n in names},
+        )  # fmt: skip
+        print(format_report(report), flush=True)
+        self.record({"kind": "health", "step": self.global_step, **flat_metrics(report), "probes": report["probes"]})
 
     def train_phase(self, model, phase, schedule, first_epoch, position: Position, resume_dir) -> None:
         from trainer.checkpoint import read_state, restore_optimizer
@@ -223,8 +286,9 @@ class Worker:
         self.global_step = position.step
         if schedule.epochs == 0 or position.epoch >= schedule.epochs:
             return
-        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=schedule.lr,
-                                      weight_decay=schedule.weight_decay)  # fmt: skip
+        groups = (model.parameter_groups(schedule.weight_decay) if hasattr(model, "parameter_groups")
+                  else model.trainable_parameters())  # fmt: skip
+        optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
         if resume_dir is not None and read_state(resume_dir).has_optimizer:
             restore_optimizer(resume_dir, optimizer)  # resumed inside this phase
         wrapped = LossModule(model)
@@ -236,11 +300,12 @@ class Worker:
         total = sum(self.steps(first_epoch + e) for e in range(schedule.epochs))
         warmup = sum(self.steps(first_epoch + e) for e in range(min(schedule.warmup_epochs, schedule.epochs)))
         step_in_phase = sum(self.steps(first_epoch + e) for e in range(position.epoch)) + position.batch
-        style = self.config.model.style_attributes if model.method == "pdm" and phase == 1 else ()
+        options = self.batch_options(model, phase)
+        monitored = set(getattr(model, "monitored", ()))  # logged as figures, not as losses
         model.train()
         streams = (PKBatchStream(self.data, self.config.data, self.config.model.image_size, seed=self.config.seed,
                                  epoch=first_epoch + epoch, rank=self.rank, world=self.world,
-                                 skip=position.batch if epoch == position.epoch else 0, style_attributes=style)
+                                 skip=position.batch if epoch == position.epoch else 0, **options)
                    for epoch in range(position.epoch, schedule.epochs))  # fmt: skip
         for epoch, (stream, batches) in enumerate(prefetched_epochs(streams, self.config.data, pin_memory=self.cuda),
                                                   start=position.epoch):  # fmt: skip
@@ -257,7 +322,8 @@ class Worker:
                 step_in_phase += 1
                 self.global_step += 1
                 done += 1
-                values = {"loss": float(loss), **{f"loss/{k}": float(v) for k, v in parts.items()}}
+                values = {"loss": float(loss), **{(k if k in monitored else f"loss/{k}"): float(v)
+                                                  for k, v in parts.items()}}  # fmt: skip
                 for name, value in values.items():
                     window[name] = window.get(name, 0.0) + value
                     epoch_sums[name] = epoch_sums.get(name, 0.0) + value
@@ -300,6 +366,8 @@ class Worker:
     # ---- outputs ----------------------------------------------------------------------------------
 
     def record(self, metrics: dict[str, Any]) -> None:
+        if metrics.get("kind") == "epoch":
+            self.last_epoch = metrics
         if self.rank == 0:
             self.log.write(metrics)
             if self.board is not None:
@@ -332,20 +400,26 @@ class Worker:
                              checkpoint=ray.train.Checkpoint.from_directory(folder))  # fmt: skip
 
     def write_final(self, model) -> None:
-        """final/model.safetensors + final/checkpoint.json (written last: the commit marker) for `dppp eval`,
-        and the published metrics, TensorBoard events and loss curves."""
-        from trainer.checkpoint import META_FILE, save_checkpoint
-
+        """final/ (its commit marker written last, removed first) and the published metrics, TensorBoard
+        events and loss curves."""
         folder = self.workdir / FINAL_DIR
-        position = Position(model.phase, 0, 0, self.global_step)
-        save_checkpoint(folder, model, None, step=self.global_step, config=self.run_record(position))
-        self.storage.delete(f"{FINAL_DIR}/{META_FILE}")
+        marker = self.save_final(model, folder)
+        self.storage.delete(f"{FINAL_DIR}/{marker}")
         for path in sorted(folder.iterdir()):
-            if path.name != META_FILE:
+            if path.name != marker:
                 self.storage.put_file(path, f"{FINAL_DIR}/{path.name}")
-        self.storage.put_file(folder / META_FILE, f"{FINAL_DIR}/{META_FILE}")
+        self.storage.put_file(folder / marker, f"{FINAL_DIR}/{marker}")
         self.log.write({"kind": "end", "step": self.global_step})
         self.log.publish(curves=True)
         self.log.close()
         if self.board is not None:
             self.board.update.remote({"kind": "end", "step": self.global_step})
+
+    def save_final(self, model, folder: Path) -> str:
+        """Write the run's result into the local `folder`; returns the name of its commit marker.
+        Here: model.safetensors + checkpoint.json (the marker), trainer/checkpoint.py's format, for `dppp eval`."""
+        from trainer.checkpoint import META_FILE, save_checkpoint
+
+        position = Position(model.phase, 0, 0, self.global_step)
+        save_checkpoint(folder, model, None, step=self.global_step, config=self.run_record(position))
+        return META_FILE

@@ -26,8 +26,15 @@ def evaluate(
         Path | None, typer.Option(help="Experiment YAML whose eval section is used (default: built-in defaults).")
     ] = None,
     sets: SetOption = None,
+    zero_shot: Annotated[
+        bool,
+        typer.Option("--zero-shot", help="MODEL is a CLIP folder (or hub id): classify every taxonomy attribute of "
+                     "the --dataset images (dppp datasets of people it was not trained on) by text prompts alone, "
+                     "beside chance. Settings: pretrain.zero_shot."),
+    ] = False,
 ) -> None:
-    """Evaluate a trained model with the Market-1501 protocol: a table per dataset and a JSON report."""
+    """Evaluate a trained model with the Market-1501 protocol: a table per dataset and a JSON report.
+    With --zero-shot: the zero-shot attribute check of a CLIP folder."""
     from rich.console import Console
     from rich.table import Table
 
@@ -35,6 +42,9 @@ def evaluate(
 
     experiment = load_config(config, sets) if config is not None else _defaults(sets)
     console = Console()
+    if zero_shot:
+        _zero_shot(model, dataset, experiment, out, console)
+        return
     report = run_eval(model, dataset, experiment.eval, out, storage_config=experiment.train.data.storage,
                       on_dataset=lambda d: console.print(f"evaluated {d.spec} in {d.seconds:.1f} s"))  # fmt: skip
     info = report.model
@@ -53,6 +63,38 @@ def evaluate(
     console.print(f"metric {settings['metric']}, flip {settings['flip']}, re-ranking "
                   f"{settings['rerank']['enabled']}; figures in %; chance R-1: rank-1 of a random ranking")  # fmt: skip
     if out is not None:
+        console.print(f"report: {out}")
+
+
+def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | None, console) -> None:
+    import json
+
+    from dppp.errors import UserError
+    from trainer.model_card import read_card
+    from trainer.zero_shot import zero_shot_folder
+
+    config = experiment.pretrain.zero_shot
+    if datasets:
+        config = config.model_copy(update={"datasets": tuple(d.removeprefix("synthetic:") for d in datasets)})
+    if not config.datasets:
+        raise UserError("--zero-shot needs held-out images: --dataset PATH (a dppp dataset) or pretrain.zero_shot.datasets")
+    card = read_card(model) if Path(model).is_dir() else None
+    image_size = tuple(card["image_size"]) if card and card.get("image_size") else experiment.pretrain.model.image_size
+    if card:
+        from trainer.identities import check_disjoint
+
+        for url in config.datasets:
+            check_disjoint(card.get("data", {}).get("people", []), url, f"pretraining corpus of {model}",
+                           experiment.train.data.storage)  # fmt: skip
+    report = zero_shot_folder(model, config, image_size, storage_config=experiment.train.data.storage)
+    console.print(f"zero-shot attribute check of {model} on {report.images} images of {', '.join(report.datasets)} "
+                  "(figures in %; chance: 1 / classes; majority: always the most frequent value)", soft_wrap=True)
+    console.print(report.table(), soft_wrap=True, highlight=False)
+    if out is not None:
+        from pipeline.storage import split_url
+
+        storage, key = split_url(out, experiment.train.data.storage)
+        storage.put_bytes((json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n").encode(), key)
         console.print(f"report: {out}")
 
 

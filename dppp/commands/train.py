@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import ConfigArg, SetOption, load_config
+from dppp.commands.common import ConfigArg, OutOption, RayAddressOption, SetOption, WorkersOption, load_config
 
 
 def train(
@@ -16,11 +16,9 @@ def train(
         typer.Option("--data", help="Training data (repeatable): a dppp dataset URL (local, file://, s3://) or "
                      "NAME:PATH of a Re-ID folder, e.g. market1501:/data/Market-1501. Default: train.data.sources."),
     ] = None,
-    out: Annotated[str | None, typer.Option(help="Runs root (local or s3://); the run goes to OUT/RUN_NAME.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Ray Train workers (default: train.workers).")] = None,
-    ray_address: Annotated[
-        str | None, typer.Option(help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
-    ] = None,
+    out: OutOption = None,
+    workers: WorkersOption = None,
+    ray_address: RayAddressOption = None,
     sets: SetOption = None,
 ) -> None:
     """Train on committed shards with Ray Train; rerun with the same run name to resume."""
@@ -39,4 +37,9 @@ def train(
                      f"{', '.join(map(str, resumes))})" if resumes else ""))  # fmt: skip
     if losses:
         console.print(f"last epoch: {losses}")
+    if result.health:
+        from trainer.health import format_report
+
+        console.print(format_report(result.health), soft_wrap=True, highlight=False,
+                      style="bold red" if result.health.get("warning") else None)  # fmt: skip
     console.print(f"run: {result.run_url}\nfinal model: {result.final_url}")

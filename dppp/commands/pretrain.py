@@ -1,0 +1,47 @@
+"""`dppp pretrain`: CLIP-style image-text pretraining of the tiny CLIP on dppp shards, with Ray Train."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dppp.commands.common import ConfigArg, OutOption, RayAddressOption, SetOption, WorkersOption, load_config
+
+
+def pretrain(
+    config: ConfigArg,
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="Pretraining data (repeatable): a dppp dataset URL (local, file://, s3://) whose "
+                     "samples carry their prompt. Default: pretrain.data.sources."),
+    ] = None,
+    out: OutOption = None,
+    workers: WorkersOption = None,
+    ray_address: RayAddressOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Pretrain a CLIP on (image, prompt) pairs; the result is a CLIP folder for train.model.backbone."""
+    from rich.console import Console
+
+    from trainer.pretrain import run_pretrain
+    from trainer.zero_shot import report_from_dict
+
+    experiment = load_config(config, sets)
+    result = run_pretrain(experiment.pretrain, data, out, workers=workers, ray_address=ray_address)
+    console = Console()
+    training = result.card.get("training", {})
+
+    def figure(name: str) -> str:
+        value = training.get(name)
+        return "?" if value is None else f"{value:.4f}"
+
+    console.print(f"pretrained {result.steps} steps in {result.wall_s:.1f} s; last epoch loss {figure('final_loss')} "
+                  f"(chance {figure('chance_loss')}), temperature {figure('temperature')}")  # fmt: skip
+    if "zero_shot" in result.card:
+        report = report_from_dict(result.card["zero_shot"])
+        console.print(f"zero-shot attribute check on {report.images} held-out images (figures in %):")
+        console.print(report.table(), soft_wrap=True, highlight=False)
+    console.print(f"run: {result.run_url}\nCLIP folder: {result.final_url}")
+    if result.export:
+        console.print(f"exported to: {result.export}")
