@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from dppp.cli import main
-from pipeline.inspect import verify_dataset
 from pipeline.records import publish_shard, read_index, write_dataset_manifest, write_index
 from pipeline.shards import Sample, record_name, shard_name, write_shard
 from pipeline.storage import open_storage
+from pipeline.verify import verify_dataset
 from tests.conftest import FAKE_CREDENTIALS, pickle_payload, tar_bytes
 
 IDS_PER_SHARD, VIEWS, SHARDS = 2, 3, 3

@@ -1,6 +1,6 @@
 """`dppp shards ...`: list, verify, summarise and look at shards wherever they live (path, file://, s3://).
 
-Thin shells over pipeline/inspect.py. Every command streams: records, one shard at a time, or the index.
+Thin shells over pipeline/listing.py, verify.py, browse.py and index.py. Every command streams: records, one shard at a time, or the index.
 The endpoint and credentials of s3:// URLs come from --endpoint-url or the standard AWS environment.
 """
 
@@ -73,7 +73,7 @@ def ls(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
     """A table of shards (samples, identities, bytes, committed, or missing from the plan) and totals."""
     from rich.table import Table
 
-    from pipeline.inspect import list_shards
+    from pipeline.listing import list_shards
 
     listing = list_shards(url, _config(endpoint_url))
     table = Table(title=listing.url, show_footer=True)
@@ -101,7 +101,7 @@ def verify(
     """Recompute checksums, counts and member completeness against the records. Exit 1 on any problem."""
     from rich.table import Table
 
-    from pipeline.inspect import verify_dataset
+    from pipeline.verify import verify_dataset
 
     with _progress("verify", unit_bytes=True) as (set_total, advance):
         report = verify_dataset(url, deep=deep, config=_config(endpoint_url), progress=advance, on_total=set_total,
@@ -137,7 +137,7 @@ def stats(
     """Attribute distributions, cameras and per-identity view counts, from index.parquet."""
     from rich.table import Table
 
-    from pipeline.inspect import dataset_stats, plot_stats
+    from pipeline.browse import dataset_stats, plot_stats
 
     result = dataset_stats(url, _config(endpoint_url))
     console = _console()
@@ -173,7 +173,7 @@ def grid(
 ) -> None:
     """A contact sheet captioned with pid / camid: the fastest way to see what a dataset looks like."""
     from dppp.errors import UserError
-    from pipeline.inspect import contact_grid
+    from pipeline.browse import contact_grid
 
     if shard is not None and pid is not None:
         raise UserError("give --shard or --pid, not both")
@@ -191,7 +191,7 @@ def show(
     endpoint_url: EndpointOption = None,
 ) -> None:
     """One sample's metadata and prompt (and its image with --out)."""
-    from pipeline.inspect import show_sample
+    from pipeline.browse import show_sample
 
     sample = show_sample(url, key, _config(endpoint_url))
     console = _console()
@@ -208,7 +208,7 @@ def show(
 @app.command("index")
 def index(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
     """Rebuild index.parquet from the committed shards."""
-    from pipeline.inspect import rebuild_index
+    from pipeline.index import rebuild_index
 
     with _progress("index", unit_bytes=False) as (_set_total, advance):
         rows = rebuild_index(url, _config(endpoint_url), progress=lambda record: advance())

@@ -1,148 +1,40 @@
-"""Library side of `dppp shards ...`: list, verify, summarise, show and index a dataset wherever it lives.
+"""`dppp shards verify`: every committed shard checked against its record, and the dataset against its plan.
 
-Each function takes a dataset URL (local path, file:// or s3://), streams what it needs (records, one
-shard at a time, or the index) and returns plain data that the CLI prints and tests assert on. Nothing
-here downloads a whole dataset or decodes a member outside the shard allow-list.
+Streams one shard at a time (or a few, in processes); decodes nothing outside the shard allow-list.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dppp.errors import DataError, UserError
+from dppp.errors import DataError
+from pipeline.listing import _plan_of, open_dataset
 from pipeline.records import (
-    ATTRIBUTE_PREFIX,
     DATASET_MANIFEST,
     INDEX_NAME,
     DatasetPlan,
     ShardRecord,
-    committed_shards,
     parse_record,
-    read_dataset_manifest,
-    read_dataset_plan,
     read_index,
     read_many,
-    write_index,
 )
 from pipeline.shards import (
     ALLOWED_EXTS,
     READ_IMAGE_EXTS,
-    SAMPLE_KEY_RE,
     ChunkedReader,
     Member,
     decode_member,
     iter_members,
     parse_shard_key,
-    read_shard,
     shard_name,
 )
-from pipeline.storage import ObjectInfo, Storage, StorageConfig, open_storage
+from pipeline.storage import Storage, StorageConfig
 
 Progress = Callable[[int], None]  # called with a number of bytes (or items) just processed
-
-
-def open_dataset(url: str, config: StorageConfig | None = None) -> tuple[Storage, list[ObjectInfo]]:
-    """The dataset's storage and its object listing; DataError if nothing dppp wrote is there."""
-    storage = open_storage(url, config)
-    objects = storage.list()
-    if not any(o.key == DATASET_MANIFEST or parse_shard_key(o.key) for o in objects):
-        raise DataError(f"no dataset at {storage.url}: no {DATASET_MANIFEST} and no shards/shard-*.tar")
-    return storage, objects
-
-
-# ---------------------------------------------------------------------------------------------- ls
-
-
-@dataclass
-class ShardRow:
-    index: int
-    tar: str
-    samples: int | None  # None when there is no record to say
-    identities: int | None
-    bytes: int | None  # None when the tar is missing
-    committed: bool
-    tar_present: bool
-    record_present: bool = True
-    planned: bool | None = None  # None when dataset.json records no plan
-
-    @property
-    def state(self) -> str:
-        """'yes', 'missing' (planned, neither tar nor record), 'no (tar missing)', 'no' (tar, no record)."""
-        if self.committed:
-            return "yes"
-        if not self.tar_present:
-            return "no (tar missing)" if self.record_present else "missing"
-        return "no"
-
-
-@dataclass
-class ShardListing:
-    url: str
-    rows: list[ShardRow]
-    planned: int | None = None  # dataset.json's plan.shards; None when it records no plan
-
-    @property
-    def committed(self) -> int:
-        return sum(r.committed for r in self.rows)
-
-    @property
-    def missing(self) -> int:
-        """Planned shards with neither tar nor record (never written, or their generation failed)."""
-        return sum(r.state == "missing" for r in self.rows)
-
-    @property
-    def total_samples(self) -> int:
-        return sum(r.samples or 0 for r in self.rows if r.committed)
-
-    @property
-    def total_identities(self) -> int:
-        return sum(r.identities or 0 for r in self.rows if r.committed)
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(r.bytes or 0 for r in self.rows)
-
-
-def _plan_of(storage: Storage, present: set[str]) -> DatasetPlan | None:
-    """dataset.json's plan, or None when the manifest is absent or records none (raises DataError if invalid)."""
-    if DATASET_MANIFEST not in present:
-        return None
-    return read_dataset_plan(read_dataset_manifest(storage), storage.url_for(DATASET_MANIFEST))
-
-
-def list_shards(url: str, config: StorageConfig | None = None) -> ShardListing:
-    """One row per shard index seen (tar and/or record) or planned by dataset.json, with the record's counts."""
-    storage, objects = open_dataset(url, config)
-    tars = {}
-    records = set()
-    for obj in objects:
-        parsed = parse_shard_key(obj.key)
-        if parsed and parsed[1] == "tar":
-            tars[parsed[0]] = obj.size
-        elif parsed:
-            records.add(parsed[0])
-    try:
-        plan = _plan_of(storage, {o.key for o in objects})
-    except DataError:  # `ls` lists what is there; `verify` reports a broken manifest
-        plan = None
-    planned = set(range(plan.shards)) if plan else set()
-    by_index = {r.index: r for r in committed_shards(storage)}
-    rows = []
-    for index in sorted(set(tars) | records | planned):
-        record = by_index.get(index)
-        rows.append(ShardRow(index=index, tar=shard_name(index),
-                             samples=record.count if record else None,
-                             identities=len(record.pids) if record else None,
-                             bytes=tars.get(index), committed=record is not None and index in tars,
-                             tar_present=index in tars, record_present=index in records,
-                             planned=index in planned if plan else None))  # fmt: skip
-    return ShardListing(storage.url, rows, plan.shards if plan else None)
 
 
 # ------------------------------------------------------------------------------------------ verify
@@ -410,151 +302,3 @@ def _check_index(storage: Storage, records: list[ShardRecord], sizes: dict[str, 
         return [f"{INDEX_NAME} is stale: {len(keys)} rows, committed shards hold {len(expected)} samples "
                 f"(rebuild with `dppp shards index {storage.url}`)"]  # fmt: skip
     return []
-
-
-# ------------------------------------------------------------------------------------------- stats
-
-
-@dataclass
-class DatasetStats:
-    url: str
-    samples: int
-    identities: int
-    shards: int
-    attributes: dict[str, list[tuple[str, int]]]  # name (without prefix) -> (value, count), most common first
-    views_per_identity: list[tuple[int, int]]  # (views, number of identities with that many), by views
-    cameras: list[tuple[int, int]]  # (camid, samples)
-
-
-def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats:
-    """Attribute distributions, cameras and views per identity, from index.parquet alone."""
-    storage = open_storage(url, config)
-    table = read_index(storage)
-    pids = table.column("pid").to_pylist()
-    attributes = {}
-    for name in table.column_names:
-        if name.startswith(ATTRIBUTE_PREFIX):
-            counts = Counter(v if v is not None else "(none)" for v in table.column(name).to_pylist())
-            attributes[name[len(ATTRIBUTE_PREFIX):]] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    views = Counter(Counter(pids).values())
-    cameras = Counter(c for c in table.column("camid").to_pylist() if c is not None)
-    return DatasetStats(storage.url, table.num_rows, len(set(pids)), len(set(table.column("shard").to_pylist())),
-                        attributes, sorted(views.items()), sorted(cameras.items()))  # fmt: skip
-
-
-def plot_stats(stats: DatasetStats, out) -> None:
-    """One bar chart per attribute, plus cameras and views per identity, in a single PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [(f"views per identity (n={stats.identities})", [str(k) for k, _ in stats.views_per_identity],
-               [v for _, v in stats.views_per_identity]),
-              ("camid", [str(k) for k, _ in stats.cameras], [v for _, v in stats.cameras])]  # fmt: skip
-    panels += [(name, [str(k) for k, _ in counts], [v for _, v in counts]) for name, counts in stats.attributes.items()]
-    columns = 3
-    rows = (len(panels) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), squeeze=False)
-    for ax, (title, labels, values) in zip(axes.flat, panels, strict=False):
-        ax.bar(range(len(values)), values, color="#4477aa")
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
-        ax.set_title(title, fontsize=9)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    figure.suptitle(f"{stats.url}: {stats.samples} samples, {stats.identities} identities, {stats.shards} shards")
-    figure.tight_layout()
-    figure.savefig(out, dpi=90)
-    plt.close(figure)
-
-
-# -------------------------------------------------------------------------------------- show / grid
-
-_PID_FROM_KEY = re.compile(r"^p(\d+)_v\d+$")
-
-
-@dataclass
-class SampleView:
-    key: str
-    shard: str
-    metadata: dict[str, Any]
-    prompt: str
-    pid: int
-    image_ext: str
-    image_bytes: bytes
-
-
-def _records_for_pid(records: list[ShardRecord], pid: int) -> list[ShardRecord]:
-    return [r for r in records if pid in r.pids]
-
-
-def show_sample(url: str, key: str, config: StorageConfig | None = None) -> SampleView:
-    """Find one sample by key (the record whose pids hold its pid; every shard if the key says none)."""
-    if not SAMPLE_KEY_RE.fullmatch(key):
-        raise UserError(f"{key!r} is not a sample key (e.g. p000012_v003)")
-    storage, _ = open_dataset(url, config)
-    records = committed_shards(storage)
-    match = _PID_FROM_KEY.match(key)
-    candidates = _records_for_pid(records, int(match.group(1))) if match else records
-    for record in (r for r in candidates if key in r.keys):
-        with storage.open_read(record.tar) as stream:
-            for sample in read_shard(stream):
-                if sample["__key__"] == key:
-                    image_ext = next(ext for ext in sample if ext in READ_IMAGE_EXTS)
-                    return SampleView(key, record.tar, sample["json"], sample["txt"], sample["cls"], image_ext,
-                                      sample[image_ext])  # fmt: skip
-    raise DataError(f"no sample {key!r} in the committed shards of {storage.url}")
-
-
-# ------------------------------------------------------------------------------------------- index
-
-
-def rebuild_index(url: str, config: StorageConfig | None = None,
-                  progress: Callable[[ShardRecord], None] | None = None) -> int:  # fmt: skip
-    """Rebuild index.parquet from the committed shards; returns its number of rows."""
-    storage, _ = open_dataset(url, config)
-    return write_index(storage, progress=progress)
-
-
-# -------------------------------------------------------------------------------------------- grid
-
-
-def contact_grid(url: str, *, shard: int | None = None, pid: int | None = None, n: int = 64, columns: int = 8,
-                 config: StorageConfig | None = None):  # fmt: skip
-    """A contact sheet (PIL image) of up to `n` samples captioned 'pid camid key', streamed shard by shard
-    (only the shards that can hold what was asked for are opened). Returns (sheet, samples shown)."""
-    from pipeline.contact_sheet import make_contact_sheet
-
-    if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
-    storage, _ = open_dataset(url, config)
-    records = committed_shards(storage)
-    if shard is not None:
-        records = [r for r in records if r.index == shard]
-        if not records:
-            raise DataError(f"no committed shard {shard} in {storage.url}")
-    if pid is not None:
-        records = _records_for_pid(records, pid)
-        if not records:
-            raise DataError(f"no identity {pid} in the committed shards of {storage.url}")
-    images, captions = [], []
-    for record in records:
-        with storage.open_read(record.tar) as stream:
-            for sample in read_shard(stream, decode_images=True):
-                if pid is not None and sample.get("cls") != pid:
-                    continue
-                image_ext = next((ext for ext in sample if ext in READ_IMAGE_EXTS), None)
-                if image_ext is None:
-                    continue
-                meta = sample.get("json", {})
-                images.append(sample[image_ext])
-                captions.append(f"pid {sample.get('cls')} cam {meta.get('camid')} {sample['__key__']}")
-                if len(images) >= n:
-                    break
-        if len(images) >= n:
-            break
-    if not images:
-        raise DataError(f"no samples to show in {storage.url}")
-    what = f"shard {shard}" if shard is not None else (f"pid {pid}" if pid is not None else "first samples")
-    sheet = make_contact_sheet(images, captions, columns, title=f"{storage.url}: {what} ({len(images)} samples)")
-    return sheet, len(images)
