@@ -1,43 +1,41 @@
-"""`dppp shards verify`: every committed shard checked against its record, and the dataset against its plan.
+"""`dppp shards verify`: every committed shard checked against its record (tar and index fragment), and
+the dataset against its plan and its index.
 
-Streams one shard at a time (or a few, in processes); decodes nothing outside the shard allow-list.
+Shards are verified a window at a time (threads for S3 round trips, or processes with `--workers`), in
+index order; what is kept is running totals, one pid -> shard map (to find split identities) and the
+shards that have problems, so memory stays flat in the number of shards. Nothing outside the shard
+allow-list is decoded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from dppp.errors import DataError
-from pipeline.listing import _plan_of, open_dataset
-from pipeline.records import (
-    DATASET_MANIFEST,
-    INDEX_NAME,
-    DatasetPlan,
-    ShardRecord,
-    parse_record,
-    read_index,
-    read_many,
-)
+from pipeline.index import key_digest, read_fragment, sample_row
+from pipeline.listing import DatasetObjects, ShardObjects, _plan_of, open_dataset
+from pipeline.parallel import IO_THREADS, ordered_map
+from pipeline.records import DATASET_MANIFEST, INDEX_NAME, DatasetPlan, ShardRecord, read_record
 from pipeline.shards import (
     ALLOWED_EXTS,
     READ_IMAGE_EXTS,
     ChunkedReader,
     Member,
     decode_member,
+    fragment_name,
     iter_members,
-    parse_shard_key,
+    record_name,
     shard_name,
 )
 from pipeline.storage import Storage, StorageConfig
 
 Progress = Callable[[int], None]  # called with a number of bytes (or items) just processed
-
-
-# ------------------------------------------------------------------------------------------ verify
 
 # The kinds of problems `verify` reports, worst first: a shard's status is its worst problem.
 PROBLEM_KINDS = ("missing", "truncated", "corrupted", "unsafe", "incomplete", "uncommitted", "extra")
@@ -66,17 +64,16 @@ class ShardCheck:
 class VerifyReport:
     url: str
     deep: bool
-    checks: list[ShardCheck]
+    checks: list[ShardCheck]  # the objects with problems (a clean shard is only counted)
     dataset_problems: list[str]
     notes: list[str]
+    verified: int = 0  # committed shards verified, clean or not
+    samples: int = 0  # samples found in them
+    bytes: int = 0  # tar bytes read
 
     @property
     def ok(self) -> bool:
         return not self.dataset_problems and all(c.status == "ok" for c in self.checks)
-
-    @property
-    def samples(self) -> int:
-        return sum(c.samples for c in self.checks)
 
 
 class _Digest:
@@ -95,9 +92,10 @@ class _Digest:
 
 
 def verify_shard(storage: Storage, record: ShardRecord, size: int | None, *, deep: bool = False,
-                 progress: Progress | None = None) -> ShardCheck:  # fmt: skip
-    """Check one committed shard against its record: size, sha256, samples, members, pids; `deep` decodes
-    every image too."""
+                 progress: Progress | None = None, fragment_size: int | None = None) -> ShardCheck:  # fmt: skip
+    """Check one committed shard against its record: size, sha256, samples, members, pids, and its index
+    fragment (against the record, and row by row against the tar's json); `deep` decodes every image too.
+    `fragment_size`: the fragment's size in the listing (None: absent)."""
     check = ShardCheck(record.tar, record.index)
     where = storage.url_for(record.tar)
     if size is None:
@@ -138,11 +136,14 @@ def verify_shard(storage: Storage, record: ShardRecord, size: int | None, *, dee
         check.add("corrupted", "sha256 differs from the record")
     for member in skipped:
         check.add("unsafe", f"member {member.name!r}: {member.skipped}")
-    _check_samples(check, record, samples, deep)
+    rows = _check_samples(check, record, samples, deep)
+    _check_fragment(storage, check, record, fragment_size, rows if not check.problems else None)
     return check
 
 
-def _check_samples(check: ShardCheck, record: ShardRecord, samples: dict[str, dict[str, Any]], deep: bool) -> None:
+def _check_samples(check: ShardCheck, record: ShardRecord, samples: dict[str, dict[str, Any]],
+                   deep: bool) -> list[dict[str, Any]]:  # fmt: skip
+    """Members, decoding and pids of every sample; returns their index rows (from json and cls)."""
     if len(samples) != record.count:
         check.add("incomplete", f"{len(samples)} samples, record says {record.count}")
     missing = sorted(set(record.keys) - set(samples))
@@ -152,6 +153,7 @@ def _check_samples(check: ShardCheck, record: ShardRecord, samples: dict[str, di
     if unexpected:
         check.add("extra", f"samples not in the record: {', '.join(unexpected[:5])}")
     pids = set()
+    rows = []
     for key, members in samples.items():
         images = [ext for ext in members if ext in READ_IMAGE_EXTS] if deep else ["(not read)"]
         lacking = [ext for ext in ("json", "txt", "cls") if ext not in members]
@@ -168,137 +170,258 @@ def _check_samples(check: ShardCheck, record: ShardRecord, samples: dict[str, di
             check.add("corrupted", str(exc))
             continue
         pids.add(pid)
+        rows.append(sample_row(key, record.index, record.image_format, meta, pid))
         if meta.get("pid", pid) != pid or meta.get("key", key) != key:
             check.add("corrupted", f"sample {key}: json says key {meta.get('key')!r} pid {meta.get('pid')!r}, cls {pid}")
     if samples and pids != set(record.pids) and not check.problems:
         check.add("incomplete", f"identities {sorted(pids)[:8]} differ from the record's {record.pids[:8]}")
+    return rows
+
+
+def _check_fragment(storage: Storage, check: ShardCheck, record: ShardRecord, size: int | None,
+                    rows: list[dict[str, Any]] | None) -> None:  # fmt: skip
+    """The shard's index fragment against its record (size, sha256, rows, columns, keys) and, when the
+    tar is sound (`rows` given), against the rows made from the tar's own json: what the index would say."""
+    ref = record.fragment
+    if ref is None:
+        if size is not None:
+            check.add("uncommitted", f"{fragment_name(record.index)} is not named by the commit record (an "
+                                     "interrupted `dppp shards index`; the next one rewrites it)")  # fmt: skip
+        return  # a shard committed before fragments existed: counted in a note
+    if size is None:
+        check.add("missing", f"index fragment {ref.key} is missing (the commit record names it); "
+                             "`dppp shards index --from-tars` rebuilds it")  # fmt: skip
+        return
+    try:
+        table = read_fragment(storage, ref, record.index)
+    except DataError as exc:
+        check.add("corrupted", f"index fragment: {str(exc).removeprefix(storage.url_for(ref.key) + ': ')}")
+        return
+    if table.column("key").to_pylist() != record.keys:
+        check.add("corrupted", f"index fragment {ref.key}: its keys differ from the commit record's")
+    elif set(table.column("shard").to_pylist()) - {record.index}:
+        check.add("corrupted", f"index fragment {ref.key}: rows of another shard")
+    elif rows is not None:
+        names = table.column_names
+        for want, have in zip(rows, table.to_pylist(), strict=False):
+            wrong = [name for name in names if want.get(name) != have[name]] + sorted(set(want) - set(names))
+            if wrong:
+                name = wrong[0]
+                check.add("corrupted", f"index fragment {ref.key} disagrees with the tar: sample {want['key']}, "
+                                       f"{name} {have.get(name)!r} in the fragment, {want.get(name)!r} in the json")  # fmt: skip
+                return
+
+
+@dataclass
+class _Facts:
+    """What the dataset-level checks need of one verified shard's record."""
+
+    pids: list[int]
+    count: int
+    keys: int  # key_digest of its keys
+    fragment: bool
+
+
+def _check_committed(storage: Storage, index: int, objects: ShardObjects, deep: bool,
+                     progress: Progress | None) -> tuple[ShardCheck, _Facts | None]:  # fmt: skip
+    """One committed shard: its record read and checked, then its tar and fragment."""
+    key = record_name(index)
+    try:
+        record = read_record(storage, index)
+        if record is None:
+            raise DataError(f"{key} disappeared while verifying")
+        if record.tar != shard_name(index):
+            raise DataError(f"{key}: record is for shard {record.index} ({record.tar})")
+    except DataError as exc:
+        bad = ShardCheck(key, index)
+        bad.add("corrupted", str(exc))
+        return bad, None
+    check = verify_shard(storage, record, objects.tar, deep=deep, progress=progress, fragment_size=objects.fragment)
+    return check, _Facts(record.pids, record.count, key_digest(record.keys), record.fragment is not None)
+
+
+def _check_in_process(args) -> tuple[ShardCheck, _Facts | None]:
+    storage, index, objects, deep = args
+    return _check_committed(storage, index, objects, deep, None)
+
+
+class _Totals:
+    """Running totals over the verified shards, in index order."""
+
+    def __init__(self, plan: DatasetPlan | None):
+        self.plan = plan
+        self.owners: dict[int, int] = {}  # pid -> first shard holding it
+        self.split: dict[int, list[int]] = {}  # pid -> every shard holding it, when more than one
+        self.keys = 0  # key_digest of every committed key
+        self.count = 0
+        self.planned_samples = 0
+        self.planned_committed = 0
+        self.legacy = 0  # records without a fragment
+
+    def add(self, index: int, facts: _Facts) -> None:
+        for pid in facts.pids:
+            owner = self.owners.setdefault(pid, index)
+            if owner != index:
+                self.split.setdefault(pid, [owner]).append(index)
+        self.keys = (self.keys + facts.keys) % (1 << 64)
+        self.count += facts.count
+        self.legacy += not facts.fragment
+        if self.plan and index < self.plan.shards:
+            self.planned_samples += facts.count
+            self.planned_committed += 1
 
 
 def verify_dataset(url: str, *, deep: bool = False, config: StorageConfig | None = None,
                    progress: Progress | None = None, on_total: Callable[[int], None] | None = None,
-                   workers: int = 1) -> VerifyReport:  # fmt: skip
-    """Verify every shard against its record, flag uncommitted tars and stray objects, check the index.
+                   workers: int = 1, threads: int = IO_THREADS,
+                   listed: Progress | None = None) -> VerifyReport:  # fmt: skip
+    """Verify every committed shard (tar and index fragment) against its record, flag uncommitted objects
+    and strays, hold the dataset against dataset.json's plan, check the index.
 
-    `workers` > 1 verifies that many shards at once in separate processes (tar parsing is CPU-bound
-    Python, so threads would not help); progress then advances a whole shard at a time. 0 picks one per
-    CPU for datasets of 256 MiB and more (below that, starting processes costs more than it saves)."""
-    storage, objects = open_dataset(url, config)
-    sizes = {o.key: o.size for o in objects}
-    checks: list[ShardCheck] = []
-    dataset_problems: list[str] = []
-    notes: list[str] = []
-    records: list[ShardRecord] = []
-    record_keys = [o.key for o in objects if (parse_shard_key(o.key) or (0, ""))[1] == "json"]
-    for key, data in zip(record_keys, read_many(storage, record_keys), strict=True):
-        index = parse_shard_key(key)[0]
+    Shards go `threads` at a time on threads (their S3 round trips overlap), or, with `workers` > 1, that
+    many at a time in separate processes (tar parsing is CPU-bound Python); progress then advances a
+    whole shard at a time. 0 picks one process per CPU for datasets of 256 MiB and more (below that,
+    starting processes costs more than it saves). `listed(n)` counts objects as they are listed."""
+    storage, objects = open_dataset(url, config, progress=listed)
+    report = VerifyReport(storage.url, deep, [], [], [])
+    plan = None
+    if DATASET_MANIFEST not in objects.others:
+        report.dataset_problems.append(f"{DATASET_MANIFEST} is missing")
+    else:
         try:
-            record = parse_record(data, key)
-            if record.index != index or record.tar != shard_name(index):
-                raise DataError(f"{key}: record is for shard {record.index} ({record.tar})")
-            records.append(record)
+            plan = _plan_of(storage, objects.others)
         except DataError as exc:
-            bad = ShardCheck(key, index)
-            bad.add("corrupted", str(exc))
-            checks.append(bad)
-    recorded = {r.index for r in records} | {c.index for c in checks}
-    total = sum(min(r.bytes, sizes.get(r.tar, 0)) for r in records)
+            report.dataset_problems.append(str(exc))
+        else:
+            if plan is None:
+                report.notes.append(f"{DATASET_MANIFEST} records no plan: shards that were never written cannot be detected")
+    committed = objects.committed()
+    total = sum(objects.shards[index].tar or 0 for index in committed)
     if on_total:
         on_total(total)
     if workers == 0:
         workers = (os.cpu_count() or 1) if total >= 256 << 20 else 1
-    checks.extend(_verify_all(storage, records, sizes, deep, progress, workers))
-    for obj in objects:
-        parsed = parse_shard_key(obj.key)
-        if parsed and parsed[1] == "tar" and parsed[0] not in recorded:
-            check = ShardCheck(obj.key, parsed[0], bytes=obj.size)
+    totals = _Totals(plan)
+    for check, facts in _verify_all(storage, objects, committed, deep, progress, workers, threads):
+        report.verified += 1
+        report.samples += check.samples
+        report.bytes += check.bytes
+        if facts is not None:
+            totals.add(check.index, facts)
+        _keep(report, check, plan)
+    _check_uncommitted(report, objects, plan)
+    if plan is not None:
+        report.dataset_problems.extend(_check_plan(plan, totals))
+    report.checks.sort(key=lambda c: (c.index is None, c.index if c.index is not None else 0, c.name))
+    if totals.split:  # P x K batching and resume need every identity whole in one shard
+        shown = ", ".join(f"pid {pid} in shards {shards}" for pid, shards in sorted(totals.split.items())[:5])
+        report.dataset_problems.append(f"{len(totals.split)} identities split across shards: {shown}")
+    if totals.legacy:
+        report.notes.append(f"{totals.legacy} committed shard(s) have no index fragment (committed before "
+                            f"fragments existed): `dppp shards index {storage.url}` writes them")  # fmt: skip
+    report.notes.extend(_check_index(storage, objects, totals))
+    return report
+
+
+def _keep(report: VerifyReport, check: ShardCheck, plan: DatasetPlan | None) -> None:
+    """Keep a check that has problems (one beyond the plan is `extra`); a clean shard is only counted."""
+    if plan is not None and check.index is not None and check.index >= plan.shards:
+        check.add("extra", f"shard {check.index} lies beyond the plan's {plan.shards} shards (dataset.json)")
+    if check.problems:
+        report.checks.append(check)
+
+
+def _check_uncommitted(report: VerifyReport, objects: DatasetObjects, plan: DatasetPlan | None) -> None:
+    """Objects without a commit record, stray objects, and planned shards with nothing at all."""
+    for index, present in objects.shards.items():
+        if present.record is not None:
+            continue
+        if present.tar is not None:
+            check = ShardCheck(shard_name(index), index, bytes=present.tar)
             check.add("uncommitted", "tar without a commit record (an interrupted run; a resume rewrites it)")
-            checks.append(check)
-        elif not parsed and obj.key not in (DATASET_MANIFEST, INDEX_NAME):
-            check = ShardCheck(obj.key, None, bytes=obj.size)
-            check.add("extra", "stray object that is not part of the dataset")
-            checks.append(check)
-    if DATASET_MANIFEST not in sizes:
-        dataset_problems.append(f"{DATASET_MANIFEST} is missing")
-    else:
-        try:
-            plan = _plan_of(storage, set(sizes))
-        except DataError as exc:
-            dataset_problems.append(str(exc))
         else:
-            if plan is None:
-                notes.append(f"{DATASET_MANIFEST} records no plan: shards that were never written cannot be detected")
-            else:
-                dataset_problems.extend(_check_plan(plan, checks, records))
-    checks.sort(key=lambda c: (c.index is None, c.index if c.index is not None else 0, c.name))
-    owners: dict[int, list[int]] = {}
-    for record in records:
-        for pid in record.pids:
-            owners.setdefault(pid, []).append(record.index)
-    split = {pid: shards for pid, shards in owners.items() if len(shards) > 1}
-    if split:  # P x K batching and resume need every identity whole in one shard
-        shown = ", ".join(f"pid {pid} in shards {shards}" for pid, shards in sorted(split.items())[:5])
-        dataset_problems.append(f"{len(split)} identities split across shards: {shown}")
-    notes.extend(_check_index(storage, records, sizes))
-    return VerifyReport(storage.url, deep, checks, dataset_problems, notes)
+            check = ShardCheck(fragment_name(index), index, bytes=present.fragment or 0)
+            check.add("uncommitted", "index fragment without a commit record (an interrupted run; a resume "
+                                     "rewrites it)")  # fmt: skip
+        _keep(report, check, plan)
+    for key, size in objects.others.items():
+        if key not in (DATASET_MANIFEST, INDEX_NAME):
+            check = ShardCheck(key, None, bytes=size)
+            check.add("extra", "stray object that is not part of the dataset")
+            report.checks.append(check)
+    if plan is None:
+        return
+    for index in range(plan.shards):
+        if index not in objects.shards:
+            check = ShardCheck(shard_name(index), index)
+            check.add("missing", f"in dataset.json's plan ({plan.shards} shards) but neither tar nor commit "
+                                 "record exists: never written or failed; a resumed `dppp generate` writes it")  # fmt: skip
+            report.checks.append(check)
 
 
-def _check_plan(plan: DatasetPlan, checks: list[ShardCheck], records: list[ShardRecord]) -> list[str]:
-    """Hold what is there against dataset.json's plan: every planned shard must exist (a shard whose
-    generation failed every attempt leaves neither tar nor record, so only the plan can tell it is gone),
-    none may lie beyond it, and a fully committed dataset must hold the planned samples and identities."""
-    present = {c.index for c in checks if c.index is not None}
-    for index in sorted(set(range(plan.shards)) - present):
-        check = ShardCheck(shard_name(index), index)
-        check.add("missing", f"in dataset.json's plan ({plan.shards} shards) but neither tar nor commit record "
-                             "exists: never written or failed; a resumed `dppp generate` writes it")  # fmt: skip
-        checks.append(check)
-    for check in checks:
-        if check.index is not None and check.index >= plan.shards:
-            check.add("extra", f"shard {check.index} lies beyond the plan's {plan.shards} shards (dataset.json)")
-    committed = {r.index for r in records}
-    if not set(range(plan.shards)) <= committed:
-        return []  # the missing shards are reported above; totals would only repeat it
-    planned = [r for r in records if r.index < plan.shards]
+def _check_plan(plan: DatasetPlan, totals: _Totals) -> list[str]:
+    """Once every planned shard is committed, their samples and identities must add up to the plan's (the
+    planned shards that are not there are reported per shard, as missing)."""
+    if totals.planned_committed < plan.shards:
+        return []
     problems = []
-    samples = sum(r.count for r in planned)
-    if plan.images is not None and samples != plan.images:
-        problems.append(f"the committed shards hold {samples} samples, dataset.json's plan {plan.images}")
-    identities = len({pid for r in planned for pid in r.pids})
+    if plan.images is not None and totals.planned_samples != plan.images:
+        problems.append(f"the committed shards hold {totals.planned_samples} samples, dataset.json's plan {plan.images}")
+    identities = sum(owner < plan.shards for owner in totals.owners.values())
     if plan.identities is not None and identities != plan.identities:
         problems.append(f"the committed shards hold {identities} identities, dataset.json's plan {plan.identities}")
     return problems
 
 
-def _verify_one(storage: Storage, record: ShardRecord, size: int | None, deep: bool) -> ShardCheck:
-    return verify_shard(storage, record, size, deep=deep)
+def _verify_all(storage, objects: DatasetObjects, committed: list[int], deep, progress, workers, threads):
+    """(check, facts) of every committed shard, in index order, a bounded window at a time."""
+    if workers <= 1 or len(committed) <= 1:
+        return ordered_map(lambda index: _check_committed(storage, index, objects.shards[index], deep, progress),
+                           committed, threads=threads)  # fmt: skip
+    return _verify_in_processes(storage, objects, committed, deep, progress, workers)
 
 
-def _verify_all(storage, records, sizes, deep, progress, workers) -> list[ShardCheck]:
-    if workers <= 1 or len(records) <= 1:
-        return [verify_shard(storage, r, sizes.get(r.tar), deep=deep, progress=progress) for r in records]
+def _verify_in_processes(storage, objects, committed, deep, progress, workers):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: the parent may hold threads (a progress bar, boto3 pools) that fork would copy mid-lock.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(records)), mp_context=context) as pool:
-        futures = [pool.submit(_verify_one, storage, r, sizes.get(r.tar), deep) for r in records]
-        checks = []
-        for future in futures:
-            check = future.result()
+    with ProcessPoolExecutor(min(workers, len(committed)), mp_context=context) as pool:
+        items = ((storage, index, objects.shards[index], deep) for index in committed)
+        for check, facts in ordered_map(_check_in_process, items, executor=pool, window=2 * workers):
             if progress:
                 progress(check.bytes)
-            checks.append(check)
-    return checks
+            yield check, facts
 
 
-def _check_index(storage: Storage, records: list[ShardRecord], sizes: dict[str, int]) -> list[str]:
-    """The index is derived data: a stale or missing one is a note, fixed by `dppp shards index`."""
-    if INDEX_NAME not in sizes:
+def _check_index(storage: Storage, objects: DatasetObjects, totals: _Totals) -> list[str]:
+    """The index is derived data: a stale, unreadable or missing one is a note, fixed by `dppp shards
+    index`. Its keys are compared with the records' as a count and an order-free digest, streamed."""
+    if INDEX_NAME not in objects.others:
         return [f"no {INDEX_NAME} (rebuild with `dppp shards index {storage.url}`)"]
-    keys = set(read_index(storage).column("key").to_pylist())
-    expected = {key for r in records for key in r.keys}
-    if keys != expected:
-        return [f"{INDEX_NAME} is stale: {len(keys)} rows, committed shards hold {len(expected)} samples "
+    try:
+        count, digest = _index_keys(storage)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        return [f"{INDEX_NAME} cannot be read ({type(exc).__name__}): rebuild with `dppp shards index {storage.url}`"]
+    if count != totals.count or digest != totals.keys:
+        differ = f"{count} rows" if count != totals.count else "its keys differ from the records'"
+        return [f"{INDEX_NAME} is stale: {differ}, committed shards hold {totals.count} samples "
                 f"(rebuild with `dppp shards index {storage.url}`)"]  # fmt: skip
     return []
+
+
+def _index_keys(storage: Storage) -> tuple[int, int]:
+    """Row count and key_digest of index.parquet, read one row group's keys at a time."""
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="dppp-verify-") as tmp:
+        path = os.path.join(tmp, INDEX_NAME)
+        with storage.open_read(INDEX_NAME) as source, open(path, "wb") as local:
+            shutil.copyfileobj(source, local, 1 << 20)
+        count, digest = 0, 0
+        for batch in pq.ParquetFile(path).iter_batches(columns=["key"], batch_size=1 << 16):
+            keys = batch.column(0).to_pylist()
+            count += len(keys)
+            digest = (digest + key_digest(keys)) % (1 << 64)
+    return count, digest
