@@ -73,6 +73,10 @@ def print_summary(console, summary) -> None:
     table.add_row("images", f"{summary.images} ({summary.images_per_s:.1f} images/s)")
     table.add_row("bytes", f"{summary.bytes / 1e6:.2f} MB")
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
+    if summary.phases:
+        phases = summary.phases
+        table.add_row("driver", f"plan {phases.get('plan_s', 0):.1f} s, actors {phases.get('schedule_s', 0):.1f} s, "
+                      f"index {phases.get('index_s', 0):.1f} s")  # fmt: skip
     for name, busy in sorted(summary.busy.items()):
         table.add_row(f"{name} busy", f"{busy:.0%}")
     if summary.pool_sizes:
