@@ -234,7 +234,7 @@ class _Committed:
 
 
 def write_index(storage: Storage, *, from_tars: bool = False, threads: int = IO_THREADS,
-                shards_hint: int | None = None, progress: Callable[[int], None] | None = None,
+                shards_hint: int | None = None, listing=None, progress: Callable[[int], None] | None = None,
                 on_total: Callable[[int], None] | None = None) -> int:  # fmt: skip
     """Merge the committed shards' fragments into index.parquet (atomic publish); returns its row count.
 
@@ -242,14 +242,15 @@ def write_index(storage: Storage, *, from_tars: bool = False, threads: int = IO_
     attribute columns), then the fragments, each checked against its record (size, sha256, rows) and
     appended in row groups of ROW_GROUP_ROWS. No tar is read, except to give a shard committed before
     fragments existed its fragment (once), or every shard with `from_tars`. A fragment that disagrees with
-    its record is a DataError: never indexed. `progress(1)` per record and per fragment read."""
+    its record is a DataError: never indexed. `listing`: the dataset's objects when the caller has them
+    (else listed here, in key ranges cut by `shards_hint`). `progress(1)` per record and per fragment."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from pipeline.listing import list_objects
 
-    listing = list_objects(storage, shards_hint=shards_hint, threads=threads)
-    committed = [index for index, objects in sorted(listing.shards.items()) if objects.record is not None]
+    listing = listing or list_objects(storage, shards_hint=shards_hint, threads=threads)
+    committed = listing.committed()
     if on_total:
         on_total(2 * len(committed))
 
@@ -354,5 +355,5 @@ def rebuild_index(url: str, config: StorageConfig | None = None, *, from_tars: b
     from its tar first); returns the number of rows."""
     from pipeline.listing import open_dataset
 
-    storage, _ = open_dataset(url, config)
-    return write_index(storage, from_tars=from_tars, progress=progress, on_total=on_total)
+    storage, listing = open_dataset(url, config)
+    return write_index(storage, from_tars=from_tars, listing=listing, progress=progress, on_total=on_total)

@@ -139,6 +139,7 @@ def test_two_workers_give_byte_identical_shards(reference, tmp_path):
     out, _ = reference
     summary = run_generate(gen_config(tmp_path / "two", identities=12, ids_per_shard=3, workers=2), progress=False)
     assert len(summary.busy) == 2  # both actors rendered
+    assert sorted(summary.nodes) == ["worker-0", "worker-1"] and all(len(n) == 1 for n in summary.nodes.values())
     assert tar_digests(str(tmp_path / "two")) == tar_digests(str(out))
 
 
