@@ -264,13 +264,18 @@ def write_sim_dataset(url: str, shards: int) -> float:
     return time.perf_counter() - started
 
 
+PROBE_COPIES = 100
+
+
 def child_shard_probe(url: str) -> dict:
     """One GenePerson-sized shard (configs/geneperson.yaml's shape: 32 identities of ~19.65 views, 256x128
     JPEG q90) drawn by the procedural renderer at its full size: what its tar, fragment and record weigh,
-    and what the driver's merge and verify spend on it."""
+    what verify spends on it, and the merge's time per shard of this size (its record and fragment
+    committed under PROBE_COPIES indices: the merge reads no tar, so the copies need none)."""
     from dppp.config import load_experiment
-    from pipeline.index import write_index
+    from pipeline.index import decode_fragment, encode_fragment, fragment_ref, write_index
     from pipeline.plan import ShardPlan
+    from pipeline.shards import fragment_name, record_name, shard_name
     from pipeline.storage import open_storage
     from pipeline.verify import verify_dataset
     from pipeline.worker import ShardWorker
@@ -279,14 +284,32 @@ def child_shard_probe(url: str) -> dict:
             "generate.prompts.views.mean=19.65", "generate.prompts.views.max=60"]  # fmt: skip
     config = load_experiment(ROOT / "configs" / "demo.yaml", sets).generate
     worker = ShardWorker(config, name="probe")
-    views = [v for pid in range(32) for v in worker.engine.views(pid)]
-    record = worker.publish(ShardPlan(0, tuple(range(32)), len(views)), worker.render(ShardPlan(0, tuple(range(32)), len(views))))
+    plan = ShardPlan(0, tuple(range(32)), sum(len(worker.engine.views(pid)) for pid in range(32)))
+    record = worker.publish(plan, worker.render(plan))
     storage = open_storage(url)
-    _, merge_s, _ = measured(lambda: write_index(storage))
     _, verify_s, _ = measured(lambda: verify_dataset(url))
-    return {"images": record.count, "tar_bytes": record.bytes, "fragment_bytes": record.fragment.bytes,
-            "record_bytes": storage.stat("shards/shard-000000.json").size, "merge_s": merge_s,
-            "verify_s": verify_s, "index_bytes": storage.stat("index.parquet").size}  # fmt: skip
+    one = {"images": record.count, "tar_bytes": record.bytes, "fragment_bytes": record.fragment.bytes,
+           "record_bytes": storage.stat(record_name(0)).size, "verify_s": verify_s}  # fmt: skip
+    table = decode_fragment(storage.read_bytes(fragment_name(0)), "probe")
+    for index in range(1, PROBE_COPIES):
+        copy = table.set_column(1, "shard", pa_int32([index] * table.num_rows))
+        data = encode_fragment(copy)
+        storage.put_bytes(data, fragment_name(index))
+        again = record.model_copy(update={"index": index, "tar": shard_name(index),
+                                          "fragment": fragment_ref(index, data, copy)})  # fmt: skip
+        storage.put_bytes(again.to_json(), record_name(index))
+    start_rss = rss_mb()
+    rows, merge_s, merge_rss = measured(lambda: write_index(storage))
+    return {**one, "copies": PROBE_COPIES, "rows": rows, "merge_s": merge_s, "merge_rss": merge_rss,
+            "merge_start_rss": start_rss,
+            "merge_s_per_shard": merge_s / PROBE_COPIES, "index_bytes": storage.stat("index.parquet").size,
+            "index_bytes_per_row": storage.stat("index.parquet").size / rows}  # fmt: skip
+
+
+def pa_int32(values):
+    import pyarrow as pa
+
+    return pa.array(values, pa.int32())
 
 
 # -------------------------------------------------------------------------------------------- parent
@@ -382,7 +405,8 @@ def main() -> None:
             if part == "probe":
                 probe = run_child("probe", 0, f"{tmp}/probe")
                 print(f"GenePerson-sized shard: {json.dumps(probe)}; fragment + record = "
-                      f"{(probe['fragment_bytes'] + probe['record_bytes']) / probe['tar_bytes']:.4f} of the tar")  # fmt: skip
+                      f"{(probe['fragment_bytes'] + probe['record_bytes']) / probe['tar_bytes']:.4f} of the tar; "
+                      f"merge {probe['merge_s_per_shard'] * 1e3:.1f} ms per shard of {probe['images']} images")  # fmt: skip
                 continue
             results = []
             for shards in args.shards or defaults[part]:

@@ -33,7 +33,7 @@ from pipeline.storage import Storage, StorageConfig
 
 CORE_COLUMNS = ("key", "shard", "pid", "view", "camid", "image_format", "prompt", "negative_prompt",
                 "seed", "identity_seed")  # fmt: skip
-ROW_GROUP_ROWS = 1 << 16  # rows held before a row group of index.parquet is written: the merge's memory
+ROW_GROUP_ROWS = 1 << 14  # rows held before a row group of index.parquet is written: the merge's memory
 
 
 def _core_schema():
@@ -176,9 +176,9 @@ def rebuild_fragment(storage: Storage, record: ShardRecord) -> ShardRecord:
     return updated
 
 
-def read_fragment(storage: Storage, ref: FragmentRef, index: int, *, columns: bool = True):
-    """A committed shard's fragment, checked against its record's reference (size, sha256, rows and, with
-    `columns`, the attribute columns); DataError if they disagree."""
+def fetch_fragment(storage: Storage, ref: FragmentRef, index: int) -> bytes:
+    """A committed shard's fragment bytes, checked against its record's size and sha256 (the round trip:
+    what the merge runs on its threads)."""
     from pipeline.storage import ObjectNotFound
 
     where = storage.url_for(ref.key)
@@ -191,6 +191,12 @@ def read_fragment(storage: Storage, ref: FragmentRef, index: int, *, columns: bo
     if len(data) != ref.bytes or hashlib.sha256(data).hexdigest() != ref.sha256:
         raise DataError(f"{where}: {len(data)} bytes whose sha256 differs from its commit record's "
                         f"({ref.bytes} bytes)")  # fmt: skip
+    return data
+
+
+def check_fragment(data: bytes, ref: FragmentRef, index: int, where: str, *, columns: bool = True):
+    """Fetched fragment bytes as a table, checked against its record's rows, shard and, with `columns`,
+    attribute columns; DataError if they disagree."""
     table = decode_fragment(data, where)
     names = [n for n in table.column_names if n.startswith(ATTRIBUTE_PREFIX)]
     if table.num_rows != ref.rows or (columns and names != ref.columns):
@@ -198,6 +204,13 @@ def read_fragment(storage: Storage, ref: FragmentRef, index: int, *, columns: bo
     if table.num_rows and set(table.column("shard").to_pylist()) != {index}:
         raise DataError(f"{where}: holds rows of shard(s) {sorted(set(table.column('shard').to_pylist()))}")
     return table
+
+
+def read_fragment(storage: Storage, ref: FragmentRef, index: int, *, columns: bool = True):
+    """A committed shard's fragment, checked against its record's reference (size, sha256, rows, shard
+    and, with `columns`, the attribute columns); DataError if they disagree."""
+    data = fetch_fragment(storage, ref, index)
+    return check_fragment(data, ref, index, storage.url_for(ref.key), columns=columns)
 
 
 # ---------------------------------------------------------------------------------------------- merge
@@ -268,22 +281,25 @@ def write_index(storage: Storage, *, from_tars: bool = False, threads: int = IO_
             progress(1)
     schema = index_schema(kept.attributes)
 
-    def fragment_of(i: int):
+    def fetch(i: int) -> tuple[int, FragmentRef, int, bytes]:
         index, ref, keys = kept.ref(i)
-        where = storage.url_for(ref.key)
-        # The sha256 ties the fragment to its record, whose columns are in the schema already.
-        table = read_fragment(storage, ref, index, columns=False)
-        if key_digest(table.column("key").to_pylist()) != keys:
-            raise DataError(f"{where}: its keys differ from the commit record's; not indexed "
-                            f"(`dppp shards verify {storage.url}` shows the damage)")  # fmt: skip
-        return _conform(table, schema, pa, where)
+        return index, ref, keys, fetch_fragment(storage, ref, index)
 
     rows = 0
     with tempfile.TemporaryDirectory(prefix="dppp-index-") as tmp:
         path = os.path.join(tmp, INDEX_NAME)
         with pq.ParquetWriter(path, schema, compression="zstd") as writer:
             group = _RowGroup(writer, pa)
-            for table in ordered_map(fragment_of, range(len(kept.indices)), threads=threads):
+            # Round trips on the threads, decoding here: Arrow's allocator keeps a heap per thread that
+            # decodes, and 16 of them held ~100 MB more at the peak than one does.
+            for index, ref, keys, data in ordered_map(fetch, range(len(kept.indices)), threads=threads):
+                where = storage.url_for(ref.key)
+                # The sha256 ties the fragment to its record, whose columns are in the schema already.
+                table = check_fragment(data, ref, index, where, columns=False)
+                if key_digest(table.column("key").to_pylist()) != keys:
+                    raise DataError(f"{where}: its keys differ from the commit record's; not indexed "
+                                    f"(`dppp shards verify {storage.url}` shows the damage)")  # fmt: skip
+                table = _conform(table, schema, pa, where)
                 group.add(table)
                 rows += table.num_rows
                 if progress:
