@@ -80,7 +80,9 @@ def print_summary(console, summary) -> None:
     for name, busy in sorted(summary.busy.items()):
         table.add_row(f"{name} busy", f"{busy:.0%}")
     if summary.pool_sizes:
-        table.add_row("actors", pool_history(summary.pool_sizes))
+        nodes = {node for worker_nodes in summary.nodes.values() for node in worker_nodes}
+        on = f" on {len(nodes)} node(s)" if nodes else ""
+        table.add_row("actors", pool_history(summary.pool_sizes) + on)
     for loss in summary.losses:
         node = f"node {loss.node[:8]}" + (" (dead)" if loss.node_dead else "")
         what = "while loading its renderer" if loss.while_loading else f"{loss.shards} shard(s) re-queued"
