@@ -103,6 +103,7 @@ class _Result:
     record: _Record
     render_s: float
     worker: str
+    node: str = ""
 
 
 class SleepWorker:

@@ -121,10 +121,10 @@ def main() -> None:
     parser.add_argument("--skip-s3", action="store_true")
     args = parser.parse_args()
 
-    from pipeline.inspect import verify_dataset
     from pipeline.records import publish_shard
     from pipeline.shards import read_shard, shard_name, write_shard
     from pipeline.storage import open_storage
+    from pipeline.verify import verify_dataset
 
     samples = make_samples(args.ids, args.views)
     groups = split(samples, args.shards)

@@ -99,6 +99,11 @@ class GenerateSummary:
     pool_sizes: list[tuple[float, int]] = field(default_factory=list)
     losses: list[ActorLoss] = field(default_factory=list)  # actors that died mid-run, and on which node
     stopped: str | None = None  # why the job stopped before every shard was tried (no capacity left)
+    # The driver's own time: "plan_s" (plan, dataset.json, which shards are committed), "schedule_s" (Ray
+    # start and the actors' whole run), "index_s" (merging the fragments into index.parquet)
+    phases: dict[str, float] = field(default_factory=dict)
+    # worker name -> the Ray nodes its shards were rendered on, in order (a replacement may land elsewhere)
+    nodes: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def nodes_lost(self) -> list[str]:
@@ -162,13 +167,14 @@ def build_plan(config: GenerateConfig) -> Plan:
     from prompts.engine import PromptEngine
 
     engine = PromptEngine.from_config(config)
-    views = [engine.identity(pid).num_views for pid in range(config.identities)]
+    views = [engine.num_views(pid) for pid in range(config.identities)]  # not identity(): it caches attributes
     shards = plan_shards(views, config.ids_per_shard)
     return Plan(config, engine, shards, config_fingerprint(config, engine.taxonomy_hash))
 
 
 def prepare_output(plan: Plan, *, overwrite: bool):
     """Open the output, refuse to mix with another config's dataset, write dataset.json; return storage."""
+    from pipeline.parallel import ordered_map
     from pipeline.records import DATASET_MANIFEST, INDEX_NAME, read_dataset_manifest, write_dataset_manifest
     from pipeline.shards import parse_shard_key
     from pipeline.storage import open_storage
@@ -177,9 +183,9 @@ def prepare_output(plan: Plan, *, overwrite: bool):
     existing = storage.exists(DATASET_MANIFEST)
     manifest = plan.manifest()
     if existing and overwrite:
-        for obj in storage.list("shards/"):
-            if parse_shard_key(obj.key):
-                storage.delete(obj.key)
+        doomed = (obj.key for obj in storage.iter_list("shards/") if parse_shard_key(obj.key))
+        for _ in ordered_map(storage.delete, doomed):  # a few at a time: one round trip each on S3
+            pass
         storage.delete(INDEX_NAME)
     elif existing:
         previous = read_dataset_manifest(storage)
@@ -252,14 +258,17 @@ def run_generate(
     progress: bool = True,
 ) -> GenerateSummary:
     """Render every uncommitted shard of the plan; write index.parquet at the end."""
-    from pipeline.records import INDEX_NAME, committed_shards, write_index
+    from pipeline.index import write_index
+    from pipeline.listing import committed_indices
+    from pipeline.records import INDEX_NAME
 
     started = time.perf_counter()
     plan = build_plan(config)
     storage = prepare_output(plan, overwrite=overwrite)
-    done = {r.index for r in committed_shards(storage)}
+    done = committed_indices(storage, shards_hint=len(plan.shards))  # the listing: no record is read
     todo = [s for s in plan.shards if s.index not in done]
     summary = GenerateSummary(config.out, len(plan.shards), 0, len(plan.shards) - len(todo), 0, 0, 0.0)
+    summary.phases["plan_s"] = time.perf_counter() - started
     if todo:
         start_ray(ray_address, (config.workers or 1) * config.cpus_per_worker)
         n_workers, resources = _pool_shape(config)
@@ -272,9 +281,12 @@ def run_generate(
         finally:
             pool.shutdown()
             summary.pool_sizes, summary.losses = pool.sizes, pool.losses
-    if todo or not storage.exists(INDEX_NAME):  # a rerun of a finished dataset need not re-read every shard
-        write_index(storage)
+    scheduled = time.perf_counter()
+    summary.phases["schedule_s"] = scheduled - started - summary.phases["plan_s"]
+    if todo or not storage.exists(INDEX_NAME):  # a rerun of a finished dataset need not merge again
+        write_index(storage, shards_hint=len(plan.shards))  # fragments only: no tar is read
     summary.wall_s = time.perf_counter() - started
+    summary.phases["index_s"] = summary.wall_s - (scheduled - started)
     summary.busy = {name: busy / summary.wall_s for name, busy in summary.busy.items()}
     if summary.failed or summary.stopped:
         raise GenerationFailed(summary)
@@ -299,7 +311,11 @@ class ShardActor:
         return ray.get_runtime_context().get_node_id()
 
     def run(self, plan):
-        return self._worker.run(plan)
+        import ray
+
+        result = self._worker.run(plan)
+        result.node = ray.get_runtime_context().get_node_id()
+        return result
 
     def choose_batch_size(self) -> tuple[int, str]:
         return self._worker.choose_batch_size()
@@ -401,6 +417,9 @@ class _Drain:
         summary.images += result.record.count
         summary.bytes += result.record.bytes
         summary.busy[result.worker] = summary.busy.get(result.worker, 0.0) + result.render_s
+        nodes = summary.nodes.setdefault(result.worker, [])
+        if result.node and (not nodes or nodes[-1] != result.node):
+            nodes.append(result.node)
         summary.timeline.append((time.monotonic() - self.pool.started, result.record.count))
         self.bar.advance(result.record.count)
 

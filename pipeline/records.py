@@ -1,13 +1,15 @@
-"""What a dataset says about itself: per-shard commit records, dataset.json and index.parquet.
+"""What a dataset says about itself: per-shard commit records and dataset.json.
 
     <root>/dataset.json                 resolved config (secrets stripped), taxonomy hash, versions, plan
     <root>/shards/shard-NNNNNN.tar      the samples (pipeline/shards.py)
-    <root>/shards/shard-NNNNNN.json     the commit record: count, pids, keys, bytes, sha256, timings
-    <root>/index.parquet                one row per sample, derived from the shards, rebuildable any time
+    <root>/shards/shard-NNNNNN.parquet  the shard's index rows, its fragment (pipeline/index.py)
+    <root>/shards/shard-NNNNNN.json     the commit record: count, pids, keys, bytes, sha256, timings, and
+                                        the fragment's size, sha256, rows and columns
+    <root>/index.parquet                one row per sample, the merge of the fragments (pipeline/index.py)
 
-A shard is committed when its record exists. `publish_shard` writes the record only after the tar is
-published whole and its size checked, and removes a stale record before overwriting a tar, so a reader that
-trusts records never sees a shard that is not whole.
+A shard is committed when its record exists. `publish_shard` writes the record only after the tar and the
+fragment are published whole and the tar's size checked, and removes a stale record before overwriting a
+tar, so a reader that trusts records never sees a shard (or a fragment) that is not whole.
 """
 
 from __future__ import annotations
@@ -18,20 +20,30 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field, ValidationError
 
 from dppp.errors import DataError
 from dppp.schema import StrictModel
-from pipeline.shards import ShardInfo, parse_shard_key, read_shard, record_name, shard_name
+from pipeline.shards import ShardInfo, fragment_name, record_name, shard_name
 from pipeline.storage import Storage, StorageError, redact_url
 
 DATASET_MANIFEST = "dataset.json"
 INDEX_NAME = "index.parquet"
-RECORD_FORMAT_VERSION = 1
+RECORD_FORMAT_VERSION = 2  # 2: the record names the shard's index fragment; 1 (no fragment) still reads
 ATTRIBUTE_PREFIX = "attr_"  # index columns for attributes, so 'height' (an attribute) never meets a core column
+
+
+class FragmentRef(StrictModel):
+    """The shard's index fragment as its record commits it: a fragment that differs is not this shard's."""
+
+    key: str  # shards/shard-NNNNNN.parquet
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    rows: int = Field(ge=0)
+    columns: list[str]  # its attribute columns (attr_*), sorted: the merge's schema without reading it
 
 
 class ShardRecord(StrictModel):
@@ -47,12 +59,14 @@ class ShardRecord(StrictModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     image_format: str | None = None
     timings: dict[str, float] = {}
+    fragment: FragmentRef | None = None  # None: committed before fragments existed (the next merge writes it)
 
     @classmethod
-    def from_info(cls, index: int, info: ShardInfo, timings: dict[str, float] | None = None) -> ShardRecord:
+    def from_info(cls, index: int, info: ShardInfo, timings: dict[str, float] | None = None,
+                  fragment: FragmentRef | None = None) -> ShardRecord:  # fmt: skip
         return cls(index=index, tar=shard_name(index), count=info.count, pids=list(info.pids),
                    keys=list(info.keys), bytes=info.bytes, sha256=info.sha256,
-                   image_format=info.image_format, timings=timings or {})  # fmt: skip
+                   image_format=info.image_format, timings=timings or {}, fragment=fragment)  # fmt: skip
 
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(), sort_keys=True, indent=1).encode() + b"\n"
@@ -154,6 +168,7 @@ def parse_record(data: bytes, where: str) -> ShardRecord:
 
 
 def read_record(storage: Storage, index: int) -> ShardRecord | None:
+    """Shard `index`'s record, None when it has none; DataError if it is malformed or not its own."""
     from pipeline.storage import ObjectNotFound
 
     try:
@@ -166,112 +181,54 @@ def read_record(storage: Storage, index: int) -> ShardRecord | None:
     return record
 
 
-def read_many(storage: Storage, keys: list[str], threads: int = 16) -> list[bytes]:
-    """Read small objects concurrently: a thousand records from S3 one GET at a time would take minutes."""
-    if len(keys) <= 1:
-        return [storage.read_bytes(key) for key in keys]
-    from concurrent.futures import ThreadPoolExecutor
+def committed_shards(storage: Storage, *, shards_hint: int | None = None) -> list[ShardRecord]:
+    """The records of every committed shard, by index, read a few at a time. A malformed record is a
+    DataError naming it. (Holds every record: callers that only need which shards are committed use
+    `pipeline.listing.committed_indices`.)"""
+    from pipeline.listing import list_objects
+    from pipeline.parallel import ordered_map
 
-    with ThreadPoolExecutor(min(threads, len(keys))) as pool:
-        return list(pool.map(storage.read_bytes, keys))
-
-
-def committed_shards(storage: Storage) -> list[ShardRecord]:
-    """The records of every committed shard, by index. A malformed record is a DataError naming it."""
-    keys = [obj.key for obj in storage.list("shards/") if (parse_shard_key(obj.key) or (0, ""))[1] == "json"]
-    records = []
-    for key, data in zip(keys, read_many(storage, keys), strict=True):
-        record = parse_record(data, storage.url_for(key))
-        if record.index != parse_shard_key(key)[0]:
-            raise DataError(f"{storage.url_for(key)}: record says index {record.index}")
-        records.append(record)
-    return sorted(records, key=lambda r: r.index)
+    listing = list_objects(storage, shards_hint=shards_hint)
+    indices = [index for index, objects in sorted(listing.shards.items()) if objects.record is not None]
+    records = ordered_map(lambda index: read_record(storage, index), indices)
+    return [record for record in records if record is not None]  # None: un-committed since the listing
 
 
 def publish_shard(storage: Storage, index: int, tar_path, info: ShardInfo,
                   timings: dict[str, float] | None = None,
                   progress: Callable[[int], None] | None = None) -> ShardRecord:  # fmt: skip
-    """Publish a written shard and commit it: (old record removed) -> tar -> size check -> record.
+    """Publish a written shard and commit it: fragment built from the local tar -> (old record removed)
+    -> tar -> fragment -> record (naming the fragment's sha256). If anything fails before the record is
+    written, the shard stays uncommitted (a resumed run redoes it)."""
+    from pipeline.index import build_fragment
 
-    If anything fails before the record is written, the shard stays uncommitted (a resumed run redoes it)."""
     size = os.path.getsize(tar_path)
     if size != info.bytes:  # the file changed since it was written: its record would lie
         raise StorageError(f"{tar_path}: {size} bytes on disk but {info.bytes} written; shard {index} not published")
+    started = time.perf_counter()
+    # From the tar on local disk, by the code that indexes any tar: the fragment's rows are the tar's.
+    fragment, ref = build_fragment(tar_path, index, info.image_format)
+    index_s = time.perf_counter() - started
     storage.delete(record_name(index))  # un-commit first: the tar below may replace a committed one
     started = time.perf_counter()
     # put_file is atomic and raises unless the whole object landed (S3: a successful PUT / completed
     # multipart upload is strongly consistent), so no read-back is needed before the record.
     storage.put_file(tar_path, shard_name(index), progress=progress)
-    record = ShardRecord.from_info(index, info, {**(timings or {}), "publish_s": time.perf_counter() - started})
+    timings = {**(timings or {}), "index_s": round(index_s, 4), "publish_s": time.perf_counter() - started}
+    storage.put_bytes(fragment, fragment_name(index))
+    record = ShardRecord.from_info(index, info, timings, fragment=ref)
     storage.put_bytes(record.to_json(), record_name(index))
     return record
 
 
 # -------------------------------------------------------------------------------------------- index
 
-CORE_COLUMNS = ("key", "shard", "pid", "view", "camid", "image_format", "prompt", "negative_prompt",
-                "seed", "identity_seed")  # fmt: skip
 
+def write_index(storage: Storage, **options) -> int:
+    """index.parquet from the committed shards' fragments: see pipeline.index.write_index."""
+    from pipeline.index import write_index as merge
 
-def index_rows(storage: Storage, record: ShardRecord) -> list[dict[str, Any]]:
-    """One row per sample of a committed shard, streamed from its json members (images are not read)."""
-    rows = []
-    with storage.open_read(record.tar) as stream:
-        samples = list(read_shard(stream, include={"json", "cls"}))
-    for sample in samples:
-        meta = sample.get("json")
-        if meta is None:
-            raise DataError(f"{storage.url_for(record.tar)}: sample {sample['__key__']} has no json member")
-        row = {
-            "key": sample["__key__"],
-            "shard": record.index,
-            "pid": sample.get("cls", meta.get("pid")),
-            "view": meta.get("view"),
-            "camid": meta.get("camid"),
-            "image_format": record.image_format,
-            "prompt": meta.get("prompt"),
-            "negative_prompt": meta.get("negative_prompt"),
-            "seed": meta.get("seed"),
-            "identity_seed": meta.get("identity_seed"),
-        }
-        for name, value in (meta.get("attributes") or {}).items():
-            # Attribute values are labels; text keeps one column type even if a taxonomy mixes kinds.
-            row[ATTRIBUTE_PREFIX + name] = None if value is None else str(value)
-        rows.append(row)
-    return rows
-
-
-def build_index(storage: Storage, records: Iterable[ShardRecord] | None = None,
-                progress: Callable[[ShardRecord], None] | None = None):  # fmt: skip
-    """The index as a pyarrow.Table: one row per sample of every committed shard, sorted by key."""
-    import pyarrow as pa
-
-    rows: list[dict[str, Any]] = []
-    for record in committed_shards(storage) if records is None else records:
-        rows.extend(index_rows(storage, record))
-        if progress:
-            progress(record)
-    rows.sort(key=lambda r: r["key"])
-    attributes = sorted({name for row in rows for name in row if name.startswith(ATTRIBUTE_PREFIX)})
-    schema = pa.schema(
-        [("key", pa.string()), ("shard", pa.int32()), ("pid", pa.int64()), ("view", pa.int32()),
-         ("camid", pa.int32()), ("image_format", pa.string()), ("prompt", pa.string()),
-         ("negative_prompt", pa.string()), ("seed", pa.int64()), ("identity_seed", pa.int64())]
-        + [(name, pa.string()) for name in attributes]
-    )  # fmt: skip
-    columns = {name: [row.get(name) for row in rows] for name in schema.names}
-    return pa.Table.from_pydict(columns, schema=schema)
-
-
-def write_index(storage: Storage, progress: Callable[[ShardRecord], None] | None = None) -> int:
-    """Rebuild index.parquet from the committed shards (atomic publish); returns the number of rows."""
-    import pyarrow.parquet as pq
-
-    table = build_index(storage, progress=progress)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    storage.put_bytes(buffer.getvalue(), INDEX_NAME)
-    return table.num_rows
+    return merge(storage, **options)
 
 
 def read_index(storage: Storage):

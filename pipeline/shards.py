@@ -41,7 +41,7 @@ IMAGE_EXTS = ("jpg", "png", "webp")  # what the writer emits (postprocess.Output
 READ_IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp"})
 ALLOWED_EXTS = READ_IMAGE_EXTS | {"json", "txt", "cls"}
 SAMPLE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # dot-free: webdataset splits key and ext at the first dot
-SHARD_KEY_RE = re.compile(r"^shards/shard-(\d{6,})\.(tar|json)$")
+SHARD_KEY_RE = re.compile(r"^shards/shard-(\d{6,})\.(tar|json|parquet)$")
 
 
 def shard_name(index: int) -> str:
@@ -54,8 +54,14 @@ def record_name(index: int) -> str:
     return f"shards/shard-{index:06d}.json"
 
 
+def fragment_name(index: int) -> str:
+    """The key of the shard's index fragment (its index rows): fragment_name(12) == 'shards/shard-000012.parquet'."""
+    return f"shards/shard-{index:06d}.parquet"
+
+
 def parse_shard_key(key: str) -> tuple[int, str] | None:
-    """('shards/shard-000012.tar' -> (12, 'tar')); None for any other key."""
+    """('shards/shard-000012.tar' -> (12, 'tar')); 'json' for a record, 'parquet' for a fragment; None for
+    any other key."""
     match = SHARD_KEY_RE.match(key)
     return (int(match.group(1)), match.group(2)) if match else None
 

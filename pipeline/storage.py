@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
@@ -81,11 +81,15 @@ def redact_url(url: str) -> str:
     return re.sub(r"(^[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@", r"\1", url)
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def check_key(key: str) -> str:
     """A storage key: relative, '/'-separated, no empty, '.' or '..' parts, no control characters."""
     if not isinstance(key, str) or not key:
         raise ValueError("storage key must be a non-empty string")
-    if key.startswith("/") or "\\" in key or any(ord(c) < 32 or ord(c) == 127 for c in key):
+    # a regex, not a generator per character: every read and write of 100k-shard datasets checks keys
+    if key.startswith("/") or "\\" in key or _UNPRINTABLE.search(key):
         raise ValueError(f"invalid storage key {key!r}: must be relative, '/'-separated, printable")
     if any(part in ("", ".", "..") for part in key.split("/")):
         raise ValueError(f"invalid storage key {key!r}: empty, '.' or '..' path component")
@@ -116,9 +120,17 @@ class Storage(ABC):
     def open_read(self, key: str) -> IO[bytes]:
         """A streaming binary reader (a context manager); raises ObjectNotFound."""
 
+    # Whether a listing that starts part-way (`iter_list(after=...)`) costs only its part: then listing a
+    # large dataset in key ranges on several threads pays (S3: one round trip per 1,000 keys).
+    ranged_listing = False
+
     @abstractmethod
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         """Every object whose key starts with `prefix`, sorted by key."""
+
+    def iter_list(self, prefix: str = "", *, after: str | None = None) -> Iterator[ObjectInfo]:
+        """The objects whose key starts with `prefix` and sorts after `after`, in key order, as they come."""
+        return (obj for obj in self.list(prefix) if after is None or obj.key > after)
 
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo | None:
@@ -189,20 +201,28 @@ class LocalStorage(Storage):
 
     def list(self, prefix=""):
         _check_prefix(prefix)
-        # Walk only the directory the prefix lies in, not the whole tree.
-        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
-        if not base.is_dir():
-            return []
-        found = []
-        for dirpath, _dirnames, filenames in os.walk(base):
-            for name in filenames:
-                full = Path(dirpath) / name
-                key = full.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    try:
-                        found.append(ObjectInfo(key, full.stat().st_size))
-                    except FileNotFoundError:  # removed while we walked
-                        pass
+        # Walk only the directory the prefix lies in, not the whole tree; os.scandir, not Path objects:
+        # a dataset of 100k shards has 300k files here.
+        base = os.path.join(self.root, prefix.rsplit("/", 1)[0]) if "/" in prefix else str(self.root)
+        found: list[ObjectInfo] = []
+        skip = len(str(self.root).rstrip(os.sep)) + 1
+        pending = [base]
+        while pending:
+            try:
+                entries = os.scandir(pending.pop())
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                        continue
+                    key = entry.path[skip:].replace(os.sep, "/")
+                    if key.startswith(prefix):
+                        try:
+                            found.append(ObjectInfo(key, entry.stat().st_size))
+                        except FileNotFoundError:  # removed while we walked
+                            pass
         return sorted(found)
 
     def stat(self, key):
@@ -415,23 +435,25 @@ class S3Storage(Storage):
             args["IfMatch"] = etag  # a resumed read must not splice two versions of the object
         return self._retry(f"cannot read {self.url_for(key)}", lambda: self.client.get_object(**args))
 
+    ranged_listing = True
+
     def list(self, prefix=""):
+        return list(self.iter_list(prefix))  # S3 lists in key order
+
+    def iter_list(self, prefix="", *, after=None):
         _check_prefix(prefix)
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        found = []
-        token = None
         strip = len(self.prefix) + 1 if self.prefix else 0
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full}
+        if after is not None:
+            args["StartAfter"] = f"{self.prefix}/{after}" if self.prefix else after
         while True:
-            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full}
-            if token:
-                args["ContinuationToken"] = token
             page = self._retry(f"cannot list {self.url}", lambda args=args: self.client.list_objects_v2(**args))
             for item in page.get("Contents", []):
-                found.append(ObjectInfo(item["Key"][strip:], item["Size"]))
+                yield ObjectInfo(item["Key"][strip:], item["Size"])
             if not page.get("IsTruncated"):
-                break
-            token = page["NextContinuationToken"]
-        return sorted(found)
+                return
+            args = {"Bucket": self.bucket, "Prefix": full, "ContinuationToken": page["NextContinuationToken"]}
 
     def stat(self, key):
         obj = self._obj(key)

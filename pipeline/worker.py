@@ -58,6 +58,7 @@ class ShardResult:
     render_s: float  # time holding the renderer
     publish_s: float  # tar write + upload + commit
     worker: str
+    node: str = ""  # the Ray node that rendered it (set by the actor; empty outside Ray)
 
 
 class ShardWorker:

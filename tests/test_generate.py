@@ -19,6 +19,7 @@ import pytest
 from dppp.cli import main
 from dppp.config import load_experiment
 from pipeline.generate import GenerationFailed, build_plan, config_fingerprint, run_generate
+from pipeline.index import build_index
 from pipeline.records import committed_shards, read_index
 from pipeline.storage import open_storage
 
@@ -126,6 +127,11 @@ def test_generate_verify_and_index_local(reference, capsys):
     assert index.num_rows == sum(r.count for r in records) == summary.images
     assert sorted(index.column("key").to_pylist()) == sorted(k for r in records for k in r.keys)
     assert set(index.column("pid").to_pylist()) == set(range(12))
+    # each worker wrote its shard's index fragment; the merge of them is the index the tars give
+    assert all(r.fragment is not None and r.fragment.rows == r.count for r in records)
+    assert index.equals(build_index(storage))
+    assert set(summary.phases) == {"plan_s", "schedule_s", "index_s"}
+    assert sum(summary.phases.values()) == pytest.approx(summary.wall_s)
 
 
 @pytest.mark.slow
@@ -133,6 +139,7 @@ def test_two_workers_give_byte_identical_shards(reference, tmp_path):
     out, _ = reference
     summary = run_generate(gen_config(tmp_path / "two", identities=12, ids_per_shard=3, workers=2), progress=False)
     assert len(summary.busy) == 2  # both actors rendered
+    assert sorted(summary.nodes) == ["worker-0", "worker-1"] and all(len(n) == 1 for n in summary.nodes.values())
     assert tar_digests(str(tmp_path / "two")) == tar_digests(str(out))
 
 

@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from dppp.cli import main
-from pipeline.inspect import verify_dataset
 from pipeline.records import publish_shard, read_index, write_dataset_manifest, write_index
-from pipeline.shards import Sample, record_name, shard_name, write_shard
+from pipeline.shards import Sample, fragment_name, record_name, shard_name, write_shard
 from pipeline.storage import open_storage
+from pipeline.verify import verify_dataset
 from tests.conftest import FAKE_CREDENTIALS, pickle_payload, tar_bytes
 
 IDS_PER_SHARD, VIEWS, SHARDS = 2, 3, 3
@@ -216,7 +216,8 @@ def test_parallel_verify_matches_sequential(tmp_path, make_samples):
     two = verify_dataset(storage.url, workers=2)
     assert [(c.name, c.status, c.samples, c.bytes, c.problems) for c in one.checks] == \
         [(c.name, c.status, c.samples, c.bytes, c.problems) for c in two.checks]  # fmt: skip
-    assert not two.ok and [c.status for c in two.checks] == ["ok", "corrupted", "ok"]
+    assert not two.ok and [(c.name, c.status) for c in two.checks] == [(shard_name(1), "corrupted")]
+    assert (one.verified, one.samples, one.bytes) == (two.verified, two.samples, two.bytes) and two.verified == 3
 
 
 def test_verify_flags_an_identity_split_across_shards(tmp_path, make_samples):
@@ -228,8 +229,9 @@ def test_verify_flags_an_identity_split_across_shards(tmp_path, make_samples):
 
 
 def _drop_shard(storage, index):
-    """What a generation whose shard failed every attempt leaves: neither tar nor record."""
+    """What a generation whose shard failed every attempt leaves: neither tar nor fragment nor record."""
     storage.delete(shard_name(index))
+    storage.delete(fragment_name(index))
     storage.delete(record_name(index))
 
 
@@ -237,9 +239,8 @@ def test_planned_shard_without_tar_or_record_is_missing(dataset, capsys):
     _drop_shard(dataset, 1)
     report = verify_dataset(dataset.url)
     assert not report.ok and not report.dataset_problems
-    assert [(c.name, c.status) for c in report.checks] == [(shard_name(0), "ok"), (shard_name(1), "missing"),
-                                                           (shard_name(2), "ok")]  # fmt: skip
-    assert "neither tar nor commit record" in report.checks[1].problems[0][1]
+    assert [(c.name, c.status) for c in report.checks] == [(shard_name(1), "missing")]  # clean shards are counted
+    assert report.verified == 2 and "neither tar nor commit record" in report.checks[0].problems[0][1]
     code, out, _ = run(capsys, "verify", dataset.url)
     assert code == 1 and "missing" in out and "FAILED: 1 problem(s)" in out
     code, out, _ = run(capsys, "ls", dataset.url)
@@ -253,7 +254,7 @@ def test_last_planned_shard_missing_and_shard_beyond_plan(tmp_path, make_samples
     publish_shard(storage, SHARDS + 1, tmp_path / "x.tar", write_shard(extra, tmp_path / "x.tar"))
     report = verify_dataset(storage.url)
     statuses = {c.index: c.status for c in report.checks}
-    assert statuses == {0: "ok", 1: "ok", SHARDS - 1: "missing", SHARDS + 1: "extra"}
+    assert statuses == {SHARDS - 1: "missing", SHARDS + 1: "extra"} and report.verified == 3
     assert "beyond the plan's 3 shards" in report.checks[-1].problems[0][1]
 
 

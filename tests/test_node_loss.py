@@ -109,14 +109,15 @@ def nodes_hosting(cluster, marker: bytes) -> list:
     return found
 
 
-def node_running(cluster, marker: bytes, timeout_s: float = 60):
-    """A worker node with a process titled `marker` (b"ShardActor.run": an actor inside a shard)."""
+def node_running(cluster, marker: bytes, timeout_s: float = 60, *, count: int = 1):
+    """A worker node with a process titled `marker` (b"ShardActor.run": an actor inside a shard), once
+    `count` distinct nodes run one at the same moment."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if found := nodes_hosting(cluster, marker):
+        if len(found := nodes_hosting(cluster, marker)) >= count:
             return found[0]
         time.sleep(0.01)
-    raise AssertionError(f"no node of the cluster runs {marker!r}")
+    raise AssertionError(f"fewer than {count} node(s) of the cluster run {marker!r} at once")
 
 
 def wait_for_records(out: Path, count: int, alive, timeout_s: float = 120) -> int:
@@ -155,7 +156,9 @@ def test_generate_lost_node_is_replaced_and_the_shards_match_a_clean_run(cluster
         summary=run_generate(gen_config(out, workers=2, **GEN), progress=False)))  # fmt: skip
     run.start()
     wait_for_records(out, 3, run.is_alive)
-    doomed = node_running(cluster, b"ShardActor.run")
+    # both actors inside a shard at once, on two nodes (spread): a busy machine can take long to start the
+    # second, and a kill before it is loaded would leave no actor at all
+    doomed = node_running(cluster, b"ShardActor.run", count=2)
     kill_node(cluster, doomed)
     run.join(300)
     summary = outcome["summary"]
@@ -166,6 +169,13 @@ def test_generate_lost_node_is_replaced_and_the_shards_match_a_clean_run(cluster
     after = [count for at, count in summary.pool_sizes if at >= loss.at_s]
     assert after[0] == 1 and 2 in after  # a smaller pool at once, back to two with the replacement
     assert summary.nodes_lost == [doomed.node_id]
+    # spread and pinned: the two actors rendered on two nodes; the survivor only ever on its own, and
+    # after the loss none of the lost worker's shards came from the dead node
+    survivor = ({"worker-0", "worker-1"} - {loss.worker}).pop()
+    assert len(summary.nodes[survivor]) == 1 and summary.nodes[survivor] != [doomed.node_id]
+    assert doomed.node_id not in summary.nodes.get(loss.worker, [])[1:]
+    assert len({node for nodes in summary.nodes.values() for node in nodes}) >= 2
+    assert set().union(*summary.nodes.values()) <= {node.node_id for node in cluster.worker_nodes} | {doomed.node_id}
     assert tar_digests(str(out)) == reference
 
 
@@ -245,7 +255,9 @@ def train_data(tmp_path_factory) -> str:
     return write_dataset(str(tmp_path_factory.mktemp("train-data") / "ds"), n_ids=24, ids_per_shard=3)
 
 
-def kill_a_training_node_after_a_checkpoint(cluster, run: Path, alive) -> object:
+def kill_a_training_node_after_a_checkpoint(cluster, run: Path, alive) -> list:
+    """Kill the first node hosting a training worker once a checkpoint exists; returns every node that
+    hosted one at that moment (the killed one first)."""
     from tests.test_train import _registered_checkpoints
 
     deadline = time.monotonic() + 180
@@ -254,7 +266,7 @@ def kill_a_training_node_after_a_checkpoint(cluster, run: Path, alive) -> object
             hosts = nodes_hosting(cluster, b"RayTrainWorker")
             if hosts:
                 kill_node(cluster, hosts[0])
-                return hosts[0]
+                return hosts
         time.sleep(0.1)
     raise AssertionError("the run ended before a node hosting a training worker could be killed")
 
@@ -275,7 +287,8 @@ def test_train_resumes_from_the_newest_checkpoint_when_a_node_dies(cluster, node
     thread = threading.Thread(target=lambda: outcome.update(
         result=run_train(config, [train_data], str(out), workers=2, progress=False)))  # fmt: skip
     thread.start()
-    kill_a_training_node_after_a_checkpoint(cluster, out / "node", thread.is_alive)
+    hosts = kill_a_training_node_after_a_checkpoint(cluster, out / "node", thread.is_alive)
+    assert len(hosts) == 2  # the two workers ran on two nodes (one CPU each)
     thread.join(300)
     result = outcome["result"]
     assert len(result.starts) >= 2 and result.starts[-1]["resumed"] and result.starts[-1]["step"] > 0

@@ -11,16 +11,15 @@ import tarfile
 import pytest
 
 from dppp.errors import DataError
+from pipeline.index import build_index, write_index
 from pipeline.records import (
     ShardRecord,
-    build_index,
     committed_shards,
     publish_shard,
     read_dataset_manifest,
     read_index,
     strip_secrets,
     write_dataset_manifest,
-    write_index,
 )
 from pipeline.shards import (
     FIXED_MTIME,

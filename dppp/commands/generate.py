@@ -73,10 +73,16 @@ def print_summary(console, summary) -> None:
     table.add_row("images", f"{summary.images} ({summary.images_per_s:.1f} images/s)")
     table.add_row("bytes", f"{summary.bytes / 1e6:.2f} MB")
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
+    if summary.phases:
+        phases = summary.phases
+        table.add_row("driver", f"plan {phases.get('plan_s', 0):.1f} s, actors {phases.get('schedule_s', 0):.1f} s, "
+                      f"index {phases.get('index_s', 0):.1f} s")  # fmt: skip
     for name, busy in sorted(summary.busy.items()):
         table.add_row(f"{name} busy", f"{busy:.0%}")
     if summary.pool_sizes:
-        table.add_row("actors", pool_history(summary.pool_sizes))
+        nodes = {node for worker_nodes in summary.nodes.values() for node in worker_nodes}
+        on = f" on {len(nodes)} node(s)" if nodes else ""
+        table.add_row("actors", pool_history(summary.pool_sizes) + on)
     for loss in summary.losses:
         node = f"node {loss.node[:8]}" + (" (dead)" if loss.node_dead else "")
         what = "while loading its renderer" if loss.while_loading else f"{loss.shards} shard(s) re-queued"

@@ -1,6 +1,6 @@
 """`dppp shards ...`: list, verify, summarise and look at shards wherever they live (path, file://, s3://).
 
-Thin shells over pipeline/inspect.py. Every command streams: records, one shard at a time, or the index.
+Thin shells over pipeline/listing.py, verify.py, browse.py and index.py. Every command streams: records, one shard at a time, or the index.
 The endpoint and credentials of s3:// URLs come from --endpoint-url or the standard AWS environment.
 """
 
@@ -49,7 +49,8 @@ def _size(n: int | None) -> str:
 
 @contextmanager
 def _progress(description: str, unit_bytes: bool) -> Iterator:
-    """A rich progress bar on stderr (only on a terminal): yields (set_total, advance)."""
+    """A rich progress bar on stderr (only on a terminal): yields (set_total, advance, listed); `listed(n)`
+    shows the objects listed so far, until the total is set."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -61,11 +62,21 @@ def _progress(description: str, unit_bytes: bool) -> Iterator:
     )
 
     counter = (DownloadColumn(), TransferSpeedColumn()) if unit_bytes else (MofNCompleteColumn(),)
-    progress = Progress(TextColumn(f"[bold]{description}"), BarColumn(), *counter, TimeRemainingColumn(),
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), *counter, TimeRemainingColumn(),
                         console=_console(stderr=True), transient=True, disable=not sys.stderr.isatty())  # fmt: skip
     task = progress.add_task(description, total=None)
+    seen = 0
+
+    def listed(n: int) -> None:
+        nonlocal seen
+        seen += n
+        progress.update(task, description=f"{description}: {seen} objects listed")
+
+    def set_total(total: int) -> None:
+        progress.update(task, total=total, description=description)
+
     with progress:
-        yield (lambda total: progress.update(task, total=total)), (lambda n=1: progress.advance(task, n))
+        yield set_total, (lambda n=1: progress.advance(task, n)), listed
 
 
 @app.command("ls")
@@ -73,7 +84,7 @@ def ls(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
     """A table of shards (samples, identities, bytes, committed, or missing from the plan) and totals."""
     from rich.table import Table
 
-    from pipeline.inspect import list_shards
+    from pipeline.listing import list_shards
 
     listing = list_shards(url, _config(endpoint_url))
     table = Table(title=listing.url, show_footer=True)
@@ -98,33 +109,35 @@ def verify(
     workers: Annotated[int, typer.Option("--workers", help="Shards verified at once (processes); 0: auto.")] = 0,
     endpoint_url: EndpointOption = None,
 ) -> None:
-    """Recompute checksums, counts and member completeness against the records. Exit 1 on any problem."""
+    """Recompute checksums, counts, members and index fragments against the records. Exit 1 on any problem."""
     from rich.table import Table
 
-    from pipeline.inspect import verify_dataset
+    from pipeline.verify import verify_dataset
 
-    with _progress("verify", unit_bytes=True) as (set_total, advance):
+    with _progress("verify", unit_bytes=True) as (set_total, advance, listed):
         report = verify_dataset(url, deep=deep, config=_config(endpoint_url), progress=advance, on_total=set_total,
-                                workers=workers)
-    table = Table(title=f"{report.url} ({'deep' if deep else 'checksums, counts, members'})")
-    for name, justify in (("object", "left"), ("samples", "right"), ("bytes", "right"), ("status", "left"),
-                          ("problems", "left")):  # fmt: skip
-        table.add_column(name, justify=justify)
-    for check in report.checks:
-        status = "[green]ok[/]" if check.status == "ok" else f"[red]{check.status}[/]"
-        problems = "; ".join(f"{kind}: {message}" for kind, message in check.problems)
-        table.add_row(check.name, str(check.samples), _size(check.bytes), status, problems)
+                                workers=workers, listed=listed)  # fmt: skip
     console = _console()
-    console.print(table)
+    if report.checks:  # clean shards are only counted: a dataset of 100k shards would print 100k rows
+        table = Table(title=f"{report.url} ({'deep' if deep else 'checksums, counts, members'}): problems")
+        for name, justify in (("object", "left"), ("samples", "right"), ("bytes", "right"), ("status", "left"),
+                              ("problems", "left")):  # fmt: skip
+            table.add_column(name, justify=justify)
+        for check in report.checks:
+            problems = "; ".join(f"{kind}: {message}" for kind, message in check.problems)
+            table.add_row(check.name, str(check.samples), _size(check.bytes), f"[red]{check.status}[/]", problems)
+        console.print(table)
     for problem in report.dataset_problems:
         console.print(f"[red]problem:[/] {problem}")
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
-    bad = sum(c.status != "ok" for c in report.checks) + len(report.dataset_problems)
+    what = f"{report.verified} shards, {report.samples} samples"
     if report.ok:
-        console.print(f"[green]OK[/]: {len(report.checks)} shards, {report.samples} samples verified")
+        console.print(f"[green]OK[/]: {what} verified ({_size(report.bytes)} of tars, "
+                      f"{'deep' if deep else 'checksums, counts, members, index fragments'})")  # fmt: skip
         return
-    console.print(f"[red]FAILED[/]: {bad} problem(s) in {report.url}")
+    bad = len(report.checks) + len(report.dataset_problems)
+    console.print(f"[red]FAILED[/]: {bad} problem(s) in {report.url} ({what} verified)")
     raise typer.Exit(1)
 
 
@@ -137,7 +150,7 @@ def stats(
     """Attribute distributions, cameras and per-identity view counts, from index.parquet."""
     from rich.table import Table
 
-    from pipeline.inspect import dataset_stats, plot_stats
+    from pipeline.browse import dataset_stats, plot_stats
 
     result = dataset_stats(url, _config(endpoint_url))
     console = _console()
@@ -173,7 +186,7 @@ def grid(
 ) -> None:
     """A contact sheet captioned with pid / camid: the fastest way to see what a dataset looks like."""
     from dppp.errors import UserError
-    from pipeline.inspect import contact_grid
+    from pipeline.browse import contact_grid
 
     if shard is not None and pid is not None:
         raise UserError("give --shard or --pid, not both")
@@ -191,7 +204,7 @@ def show(
     endpoint_url: EndpointOption = None,
 ) -> None:
     """One sample's metadata and prompt (and its image with --out)."""
-    from pipeline.inspect import show_sample
+    from pipeline.browse import show_sample
 
     sample = show_sample(url, key, _config(endpoint_url))
     console = _console()
@@ -206,10 +219,16 @@ def show(
 
 
 @app.command("index")
-def index(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
-    """Rebuild index.parquet from the committed shards."""
-    from pipeline.inspect import rebuild_index
+def index(
+    url: UrlArg,
+    from_tars: Annotated[bool, typer.Option("--from-tars", help="Rebuild every shard's index fragment from its "
+                                            "tar first (after fragment damage); reads the whole dataset.")] = False,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Rebuild index.parquet by merging the shards' index fragments (no tar is read, unless --from-tars or
+    for shards committed before fragments existed, which get theirs once)."""
+    from pipeline.index import rebuild_index
 
-    with _progress("index", unit_bytes=False) as (_set_total, advance):
-        rows = rebuild_index(url, _config(endpoint_url), progress=lambda record: advance())
+    with _progress("index", unit_bytes=False) as (set_total, advance, _):
+        rows = rebuild_index(url, _config(endpoint_url), from_tars=from_tars, progress=advance, on_total=set_total)
     typer.echo(f"index.parquet: {rows} rows")

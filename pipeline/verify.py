@@ -1,0 +1,427 @@
+"""`dppp shards verify`: every committed shard checked against its record (tar and index fragment), and
+the dataset against its plan and its index.
+
+Shards are verified a window at a time (threads for S3 round trips, or processes with `--workers`), in
+index order; what is kept is running totals, one pid -> shard map (to find split identities) and the
+shards that have problems, so memory stays flat in the number of shards. Nothing outside the shard
+allow-list is decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dppp.errors import DataError
+from pipeline.index import key_digest, read_fragment, sample_row
+from pipeline.listing import DatasetObjects, ShardObjects, _plan_of, open_dataset
+from pipeline.parallel import IO_THREADS, ordered_map
+from pipeline.records import DATASET_MANIFEST, INDEX_NAME, DatasetPlan, ShardRecord, read_record
+from pipeline.shards import (
+    ALLOWED_EXTS,
+    READ_IMAGE_EXTS,
+    ChunkedReader,
+    Member,
+    decode_member,
+    fragment_name,
+    iter_members,
+    record_name,
+    shard_name,
+)
+from pipeline.storage import Storage, StorageConfig
+
+Progress = Callable[[int], None]  # called with a number of bytes (or items) just processed
+
+# The kinds of problems `verify` reports, worst first: a shard's status is its worst problem.
+PROBLEM_KINDS = ("missing", "truncated", "corrupted", "unsafe", "incomplete", "uncommitted", "extra")
+
+
+@dataclass
+class ShardCheck:
+    name: str  # the object's key
+    index: int | None
+    samples: int = 0
+    bytes: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (kind, message)
+
+    def add(self, kind: str, message: str) -> None:
+        assert kind in PROBLEM_KINDS, kind
+        self.problems.append((kind, message))
+
+    @property
+    def status(self) -> str:
+        if not self.problems:
+            return "ok"
+        return min((kind for kind, _ in self.problems), key=PROBLEM_KINDS.index)
+
+
+@dataclass
+class VerifyReport:
+    url: str
+    deep: bool
+    checks: list[ShardCheck]  # the objects with problems (a clean shard is only counted)
+    dataset_problems: list[str]
+    notes: list[str]
+    verified: int = 0  # committed shards verified, clean or not
+    samples: int = 0  # samples found in them
+    bytes: int = 0  # tar bytes read
+
+    @property
+    def ok(self) -> bool:
+        return not self.dataset_problems and all(c.status == "ok" for c in self.checks)
+
+
+class _Digest:
+    """sha256 and size of every byte `ChunkedReader` pulls, one chunk at a time (no second read)."""
+
+    def __init__(self, progress: Progress | None):
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.progress = progress
+
+    def __call__(self, chunk: bytes) -> None:
+        self.hash.update(chunk)
+        self.size += len(chunk)
+        if self.progress:
+            self.progress(len(chunk))
+
+
+def verify_shard(storage: Storage, record: ShardRecord, size: int | None, *, deep: bool = False,
+                 progress: Progress | None = None, fragment_size: int | None = None) -> ShardCheck:  # fmt: skip
+    """Check one committed shard against its record: size, sha256, samples, members, pids, and its index
+    fragment (against the record, and row by row against the tar's json); `deep` decodes every image too.
+    `fragment_size`: the fragment's size in the listing (None: absent)."""
+    check = ShardCheck(record.tar, record.index)
+    where = storage.url_for(record.tar)
+    if size is None:
+        check.add("missing", f"{record.tar} is missing (its record says {record.bytes} bytes)")
+        return check
+    if size < record.bytes:
+        check.add("truncated", f"{size} bytes, record says {record.bytes}")
+    elif size > record.bytes:
+        check.add("corrupted", f"{size} bytes, record says {record.bytes}")
+    wanted = ALLOWED_EXTS if deep else frozenset({"json", "cls", "txt"})
+    skipped: list[Member] = []
+    samples: dict[str, dict[str, Any]] = {}
+    digest = _Digest(progress)
+    with storage.open_read(record.tar) as raw:
+        reader = ChunkedReader(raw, on_chunk=digest)
+        try:
+            order: list[str] = []
+            for member in iter_members(reader, source=where, wanted=wanted, report=skipped.append):
+                if member.skipped:
+                    continue
+                sample = samples.get(member.key)
+                if sample is None:
+                    sample = samples[member.key] = {}
+                    order.append(member.key)
+                elif order[-1] != member.key:
+                    check.add("corrupted", f"members of sample {member.key} are not contiguous")
+                if member.ext in sample:
+                    check.add("corrupted", f"sample {member.key} has two {member.ext} members")
+                sample[member.ext] = member.data
+            reader.drain()
+        except DataError as exc:
+            kind = "truncated" if size < record.bytes else ("unsafe" if "rejected" in str(exc) else "corrupted")
+            check.add(kind, str(exc).removeprefix(f"{where}: "))
+            reader.drain()
+    check.bytes = digest.size
+    check.samples = len(samples)
+    if digest.hash.hexdigest() != record.sha256:
+        check.add("corrupted", "sha256 differs from the record")
+    for member in skipped:
+        check.add("unsafe", f"member {member.name!r}: {member.skipped}")
+    rows = _check_samples(check, record, samples, deep)
+    _check_fragment(storage, check, record, fragment_size, rows if not check.problems else None)
+    return check
+
+
+def _check_samples(check: ShardCheck, record: ShardRecord, samples: dict[str, dict[str, Any]],
+                   deep: bool) -> list[dict[str, Any]]:  # fmt: skip
+    """Members, decoding and pids of every sample; returns their index rows (from json and cls)."""
+    if len(samples) != record.count:
+        check.add("incomplete", f"{len(samples)} samples, record says {record.count}")
+    missing = sorted(set(record.keys) - set(samples))
+    unexpected = sorted(set(samples) - set(record.keys))
+    if missing:
+        check.add("incomplete", f"samples missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        check.add("extra", f"samples not in the record: {', '.join(unexpected[:5])}")
+    pids = set()
+    rows = []
+    for key, members in samples.items():
+        images = [ext for ext in members if ext in READ_IMAGE_EXTS] if deep else ["(not read)"]
+        lacking = [ext for ext in ("json", "txt", "cls") if ext not in members]
+        if lacking or not images or (deep and len(images) != 1):
+            check.add("incomplete", f"sample {key}: members {sorted(members)}, needs one image + json, txt, cls")
+            continue
+        try:
+            meta = decode_member("json", members["json"], where=key)
+            pid = decode_member("cls", members["cls"], where=key)
+            decode_member("txt", members["txt"], where=key)
+            if deep:
+                decode_member(images[0], members[images[0]], decode_images=True, where=key)
+        except DataError as exc:
+            check.add("corrupted", str(exc))
+            continue
+        pids.add(pid)
+        rows.append(sample_row(key, record.index, record.image_format, meta, pid))
+        if meta.get("pid", pid) != pid or meta.get("key", key) != key:
+            check.add("corrupted", f"sample {key}: json says key {meta.get('key')!r} pid {meta.get('pid')!r}, cls {pid}")
+    if samples and pids != set(record.pids) and not check.problems:
+        check.add("incomplete", f"identities {sorted(pids)[:8]} differ from the record's {record.pids[:8]}")
+    return rows
+
+
+def _check_fragment(storage: Storage, check: ShardCheck, record: ShardRecord, size: int | None,
+                    rows: list[dict[str, Any]] | None) -> None:  # fmt: skip
+    """The shard's index fragment against its record (size, sha256, rows, columns, keys) and, when the
+    tar is sound (`rows` given), against the rows made from the tar's own json: what the index would say."""
+    ref = record.fragment
+    if ref is None:
+        if size is not None:
+            check.add("uncommitted", f"{fragment_name(record.index)} is not named by the commit record (an "
+                                     "interrupted `dppp shards index`; the next one rewrites it)")  # fmt: skip
+        return  # a shard committed before fragments existed: counted in a note
+    if size is None:
+        check.add("missing", f"index fragment {ref.key} is missing (the commit record names it); "
+                             "`dppp shards index --from-tars` rebuilds it")  # fmt: skip
+        return
+    try:
+        table = read_fragment(storage, ref, record.index)
+    except DataError as exc:
+        check.add("corrupted", f"index fragment: {str(exc).removeprefix(storage.url_for(ref.key) + ': ')}")
+        return
+    if table.column("key").to_pylist() != record.keys:
+        check.add("corrupted", f"index fragment {ref.key}: its keys differ from the commit record's")
+    elif set(table.column("shard").to_pylist()) - {record.index}:
+        check.add("corrupted", f"index fragment {ref.key}: rows of another shard")
+    elif rows is not None:
+        names = table.column_names
+        for want, have in zip(rows, table.to_pylist(), strict=False):
+            wrong = [name for name in names if want.get(name) != have[name]] + sorted(set(want) - set(names))
+            if wrong:
+                name = wrong[0]
+                check.add("corrupted", f"index fragment {ref.key} disagrees with the tar: sample {want['key']}, "
+                                       f"{name} {have.get(name)!r} in the fragment, {want.get(name)!r} in the json")  # fmt: skip
+                return
+
+
+@dataclass
+class _Facts:
+    """What the dataset-level checks need of one verified shard's record."""
+
+    pids: list[int]
+    count: int
+    keys: int  # key_digest of its keys
+    fragment: bool
+
+
+def _check_committed(storage: Storage, index: int, objects: ShardObjects, deep: bool,
+                     progress: Progress | None) -> tuple[ShardCheck, _Facts | None]:  # fmt: skip
+    """One committed shard: its record read and checked, then its tar and fragment."""
+    key = record_name(index)
+    try:
+        record = read_record(storage, index)
+        if record is None:
+            raise DataError(f"{key} disappeared while verifying")
+        if record.tar != shard_name(index):
+            raise DataError(f"{key}: record is for shard {record.index} ({record.tar})")
+    except DataError as exc:
+        bad = ShardCheck(key, index)
+        bad.add("corrupted", str(exc))
+        return bad, None
+    check = verify_shard(storage, record, objects.tar, deep=deep, progress=progress, fragment_size=objects.fragment)
+    return check, _Facts(record.pids, record.count, key_digest(record.keys), record.fragment is not None)
+
+
+def _check_in_process(args) -> tuple[ShardCheck, _Facts | None]:
+    storage, index, objects, deep = args
+    return _check_committed(storage, index, objects, deep, None)
+
+
+class _Totals:
+    """Running totals over the verified shards, in index order."""
+
+    def __init__(self, plan: DatasetPlan | None):
+        self.plan = plan
+        self.owners: dict[int, int] = {}  # pid -> first shard holding it
+        self.split: dict[int, list[int]] = {}  # pid -> every shard holding it, when more than one
+        self.keys = 0  # key_digest of every committed key
+        self.count = 0
+        self.planned_samples = 0
+        self.planned_committed = 0
+        self.legacy = 0  # records without a fragment
+
+    def add(self, index: int, facts: _Facts) -> None:
+        for pid in facts.pids:
+            owner = self.owners.setdefault(pid, index)
+            if owner != index:
+                self.split.setdefault(pid, [owner]).append(index)
+        self.keys = (self.keys + facts.keys) % (1 << 64)
+        self.count += facts.count
+        self.legacy += not facts.fragment
+        if self.plan and index < self.plan.shards:
+            self.planned_samples += facts.count
+            self.planned_committed += 1
+
+
+def verify_dataset(url: str, *, deep: bool = False, config: StorageConfig | None = None,
+                   progress: Progress | None = None, on_total: Callable[[int], None] | None = None,
+                   workers: int = 1, threads: int = IO_THREADS,
+                   listed: Progress | None = None) -> VerifyReport:  # fmt: skip
+    """Verify every committed shard (tar and index fragment) against its record, flag uncommitted objects
+    and strays, hold the dataset against dataset.json's plan, check the index.
+
+    Shards go `threads` at a time on threads (their S3 round trips overlap), or, with `workers` > 1, that
+    many at a time in separate processes (tar parsing is CPU-bound Python); progress then advances a
+    whole shard at a time. 0 picks one process per CPU for datasets of 256 MiB and more (below that,
+    starting processes costs more than it saves). `listed(n)` counts objects as they are listed."""
+    storage, objects = open_dataset(url, config, progress=listed)
+    report = VerifyReport(storage.url, deep, [], [], [])
+    plan = None
+    if DATASET_MANIFEST not in objects.others:
+        report.dataset_problems.append(f"{DATASET_MANIFEST} is missing")
+    else:
+        try:
+            plan = _plan_of(storage, objects.others)
+        except DataError as exc:
+            report.dataset_problems.append(str(exc))
+        else:
+            if plan is None:
+                report.notes.append(f"{DATASET_MANIFEST} records no plan: shards that were never written cannot be detected")
+    committed = objects.committed()
+    total = sum(objects.shards[index].tar or 0 for index in committed)
+    if on_total:
+        on_total(total)
+    if workers == 0:
+        workers = (os.cpu_count() or 1) if total >= 256 << 20 else 1
+    totals = _Totals(plan)
+    for check, facts in _verify_all(storage, objects, committed, deep, progress, workers, threads):
+        report.verified += 1
+        report.samples += check.samples
+        report.bytes += check.bytes
+        if facts is not None:
+            totals.add(check.index, facts)
+        _keep(report, check, plan)
+    _check_uncommitted(report, objects, plan)
+    if plan is not None:
+        report.dataset_problems.extend(_check_plan(plan, totals))
+    report.checks.sort(key=lambda c: (c.index is None, c.index if c.index is not None else 0, c.name))
+    if totals.split:  # P x K batching and resume need every identity whole in one shard
+        shown = ", ".join(f"pid {pid} in shards {shards}" for pid, shards in sorted(totals.split.items())[:5])
+        report.dataset_problems.append(f"{len(totals.split)} identities split across shards: {shown}")
+    if totals.legacy:
+        report.notes.append(f"{totals.legacy} committed shard(s) have no index fragment (committed before "
+                            f"fragments existed): `dppp shards index {storage.url}` writes them")  # fmt: skip
+    report.notes.extend(_check_index(storage, objects, totals))
+    return report
+
+
+def _keep(report: VerifyReport, check: ShardCheck, plan: DatasetPlan | None) -> None:
+    """Keep a check that has problems (one beyond the plan is `extra`); a clean shard is only counted."""
+    if plan is not None and check.index is not None and check.index >= plan.shards:
+        check.add("extra", f"shard {check.index} lies beyond the plan's {plan.shards} shards (dataset.json)")
+    if check.problems:
+        report.checks.append(check)
+
+
+def _check_uncommitted(report: VerifyReport, objects: DatasetObjects, plan: DatasetPlan | None) -> None:
+    """Objects without a commit record, stray objects, and planned shards with nothing at all."""
+    for index, present in objects.shards.items():
+        if present.record is not None:
+            continue
+        if present.tar is not None:
+            check = ShardCheck(shard_name(index), index, bytes=present.tar)
+            check.add("uncommitted", "tar without a commit record (an interrupted run; a resume rewrites it)")
+        else:
+            check = ShardCheck(fragment_name(index), index, bytes=present.fragment or 0)
+            check.add("uncommitted", "index fragment without a commit record (an interrupted run; a resume "
+                                     "rewrites it)")  # fmt: skip
+        _keep(report, check, plan)
+    for key, size in objects.others.items():
+        if key not in (DATASET_MANIFEST, INDEX_NAME):
+            check = ShardCheck(key, None, bytes=size)
+            check.add("extra", "stray object that is not part of the dataset")
+            report.checks.append(check)
+    if plan is None:
+        return
+    for index in range(plan.shards):
+        if index not in objects.shards:
+            check = ShardCheck(shard_name(index), index)
+            check.add("missing", f"in dataset.json's plan ({plan.shards} shards) but neither tar nor commit "
+                                 "record exists: never written or failed; a resumed `dppp generate` writes it")  # fmt: skip
+            report.checks.append(check)
+
+
+def _check_plan(plan: DatasetPlan, totals: _Totals) -> list[str]:
+    """Once every planned shard is committed, their samples and identities must add up to the plan's (the
+    planned shards that are not there are reported per shard, as missing)."""
+    if totals.planned_committed < plan.shards:
+        return []
+    problems = []
+    if plan.images is not None and totals.planned_samples != plan.images:
+        problems.append(f"the committed shards hold {totals.planned_samples} samples, dataset.json's plan {plan.images}")
+    identities = sum(owner < plan.shards for owner in totals.owners.values())
+    if plan.identities is not None and identities != plan.identities:
+        problems.append(f"the committed shards hold {identities} identities, dataset.json's plan {plan.identities}")
+    return problems
+
+
+def _verify_all(storage, objects: DatasetObjects, committed: list[int], deep, progress, workers, threads):
+    """(check, facts) of every committed shard, in index order, a bounded window at a time."""
+    if workers <= 1 or len(committed) <= 1:
+        return ordered_map(lambda index: _check_committed(storage, index, objects.shards[index], deep, progress),
+                           committed, threads=threads)  # fmt: skip
+    return _verify_in_processes(storage, objects, committed, deep, progress, workers)
+
+
+def _verify_in_processes(storage, objects, committed, deep, progress, workers):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent may hold threads (a progress bar, boto3 pools) that fork would copy mid-lock.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(committed)), mp_context=context) as pool:
+        items = ((storage, index, objects.shards[index], deep) for index in committed)
+        for check, facts in ordered_map(_check_in_process, items, executor=pool, window=2 * workers):
+            if progress:
+                progress(check.bytes)
+            yield check, facts
+
+
+def _check_index(storage: Storage, objects: DatasetObjects, totals: _Totals) -> list[str]:
+    """The index is derived data: a stale, unreadable or missing one is a note, fixed by `dppp shards
+    index`. Its keys are compared with the records' as a count and an order-free digest, streamed."""
+    if INDEX_NAME not in objects.others:
+        return [f"no {INDEX_NAME} (rebuild with `dppp shards index {storage.url}`)"]
+    try:
+        count, digest = _index_keys(storage)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        return [f"{INDEX_NAME} cannot be read ({type(exc).__name__}): rebuild with `dppp shards index {storage.url}`"]
+    if count != totals.count or digest != totals.keys:
+        differ = f"{count} rows" if count != totals.count else "its keys differ from the records'"
+        return [f"{INDEX_NAME} is stale: {differ}, committed shards hold {totals.count} samples "
+                f"(rebuild with `dppp shards index {storage.url}`)"]  # fmt: skip
+    return []
+
+
+def _index_keys(storage: Storage) -> tuple[int, int]:
+    """Row count and key_digest of index.parquet, read one row group's keys at a time."""
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="dppp-verify-") as tmp:
+        path = os.path.join(tmp, INDEX_NAME)
+        with storage.open_read(INDEX_NAME) as source, open(path, "wb") as local:
+            shutil.copyfileobj(source, local, 1 << 20)
+        count, digest = 0, 0
+        for batch in pq.ParquetFile(path).iter_batches(columns=["key"], batch_size=1 << 16):
+            keys = batch.column(0).to_pylist()
+            count += len(keys)
+            digest = (digest + key_digest(keys)) % (1 << 64)
+    return count, digest
