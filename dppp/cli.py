@@ -11,7 +11,7 @@ import sys
 import typer
 
 from dppp.commands import evaluate, generate, models, pretrain, prompts, shards, train
-from dppp.errors import ReportedError
+from foundation.errors import ReportedError
 
 app = typer.Typer(
     name="dppp",

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from dppp.errors import DataError, UserError
+from foundation.errors import DataError, UserError
 from pipeline.listing import open_dataset
 from pipeline.records import ATTRIBUTE_PREFIX, ShardRecord, committed_shards, read_index
 from pipeline.shards import READ_IMAGE_EXTS, SAMPLE_KEY_RE, read_shard

@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from dppp.errors import CapacityError, UserError
-from dppp.ray_cluster import start_ray
-from dppp.schema import StrictModel
+from foundation.errors import CapacityError, UserError
+from foundation.ray_cluster import start_ray
+from foundation.schema import StrictModel
 from pipeline.actor_pool import ActorLoss, ActorPool, short_error
 from pipeline.postprocess import OutputConfig
 from pipeline.renderer import RendererConfig
@@ -144,7 +144,7 @@ class Plan:
         return int(self.images * out.height * out.width * _AVG_JPEG_BYTES_PER_PIXEL)
 
     def manifest(self) -> dict[str, Any]:
-        from dppp import __version__
+        from foundation import __version__
 
         return {
             "format": "dppp-dataset/1",

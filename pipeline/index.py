@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from pipeline.parallel import IO_THREADS, ordered_map
 from pipeline.records import ATTRIBUTE_PREFIX, INDEX_NAME, FragmentRef, ShardRecord, read_record
 from pipeline.shards import ChunkedReader, fragment_name, read_shard, record_name

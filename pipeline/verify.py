@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from pipeline.index import key_digest, read_fragment, sample_row
 from pipeline.listing import DatasetObjects, ShardObjects, _plan_of, open_dataset
 from pipeline.parallel import IO_THREADS, ordered_map

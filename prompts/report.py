@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from dppp.errors import UserError
+from foundation.errors import UserError
 from prompts.engine import PromptEngine
 from prompts.spec import ViewSpec
 

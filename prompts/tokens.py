@@ -58,7 +58,7 @@ class TokenizerCounter:
 
 def counter_for(generate_config: Any, config_file: str | None = None) -> TokenCounter:
     """The counter `generate.prompts.tokenizer` names: the estimate, the renderer's tokenizer, or a folder."""
-    from dppp.errors import ConfigError
+    from foundation.errors import ConfigError
 
     choice = generate_config.prompts.tokenizer
     if choice == "estimate":

@@ -37,7 +37,7 @@ def cluster():
     from ray._private import worker as ray_worker
     from ray.cluster_utils import Cluster
 
-    from dppp.ray_cluster import keep_cluster_messages_off_the_terminal
+    from foundation.ray_cluster import keep_cluster_messages_off_the_terminal
 
     temp = tempfile.mkdtemp(prefix="dppp-ray-", dir="/tmp")  # short: Ray's socket paths live under it
     with pytest.MonkeyPatch.context() as patch:

@@ -1,4 +1,4 @@
-"""dppp/ray_cluster.py: what `dppp generate/train` do before and around joining a Ray cluster."""
+"""foundation/ray_cluster.py: what `dppp generate/train` do before and around joining a Ray cluster."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from dppp.errors import UserError
-from dppp.ray_cluster import check_reachable, keep_cluster_messages_off_the_terminal
+from foundation.errors import UserError
+from foundation.ray_cluster import check_reachable, keep_cluster_messages_off_the_terminal
 
 
 def test_an_address_nothing_answers_on_is_a_clear_error_at_once():

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from pipeline.index import build_index, write_index
 from pipeline.records import (
     ShardRecord,

@@ -121,7 +121,7 @@ def test_ray_storage_for_s3_uses_the_configured_endpoint(monkeypatch):
 
 
 def test_user_error_is_found_inside_worker_failures():
-    from dppp.errors import DataError
+    from foundation.errors import DataError
     from trainer.train import _user_error
 
     class WorkerGroupError(Exception):

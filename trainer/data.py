@@ -31,7 +31,7 @@ import torch
 import torch.utils.data
 from torch.utils.data import IterableDataset
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from pipeline.shards import READ_IMAGE_EXTS, read_shard
 from pipeline.storage import StorageConfig, open_storage
 from trainer.config import DataConfig

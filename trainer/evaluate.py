@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from dppp.errors import DataError, UserError
-from dppp.schema import StrictModel
+from foundation.errors import DataError, UserError
+from foundation.schema import StrictModel
 
 
 class RerankConfig(StrictModel):

@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dppp.errors import CapacityError, ConfigError, UserError
-from dppp.ray_cluster import start_ray
+from foundation.errors import CapacityError, ConfigError, UserError
+from foundation.ray_cluster import start_ray
 from trainer.config import RunSettings, TrainConfig
 
 
@@ -179,7 +179,7 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
               progress: bool = True) -> TrainResult:  # fmt: skip
     """Train `config.model` on the committed shards of `data` (default: config.data.sources) with
     `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume."""
-    from dppp.config import with_updates
+    from foundation.config import with_updates
     from trainer.data import open_training_data
 
     config = with_updates(config, "train", workers=workers, use_gpu=use_gpu, out=out)

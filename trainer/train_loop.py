@@ -171,7 +171,7 @@ class Worker:
         state = restore_model(local, model)
         recorded = (state.config or {}).get("progress")
         if not recorded:
-            from dppp.errors import DataError
+            from foundation.errors import DataError
 
             raise DataError(f"{checkpoint.path}: checkpoint records no training progress")
         return Position(**recorded), local

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from trainer.config import AugmentConfig
 
 # CLIP's pixel normalisation (the image encoder was trained with it).

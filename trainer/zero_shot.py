@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import Field
 
-from dppp.errors import DataError
-from dppp.schema import StrictModel
+from foundation.errors import DataError
+from foundation.schema import StrictModel
 
 CAMERA_ATTRIBUTES = ("scene",)  # the camera profile column that prompts name ("in a subway station platform")
 

@@ -25,7 +25,7 @@ def generate(
     """Render identities with the configured renderer into WebDataset shards; rerun to resume."""
     from rich.console import Console
 
-    from dppp.config import with_updates
+    from foundation.config import with_updates
     from pipeline.capacity import estimate_render_hours
     from pipeline.generate import GenerationFailed, build_plan, run_generate
 

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from dppp.errors import UserError
+from foundation.errors import UserError
 
 
 def check_destination(out_dir: str | Path, *, overwrite: bool) -> Path:

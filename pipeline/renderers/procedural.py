@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from dppp.schema import StrictModel
+from foundation.schema import StrictModel
 
 if TYPE_CHECKING:
     from PIL import Image

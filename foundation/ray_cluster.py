@@ -7,7 +7,7 @@ import math
 import os
 import socket
 
-from dppp.errors import UserError
+from foundation.errors import UserError
 
 log = logging.getLogger("dppp.ray")
 
