@@ -216,10 +216,6 @@ class EpochPlan:
     batches: tuple[tuple[PlannedBatch, ...], ...]  # per process, already trimmed to `steps` in all
     steps: int  # batches this rank (and every rank) runs this epoch
 
-    @property
-    def shard_indices(self) -> set[int]:
-        return {u for units in self.units for u in units}
-
 
 def shards_for_rank(num_units: int, epoch: int, seed: int, rank: int, world: int) -> list[int]:
     """This rank's units for the epoch: a (seed, epoch) shuffle of all units cut into `world` equal,
