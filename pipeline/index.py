@@ -31,8 +31,6 @@ from pipeline.records import ATTRIBUTE_PREFIX, INDEX_NAME, FragmentRef, ShardRec
 from pipeline.shards import ChunkedReader, fragment_name, read_shard, record_name
 from pipeline.storage import Storage, StorageConfig
 
-CORE_COLUMNS = ("key", "shard", "pid", "view", "camid", "image_format", "prompt", "negative_prompt",
-                "seed", "identity_seed")  # fmt: skip
 ROW_GROUP_ROWS = 1 << 14  # rows held before a row group of index.parquet is written: the merge's memory
 
 
