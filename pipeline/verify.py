@@ -27,6 +27,7 @@ from pipeline.shards import (
     READ_IMAGE_EXTS,
     ChunkedReader,
     Member,
+    UnsafeShardError,
     decode_member,
     fragment_name,
     iter_members,
@@ -127,7 +128,7 @@ def verify_shard(storage: Storage, record: ShardRecord, size: int | None, *, dee
                 sample[member.ext] = member.data
             reader.drain()
         except DataError as exc:
-            kind = "truncated" if size < record.bytes else ("unsafe" if "rejected" in str(exc) else "corrupted")
+            kind = "truncated" if size < record.bytes else "unsafe" if isinstance(exc, UnsafeShardError) else "corrupted"
             check.add(kind, str(exc).removeprefix(f"{where}: "))
             reader.drain()
     check.bytes = digest.size
