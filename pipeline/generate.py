@@ -75,9 +75,13 @@ _AVG_JPEG_BYTES_PER_PIXEL = 0.46  # measured on the demo (procedural, 256x128, q
 
 class GenerationFailed(Exception):
     """Some shards failed every attempt, or the cluster had no room left; the committed ones stay valid.
-    Exit code 1."""
+    `summary` says which and why. Not bad input: the CLI exits with `exit_code` (1)."""
 
     exit_code = 1
+
+    def __init__(self, summary: GenerateSummary):
+        super().__init__(summary)
+        self.summary = summary
 
 
 @dataclass

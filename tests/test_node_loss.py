@@ -220,7 +220,7 @@ def test_generate_with_no_capacity_left_stops_after_the_placement_timeout_and_a_
         try:
             run_generate(config, progress=False)
         except GenerationFailed as failed:
-            outcome["summary"] = failed.args[0]
+            outcome["summary"] = failed.summary
             outcome["at"] = time.monotonic()
 
     thread = threading.Thread(target=run)
