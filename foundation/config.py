@@ -41,7 +41,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], *, file: str | N
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"--set expects dotted.key=value, got {item!r}", file=file)
+            raise ConfigError(f"an override must be dotted.key=value, got {item!r}", file=file)
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -53,7 +53,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], *, file: str | N
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is not a section", file=file)
+                raise ConfigError(f"override {key}: '{'.'.join(parts[: i + 1])}' is not a section", file=file)
             node = child
         node[parts[-1]] = value
     return data

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from foundation.errors import CapacityError, UserError
+from foundation.errors import CapacityError, SettingError
 from foundation.ray_cluster import start_ray
 from foundation.schema import StrictModel
 from pipeline.actor_pool import ActorLoss, ActorPool, short_error
@@ -194,9 +194,9 @@ def prepare_output(plan: Plan, *, overwrite: bool):
     elif existing:
         previous = read_dataset_manifest(storage)
         if previous.get("fingerprint") != plan.fingerprint:
-            raise UserError(
-                f"{storage.url} holds a dataset generated from another config (or taxonomy); refusing to "
-                "mix them. Use another --out, or --overwrite to replace it."
+            raise SettingError(
+                "overwrite", f"{storage.url} holds a dataset generated from another config (or taxonomy); "
+                "refusing to mix them (set this to replace it, or write to another generate.out)"
             )
         if previous.get("resolved"):  # settings measured by an earlier run decide this dataset's bytes too
             manifest["resolved"] = previous["resolved"]

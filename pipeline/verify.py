@@ -191,7 +191,7 @@ def _check_fragment(storage: Storage, check: ShardCheck, record: ShardRecord, si
         return  # a shard committed before fragments existed: counted in a note
     if size is None:
         check.add("missing", f"index fragment {ref.key} is missing (the commit record names it); "
-                             "`dppp shards index --from-tars` rebuilds it")  # fmt: skip
+                             "rebuilding the index from the tars restores it")  # fmt: skip
         return
     try:
         table = read_fragment(storage, ref, record.index)

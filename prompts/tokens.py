@@ -79,6 +79,6 @@ def counter_for(generate_config: Any, config_file: str | None = None) -> TokenCo
     except (OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"cannot load the tokenizer from {source!r}: {reason} (without the model, "
-                          "--set generate.prompts.tokenizer=estimate still plans and samples)",
+                          "generate.prompts.tokenizer: estimate still plans and samples)",
                           file=config_file, path="generate.prompts.tokenizer") from None  # fmt: skip
     return TokenizerCounter(tokenizer)

@@ -188,6 +188,18 @@ def test_grid(dataset, tmp_path, capsys):
     assert run(capsys, "grid", dataset.url, "--out", str(tmp_path / "x.png"), "--pid", "1", "--shard", "0")[0] == 2
 
 
+def test_a_setting_is_named_by_the_library_and_by_its_flag_on_the_command_line(dataset, tmp_path, capsys):
+    from foundation.errors import SettingError
+    from pipeline.browse import contact_grid
+
+    with pytest.raises(SettingError, match="^n: must be at least 1, got 0$") as info:
+        contact_grid(dataset.url, n=0)
+    assert info.value.setting == "n"
+    code, _, err = run(capsys, "grid", dataset.url, "--out", str(tmp_path / "x.png"), "--n", "0")
+    assert code == 2 and "error: --n: must be at least 1, got 0" in err
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_show(dataset, tmp_path, make_samples, capsys):
     want = make_samples(IDS_PER_SHARD, VIEWS, first_pid=2)[4]
     code, out, _ = run(capsys, "show", dataset.url, want.key, "--out", str(tmp_path / "img.jpg"))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foundation.errors import DataError
+from foundation.errors import DataError, SettingError
 from trainer.pretrain_config import PretrainConfig
 from trainer.train_loop import Worker
 
@@ -111,7 +111,7 @@ def run_pretrain(config: PretrainConfig, data: list[str] | None = None, out: str
     config = with_updates(config, "pretrain", workers=workers, out=out)
     sources = [s.removeprefix("synthetic:") for s in (list(data) if data else list(config.data.sources))]
     if not sources:
-        raise DataError("no pretraining data: give --data URL (a dppp dataset) or set pretrain.data.sources")
+        raise SettingError("data", "no pretraining data: give a dppp dataset URL, or set pretrain.data.sources")
     for spec in sources:
         if is_folder_spec(spec):
             raise DataError(f"{spec}: a Re-ID folder has no prompts; pretraining needs dppp datasets")

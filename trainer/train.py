@@ -100,7 +100,7 @@ def check_style_labels(config: TrainConfig, data) -> None:
     missing = [a for a in config.model.style_attributes if a not in data.style_values]
     if missing:
         raise ConfigError(
-            f"style attributes {missing} are not labelled by every --data source (labelled: "
+            f"style attributes {missing} are not labelled by every data source (labelled: "
             f"{sorted(data.style_values)}); list only those in train.model.style_attributes",
             path="train.model.style_attributes",
         )
