@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from pipeline.renderers.procedural_canvas import Canvas, Part
-from pipeline.renderers.procedural_colours import Colours, jitter, to255
+from pipeline.renderers.procedural_carried import CarriedDrawing
+from pipeline.renderers.procedural_colours import DARK, Colours
+from pipeline.renderers.procedural_head import HeadDrawing
+from pipeline.renderers.procedural_palette import Palette
 from pipeline.renderers.procedural_traits import IdentityTraits, ViewTraits
 
 YAW = {  # degrees; left-family views show the person's left side, so they face the image left
@@ -49,7 +50,6 @@ STRIDE = {  # leg stride, arm pose
     "mid-stride crossing": (0.8, "swing"),
 }
 SHOE_COLOURED_SOLE = {"sneakers", "running shoes"}
-DARK = (22, 22, 24)
 
 
 def heads_tall(attrs: dict[str, str], traits: IdentityTraits) -> float:
@@ -67,7 +67,11 @@ class Frame:
     y_squash: float  # < 1 for a camera looking down: the body is foreshortened vertically
 
 
-class Figure:
+class Figure(HeadDrawing, CarriedDrawing):
+    """One pedestrian: body shape from the attributes, projection to the viewpoint, and the body and
+    garments drawn back to front; the head (procedural_head) and bags (procedural_carried) are drawn by
+    the mixins it inherits."""
+
     def __init__(self, attrs: dict[str, str], colours: Colours, traits: IdentityTraits,
                  view: ViewTraits, frame: Frame, second_colour_names: list[str]):
         self.attrs = attrs
@@ -84,7 +88,7 @@ class Figure:
         self.total = heads_tall(attrs, traits)
         self.knee = 5.55 + traits.leg_scale * 0.5 + (self.total - 7.4) * 0.5
         self.crotch = 4.0 + (self.total - 7.4) * 0.3
-        self.colour = _Palette(attrs, colours, traits, second_colour_names)
+        self.colour = Palette(attrs, colours, traits, second_colour_names)
         stride, self.arm_pose = STRIDE.get(attrs.get("pose", "walking"), (0.4, "swing"))
         self.stride = stride * traits.stride_scale * (0.4 + 0.6 * abs(view.gait_phase))
         self.step = 1 if view.gait_phase >= 0 else -1  # +1: the right leg is forward
@@ -315,304 +319,6 @@ class Figure:
             canvas.rectangle(hx - 0.1 * u, hy - 0.2 * u, hx + 0.1 * u, hy + 0.05 * u, (30, 32, 38), Part.CARRIED,
                              radius=1)
         self._hand_bag(canvas, side, (hx, hy))
-
-    def _head(self, canvas: Canvas) -> None:
-        u = self.frame.u
-        hs = self.traits.head_scale
-        cx, cy = self.point(0, 0, 0.5)
-        rx, ry = self.half_width(0.37 * hs, 0.45 * hs), 0.5 * hs * u * self.frame.y_squash
-        headwear = self.attrs.get("headwear", "none")
-        hair_len = self.attrs.get("hair_length", "short")
-        c = self.colour
-        canvas.ellipse(cx, cy, rx, ry, c.skin, Part.SKIN)
-        face_visible = self.cos > -0.3
-        if headwear in ("hood up", "headscarf"):
-            drape = 1.25 if headwear == "headscarf" else 1.0
-            canvas.ellipse(cx, cy + 0.12 * u, rx * 1.35, ry * 1.3 * drape, c.headwear, Part.HEADWEAR)
-        elif hair_len != "bald":
-            vol = 1.04 + 0.1 * self.traits.hair_volume + (0.15 if self.attrs.get("hair_style") == "curly" else 0.0)
-            canvas.ellipse(cx, cy - 0.04 * u, rx * vol, ry * (vol * 0.98), c.hair, Part.HAIR)
-            if self.attrs.get("hair_style") == "curly":
-                for ang in range(200, 345, 36):
-                    ex = cx + math.cos(math.radians(ang)) * rx * vol
-                    ey = cy - 0.04 * u + math.sin(math.radians(ang)) * ry * vol
-                    canvas.ellipse(ex, ey, rx * 0.3, rx * 0.3, c.hair, Part.HAIR)
-        if face_visible:
-            vis = 0.55 + 0.45 * max(self.cos, 0.0)
-            fx = self.x(0, 0.22 * hs) if abs(self.sin) > 0.3 else cx
-            hood = headwear in ("hood up", "headscarf")
-            hairline = 0.0 if hair_len in ("bald",) else 0.06 + 0.1 * self.traits.fringe * (hair_len != "very short")
-            fry = ry * (0.8 - hairline) * (0.9 if hood else 1.0)
-            fcy = cy + ry - fry
-            frx = rx * vis * (0.8 if hood else 0.92)
-            if self.cos < 0.25:  # a side view: the cheek and nose, not a full face
-                fx = cx + (fx - cx) * 1.35
-                frx = rx * 0.55
-            canvas.ellipse(fx, fcy, frx, fry, c.skin, Part.SKIN)
-            if abs(self.sin) > 0.5:  # the nose profile
-                canvas.ellipse(self.x(0, 0.5 * hs), self.y(0.58), 0.06 * u, 0.07 * u, c.skin, Part.SKIN)
-            self._face(canvas, hs)
-        self._hair_extras(canvas, cx, cy, rx, ry)
-        self._headwear(canvas, headwear, cx, cy, rx, ry)
-
-    def _face(self, canvas: Canvas, hs: float) -> None:
-        u = self.frame.u
-        acc = self.attrs.get("accessory", "none")
-        eyes = [(lat, 0.42 * hs) for lat in (-0.15 * hs, 0.15 * hs) if self.toward_camera(lat, 0.42 * hs) > 0.12]
-        for lat, dep in eyes:
-            ex, ey = self.point(lat, dep, 0.52)
-            if acc == "sunglasses":
-                canvas.ellipse(ex, ey, 0.09 * u, 0.065 * u, (15, 15, 18), Part.ACCESSORY)
-            else:
-                canvas.ellipse(ex, ey, max(0.6, 0.035 * u), max(0.6, 0.035 * u), (35, 28, 25), Part.SKIN)
-                if acc == "glasses":
-                    canvas.line([(ex - 0.08 * u, ey - 0.05 * u), (ex + 0.08 * u, ey - 0.05 * u),
-                                 (ex + 0.08 * u, ey + 0.05 * u), (ex - 0.08 * u, ey + 0.05 * u),
-                                 (ex - 0.08 * u, ey - 0.05 * u)], (30, 30, 34), Part.ACCESSORY, max(1, 0.025 * u))
-        if acc == "face mask" and self.cos > -0.2:
-            mx, my = self.point(0, 0.35 * hs, 0.78)
-            canvas.rectangle(mx - self.half_width(0.26, 0.25), my - 0.13 * u, mx + self.half_width(0.26, 0.25),
-                             my + 0.13 * u, self.colour.mask, Part.ACCESSORY, radius=2)
-        elif self.cos > 0.5:
-            mx, my = self.point(0, 0.45 * hs, 0.8)
-            canvas.line([(mx - 0.07 * u, my), (mx + 0.07 * u, my)], (150, 80, 75), Part.SKIN, max(1, 0.03 * u))
-
-    def _hair_below_head(self, canvas: Canvas) -> None:
-        """Hair below the head: long or medium-length hair, ponytail, braid. `draw` puts it behind the body
-        in front views, over the back in back views."""
-        length = self.attrs.get("hair_length", "short")
-        style = self.attrs.get("hair_style", "straight")
-        if self.attrs.get("headwear") in ("hood up", "headscarf") or length in ("bald", "very short"):
-            return
-        u = self.frame.u
-        c = self.colour
-        hs = self.traits.head_scale
-        if style in ("ponytail", "braided"):
-            if self.cos > 0.5:
-                return
-            end = 1.7 if style == "ponytail" else 2.5
-            pts = [self.point(0, -0.45 * hs, 0.45), self.point(0, -0.55 * hs, 1.0), self.point(0, -0.5 * hs, end)]
-            canvas.limb(pts, [0.28 * u, 0.24 * u, 0.1 * u], c.hair, Part.HAIR)
-            if style == "braided":
-                for y in np.arange(1.0, end, 0.3):
-                    bx, by = self.point(0, -0.52 * hs, float(y))
-                    canvas.line([(bx - 0.08 * u, by), (bx + 0.08 * u, by + 0.1 * u)], c.hair_dark, Part.HAIR, 1)
-            return
-        if length not in ("medium-length", "long"):
-            return
-        end = 1.35 if length == "medium-length" else 2.2 + 0.3 * self.traits.hair_volume
-        vol = 1.0 + 0.15 * self.traits.hair_volume + (0.2 if style in ("curly", "wavy") else 0.0)
-        # Hair falls behind the shoulders: from the side it is a narrow curtain behind the head.
-        top = self.half_width(0.42 * vol * hs, 0.3 * hs)
-        low = self.half_width(0.5 * vol * hs, 0.2 * hs)
-        cx, _ = self.point(0, -0.3 * hs, 0)
-        y0, y1 = self.y(0.45), self.y(end)
-        pts = [(cx - top, y0), (cx + top, y0), (cx + low, y1), (cx - low, y1)]
-        if style == "wavy" or style == "curly":
-            pts = [(cx - top, y0), (cx + top, y0), (cx + low * 1.1, (y0 + y1) / 2), (cx + low, y1),
-                   (cx, y1 + 0.15 * u), (cx - low, y1), (cx - low * 1.1, (y0 + y1) / 2)]
-        canvas.polygon(pts, c.hair, Part.HAIR)
-
-    def _hair_extras(self, canvas: Canvas, cx: float, cy: float, rx: float, ry: float) -> None:
-        """A bun sits on the back of the head: a bump above the head from the front, a ball from behind."""
-        if self.attrs.get("hair_style") == "bun" and self.attrs.get("headwear") in (None, "none"):
-            bx, by = self.point(0, -0.35 * self.traits.head_scale, 0.1)
-            canvas.ellipse(bx, by, 0.2 * self.frame.u, 0.2 * self.frame.u, self.colour.hair, Part.HAIR)
-
-    def _headwear(self, canvas: Canvas, kind: str, cx: float, cy: float, rx: float, ry: float) -> None:
-        if kind in ("none", "hood up", "headscarf"):
-            return
-        u = self.frame.u
-        rgb = self.colour.headwear
-        if kind == "baseball cap":
-            canvas.chord(cx, cy, rx * 1.07, ry * 1.05, 180, 360, rgb, Part.HEADWEAR)
-            bx = self.x(0, 0.5)
-            brim = self.half_width(0.4, 0.3) if abs(self.sin) < 0.5 else 0.28 * u
-            if self.cos > -0.5:
-                canvas.ellipse(bx + (bx - cx) * 0.4, cy - 0.02 * u, brim, 0.06 * u, self.colour.headwear_dark,
-                               Part.HEADWEAR)
-        elif kind == "beanie":
-            canvas.chord(cx, cy + 0.05 * u, rx * 1.1, ry * 1.12, 180, 360, rgb, Part.HEADWEAR)
-            canvas.rectangle(cx - rx * 1.1, cy - 0.05 * u, cx + rx * 1.1, cy + 0.08 * u, self.colour.headwear_dark,
-                             Part.HEADWEAR)
-        elif kind in ("sun hat", "bucket hat"):
-            wide = 1.9 if kind == "sun hat" else 1.4
-            canvas.ellipse(cx, cy - 0.12 * u, rx * wide, 0.1 * u, self.colour.headwear_dark, Part.HEADWEAR)
-            canvas.chord(cx, cy - 0.1 * u, rx * 1.02, ry * 0.95, 180, 360, rgb, Part.HEADWEAR)
-        elif kind == "helmet":
-            canvas.chord(cx, cy + 0.02 * u, rx * 1.18, ry * 1.12, 180, 360, rgb, Part.HEADWEAR)
-            canvas.ellipse(cx - rx * 0.35, cy - ry * 0.6, rx * 0.25, ry * 0.12, (240, 240, 240), Part.HEADWEAR)
-        else:  # an unknown headwear value: a generic cap in its colour
-            canvas.chord(cx, cy, rx * 1.08, ry * 1.05, 180, 360, rgb, Part.HEADWEAR)
-        if self.attrs.get("accessory") == "headphones":
-            canvas.line([(cx - rx, cy), (cx, cy - ry * 1.15), (cx + rx, cy)], DARK, Part.ACCESSORY, 0.06 * u)
-
-    # -- bags and carried things ------------------------------------------------------------------------
-    def _bag_depth(self, bag: str) -> float:
-        if bag == "backpack":
-            return self.toward_camera(0.0, -0.6)
-        if bag in ("shoulder bag", "messenger bag", "tote bag"):
-            return self.toward_camera(self.traits.bag_side * (self.hip + 0.2), 0.0)
-        return 0.0  # carried in the hand: drawn with the arm
-
-    def _bag(self, canvas: Canvas, bag: str) -> None:
-        u = self.frame.u
-        rgb, dark = self.colour.bag, self.colour.bag_dark
-        if bag == "backpack":
-            cx, y0 = self.x(0, -0.6), self.y(1.55)
-            hw = self.half_width(0.58 * self.shoulder, 0.3)
-            y1 = self.y(3.55)
-            canvas.rectangle(cx - hw, y0, cx + hw, y1, rgb, Part.BAG, radius=0.25 * u)
-            if self.cos < -0.3:  # the back view: front pocket and flap
-                canvas.rectangle(cx - hw * 0.7, self.y(2.7), cx + hw * 0.7, self.y(3.4), dark, Part.BAG, radius=2)
-                canvas.line([(cx - hw, self.y(1.95)), (cx + hw, self.y(1.95))], dark, Part.BAG, 0.05 * u)
-            return
-        side = self.traits.bag_side
-        lat = side * (self.hip + 0.2)
-        if bag in ("shoulder bag", "messenger bag", "tote bag"):
-            strap_top = self.point(-side * self.shoulder * 0.6, 0.0, 1.35)
-            y0, y1 = (3.2, 4.0) if bag == "shoulder bag" else (3.1, 4.05) if bag == "messenger bag" else (2.9, 4.3)
-            if bag == "tote bag":
-                strap_top = self.point(side * self.shoulder * 0.7, 0.0, 1.4)
-            canvas.line([strap_top, self.point(lat, 0, y0)], dark, Part.BAG, max(1.0, 0.06 * u))
-            depth = 0.45 if bag != "shoulder bag" else 0.35
-            cx, hw = self.x(lat, 0), self.half_width(0.14, depth)
-            canvas.rectangle(cx - hw, self.y(y0), cx + hw, self.y(y1), rgb, Part.BAG, radius=2)
-            if bag == "messenger bag" and hw > 2:
-                canvas.rectangle(cx - hw, self.y(y0), cx + hw, self.y(y0 + 0.35), dark, Part.BAG, radius=2)
-
-    def _hand_bag(self, canvas: Canvas, side: int, hand: tuple[float, float]) -> None:
-        bag = self.attrs.get("bag", "none")
-        if bag not in ("handbag", "plastic bag", "suitcase", "briefcase") or side != self.traits.bag_side:
-            return
-        if self.arm_pose in ("carry",) and bag != "suitcase":
-            return
-        u = self.frame.u
-        hx, hy = hand
-        rgb, dark = self.colour.bag, self.colour.bag_dark
-        if bag == "suitcase":
-            cx = self.x(side * (self.shoulder + 0.45), 0.1)
-            hw = self.half_width(0.25, 0.55)
-            top, bottom = self.y(4.6), self.y(self.total - 0.05)
-            canvas.line([(hx, hy), (cx, top)], (60, 60, 64), Part.BAG, max(1.0, 0.05 * u))
-            canvas.rectangle(cx - hw, top, cx + hw, bottom, rgb, Part.BAG, radius=2)
-            canvas.line([(cx, top + 2), (cx, bottom - 2)], dark, Part.BAG, 1)
-            return
-        size = {"handbag": (0.32, 0.5), "plastic bag": (0.3, 0.75), "briefcase": (0.5, 0.6)}[bag]
-        hw = self.half_width(0.12, size[0])
-        hw = max(hw, 0.12 * u)
-        top = hy + 0.15 * u
-        if bag != "briefcase":
-            canvas.line([(hx - hw * 0.6, top), (hx, hy), (hx + hw * 0.6, top)], dark, Part.BAG, max(1.0, 0.04 * u))
-        canvas.rectangle(hx - hw, top, hx + hw, top + size[1] * u, rgb, Part.BAG, radius=2)
-
-    def _backpack_straps(self, canvas: Canvas) -> None:
-        u = self.frame.u
-        for side in (1, -1):
-            if self.toward_camera(side * 0.4, 0.3) > -0.2:
-                canvas.line([self.point(side * 0.4, 0.3, 1.3), self.point(side * 0.45, 0.38, 2.7)], self.colour.bag_dark,
-                            Part.BAG, max(1.0, 0.07 * u))
-
-    def _held(self, canvas: Canvas) -> None:
-        u = self.frame.u
-        if self.arm_pose == "carry":
-            cx, cy = self.point(0, 0.75, 3.2)
-            if self.toward_camera(0, 0.75) > -0.3:
-                hw = self.half_width(0.45, 0.3)
-                canvas.rectangle(cx - hw, cy - 0.3 * u, cx + hw, cy + 0.35 * u, (170, 130, 85), Part.CARRIED)
-        if self.attrs.get("accessory") == "umbrella":
-            hx, hy = self.point(self.shoulder * 0.3, 0.3, 2.6)
-            top_y = self.y(-0.35)
-            canvas.line([(hx, hy), (hx, top_y)], (40, 40, 40), Part.CARRIED, max(1.0, 0.05 * u))
-            canvas.chord(hx, top_y + 0.2 * u, 1.5 * u, 0.75 * u, 180, 360, self.colour.accessory, Part.CARRIED)
-
-
-class _Palette:
-    """The figure's exact colours: palette colour of each attribute, shifted by the identity's shade."""
-
-    def __init__(self, attrs: dict[str, str], colours: Colours, traits: IdentityTraits, names: list[str]):
-        sh = traits.shade
-        self.upper_f = jitter(colours.rgb(attrs.get("upper_color", "grey")), sh["upper"])
-        self.upper = to255(self.upper_f)
-        self.upper_dark = to255(self.upper_f * 0.72)
-        self.sleeve = to255(self.upper_f * 0.9)  # sleeves a shade darker: the arm reads against the body
-        self.upper_light = to255(self.upper_f * 0.7 + 0.3)
-        lower = jitter(colours.rgb(attrs.get("lower_color", "black")), sh["lower"])
-        self.lower, self.lower_dark = to255(lower), to255(lower * 0.75)
-        hair = jitter(colours.rgb(attrs.get("hair_color", "black")), sh["hair"])
-        self.hair, self.hair_dark = to255(hair), to255(hair * 0.7)
-        self.skin = to255(jitter(colours.skin(attrs.get("skin_tone", "medium")), sh["skin"] * 0.5))
-        self.shoe = to255(jitter(colours.rgb(attrs.get("footwear_color", "black")), sh["footwear"]))
-        hw = jitter(colours.rgb(attrs.get("headwear_color", "black")), sh["headwear"])
-        if attrs.get("headwear") == "hood up" and attrs.get("upper_type") == "hoodie":
-            hw = self.upper_f  # the hood is part of the hoodie
-        self.headwear, self.headwear_dark = to255(hw), to255(hw * 0.75)
-        bag = jitter(colours.rgb(attrs.get("bag_color", "black")), sh["bag"])
-        self.bag, self.bag_dark = to255(bag), to255(bag * 0.7)
-        # The pattern's second colour and the accessory colour: a palette colour chosen per identity,
-        # never the garment's own colour.
-        upper_name = attrs.get("upper_color", "")
-        choices = [n for n in names if n != upper_name] or ["white"]
-        second = colours.rgb(choices[int(traits.second_colour * len(choices)) % len(choices)])
-        if float(np.abs(second - self.upper_f).sum()) < 0.45:  # too close to read: use black or white
-            second = np.array([0.92, 0.92, 0.9] if self.upper_f.mean() < 0.5 else [0.1, 0.1, 0.11], np.float32)
-        self.second_f = jitter(second, sh["second"])
-        self.accessory = to255(colours.rgb(choices[int(traits.accessory_colour * 997) % len(choices)]) * 0.85)
-        self.mask = (232, 236, 240) if traits.accessory_colour < 0.6 else (150, 190, 225)
-        self._traits = traits
-
-    def pattern_tile(self, pattern: str, x0: int, y0: int, x1: int, y1: int, fig: Figure) -> np.ndarray | None:
-        """The garment's pattern over the pixel box [x0, x1) x [y0, y1), in the figure's head units so the
-        pattern scales with the person."""
-        t = self._traits
-        u = fig.frame.u
-        ys = (np.arange(y0, y1, dtype=np.float32)[:, None] - fig.frame.top) / u
-        xs = (np.arange(x0, x1, dtype=np.float32)[None, :] - fig.frame.cx) / u
-        base, second = self.upper_f, self.second_f
-        period = t.pattern_period
-        phase = t.pattern_phase * period
-        if pattern == "striped":
-            coord = xs if t.pattern_angle else ys
-            mask = ((coord + phase) % period) < period * 0.45
-        elif pattern == "checked":
-            mask = (((ys + phase) // (period * 1.2)) + ((xs + phase) // (period * 1.2))) % 2 == 0
-        elif pattern == "plaid":
-            p2 = period * 1.6
-            mask = (((ys + phase) % p2) < p2 * 0.22) | (((xs + phase) % p2) < p2 * 0.22)
-        elif pattern in ("polka-dot", "floral"):
-            p2 = period * (1.0 if pattern == "polka-dot" else 1.4)
-            row = np.floor((ys + phase) / p2)
-            dx = ((xs + phase + row * p2 * 0.5) % p2) - p2 / 2
-            dy = ((ys + phase) % p2) - p2 / 2
-            r = p2 * (0.22 if pattern == "polka-dot" else 0.34)
-            mask = dx * dx + dy * dy < r * r
-        elif pattern == "color-block":
-            split = 2.2 + 0.8 * t.pattern_phase
-            mask = (xs * (1 if t.print_offset > 0 else -1) > 0) if t.pattern_angle else (ys > split)
-            mask = np.broadcast_to(mask, (ys.shape[0], xs.shape[1]))
-        elif pattern in ("graphic print", "logo"):
-            if fig.cos < 0.25:  # prints are on the chest: not seen from behind
-                return None
-            if pattern == "logo":
-                cx, cy, r = -0.35 * np.sign(fig.cos) * 0.8 * fig.cos, 1.95, 0.13 * t.print_scale
-            else:
-                cx, cy, r = 0.12 * t.print_offset * fig.cos, 2.35, 0.42 * t.print_scale * max(fig.cos, 0.4)
-            dx, dy = xs - cx, ys - cy
-            if t.print_shape == 0:
-                mask = dx * dx + dy * dy < r * r
-            elif t.print_shape == 1:
-                mask = (np.abs(dx) < r) & (np.abs(dy) < r * 0.8)
-            elif t.print_shape == 2:
-                mask = (dy < r * 0.7) & (np.abs(dx) * 1.6 < (dy + r * 0.9))
-            else:
-                mask = (np.abs(dx) < r) & (np.abs(dy) < r * 0.8) & (((dy / max(r, 1e-3) * 3) % 1) < 0.6)
-            mask = np.broadcast_to(mask, (ys.shape[0], xs.shape[1]))
-        else:  # an unknown pattern: a hashed, deterministic texture in the second colour (sparse stripes)
-            mask = ((xs + ys + phase) % (period * 2)) < period * 0.3
-        mask = np.broadcast_to(mask, (ys.shape[0], xs.shape[1]))
-        tile = np.where(mask[..., None], second, base)
-        return (tile * 255.0 + 0.5).astype(np.uint8)
-
 
 def _cut_polyline(points: list[tuple[float, float]], widths: list[float], y_end: float):
     """The part of a (downward) polyline above image row y_end, with interpolated widths."""
