@@ -242,7 +242,7 @@ PRETRAINED_PHASE2_LR = {"bot": 2e-3, "clipreid": 5e-4, "pdm": 5e-4}
 def train_config(variant: Variant, size: Size, out: Path, backbone: str, seed: int, sets: list[str]):
     """The training config of one run: the same budget for every method (epochs, P x K, augmentation),
     phase 1 at 2e-3 for the prompt methods, phase 2 at PRETRAINED_PHASE2_LR (2e-3 on a random backbone)."""
-    from dppp.config import apply_overrides, validate
+    from foundation.config import apply_overrides, validate
     from trainer.config import TrainConfig
 
     height, width = size.image

@@ -62,7 +62,7 @@ def generate_case(cluster, base: Path, nodes: int, workers: int, timeout_s: floa
         try:
             outcome["summary"] = generate.run_generate(config, progress=False)
         except generate.GenerationFailed as failed:
-            outcome["summary"] = failed.args[0]
+            outcome["summary"] = failed.summary
         outcome["end"] = time.monotonic()
 
     thread = threading.Thread(target=run)

@@ -1,3 +1,5 @@
 """dppp: privacy-preserving synthetic person re-identification (DPPP, arXiv 2511.05092)."""
 
-__version__ = "0.1.0"
+from foundation import __version__
+
+__all__ = ["__version__"]

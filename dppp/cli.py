@@ -11,7 +11,8 @@ import sys
 import typer
 
 from dppp.commands import evaluate, generate, models, pretrain, prompts, shards, train
-from dppp.errors import ReportedError
+from dppp.commands.common import error_message
+from foundation.errors import ReportedError
 
 app = typer.Typer(
     name="dppp",
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except ReportedError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        typer.secho(f"error: {error_message(exc)}", fg="red", err=True)
         return exc.exit_code
     return 0
 

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from dppp.errors import DataError, UserError
+from foundation.errors import DataError, SettingError, UserError
 from pipeline.listing import open_dataset
 from pipeline.records import ATTRIBUTE_PREFIX, ShardRecord, committed_shards, read_index
 from pipeline.shards import READ_IMAGE_EXTS, SAMPLE_KEY_RE, read_shard
@@ -120,7 +120,7 @@ def contact_grid(url: str, *, shard: int | None = None, pid: int | None = None, 
     from pipeline.contact_sheet import make_contact_sheet
 
     if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
+        raise SettingError("n", f"must be at least 1, got {n}")
     storage, _ = open_dataset(url, config)
     records = committed_shards(storage)
     if shard is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from dppp.errors import UserError
+from foundation.errors import UserError
 
 if TYPE_CHECKING:
     from PIL import Image

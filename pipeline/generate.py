@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from dppp.errors import CapacityError, UserError
-from dppp.ray_cluster import start_ray
-from dppp.schema import StrictModel
+from foundation.errors import CapacityError, SettingError
+from foundation.ray_cluster import start_ray
+from foundation.schema import StrictModel
 from pipeline.actor_pool import ActorLoss, ActorPool, short_error
 from pipeline.postprocess import OutputConfig
 from pipeline.renderer import RendererConfig
@@ -75,9 +75,13 @@ _AVG_JPEG_BYTES_PER_PIXEL = 0.46  # measured on the demo (procedural, 256x128, q
 
 class GenerationFailed(Exception):
     """Some shards failed every attempt, or the cluster had no room left; the committed ones stay valid.
-    Exit code 1."""
+    `summary` says which and why. Not bad input: the CLI exits with `exit_code` (1)."""
 
     exit_code = 1
+
+    def __init__(self, summary: GenerateSummary):
+        super().__init__(summary)
+        self.summary = summary
 
 
 @dataclass
@@ -144,7 +148,7 @@ class Plan:
         return int(self.images * out.height * out.width * _AVG_JPEG_BYTES_PER_PIXEL)
 
     def manifest(self) -> dict[str, Any]:
-        from dppp import __version__
+        from foundation import __version__
 
         return {
             "format": "dppp-dataset/1",
@@ -190,9 +194,9 @@ def prepare_output(plan: Plan, *, overwrite: bool):
     elif existing:
         previous = read_dataset_manifest(storage)
         if previous.get("fingerprint") != plan.fingerprint:
-            raise UserError(
-                f"{storage.url} holds a dataset generated from another config (or taxonomy); refusing to "
-                "mix them. Use another --out, or --overwrite to replace it."
+            raise SettingError(
+                "overwrite", f"{storage.url} holds a dataset generated from another config (or taxonomy); "
+                "refusing to mix them (set this to replace it, or write to another generate.out)"
             )
         if previous.get("resolved"):  # settings measured by an earlier run decide this dataset's bytes too
             manifest["resolved"] = previous["resolved"]

@@ -25,14 +25,12 @@ import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from pipeline.parallel import IO_THREADS, ordered_map
 from pipeline.records import ATTRIBUTE_PREFIX, INDEX_NAME, FragmentRef, ShardRecord, read_record
 from pipeline.shards import ChunkedReader, fragment_name, read_shard, record_name
 from pipeline.storage import Storage, StorageConfig
 
-CORE_COLUMNS = ("key", "shard", "pid", "view", "camid", "image_format", "prompt", "negative_prompt",
-                "seed", "identity_seed")  # fmt: skip
 ROW_GROUP_ROWS = 1 << 14  # rows held before a row group of index.parquet is written: the merge's memory
 
 

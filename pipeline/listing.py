@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from pipeline.parallel import IO_THREADS, ordered_map
 from pipeline.records import (
     DATASET_MANIFEST,

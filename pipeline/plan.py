@@ -16,9 +16,6 @@ class ShardPlan:
     pids: tuple[int, ...]
     num_images: int
 
-    def to_dict(self) -> dict:
-        return {"index": self.index, "pids": [self.pids[0], self.pids[-1]], "num_images": self.num_images}
-
 
 def plan_shards(views_per_pid: Sequence[int], ids_per_shard: int) -> list[ShardPlan]:
     """Cut pids 0..N-1 into consecutive shards of `ids_per_shard` identities (the last may be smaller)."""

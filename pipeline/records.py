@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from dppp.errors import DataError
-from dppp.schema import StrictModel
+from foundation.errors import DataError
+from foundation.schema import StrictModel
 from pipeline.shards import ShardInfo, fragment_name, record_name, shard_name
 from pipeline.storage import Storage, StorageError, redact_url
 

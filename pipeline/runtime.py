@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from dppp.errors import ConfigError
+from foundation.errors import ConfigError
 
 if TYPE_CHECKING:
     from pipeline.renderers.diffusers_renderer import DiffusersRendererConfig

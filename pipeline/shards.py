@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 
 log = logging.getLogger("dppp.shards")
 

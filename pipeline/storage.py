@@ -31,8 +31,8 @@ from typing import IO, Any, Literal, TypeVar
 
 from pydantic import Field
 
-from dppp.errors import DataError, UserError
-from dppp.schema import StrictModel
+from foundation.errors import DataError, UserError
+from foundation.schema import StrictModel
 
 T = TypeVar("T")
 

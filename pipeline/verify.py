@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from pipeline.index import key_digest, read_fragment, sample_row
 from pipeline.listing import DatasetObjects, ShardObjects, _plan_of, open_dataset
 from pipeline.parallel import IO_THREADS, ordered_map
@@ -27,6 +27,7 @@ from pipeline.shards import (
     READ_IMAGE_EXTS,
     ChunkedReader,
     Member,
+    UnsafeShardError,
     decode_member,
     fragment_name,
     iter_members,
@@ -127,7 +128,7 @@ def verify_shard(storage: Storage, record: ShardRecord, size: int | None, *, dee
                 sample[member.ext] = member.data
             reader.drain()
         except DataError as exc:
-            kind = "truncated" if size < record.bytes else ("unsafe" if "rejected" in str(exc) else "corrupted")
+            kind = "truncated" if size < record.bytes else "unsafe" if isinstance(exc, UnsafeShardError) else "corrupted"
             check.add(kind, str(exc).removeprefix(f"{where}: "))
             reader.drain()
     check.bytes = digest.size
@@ -190,7 +191,7 @@ def _check_fragment(storage: Storage, check: ShardCheck, record: ShardRecord, si
         return  # a shard committed before fragments existed: counted in a note
     if size is None:
         check.add("missing", f"index fragment {ref.key} is missing (the commit record names it); "
-                             "`dppp shards index --from-tars` rebuilds it")  # fmt: skip
+                             "rebuilding the index from the tars restores it")  # fmt: skip
         return
     try:
         table = read_fragment(storage, ref, record.index)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from prompts.taxonomy import Taxonomy
 from prompts.templates import Composer
 from prompts.tokens import EstimatedTokenCounter

@@ -10,8 +10,6 @@ asks; a worker computes the table for the pid range it needs once (a fraction of
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from prompts.sampler import row_mask
@@ -39,10 +37,6 @@ def distinct_lower_bound(taxonomy: Taxonomy) -> int:
             continue  # counts once: hidden sometimes, or too many rule combinations to find the fewest
         bound *= min(int((dim.weights_for(mask) > 0).sum()) for mask in dim.consistent_masks())
     return bound
-
-
-def upper_bound(taxonomy: Taxonomy) -> int:
-    return math.prod(len(dim.values) for dim in taxonomy.identity_dims)
 
 
 class _Budget(Exception):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dppp.errors import ConfigError
+from foundation.errors import ConfigError
 from prompts import streams
 from prompts.config import PromptsConfig, ViewsConfig
 from prompts.dedup import available_appearances, signatures

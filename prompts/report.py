@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from dppp.errors import UserError
+from foundation.errors import SettingError
 from prompts.engine import PromptEngine
 from prompts.spec import ViewSpec
 
@@ -167,9 +167,9 @@ def coverage_report(generate_config: Any, console: Any, *, plot: Path | None = N
     """Sample pids 0 .. identities - 1, print the coverage table, and draw it to `plot` (PNG) if given."""
     if plot is not None:
         if plot.suffix.lower() != ".png":
-            raise UserError(f"--plot writes a PNG: give a path ending in .png, got {plot}")
+            raise SettingError("plot", f"writes a PNG: give a path ending in .png, got {plot}")
         if not plot.parent.is_dir():
-            raise UserError(f"--plot: folder {plot.parent} does not exist")
+            raise SettingError("plot", f"folder {plot.parent} does not exist")
     engine = PromptEngine.from_config(generate_config, config_file=config_file)
     coverage = measure_coverage(engine, generate_config.identities)
     print_coverage(coverage, console)

@@ -22,8 +22,8 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field, ValidationError
 
-from dppp.errors import ConfigError
-from dppp.schema import StrictModel
+from foundation.errors import ConfigError
+from foundation.schema import StrictModel
 
 SHIPPED_TAXONOMY = Path(__file__).with_name("taxonomy.yaml")
 
@@ -430,7 +430,7 @@ def taxonomy_from_dict(data: dict[str, Any], *, source: str) -> Taxonomy:
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     """Read and validate a taxonomy YAML (None: the one shipped with the package)."""
     # The experiment config's reader: same messages for a missing file or a YAML syntax error.
-    from dppp.config import read_yaml
+    from foundation.config import read_yaml
 
     path = SHIPPED_TAXONOMY if path is None else Path(path)
     file = str(path)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from dppp.errors import ConfigError
+from foundation.errors import ConfigError
 from prompts.tokens import SEPARATOR_TOKENS, SPECIAL_TOKENS, TokenCounter
 
 if TYPE_CHECKING:

@@ -58,7 +58,7 @@ class TokenizerCounter:
 
 def counter_for(generate_config: Any, config_file: str | None = None) -> TokenCounter:
     """The counter `generate.prompts.tokenizer` names: the estimate, the renderer's tokenizer, or a folder."""
-    from dppp.errors import ConfigError
+    from foundation.errors import ConfigError
 
     choice = generate_config.prompts.tokenizer
     if choice == "estimate":
@@ -79,6 +79,6 @@ def counter_for(generate_config: Any, config_file: str | None = None) -> TokenCo
     except (OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"cannot load the tokenizer from {source!r}: {reason} (without the model, "
-                          "--set generate.prompts.tokenizer=estimate still plans and samples)",
+                          "generate.prompts.tokenizer: estimate still plans and samples)",
                           file=config_file, path="generate.prompts.tokenizer") from None  # fmt: skip
     return TokenizerCounter(tokenizer)

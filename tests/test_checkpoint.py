@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from trainer.checkpoint import load_checkpoint, read_state, restore_model, restore_optimizer, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.model import build_model

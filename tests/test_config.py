@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dppp.cli import main
-from dppp.config import apply_overrides, load_experiment
-from dppp.errors import ConfigError
+from dppp.config import load_experiment
+from foundation.config import apply_overrides
+from foundation.errors import ConfigError
 
 
 def write(tmp_path, text):

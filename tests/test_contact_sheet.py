@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from dppp.errors import UserError
+from foundation.errors import UserError
 from pipeline.contact_sheet import _wrap, make_contact_sheet
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from tests.conftest import make_samples
 from trainer.config import DataConfig
 

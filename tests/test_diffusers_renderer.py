@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dppp.errors import ConfigError, UserError
+from foundation.errors import ConfigError, UserError
 from pipeline.renderer import load_renderer
 from pipeline.renderers.diffusers_renderer import (
     DiffusersRenderer,

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from dppp.cli import main
-from dppp.errors import DataError, UserError
+from foundation.errors import DataError, UserError
 from tests.test_data import write_dataset
 from trainer.evaluate import EvalConfig, run_eval
 

@@ -178,17 +178,23 @@ def test_generate_to_loopback_s3(reference, moto_s3):
 
 
 @pytest.mark.slow
-def test_failing_shard_is_reported_after_bounded_attempts(tmp_path, ray_instance):
+def test_failing_shard_is_reported_after_bounded_attempts(tmp_path, ray_instance, capsys):
     out = tmp_path / "dataset"
     # A directory squatting on shard 1's tar name makes every publish of that shard fail for real.
     (out / "shards" / "shard-000001.tar").mkdir(parents=True)
     config = gen_config(out, identities=6, ids_per_shard=2, workers=2, max_attempts=2)
     with pytest.raises(GenerationFailed) as info:
         run_generate(config, progress=False)
-    summary = info.value.args[0]
+    summary = info.value.summary
     assert list(summary.failed) == [1] and summary.retries == 1
     assert sorted(r.index for r in committed_shards(open_storage(str(out)))) == [0, 2]
     assert main(["shards", "verify", str(out)]) == 1  # the squatter is reported, the good shards verify
+    capsys.readouterr()
+    # The CLI reruns only shard 1, which fails again: it prints why and exits with GenerationFailed's code.
+    assert main(["generate", str(ROOT / "configs/demo.yaml"), "--out", str(out), "--identities", "6",
+                 "--ids-per-shard", "2", "--workers", "2", "--set", "generate.max_attempts=2"]) == 1  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "1 shard(s) failed every attempt" in printed and "shard 000001" in printed
 
 
 @pytest.mark.slow
@@ -199,9 +205,7 @@ def test_no_node_can_hold_an_actor_stops_after_the_placement_timeout(tmp_path, r
     argv = ["generate", str(ROOT / "configs/demo.yaml"), "--out", str(out), "--identities", "4",
             "--ids-per-shard", "2", "--set", "generate.cpus_per_worker=64",
             "--set", "generate.placement_timeout_s=1"]  # fmt: skip
-    started = time.monotonic()
-    assert main(argv) == 1
-    assert time.monotonic() - started < 60
+    assert main(argv) == 1  # it returns: the 1 s placement timeout stopped it (asserted below)
     printed = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
     assert "stopped:" in printed and "could be placed" in printed and "1 s" in printed
     assert "2 shard(s) not rendered" in printed and "Traceback" not in printed
@@ -217,7 +221,7 @@ def test_a_renderer_that_cannot_load_stops_the_job_with_its_error(tmp_path, ray_
                         **{"renderer.kind": "diffusers", "renderer.model": str(tmp_path / "no-model")})  # fmt: skip
     with pytest.raises(GenerationFailed) as info:
         run_generate(config, progress=False)
-    summary = info.value.args[0]
+    summary = info.value.summary
     assert summary.stopped and "failed to start (2 tries each)" in summary.stopped
     assert "no-model" in summary.stopped and "does not exist" in summary.stopped
     assert summary.shards_done == 0 and not summary.failed

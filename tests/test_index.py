@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from dppp.cli import main
-from dppp.errors import DataError
+from foundation.errors import DataError
 from pipeline.index import (
     build_index,
     encode_fragment,

@@ -151,6 +151,23 @@ def test_pickle_member_is_never_executed_by_any_command(tmp_path, make_samples, 
     assert not marker.exists()
 
 
+def test_verify_calls_a_member_name_that_escapes_unsafe(tmp_path, make_samples):
+    """The reader refuses a member named '../...' (UnsafeShardError): verify files it as unsafe, not corrupted."""
+    import hashlib
+    import json
+
+    storage = build_dataset(open_storage(str(tmp_path / "ds")), tmp_path, make_samples)
+    samples = make_samples(IDS_PER_SHARD, VIEWS, first_pid=IDS_PER_SHARD)
+    data = tar_bytes([("../escape.json", b"{}")] + [m for s in samples for m in s.members()])
+    storage.put_bytes(data, shard_name(1))  # its record states this very tar: only the name is wrong
+    record = json.loads(storage.read_bytes(record_name(1)))
+    record.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    storage.put_bytes(json.dumps(record).encode(), record_name(1))
+    check = next(c for c in verify_dataset(storage.url).checks if c.name == shard_name(1))
+    assert ("unsafe", "member '../escape.json' contains '..': rejected") in check.problems, check.problems
+    assert not any(kind == "corrupted" for kind, _ in check.problems), check.problems
+
+
 def test_stats_and_plot(dataset, tmp_path, capsys):
     code, out, _ = run(capsys, "stats", dataset.url, "--plot", str(tmp_path / "stats.png"))
     assert code == 0
@@ -169,6 +186,18 @@ def test_grid(dataset, tmp_path, capsys):
         assert image.width >= VIEWS * 32
     assert run(capsys, "grid", dataset.url, "--out", str(tmp_path / "x.png"), "--pid", "999")[0] == 2
     assert run(capsys, "grid", dataset.url, "--out", str(tmp_path / "x.png"), "--pid", "1", "--shard", "0")[0] == 2
+
+
+def test_a_setting_is_named_by_the_library_and_by_its_flag_on_the_command_line(dataset, tmp_path, capsys):
+    from foundation.errors import SettingError
+    from pipeline.browse import contact_grid
+
+    with pytest.raises(SettingError, match="^n: must be at least 1, got 0$") as info:
+        contact_grid(dataset.url, n=0)
+    assert info.value.setting == "n"
+    code, _, err = run(capsys, "grid", dataset.url, "--out", str(tmp_path / "x.png"), "--n", "0")
+    assert code == 2 and "error: --n: must be at least 1, got 0" in err
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_show(dataset, tmp_path, make_samples, capsys):

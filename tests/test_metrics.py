@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from trainer.metrics import _count_sorted_below, evaluate_ranking, re_rank
 from trainer.metrics_reference import reference_eval_market1501, reference_re_ranking
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dppp.config import load_experiment
-from dppp.errors import ConfigError
+from foundation.errors import ConfigError
 from trainer.evaluate import EvalConfig
 
 

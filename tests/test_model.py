@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dppp.errors import ConfigError, DataError
+from foundation.errors import ConfigError, DataError
 from trainer.model import build_model
 from trainer.text_prompts import encode_prompt, inject
 from trainer.toy_batch import STYLE_VOCAB, toy_batch, toy_model_config

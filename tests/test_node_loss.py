@@ -37,7 +37,7 @@ def cluster():
     from ray._private import worker as ray_worker
     from ray.cluster_utils import Cluster
 
-    from dppp.ray_cluster import keep_cluster_messages_off_the_terminal
+    from foundation.ray_cluster import keep_cluster_messages_off_the_terminal
 
     temp = tempfile.mkdtemp(prefix="dppp-ray-", dir="/tmp")  # short: Ray's socket paths live under it
     with pytest.MonkeyPatch.context() as patch:
@@ -220,7 +220,7 @@ def test_generate_with_no_capacity_left_stops_after_the_placement_timeout_and_a_
         try:
             run_generate(config, progress=False)
         except GenerationFailed as failed:
-            outcome["summary"] = failed.args[0]
+            outcome["summary"] = failed.summary
             outcome["at"] = time.monotonic()
 
     thread = threading.Thread(target=run)

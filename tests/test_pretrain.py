@@ -263,7 +263,7 @@ def generated(tmp_path_factory):
 @pytest.mark.slow
 def test_pretrain_then_train_pdm_on_the_pretrained_folder(generated, tmp_path):
     from dppp.config import load_experiment
-    from dppp.errors import DataError
+    from foundation.errors import DataError
     from trainer.backbone import load_backbone
     from trainer.evaluate import run_eval
     from trainer.identities import people

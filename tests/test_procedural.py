@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from dppp.errors import ConfigError
+from foundation.errors import ConfigError
 from pipeline.renderer import load_renderer
 from pipeline.renderers.procedural import ProceduralRenderer, ProceduralRendererConfig
 from pipeline.renderers.procedural_canvas import Part

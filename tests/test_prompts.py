@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dppp.errors import ConfigError
+from foundation.errors import ConfigError
 from prompts.config import PromptsConfig, ViewsConfig
 from prompts.dedup import count_distinct, distinct_lower_bound, signatures
 from prompts.engine import PromptEngine

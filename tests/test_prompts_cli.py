@@ -215,6 +215,6 @@ def test_appearance_over_the_budget_exits_2(tmp_path, capsys):
 
 def test_plot_path_problems_are_user_errors(tmp_path, capsys):
     code, out, err = run(["prompts", "stats", "configs/demo.yaml", "--plot", str(tmp_path / "no" / "p.png")], capsys)
-    assert code == 2 and "does not exist" in err and out == ""
+    assert code == 2 and "--plot: folder" in err and "does not exist" in err and out == ""
     code, out, err = run(["prompts", "stats", "configs/demo.yaml", "--plot", str(tmp_path / "p.jpg")], capsys)
-    assert code == 2 and ".png" in err
+    assert code == 2 and "--plot: writes a PNG" in err and ".png" in err

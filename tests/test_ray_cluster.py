@@ -1,25 +1,26 @@
-"""dppp/ray_cluster.py: what `dppp generate/train` do before and around joining a Ray cluster."""
+"""foundation/ray_cluster.py: what `dppp generate/train` do before and around joining a Ray cluster."""
 
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 
-from dppp.errors import UserError
-from dppp.ray_cluster import check_reachable, keep_cluster_messages_off_the_terminal
+from foundation.errors import UserError
+from foundation.ray_cluster import check_reachable, keep_cluster_messages_off_the_terminal
 
 
-def test_an_address_nothing_answers_on_is_a_clear_error_at_once():
-    """ray.init would retry it for minutes; `--ray-address` to a dead head says so in a second."""
+def test_an_address_nothing_answers_on_is_a_clear_error_at_once(monkeypatch):
+    """ray.init would retry it for minutes; `--ray-address` to a dead head says so after one try."""
     with socket.socket() as probe:  # a port that was free a moment ago: nothing listens on it
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    started = time.monotonic()
+    tries = []
+    connect = socket.create_connection
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: tries.append(a) or connect(*a, **k))
     with pytest.raises(UserError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
         check_reachable(f"127.0.0.1:{port}")
-    assert time.monotonic() - started < 5
+    assert tries == [(("127.0.0.1", port),)]  # one connection attempt, no retry loop
     check_reachable("ray://head:10001")  # Ray client and "auto" addresses are left to Ray
     check_reachable("auto")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dppp.errors import DataError, UserError
+from foundation.errors import DataError, UserError
 from trainer.readers import (
     parse_dataset_spec,
     read_cuhk03_np,

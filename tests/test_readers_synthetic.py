@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from pipeline.shards import Sample, shard_name, write_shard
 from trainer.metrics import evaluate_ranking
 from trainer.readers import ReidItem, read_dataset, split_synthetic, synthetic_images

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dppp.errors import ConfigError
+from foundation.errors import ConfigError
 from pipeline.renderers.diffusers_renderer import DiffusersRendererConfig
 from pipeline.runtime import Runtime, select_runtime
 

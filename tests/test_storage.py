@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dppp.errors import UserError
+from foundation.errors import UserError
 from pipeline.storage import (
     LocalStorage,
     ObjectInfo,

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from dppp.cli import main
+from foundation.errors import CapacityError, ConfigError
 from tests.conftest import FAKE_CREDENTIALS
 from tests.test_data import write_dataset
 from trainer.config import TrainConfig
@@ -121,7 +122,7 @@ def test_ray_storage_for_s3_uses_the_configured_endpoint(monkeypatch):
 
 
 def test_user_error_is_found_inside_worker_failures():
-    from dppp.errors import DataError
+    from foundation.errors import DataError
     from trainer.train import _user_error
 
     class WorkerGroupError(Exception):
@@ -132,6 +133,33 @@ def test_user_error_is_found_inside_worker_failures():
     wrapped.worker_failures[1].__cause__ = DataError("s3://b/ds/shards/shard-000001.tar: truncated or corrupted")
     assert "truncated" in str(_user_error(wrapped))
     assert _user_error(RuntimeError("a bug")) is None
+
+
+def test_a_ray_task_error_gives_the_worker_s_own_user_error():
+    """Ray's RayTaskError(ConfigError) is a ConfigError too, but reads as a traceback: the worker's own
+    exception (its `.cause`) is reported, with its type and exit code."""
+    from ray.exceptions import RayTaskError
+
+    from trainer.train import _user_error
+
+    original = ConfigError("no such attribute", path="train.model.style_attributes")
+    task_error = RayTaskError("loop", "Traceback (most recent call last):\n  ...", original).as_instanceof_cause()
+    assert isinstance(task_error, ConfigError) and str(task_error) != str(original)  # Ray's header and frames
+    failure = RuntimeError("Ray Train failed")
+    failure.__cause__ = task_error
+    assert _user_error(failure) is original
+
+
+def test_no_room_for_the_workers_is_a_capacity_error():
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+    from trainer.train import _capacity_error
+
+    failure = RuntimeError("Ray Train failed")
+    failure.__cause__ = WorkerGroupStartupTimeoutError(num_workers=2)
+    error = _capacity_error(failure, TrainConfig(workers=2))
+    assert isinstance(error, CapacityError) and "2 training worker(s)" in str(error)
+    assert _capacity_error(RuntimeError("a bug"), TrainConfig()) is None
 
 
 # ---- slow: real Ray Train runs --------------------------------------------------------------------

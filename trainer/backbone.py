@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dppp.errors import ConfigError
+from foundation.errors import ConfigError
 from trainer.model_config import ModelConfig
 
 VISION_PREFIXES = ("clip.vision_model.", "clip.visual_projection.")

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from trainer.model_config import ModelConfig
 
 FORMAT_VERSION = 1

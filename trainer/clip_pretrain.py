@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from trainer import losses
 from trainer.backbone import interpolate_position_embeddings
 from trainer.pretrain_config import PRETRAIN_METHOD, PretrainModelConfig

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from dppp.schema import StrictModel
+from foundation.schema import StrictModel
 from pipeline.storage import StorageConfig
 from trainer.model_config import ModelConfig
 

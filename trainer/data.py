@@ -31,7 +31,7 @@ import torch
 import torch.utils.data
 from torch.utils.data import IterableDataset
 
-from dppp.errors import DataError
+from foundation.errors import DataError, SettingError
 from pipeline.shards import READ_IMAGE_EXTS, read_shard
 from pipeline.storage import StorageConfig, open_storage
 from trainer.config import DataConfig
@@ -95,14 +95,14 @@ def is_folder_spec(spec: str) -> bool:
 
 def open_training_data(specs: Sequence[str], storage: StorageConfig | None = None,
                        folder_ids_per_unit: int = 8) -> TrainingData:  # fmt: skip
-    """Resolve every --data source into units, without reading an image.
+    """Resolve every data source into units, without reading an image.
 
     A dppp dataset contributes its committed shards only (records read, tars not opened); a Re-ID folder
     (NAME:PATH) its train split, in groups of `folder_ids_per_unit` identities. Pids are labelled 0..C-1
     in (source, pid) order, so two sources that both use pid 7 keep two identities."""
     storage = storage or StorageConfig()
     if not specs:
-        raise DataError("no training data: give --data URL (a dppp dataset or NAME:PATH Re-ID folder)")
+        raise SettingError("data", "no training data: give a dppp dataset URL or a NAME:PATH Re-ID folder")
     raw_units: list[tuple[int, str, str | None, str | None, list[tuple[int, tuple[str, ...], Any]]]] = []
     vocab_per_source: list[dict[str, set[str]]] = []
     for source, spec in enumerate(specs):
@@ -215,10 +215,6 @@ class EpochPlan:
     units: tuple[tuple[int, ...], ...]  # per DataLoader process: indices into TrainingData.units
     batches: tuple[tuple[PlannedBatch, ...], ...]  # per process, already trimmed to `steps` in all
     steps: int  # batches this rank (and every rank) runs this epoch
-
-    @property
-    def shard_indices(self) -> set[int]:
-        return {u for units in self.units for u in units}
 
 
 def shards_for_rank(num_units: int, epoch: int, seed: int, rank: int, world: int) -> list[int]:

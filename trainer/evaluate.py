@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from dppp.errors import DataError, UserError
-from dppp.schema import StrictModel
+from foundation.errors import DataError, SettingError, UserError
+from foundation.schema import StrictModel
 
 
 class RerankConfig(StrictModel):
@@ -126,7 +126,7 @@ def run_eval(model_path_or_url: str, datasets: Sequence[str] | None = None, conf
     config = config or EvalConfig()
     specs = list(datasets) if datasets else list(config.datasets)
     if not specs:
-        raise UserError("no dataset to evaluate on: pass --dataset NAME:PATH (repeatable) or set eval.datasets")
+        raise SettingError("datasets", "no dataset to evaluate on: give NAME:PATH (one or more), or set eval.datasets")
     from trainer.readers import parse_dataset_spec
 
     parsed = [parse_dataset_spec(spec) for spec in specs]  # a malformed spec fails before the model loads

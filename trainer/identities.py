@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from pipeline.storage import StorageConfig, open_storage
 
 DIGEST_CHARS = 16  # 64 bits of sha256: no accidental collision among millions of people

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 
 # Bytes of working memory one chunk of query rows may take, sized for the worst case (see evaluate_ranking).
 # At Market scale (3,368 x 15,913) the measured peak is 20-35 MiB besides the input, for any model.

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dppp.errors import ConfigError, DataError
+from foundation.errors import ConfigError, DataError
 from trainer import losses
 from trainer.backbone import VISION_PREFIXES, ClipBackbone, load_backbone
 from trainer.inversion import TextualInversion

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "dppp-clip-card/1"

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from dppp.schema import StrictModel
+from foundation.schema import StrictModel
 
 Method = Literal["pdm", "bot", "clipreid"]
 Temperature = Annotated[float, Field(gt=0)] | Literal["backbone"]

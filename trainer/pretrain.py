@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dppp.errors import DataError
+from foundation.errors import DataError, SettingError
 from trainer.pretrain_config import PretrainConfig
 from trainer.train_loop import Worker
 
@@ -103,7 +103,7 @@ def run_pretrain(config: PretrainConfig, data: list[str] | None = None, out: str
                  progress: bool = True) -> PretrainResult:  # fmt: skip
     """Pretrain the CLIP of `config.model` on the committed shards of `data` (default config.data.sources);
     the CLIP folder lands in <out>/<run_name>/final (and in `config.export` when set). Reruns resume."""
-    from dppp.config import with_updates
+    from foundation.config import with_updates
     from trainer.data import is_folder_spec, open_training_data
     from trainer.identities import check_disjoint
     from trainer.train import launch, schedule_steps
@@ -111,7 +111,7 @@ def run_pretrain(config: PretrainConfig, data: list[str] | None = None, out: str
     config = with_updates(config, "pretrain", workers=workers, out=out)
     sources = [s.removeprefix("synthetic:") for s in (list(data) if data else list(config.data.sources))]
     if not sources:
-        raise DataError("no pretraining data: give --data URL (a dppp dataset) or set pretrain.data.sources")
+        raise SettingError("data", "no pretraining data: give a dppp dataset URL, or set pretrain.data.sources")
     for spec in sources:
         if is_folder_spec(spec):
             raise DataError(f"{spec}: a Re-ID folder has no prompts; pretraining needs dppp datasets")
@@ -229,7 +229,7 @@ class PretrainWorker(Worker):
         the saved folder loaded as `train.model.backbone` loads it."""
         import math
 
-        from dppp import __version__
+        from foundation import __version__
         from trainer.model_card import CARD_FILE, write_card
         from trainer.zero_shot import zero_shot_folder
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from dppp.schema import StrictModel
+from foundation.schema import StrictModel
 from trainer.config import AugmentConfig, DataConfig, RunSettings
 from trainer.model_config import TinyClipConfig
 from trainer.zero_shot import ZeroShotConfig

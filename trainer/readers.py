@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dppp.errors import DataError, UserError
+from foundation.errors import DataError, UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 JUNK_PID = -1

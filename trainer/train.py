@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dppp.errors import CapacityError, ConfigError, UserError
-from dppp.ray_cluster import start_ray
+from foundation.errors import CapacityError, ConfigError, UserError
+from foundation.ray_cluster import start_ray
 from trainer.config import RunSettings, TrainConfig
 
 
@@ -100,14 +100,14 @@ def check_style_labels(config: TrainConfig, data) -> None:
     missing = [a for a in config.model.style_attributes if a not in data.style_values]
     if missing:
         raise ConfigError(
-            f"style attributes {missing} are not labelled by every --data source (labelled: "
+            f"style attributes {missing} are not labelled by every data source (labelled: "
             f"{sorted(data.style_values)}); list only those in train.model.style_attributes",
             path="train.model.style_attributes",
         )
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """`exc` and every exception behind it: chained ones, a worker's (RayTaskError.cause), each failed
+    """`exc` and every exception behind it: chained ones, a Ray task's (RayTaskError.cause), each failed
     worker's (WorkerGroupError.worker_failures) and the controller's (ControllerError.controller_failure)."""
     seen, todo = set(), [exc]
     while todo:
@@ -123,14 +123,13 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 def _user_error(exc: BaseException) -> UserError | None:
     """The UserError (bad data, bad config) at the root of a Ray Train failure, if that is what it is."""
+    from ray.exceptions import RayTaskError
+
     for current in _causes(exc):
-        original = getattr(current, "cause", None)  # a RayTaskError keeps the worker's exception here
-        if isinstance(original, UserError):
-            return original
-        if isinstance(current, UserError):
-            text = str(current).strip()
-            # Ray's RayTaskError(DataError) renders a traceback first; the message is its last line.
-            return UserError(text.splitlines()[-1] if type(current).__name__.startswith("RayTaskError") else text)
+        # A RayTaskError(DataError) is a UserError too, but it reads as Ray's traceback: its `.cause`, the
+        # worker's own exception, comes next.
+        if isinstance(current, UserError) and not isinstance(current, RayTaskError):
+            return current
     return None
 
 
@@ -139,8 +138,6 @@ def _section(config: RunSettings) -> str:
     return "train" if isinstance(config, TrainConfig) else "pretrain"
 
 
-# Ray Train's names for "the worker group could not be placed in time" / "the cluster can never hold it".
-_NO_CAPACITY = ("WorkerGroupStartupTimeoutError", "InsufficientClusterResourcesError")
 # Starts of the worker group that may fail (not placed in time, a worker dying while it starts) before the
 # run stops. Ray Train's default is unlimited: a run whose lost node never comes back would wait forever.
 # One retry covers a node that died but that Ray had not yet declared dead when the group restarted.
@@ -148,7 +145,14 @@ _START_RETRIES = 1
 
 
 def _capacity_error(exc: BaseException, config: RunSettings) -> CapacityError | None:
-    if not any(type(current).__name__ in _NO_CAPACITY for current in _causes(exc)):
+    # Ray Train's "the worker group could not be placed in time" / "the cluster can never hold it".
+    from ray.train.v2._internal.exceptions import (
+        InsufficientClusterResourcesError,
+        WorkerGroupStartupTimeoutError,
+    )
+
+    no_capacity = (WorkerGroupStartupTimeoutError, InsufficientClusterResourcesError)
+    if not any(isinstance(current, no_capacity) for current in _causes(exc)):
         return None
     return CapacityError(
         f"the Ray cluster has no room for {config.workers} training worker(s) ({config.cpus_per_worker:g} CPU"
@@ -179,7 +183,7 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
               progress: bool = True) -> TrainResult:  # fmt: skip
     """Train `config.model` on the committed shards of `data` (default: config.data.sources) with
     `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume."""
-    from dppp.config import with_updates
+    from foundation.config import with_updates
     from trainer.data import open_training_data
 
     config = with_updates(config, "train", workers=workers, use_gpu=use_gpu, out=out)

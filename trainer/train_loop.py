@@ -127,7 +127,7 @@ def _quiet_ray_train_logs() -> None:
         from ray.train.v2._internal.execution import context, storage
     except ImportError:
         return
-    for name in (context.__file__, storage.__name__):
+    for name in (context.__file__, storage.__name__):  # Ray names context's logger by its file, not module
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -171,7 +171,7 @@ class Worker:
         state = restore_model(local, model)
         recorded = (state.config or {}).get("progress")
         if not recorded:
-            from dppp.errors import DataError
+            from foundation.errors import DataError
 
             raise DataError(f"{checkpoint.path}: checkpoint records no training progress")
         return Position(**recorded), local

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dppp.errors import DataError
+from foundation.errors import DataError
 from trainer.config import AugmentConfig
 
 # CLIP's pixel normalisation (the image encoder was trained with it).
@@ -162,13 +162,3 @@ def erase(tensor: torch.Tensor, rect: Rect) -> None:
     mean colour, the value Re-ID toolkits erase with."""
     top, left, h, w = rect
     tensor[:, top : top + h, left : left + w] = 0.0
-
-
-def random_erase(tensor: torch.Tensor, rng: np.random.Generator, area: tuple[float, float],
-                 aspect: float, attempts: int = 10) -> bool:  # fmt: skip
-    """Zero one random rectangle of a normalised [3, H, W] tensor in place. Returns whether a rectangle
-    fitted within `attempts` draws."""
-    rect = erase_rect(tuple(tensor.shape[1:]), rng, area, aspect, attempts)
-    if rect is not None:
-        erase(tensor, rect)
-    return rect is not None

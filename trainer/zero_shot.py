@@ -18,7 +18,6 @@ is read from an image only if the text tower and the image tower agree on what i
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,8 +25,8 @@ from typing import Any
 
 from pydantic import Field
 
-from dppp.errors import DataError
-from dppp.schema import StrictModel
+from foundation.errors import DataError
+from foundation.schema import StrictModel
 
 CAMERA_ATTRIBUTES = ("scene",)  # the camera profile column that prompts name ("in a subway station platform")
 
@@ -225,8 +224,3 @@ def zero_shot_folder(folder: str, config: ZeroShotConfig, image_size: tuple[int,
 
     backbone = load_backbone(ModelConfig(backbone=folder, image_size=image_size), [])
     return zero_shot(backbone, config, storage_config=storage_config)
-
-
-def chance_gap(report: ZeroShotReport) -> float:
-    """Mean accuracy over mean chance (1: no better than guessing)."""
-    return report.mean_accuracy / report.mean_chance if report.mean_chance > 0 else math.nan

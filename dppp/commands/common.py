@@ -1,4 +1,4 @@
-"""Options shared by every command that reads an experiment config."""
+"""Options shared by every command that reads an experiment config, and how the CLI words a reported error."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from foundation.errors import ReportedError, SettingError
 
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML (sections: generate, pretrain, train, eval).")]
 SetOption = Annotated[
@@ -25,3 +27,14 @@ RayAddressOption = Annotated[
 ]
 
 WorkersOption = Annotated[int | None, typer.Option(help="Ray Train workers (default: the config section's workers).")]
+
+
+# The flag of each library setting a SettingError may name (dotted config keys are named as they are).
+FLAGS = {"n": "--n", "plot": "--plot", "overwrite": "--overwrite", "data": "--data", "datasets": "--dataset"}
+
+
+def error_message(exc: ReportedError) -> str:
+    """What the CLI prints for `exc`: a setting the user sets by a flag is named by that flag."""
+    if isinstance(exc, SettingError) and exc.setting in FLAGS:
+        return f"{FLAGS[exc.setting]}: {exc.problem}"
+    return str(exc)

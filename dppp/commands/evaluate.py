@@ -69,7 +69,7 @@ def evaluate(
 def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | None, console) -> None:
     import json
 
-    from dppp.errors import UserError
+    from foundation.errors import UserError
     from trainer.model_card import read_card
     from trainer.zero_shot import zero_shot_folder
 

@@ -25,7 +25,7 @@ def generate(
     """Render identities with the configured renderer into WebDataset shards; rerun to resume."""
     from rich.console import Console
 
-    from dppp.config import with_updates
+    from foundation.config import with_updates
     from pipeline.capacity import estimate_render_hours
     from pipeline.generate import GenerationFailed, build_plan, run_generate
 
@@ -51,7 +51,7 @@ def generate(
     try:
         summary = run_generate(gen, ray_address=ray_address, overwrite=overwrite)
     except GenerationFailed as failed:
-        summary = failed.args[0]
+        summary = failed.summary
         print_summary(console, summary)
         if summary.failed:
             console.print(f"[red]{len(summary.failed)} shard(s) failed every attempt:[/red]")
@@ -60,7 +60,7 @@ def generate(
         if summary.stopped:
             console.print(f"[red]stopped:[/red] {summary.stopped}")
         console.print("Committed shards stay valid; rerun the same command to render the rest.")
-        raise typer.Exit(1) from None
+        raise typer.Exit(failed.exit_code) from None
     print_summary(console, summary)
 
 

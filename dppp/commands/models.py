@@ -41,7 +41,7 @@ def sd15_shaped(
     For throughput measurements (benchmarks/bench_diffusers.py) and paper-scale trials without weights.
     Its images are coloured noise, not people.
     """
-    from dppp.errors import UserError
+    from foundation.errors import UserError
     from pipeline.renderers.sd15_shaped import build_sd15_shaped
 
     if dtype not in ("fp32", "fp16", "bf16"):

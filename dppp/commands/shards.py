@@ -185,7 +185,7 @@ def grid(
     endpoint_url: EndpointOption = None,
 ) -> None:
     """A contact sheet captioned with pid / camid: the fastest way to see what a dataset looks like."""
-    from dppp.errors import UserError
+    from foundation.errors import UserError
     from pipeline.browse import contact_grid
 
     if shard is not None and pid is not None:

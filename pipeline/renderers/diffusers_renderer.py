@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from dppp.errors import ConfigError, UserError
-from dppp.schema import StrictModel
+from foundation.errors import ConfigError, UserError
+from foundation.schema import StrictModel
 
 if TYPE_CHECKING:
     from pipeline.renderer import RenderedImage

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from dppp.errors import UserError
+from foundation.errors import SettingError, UserError
 
 
 def check_destination(out_dir: str | Path, *, overwrite: bool) -> Path:
@@ -21,7 +21,7 @@ def check_destination(out_dir: str | Path, *, overwrite: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} already exists and is not empty (use --overwrite to replace it)")
+        raise SettingError("overwrite", f"{out} already exists and is not empty (set this to replace it)")
     return out
 
 

@@ -4,9 +4,11 @@ No model, no GPU, deterministic, a few milliseconds an image. Each view is drawn
 own module:
 
     procedural_scene    the camera's backdrop (scene per camera, horizon by mounting angle), cropped
-    procedural_figure   the person: silhouette by gender / build / height / viewpoint / pose, garments,
-                        patterns, hair, headwear, bags, accessories (continuous identity traits from
-                        procedural_traits, colours from the taxonomy palette via procedural_colours)
+    procedural_figure   the person: silhouette by gender / build / height / viewpoint / pose, garments;
+                        its head, hair and headwear in procedural_head, bags and carried things in
+                        procedural_carried, colours and garment patterns in procedural_palette
+                        (continuous identity traits from procedural_traits, the taxonomy palette via
+                        procedural_colours)
     procedural_style    shading, illumination, weather, camera colour cast, resolution loss, blur, noise
 
 Randomness: identity-level detail is drawn from `view.identity_seed`, view-level detail from `view.seed`,
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from dppp.schema import StrictModel
+from foundation.schema import StrictModel
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+DARK = (22, 22, 24)  # near-black details of the figure: a watch, headphones
+
 # Skin tones are an identity dimension without palette entries (they are not garment colours).
 SKIN_TONES: dict[str, tuple[int, int, int]] = {
     "very light": (241, 214, 196),

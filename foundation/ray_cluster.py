@@ -7,7 +7,7 @@ import math
 import os
 import socket
 
-from dppp.errors import UserError
+from foundation.errors import UserError
 
 log = logging.getLogger("dppp.ray")
 
@@ -43,8 +43,8 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise UserError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check --ray-address "
-                        "or RAY_ADDRESS, and that the head node is up") from None
+        raise UserError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check the address "
+                        "(given, or RAY_ADDRESS) and that the head node is up") from None
 
 
 def keep_cluster_messages_off_the_terminal() -> None:

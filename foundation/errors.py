@@ -15,6 +15,16 @@ class UserError(ReportedError):
     exit_code = 2
 
 
+class SettingError(UserError):
+    """A wrong or missing value of one setting. `setting` is the library's name for it (an argument such as
+    `n`, or a dotted config key); the message starts with it. The CLI names its own flag instead."""
+
+    def __init__(self, setting: str, problem: str):
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"{setting}: {problem}")
+
+
 class CapacityError(ReportedError):
     """The Ray cluster had no room for the job's workers within the configured wait (a node was lost, or
     never there). Not bad input: exit code 1; what was committed or checkpointed stays, a rerun resumes."""
