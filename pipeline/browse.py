@@ -14,7 +14,8 @@ from foundation.errors import DataError, UserError
 from pipeline.listing import open_dataset
 from pipeline.records import ATTRIBUTE_PREFIX, ShardRecord, committed_shards, read_index
 from pipeline.shards import READ_IMAGE_EXTS, SAMPLE_KEY_RE, read_shard
-from pipeline.storage import StorageConfig, open_storage
+from pipeline.storage.config import StorageConfig
+from pipeline.storage.urls import open_storage
 
 # ------------------------------------------------------------------------------------------- stats
 

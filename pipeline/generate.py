@@ -27,7 +27,7 @@ from pipeline.actor_pool import ActorLoss, ActorPool, short_error
 from pipeline.postprocess import OutputConfig
 from pipeline.renderer import RendererConfig
 from pipeline.renderers.procedural import ProceduralRendererConfig
-from pipeline.storage import StorageConfig
+from pipeline.storage.config import StorageConfig
 from prompts.config import PromptsConfig
 
 
@@ -177,7 +177,7 @@ def prepare_output(plan: Plan, *, overwrite: bool):
     from pipeline.parallel import ordered_map
     from pipeline.records import DATASET_MANIFEST, INDEX_NAME, read_dataset_manifest, write_dataset_manifest
     from pipeline.shards import parse_shard_key
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     storage = open_storage(plan.config.out, plan.config.storage)
     existing = storage.exists(DATASET_MANIFEST)

@@ -29,7 +29,8 @@ from foundation.errors import DataError
 from pipeline.parallel import IO_THREADS, ordered_map
 from pipeline.records import ATTRIBUTE_PREFIX, INDEX_NAME, FragmentRef, ShardRecord, read_record
 from pipeline.shards import ChunkedReader, fragment_name, read_shard, record_name
-from pipeline.storage import Storage, StorageConfig
+from pipeline.storage.base import Storage
+from pipeline.storage.config import StorageConfig
 
 CORE_COLUMNS = ("key", "shard", "pid", "view", "camid", "image_format", "prompt", "negative_prompt",
                 "seed", "identity_seed")  # fmt: skip
@@ -179,7 +180,7 @@ def rebuild_fragment(storage: Storage, record: ShardRecord) -> ShardRecord:
 def fetch_fragment(storage: Storage, ref: FragmentRef, index: int) -> bytes:
     """A committed shard's fragment bytes, checked against its record's size and sha256 (the round trip:
     what the merge runs on its threads)."""
-    from pipeline.storage import ObjectNotFound
+    from pipeline.storage.base import ObjectNotFound
 
     where = storage.url_for(ref.key)
     if ref.key != fragment_name(index):

@@ -21,7 +21,9 @@ from pipeline.records import (
     read_record,
 )
 from pipeline.shards import parse_shard_key, shard_name
-from pipeline.storage import ObjectInfo, Storage, StorageConfig, open_storage
+from pipeline.storage.base import ObjectInfo, Storage
+from pipeline.storage.config import StorageConfig
+from pipeline.storage.urls import open_storage
 
 SHARDS_PER_RANGE = 1000  # shards (3,000 keys, 3 list pages) per key range of a concurrent S3 listing
 

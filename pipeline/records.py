@@ -28,7 +28,7 @@ from pydantic import Field, ValidationError
 from foundation.errors import DataError
 from foundation.schema import StrictModel
 from pipeline.shards import ShardInfo, fragment_name, record_name, shard_name
-from pipeline.storage import Storage, StorageError, redact_url
+from pipeline.storage.base import Storage, StorageError, redact_url
 
 DATASET_MANIFEST = "dataset.json"
 INDEX_NAME = "index.parquet"
@@ -116,7 +116,7 @@ def write_dataset_manifest(storage: Storage, manifest: dict[str, Any]) -> dict[s
 
 
 def read_dataset_manifest(storage: Storage) -> dict[str, Any]:
-    from pipeline.storage import ObjectNotFound
+    from pipeline.storage.base import ObjectNotFound
 
     try:
         data = storage.read_bytes(DATASET_MANIFEST)
@@ -169,7 +169,7 @@ def parse_record(data: bytes, where: str) -> ShardRecord:
 
 def read_record(storage: Storage, index: int) -> ShardRecord | None:
     """Shard `index`'s record, None when it has none; DataError if it is malformed or not its own."""
-    from pipeline.storage import ObjectNotFound
+    from pipeline.storage.base import ObjectNotFound
 
     try:
         data = storage.read_bytes(record_name(index))
@@ -235,7 +235,7 @@ def read_index(storage: Storage):
     """index.parquet as a pyarrow.Table; DataError if it is missing."""
     import pyarrow.parquet as pq
 
-    from pipeline.storage import ObjectNotFound
+    from pipeline.storage.base import ObjectNotFound
 
     try:
         data = storage.read_bytes(INDEX_NAME)

@@ -465,7 +465,7 @@ def read_shard(
     passed to `on_skip` (default: a logged warning) and never decoded."""
     wanted = frozenset(include) if include is not None else ALLOWED_EXTS
     if isinstance(source, (str, os.PathLike)):
-        from pipeline.storage import split_url
+        from pipeline.storage.urls import split_url
 
         name = str(source)
         storage, key = split_url(name, storage_config)

@@ -69,7 +69,7 @@ class ShardWorker:
     ):
         """`renderer`: an already loaded one (benchmarks reuse a warm, compiled renderer); else loaded."""
         from pipeline.renderer import load_renderer
-        from pipeline.storage import open_storage
+        from pipeline.storage.urls import open_storage
         from prompts.engine import PromptEngine
 
         if threads is not None:

@@ -34,7 +34,7 @@ def model_dir(tmp_path_factory) -> Path:
 def synthetic_url(tmp_path_factory) -> str:
     """6 identities of 2-6 views over 4 virtual cameras, committed shards and index.parquet."""
     from pipeline.records import write_index
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     url = write_dataset(str(tmp_path_factory.mktemp("synthetic") / "ds"), n_ids=6, ids_per_shard=3)
     write_index(open_storage(url))
@@ -143,7 +143,7 @@ def test_training_run_folder_and_datasets_from_the_config(model_dir, market_dir)
 def test_model_from_s3_downloads_only_the_weights(moto_s3, model_dir, market_dir, tmp_path):
     """The checkpoint files live on a real HTTP S3 endpoint (moto on loopback) under <run>/final/, with an
     optimizer state too: evaluation fetches checkpoint.json and the weights, and the figures match."""
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
     from trainer.checkpoint import load_checkpoint, save_checkpoint
 
     model, _ = load_checkpoint(model_dir)

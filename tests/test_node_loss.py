@@ -23,7 +23,7 @@ import pytest
 
 from pipeline.generate import GenerationFailed, run_generate
 from pipeline.records import committed_shards
-from pipeline.storage import open_storage
+from pipeline.storage.urls import open_storage
 from tests.test_generate import gen_config, tar_digests
 
 ROOT = Path(__file__).resolve().parents[1]

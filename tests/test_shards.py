@@ -34,7 +34,9 @@ from pipeline.shards import (
     shard_name,
     write_shard,
 )
-from pipeline.storage import StorageConfig, StorageUnavailable, open_storage
+from pipeline.storage.base import StorageUnavailable
+from pipeline.storage.config import StorageConfig
+from pipeline.storage.urls import open_storage
 from tests.conftest import pickle_payload, tar_bytes
 
 

@@ -10,19 +10,18 @@ import time
 import pytest
 
 from foundation.errors import UserError
-from pipeline.storage import (
-    LocalStorage,
+from pipeline.storage.base import (
     ObjectInfo,
     ObjectNotFound,
-    S3Storage,
-    StorageConfig,
     StorageError,
     StorageUnavailable,
     check_key,
-    open_storage,
     redact_url,
-    split_url,
 )
+from pipeline.storage.config import StorageConfig
+from pipeline.storage.local import LocalStorage
+from pipeline.storage.s3 import S3Storage
+from pipeline.storage.urls import open_storage, split_url
 from tests.conftest import FAKE_CREDENTIALS
 
 

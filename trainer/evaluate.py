@@ -173,7 +173,8 @@ class _local_checkpoint:  # noqa: N801 - used as a context manager, like context
         self.url, self.storage_config, self.tmp = str(url), storage_config, None
 
     def __enter__(self) -> Path:
-        from pipeline.storage import LocalStorage, open_storage
+        from pipeline.storage.local import LocalStorage
+        from pipeline.storage.urls import open_storage
 
         storage = open_storage(self.url, self.storage_config)
         if isinstance(storage, LocalStorage):
@@ -303,7 +304,7 @@ def _evaluate_split(model, split, name: str, path: str, config: EvalConfig, devi
 
 def _write_report(report: EvalReport, out: str, storage_config) -> None:
     """Atomic publish (temp + rename on disk, one PUT on S3): never a half-written report."""
-    from pipeline.storage import open_storage, split_url
+    from pipeline.storage.urls import open_storage, split_url
 
     if "://" in out:
         storage, key = split_url(out, storage_config)

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from foundation.errors import DataError
-from pipeline.storage import StorageConfig, open_storage
+from pipeline.storage.config import StorageConfig
+from pipeline.storage.urls import open_storage
 
 DIGEST_CHARS = 16  # 64 bits of sha256: no accidental collision among millions of people
 

@@ -330,7 +330,7 @@ def read_synthetic(url: str, seed: int = 0, *, queries_per_camera: int = 1, held
                    storage_config=None) -> ReidSplit:
     """The split of a dppp dataset at `url` (local path, file:// or s3://) from its index.parquet."""
     from pipeline.records import read_index
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     storage = open_storage(url, storage_config)
     try:
@@ -349,7 +349,7 @@ def synthetic_images(url: str, items: Iterable[ReidItem], *, storage_config=None
     from PIL import Image
 
     from pipeline.shards import READ_IMAGE_EXTS, read_shard
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     storage = open_storage(url, storage_config)
     run: list[tuple[str, str]] = []

@@ -54,7 +54,9 @@ def run_url_for(out: str, run_name: str) -> str:
 
 def ray_storage(out: str, storage_config) -> tuple[str, Any]:
     """(storage_path, storage_filesystem) for Ray Train's RunConfig from a local path or s3:// URL."""
-    from pipeline.storage import LocalStorage, S3Storage, open_storage
+    from pipeline.storage.local import LocalStorage
+    from pipeline.storage.s3 import S3Storage
+    from pipeline.storage.urls import open_storage
 
     storage = open_storage(out, storage_config)
     if isinstance(storage, LocalStorage):
@@ -180,7 +182,7 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
     """Train `config.model` on the committed shards of `data` (default: config.data.sources) with
     `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume."""
     from foundation.config import with_updates
-    from trainer.data import open_training_data
+    from trainer.data.sources import open_training_data
 
     config = with_updates(config, "train", workers=workers, use_gpu=use_gpu, out=out)
     config = with_local_backbone(config)
@@ -210,7 +212,7 @@ def with_local_backbone(config: TrainConfig) -> TrainConfig:
 def check_people_disjoint(backbone: str, sources: list[str], storage_config) -> None:
     """A backbone pretrained here (its folder holds a model card listing its pretraining people) must not
     have seen the people of a dppp dataset it is trained or tested on: DataError naming the dataset."""
-    from trainer.data import is_folder_spec
+    from trainer.data.sources import is_folder_spec
     from trainer.identities import check_disjoint
     from trainer.model_card import read_card
 
@@ -233,7 +235,7 @@ def launch(config: RunSettings, training_data, steps: int, worker_fn, *, ray_add
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     run_url = run_url_for(absolute_out(config.out), config.run_name)
     open_storage(run_url, config.data.storage)  # a malformed --out fails here

@@ -133,7 +133,8 @@ def held_out_images(datasets: list[str], image_size: tuple[int, int], max_images
 
     from pipeline.records import committed_shards
     from pipeline.shards import READ_IMAGE_EXTS, read_shard
-    from pipeline.storage import StorageConfig, open_storage
+    from pipeline.storage.config import StorageConfig
+    from pipeline.storage.urls import open_storage
     from trainer.transforms import EvalTransform
 
     transform = EvalTransform(image_size)

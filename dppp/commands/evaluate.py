@@ -91,7 +91,7 @@ def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | No
                   "(figures in %; chance: 1 / classes; majority: always the most frequent value)", soft_wrap=True)
     console.print(report.table(), soft_wrap=True, highlight=False)
     if out is not None:
-        from pipeline.storage import split_url
+        from pipeline.storage.urls import split_url
 
         storage, key = split_url(out, experiment.train.data.storage)
         storage.put_bytes((json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n").encode(), key)
