@@ -20,8 +20,9 @@ epoch skips the first b batches of the plan without decoding them.
 
 The modules, one concept each:
 
-    sources.py   --data sources (dppp datasets, Re-ID folders) -> units of whole identities
-    plan.py      the epoch plan: which units and batches each rank and loader process has
-    streams.py   PKBatchStream (one rank's P x K batches of an epoch) and AllImagesStream (the bank pass)
-    loader.py    DataLoaders over the streams, the next epoch's started while this one trains
+    sources.py      --data sources (dppp datasets, Re-ID folders) -> units of whole identities
+    plan.py         the epoch plan: which units and batches each rank and loader process has
+    unit_reader.py  one unit's images with their style labels and words, read in one go
+    streams.py      PKBatchStream (one rank's P x K batches of an epoch) and AllImagesStream (the bank pass)
+    loader.py       DataLoaders over the streams, the next epoch's started while this one trains
 """

@@ -11,12 +11,10 @@ import torch
 import torch.utils.data
 from torch.utils.data import IterableDataset
 
-from foundation.errors import DataError
-from pipeline.shards import READ_IMAGE_EXTS, read_shard
-from pipeline.storage.urls import open_storage
 from trainer.config import DataConfig
 from trainer.data.plan import PlannedBatch, plan_epoch, round_robin_take
-from trainer.data.sources import CAMID, TrainingData, Unit
+from trainer.data.sources import TrainingData
+from trainer.data.unit_reader import UnitReader, UnitRows
 from trainer.transforms import EvalTransform, ReidAugment, erase, normalise_batch  # noqa: I001 (here, not in __iter__: each epoch forks afresh)
 
 
@@ -43,14 +41,8 @@ class PKBatchStream(IterableDataset):
             raise ValueError(f"skip={skip} outside 0..{self.plan.steps}")
         self.skip = skip
         self.augment = augment
-        missing = [a for a in style_attributes if a not in data.style_values]
-        if missing:
-            raise DataError(f"style attribute(s) {missing} are not labelled in every training source "
-                            f"(labelled: {sorted(data.style_values)})")  # fmt: skip
-        self.style_attributes = tuple(style_attributes)
-        self.texts = texts  # each sample's prompt (its `txt` member) goes into the batch: image-text pairs
-        # dataset URL -> prompts.captions.AppearanceCaptioner: each sample's appearance caption, from its json
-        self.captioners = dict(captioners or {})
+        self.reader = UnitReader(data, style_attributes=style_attributes, texts=texts, captioners=captioners)
+        self.style_attributes = self.reader.style_attributes
 
     @property
     def steps(self) -> int:
@@ -90,74 +82,16 @@ class PKBatchStream(IterableDataset):
         for b, batch in enumerate(batches[skipped:], start=skipped):
             for pick in batch.picks:
                 last_use[pick.unit] = b
-        loaded: dict[int, list[list[tuple[bytes, dict[str, int], str | None]]]] = {}
+        loaded: dict[int, UnitRows] = {}
         for b in range(skipped, len(batches)):
             batch = batches[b]
             for pick in batch.picks:
                 if pick.unit not in loaded:
-                    loaded[pick.unit] = self._load_unit(self.data.units[unit_ids[pick.unit]])
+                    loaded[pick.unit] = self.reader.read(self.data.units[unit_ids[pick.unit]])
             rng = np.random.default_rng([self.seed, self.epoch, self.rank, process, b, 0x4155])
             yield self._assemble(batch, loaded, unit_ids, transform, rng)
             for position in [p for p, last in last_use.items() if last == b]:
                 loaded.pop(position, None)
-
-    def _load_unit(self, unit: Unit):
-        """Per identity, per member: (encoded image, style labels, prompt or None). Streams the shard once."""
-        texts = getattr(self, "texts", False)
-        captioner = getattr(self, "captioners", {}).get(unit.root)
-        if unit.tar is None:
-            if texts:
-                raise DataError(f"{unit.name}: a Re-ID folder has no prompts; image-text pretraining needs dppp "
-                                "shards, whose samples carry their prompt (txt)")  # fmt: skip
-            return [[(_read_file(path), self._folder_style(camid), {}) for path, camid in
-                     zip(ident.members, ident.camids or (), strict=True)] for ident in unit.identities]  # fmt: skip
-        storage = open_storage(unit.root, self.data.storage)
-        samples = {}
-        wanted = READ_IMAGE_EXTS | ({"json"} if self.style_attributes else set())  # json only for style labels
-        wanted |= {"txt"} if texts else set()
-        wanted |= {"json"} if captioner else set()
-        with storage.open_read(unit.tar) as stream:
-            for sample in read_shard(stream, include=wanted):
-                samples[sample["__key__"]] = sample
-        out = []
-        for ident in unit.identities:
-            rows = []
-            for key in ident.members:
-                sample = samples.get(key)
-                image = next((sample[ext] for ext in ("jpg", "jpeg", "png", "webp") if sample and ext in sample), None)
-                if image is None or (self.style_attributes and "json" not in sample):
-                    raise DataError(f"{unit.name}: sample {key!r} listed in its record lacks an image or json")
-                style = self._sample_style(sample["json"], f"{unit.name}: sample {key!r}") if self.style_attributes else {}
-                text = sample.get("txt") if texts else None
-                if texts and not (isinstance(text, str) and text.strip()):
-                    raise DataError(f"{unit.name}: sample {key!r} has no prompt (txt member); image-text "
-                                    "pretraining needs a prompt with every image")  # fmt: skip
-                words = {"texts": text} if texts else {}
-                if captioner:
-                    attributes = (sample.get("json") or {}).get("attributes")
-                    if not isinstance(attributes, dict):
-                        raise DataError(f"{unit.name}: sample {key!r} records no attributes to caption")
-                    words["captions"] = captioner(attributes)
-                rows.append((image, style, words))
-            out.append(rows)
-        return out
-
-    def _sample_style(self, meta: dict[str, Any], where: str) -> dict[str, int]:
-        labels = {}
-        for name in self.style_attributes:
-            value = meta.get(CAMID) if name == CAMID else (meta.get("attributes") or {}).get(name)
-            labels[name] = self._style_label(name, value, where)
-        return labels
-
-    def _folder_style(self, camid: int) -> dict[str, int]:
-        return {name: self._style_label(name, camid, "folder image") for name in self.style_attributes}
-
-    def _style_label(self, name: str, value: Any, where: str) -> int:
-        values = self.data.style_values[name]
-        try:
-            return values.index(str(value))
-        except ValueError:
-            raise DataError(f"{where}: {name}={value!r} is not in the dataset's vocabulary") from None
 
     def _assemble(self, batch: PlannedBatch, loaded, unit_ids, transform, rng) -> dict[str, Any]:
         count = len(batch.picks) * max(len(p.images) for p in batch.picks)
@@ -203,14 +137,6 @@ def _normalised(pixels: np.ndarray, erase_rects) -> torch.Tensor:
     return out
 
 
-def _read_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from None
-
-
 class AllImagesStream(IterableDataset):
     """Every image of this rank's units (units[rank::world]), un-augmented, in batches of `batch_size`:
     the pass that builds PDM's identity bank. {"pixel_values", "pids"}; not P x K."""
@@ -220,13 +146,12 @@ class AllImagesStream(IterableDataset):
         super().__init__()
         self.data, self.image_size, self.batch_size = data, tuple(image_size), batch_size
         self.unit_ids = list(range(rank, len(data.units), world))
-        self.style_attributes = tuple(style_attributes)  # labels in each batch's "style" (the health report's)
+        self.reader = UnitReader(data, style_attributes=style_attributes)  # labels in each batch's "style"
+        self.style_attributes = self.reader.style_attributes  # (the health report's)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         mine = self.unit_ids[info.id :: info.num_workers] if info else self.unit_ids
-        stream = PKBatchStream.__new__(PKBatchStream)  # reuse its unit reader without planning an epoch
-        stream.data, stream.style_attributes, stream.texts = self.data, self.style_attributes, False
         transform = EvalTransform(self.image_size)
         images, pids, styles = [], [], []
 
@@ -238,7 +163,7 @@ class AllImagesStream(IterableDataset):
 
         for u in mine:
             unit = self.data.units[u]
-            for identity, rows in zip(unit.identities, stream._load_unit(unit), strict=True):
+            for identity, rows in zip(unit.identities, self.reader.read(unit), strict=True):
                 for member, (data, style, _) in zip(identity.members, rows, strict=True):
                     images.append(transform(data, None, f"{unit.name}: {member}"))
                     pids.append(identity.label)
