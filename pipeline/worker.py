@@ -136,20 +136,7 @@ class ShardWorker:
 
     def metadata(self, view: ViewSpec, *, attempts: int) -> dict[str, Any]:
         """The sample's json: everything needed to regenerate this one image bit for bit."""
-        return {
-            "key": view.key,
-            "pid": view.pid,
-            "view": view.view,
-            "camid": view.camid,
-            "attributes": dict(view.attributes),
-            "prompt": view.prompt,
-            "negative_prompt": view.negative_prompt,
-            "dropped_slots": list(view.dropped_slots),
-            "seed": view.seed,
-            "identity_seed": view.identity_seed,
-            "attempts": attempts,
-            **self._common_metadata(),
-        }
+        return {**view.record(), "attempts": attempts, **self._common_metadata()}
 
     def _common_metadata(self) -> dict[str, Any]:
         """What every sample's json shares. Built at the first sample, not at load: `batch_size: auto`

@@ -7,9 +7,9 @@
 `EvalConfig` is the experiment's `eval` section. `run_eval` wires the pieces: load a checkpoint
 (trainer.checkpoint, from local disk or object storage), read each dataset (trainer.readers), extract
 features through the model's eval transform (trainer.features, trainer.transforms), rank with the
-Market-1501 protocol, optionally re-ranked (trainer.metrics), and report. Only pydantic and the standard
-library are imported at module level: the experiment config, loaded by every CLI command, imports this
-module, and `dppp --help` must stay fast.
+Market-1501 protocol, optionally re-ranked (trainer.metrics), and report. Only pydantic, the standard
+library and light modules of ours (no torch, no boto3) are imported at module level: the experiment config,
+loaded by every CLI command, imports this module, and `dppp --help` must stay fast.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 
 from foundation.errors import DataError, UserError
 from foundation.schema import StrictModel
+from pipeline.storage.base import redact_url
 
 
 class RerankConfig(StrictModel):
@@ -148,7 +149,7 @@ def run_eval(model_path_or_url: str, datasets: Sequence[str] | None = None, conf
     model.to(device)
     results = []
     for spec, (name, path), split in zip(specs, parsed, splits, strict=True):
-        result = _evaluate_split(model, split, name, path, config, device, storage_config, _redact(spec))
+        result = _evaluate_split(model, split, name, path, config, device, storage_config, redact_url(spec))
         results.append(result)
         if on_dataset is not None:
             on_dataset(result)
@@ -156,13 +157,6 @@ def run_eval(model_path_or_url: str, datasets: Sequence[str] | None = None, conf
     if out is not None:
         _write_report(report, out, storage_config)
     return report
-
-
-def _redact(text: str) -> str:
-    """Drop user:password@ from any URL inside `text` (a spec is NAME:URL, so the URL is not at its start)."""
-    import re
-
-    return re.sub(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@", r"\1", text)
 
 
 class _local_checkpoint:  # noqa: N801 - used as a context manager, like contextlib's helpers
@@ -173,12 +167,11 @@ class _local_checkpoint:  # noqa: N801 - used as a context manager, like context
         self.url, self.storage_config, self.tmp = str(url), storage_config, None
 
     def __enter__(self) -> Path:
-        from pipeline.storage.local import LocalStorage
         from pipeline.storage.urls import open_storage
 
         storage = open_storage(self.url, self.storage_config)
-        if isinstance(storage, LocalStorage):
-            return self._local(storage.root)
+        if storage.local_root is not None:
+            return self._local(storage.local_root)
         prefix = self._remote_prefix(storage)
         import tempfile
 
@@ -229,14 +222,14 @@ class _local_checkpoint:  # noqa: N801 - used as a context manager, like context
         for prefix in ("", f"{_RUN_FINAL_DIR}/"):
             if storage.exists(prefix + _META_FILE):
                 return prefix
-        raise DataError(f"{_redact(self.url)} is not a dppp model: no {_META_FILE} under it (nor under "
+        raise DataError(f"{redact_url(self.url)} is not a dppp model: no {_META_FILE} under it (nor under "
                         f"{_RUN_FINAL_DIR}/, as a training run folder would have)")  # fmt: skip
 
 
 def _model_info(url: str, folder: Path, state) -> dict[str, Any]:
     meta = json.loads((folder / _META_FILE).read_text(encoding="utf-8"))
     return {
-        "url": _redact(str(url)),
+        "url": redact_url(str(url)),
         "method": state.method,
         "phase": state.phase,
         "step": state.step,
@@ -258,7 +251,7 @@ def _read_split(spec: str, name: str, config: EvalConfig, storage_config):
     else:
         split = read_dataset(spec)
     if not split.query or not split.gallery:
-        raise DataError(f"dataset {_redact(spec)}: {len(split.query)} query and {len(split.gallery)} gallery "
+        raise DataError(f"dataset {redact_url(spec)}: {len(split.query)} query and {len(split.gallery)} gallery "
                         f"image(s): both are needed")  # fmt: skip
     return split
 

@@ -348,7 +348,7 @@ def synthetic_images(url: str, items: Iterable[ReidItem], *, storage_config=None
     items are sorted by path, so every shard is read once); only the wanted images are decoded."""
     from PIL import Image
 
-    from pipeline.shards import READ_IMAGE_EXTS, read_shard
+    from pipeline.shards import READ_IMAGE_EXTS, image_member, read_shard
     from pipeline.storage.urls import open_storage
 
     storage = open_storage(url, storage_config)
@@ -360,8 +360,8 @@ def synthetic_images(url: str, items: Iterable[ReidItem], *, storage_config=None
         found: dict[str, bytes] = {}
         with storage.open_read(shard) as stream:
             for sample in read_shard(stream, include=READ_IMAGE_EXTS):
-                if sample["__key__"] in wanted:
-                    found[sample["__key__"]] = next(sample[e] for e in READ_IMAGE_EXTS if e in sample)
+                if sample["__key__"] in wanted and (ext := image_member(sample)):
+                    found[sample["__key__"]] = sample[ext]
         for _, key in run:
             if key not in found:
                 raise DataError(f"{storage.url_for(shard)} has no image for sample {key}: index and shards disagree")

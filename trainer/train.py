@@ -54,30 +54,13 @@ def run_url_for(out: str, run_name: str) -> str:
 
 def ray_storage(out: str, storage_config) -> tuple[str, Any]:
     """(storage_path, storage_filesystem) for Ray Train's RunConfig from a local path or s3:// URL."""
-    from pipeline.storage.local import LocalStorage
-    from pipeline.storage.s3 import S3Storage
     from pipeline.storage.urls import open_storage
 
     storage = open_storage(out, storage_config)
-    if isinstance(storage, LocalStorage):
-        return str(storage.root), None
-    assert isinstance(storage, S3Storage)
-    from urllib.parse import urlparse
-
-    import pyarrow.fs
-
-    endpoint = storage_config.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    options: dict[str, Any] = {"region": storage_config.region or os.environ.get("AWS_REGION")
-                               or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}  # fmt: skip
-    if endpoint:
-        parsed = urlparse(endpoint)
-        options["endpoint_override"] = parsed.netloc or parsed.path
-        options["scheme"] = parsed.scheme or "https"
-    if storage_config.addressing_style == "virtual":
-        options["force_virtual_addressing"] = True
-    # Credentials: pyarrow reads the same AWS_* variables / profile chain as boto3; none pass through here.
-    path = f"{storage.bucket}/{storage.prefix}" if storage.prefix else storage.bucket
-    return path, pyarrow.fs.S3FileSystem(**options)
+    if storage.local_root is not None:
+        return str(storage.local_root), None
+    filesystem, path = storage.arrow_filesystem()
+    return path, filesystem
 
 
 def total_steps(config: TrainConfig, data, world: int) -> int:

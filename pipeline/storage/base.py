@@ -7,9 +7,13 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from foundation.errors import DataError
+
+if TYPE_CHECKING:
+    import pyarrow.fs
 
 
 class StorageError(DataError):
@@ -30,9 +34,13 @@ class ObjectInfo:
     size: int
 
 
-def redact_url(url: str) -> str:
-    """Drop any user:password@ part of a URL, so an endpoint can be shown in messages and records."""
-    return re.sub(r"(^[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@", r"\1", url)
+_URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """Drop the user:password@ part of every URL in `text` (a URL, a NAME:URL spec, a message), so an
+    endpoint or a data source can be shown in messages and records."""
+    return _URL_CREDENTIALS.sub(r"\1", text)
 
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
@@ -94,6 +102,20 @@ class Storage(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object; removing a missing one is not an error."""
+
+    @property
+    def local_root(self) -> Path | None:
+        """The folder holding the objects as plain files on this machine; None for an object store."""
+        return None
+
+    @abstractmethod
+    def arrow_filesystem(self) -> tuple[pyarrow.fs.FileSystem, str]:
+        """A pyarrow filesystem that reaches this storage, and the root's path on it (Ray Train's storage)."""
+
+    def worker_env(self) -> dict[str, str]:
+        """The environment variables, taken from this process's, that a process on another node needs to
+        reach this storage as this one does (endpoint, region, credentials); none for local storage."""
+        return {}
 
     def read_bytes(self, key: str) -> bytes:
         with self.open_read(key) as stream:

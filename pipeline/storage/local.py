@@ -15,28 +15,40 @@ from pipeline.storage.base import ObjectInfo, ObjectNotFound, Storage, check_key
 TEMP_MARKER = ".tmp-"
 
 
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a local file whole or not at all: `write(out)` fills a hidden temp sibling, which is fsync'ed
+    and renamed onto `path`; on any failure the temp file is removed and `path` keeps what it held."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+    try:
+        with open(temp, "wb") as out:
+            write(out)
+            out.flush()
+            # A commit marker is written after this: the data must be durable before it.
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 class LocalStorage(Storage):
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).absolute()
         self.url = self.root.as_uri()
 
+    @property
+    def local_root(self) -> Path:
+        return self.root
+
+    def arrow_filesystem(self):
+        import pyarrow.fs
+
+        return pyarrow.fs.LocalFileSystem(), str(self.root)
+
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
-
-    def _atomic_write(self, key: str, write: Callable[[IO[bytes]], None]) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
-        try:
-            with open(temp, "wb") as out:
-                write(out)
-                out.flush()
-                # The commit marker is written after this: the data must be durable before it.
-                os.fsync(out.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
 
     def put_file(self, local_path, key, *, progress=None):
         def copy(out: IO[bytes]) -> None:
@@ -45,10 +57,10 @@ class LocalStorage(Storage):
             if progress:
                 progress(out.tell())
 
-        self._atomic_write(key, copy)
+        atomic_write(self._path(key), copy)
 
     def put_bytes(self, data, key):
-        self._atomic_write(key, lambda out: out.write(data))
+        atomic_write(self._path(key), lambda out: out.write(data))
 
     def open_read(self, key):
         path = self._path(key)

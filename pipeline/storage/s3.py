@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 from pipeline.storage.base import (
     ObjectInfo,
@@ -24,6 +25,13 @@ from pipeline.storage.s3_errors import is_transient, scrub
 from pipeline.storage.s3_reader import S3Reader
 
 T = TypeVar("T")
+
+# What boto3 and pyarrow read from the environment to find the endpoint, the region and the credentials.
+WORKER_ENV = frozenset({
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+})  # fmt: skip
 
 
 class S3Storage(Storage):
@@ -65,6 +73,29 @@ class S3Storage(Storage):
             return redact_url(self.client.meta.endpoint_url)
         except Exception:  # no region / bad profile: the caller's message says so
             return self.config.endpoint_url or "the default AWS endpoint"
+
+    def arrow_filesystem(self):
+        """pyarrow's S3FileSystem on the same endpoint, region and addressing as boto3 here. Credentials:
+        pyarrow reads the same AWS_* variables / profile chain as boto3; none pass through here."""
+        import pyarrow.fs
+
+        endpoint = (self.config.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                    or os.environ.get("AWS_ENDPOINT_URL"))  # fmt: skip
+        options: dict[str, Any] = {"region": self.config.region or os.environ.get("AWS_REGION")
+                                   or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}  # fmt: skip
+        if endpoint:
+            parsed = urlparse(endpoint)
+            options["endpoint_override"] = parsed.netloc or parsed.path
+            options["scheme"] = parsed.scheme or "https"
+        if self.config.addressing_style == "virtual":
+            options["force_virtual_addressing"] = True
+        path = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+        return pyarrow.fs.S3FileSystem(**options), path
+
+    def worker_env(self) -> dict[str, str]:
+        # The driver's S3 settings reach a worker even when the Ray instance was started before they were
+        # set; without them a cluster node uses its own credentials.
+        return {key: value for key, value in os.environ.items() if key in WORKER_ENV}
 
     def _obj(self, key: str) -> str:
         check_key(key)

@@ -3,7 +3,6 @@ identities, labelled 0..C-1, with the style vocabulary every source can label. N
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +10,8 @@ from typing import Any
 from foundation.errors import DataError
 from pipeline.storage.config import StorageConfig
 from pipeline.storage.urls import open_storage
+from prompts.spec import parse_sample_key
 
-_KEY = re.compile(r"^p(\d+)_v(\d+)$")  # prompts.spec.sample_key(pid, view)
 CAMID = "camid"
 
 
@@ -117,10 +116,10 @@ def _dataset_units(url: str, storage_config: StorageConfig):
     for record in records:
         by_pid: dict[int, list[str]] = {}
         for key in record.keys:
-            match = _KEY.match(key)
-            if not match:
+            parsed = parse_sample_key(key)
+            if not parsed:
                 raise DataError(f"{storage.url_for(record.tar)}: sample key {key!r} is not p<pid>_v<view>")
-            by_pid.setdefault(int(match.group(1)), []).append(key)
+            by_pid.setdefault(parsed[0], []).append(key)
         if sorted(by_pid) != sorted(record.pids):
             raise DataError(f"{storage.url_for(record.tar)}: its record's pids disagree with its keys")
         identities = [(pid, tuple(sorted(keys)), None) for pid, keys in sorted(by_pid.items())]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from foundation.errors import DataError
-from pipeline.shards import READ_IMAGE_EXTS, read_shard
+from pipeline.shards import READ_IMAGE_EXTS, image_member, read_shard
 from pipeline.storage.urls import open_storage
 from trainer.data.sources import CAMID, TrainingData, Unit
 
@@ -54,8 +54,8 @@ class UnitReader:
             rows = []
             for key in ident.members:
                 sample = samples.get(key)
-                image = next((sample[ext] for ext in ("jpg", "jpeg", "png", "webp") if sample and ext in sample), None)
-                if image is None or (self.style_attributes and "json" not in sample):
+                ext = image_member(sample) if sample else None
+                if ext is None or (self.style_attributes and "json" not in sample):
                     raise DataError(f"{unit.name}: sample {key!r} listed in its record lacks an image or json")
                 style = self._sample_style(sample["json"], f"{unit.name}: sample {key!r}") if self.style_attributes else {}
                 text = sample.get("txt") if texts else None
@@ -68,7 +68,7 @@ class UnitReader:
                     if not isinstance(attributes, dict):
                         raise DataError(f"{unit.name}: sample {key!r} records no attributes to caption")
                     words["captions"] = captioner(attributes)
-                rows.append((image, style, words))
+                rows.append((sample[ext], style, words))
             out.append(rows)
         return out
 
