@@ -64,8 +64,8 @@ def market_dir(tmp_path_factory) -> Path:
 
 
 def test_report_on_synthetic_and_market(model_dir, synthetic_url, market_dir, tmp_path):
+    from trainer.data.specs import read_dataset
     from trainer.metrics import chance_rank1
-    from trainer.readers import read_dataset
 
     out = tmp_path / "reports" / "report.json"
     specs = [f"synthetic:{synthetic_url}", f"market1501:{market_dir}"]
@@ -100,9 +100,10 @@ def test_figures_are_the_library_pipeline_and_deterministic(model_dir, synthetic
     """run_eval = load_checkpoint -> EvalTransform -> extract_features -> distance_matrix -> evaluate_ranking,
     computed here by hand; a second run gives the same figures."""
     from trainer.checkpoint import load_checkpoint
+    from trainer.data.specs import read_dataset
     from trainer.features import distance_matrix, extract_features
     from trainer.metrics import evaluate_ranking
-    from trainer.readers import read_dataset, synthetic_images
+    from trainer.readers import synthetic_images
     from trainer.transforms import EvalTransform
 
     config = EvalConfig(flip=True, metric="euclidean", synthetic={"seed": 3})

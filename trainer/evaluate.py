@@ -57,7 +57,7 @@ class EvalConfig(StrictModel):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, specs: tuple[str, ...]) -> tuple[str, ...]:
-        from trainer.readers import parse_dataset_spec
+        from trainer.data.specs import parse_dataset_spec
 
         for spec in specs:
             try:
@@ -128,7 +128,7 @@ def run_eval(model_path_or_url: str, datasets: Sequence[str] | None = None, conf
     specs = list(datasets) if datasets else list(config.datasets)
     if not specs:
         raise UserError("no dataset to evaluate on: pass --dataset NAME:PATH (repeatable) or set eval.datasets")
-    from trainer.readers import parse_dataset_spec
+    from trainer.data.specs import parse_dataset_spec
 
     parsed = [parse_dataset_spec(spec) for spec in specs]  # a malformed spec fails before the model loads
     with _local_checkpoint(model_path_or_url, storage_config) as folder:
@@ -139,17 +139,17 @@ def run_eval(model_path_or_url: str, datasets: Sequence[str] | None = None, conf
     from trainer.train import check_people_disjoint
 
     # Test people seen in the backbone's pretraining would flatter the figures: refused, as for training.
-    check_people_disjoint(state.model_config.backbone, [path for name, path in parsed if name == "synthetic"],
+    check_people_disjoint(state.model_config.backbone, [s.path for s in parsed if s.is_dataset],
                           storage_config)  # fmt: skip
-    splits = [_read_split(spec, name, config, storage_config) for spec, (name, _) in zip(specs, parsed, strict=True)]
+    splits = [_read_split(spec, source, config, storage_config) for spec, source in zip(specs, parsed, strict=True)]
 
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     results = []
-    for spec, (name, path), split in zip(specs, parsed, splits, strict=True):
-        result = _evaluate_split(model, split, name, path, config, device, storage_config, redact_url(spec))
+    for spec, source, split in zip(specs, parsed, splits, strict=True):
+        result = _evaluate_split(model, split, source, config, device, storage_config, redact_url(spec))
         results.append(result)
         if on_dataset is not None:
             on_dataset(result)
@@ -241,11 +241,11 @@ def _model_info(url: str, folder: Path, state) -> dict[str, Any]:
     }
 
 
-def _read_split(spec: str, name: str, config: EvalConfig, storage_config):
-    from trainer.readers import read_dataset
+def _read_split(spec: str, source, config: EvalConfig, storage_config):
+    from trainer.data.specs import read_dataset
 
     options = config.synthetic
-    if name == "synthetic":
+    if source.is_dataset:
         split = read_dataset(spec, seed=options.seed, queries_per_camera=options.queries_per_camera,
                              held_out_pids=options.held_out_pids, storage_config=storage_config)  # fmt: skip
     else:
@@ -256,7 +256,7 @@ def _read_split(spec: str, name: str, config: EvalConfig, storage_config):
     return split
 
 
-def _evaluate_split(model, split, name: str, path: str, config: EvalConfig, device: str, storage_config,
+def _evaluate_split(model, split, source, config: EvalConfig, device: str, storage_config,
                     spec: str) -> DatasetReport:  # fmt: skip
     import time
 
@@ -268,11 +268,11 @@ def _evaluate_split(model, split, name: str, path: str, config: EvalConfig, devi
     transform = EvalTransform(model.config.image_size)  # the training engineer's deterministic eval path
 
     def features(items):
-        if name == "synthetic":  # items live inside the shards: stream their images back
+        if source.is_dataset:  # items live inside the shards: stream their images back
             from trainer.readers import synthetic_images
 
-            source = (transform(image) for image in synthetic_images(path, items, storage_config=storage_config))
-            return extract_features(model.encode_images, source, config.batch_size, config.flip, device=device)
+            images = (transform(image) for image in synthetic_images(source.path, items, storage_config=storage_config))
+            return extract_features(model.encode_images, images, config.batch_size, config.flip, device=device)
         return extract_features(model.encode_images, items, config.batch_size, config.flip, transform=transform,
                                 device=device)  # fmt: skip
 

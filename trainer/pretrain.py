@@ -104,17 +104,19 @@ def run_pretrain(config: PretrainConfig, data: list[str] | None = None, out: str
     """Pretrain the CLIP of `config.model` on the committed shards of `data` (default config.data.sources);
     the CLIP folder lands in <out>/<run_name>/final (and in `config.export` when set). Reruns resume."""
     from foundation.config import with_updates
-    from trainer.data.sources import is_folder_spec, open_training_data
+    from trainer.data.sources import open_training_data
+    from trainer.data.specs import parse_source
     from trainer.identities import check_disjoint
     from trainer.train import launch, schedule_steps
 
     config = with_updates(config, "pretrain", workers=workers, out=out)
-    sources = [s.removeprefix("synthetic:") for s in (list(data) if data else list(config.data.sources))]
-    if not sources:
+    specs = list(data) if data else list(config.data.sources)
+    if not specs:
         raise DataError("no pretraining data: give --data URL (a dppp dataset) or set pretrain.data.sources")
-    for spec in sources:
-        if is_folder_spec(spec):
+    for spec in specs:
+        if not parse_source(spec).is_dataset:
             raise DataError(f"{spec}: a Re-ID folder has no prompts; pretraining needs dppp datasets")
+    sources = [parse_source(spec).path for spec in specs]
     training_data = open_training_data(sources, config.data.storage)
     for url in sources:
         check_prompts(url, config.data.storage)

@@ -195,7 +195,7 @@ def with_local_backbone(config: TrainConfig) -> TrainConfig:
 def check_people_disjoint(backbone: str, sources: list[str], storage_config) -> None:
     """A backbone pretrained here (its folder holds a model card listing its pretraining people) must not
     have seen the people of a dppp dataset it is trained or tested on: DataError naming the dataset."""
-    from trainer.data.sources import is_folder_spec
+    from trainer.data.specs import parse_source
     from trainer.identities import check_disjoint
     from trainer.model_card import read_card
 
@@ -203,10 +203,9 @@ def check_people_disjoint(backbone: str, sources: list[str], storage_config) -> 
     if not card:
         return
     seen = card.get("data", {}).get("people", [])
-    for spec in sources:
-        spec = spec.removeprefix("synthetic:")
-        if not is_folder_spec(spec):
-            check_disjoint(seen, spec, f"pretraining corpus of backbone {backbone}", storage_config)
+    for source in map(parse_source, sources):
+        if source.is_dataset:
+            check_disjoint(seen, source.path, f"pretraining corpus of backbone {backbone}", storage_config)
 
 
 def launch(config: RunSettings, training_data, steps: int, worker_fn, *, ray_address: str | None = None,

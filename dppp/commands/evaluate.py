@@ -70,12 +70,13 @@ def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | No
     import json
 
     from foundation.errors import UserError
+    from trainer.data.specs import dataset_location
     from trainer.model_card import read_card
     from trainer.zero_shot import zero_shot_folder
 
     config = experiment.pretrain.zero_shot
     if datasets:
-        config = config.model_copy(update={"datasets": tuple(d.removeprefix("synthetic:") for d in datasets)})
+        config = config.model_copy(update={"datasets": tuple(dataset_location(d) for d in datasets)})
     if not config.datasets:
         raise UserError("--zero-shot needs held-out images: --dataset PATH (a dppp dataset) or pretrain.zero_shot.datasets")
     card = read_card(model) if Path(model).is_dir() else None

@@ -11,6 +11,7 @@ from foundation.errors import DataError
 from pipeline.storage.config import StorageConfig
 from pipeline.storage.urls import open_storage
 from prompts.spec import parse_sample_key
+from trainer.data.specs import parse_source, read_dataset
 
 CAMID = "camid"
 
@@ -56,14 +57,6 @@ class TrainingData:
                 f"{self.num_images} images")  # fmt: skip
 
 
-def is_folder_spec(spec: str) -> bool:
-    """'market1501:/data/x' names a Re-ID folder; a URL or path names a dppp dataset."""
-    from trainer.readers import READERS
-
-    name, sep, rest = spec.partition(":")
-    return bool(sep) and name.lower() in READERS and name.lower() != "synthetic" and not rest.startswith("//")
-
-
 def open_training_data(specs: Sequence[str], storage: StorageConfig | None = None,
                        folder_ids_per_unit: int = 8) -> TrainingData:  # fmt: skip
     """Resolve every --data source into units, without reading an image.
@@ -77,12 +70,11 @@ def open_training_data(specs: Sequence[str], storage: StorageConfig | None = Non
     raw_units: list[tuple[int, str, str | None, str | None, list[tuple[int, tuple[str, ...], Any]]]] = []
     vocab_per_source: list[dict[str, set[str]]] = []
     for source, spec in enumerate(specs):
-        if spec.startswith("synthetic:"):
-            spec = spec[len("synthetic:") :]
-        if is_folder_spec(spec):
-            units, vocab = _folder_units(spec, folder_ids_per_unit)
+        source = parse_source(spec)
+        if source.is_dataset:
+            units, vocab = _dataset_units(source.path, storage)
         else:
-            units, vocab = _dataset_units(spec, storage)
+            units, vocab = _folder_units(spec, folder_ids_per_unit)
         raw_units += [(source, *u) for u in units]
         vocab_per_source.append(vocab)
     labels = {key: i for i, key in enumerate(sorted({(s, pid) for s, *_, ids in raw_units for pid, _, _ in ids}))}
@@ -146,8 +138,6 @@ def taxonomy_vocab(taxonomy: Any, where: str) -> dict[str, set[str]]:
 
 
 def _folder_units(spec: str, ids_per_unit: int):
-    from trainer.readers import read_dataset
-
     split = read_dataset(spec)
     by_pid: dict[int, list[Any]] = {}
     for item in split.train:
