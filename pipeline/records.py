@@ -14,11 +14,9 @@ tar, so a reader that trusts records never sees a shard (or a fragment) that is 
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,8 +25,9 @@ from pydantic import Field, ValidationError
 
 from foundation.errors import DataError
 from foundation.schema import StrictModel
+from pipeline.redaction import strip_secrets
 from pipeline.shards import ShardInfo, fragment_name, record_name, shard_name
-from pipeline.storage.base import Storage, StorageError, redact_url
+from pipeline.storage.base import Storage, StorageError
 
 DATASET_MANIFEST = "dataset.json"
 INDEX_NAME = "index.parquet"
@@ -70,38 +69,6 @@ class ShardRecord(StrictModel):
 
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(), sort_keys=True, indent=1).encode() + b"\n"
-
-
-# ------------------------------------------------------------------------------------------- secrets
-
-# A key is secret when its last word(s) name a credential: 'aws_secret_access_key', 'password', 'hf_token'.
-# Not 'max_tokens' or 'tokenizer': those are ordinary settings.
-_SECRET_KEY = re.compile(
-    r"(^|_)(secret|secrets|password|passwd|credential|credentials|api_?key|access_key|access_key_id|"
-    r"secret_key|secret_access_key|private_key|session_token|access_token|auth_token|token)$"
-)
-
-
-@functools.lru_cache(maxsize=4096)  # the same few metadata keys, once per sample: keep the writer fast
-def is_secret_key(name: str) -> bool:
-    return bool(_SECRET_KEY.search(str(name).lower().replace("-", "_")))
-
-
-def strip_secrets(obj: Any) -> Any:
-    """A copy of `obj` without credential-named keys, and with user:password@ removed from URLs."""
-    kind = type(obj)
-    if kind is dict or isinstance(obj, dict):
-        # Plain scalars are returned as they are without a call: this runs once per written sample.
-        return {k: (v if type(v) in _SCALARS else strip_secrets(v))
-                for k, v in obj.items() if not is_secret_key(k if type(k) is str else str(k))}  # fmt: skip
-    if kind in (list, tuple) or isinstance(obj, (list, tuple)):
-        return [v if type(v) in _SCALARS else strip_secrets(v) for v in obj]
-    if isinstance(obj, str) and "@" in obj and "://" in obj:
-        return redact_url(obj)
-    return obj
-
-
-_SCALARS = frozenset({int, float, bool, type(None)})  # str is not here: a URL may carry user:password@
 
 
 # ----------------------------------------------------------------------------------------- manifest

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from foundation.errors import DataError
+from pipeline.redaction import strip_secrets
 from pipeline.storage.local import atomic_write
 
 log = logging.getLogger("dppp.shards")
@@ -91,8 +92,6 @@ class Sample:
 
     def members(self) -> list[tuple[str, bytes]]:
         """(name, bytes) in name order. The json is canonical (sorted keys, no spaces), and secret-free."""
-        from pipeline.records import strip_secrets
-
         metadata = json.dumps(strip_secrets(self.metadata), sort_keys=True, ensure_ascii=False,
                               separators=(",", ":"), allow_nan=False)  # fmt: skip
         members = {

@@ -18,9 +18,9 @@ from pipeline.records import (
     publish_shard,
     read_dataset_manifest,
     read_index,
-    strip_secrets,
     write_dataset_manifest,
 )
+from pipeline.redaction import strip_secrets
 from pipeline.shards import (
     FIXED_MTIME,
     ChunkedReader,
