@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--skip-s3", action="store_true")
     args = parser.parse_args()
 
-    from pipeline.records import publish_shard
+    from pipeline.publish import publish_shard
     from pipeline.shards import read_shard, shard_name, write_shard
     from pipeline.storage.urls import open_storage
     from pipeline.verify import verify_dataset

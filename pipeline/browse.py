@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from foundation.errors import DataError, UserError
-from pipeline.listing import open_dataset
-from pipeline.records import ATTRIBUTE_PREFIX, ShardRecord, committed_shards, read_index
+from pipeline.listing import committed_shards, open_dataset
+from pipeline.records import ATTRIBUTE_PREFIX, ShardRecord, read_index
 from pipeline.shards import SAMPLE_KEY_RE, image_member, read_shard
 from pipeline.storage.config import StorageConfig
 from pipeline.storage.urls import open_storage

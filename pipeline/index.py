@@ -355,7 +355,7 @@ def build_index(storage: Storage, records: Iterable[ShardRecord] | None = None):
     the fragments are tested against, and what `dppp shards index --from-tars` rebuilds them from."""
     import pyarrow as pa
 
-    from pipeline.records import committed_shards
+    from pipeline.listing import committed_shards
 
     tables = [rows_table(index_rows(storage, record))
               for record in (committed_shards(storage) if records is None else records)]  # fmt: skip

@@ -7,18 +7,14 @@
                                         the fragment's size, sha256, rows and columns
     <root>/index.parquet                one row per sample, the merge of the fragments (pipeline/index.py)
 
-A shard is committed when its record exists. `publish_shard` writes the record only after the tar and the
-fragment are published whole and the tar's size checked, and removes a stale record before overwriting a
-tar, so a reader that trusts records never sees a shard (or a fragment) that is not whole.
+A shard is committed when its record exists (pipeline/publish.py writes it last; pipeline/listing.py finds the
+committed ones).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import time
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field, ValidationError
@@ -26,8 +22,8 @@ from pydantic import Field, ValidationError
 from foundation.errors import DataError
 from foundation.schema import StrictModel
 from pipeline.redaction import strip_secrets
-from pipeline.shards import ShardInfo, fragment_name, record_name, shard_name
-from pipeline.storage.base import Storage, StorageError
+from pipeline.shards import ShardInfo, record_name, shard_name
+from pipeline.storage.base import Storage
 
 DATASET_MANIFEST = "dataset.json"
 INDEX_NAME = "index.parquet"
@@ -148,54 +144,7 @@ def read_record(storage: Storage, index: int) -> ShardRecord | None:
     return record
 
 
-def committed_shards(storage: Storage, *, shards_hint: int | None = None) -> list[ShardRecord]:
-    """The records of every committed shard, by index, read a few at a time. A malformed record is a
-    DataError naming it. (Holds every record: callers that only need which shards are committed use
-    `pipeline.listing.committed_indices`.)"""
-    from pipeline.listing import list_objects
-    from pipeline.parallel import ordered_map
-
-    listing = list_objects(storage, shards_hint=shards_hint)
-    indices = [index for index, objects in sorted(listing.shards.items()) if objects.record is not None]
-    records = ordered_map(lambda index: read_record(storage, index), indices)
-    return [record for record in records if record is not None]  # None: un-committed since the listing
-
-
-def publish_shard(storage: Storage, index: int, tar_path, info: ShardInfo,
-                  timings: dict[str, float] | None = None,
-                  progress: Callable[[int], None] | None = None) -> ShardRecord:  # fmt: skip
-    """Publish a written shard and commit it: fragment built from the local tar -> (old record removed)
-    -> tar -> fragment -> record (naming the fragment's sha256). If anything fails before the record is
-    written, the shard stays uncommitted (a resumed run redoes it)."""
-    from pipeline.index import build_fragment
-
-    size = os.path.getsize(tar_path)
-    if size != info.bytes:  # the file changed since it was written: its record would lie
-        raise StorageError(f"{tar_path}: {size} bytes on disk but {info.bytes} written; shard {index} not published")
-    started = time.perf_counter()
-    # From the tar on local disk, by the code that indexes any tar: the fragment's rows are the tar's.
-    fragment, ref = build_fragment(tar_path, index, info.image_format)
-    index_s = time.perf_counter() - started
-    storage.delete(record_name(index))  # un-commit first: the tar below may replace a committed one
-    started = time.perf_counter()
-    # put_file is atomic and raises unless the whole object landed (S3: a successful PUT / completed
-    # multipart upload is strongly consistent), so no read-back is needed before the record.
-    storage.put_file(tar_path, shard_name(index), progress=progress)
-    timings = {**(timings or {}), "index_s": round(index_s, 4), "publish_s": time.perf_counter() - started}
-    storage.put_bytes(fragment, fragment_name(index))
-    record = ShardRecord.from_info(index, info, timings, fragment=ref)
-    storage.put_bytes(record.to_json(), record_name(index))
-    return record
-
-
 # -------------------------------------------------------------------------------------------- index
-
-
-def write_index(storage: Storage, **options) -> int:
-    """index.parquet from the committed shards' fragments: see pipeline.index.write_index."""
-    from pipeline.index import write_index as merge
-
-    return merge(storage, **options)
 
 
 def read_index(storage: Storage):

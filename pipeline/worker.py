@@ -152,7 +152,7 @@ class ShardWorker:
         return self._common
 
     def publish(self, plan: ShardPlan, samples: list[Sample], *, render_s: float = 0.0) -> ShardRecord:
-        from pipeline.records import publish_shard
+        from pipeline.publish import publish_shard
         from pipeline.shards import write_shard
 
         with tempfile.TemporaryDirectory(prefix=f"dppp-shard-{plan.index:06d}-") as tmp:

@@ -31,7 +31,8 @@ def write_dataset(url: str, n_ids: int = 24, ids_per_shard: int = 3, first_pid: 
     """A dppp dataset of procedural JPEGs: dataset.json, tars, records (the first `commit` shards only)."""
     import tempfile
 
-    from pipeline.records import publish_shard, write_dataset_manifest
+    from pipeline.publish import publish_shard
+    from pipeline.records import write_dataset_manifest
     from pipeline.shards import write_shard
     from pipeline.storage.urls import open_storage
 

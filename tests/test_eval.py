@@ -33,7 +33,7 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def synthetic_url(tmp_path_factory) -> str:
     """6 identities of 2-6 views over 4 virtual cameras, committed shards and index.parquet."""
-    from pipeline.records import write_index
+    from pipeline.index import write_index
     from pipeline.storage.urls import open_storage
 
     url = write_dataset(str(tmp_path_factory.mktemp("synthetic") / "ds"), n_ids=6, ids_per_shard=3)

@@ -12,14 +12,9 @@ import pytest
 
 from foundation.errors import DataError
 from pipeline.index import build_index, write_index
-from pipeline.records import (
-    ShardRecord,
-    committed_shards,
-    publish_shard,
-    read_dataset_manifest,
-    read_index,
-    write_dataset_manifest,
-)
+from pipeline.listing import committed_shards
+from pipeline.publish import publish_shard
+from pipeline.records import ShardRecord, read_dataset_manifest, read_index, write_dataset_manifest
 from pipeline.redaction import strip_secrets
 from pipeline.shards import (
     FIXED_MTIME,

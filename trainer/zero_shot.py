@@ -131,7 +131,7 @@ def held_out_images(datasets: list[str], image_size: tuple[int, int], max_images
     """(pixel tensors [N, 3, H, W], attribute dicts) of up to `max_images` images, shard by shard."""
     import torch
 
-    from pipeline.records import committed_shards
+    from pipeline.listing import committed_shards
     from pipeline.shards import READ_IMAGE_EXTS, image_member, read_shard
     from pipeline.storage.config import StorageConfig
     from pipeline.storage.urls import open_storage

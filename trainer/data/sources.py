@@ -96,7 +96,8 @@ def _value_order(value: str) -> tuple[int, Any]:
 
 
 def _dataset_units(url: str, storage_config: StorageConfig):
-    from pipeline.records import committed_shards, read_dataset_manifest
+    from pipeline.listing import committed_shards
+    from pipeline.records import read_dataset_manifest
 
     storage = open_storage(url, storage_config)
     manifest = read_dataset_manifest(storage)
