@@ -272,7 +272,7 @@ def run_name(variant: Variant, seed: int) -> str:
 def untrained_model(data_url: str, folder: Path, backbone: str, size: Size) -> str:
     """The model every method starts from (bot's head on the backbone, no training), as a checkpoint."""
     from trainer.checkpoint import save_checkpoint
-    from trainer.data import open_training_data
+    from trainer.data.sources import open_training_data
     from trainer.model import build_model
 
     config = train_config(Variant("bot", "bot", ""), size, folder, backbone, 0, [])

@@ -4,7 +4,7 @@
 
 1. decode-only bound: as many processes as the loader has stream every shard and decode + resize every
    image (the floor of the work any loader must do): no augmentation, sampling or batching;
-2. the dppp loader (trainer.data.PKBatchStream in a torch DataLoader) with 1 and 2 loader processes,
+2. the dppp loader (trainer.data.streams.PKBatchStream in a torch DataLoader) with 1 and 2 loader processes,
    full training augmentation, exact P x K batches;
 3. a stock torch DataLoader over the same images written out as a folder of JPEG files (map-style
    dataset, random sampler, the same augmentation and batch size), 1 and 2 processes.
@@ -34,7 +34,7 @@ REPEATS = 3  # best of 3: the machine is shared, and interference only ever adds
 def _decode_units(job) -> int:
     data, size, unit_ids = job
     from pipeline.shards import read_shard
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
     from trainer.transforms import EvalTransform
 
     torch.set_num_threads(1)
@@ -64,7 +64,8 @@ def decode_only(data, size, processes: int) -> float:
 
 
 def dppp_loader(data, config, size, epochs: int) -> tuple[float, int]:
-    from trainer.data import PKBatchStream, prefetched_epochs
+    from trainer.data.loader import prefetched_epochs
+    from trainer.data.streams import PKBatchStream
 
     def load_all() -> int:
         n = 0
@@ -94,7 +95,7 @@ class FolderDataset(torch.utils.data.Dataset):
 
 def folder_loader(data, config, size, samples: int) -> float:
     from pipeline.shards import read_shard
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
     from trainer.transforms import ReidAugment
 
     with tempfile.TemporaryDirectory() as folder:
@@ -141,7 +142,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from trainer.config import DataConfig
-    from trainer.data import open_training_data
+    from trainer.data.sources import open_training_data
 
     data = open_training_data([args.data])
     size = tuple(args.size)

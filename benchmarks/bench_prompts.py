@@ -36,7 +36,6 @@ from timing import timed  # noqa: E402
 
 from dppp.config import load_experiment  # noqa: E402
 from prompts.engine import PromptEngine  # noqa: E402
-from prompts.report import view_record  # noqa: E402
 from prompts.taxonomy import load_taxonomy  # noqa: E402
 
 
@@ -106,7 +105,7 @@ def main() -> None:
     print(f"views (one by one): {len(pairs):>6} views       {single_rate:>10,.0f} views/s CPU  ({len(pairs) / wall:,.0f} wall)")
 
     def lines():
-        return sum(len(json.dumps(view_record(v), ensure_ascii=False)) for v in engine.iter_views(range(n)))
+        return sum(len(json.dumps(v.record(), ensure_ascii=False)) for v in engine.iter_views(range(n)))
 
     _, wall, cpu = timed(lines, 1)
     print(f"JSON lines       : {views:>7} lines       {views / cpu:>10,.0f} lines/s CPU  ({views / wall:,.0f} wall)")

@@ -120,7 +120,7 @@ def counting(storage):
 
 def child_list(url: str) -> dict:
     from pipeline.listing import list_objects, plan_hint
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     storage = open_storage(url)
     hint = plan_hint(storage)
@@ -140,7 +140,7 @@ def child_merge(url: str) -> dict:
 
     from pipeline.index import write_index
     from pipeline.listing import plan_hint
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     storage = counting(open_storage(url))
     hint = plan_hint(storage)
@@ -276,7 +276,7 @@ def child_shard_probe(url: str) -> dict:
     from pipeline.index import decode_fragment, encode_fragment, fragment_ref, write_index
     from pipeline.plan import ShardPlan
     from pipeline.shards import fragment_name, record_name, shard_name
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
     from pipeline.verify import verify_dataset
     from pipeline.worker import ShardWorker
 

@@ -121,9 +121,9 @@ def main() -> None:
     parser.add_argument("--skip-s3", action="store_true")
     args = parser.parse_args()
 
-    from pipeline.records import publish_shard
+    from pipeline.publish import publish_shard
     from pipeline.shards import read_shard, shard_name, write_shard
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
     from pipeline.verify import verify_dataset
 
     samples = make_samples(args.ids, args.views)
@@ -256,7 +256,8 @@ def s3_benchmarks(args, groups, scratch, write_plain, publish_ours, read_shard_a
     import boto3
 
     from pipeline.shards import shard_name
-    from pipeline.storage import StorageConfig, open_storage
+    from pipeline.storage.config import StorageConfig
+    from pipeline.storage.urls import open_storage
     from tests.conftest import FAKE_CREDENTIALS, MotoS3
 
     os.environ.update(FAKE_CREDENTIALS)

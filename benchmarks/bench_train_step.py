@@ -76,7 +76,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from dppp.config import load_experiment
-    from trainer.data import PKBatchStream, make_loader, open_training_data, prefetched_epochs
+    from trainer.data.loader import make_loader, prefetched_epochs
+    from trainer.data.sources import open_training_data
+    from trainer.data.streams import PKBatchStream
 
     config = load_experiment(args.config, args.sets).train
     data = open_training_data([args.data], config.data.storage)

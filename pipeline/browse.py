@@ -5,16 +5,17 @@ Each function streams what it needs (the index, or only the shards that can hold
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from foundation.errors import DataError, SettingError, UserError
-from pipeline.listing import open_dataset
-from pipeline.records import ATTRIBUTE_PREFIX, ShardRecord, committed_shards, read_index
-from pipeline.shards import READ_IMAGE_EXTS, SAMPLE_KEY_RE, read_shard
-from pipeline.storage import StorageConfig, open_storage
+from pipeline.listing import committed_shards, open_dataset
+from pipeline.records import ATTRIBUTE_PREFIX, ShardRecord, read_index
+from pipeline.shards import SAMPLE_KEY_RE, image_member, read_shard
+from pipeline.storage.config import StorageConfig
+from pipeline.storage.urls import open_storage
+from prompts.spec import parse_sample_key
 
 # ------------------------------------------------------------------------------------------- stats
 
@@ -74,9 +75,6 @@ def plot_stats(stats: DatasetStats, out) -> None:
 
 # -------------------------------------------------------------------------------------- show / grid
 
-_PID_FROM_KEY = re.compile(r"^p(\d+)_v\d+$")
-
-
 @dataclass
 class SampleView:
     key: str
@@ -98,13 +96,13 @@ def show_sample(url: str, key: str, config: StorageConfig | None = None) -> Samp
         raise UserError(f"{key!r} is not a sample key (e.g. p000012_v003)")
     storage, _ = open_dataset(url, config)
     records = committed_shards(storage)
-    match = _PID_FROM_KEY.match(key)
-    candidates = _records_for_pid(records, int(match.group(1))) if match else records
+    parsed = parse_sample_key(key)
+    candidates = _records_for_pid(records, parsed[0]) if parsed else records
     for record in (r for r in candidates if key in r.keys):
         with storage.open_read(record.tar) as stream:
             for sample in read_shard(stream):
                 if sample["__key__"] == key:
-                    image_ext = next(ext for ext in sample if ext in READ_IMAGE_EXTS)
+                    image_ext = image_member(sample)
                     return SampleView(key, record.tar, sample["json"], sample["txt"], sample["cls"], image_ext,
                                       sample[image_ext])  # fmt: skip
     raise DataError(f"no sample {key!r} in the committed shards of {storage.url}")
@@ -137,7 +135,7 @@ def contact_grid(url: str, *, shard: int | None = None, pid: int | None = None, 
             for sample in read_shard(stream, decode_images=True):
                 if pid is not None and sample.get("cls") != pid:
                     continue
-                image_ext = next((ext for ext in sample if ext in READ_IMAGE_EXTS), None)
+                image_ext = image_member(sample)
                 if image_ext is None:
                     continue
                 meta = sample.get("json", {})

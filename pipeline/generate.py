@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pipeline.actor_pool import ActorLoss, ActorPool, short_error
 from pipeline.postprocess import OutputConfig
 from pipeline.renderer import RendererConfig
 from pipeline.renderers.procedural import ProceduralRendererConfig
-from pipeline.storage import StorageConfig
+from pipeline.storage.config import StorageConfig
 from prompts.config import PromptsConfig
 
 
@@ -65,11 +64,6 @@ class GenerateConfig(StrictModel):
 
 # Config fields that do not change a single byte of the dataset: they may differ on resume.
 _RUN_ONLY_FIELDS = {"out", "workers", "storage", "max_attempts", "cpus_per_worker", "placement_timeout_s"}
-_FORWARDED_ENV = {
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-}
 _AVG_JPEG_BYTES_PER_PIXEL = 0.46  # measured on the demo (procedural, 256x128, quality 90); --dry-run only
 
 
@@ -181,7 +175,7 @@ def prepare_output(plan: Plan, *, overwrite: bool):
     from pipeline.parallel import ordered_map
     from pipeline.records import DATASET_MANIFEST, INDEX_NAME, read_dataset_manifest, write_dataset_manifest
     from pipeline.shards import parse_shard_key
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     storage = open_storage(plan.config.out, plan.config.storage)
     existing = storage.exists(DATASET_MANIFEST)
@@ -222,7 +216,8 @@ def resolve_batch_size(config: GenerateConfig, storage, resources: dict[str, flo
     if chosen is not None:
         note = f"renderer batch size {chosen} (batch_size: auto, as recorded in dataset.json)"
     else:
-        pool = ActorPool(_actor_spawner(config, resources), 1, placement_timeout_s=config.placement_timeout_s,
+        spawn = _actor_spawner(config, resources, storage.worker_env())
+        pool = ActorPool(spawn, 1, placement_timeout_s=config.placement_timeout_s,
                          max_starts=config.max_attempts)  # one worker, set up as every worker is, then gone
         try:
             while not pool.ready():
@@ -278,7 +273,7 @@ def run_generate(
         n_workers, resources = _pool_shape(config)
         config, note = resolve_batch_size(config, storage, resources)
         summary.notes += [note] if note else []
-        pool = ActorPool(_actor_spawner(config, resources), min(n_workers, len(todo)),
+        pool = ActorPool(_actor_spawner(config, resources, storage.worker_env()), min(n_workers, len(todo)),
                          placement_timeout_s=config.placement_timeout_s, max_starts=config.max_attempts)  # fmt: skip
         try:
             _drain(pool, todo, config.max_attempts, summary, progress)
@@ -325,16 +320,14 @@ class ShardActor:
         return self._worker.choose_batch_size()
 
 
-def _actor_spawner(config: GenerateConfig, resources: dict[str, float]):
-    """A function that starts one ShardActor by worker name, with the pool's resources and environment."""
+def _actor_spawner(config: GenerateConfig, resources: dict[str, float], env: dict[str, str]):
+    """A function that starts one ShardActor by worker name, with the pool's resources and environment
+    (`env`: what the actors need to reach the output storage, Storage.worker_env)."""
     import ray
 
     # Two calls per actor at once: the tar write and upload of one shard overlap the next one's rendering.
     cls = ray.remote(max_concurrency=2, **resources)(ShardActor)
     threads = None if "num_gpus" in resources else max(1, int(resources["num_cpus"]))
-    # The driver's S3 settings (endpoint, region, credentials) reach the actors even when the Ray
-    # instance was started before they were set; a cluster's own node credentials are used otherwise.
-    env = {key: value for key, value in os.environ.items() if key in _FORWARDED_ENV}
     options = {"runtime_env": {"env_vars": env}} if env else {}
 
     def spawn(name: str):

@@ -29,7 +29,8 @@ from foundation.errors import DataError
 from pipeline.parallel import IO_THREADS, ordered_map
 from pipeline.records import ATTRIBUTE_PREFIX, INDEX_NAME, FragmentRef, ShardRecord, read_record
 from pipeline.shards import ChunkedReader, fragment_name, read_shard, record_name
-from pipeline.storage import Storage, StorageConfig
+from pipeline.storage.base import Storage
+from pipeline.storage.config import StorageConfig
 
 ROW_GROUP_ROWS = 1 << 14  # rows held before a row group of index.parquet is written: the merge's memory
 
@@ -177,7 +178,7 @@ def rebuild_fragment(storage: Storage, record: ShardRecord) -> ShardRecord:
 def fetch_fragment(storage: Storage, ref: FragmentRef, index: int) -> bytes:
     """A committed shard's fragment bytes, checked against its record's size and sha256 (the round trip:
     what the merge runs on its threads)."""
-    from pipeline.storage import ObjectNotFound
+    from pipeline.storage.base import ObjectNotFound
 
     where = storage.url_for(ref.key)
     if ref.key != fragment_name(index):
@@ -352,7 +353,7 @@ def build_index(storage: Storage, records: Iterable[ShardRecord] | None = None):
     the fragments are tested against, and what `dppp shards index --from-tars` rebuilds them from."""
     import pyarrow as pa
 
-    from pipeline.records import committed_shards
+    from pipeline.listing import committed_shards
 
     tables = [rows_table(index_rows(storage, record))
               for record in (committed_shards(storage) if records is None else records)]  # fmt: skip

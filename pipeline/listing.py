@@ -1,5 +1,5 @@
 """What a dataset holds, from its object listing: per shard, which of tar, fragment and record exist
-(`list_objects`), which shards are committed, and the table `dppp shards ls` prints.
+(`list_objects`), which shards are committed (and their records), and the table `dppp shards ls` prints.
 
 Only the listing, dataset.json and the commit records are read: never a shard. On S3 the listing runs in
 key ranges on several threads (one round trip per 1,000 keys each), and what is kept per shard is three
@@ -16,12 +16,15 @@ from pipeline.parallel import IO_THREADS, ordered_map
 from pipeline.records import (
     DATASET_MANIFEST,
     DatasetPlan,
+    ShardRecord,
     read_dataset_manifest,
     read_dataset_plan,
     read_record,
 )
 from pipeline.shards import parse_shard_key, shard_name
-from pipeline.storage import ObjectInfo, Storage, StorageConfig, open_storage
+from pipeline.storage.base import ObjectInfo, Storage
+from pipeline.storage.config import StorageConfig
+from pipeline.storage.urls import open_storage
 
 SHARDS_PER_RANGE = 1000  # shards (3,000 keys, 3 list pages) per key range of a concurrent S3 listing
 
@@ -102,6 +105,16 @@ def plan_hint(storage: Storage) -> int | None:
     except DataError:
         return None
     return plan.shards if plan else None
+
+
+def committed_shards(storage: Storage, *, shards_hint: int | None = None) -> list[ShardRecord]:
+    """The records of every committed shard, by index, read a few at a time. A malformed record is a
+    DataError naming it. (Holds every record: callers that only need which shards are committed use
+    `committed_indices`.)"""
+    listing = list_objects(storage, shards_hint=shards_hint)
+    indices = [index for index, objects in sorted(listing.shards.items()) if objects.record is not None]
+    records = ordered_map(lambda index: read_record(storage, index), indices)
+    return [record for record in records if record is not None]  # None: un-committed since the listing
 
 
 def committed_indices(storage: Storage, *, shards_hint: int | None = None) -> set[int]:

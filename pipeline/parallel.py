@@ -17,7 +17,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 # Threads for S3 round trips: each waits on the network, not on the GIL. boto3's connection pool
-# (pipeline/storage.py, max_pool_connections=16) bounds what more would buy.
+# (pipeline/storage/s3.py, max_pool_connections=16) bounds what more would buy.
 IO_THREADS = 16
 
 

@@ -7,28 +7,23 @@
                                         the fragment's size, sha256, rows and columns
     <root>/index.parquet                one row per sample, the merge of the fragments (pipeline/index.py)
 
-A shard is committed when its record exists. `publish_shard` writes the record only after the tar and the
-fragment are published whole and the tar's size checked, and removes a stale record before overwriting a
-tar, so a reader that trusts records never sees a shard (or a fragment) that is not whole.
+A shard is committed when its record exists (pipeline/publish.py writes it last; pipeline/listing.py finds the
+committed ones).
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
-import os
-import re
-import time
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field, ValidationError
 
 from foundation.errors import DataError
 from foundation.schema import StrictModel
-from pipeline.shards import ShardInfo, fragment_name, record_name, shard_name
-from pipeline.storage import Storage, StorageError, redact_url
+from pipeline.redaction import strip_secrets
+from pipeline.shards import ShardInfo, record_name, shard_name
+from pipeline.storage.base import Storage
 
 DATASET_MANIFEST = "dataset.json"
 INDEX_NAME = "index.parquet"
@@ -72,38 +67,6 @@ class ShardRecord(StrictModel):
         return json.dumps(self.model_dump(), sort_keys=True, indent=1).encode() + b"\n"
 
 
-# ------------------------------------------------------------------------------------------- secrets
-
-# A key is secret when its last word(s) name a credential: 'aws_secret_access_key', 'password', 'hf_token'.
-# Not 'max_tokens' or 'tokenizer': those are ordinary settings.
-_SECRET_KEY = re.compile(
-    r"(^|_)(secret|secrets|password|passwd|credential|credentials|api_?key|access_key|access_key_id|"
-    r"secret_key|secret_access_key|private_key|session_token|access_token|auth_token|token)$"
-)
-
-
-@functools.lru_cache(maxsize=4096)  # the same few metadata keys, once per sample: keep the writer fast
-def is_secret_key(name: str) -> bool:
-    return bool(_SECRET_KEY.search(str(name).lower().replace("-", "_")))
-
-
-def strip_secrets(obj: Any) -> Any:
-    """A copy of `obj` without credential-named keys, and with user:password@ removed from URLs."""
-    kind = type(obj)
-    if kind is dict or isinstance(obj, dict):
-        # Plain scalars are returned as they are without a call: this runs once per written sample.
-        return {k: (v if type(v) in _SCALARS else strip_secrets(v))
-                for k, v in obj.items() if not is_secret_key(k if type(k) is str else str(k))}  # fmt: skip
-    if kind in (list, tuple) or isinstance(obj, (list, tuple)):
-        return [v if type(v) in _SCALARS else strip_secrets(v) for v in obj]
-    if isinstance(obj, str) and "@" in obj and "://" in obj:
-        return redact_url(obj)
-    return obj
-
-
-_SCALARS = frozenset({int, float, bool, type(None)})  # str is not here: a URL may carry user:password@
-
-
 # ----------------------------------------------------------------------------------------- manifest
 
 
@@ -116,7 +79,7 @@ def write_dataset_manifest(storage: Storage, manifest: dict[str, Any]) -> dict[s
 
 
 def read_dataset_manifest(storage: Storage) -> dict[str, Any]:
-    from pipeline.storage import ObjectNotFound
+    from pipeline.storage.base import ObjectNotFound
 
     try:
         data = storage.read_bytes(DATASET_MANIFEST)
@@ -169,7 +132,7 @@ def parse_record(data: bytes, where: str) -> ShardRecord:
 
 def read_record(storage: Storage, index: int) -> ShardRecord | None:
     """Shard `index`'s record, None when it has none; DataError if it is malformed or not its own."""
-    from pipeline.storage import ObjectNotFound
+    from pipeline.storage.base import ObjectNotFound
 
     try:
         data = storage.read_bytes(record_name(index))
@@ -181,61 +144,14 @@ def read_record(storage: Storage, index: int) -> ShardRecord | None:
     return record
 
 
-def committed_shards(storage: Storage, *, shards_hint: int | None = None) -> list[ShardRecord]:
-    """The records of every committed shard, by index, read a few at a time. A malformed record is a
-    DataError naming it. (Holds every record: callers that only need which shards are committed use
-    `pipeline.listing.committed_indices`.)"""
-    from pipeline.listing import list_objects
-    from pipeline.parallel import ordered_map
-
-    listing = list_objects(storage, shards_hint=shards_hint)
-    indices = [index for index, objects in sorted(listing.shards.items()) if objects.record is not None]
-    records = ordered_map(lambda index: read_record(storage, index), indices)
-    return [record for record in records if record is not None]  # None: un-committed since the listing
-
-
-def publish_shard(storage: Storage, index: int, tar_path, info: ShardInfo,
-                  timings: dict[str, float] | None = None,
-                  progress: Callable[[int], None] | None = None) -> ShardRecord:  # fmt: skip
-    """Publish a written shard and commit it: fragment built from the local tar -> (old record removed)
-    -> tar -> fragment -> record (naming the fragment's sha256). If anything fails before the record is
-    written, the shard stays uncommitted (a resumed run redoes it)."""
-    from pipeline.index import build_fragment
-
-    size = os.path.getsize(tar_path)
-    if size != info.bytes:  # the file changed since it was written: its record would lie
-        raise StorageError(f"{tar_path}: {size} bytes on disk but {info.bytes} written; shard {index} not published")
-    started = time.perf_counter()
-    # From the tar on local disk, by the code that indexes any tar: the fragment's rows are the tar's.
-    fragment, ref = build_fragment(tar_path, index, info.image_format)
-    index_s = time.perf_counter() - started
-    storage.delete(record_name(index))  # un-commit first: the tar below may replace a committed one
-    started = time.perf_counter()
-    # put_file is atomic and raises unless the whole object landed (S3: a successful PUT / completed
-    # multipart upload is strongly consistent), so no read-back is needed before the record.
-    storage.put_file(tar_path, shard_name(index), progress=progress)
-    timings = {**(timings or {}), "index_s": round(index_s, 4), "publish_s": time.perf_counter() - started}
-    storage.put_bytes(fragment, fragment_name(index))
-    record = ShardRecord.from_info(index, info, timings, fragment=ref)
-    storage.put_bytes(record.to_json(), record_name(index))
-    return record
-
-
 # -------------------------------------------------------------------------------------------- index
-
-
-def write_index(storage: Storage, **options) -> int:
-    """index.parquet from the committed shards' fragments: see pipeline.index.write_index."""
-    from pipeline.index import write_index as merge
-
-    return merge(storage, **options)
 
 
 def read_index(storage: Storage):
     """index.parquet as a pyarrow.Table; DataError if it is missing."""
     import pyarrow.parquet as pq
 
-    from pipeline.storage import ObjectNotFound
+    from pipeline.storage.base import ObjectNotFound
 
     try:
         data = storage.read_bytes(INDEX_NAME)

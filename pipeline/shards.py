@@ -26,13 +26,13 @@ import logging
 import os
 import re
 import tarfile
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 from foundation.errors import DataError
+from pipeline.redaction import strip_secrets
+from pipeline.storage.local import atomic_write
 
 log = logging.getLogger("dppp.shards")
 
@@ -92,8 +92,6 @@ class Sample:
 
     def members(self) -> list[tuple[str, bytes]]:
         """(name, bytes) in name order. The json is canonical (sorted keys, no spaces), and secret-free."""
-        from pipeline.records import strip_secrets
-
         metadata = json.dumps(strip_secrets(self.metadata), sort_keys=True, ensure_ascii=False,
                               separators=(",", ":"), allow_nan=False)  # fmt: skip
         members = {
@@ -206,23 +204,20 @@ class ShardWriter:
 
 def write_shard(samples: Iterable[Sample], path: str | os.PathLike) -> ShardInfo:
     """Write `samples` (any order; sorted here by key) as a tar at the local `path`, atomically."""
-    path = Path(path)
     ordered = sorted(samples, key=lambda s: s.key)
     keys = [s.key for s in ordered]
     if len(set(keys)) != len(keys):
         duplicates = sorted({k for k in keys if keys.count(k) > 1})
         raise ValueError(f"duplicate sample keys: {duplicates[:5]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        with open(temp, "wb") as out:
-            with ShardWriter(out) as writer:
-                for sample in ordered:
-                    writer.write(sample)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    writer = None
+
+    def write(out: IO[bytes]) -> None:
+        nonlocal writer
+        with ShardWriter(out) as writer:
+            for sample in ordered:
+                writer.write(sample)
+
+    atomic_write(path, write)
     return writer.info
 
 
@@ -449,6 +444,11 @@ def decode_member(ext: str, data: bytes, *, decode_images: bool = False, where: 
     raise ValueError(f"{ext!r} is not an allow-listed member")
 
 
+def image_member(sample: dict[str, Any]) -> str | None:
+    """The extension of a read sample's image member ('jpg', 'png'...); None when it has none."""
+    return next((ext for ext in sample if ext in READ_IMAGE_EXTS), None)
+
+
 def read_shard(
     source: str | os.PathLike | IO[bytes],
     *,
@@ -465,7 +465,7 @@ def read_shard(
     passed to `on_skip` (default: a logged warning) and never decoded."""
     wanted = frozenset(include) if include is not None else ALLOWED_EXTS
     if isinstance(source, (str, os.PathLike)):
-        from pipeline.storage import split_url
+        from pipeline.storage.urls import split_url
 
         name = str(source)
         storage, key = split_url(name, storage_config)

@@ -34,7 +34,8 @@ from pipeline.shards import (
     record_name,
     shard_name,
 )
-from pipeline.storage import Storage, StorageConfig
+from pipeline.storage.base import Storage
+from pipeline.storage.config import StorageConfig
 
 Progress = Callable[[int], None]  # called with a number of bytes (or items) just processed
 

@@ -69,7 +69,7 @@ class ShardWorker:
     ):
         """`renderer`: an already loaded one (benchmarks reuse a warm, compiled renderer); else loaded."""
         from pipeline.renderer import load_renderer
-        from pipeline.storage import open_storage
+        from pipeline.storage.urls import open_storage
         from prompts.engine import PromptEngine
 
         if threads is not None:
@@ -136,20 +136,7 @@ class ShardWorker:
 
     def metadata(self, view: ViewSpec, *, attempts: int) -> dict[str, Any]:
         """The sample's json: everything needed to regenerate this one image bit for bit."""
-        return {
-            "key": view.key,
-            "pid": view.pid,
-            "view": view.view,
-            "camid": view.camid,
-            "attributes": dict(view.attributes),
-            "prompt": view.prompt,
-            "negative_prompt": view.negative_prompt,
-            "dropped_slots": list(view.dropped_slots),
-            "seed": view.seed,
-            "identity_seed": view.identity_seed,
-            "attempts": attempts,
-            **self._common_metadata(),
-        }
+        return {**view.record(), "attempts": attempts, **self._common_metadata()}
 
     def _common_metadata(self) -> dict[str, Any]:
         """What every sample's json shares. Built at the first sample, not at load: `batch_size: auto`
@@ -165,7 +152,7 @@ class ShardWorker:
         return self._common
 
     def publish(self, plan: ShardPlan, samples: list[Sample], *, render_s: float = 0.0) -> ShardRecord:
-        from pipeline.records import publish_shard
+        from pipeline.publish import publish_shard
         from pipeline.shards import write_shard
 
         with tempfile.TemporaryDirectory(prefix=f"dppp-shard-{plan.index:06d}-") as tmp:

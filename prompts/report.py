@@ -12,28 +12,11 @@ from typing import Any, TextIO
 
 from foundation.errors import SettingError
 from prompts.engine import PromptEngine
-from prompts.spec import ViewSpec
-
-
-def view_record(view: ViewSpec) -> dict[str, Any]:
-    """One view as plain data: the fields of a shard sample's json that come from the prompt engine."""
-    return {
-        "key": view.key,
-        "pid": view.pid,
-        "view": view.view,
-        "camid": view.camid,
-        "prompt": view.prompt,
-        "negative_prompt": view.negative_prompt,
-        "attributes": view.attributes,
-        "seed": view.seed,
-        "identity_seed": view.identity_seed,
-        "dropped_slots": list(view.dropped_slots),
-    }
 
 
 def sample_lines(engine: PromptEngine, pids: Iterable[int]) -> Iterator[str]:
     for view in engine.iter_views(pids):
-        yield json.dumps(view_record(view), ensure_ascii=False)
+        yield json.dumps(view.record(), ensure_ascii=False)
 
 
 def write_samples(generate_config: Any, out: TextIO, *, config_file: str | None = None) -> int:

@@ -31,9 +31,10 @@ def write_dataset(url: str, n_ids: int = 24, ids_per_shard: int = 3, first_pid: 
     """A dppp dataset of procedural JPEGs: dataset.json, tars, records (the first `commit` shards only)."""
     import tempfile
 
-    from pipeline.records import publish_shard, write_dataset_manifest
+    from pipeline.publish import publish_shard
+    from pipeline.records import write_dataset_manifest
     from pipeline.shards import write_shard
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     storage = open_storage(url)
     write_dataset_manifest(storage, {"format": "dppp-dataset/1", "taxonomy": TAXONOMY})
@@ -61,7 +62,7 @@ def config(**overrides) -> DataConfig:
 
 
 def test_open_reads_only_committed_shards(tmp_path):
-    from trainer.data import open_training_data
+    from trainer.data.sources import open_training_data
 
     url = write_dataset(str(tmp_path / "partial"), n_ids=12, ids_per_shard=3, commit=2)
     data = open_training_data([url])
@@ -73,7 +74,7 @@ def test_open_reads_only_committed_shards(tmp_path):
 
 
 def test_no_committed_shard_is_a_clear_error(tmp_path):
-    from trainer.data import open_training_data
+    from trainer.data.sources import open_training_data
 
     url = write_dataset(str(tmp_path / "empty"), n_ids=3, ids_per_shard=3, commit=0)
     with pytest.raises(DataError, match="no committed shard"):
@@ -83,7 +84,7 @@ def test_no_committed_shard_is_a_clear_error(tmp_path):
 
 
 def test_two_sources_keep_their_identities_apart(tmp_path, dataset_url):
-    from trainer.data import open_training_data
+    from trainer.data.sources import open_training_data
 
     other = write_dataset(str(tmp_path / "other"), n_ids=6, ids_per_shard=3)  # pids 0..5 again
     data = open_training_data([dataset_url, other])
@@ -93,7 +94,7 @@ def test_two_sources_keep_their_identities_apart(tmp_path, dataset_url):
 
 
 def test_shards_for_rank_is_a_disjoint_equal_seeded_split():
-    from trainer.data import shards_for_rank
+    from trainer.data.plan import shards_for_rank
 
     for world in (1, 2, 3):
         slices = [shards_for_rank(8, epoch=1, seed=5, rank=r, world=world) for r in range(world)]
@@ -107,7 +108,7 @@ def test_shards_for_rank_is_a_disjoint_equal_seeded_split():
 
 
 def test_plan_process_batches_are_p_distinct_identities_of_k_images():
-    from trainer.data import plan_process
+    from trainer.data.plan import plan_process
 
     sizes = [[5, 2, 9], [4, 4, 1], [7, 3, 3]]
     batches = plan_process(sizes, np.random.default_rng(0), ids_per_batch=4, images_per_id=3, pool_identities=6)
@@ -129,7 +130,7 @@ def test_plan_process_batches_are_p_distinct_identities_of_k_images():
 
 
 def test_round_robin_take_matches_dataloader_order():
-    from trainer.data import round_robin_take
+    from trainer.data.plan import round_robin_take
 
     assert round_robin_take([3, 1, 2], 6) == [3, 1, 2]
     assert round_robin_take([3, 1, 2], 4) == [2, 1, 1]
@@ -140,7 +141,9 @@ def test_round_robin_take_matches_dataloader_order():
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_ranks_get_disjoint_shards_same_steps_and_exact_pk_batches(dataset_url, num_workers):
-    from trainer.data import PKBatchStream, make_loader, open_training_data
+    from trainer.data.loader import make_loader
+    from trainer.data.sources import open_training_data
+    from trainer.data.streams import PKBatchStream
 
     data = open_training_data([dataset_url])
     cfg = config(num_workers=num_workers)
@@ -171,7 +174,9 @@ def test_ranks_get_disjoint_shards_same_steps_and_exact_pk_batches(dataset_url, 
 
 
 def test_batches_are_deterministic_and_resume_skips_exactly(dataset_url):
-    from trainer.data import PKBatchStream, make_loader, open_training_data
+    from trainer.data.loader import make_loader
+    from trainer.data.sources import open_training_data
+    from trainer.data.streams import PKBatchStream
 
     data = open_training_data([dataset_url])
     cfg = config(num_workers=2)
@@ -190,7 +195,8 @@ def test_batches_are_deterministic_and_resume_skips_exactly(dataset_url):
 
 
 def test_stream_from_loopback_s3_matches_local(moto_s3, dataset_url, tmp_path):
-    from trainer.data import PKBatchStream, open_training_data
+    from trainer.data.sources import open_training_data
+    from trainer.data.streams import PKBatchStream
 
     url = write_dataset(moto_s3.bucket() + "/ds", n_ids=24, ids_per_shard=3)
     s3, local = open_training_data([url]), open_training_data([dataset_url])
@@ -203,7 +209,8 @@ def test_stream_from_loopback_s3_matches_local(moto_s3, dataset_url, tmp_path):
 
 
 def test_too_few_identities_per_rank_is_a_clear_error(dataset_url):
-    from trainer.data import PKBatchStream, open_training_data
+    from trainer.data.sources import open_training_data
+    from trainer.data.streams import PKBatchStream
 
     data = open_training_data([dataset_url])
     with pytest.raises(DataError, match="no batch of 40 identities"):
@@ -213,7 +220,8 @@ def test_too_few_identities_per_rank_is_a_clear_error(dataset_url):
 def test_market_folder_trains_through_the_same_interface(tmp_path):
     from PIL import Image
 
-    from trainer.data import PKBatchStream, open_training_data
+    from trainer.data.sources import open_training_data
+    from trainer.data.streams import PKBatchStream
 
     root = tmp_path / "market"
     for sub in ("bounding_box_train", "bounding_box_test", "query"):
@@ -236,7 +244,8 @@ def test_market_folder_trains_through_the_same_interface(tmp_path):
 
 
 def test_all_images_stream_covers_every_image_once(dataset_url):
-    from trainer.data import AllImagesStream, open_training_data
+    from trainer.data.sources import open_training_data
+    from trainer.data.streams import AllImagesStream
 
     data = open_training_data([dataset_url])
     seen = Counter()
@@ -248,7 +257,9 @@ def test_all_images_stream_covers_every_image_once(dataset_url):
 
 
 def test_prefetched_epochs_give_the_same_batches_as_one_loader_per_epoch(dataset_url):
-    from trainer.data import PKBatchStream, make_loader, open_training_data, prefetched_epochs
+    from trainer.data.loader import make_loader, prefetched_epochs
+    from trainer.data.sources import open_training_data
+    from trainer.data.streams import PKBatchStream
 
     data = open_training_data([dataset_url])
     cfg = config(num_workers=1)
@@ -296,7 +307,9 @@ def test_batch_pixels_are_the_plain_per_image_augmentation(dataset_url, erase_p)
     normalises the whole batch at once: the same numbers, drawn in the same order, as the plain path."""
     from pipeline.shards import read_shard
     from trainer.config import AugmentConfig
-    from trainer.data import PKBatchStream, make_loader, open_training_data
+    from trainer.data.loader import make_loader
+    from trainer.data.sources import open_training_data
+    from trainer.data.streams import PKBatchStream
 
     data = open_training_data([dataset_url])
     augment = AugmentConfig(flip_p=0.5, pad=5, erase_p=erase_p)

@@ -33,8 +33,8 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def synthetic_url(tmp_path_factory) -> str:
     """6 identities of 2-6 views over 4 virtual cameras, committed shards and index.parquet."""
-    from pipeline.records import write_index
-    from pipeline.storage import open_storage
+    from pipeline.index import write_index
+    from pipeline.storage.urls import open_storage
 
     url = write_dataset(str(tmp_path_factory.mktemp("synthetic") / "ds"), n_ids=6, ids_per_shard=3)
     write_index(open_storage(url))
@@ -64,8 +64,8 @@ def market_dir(tmp_path_factory) -> Path:
 
 
 def test_report_on_synthetic_and_market(model_dir, synthetic_url, market_dir, tmp_path):
+    from trainer.data.specs import read_dataset
     from trainer.metrics import chance_rank1
-    from trainer.readers import read_dataset
 
     out = tmp_path / "reports" / "report.json"
     specs = [f"synthetic:{synthetic_url}", f"market1501:{market_dir}"]
@@ -100,9 +100,10 @@ def test_figures_are_the_library_pipeline_and_deterministic(model_dir, synthetic
     """run_eval = load_checkpoint -> EvalTransform -> extract_features -> distance_matrix -> evaluate_ranking,
     computed here by hand; a second run gives the same figures."""
     from trainer.checkpoint import load_checkpoint
+    from trainer.data.specs import read_dataset
     from trainer.features import distance_matrix, extract_features
     from trainer.metrics import evaluate_ranking
-    from trainer.readers import read_dataset, synthetic_images
+    from trainer.readers import synthetic_images
     from trainer.transforms import EvalTransform
 
     config = EvalConfig(flip=True, metric="euclidean", synthetic={"seed": 3})
@@ -143,7 +144,7 @@ def test_training_run_folder_and_datasets_from_the_config(model_dir, market_dir)
 def test_model_from_s3_downloads_only_the_weights(moto_s3, model_dir, market_dir, tmp_path):
     """The checkpoint files live on a real HTTP S3 endpoint (moto on loopback) under <run>/final/, with an
     optimizer state too: evaluation fetches checkpoint.json and the weights, and the figures match."""
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
     from trainer.checkpoint import load_checkpoint, save_checkpoint
 
     model, _ = load_checkpoint(model_dir)

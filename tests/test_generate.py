@@ -20,8 +20,9 @@ from dppp.cli import main
 from dppp.config import load_experiment
 from pipeline.generate import GenerationFailed, build_plan, config_fingerprint, run_generate
 from pipeline.index import build_index
-from pipeline.records import committed_shards, read_index
-from pipeline.storage import open_storage
+from pipeline.listing import committed_shards
+from pipeline.records import read_index
+from pipeline.storage.urls import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 

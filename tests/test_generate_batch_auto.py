@@ -9,10 +9,11 @@ import pytest
 
 from dppp.config import load_experiment
 from pipeline.generate import RESOLVED_BATCH_SIZE, run_generate
-from pipeline.records import committed_shards, read_dataset_manifest
+from pipeline.listing import committed_shards
+from pipeline.records import read_dataset_manifest
 from pipeline.renderers.tiny_diffusion import build_tiny_diffusion
 from pipeline.shards import read_shard, record_name
-from pipeline.storage import open_storage
+from pipeline.storage.urls import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -20,11 +20,13 @@ from pipeline.index import (
     rows_table,
     write_index,
 )
-from pipeline.listing import key_ranges, list_objects
+from pipeline.listing import committed_shards, key_ranges, list_objects
 from pipeline.parallel import ordered_map
-from pipeline.records import committed_shards, publish_shard, read_index, read_record, write_dataset_manifest
+from pipeline.publish import publish_shard
+from pipeline.records import read_index, read_record, write_dataset_manifest
 from pipeline.shards import Sample, fragment_name, record_name, write_shard
-from pipeline.storage import LocalStorage, open_storage
+from pipeline.storage.local import LocalStorage
+from pipeline.storage.urls import open_storage
 from pipeline.verify import verify_dataset
 
 SHARDS = 4

@@ -7,9 +7,11 @@ import pytest
 from PIL import Image
 
 from dppp.cli import main
-from pipeline.records import publish_shard, read_index, write_dataset_manifest, write_index
+from pipeline.index import write_index
+from pipeline.publish import publish_shard
+from pipeline.records import read_index, write_dataset_manifest
 from pipeline.shards import Sample, fragment_name, record_name, shard_name, write_shard
-from pipeline.storage import open_storage
+from pipeline.storage.urls import open_storage
 from pipeline.verify import verify_dataset
 from tests.conftest import FAKE_CREDENTIALS, pickle_payload, tar_bytes
 

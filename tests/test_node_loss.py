@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.generate import GenerationFailed, run_generate
-from pipeline.records import committed_shards
-from pipeline.storage import open_storage
+from pipeline.listing import committed_shards
+from pipeline.storage.urls import open_storage
 from tests.test_generate import gen_config, tar_digests
 
 ROOT = Path(__file__).resolve().parents[1]

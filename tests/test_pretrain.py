@@ -31,7 +31,8 @@ def small_model_config(**overrides):
 def pairs(n_ids: int = 8):
     """One (image, prompt) batch from real shards through the streaming loader (texts=True)."""
     from trainer.config import DataConfig
-    from trainer.data import PKBatchStream, open_training_data
+    from trainer.data.sources import open_training_data
+    from trainer.data.streams import PKBatchStream
 
     with tempfile.TemporaryDirectory() as tmp:
         url = write_dataset(f"{tmp}/ds", n_ids=n_ids, ids_per_shard=n_ids)
@@ -145,9 +146,10 @@ def test_bad_backbone_folders_exit_2_with_one_message(tmp_path, capsys, small_da
 
 
 def test_pretraining_data_without_prompts_exits_2(tmp_path, capsys):
-    from pipeline.records import publish_shard, write_dataset_manifest
+    from pipeline.publish import publish_shard
+    from pipeline.records import write_dataset_manifest
     from pipeline.shards import Sample, write_shard
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
     from tests.test_data import TAXONOMY
 
     url = str(tmp_path / "no-prompts")

@@ -8,14 +8,8 @@ import pytest
 from PIL import Image
 
 from foundation.errors import DataError, UserError
-from trainer.readers import (
-    parse_dataset_spec,
-    read_cuhk03_np,
-    read_dataset,
-    read_dukemtmc,
-    read_market1501,
-    read_msmt17,
-)
+from trainer.data.specs import parse_dataset_spec, read_dataset
+from trainer.readers import read_cuhk03_np, read_dukemtmc, read_market1501, read_msmt17
 
 
 def make_images(folder: Path, names: list[str]) -> None:
@@ -145,6 +139,18 @@ def test_dataset_specs(tmp_path):
         parse_dataset_spec("viper:/data/viper")
     split = read_dataset(f"market1501:{market_folder(tmp_path / 'm')}")
     assert split.name == "market1501" and len(split.gallery) == 4
+
+
+def test_training_sources_are_datasets_unless_named_as_a_folder():
+    from trainer.data.specs import dataset_location, parse_source
+
+    assert parse_source("s3://bucket/ds") == ("synthetic", "s3://bucket/ds")  # a URL's scheme is no name
+    assert parse_source("runs/demo") == ("synthetic", "runs/demo") and parse_source("runs/demo").is_dataset
+    assert parse_source("synthetic:s3://bucket/ds") == ("synthetic", "s3://bucket/ds")
+    assert parse_source("Market1501:/data/m") == ("market1501", "/data/m")
+    assert not parse_source("market1501:/data/m").is_dataset
+    assert dataset_location("synthetic:/data/ds") == "/data/ds"
+    assert dataset_location("market1501:/data/m") == "market1501:/data/m"
 
 
 def test_reading_twice_gives_the_same_split(tmp_path):

@@ -13,8 +13,9 @@ from PIL import Image
 
 from foundation.errors import DataError
 from pipeline.shards import Sample, shard_name, write_shard
+from trainer.data.specs import read_dataset
 from trainer.metrics import evaluate_ranking
-from trainer.readers import ReidItem, read_dataset, split_synthetic, synthetic_images
+from trainer.readers import ReidItem, split_synthetic, synthetic_images
 
 
 def index_rows(num_pids=6, views=9, cams=(1, 2, 3), single_cam_pid=None):

@@ -12,14 +12,10 @@ import pytest
 
 from foundation.errors import DataError
 from pipeline.index import build_index, write_index
-from pipeline.records import (
-    committed_shards,
-    publish_shard,
-    read_dataset_manifest,
-    read_index,
-    strip_secrets,
-    write_dataset_manifest,
-)
+from pipeline.listing import committed_shards
+from pipeline.publish import publish_shard
+from pipeline.records import read_dataset_manifest, read_index, write_dataset_manifest
+from pipeline.redaction import strip_secrets
 from pipeline.shards import (
     FIXED_MTIME,
     ChunkedReader,
@@ -33,7 +29,9 @@ from pipeline.shards import (
     shard_name,
     write_shard,
 )
-from pipeline.storage import StorageConfig, StorageUnavailable, open_storage
+from pipeline.storage.base import StorageUnavailable
+from pipeline.storage.config import StorageConfig
+from pipeline.storage.urls import open_storage
 from tests.conftest import pickle_payload, tar_bytes
 
 

@@ -7,9 +7,11 @@ import tarfile
 
 import pytest
 
-from pipeline.records import publish_shard, read_index, write_index
+from pipeline.index import write_index
+from pipeline.publish import publish_shard
+from pipeline.records import read_index
 from pipeline.shards import read_shard, shard_name, write_shard
-from pipeline.storage import open_storage
+from pipeline.storage.urls import open_storage
 
 
 def _ours(path):

@@ -10,19 +10,18 @@ import time
 import pytest
 
 from foundation.errors import UserError
-from pipeline.storage import (
-    LocalStorage,
+from pipeline.storage.base import (
     ObjectInfo,
     ObjectNotFound,
-    S3Storage,
-    StorageConfig,
     StorageError,
     StorageUnavailable,
     check_key,
-    open_storage,
     redact_url,
-    split_url,
 )
+from pipeline.storage.config import StorageConfig
+from pipeline.storage.local import LocalStorage, atomic_write
+from pipeline.storage.s3 import S3Storage
+from pipeline.storage.urls import open_storage, split_url
 from tests.conftest import FAKE_CREDENTIALS
 
 
@@ -82,7 +81,7 @@ def test_local_publish_is_atomic(tmp_path):
         raise Boom
 
     with pytest.raises(Boom):
-        storage._atomic_write("obj", failing_write)
+        atomic_write(storage.root / "obj", failing_write)
     assert storage.read_bytes("obj") == b"old"
     assert [o.key for o in storage.list()] == ["obj"]  # no temp file left behind
 
@@ -105,6 +104,36 @@ def test_open_storage_urls(tmp_path):
 def test_redact_url():
     assert redact_url("http://user:secret@minio:9000/x") == "http://minio:9000/x"
     assert redact_url("s3://bucket/x") == "s3://bucket/x"
+    # a NAME:URL spec and a message: every URL inside the text loses its credentials, the rest stays
+    assert redact_url("synthetic:s3://k:s@h/ds") == "synthetic:s3://h/ds"
+    assert redact_url("cannot reach http://a:b@x:9000/ and https://c@y/z, mail me@home") == (
+        "cannot reach http://x:9000/ and https://y/z, mail me@home")
+
+
+def test_local_storage_states_its_folder_and_needs_no_worker_env(tmp_path):
+    storage = open_storage(str(tmp_path / "root"))
+    assert storage.local_root == tmp_path / "root"
+    assert storage.worker_env() == {}
+    filesystem, path = storage.arrow_filesystem()
+    storage.put_bytes(b"abc", "d/k")
+    with filesystem.open_input_stream(f"{path}/d/k") as stream:
+        assert stream.read() == b"abc"
+
+
+def test_s3_storage_reaches_pyarrow_and_workers_through_its_own_settings(moto_s3, monkeypatch):
+    storage = open_storage(moto_s3.bucket() + "/runs", StorageConfig())
+    assert storage.local_root is None
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("UNRELATED_SECRET", "x")
+    env = storage.worker_env()
+    assert env["AWS_ENDPOINT_URL"] == moto_s3.endpoint_url and env["AWS_REGION"] == "us-east-1"
+    assert env["AWS_SECRET_ACCESS_KEY"] == FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"] and "UNRELATED_SECRET" not in env
+    # the filesystem Ray Train writes checkpoints through reaches the very objects boto3 reads here
+    filesystem, path = storage.arrow_filesystem()
+    assert path == storage.url.removeprefix("s3://")
+    with filesystem.open_output_stream(f"{path}/ckpt/meta.json") as out:
+        out.write(b"{}")
+    assert storage.read_bytes("ckpt/meta.json") == b"{}"
 
 
 def test_s3_storage_pickles_without_its_client(moto_s3):

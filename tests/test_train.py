@@ -111,7 +111,7 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
 
 
 def test_ray_storage_for_s3_uses_the_configured_endpoint(monkeypatch):
-    from pipeline.storage import StorageConfig
+    from pipeline.storage.config import StorageConfig
     from trainer.train import ray_storage
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
@@ -206,7 +206,7 @@ def test_two_workers_train_checkpoint_and_a_rerun_resumes(ray_cluster, dataset, 
 
 @pytest.mark.slow
 def test_loopback_s3_data_and_output(ray_cluster, moto_s3, tmp_path):
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
     from trainer.checkpoint import load_checkpoint
     from trainer.train import run_train
 
@@ -299,7 +299,7 @@ def rank1_on(model, dataset_url: str, image_size) -> tuple[float, float]:
 
     from pipeline.records import read_index
     from pipeline.shards import read_shard
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
     from trainer.features import distance_matrix
     from trainer.metrics import evaluate_ranking
     from trainer.readers import split_synthetic

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from foundation.errors import DataError
+from pipeline.storage.local import atomic_write
 from trainer.model_config import ModelConfig
 
 FORMAT_VERSION = 1
@@ -48,12 +48,7 @@ class CheckpointState:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda out: out.write(data))
 
 
 def _sha256(data: bytes) -> str:

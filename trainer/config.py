@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from foundation.schema import StrictModel
-from pipeline.storage import StorageConfig
+from pipeline.storage.config import StorageConfig
 from trainer.model_config import ModelConfig
 
 
@@ -50,7 +50,7 @@ class AugmentConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    """Where the training images come from and how they are batched (trainer/data.py)."""
+    """Where the training images come from and how they are batched (trainer/data/)."""
 
     # Dataset URLs (local, file://, s3://) of dppp datasets, or NAME:PATH Re-ID folders (market1501:...).
     sources: tuple[str, ...] = ()

@@ -7,9 +7,9 @@
 `EvalConfig` is the experiment's `eval` section. `run_eval` wires the pieces: load a checkpoint
 (trainer.checkpoint, from local disk or object storage), read each dataset (trainer.readers), extract
 features through the model's eval transform (trainer.features, trainer.transforms), rank with the
-Market-1501 protocol, optionally re-ranked (trainer.metrics), and report. Only pydantic and the standard
-library are imported at module level: the experiment config, loaded by every CLI command, imports this
-module, and `dppp --help` must stay fast.
+Market-1501 protocol, optionally re-ranked (trainer.metrics), and report. Only pydantic, the standard
+library and light modules of ours (no torch, no boto3) are imported at module level: the experiment config,
+loaded by every CLI command, imports this module, and `dppp --help` must stay fast.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 
 from foundation.errors import DataError, SettingError, UserError
 from foundation.schema import StrictModel
+from pipeline.storage.base import redact_url
 
 
 class RerankConfig(StrictModel):
@@ -56,7 +57,7 @@ class EvalConfig(StrictModel):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, specs: tuple[str, ...]) -> tuple[str, ...]:
-        from trainer.readers import parse_dataset_spec
+        from trainer.data.specs import parse_dataset_spec
 
         for spec in specs:
             try:
@@ -127,7 +128,7 @@ def run_eval(model_path_or_url: str, datasets: Sequence[str] | None = None, conf
     specs = list(datasets) if datasets else list(config.datasets)
     if not specs:
         raise SettingError("datasets", "no dataset to evaluate on: give NAME:PATH (one or more), or set eval.datasets")
-    from trainer.readers import parse_dataset_spec
+    from trainer.data.specs import parse_dataset_spec
 
     parsed = [parse_dataset_spec(spec) for spec in specs]  # a malformed spec fails before the model loads
     with _local_checkpoint(model_path_or_url, storage_config) as folder:
@@ -138,17 +139,17 @@ def run_eval(model_path_or_url: str, datasets: Sequence[str] | None = None, conf
     from trainer.train import check_people_disjoint
 
     # Test people seen in the backbone's pretraining would flatter the figures: refused, as for training.
-    check_people_disjoint(state.model_config.backbone, [path for name, path in parsed if name == "synthetic"],
+    check_people_disjoint(state.model_config.backbone, [s.path for s in parsed if s.is_dataset],
                           storage_config)  # fmt: skip
-    splits = [_read_split(spec, name, config, storage_config) for spec, (name, _) in zip(specs, parsed, strict=True)]
+    splits = [_read_split(spec, source, config, storage_config) for spec, source in zip(specs, parsed, strict=True)]
 
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     results = []
-    for spec, (name, path), split in zip(specs, parsed, splits, strict=True):
-        result = _evaluate_split(model, split, name, path, config, device, storage_config, _redact(spec))
+    for spec, source, split in zip(specs, parsed, splits, strict=True):
+        result = _evaluate_split(model, split, source, config, device, storage_config, redact_url(spec))
         results.append(result)
         if on_dataset is not None:
             on_dataset(result)
@@ -156,13 +157,6 @@ def run_eval(model_path_or_url: str, datasets: Sequence[str] | None = None, conf
     if out is not None:
         _write_report(report, out, storage_config)
     return report
-
-
-def _redact(text: str) -> str:
-    """Drop user:password@ from any URL inside `text` (a spec is NAME:URL, so the URL is not at its start)."""
-    import re
-
-    return re.sub(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@", r"\1", text)
 
 
 class _local_checkpoint:  # noqa: N801 - used as a context manager, like contextlib's helpers
@@ -173,11 +167,11 @@ class _local_checkpoint:  # noqa: N801 - used as a context manager, like context
         self.url, self.storage_config, self.tmp = str(url), storage_config, None
 
     def __enter__(self) -> Path:
-        from pipeline.storage import LocalStorage, open_storage
+        from pipeline.storage.urls import open_storage
 
         storage = open_storage(self.url, self.storage_config)
-        if isinstance(storage, LocalStorage):
-            return self._local(storage.root)
+        if storage.local_root is not None:
+            return self._local(storage.local_root)
         prefix = self._remote_prefix(storage)
         import tempfile
 
@@ -228,14 +222,14 @@ class _local_checkpoint:  # noqa: N801 - used as a context manager, like context
         for prefix in ("", f"{_RUN_FINAL_DIR}/"):
             if storage.exists(prefix + _META_FILE):
                 return prefix
-        raise DataError(f"{_redact(self.url)} is not a dppp model: no {_META_FILE} under it (nor under "
+        raise DataError(f"{redact_url(self.url)} is not a dppp model: no {_META_FILE} under it (nor under "
                         f"{_RUN_FINAL_DIR}/, as a training run folder would have)")  # fmt: skip
 
 
 def _model_info(url: str, folder: Path, state) -> dict[str, Any]:
     meta = json.loads((folder / _META_FILE).read_text(encoding="utf-8"))
     return {
-        "url": _redact(str(url)),
+        "url": redact_url(str(url)),
         "method": state.method,
         "phase": state.phase,
         "step": state.step,
@@ -247,22 +241,22 @@ def _model_info(url: str, folder: Path, state) -> dict[str, Any]:
     }
 
 
-def _read_split(spec: str, name: str, config: EvalConfig, storage_config):
-    from trainer.readers import read_dataset
+def _read_split(spec: str, source, config: EvalConfig, storage_config):
+    from trainer.data.specs import read_dataset
 
     options = config.synthetic
-    if name == "synthetic":
+    if source.is_dataset:
         split = read_dataset(spec, seed=options.seed, queries_per_camera=options.queries_per_camera,
                              held_out_pids=options.held_out_pids, storage_config=storage_config)  # fmt: skip
     else:
         split = read_dataset(spec)
     if not split.query or not split.gallery:
-        raise DataError(f"dataset {_redact(spec)}: {len(split.query)} query and {len(split.gallery)} gallery "
+        raise DataError(f"dataset {redact_url(spec)}: {len(split.query)} query and {len(split.gallery)} gallery "
                         f"image(s): both are needed")  # fmt: skip
     return split
 
 
-def _evaluate_split(model, split, name: str, path: str, config: EvalConfig, device: str, storage_config,
+def _evaluate_split(model, split, source, config: EvalConfig, device: str, storage_config,
                     spec: str) -> DatasetReport:  # fmt: skip
     import time
 
@@ -274,11 +268,11 @@ def _evaluate_split(model, split, name: str, path: str, config: EvalConfig, devi
     transform = EvalTransform(model.config.image_size)  # the training engineer's deterministic eval path
 
     def features(items):
-        if name == "synthetic":  # items live inside the shards: stream their images back
+        if source.is_dataset:  # items live inside the shards: stream their images back
             from trainer.readers import synthetic_images
 
-            source = (transform(image) for image in synthetic_images(path, items, storage_config=storage_config))
-            return extract_features(model.encode_images, source, config.batch_size, config.flip, device=device)
+            images = (transform(image) for image in synthetic_images(source.path, items, storage_config=storage_config))
+            return extract_features(model.encode_images, images, config.batch_size, config.flip, device=device)
         return extract_features(model.encode_images, items, config.batch_size, config.flip, transform=transform,
                                 device=device)  # fmt: skip
 
@@ -303,7 +297,7 @@ def _evaluate_split(model, split, name: str, path: str, config: EvalConfig, devi
 
 def _write_report(report: EvalReport, out: str, storage_config) -> None:
     """Atomic publish (temp + rename on disk, one PUT on S3): never a half-written report."""
-    from pipeline.storage import open_storage, split_url
+    from pipeline.storage.urls import open_storage, split_url
 
     if "://" in out:
         storage, key = split_url(out, storage_config)

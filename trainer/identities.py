@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from foundation.errors import DataError
-from pipeline.storage import StorageConfig, open_storage
+from pipeline.storage.config import StorageConfig
+from pipeline.storage.urls import open_storage
 
 DIGEST_CHARS = 16  # 64 bits of sha256: no accidental collision among millions of people
 
@@ -54,7 +55,8 @@ def people(url: str, storage_config: StorageConfig | None = None) -> dict[int, s
     """pid -> appearance digest of every committed pid of the dppp dataset at `url`; None when its
     dataset.json records no taxonomy (nothing tells which attributes make a person)."""
     from pipeline.index import build_index
-    from pipeline.records import ATTRIBUTE_PREFIX, committed_shards, read_dataset_manifest, read_index
+    from pipeline.listing import committed_shards
+    from pipeline.records import ATTRIBUTE_PREFIX, read_dataset_manifest, read_index
 
     storage = open_storage(url, storage_config or StorageConfig())
     taxonomy = read_dataset_manifest(storage).get("taxonomy")

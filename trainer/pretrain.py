@@ -43,9 +43,9 @@ def pretrain_schedules(config: PretrainConfig) -> list[tuple[int, Any, int]]:
 
 def check_prompts(url: str, storage_config) -> None:
     """The first sample of the dataset's first committed shard must carry a prompt (its txt member)."""
-    from pipeline.records import committed_shards
+    from pipeline.listing import committed_shards
     from pipeline.shards import read_shard
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     storage = open_storage(url, storage_config)
     records = committed_shards(storage)
@@ -76,8 +76,8 @@ def corpus_people(sources: list[str], storage_config) -> list[str]:
 def style_coverage(sources: list[str], storage_config) -> dict[str, dict[str, int]]:
     """Per view attribute (and camid): how many of the taxonomy's values the corpus shows."""
     from pipeline.records import ATTRIBUTE_PREFIX, read_dataset_manifest, read_index
-    from pipeline.storage import open_storage
-    from trainer.data import taxonomy_vocab
+    from pipeline.storage.urls import open_storage
+    from trainer.data.sources import taxonomy_vocab
 
     seen: dict[str, set[str]] = {}
     possible: dict[str, set[str]] = {}
@@ -104,17 +104,19 @@ def run_pretrain(config: PretrainConfig, data: list[str] | None = None, out: str
     """Pretrain the CLIP of `config.model` on the committed shards of `data` (default config.data.sources);
     the CLIP folder lands in <out>/<run_name>/final (and in `config.export` when set). Reruns resume."""
     from foundation.config import with_updates
-    from trainer.data import is_folder_spec, open_training_data
+    from trainer.data.sources import open_training_data
+    from trainer.data.specs import parse_source
     from trainer.identities import check_disjoint
     from trainer.train import launch, schedule_steps
 
     config = with_updates(config, "pretrain", workers=workers, out=out)
-    sources = [s.removeprefix("synthetic:") for s in (list(data) if data else list(config.data.sources))]
-    if not sources:
+    specs = list(data) if data else list(config.data.sources)
+    if not specs:
         raise SettingError("data", "no pretraining data: give a dppp dataset URL, or set pretrain.data.sources")
-    for spec in sources:
-        if is_folder_spec(spec):
+    for spec in specs:
+        if not parse_source(spec).is_dataset:
             raise DataError(f"{spec}: a Re-ID folder has no prompts; pretraining needs dppp datasets")
+    sources = [parse_source(spec).path for spec in specs]
     training_data = open_training_data(sources, config.data.storage)
     for url in sources:
         check_prompts(url, config.data.storage)
@@ -145,7 +147,8 @@ def run_pretrain(config: PretrainConfig, data: list[str] | None = None, out: str
 def _read_remote_card(final_url: str, config: PretrainConfig) -> dict[str, Any] | None:
     import json
 
-    from pipeline.storage import ObjectNotFound, open_storage
+    from pipeline.storage.base import ObjectNotFound
+    from pipeline.storage.urls import open_storage
     from trainer.model_card import CARD_FILE
 
     try:
@@ -156,7 +159,7 @@ def _read_remote_card(final_url: str, config: PretrainConfig) -> dict[str, Any] 
 
 def export_folder(final_url: str, export: str, config: PretrainConfig) -> str:
     """Copy the finished CLIP folder to the local folder `export`, replacing it whole (via a temp folder)."""
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     storage = open_storage(final_url, config.data.storage)
     target = Path(export).absolute()
@@ -177,7 +180,7 @@ def export_folder(final_url: str, export: str, config: PretrainConfig) -> str:
 def captioners(sources, storage_config) -> dict[str, Any]:
     """dataset URL -> the appearance captioner of its taxonomy (dataset.json's copy)."""
     from pipeline.records import read_dataset_manifest
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
     from prompts.captions import AppearanceCaptioner
     from prompts.taxonomy import taxonomy_from_dict
 

@@ -11,7 +11,7 @@ Conventions, as the standard toolkits (torchreid, fast-reid) read these folders:
   wrong answer for every query (Market-1501 gallery: 19,732 files -> 15,913 entries).
 - pids are the dataset's own, not relabelled: relabelling to 0..N-1 for a classifier is the trainer's job.
 
-`read_dataset("market1501:/data/Market-1501-v15.09.15")` picks the reader by name.
+`trainer.data.specs.read_dataset("market1501:/data/Market-1501-v15.09.15")` picks the reader by name.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from foundation.errors import DataError, UserError
+from foundation.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 JUNK_PID = -1
@@ -330,7 +330,7 @@ def read_synthetic(url: str, seed: int = 0, *, queries_per_camera: int = 1, held
                    storage_config=None) -> ReidSplit:
     """The split of a dppp dataset at `url` (local path, file:// or s3://) from its index.parquet."""
     from pipeline.records import read_index
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     storage = open_storage(url, storage_config)
     try:
@@ -348,8 +348,8 @@ def synthetic_images(url: str, items: Iterable[ReidItem], *, storage_config=None
     items are sorted by path, so every shard is read once); only the wanted images are decoded."""
     from PIL import Image
 
-    from pipeline.shards import READ_IMAGE_EXTS, read_shard
-    from pipeline.storage import open_storage
+    from pipeline.shards import READ_IMAGE_EXTS, image_member, read_shard
+    from pipeline.storage.urls import open_storage
 
     storage = open_storage(url, storage_config)
     run: list[tuple[str, str]] = []
@@ -360,8 +360,8 @@ def synthetic_images(url: str, items: Iterable[ReidItem], *, storage_config=None
         found: dict[str, bytes] = {}
         with storage.open_read(shard) as stream:
             for sample in read_shard(stream, include=READ_IMAGE_EXTS):
-                if sample["__key__"] in wanted:
-                    found[sample["__key__"]] = next(sample[e] for e in READ_IMAGE_EXTS if e in sample)
+                if sample["__key__"] in wanted and (ext := image_member(sample)):
+                    found[sample["__key__"]] = sample[ext]
         for _, key in run:
             if key not in found:
                 raise DataError(f"{storage.url_for(shard)} has no image for sample {key}: index and shards disagree")
@@ -378,36 +378,3 @@ def synthetic_images(url: str, items: Iterable[ReidItem], *, storage_config=None
         run.append((shard, key))
     if run:
         yield from flush()
-
-
-# ---- registry ------------------------------------------------------------------------------------------
-
-READERS: dict[str, Callable[..., ReidSplit]] = {
-    "market1501": read_market1501,
-    "dukemtmc": read_dukemtmc,
-    "msmt17": read_msmt17,
-    "cuhk03-labeled": lambda root: read_cuhk03_np(root, "labeled"),
-    "cuhk03-detected": lambda root: read_cuhk03_np(root, "detected"),
-    "synthetic": read_synthetic,
-}
-
-
-def parse_dataset_spec(spec: str) -> tuple[str, str]:
-    """'NAME:PATH' -> (name, path); the name must be a known reader. The path may itself hold '://'."""
-    name, sep, path = str(spec).partition(":")
-    name = name.strip().lower()
-    if not sep or not path.strip() or not name:
-        raise UserError(f"dataset {spec!r}: expected NAME:PATH, e.g. market1501:/data/Market-1501-v15.09.15")
-    if name not in READERS:
-        raise UserError(f"dataset {spec!r}: unknown name {name!r} (known: {', '.join(READERS)})")
-    return name, path.strip()
-
-
-def read_dataset(spec: str, **synthetic_options: Any) -> ReidSplit:
-    """Read 'NAME:PATH' (names: market1501, dukemtmc, msmt17, cuhk03-labeled, cuhk03-detected, synthetic).
-    `synthetic_options` (seed, queries_per_camera, held_out_pids, storage_config) apply to synthetic only."""
-    name, path = parse_dataset_spec(spec)
-    if name == "synthetic":
-        return read_synthetic(path, **synthetic_options)
-    return READERS[name](os.path.expanduser(path))
-

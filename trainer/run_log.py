@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.storage import ObjectNotFound, Storage
+from pipeline.storage.base import ObjectNotFound, Storage
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "loss_curves.png"

@@ -54,28 +54,13 @@ def run_url_for(out: str, run_name: str) -> str:
 
 def ray_storage(out: str, storage_config) -> tuple[str, Any]:
     """(storage_path, storage_filesystem) for Ray Train's RunConfig from a local path or s3:// URL."""
-    from pipeline.storage import LocalStorage, S3Storage, open_storage
+    from pipeline.storage.urls import open_storage
 
     storage = open_storage(out, storage_config)
-    if isinstance(storage, LocalStorage):
-        return str(storage.root), None
-    assert isinstance(storage, S3Storage)
-    from urllib.parse import urlparse
-
-    import pyarrow.fs
-
-    endpoint = storage_config.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    options: dict[str, Any] = {"region": storage_config.region or os.environ.get("AWS_REGION")
-                               or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}  # fmt: skip
-    if endpoint:
-        parsed = urlparse(endpoint)
-        options["endpoint_override"] = parsed.netloc or parsed.path
-        options["scheme"] = parsed.scheme or "https"
-    if storage_config.addressing_style == "virtual":
-        options["force_virtual_addressing"] = True
-    # Credentials: pyarrow reads the same AWS_* variables / profile chain as boto3; none pass through here.
-    path = f"{storage.bucket}/{storage.prefix}" if storage.prefix else storage.bucket
-    return path, pyarrow.fs.S3FileSystem(**options)
+    if storage.local_root is not None:
+        return str(storage.local_root), None
+    filesystem, path = storage.arrow_filesystem()
+    return path, filesystem
 
 
 def total_steps(config: TrainConfig, data, world: int) -> int:
@@ -184,7 +169,7 @@ def run_train(config: TrainConfig, data: list[str] | None = None, out: str | Non
     """Train `config.model` on the committed shards of `data` (default: config.data.sources) with
     `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume."""
     from foundation.config import with_updates
-    from trainer.data import open_training_data
+    from trainer.data.sources import open_training_data
 
     config = with_updates(config, "train", workers=workers, use_gpu=use_gpu, out=out)
     config = with_local_backbone(config)
@@ -214,7 +199,7 @@ def with_local_backbone(config: TrainConfig) -> TrainConfig:
 def check_people_disjoint(backbone: str, sources: list[str], storage_config) -> None:
     """A backbone pretrained here (its folder holds a model card listing its pretraining people) must not
     have seen the people of a dppp dataset it is trained or tested on: DataError naming the dataset."""
-    from trainer.data import is_folder_spec
+    from trainer.data.specs import parse_source
     from trainer.identities import check_disjoint
     from trainer.model_card import read_card
 
@@ -222,10 +207,9 @@ def check_people_disjoint(backbone: str, sources: list[str], storage_config) -> 
     if not card:
         return
     seen = card.get("data", {}).get("people", [])
-    for spec in sources:
-        spec = spec.removeprefix("synthetic:")
-        if not is_folder_spec(spec):
-            check_disjoint(seen, spec, f"pretraining corpus of backbone {backbone}", storage_config)
+    for source in map(parse_source, sources):
+        if source.is_dataset:
+            check_disjoint(seen, source.path, f"pretraining corpus of backbone {backbone}", storage_config)
 
 
 def launch(config: RunSettings, training_data, steps: int, worker_fn, *, ray_address: str | None = None,
@@ -237,7 +221,7 @@ def launch(config: RunSettings, training_data, steps: int, worker_fn, *, ray_add
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pipeline.storage import open_storage
+    from pipeline.storage.urls import open_storage
 
     run_url = run_url_for(absolute_out(config.out), config.run_name)
     open_storage(run_url, config.data.storage)  # a malformed --out fails here

@@ -2,7 +2,7 @@
 
     phase 1 epochs -> [PDM: identity bank, all-reduced over ranks] -> phase 2 epochs -> final model
 
-Every rank builds the same model (seeded), streams its own disjoint shards (trainer/data.py) and runs the
+Every rank builds the same model (seeded), streams its own disjoint shards (trainer/data/) and runs the
 same number of steps per epoch, so DDP's collective calls always pair up. The position in the run is
 (phase, epoch, batch) plus the global step; it goes into every checkpoint, and a restarted worker group
 (a rerun with the same run name, or Ray Train's FailureConfig after a worker died) resumes from it
@@ -23,14 +23,10 @@ import torch
 from torch import nn
 
 from trainer.config import TrainConfig
-from trainer.data import (
-    AllImagesStream,
-    PKBatchStream,
-    TrainingData,
-    make_loader,
-    plan_epoch,
-    prefetched_epochs,
-)
+from trainer.data.loader import make_loader, prefetched_epochs
+from trainer.data.plan import plan_epoch
+from trainer.data.sources import TrainingData
+from trainer.data.streams import AllImagesStream, PKBatchStream
 
 FINAL_DIR = "final"
 
@@ -179,7 +175,7 @@ class Worker:
     # ---- the run ----------------------------------------------------------------------------------
 
     def run(self) -> None:
-        from pipeline.storage import open_storage
+        from pipeline.storage.urls import open_storage
         from trainer.run_log import RunLog
 
         torch.manual_seed(self.config.seed + self.rank)

@@ -130,9 +130,10 @@ def held_out_images(datasets: list[str], image_size: tuple[int, int], max_images
     """(pixel tensors [N, 3, H, W], attribute dicts) of up to `max_images` images, shard by shard."""
     import torch
 
-    from pipeline.records import committed_shards
-    from pipeline.shards import READ_IMAGE_EXTS, read_shard
-    from pipeline.storage import StorageConfig, open_storage
+    from pipeline.listing import committed_shards
+    from pipeline.shards import READ_IMAGE_EXTS, image_member, read_shard
+    from pipeline.storage.config import StorageConfig
+    from pipeline.storage.urls import open_storage
     from trainer.transforms import EvalTransform
 
     transform = EvalTransform(image_size)
@@ -145,12 +146,12 @@ def held_out_images(datasets: list[str], image_size: tuple[int, int], max_images
         for record in records:
             with storage.open_read(record.tar) as stream:
                 for sample in read_shard(stream, include=READ_IMAGE_EXTS | {"json"}):
-                    data = next((sample[e] for e in ("jpg", "jpeg", "png", "webp") if e in sample), None)
+                    ext = image_member(sample)
                     meta = sample.get("json") or {}
-                    if data is None or not isinstance(meta.get("attributes"), dict):
+                    if ext is None or not isinstance(meta.get("attributes"), dict):
                         raise DataError(f"{storage.url_for(record.tar)}: sample {sample['__key__']} lacks an image "
                                         "or its attributes")  # fmt: skip
-                    images.append(transform(data, None, f"{storage.url_for(record.tar)}: {sample['__key__']}"))
+                    images.append(transform(sample[ext], None, f"{storage.url_for(record.tar)}: {sample['__key__']}"))
                     attributes.append({k: str(v) for k, v in meta["attributes"].items()})
                     if len(images) >= max_images:
                         return torch.stack(images), attributes

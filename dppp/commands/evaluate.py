@@ -70,12 +70,13 @@ def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | No
     import json
 
     from foundation.errors import UserError
+    from trainer.data.specs import dataset_location
     from trainer.model_card import read_card
     from trainer.zero_shot import zero_shot_folder
 
     config = experiment.pretrain.zero_shot
     if datasets:
-        config = config.model_copy(update={"datasets": tuple(d.removeprefix("synthetic:") for d in datasets)})
+        config = config.model_copy(update={"datasets": tuple(dataset_location(d) for d in datasets)})
     if not config.datasets:
         raise UserError("--zero-shot needs held-out images: --dataset PATH (a dppp dataset) or pretrain.zero_shot.datasets")
     card = read_card(model) if Path(model).is_dir() else None
@@ -91,7 +92,7 @@ def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | No
                   "(figures in %; chance: 1 / classes; majority: always the most frequent value)", soft_wrap=True)
     console.print(report.table(), soft_wrap=True, highlight=False)
     if out is not None:
-        from pipeline.storage import split_url
+        from pipeline.storage.urls import split_url
 
         storage, key = split_url(out, experiment.train.data.storage)
         storage.put_bytes((json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n").encode(), key)

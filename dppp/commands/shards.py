@@ -26,7 +26,7 @@ EndpointOption = Annotated[
 
 
 def _config(endpoint_url: str | None):
-    from pipeline.storage import StorageConfig
+    from pipeline.storage.config import StorageConfig
 
     return StorageConfig(endpoint_url=endpoint_url)
 

@@ -1,0 +1,132 @@
+"""The storage interface: a dataset root on some object store, its errors, keys and URL redaction."""
+
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from foundation.errors import DataError
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+
+class StorageError(DataError):
+    """A storage operation failed for a reason the user must fix (missing bucket, access denied...)."""
+
+
+class ObjectNotFound(StorageError):
+    """The key does not exist."""
+
+
+class StorageUnavailable(StorageError):
+    """Transient failures outlasted the retry budget (endpoint down, throttled, 5xx)."""
+
+
+@dataclass(frozen=True, order=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+_URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """Drop the user:password@ part of every URL in `text` (a URL, a NAME:URL spec, a message), so an
+    endpoint or a data source can be shown in messages and records."""
+    return _URL_CREDENTIALS.sub(r"\1", text)
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_key(key: str) -> str:
+    """A storage key: relative, '/'-separated, no empty, '.' or '..' parts, no control characters."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("storage key must be a non-empty string")
+    # a regex, not a generator per character: every read and write of 100k-shard datasets checks keys
+    if key.startswith("/") or "\\" in key or _UNPRINTABLE.search(key):
+        raise ValueError(f"invalid storage key {key!r}: must be relative, '/'-separated, printable")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid storage key {key!r}: empty, '.' or '..' path component")
+    return key
+
+
+
+def check_prefix(prefix: str) -> str:
+    if prefix and any(part in (".", "..") for part in prefix.split("/")):
+        raise ValueError(f"invalid storage prefix {prefix!r}")
+    return prefix
+
+
+class Storage(ABC):
+    """A dataset root on some object store. Keys are relative to `url`."""
+
+    url: str
+
+    @abstractmethod
+    def put_file(self, local_path: str | os.PathLike, key: str, *, progress: Callable[[int], None] | None = None) -> None:
+        """Publish a local file atomically: readers see the old object or the whole new one, never a part.
+        `progress(n)` is called with the number of bytes sent since the last call."""
+
+    @abstractmethod
+    def put_bytes(self, data: bytes, key: str) -> None:
+        """Publish bytes atomically."""
+
+    @abstractmethod
+    def open_read(self, key: str) -> IO[bytes]:
+        """A streaming binary reader (a context manager); raises ObjectNotFound."""
+
+    # Whether a listing that starts part-way (`iter_list(after=...)`) costs only its part: then listing a
+    # large dataset in key ranges on several threads pays (S3: one round trip per 1,000 keys).
+    ranged_listing = False
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object whose key starts with `prefix`, sorted by key."""
+
+    def iter_list(self, prefix: str = "", *, after: str | None = None) -> Iterator[ObjectInfo]:
+        """The objects whose key starts with `prefix` and sorts after `after`, in key order, as they come."""
+        return (obj for obj in self.list(prefix) if after is None or obj.key > after)
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size of one object, or None when it does not exist."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object; removing a missing one is not an error."""
+
+    @property
+    def local_root(self) -> Path | None:
+        """The folder holding the objects as plain files on this machine; None for an object store."""
+        return None
+
+    @abstractmethod
+    def arrow_filesystem(self) -> tuple[pyarrow.fs.FileSystem, str]:
+        """A pyarrow filesystem that reaches this storage, and the root's path on it (Ray Train's storage)."""
+
+    def worker_env(self) -> dict[str, str]:
+        """The environment variables, taken from this process's, that a process on another node needs to
+        reach this storage as this one does (endpoint, region, credentials); none for local storage."""
+        return {}
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.open_read(key) as stream:
+            return stream.read()
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    def url_for(self, key: str) -> str:
+        return f"{self.url.rstrip('/')}/{check_key(key)}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
