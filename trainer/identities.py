@@ -53,13 +53,8 @@ def digest(key: str) -> str:
 def people(url: str, storage_config: StorageConfig | None = None) -> dict[int, str] | None:
     """pid -> appearance digest of every committed pid of the dppp dataset at `url`; None when its
     dataset.json records no taxonomy (nothing tells which attributes make a person)."""
-    from pipeline.records import (
-        ATTRIBUTE_PREFIX,
-        build_index,
-        committed_shards,
-        read_dataset_manifest,
-        read_index,
-    )
+    from pipeline.index import build_index
+    from pipeline.records import ATTRIBUTE_PREFIX, committed_shards, read_dataset_manifest, read_index
 
     storage = open_storage(url, storage_config or StorageConfig())
     taxonomy = read_dataset_manifest(storage).get("taxonomy")
