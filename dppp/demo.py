@@ -26,10 +26,22 @@ REPORT = RUNS / "report.json"
 
 def step(title: str, argv: list[str]) -> None:
     print(f"\n== {title}\n$ dppp {' '.join(argv)}", flush=True)
-    code = dppp(argv)
+    try:
+        code = dppp(argv)
+    finally:
+        leave_ray()
     if code != 0:
         print(f"\ndemo stopped: `dppp {' '.join(argv)}` exited with {code}", file=sys.stderr)
         sys.exit(code)
+
+
+def leave_ray() -> None:
+    """Stop the Ray instance a step started, so that each step runs as it would typed in a shell, with its
+    own Ray: `dppp train` keeps Ray Train's narration (and Ray's internal log lines) off the terminal, which
+    a Ray started by `dppp generate` in the same process would print."""
+    ray = sys.modules.get("ray")  # not imported: no step started it
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def show_prompts(generate_config, identities: int = 3) -> None:

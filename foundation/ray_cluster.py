@@ -24,7 +24,8 @@ def start_ray(address: str | None, cpus_needed: float = 1, *, worker_output: boo
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    options = {"logging_level": "WARNING", "log_to_driver": worker_output}
+    options = {"logging_level": "WARNING", "log_to_driver": worker_output,
+               "runtime_env": {"worker_process_setup_hook": f"{__name__}.{export_cluster_address.__name__}"}}
     if address:
         check_reachable(address)
         ray.init(address=address, **options)
@@ -33,6 +34,18 @@ def start_ray(address: str | None, cpus_needed: float = 1, *, worker_output: boo
         # without it the cleaner logs a warning every few seconds for the whole run.
         ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), **options)
     keep_cluster_messages_off_the_terminal()
+
+
+def export_cluster_address() -> None:
+    """Ray's `worker_process_setup_hook` (start_ray sets it): tell each worker process its own cluster.
+
+    Ray's helpers that query the state API from inside a worker (Ray Train's PlacementGroupCleaner) look
+    for their cluster in RAY_ADDRESS, else among the Ray processes running on the machine. With a second
+    local Ray instance running they find two and fail ("Found multiple active Ray instances"): the
+    cleaner's monitor thread dies with a traceback on the terminal and would no longer clean up."""
+    import ray
+
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:
