@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.plan import ShardPlan
 
 if TYPE_CHECKING:
-    from pipeline.generate import GenerateConfig
+    from pipeline.config import GenerateConfig
     from pipeline.records import ShardRecord
     from pipeline.shards import Sample
     from prompts.spec import ViewSpec
