@@ -118,7 +118,7 @@ def copy_folder(source: Path, target: Path) -> Path:
 
 
 def test_bad_backbone_folders_exit_2_with_one_message(tmp_path, capsys, small_dataset, clip_folder):
-    from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
+    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     empty = tmp_path / "empty"
     empty.mkdir()

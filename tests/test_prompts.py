@@ -360,7 +360,7 @@ def test_dropping_a_list_item_also_saves_its_lead(tmp_path):
 
 
 def test_a_real_tokenizer_counts_exactly():
-    from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
+    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     tokenizer = build_tiny_clip_tokenizer()
     taxonomy = load_taxonomy(None)
