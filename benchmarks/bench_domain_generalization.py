@@ -164,11 +164,11 @@ def generate_config(taxonomy: Path, out: Path, seed: int, identities: int, size:
 def check_reachable(config, cameras: tuple[int, ...], lights: tuple[str, ...]) -> None:
     """Sample 400 identities' views with the prompt engine: every camera and illumination of the domain
     must occur (the indoor/outdoor rules could otherwise silently make one unreachable)."""
-    from prompts.engine import PromptEngine
+    from pipeline.prompting import prompt_engine
 
     probe = config.model_copy(update={"identities": 400})
     seen_cameras, seen_lights = set(), set()
-    for view in PromptEngine.from_config(probe).iter_views(range(400)):
+    for view in prompt_engine(probe).iter_views(range(400)):
         seen_cameras.add(view.camid)
         seen_lights.add(view.attributes["illumination"])
     missing = sorted(set(cameras) - seen_cameras) + sorted(set(lights) - seen_lights)

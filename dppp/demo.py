@@ -46,10 +46,10 @@ def leave_ray() -> None:
 
 def show_prompts(generate_config, identities: int = 3) -> None:
     """A few of the prompts stage 1 renders (all of them: `dppp prompts sample configs/demo.yaml`)."""
-    from prompts.engine import PromptEngine
+    from pipeline.prompting import prompt_engine
 
     print(f"== 1/6 prompts: the first view of {identities} identities (dppp prompts sample {CONFIG})")
-    engine = PromptEngine.from_config(generate_config)
+    engine = prompt_engine(generate_config, config_file=CONFIG)
     for pid in range(identities):
         view = engine.view(pid, 0)
         print(f"  {view.key} camera {view.camid}: {view.prompt}")

@@ -124,9 +124,9 @@ class Plan:
 
 def build_plan(config: GenerateConfig) -> Plan:
     from pipeline.plan import plan_shards
-    from prompts.engine import PromptEngine
+    from pipeline.prompting import prompt_engine
 
-    engine = PromptEngine.from_config(config)
+    engine = prompt_engine(config)
     views = [engine.num_views(pid) for pid in range(config.identities)]  # not identity(): it caches attributes
     shards = plan_shards(views, config.ids_per_shard)
     return Plan(config, engine, shards, config_fingerprint(config, engine.taxonomy_hash))
