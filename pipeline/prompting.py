@@ -25,8 +25,8 @@ def token_counter_for(config: GenerateConfig, config_file: str | None = None) ->
             raise ConfigError(f"tokenizer 'renderer' needs a diffusers renderer, not {renderer.kind!r}",
                               file=config_file, path="generate.prompts.tokenizer")  # fmt: skip
         source, subfolder, revision = renderer.model, "tokenizer", renderer.revision
-    else:
-        source, subfolder, revision = choice, None, None
+    else:  # a folder or hub id holding the tokenizer itself ("", not None: transformers joins it to paths)
+        source, subfolder, revision = choice, "", None
     try:
         from transformers import AutoTokenizer
 

@@ -9,7 +9,8 @@ from pipeline.config import GenerateConfig
 from pipeline.prompting import prompt_engine, token_counter_for
 from prompts.engine import PromptEngine
 from prompts.taxonomy import load_taxonomy
-from prompts.tokens import EstimatedTokenCounter
+from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
+from prompts.tokens import EstimatedTokenCounter, TokenizerCounter
 
 
 def generate(**fields) -> GenerateConfig:
@@ -34,3 +35,15 @@ def test_the_renderers_tokenizer_needs_a_diffusers_renderer():
     with pytest.raises(ConfigError, match="needs a diffusers renderer") as info:
         token_counter_for(generate(prompts={"tokenizer": "renderer"}), "exp.yaml")
     assert (info.value.file, info.value.path) == ("exp.yaml", "generate.prompts.tokenizer")
+
+
+def test_a_tokenizer_folder_counts_with_that_tokenizer(tmp_path):
+    tokenizer = build_tiny_clip_tokenizer()
+    tokenizer.save_pretrained(tmp_path / "tok")
+    counter = token_counter_for(generate(prompts={"tokenizer": str(tmp_path / "tok")}))
+    assert isinstance(counter, TokenizerCounter)
+    phrase = "a woman in a navy striped hoodie"
+    assert counter.count(phrase) == len(tokenizer(phrase, add_special_tokens=False)["input_ids"])
+    with pytest.raises(ConfigError, match="cannot load the tokenizer") as info:
+        token_counter_for(generate(prompts={"tokenizer": str(tmp_path / "missing")}), "exp.yaml")
+    assert info.value.path == "generate.prompts.tokenizer"
