@@ -287,7 +287,8 @@ def run_setting(pipe, base: dict, mode: str, batch: int, views, args, flops: flo
 
 def worker_check(renderer: DiffusersRenderer, model: str, base: dict, shards: int) -> dict:
     """The shard worker's images/s (render -> encode -> tar -> publish) against the renderer alone."""
-    from pipeline.generate import GenerateConfig, build_plan
+    from pipeline.config import GenerateConfig
+    from pipeline.generate import build_plan
     from pipeline.worker import ShardWorker
 
     with tempfile.TemporaryDirectory() as out:

@@ -149,7 +149,7 @@ def write_domains(work: Path) -> dict[str, Path]:
 
 
 def generate_config(taxonomy: Path, out: Path, seed: int, identities: int, size: Size):
-    from pipeline.generate import GenerateConfig
+    from pipeline.config import GenerateConfig
 
     height, width = 256, 128  # rendered as the demo and the pretraining corpus are; the model reads 128x64
     return GenerateConfig.model_validate({
@@ -164,11 +164,11 @@ def generate_config(taxonomy: Path, out: Path, seed: int, identities: int, size:
 def check_reachable(config, cameras: tuple[int, ...], lights: tuple[str, ...]) -> None:
     """Sample 400 identities' views with the prompt engine: every camera and illumination of the domain
     must occur (the indoor/outdoor rules could otherwise silently make one unreachable)."""
-    from prompts.engine import PromptEngine
+    from pipeline.prompting import prompt_engine
 
     probe = config.model_copy(update={"identities": 400})
     seen_cameras, seen_lights = set(), set()
-    for view in PromptEngine.from_config(probe).iter_views(range(400)):
+    for view in prompt_engine(probe).iter_views(range(400)):
         seen_cameras.add(view.camid)
         seen_lights.add(view.attributes["illumination"])
     missing = sorted(set(cameras) - seen_cameras) + sorted(set(lights) - seen_lights)
@@ -283,7 +283,8 @@ def untrained_model(data_url: str, folder: Path, backbone: str, size: Size) -> s
 
 
 def evaluate(model_url: str, datasets: dict[str, str]) -> dict[str, Any]:
-    from trainer.evaluate import EvalConfig, run_eval
+    from trainer.eval_config import EvalConfig
+    from trainer.evaluate import run_eval
 
     report = run_eval(model_url, [f"synthetic:{url}" for url in datasets.values()], EvalConfig(batch_size=64))
     return {name: {"mAP": 100 * d.mAP, "rank1": 100 * d.rank1, "queries": d.num_query, "gallery": d.num_gallery}

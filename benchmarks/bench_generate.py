@@ -50,12 +50,12 @@ def plain_loop_rate(model_dir: str, identities: int) -> float:
     """The renderer alone: same views, same batches, one thread, no Ray, no encoding, no storage."""
     import torch
 
+    from pipeline.prompting import prompt_engine
     from pipeline.renderer import load_renderer
-    from prompts.engine import PromptEngine
 
     torch.set_num_threads(1)
     config = tiny_config(model_dir, "unused", identities, 1)
-    engine = PromptEngine.from_config(config)
+    engine = prompt_engine(config)
     renderer = load_renderer(config.renderer)
     batch = config.renderer.batch_size
     views = [v for pid in range(identities) for v in engine.views(pid)]

@@ -72,7 +72,7 @@ def paper_scale_parameters(num_classes: int = 6641) -> dict[str, int]:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
+    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
     from trainer import model as model_module
     from trainer.backbone import ClipBackbone
     from trainer.model_config import ModelConfig

@@ -1,9 +1,9 @@
 """The experiment config: one YAML per run, a section per stage, each validated before work starts.
 
-    generate:  pipeline.generate.GenerateConfig   (prompts, renderer, shards, storage, Ray pool)
+    generate:  pipeline.config.GenerateConfig          (prompts, renderer, shards, storage, Ray pool)
     pretrain:  trainer.pretrain_config.PretrainConfig  (image-text pretraining of the tiny CLIP)
     train:     trainer.config.TrainConfig
-    eval:      trainer.evaluate.EvalConfig
+    eval:      trainer.eval_config.EvalConfig
 
 `--set dotted.key=value` overrides are applied to the raw YAML before validation, so an override is
 checked exactly like a value written in the file.
@@ -16,9 +16,9 @@ from pathlib import Path
 from foundation.config import apply_overrides, read_yaml, validate
 from foundation.errors import ConfigError
 from foundation.schema import StrictModel
-from pipeline.generate import GenerateConfig
+from pipeline.config import GenerateConfig
 from trainer.config import TrainConfig
-from trainer.evaluate import EvalConfig
+from trainer.eval_config import EvalConfig
 from trainer.pretrain_config import PretrainConfig
 
 

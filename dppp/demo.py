@@ -26,18 +26,30 @@ REPORT = RUNS / "report.json"
 
 def step(title: str, argv: list[str]) -> None:
     print(f"\n== {title}\n$ dppp {' '.join(argv)}", flush=True)
-    code = dppp(argv)
+    try:
+        code = dppp(argv)
+    finally:
+        leave_ray()
     if code != 0:
         print(f"\ndemo stopped: `dppp {' '.join(argv)}` exited with {code}", file=sys.stderr)
         sys.exit(code)
 
 
+def leave_ray() -> None:
+    """Stop the Ray instance a step started, so that each step runs as it would typed in a shell, with its
+    own Ray: `dppp train` keeps Ray Train's narration (and Ray's internal log lines) off the terminal, which
+    a Ray started by `dppp generate` in the same process would print."""
+    ray = sys.modules.get("ray")  # not imported: no step started it
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def show_prompts(generate_config, identities: int = 3) -> None:
     """A few of the prompts stage 1 renders (all of them: `dppp prompts sample configs/demo.yaml`)."""
-    from prompts.engine import PromptEngine
+    from pipeline.prompting import prompt_engine
 
     print(f"== 1/6 prompts: the first view of {identities} identities (dppp prompts sample {CONFIG})")
-    engine = PromptEngine.from_config(generate_config)
+    engine = prompt_engine(generate_config, config_file=CONFIG)
     for pid in range(identities):
         view = engine.view(pid, 0)
         print(f"  {view.key} camera {view.camid}: {view.prompt}")

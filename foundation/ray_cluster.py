@@ -6,6 +6,8 @@ import logging
 import math
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from foundation.errors import UserError
 
@@ -31,8 +33,38 @@ def start_ray(address: str | None, cpus_needed: float = 1, *, worker_output: boo
     else:
         # The dashboard (on 127.0.0.1) serves the state API that Ray Train's placement-group cleaner polls;
         # without it the cleaner logs a warning every few seconds for the whole run.
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), **options)
+        with own_address_for_ray_processes() as local:
+            ray.init(address=local, num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), **options)
     keep_cluster_messages_off_the_terminal()
+
+
+@contextmanager
+def own_address_for_ray_processes() -> Iterator[str]:
+    """Start a local instance at an address chosen here, and put it in the environment its processes
+    inherit (RAY_ADDRESS): the raylet, and so every worker, knows which cluster is its own.
+
+    Ray's helpers that query the state API from inside a worker (Ray Train's PlacementGroupCleaner) look
+    for their cluster in RAY_ADDRESS, else among the Ray processes running on the machine. Beside another
+    local Ray instance they found two and failed ("Found multiple active Ray instances"): the cleaner's
+    monitor thread died with a traceback on the terminal, and would no longer have cleaned up. Yields the
+    address for ray.init: "local" starts a new instance whatever RAY_ADDRESS says. The driver's own
+    environment is restored afterwards, so a later start_ray in this process starts afresh."""
+    from ray.util import get_node_ip_address
+
+    with socket.socket() as probe:  # a free port, as Ray picks its other ports
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    chosen = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{get_node_ip_address()}:{port}"}
+    before = {name: os.environ.get(name) for name in chosen}
+    os.environ.update(chosen)
+    try:
+        yield "local"
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:

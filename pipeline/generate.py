@@ -17,50 +17,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field, model_validator
-
 from foundation.errors import CapacityError, SettingError
 from foundation.ray_cluster import start_ray
-from foundation.schema import StrictModel
 from pipeline.actor_pool import ActorLoss, ActorPool, short_error
-from pipeline.postprocess import OutputConfig
-from pipeline.renderer import RendererConfig
-from pipeline.renderers.procedural import ProceduralRendererConfig
-from pipeline.storage.config import StorageConfig
-from prompts.config import PromptsConfig
-
-
-class GenerateConfig(StrictModel):
-    out: str = "runs/demo/dataset"  # local path, file:// or s3:// URL
-    seed: int = 0
-    identities: int = Field(64, ge=1)
-    ids_per_shard: int = Field(8, ge=1)
-    workers: int | None = Field(None, ge=1)  # None: one per GPU, else one per CPU core
-    prompts: PromptsConfig = PromptsConfig()
-    renderer: RendererConfig = ProceduralRendererConfig()
-    output: OutputConfig = OutputConfig()
-    storage: StorageConfig = StorageConfig()
-    @model_validator(mode="before")
-    @classmethod
-    def _procedural_palette_follows_prompts(cls, data: Any) -> Any:
-        """The procedural renderer draws the colours of the taxonomy the prompts come from."""
-        if isinstance(data, dict):
-            prompts, renderer = data.get("prompts"), data.get("renderer") or {}
-            taxonomy = prompts.get("taxonomy") if isinstance(prompts, dict) else None
-            if (taxonomy and isinstance(renderer, dict) and renderer.get("kind", "procedural") == "procedural"
-                    and renderer.get("taxonomy") is None):  # fmt: skip
-                data = {**data, "renderer": {"kind": "procedural", **renderer, "taxonomy": taxonomy}}
-        return data
-
-    # Shard attempts (a render error or a dead actor each count) before the job reports the shard failed.
-    max_attempts: int = Field(3, ge=1)
-    # Ray resources per actor: one GPU each when the cluster has GPUs (diffusers), else CPUs.
-    cpus_per_worker: float = Field(1.0, gt=0)
-    # How long the job waits with no renderer actor placed on the cluster (at the start, or after the
-    # nodes holding every actor died) before it stops with exit 1. Raise it where an autoscaler takes
-    # longer to bring a node up. While some actor runs, lost ones are re-requested without a deadline.
-    placement_timeout_s: float = Field(300.0, gt=0)
-
+from pipeline.config import GenerateConfig
 
 # Config fields that do not change a single byte of the dataset: they may differ on resume.
 _RUN_ONLY_FIELDS = {"out", "workers", "storage", "max_attempts", "cpus_per_worker", "placement_timeout_s"}
@@ -162,9 +122,9 @@ class Plan:
 
 def build_plan(config: GenerateConfig) -> Plan:
     from pipeline.plan import plan_shards
-    from prompts.engine import PromptEngine
+    from pipeline.prompting import prompt_engine
 
-    engine = PromptEngine.from_config(config)
+    engine = prompt_engine(config)
     views = [engine.num_views(pid) for pid in range(config.identities)]  # not identity(): it caches attributes
     shards = plan_shards(views, config.ids_per_shard)
     return Plan(config, engine, shards, config_fingerprint(config, engine.taxonomy_hash))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.plan import ShardPlan
 
 if TYPE_CHECKING:
-    from pipeline.generate import GenerateConfig
+    from pipeline.config import GenerateConfig
     from pipeline.records import ShardRecord
     from pipeline.shards import Sample
     from prompts.spec import ViewSpec
@@ -68,15 +68,15 @@ class ShardWorker:
         self, config: GenerateConfig, *, threads: int | None = None, name: str = "worker", renderer=None
     ):
         """`renderer`: an already loaded one (benchmarks reuse a warm, compiled renderer); else loaded."""
+        from pipeline.prompting import prompt_engine
         from pipeline.renderer import load_renderer
         from pipeline.storage.urls import open_storage
-        from prompts.engine import PromptEngine
 
         if threads is not None:
             limit_threads(threads)
         self.config = config
         self.name = name
-        self.engine = PromptEngine.from_config(config)
+        self.engine = prompt_engine(config)
         self.renderer = renderer if renderer is not None else load_renderer(config.renderer)
         self.storage = open_storage(config.out, config.storage)
         self._common: dict[str, Any] | None = None

@@ -1,6 +1,6 @@
 """The prompt engine: (seed, pid) -> IdentitySpec, (seed, pid, view) -> ViewSpec with its prompts.
 
-    engine = PromptEngine.from_config(experiment.generate)
+    engine = PromptEngine(load_taxonomy(path), PromptsConfig(), seed=0, token_counter=EstimatedTokenCounter())
     engine.identity(17)          # IdentitySpec: identity attributes, seed, number of views
     engine.views(17)             # every ViewSpec of pid 17
     engine.view(17, 3)           # the same as engine.views(17)[3], computed alone
@@ -10,13 +10,15 @@
 Every answer is a pure function of (seed, pid[, view]) through counter-based Philox streams (streams.py):
 no global RNG, no dependence on call order, process or worker count. Identities are distinct by
 construction (dedup.py).
+
+The engine takes only its own inputs: a taxonomy, its prompt config, a seed and a token counter for the
+text encoder's budget. pipeline/prompting.py builds one from an experiment's `generate` section.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import numpy as np
 
@@ -26,13 +28,18 @@ from prompts.config import PromptsConfig, ViewsConfig
 from prompts.dedup import available_appearances, signatures
 from prompts.sampler import pick, sample_dimensions
 from prompts.spec import IdentitySpec, ViewSpec
-from prompts.taxonomy import CAMERA_COLUMNS, Taxonomy, load_taxonomy
+from prompts.taxonomy import CAMERA_COLUMNS, Taxonomy
 from prompts.templates import Composer
-from prompts.tokens import EstimatedTokenCounter, TokenCounter, counter_for
+from prompts.tokens import EstimatedTokenCounter, TokenCounter
 
 # Candidate draws tried for one pid before giving up on finding an unused appearance.
 MAX_CANDIDATES = 1000
 _BATCH_PIDS = 256
+
+
+class EngineInputError(ConfigError):
+    """A problem with one of the engine's own arguments, not with the taxonomy: `path` names the argument
+    (seed, identities). Whoever read that value from a file can say where it stands there."""
 
 
 def views_table(config: ViewsConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -57,15 +64,14 @@ class PromptEngine:
         *,
         identities: int | None = None,
         token_counter: TokenCounter | None = None,
-        config_file: str | None = None,
     ):
-        """`identities`: check up front that this many distinct identities exist and precompute them."""
+        """`identities`: check up front that this many distinct identities exist and precompute them.
+        `token_counter`: None counts with the vocabulary-free estimate (prompts/tokens.py)."""
         if seed < 0:
-            raise ConfigError(f"the seed must be a non-negative integer, got {seed}", file=config_file, path="generate.seed")
+            raise EngineInputError(f"the seed must be a non-negative integer, got {seed}", path="seed")
         self.taxonomy = taxonomy
         self.config = config
         self.seed = seed
-        self.config_file = config_file
         self.token_counter = token_counter or EstimatedTokenCounter()
         templates = taxonomy.templates
         self.positive = Composer(taxonomy, templates.positive, templates.lists, self.token_counter, config.max_tokens)
@@ -94,28 +100,12 @@ class PromptEngine:
         if identities is not None:
             short = available_appearances(taxonomy, identities)
             if short is not None:
-                raise ConfigError(
+                raise EngineInputError(
                     f"{identities} identities asked, but the taxonomy {taxonomy.source} allows only {short} "
                     "distinct appearances",
-                    file=config_file,
-                    path="generate.identities",
+                    path="identities",
                 )
             self._extend(identities)
-
-    @classmethod
-    def from_config(cls, generate_config: Any, *, token_counter: TokenCounter | None = None, config_file: str | None = None) -> PromptEngine:
-        """From the experiment's `generate` section: its prompts config, seed and number of identities."""
-        taxonomy = load_taxonomy(generate_config.prompts.taxonomy)
-        if token_counter is None:
-            token_counter = counter_for(generate_config, config_file)
-        return cls(
-            taxonomy,
-            generate_config.prompts,
-            generate_config.seed,
-            identities=generate_config.identities,
-            token_counter=token_counter,
-            config_file=config_file,
-        )
 
     @property
     def taxonomy_hash(self) -> str:
@@ -180,11 +170,10 @@ class PromptEngine:
             if signature not in self._used:
                 codes[i], num_views[i], seeds[i] = c[0], n[0], s[0]
                 return signature
-        raise ConfigError(
+        raise EngineInputError(
             f"no unused appearance for pid {pid} in {MAX_CANDIDATES} draws: the taxonomy "
             f"{self.taxonomy.source} has too few likely distinct appearances for this many identities",
-            file=self.config_file,
-            path="generate.identities",
+            path="identities",
         )
 
     # -- views -------------------------------------------------------------------------------------

@@ -19,13 +19,11 @@ def sample_lines(engine: PromptEngine, pids: Iterable[int]) -> Iterator[str]:
         yield json.dumps(view.record(), ensure_ascii=False)
 
 
-def write_samples(generate_config: Any, out: TextIO, *, config_file: str | None = None) -> int:
-    """Every view of pids 0 .. identities - 1 as JSON lines on `out`; returns the number of lines.
-    The engine validates everything (taxonomy, templates, identity count) before the first line."""
-    engine = PromptEngine.from_config(generate_config, config_file=config_file)
+def write_samples(engine: PromptEngine, identities: int, out: TextIO) -> int:
+    """Every view of pids 0 .. identities - 1 as JSON lines on `out`; returns the number of lines."""
     lines = 0
     chunk: list[str] = []
-    for line in sample_lines(engine, range(generate_config.identities)):
+    for line in sample_lines(engine, range(identities)):
         chunk.append(line)
         if len(chunk) == 1024:
             out.write("\n".join(chunk) + "\n")
@@ -146,15 +144,14 @@ def plot_coverage(coverage: Coverage, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def coverage_report(generate_config: Any, console: Any, *, plot: Path | None = None, config_file: str | None = None) -> Coverage:
+def coverage_report(engine: PromptEngine, identities: int, console: Any, *, plot: Path | None = None) -> Coverage:
     """Sample pids 0 .. identities - 1, print the coverage table, and draw it to `plot` (PNG) if given."""
     if plot is not None:
         if plot.suffix.lower() != ".png":
             raise SettingError("plot", f"writes a PNG: give a path ending in .png, got {plot}")
         if not plot.parent.is_dir():
             raise SettingError("plot", f"folder {plot.parent} does not exist")
-    engine = PromptEngine.from_config(generate_config, config_file=config_file)
-    coverage = measure_coverage(engine, generate_config.identities)
+    coverage = measure_coverage(engine, identities)
     print_coverage(coverage, console)
     if plot is not None:
         plot_coverage(coverage, plot)

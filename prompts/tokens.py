@@ -8,7 +8,8 @@ never merges across a phrase boundary.
 The default is an estimate that needs no vocabulary: CLIP's BPE keeps common English words whole and splits
 rarer ones into pieces of several letters, so one token per word plus one more per seven letters, one per
 digit and one per byte of anything else (punctuation, non-ASCII) errs on the high side: a prompt it accepts
-fits. Pass the real tokenizer (`TokenizerCounter`) for an exact count.
+fits. Pass the real tokenizer (`TokenizerCounter`) for an exact count; which tokenizer a renderer's text
+encoder uses is pipeline's to know (pipeline/prompting.py).
 """
 
 from __future__ import annotations
@@ -54,31 +55,3 @@ class TokenizerCounter:
 
     def count(self, phrase: str) -> int:
         return len(self.tokenizer(phrase, add_special_tokens=False, truncation=False)["input_ids"])
-
-
-def counter_for(generate_config: Any, config_file: str | None = None) -> TokenCounter:
-    """The counter `generate.prompts.tokenizer` names: the estimate, the renderer's tokenizer, or a folder."""
-    from foundation.errors import ConfigError
-
-    choice = generate_config.prompts.tokenizer
-    if choice == "estimate":
-        return EstimatedTokenCounter()
-    renderer = generate_config.renderer
-    if choice == "renderer":
-        if renderer.kind != "diffusers":
-            raise ConfigError(f"tokenizer 'renderer' needs a diffusers renderer, not {renderer.kind!r}",
-                              file=config_file, path="generate.prompts.tokenizer")  # fmt: skip
-        source, subfolder, revision = renderer.model, "tokenizer", renderer.revision
-    else:
-        source, subfolder, revision = choice, None, None
-    try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(source, subfolder=subfolder, revision=revision,
-                                                  local_files_only=True)  # fmt: skip
-    except (OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot load the tokenizer from {source!r}: {reason} (without the model, "
-                          "generate.prompts.tokenizer: estimate still plans and samples)",
-                          file=config_file, path="generate.prompts.tokenizer") from None  # fmt: skip
-    return TokenizerCounter(tokenizer)

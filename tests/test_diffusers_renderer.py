@@ -315,9 +315,9 @@ def test_tiny_diffusion_config_loads_and_renders(tiny_model):
     default = DiffusersRendererConfig(model="org/model")
     assert default.height > default.width  # a tall portrait by default
     # The config's prompts fit the tiny model: its token budget is counted with the model's own tokenizer.
-    from prompts.engine import PromptEngine
+    from pipeline.prompting import prompt_engine
 
-    views = PromptEngine.from_config(experiment.generate).views(0)[:2]
+    views = prompt_engine(experiment.generate).views(0)[:2]
     out = DiffusersRenderer(renderer_config, machine=CPU).render(views)
     assert [r.image.size for r in out] == [(renderer_config.width, renderer_config.height)] * 2
     assert not np.array_equal(*pixels(out))

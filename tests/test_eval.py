@@ -13,7 +13,8 @@ from PIL import Image
 from dppp.cli import main
 from foundation.errors import DataError, UserError
 from tests.test_data import write_dataset
-from trainer.evaluate import EvalConfig, run_eval
+from trainer.eval_config import EvalConfig
+from trainer.evaluate import run_eval
 
 MARKET_PIDS = (2, 7, 11, 23, 42)
 

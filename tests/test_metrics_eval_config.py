@@ -6,7 +6,7 @@ import pytest
 
 from dppp.config import load_experiment
 from foundation.errors import ConfigError
-from trainer.evaluate import EvalConfig
+from trainer.eval_config import EvalConfig
 
 
 def test_defaults_follow_the_protocol_and_the_paper():

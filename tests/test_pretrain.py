@@ -80,11 +80,11 @@ def test_pretrained_folder_loads_as_a_backbone_with_identical_features(tmp_path)
 
 def test_the_whole_word_tokenizer_fits_every_prompt_in_77_tokens():
     from dppp.config import load_experiment
-    from prompts.engine import PromptEngine
+    from pipeline.prompting import prompt_engine
     from trainer.clip_pretrain import pretrain_tokenizer
 
     tokenizer = pretrain_tokenizer(77)
-    engine = PromptEngine.from_config(load_experiment(ROOT / "configs" / "pretrain.yaml").generate)
+    engine = prompt_engine(load_experiment(ROOT / "configs" / "pretrain.yaml").generate)
     longest = max(len(tokenizer(v.prompt)["input_ids"]) for v in engine.iter_views(range(200)))
     assert longest <= 77
     assert tokenizer.tokenize("night under streetlights") == ["night</w>", "under</w>", "streetlights</w>"]
@@ -119,7 +119,7 @@ def copy_folder(source: Path, target: Path) -> Path:
 
 
 def test_bad_backbone_folders_exit_2_with_one_message(tmp_path, capsys, small_dataset, clip_folder):
-    from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
+    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -198,8 +198,8 @@ def test_hidden_attributes_do_not_tell_people_apart():
 
 
 def test_the_appearance_caption_is_what_every_view_of_a_person_starts_with():
+    from pipeline.prompting import prompt_engine
     from prompts.captions import AppearanceCaptioner
-    from prompts.engine import PromptEngine
     from prompts.taxonomy import load_taxonomy, taxonomy_from_dict
 
     shipped = load_taxonomy(None)
@@ -208,7 +208,7 @@ def test_the_appearance_caption_is_what_every_view_of_a_person_starts_with():
     rebuilt = taxonomy_from_dict(stored, source="dataset.json")
     assert rebuilt.hash == shipped.hash
     captioner = AppearanceCaptioner(rebuilt)
-    engine = PromptEngine.from_config(load_experiment_generate())
+    engine = prompt_engine(load_experiment_generate())
     by_pid: dict[int, set[str]] = {}
     for view in engine.iter_views(range(40)):
         caption = captioner(view.attributes)

@@ -106,8 +106,9 @@ def test_seed_changes_everything_and_seeds_fit_63_bits(taxonomy, engine):
 
 
 def test_negative_seed_is_a_config_error(taxonomy):
-    with pytest.raises(ConfigError, match="generate.seed"):
+    with pytest.raises(ConfigError, match="non-negative") as info:
         PromptEngine(taxonomy, PromptsConfig(), seed=-1)
+    assert info.value.path == "seed"  # the engine's argument: the experiment config is not prompts' to know
 
 
 # -- the contract other components rely on ---------------------------------------------------------
@@ -258,8 +259,8 @@ def test_a_small_taxonomy_is_used_up_exactly(tmp_path):
     looks = {tuple(engine.identity(p).attributes.values()) for p in range(4)}
     assert len(looks) == 4
     with pytest.raises(ConfigError, match="allows only 4 distinct appearances") as info:
-        PromptEngine(taxonomy, PromptsConfig(), seed=5, identities=5, config_file="exp.yaml")
-    assert info.value.file == "exp.yaml" and info.value.path == "generate.identities"
+        PromptEngine(taxonomy, PromptsConfig(), seed=5, identities=5)
+    assert info.value.path == "identities"
 
 
 def test_rules_and_hidden_values_shape_the_count_of_appearances(tmp_path):
@@ -360,7 +361,7 @@ def test_dropping_a_list_item_also_saves_its_lead(tmp_path):
 
 
 def test_a_real_tokenizer_counts_exactly():
-    from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
+    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     tokenizer = build_tiny_clip_tokenizer()
     taxonomy = load_taxonomy(None)

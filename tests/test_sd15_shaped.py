@@ -18,8 +18,8 @@ from pipeline.renderers.sd15_shaped import (
     vae_config,
 )
 from pipeline.runtime import Machine
-from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
 from prompts.spec import ViewSpec
+from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = Machine(cuda_available=False, xformers_available=False)

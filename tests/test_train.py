@@ -15,6 +15,7 @@ import yaml
 
 from dppp.cli import main
 from foundation.errors import CapacityError, ConfigError
+from foundation.ray_cluster import start_ray
 from tests.conftest import FAKE_CREDENTIALS
 from tests.test_data import write_dataset
 from trainer.config import TrainConfig
@@ -41,8 +42,9 @@ def tiny_config(**overrides) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def ray_cluster(_moto_server):
-    """One local Ray for the module. Its workers inherit the environment at start: the loopback S3
-    endpoint and fake credentials are set first, as a cluster's nodes would have their own."""
+    """One local Ray for the module, started as `dppp train` starts it (the dashboard serves the state API
+    that Ray Train's placement-group cleaner polls). Its workers inherit the environment at start: the
+    loopback S3 endpoint and fake credentials are set first, as a cluster's nodes would have their own."""
     import ray
 
     with pytest.MonkeyPatch.context() as patch:
@@ -50,7 +52,7 @@ def ray_cluster(_moto_server):
             patch.setenv(name, value)
         for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
             patch.setenv(name, os.devnull)
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        start_ray(None, 2)
         try:
             yield
         finally:

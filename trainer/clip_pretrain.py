@@ -9,7 +9,7 @@ It drives the same training loop as PDM (trainer/train_loop.py): `phases`, `set_
 `trainable_parameters`, `loss(batch)`. What it adds for that:
 
 - the text side reads `batch["texts"]` (each sample's prompt, its `txt` member), tokenized with the
-  whole-word tiny tokenizer (pipeline/tiny_tokenizer.py, `whole_words=True`: one token per taxonomy word,
+  whole-word tiny tokenizer (prompts/tiny_tokenizer.py, `whole_words=True`: one token per taxonomy word,
   so a prompt fits CLIP's 77-token context) in the form `AutoTokenizer` loads it from the saved folder,
   the form every later user of the folder gets;
 - the vision tower trains at the Re-ID size (e.g. 128x64) but keeps CLIP's square position grid as its
@@ -62,7 +62,7 @@ def pretrain_tokenizer(max_length: int):
     """The whole-word tiny CLIP tokenizer as AutoTokenizer loads it from a saved folder."""
     from transformers import AutoTokenizer
 
-    from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
+    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     built = build_tiny_clip_tokenizer(model_max_length=max_length, whole_words=True)
     with tempfile.TemporaryDirectory() as folder:

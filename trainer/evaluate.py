@@ -4,12 +4,11 @@
                       out="report.json")
     report.datasets[0].rank1, report.datasets[0].mAP
 
-`EvalConfig` is the experiment's `eval` section. `run_eval` wires the pieces: load a checkpoint
-(trainer.checkpoint, from local disk or object storage), read each dataset (trainer.readers), extract
-features through the model's eval transform (trainer.features, trainer.transforms), rank with the
-Market-1501 protocol, optionally re-ranked (trainer.metrics), and report. Only pydantic, the standard
-library and light modules of ours (no torch, no boto3) are imported at module level: the experiment config,
-loaded by every CLI command, imports this module, and `dppp --help` must stay fast.
+`EvalConfig` (trainer/eval_config.py) is the experiment's `eval` section. `run_eval` wires the pieces:
+load a checkpoint (trainer.checkpoint, from local disk or object storage), read each dataset
+(trainer.readers), extract features through the model's eval transform (trainer.features,
+trainer.transforms), rank with the Market-1501 protocol, optionally re-ranked (trainer.metrics), and
+report.
 """
 
 from __future__ import annotations
@@ -18,54 +17,11 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, field_validator
-
-from foundation.errors import DataError, SettingError, UserError
-from foundation.schema import StrictModel
+from foundation.errors import DataError, SettingError
 from pipeline.storage.base import redact_url
-
-
-class RerankConfig(StrictModel):
-    """k-reciprocal re-ranking (Zhong et al. 2017); the paper's defaults. Off unless enabled."""
-
-    enabled: bool = False
-    k1: int = Field(20, ge=1)  # neighbourhood size of the k-reciprocal sets
-    k2: int = Field(6, ge=1)  # neighbours averaged by local query expansion (1: none)
-    lambda_value: float = Field(0.3, ge=0.0, le=1.0)  # weight of the original distance vs the Jaccard one
-
-
-class SyntheticSplitConfig(StrictModel):
-    """How `synthetic:PATH` datasets are split into query and gallery (trainer.readers.split_synthetic)."""
-
-    seed: int = Field(0, ge=0)
-    queries_per_camera: int = Field(1, ge=1)  # per test identity and camera; the rest goes to the gallery
-    held_out_pids: int | None = Field(None, ge=1)  # None: every identity is a test identity
-
-
-class EvalConfig(StrictModel):
-    # Benchmarks as NAME:PATH (market1501, dukemtmc, msmt17, cuhk03-labeled, cuhk03-detected, synthetic).
-    datasets: tuple[str, ...] = ()
-    max_rank: int = Field(50, ge=1)  # CMC length
-    metric: Literal["cosine", "euclidean"] = "cosine"
-    flip: bool = False  # average each image's feature with its mirror image's
-    batch_size: int = Field(128, ge=1)
-    rerank: RerankConfig = RerankConfig()
-    synthetic: SyntheticSplitConfig = SyntheticSplitConfig()
-
-    @field_validator("datasets")
-    @classmethod
-    def _known_datasets(cls, specs: tuple[str, ...]) -> tuple[str, ...]:
-        from trainer.data.specs import parse_dataset_spec
-
-        for spec in specs:
-            try:
-                parse_dataset_spec(spec)
-            except UserError as exc:
-                raise ValueError(str(exc)) from None
-        return specs
-
+from trainer.eval_config import EvalConfig
 
 # ---- `dppp eval`: model -> features -> ranking -> report ------------------------------------------------
 

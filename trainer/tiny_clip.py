@@ -16,7 +16,7 @@ def build_tiny_clip(tiny: TinyClipConfig, image_side: int, seed: int = 0):
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
+    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     tokenizer = build_tiny_clip_tokenizer(model_max_length=tiny.max_text_length)
     common = dict(

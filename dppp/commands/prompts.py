@@ -33,10 +33,12 @@ def sample(config: ConfigArg, identities: IdentitiesOption = None, seed: SeedOpt
     attributes, seeds and the slots dropped to fit the token budget."""
     import sys
 
+    from pipeline.prompting import prompt_engine
     from prompts.report import write_samples
 
-    experiment = load_config(config, _overrides(sets, identities, seed))
-    write_samples(experiment.generate, sys.stdout, config_file=str(config))
+    generate = load_config(config, _overrides(sets, identities, seed)).generate
+    # The engine validates everything (taxonomy, templates, identity count) before the first line.
+    write_samples(prompt_engine(generate, config_file=str(config)), generate.identities, sys.stdout)
 
 
 @app.command()
@@ -49,7 +51,8 @@ def stats(
     """How often every attribute value is sampled (identity values per identity, view values per view)."""
     from rich.console import Console
 
+    from pipeline.prompting import prompt_engine
     from prompts.report import coverage_report
 
-    experiment = load_config(config, _overrides(sets, identities, None))
-    coverage_report(experiment.generate, Console(), plot=plot, config_file=str(config))
+    generate = load_config(config, _overrides(sets, identities, None)).generate
+    coverage_report(prompt_engine(generate, config_file=str(config)), generate.identities, Console(), plot=plot)

@@ -17,7 +17,7 @@ measured on a fixed probe at build time, so the same seed and scale give byte-id
 
 `scale` < 1 shrinks every width (channels, text width) to that fraction, rounded to the group-norm
 multiple, keeping every block of the architecture: tests build it small so CI stays fast. The tokenizer
-is the offline word-list tokenizer (pipeline/tiny_tokenizer.py) at CLIP's 77-token context; a real
+is the offline word-list tokenizer (prompts/tiny_tokenizer.py) at CLIP's 77-token context; a real
 SD 1.5 folder brings CLIP's own.
 """
 
@@ -91,7 +91,7 @@ def _components(seed: int, scale: float) -> dict:
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
+    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale}")

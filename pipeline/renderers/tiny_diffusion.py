@@ -32,7 +32,7 @@ def _components(seed: int) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from pipeline.tiny_tokenizer import build_tiny_clip_tokenizer
+    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     tokenizer = build_tiny_clip_tokenizer(model_max_length=TEXT_CONTEXT)
     # Each module is initialised from its own fixed seed, inside fork_rng so the caller's global RNG state

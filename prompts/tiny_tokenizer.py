@@ -6,6 +6,9 @@ in a word-final `</w>` form) plus ranked merges. We add, for every listed word, 
 left to right; BPE applies merges by rank across all words, so a word shares sub-pieces with others and
 usually becomes a few tokens rather than one. Any other text still tokenizes, byte by byte. That is enough
 for randomly initialised models; real runs load the real tokenizer with the model.
+
+It lives in prompts, below both stages: its words are the taxonomy's and the prompt templates', and the
+tiny diffusion pipeline (pipeline) and the tiny CLIP (trainer) share it.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def default_words() -> list[str]:
 
     import yaml
 
-    taxonomy = yaml.safe_load((Path(__file__).parents[1] / "prompts" / "taxonomy.yaml").read_text())
+    taxonomy = yaml.safe_load(Path(__file__).with_name("taxonomy.yaml").read_text())
     words: set[str] = set(_TEMPLATE_WORDS)
 
     def collect(node) -> None:

@@ -1,0 +1,51 @@
+"""The prompt engine a generate config describes: its taxonomy, seed, identities, and the token counter of
+the text encoder that will read the prompts.
+
+prompts takes only its own inputs (a taxonomy, its prompt config, a seed, a token counter); what a
+renderer is, and so which tokenizer a diffusers model brings, is pipeline's to know.
+"""
+
+from __future__ import annotations
+
+from foundation.errors import ConfigError
+from pipeline.config import GenerateConfig
+from prompts.engine import EngineInputError, PromptEngine
+from prompts.taxonomy import load_taxonomy
+from prompts.tokens import EstimatedTokenCounter, TokenCounter, TokenizerCounter
+
+
+def token_counter_for(config: GenerateConfig, config_file: str | None = None) -> TokenCounter:
+    """The counter `generate.prompts.tokenizer` names: the estimate, the renderer's tokenizer, or a folder."""
+    choice = config.prompts.tokenizer
+    if choice == "estimate":
+        return EstimatedTokenCounter()
+    renderer = config.renderer
+    if choice == "renderer":
+        if renderer.kind != "diffusers":
+            raise ConfigError(f"tokenizer 'renderer' needs a diffusers renderer, not {renderer.kind!r}",
+                              file=config_file, path="generate.prompts.tokenizer")  # fmt: skip
+        source, subfolder, revision = renderer.model, "tokenizer", renderer.revision
+    else:  # a folder or hub id holding the tokenizer itself ("", not None: transformers joins it to paths)
+        source, subfolder, revision = choice, "", None
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source, subfolder=subfolder, revision=revision,
+                                                  local_files_only=True)  # fmt: skip
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot load the tokenizer from {source!r}: {reason} (without the model, "
+                          "generate.prompts.tokenizer: estimate still plans and samples)",
+                          file=config_file, path="generate.prompts.tokenizer") from None  # fmt: skip
+    return TokenizerCounter(tokenizer)
+
+
+def prompt_engine(config: GenerateConfig, *, config_file: str | None = None) -> PromptEngine:
+    """The engine of the `generate` section, its identities precomputed; a problem with its seed or
+    identity count is located at that key of `config_file`."""
+    taxonomy = load_taxonomy(config.prompts.taxonomy)
+    counter = token_counter_for(config, config_file)
+    try:
+        return PromptEngine(taxonomy, config.prompts, config.seed, identities=config.identities, token_counter=counter)
+    except EngineInputError as exc:
+        raise ConfigError(exc.problem, file=config_file, path=f"generate.{exc.path}") from None
