@@ -38,6 +38,7 @@ test-fast: $(STAMP)
 # ruff, and the import contracts of pyproject.toml's [tool.importlinter] (the layers, docs/overview.md)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)

@@ -58,18 +58,44 @@ sys.path.insert(0, str(ROOT))
 
 ALL_CAMERAS = tuple(range(1, 11))
 SOURCE_CAMERAS = TARGET_CAMERAS = ALL_CAMERAS  # same cameras: the shift is the light
-SOURCE_LIGHTS = ("bright midday sun", "overcast daylight", "soft morning light", "fluorescent indoor lighting",
-                 "warm indoor lighting")  # fmt: skip
-TARGET_LIGHTS = ("warm evening light", "dusk", "night under streetlights", "harsh shadows", "dim indoor lighting",
-                 "backlit")  # fmt: skip
+SOURCE_LIGHTS = (
+    "bright midday sun",
+    "overcast daylight",
+    "soft morning light",
+    "fluorescent indoor lighting",
+    "warm indoor lighting",
+)
+TARGET_LIGHTS = (
+    "warm evening light",
+    "dusk",
+    "night under streetlights",
+    "harsh shadows",
+    "dim indoor lighting",
+    "backlit",
+)
 METHODS = ("bot", "clipreid", "pdm")
 SECTION = "## domain generalization"
 PDM_LOSSES = ("align", "content", "style", "decorrelation", "i2t")
 PDM_OPTIONS = ("adversarial", "word_norm", "style_i2t")
 PAIRS = (("pdm", "bot"), ("pdm", "clipreid"), ("clipreid", "bot"))
 # Two-sided 95% quantiles of Student's t by degrees of freedom (no scipy here); 1.96 beyond 30.
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}  # fmt: skip
+T95 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    12: 2.179,
+    15: 2.131,
+    20: 2.086,
+    25: 2.060,
+    30: 2.042,
+}
 
 
 @dataclass(frozen=True)
@@ -87,11 +113,31 @@ class Size:
 
 
 SIZES = {
-    "v2": Size(train_ids=128, source_test_ids=64, target_test_ids=128, views=8, image=(128, 64), phase1_epochs=10,
-               phase2_epochs=12, ids_per_batch=8, images_per_id=4, hidden=128),
-    "tiny": Size(train_ids=16, source_test_ids=8, target_test_ids=8, views=6, image=(128, 64), phase1_epochs=1,
-                 phase2_epochs=1, ids_per_batch=4, images_per_id=2, hidden=128),  # a smoke run of the script
-}  # fmt: skip
+    "v2": Size(
+        train_ids=128,
+        source_test_ids=64,
+        target_test_ids=128,
+        views=8,
+        image=(128, 64),
+        phase1_epochs=10,
+        phase2_epochs=12,
+        ids_per_batch=8,
+        images_per_id=4,
+        hidden=128,
+    ),
+    "tiny": Size(
+        train_ids=16,
+        source_test_ids=8,
+        target_test_ids=8,
+        views=6,
+        image=(128, 64),
+        phase1_epochs=1,
+        phase2_epochs=1,
+        ids_per_batch=4,
+        images_per_id=2,
+        hidden=128,
+    ),  # a smoke run of the script
+}
 
 
 # ---- the two domains ------------------------------------------------------------------------------------
@@ -116,7 +162,11 @@ def domain_taxonomy(base: dict, cameras: tuple[int, ...], lights: tuple[str, ...
                 if "indoor" in when and when["indoor"] not in indoor_flags:
                     continue  # no camera of this domain is (or is not) indoor
                 if "illumination" in when:
-                    names = when["illumination"] if isinstance(when["illumination"], list) else [when["illumination"]]
+                    names = (
+                        when["illumination"]
+                        if isinstance(when["illumination"], list)
+                        else [when["illumination"]]
+                    )
                     names = [n for n in names if n in lights]
                     if not names:
                         continue  # the condition can never hold in this domain
@@ -139,10 +189,15 @@ def write_domains(work: Path) -> dict[str, Path]:
     base = yaml.safe_load((ROOT / "prompts" / "taxonomy.yaml").read_text())
     assert {c["camid"] for c in base["cameras"]} == set(ALL_CAMERAS)
     all_lights = set(base["view"]["illumination"]["values"])
-    assert set(SOURCE_LIGHTS) | set(TARGET_LIGHTS) == all_lights and not set(SOURCE_LIGHTS) & set(TARGET_LIGHTS)
+    assert set(SOURCE_LIGHTS) | set(TARGET_LIGHTS) == all_lights and not set(SOURCE_LIGHTS) & set(
+        TARGET_LIGHTS
+    )
     work.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, cameras, lights in (("source", SOURCE_CAMERAS, SOURCE_LIGHTS), ("target", TARGET_CAMERAS, TARGET_LIGHTS)):
+    for name, cameras, lights in (
+        ("source", SOURCE_CAMERAS, SOURCE_LIGHTS),
+        ("target", TARGET_CAMERAS, TARGET_LIGHTS),
+    ):
         paths[name] = work / f"{name}.yaml"
         paths[name].write_text(yaml.safe_dump(domain_taxonomy(base, cameras, lights), sort_keys=False))
     return paths
@@ -152,13 +207,21 @@ def generate_config(taxonomy: Path, out: Path, seed: int, identities: int, size:
     from pipeline.config import GenerateConfig
 
     height, width = 256, 128  # rendered as the demo and the pretraining corpus are; the model reads 128x64
-    return GenerateConfig.model_validate({
-        "out": str(out), "seed": seed, "identities": identities, "ids_per_shard": 8, "workers": 2,
-        "prompts": {"taxonomy": str(taxonomy), "views": {"distribution": "poisson", "mean": size.views, "min": 4,
-                                                         "max": 16}},
-        "renderer": {"kind": "procedural", "height": height, "width": width, "taxonomy": str(taxonomy)},
-        "output": {"height": height, "width": width, "format": "jpg", "quality": 90},
-    })  # fmt: skip
+    return GenerateConfig.model_validate(
+        {
+            "out": str(out),
+            "seed": seed,
+            "identities": identities,
+            "ids_per_shard": 8,
+            "workers": 2,
+            "prompts": {
+                "taxonomy": str(taxonomy),
+                "views": {"distribution": "poisson", "mean": size.views, "min": 4, "max": 16},
+            },
+            "renderer": {"kind": "procedural", "height": height, "width": width, "taxonomy": str(taxonomy)},
+            "output": {"height": height, "width": width, "format": "jpg", "quality": 90},
+        }
+    )
 
 
 def check_reachable(config, cameras: tuple[int, ...], lights: tuple[str, ...]) -> None:
@@ -173,8 +236,10 @@ def check_reachable(config, cameras: tuple[int, ...], lights: tuple[str, ...]) -
         seen_lights.add(view.attributes["illumination"])
     missing = sorted(set(cameras) - seen_cameras) + sorted(set(lights) - seen_lights)
     if missing or seen_cameras - set(cameras) or seen_lights - set(lights):
-        raise SystemExit(f"domain of {config.prompts.taxonomy}: unreachable or foreign values {missing}, "
-                         f"seen cameras {sorted(seen_cameras)}, lights {sorted(seen_lights)}")  # fmt: skip
+        raise SystemExit(
+            f"domain of {config.prompts.taxonomy}: unreachable or foreign values {missing}, "
+            f"seen cameras {sorted(seen_cameras)}, lights {sorted(seen_lights)}"
+        )
 
 
 # ---- backbones ------------------------------------------------------------------------------------------
@@ -194,18 +259,28 @@ def source_only_backbone(domains: dict[str, Path], folder: Path, progress: bool 
     corpus = folder.parent / "source-only-corpus"
     held_out = folder.parent / "source-only-heldout-target"
     generate = experiment.generate
-    for out, taxonomy, seed, identities in ((corpus, domains["source"], 88, generate.identities),
-                                            (held_out, domains["target"], 89, 128)):  # fmt: skip
-        config = generate.model_copy(update={
-            "out": str(out), "seed": seed, "identities": identities,
-            "prompts": generate.prompts.model_copy(update={"taxonomy": taxonomy}),
-            "renderer": generate.renderer.model_copy(update={"taxonomy": taxonomy}),
-        })  # fmt: skip
+    for out, taxonomy, seed, identities in (
+        (corpus, domains["source"], 88, generate.identities),
+        (held_out, domains["target"], 89, 128),
+    ):
+        config = generate.model_copy(
+            update={
+                "out": str(out),
+                "seed": seed,
+                "identities": identities,
+                "prompts": generate.prompts.model_copy(update={"taxonomy": taxonomy}),
+                "renderer": generate.renderer.model_copy(update={"taxonomy": taxonomy}),
+            }
+        )
         run_generate(config, progress=progress)
-    pretrain = experiment.pretrain.model_copy(update={
-        "out": str(folder.parent / "source-only-runs"), "export": str(folder), "run_name": "source-only-clip",
-        "zero_shot": experiment.pretrain.zero_shot.model_copy(update={"datasets": (str(held_out),)}),
-    })  # fmt: skip
+    pretrain = experiment.pretrain.model_copy(
+        update={
+            "out": str(folder.parent / "source-only-runs"),
+            "export": str(folder),
+            "run_name": "source-only-clip",
+            "zero_shot": experiment.pretrain.zero_shot.model_copy(update={"datasets": (str(held_out),)}),
+        }
+    )
     run_pretrain(pretrain, [str(corpus)], progress=progress)
     return str(folder)
 
@@ -225,10 +300,17 @@ class Variant:
 def variants(methods: tuple[str, ...]) -> list[Variant]:
     out = [Variant(m, m, "pretrained") for m in methods]
     for backbone in ("random", "source-only"):
-        out += [Variant(f"{m}@{backbone}", m, backbone, group="controls") for m in ("bot", "pdm") if m in methods]
+        out += [
+            Variant(f"{m}@{backbone}", m, backbone, group="controls") for m in ("bot", "pdm") if m in methods
+        ]
     if "pdm" in methods:
-        out += [Variant(f"pdm[{loss}=0]", "pdm", "pretrained", ((loss, 0.0),), "ablations") for loss in PDM_LOSSES]
-        out += [Variant(f"pdm[+{option}]", "pdm", "pretrained", ((option, 1.0),), "ablations") for option in PDM_OPTIONS]
+        out += [
+            Variant(f"pdm[{loss}=0]", "pdm", "pretrained", ((loss, 0.0),), "ablations") for loss in PDM_LOSSES
+        ]
+        out += [
+            Variant(f"pdm[+{option}]", "pdm", "pretrained", ((option, 1.0),), "ablations")
+            for option in PDM_OPTIONS
+        ]
     return out
 
 
@@ -248,24 +330,47 @@ def train_config(variant: Variant, size: Size, out: Path, backbone: str, seed: i
     height, width = size.image
     phase2_lr = 2e-3 if backbone == "tiny" else PRETRAINED_PHASE2_LR[variant.method]
     data = {
-        "model": {"method": variant.method, "image_size": [height, width], "backbone": backbone, "init_seed": seed,
-                  "tiny": {"hidden_size": size.hidden, "intermediate_size": 2 * size.hidden, "num_layers": 2,
-                           "num_heads": 4, "patch_size": 16, "projection_dim": size.hidden},
-                  "inversion_hidden_dim": 128, "style_attributes": ["illumination", "weather", "camid"],
-                  "weights": dict(variant.weights)},
+        "model": {
+            "method": variant.method,
+            "image_size": [height, width],
+            "backbone": backbone,
+            "init_seed": seed,
+            "tiny": {
+                "hidden_size": size.hidden,
+                "intermediate_size": 2 * size.hidden,
+                "num_layers": 2,
+                "num_heads": 4,
+                "patch_size": 16,
+                "projection_dim": size.hidden,
+            },
+            "inversion_hidden_dim": 128,
+            "style_attributes": ["illumination", "weather", "camid"],
+            "weights": dict(variant.weights),
+        },
         "phase1": {"epochs": size.phase1_epochs, "lr": 2e-3},
         "phase2": {"epochs": size.phase2_epochs, "lr": phase2_lr, "warmup_epochs": 1},
         "data": {"ids_per_batch": size.ids_per_batch, "images_per_id": size.images_per_id, "num_workers": 1},
-        "out": str(out), "run_name": run_name(variant, seed),
-        "seed": seed, "workers": 1, "cpus_per_worker": 1, "checkpoint_keep": 1, "log_every_steps": 20,
-    }  # fmt: skip
+        "out": str(out),
+        "run_name": run_name(variant, seed),
+        "seed": seed,
+        "workers": 1,
+        "cpus_per_worker": 1,
+        "checkpoint_keep": 1,
+        "log_every_steps": 20,
+    }
     overrides = [s.removeprefix("train.") for s in sets]
     return validate(TrainConfig, apply_overrides(data, overrides), prefix="train")
 
 
 def run_name(variant: Variant, seed: int) -> str:
     """pdm[+word_norm] seed 3 -> pdm_with-word_norm-s3 (run names are [A-Za-z0-9_.-])."""
-    name = variant.name.replace("@", "-at-").replace("[", "_").replace("]", "").replace("=", "").replace("+", "with-")
+    name = (
+        variant.name.replace("@", "-at-")
+        .replace("[", "_")
+        .replace("]", "")
+        .replace("=", "")
+        .replace("+", "with-")
+    )
     return f"{name}-s{seed}"
 
 
@@ -287,8 +392,10 @@ def evaluate(model_url: str, datasets: dict[str, str]) -> dict[str, Any]:
     from trainer.evaluate import run_eval
 
     report = run_eval(model_url, [f"synthetic:{url}" for url in datasets.values()], EvalConfig(batch_size=64))
-    return {name: {"mAP": 100 * d.mAP, "rank1": 100 * d.rank1, "queries": d.num_query, "gallery": d.num_gallery}
-            for name, d in zip(datasets, report.datasets, strict=True)}  # fmt: skip
+    return {
+        name: {"mAP": 100 * d.mAP, "rank1": 100 * d.rank1, "queries": d.num_query, "gallery": d.num_gallery}
+        for name, d in zip(datasets, report.datasets, strict=True)
+    }
 
 
 def bank_spread(model_url: str) -> float | None:
@@ -332,9 +439,21 @@ def collect(rows: list[dict]) -> dict[str, Any]:
     methods: dict[str, dict[str, Any]] = {}
     health: dict[str, Any] = {}
     for row in rows:
-        entry = methods.setdefault(row["name"], {"group": row["group"], "backbone": row["backbone"], "seeds": [],
-                                                 "target_mAP": [], "target_rank1": [], "source_mAP": [],
-                                                 "source_rank1": [], "train_s": [], "steps": [], "bank_cos": []})  # fmt: skip
+        entry = methods.setdefault(
+            row["name"],
+            {
+                "group": row["group"],
+                "backbone": row["backbone"],
+                "seeds": [],
+                "target_mAP": [],
+                "target_rank1": [],
+                "source_mAP": [],
+                "source_rank1": [],
+                "train_s": [],
+                "steps": [],
+                "bank_cos": [],
+            },
+        )
         entry["seeds"].append(row["seed"])
         entry["target_mAP"].append(row["eval"]["target-test"]["mAP"])
         entry["target_rank1"].append(row["eval"]["target-test"]["rank1"])
@@ -346,7 +465,9 @@ def collect(rows: list[dict]) -> dict[str, Any]:
         if row.get("health"):
             health.setdefault(row["name"], {"per_seed": []})["per_seed"].append(row["health"])
     for h in health.values():
-        numeric = [k for k, v in h["per_seed"][0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        numeric = [
+            k for k, v in h["per_seed"][0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
         for key in numeric:
             values = [s[key] for s in h["per_seed"] if isinstance(s.get(key), (int, float))]
             h[key] = statistics.fmean(values) if values else None
@@ -361,11 +482,21 @@ def collect(rows: list[dict]) -> dict[str, Any]:
 
     out_paired = {f"{a}-{b}": paired(*common(a, b, "target_mAP")) for a, b in PAIRS}
     source_paired = {f"{a}-{b}": paired(*common(a, b, "source_mAP")) for a, b in PAIRS}
-    ablation = {name: {"target": paired(*common(name, "pdm", "target_mAP")),
-                       "source": paired(*common(name, "pdm", "source_mAP"))}
-                for name, m in methods.items() if m["group"] in ("ablations", "controls") and name != "pdm"}  # fmt: skip
-    return {"methods": methods, "paired": out_paired, "paired_source": source_paired, "vs_pdm": ablation,
-            "health": health}  # fmt: skip
+    ablation = {
+        name: {
+            "target": paired(*common(name, "pdm", "target_mAP")),
+            "source": paired(*common(name, "pdm", "source_mAP")),
+        }
+        for name, m in methods.items()
+        if m["group"] in ("ablations", "controls") and name != "pdm"
+    }
+    return {
+        "methods": methods,
+        "paired": out_paired,
+        "paired_source": source_paired,
+        "vs_pdm": ablation,
+        "health": health,
+    }
 
 
 def fmt(x: float | None, digits: int = 1) -> str:
@@ -387,43 +518,64 @@ def tables(result: dict[str, Any]) -> str:
     def sd(values):
         return statistics.stdev(values) if len(values) > 1 else None
 
-    lines = ["| method | backbone | seeds | steps | train s | source mAP | source rank-1 | target mAP (sd) | "
-             "target rank-1 | target / source | bank cos |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "| method | backbone | seeds | steps | train s | source mAP | source rank-1 | target mAP (sd) | "
+        "target rank-1 | target / source | bank cos |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, m in methods.items():
         if m["group"] == "ablations":
             continue
         source, target = mean(m["source_mAP"]), mean(m["target_mAP"])
-        lines.append(f"| {name.split('@')[0]} | {m['backbone']} | {len(m['seeds'])} | {fmt(mean(m['steps']), 0)} | "
-                     f"{fmt(mean(m['train_s']), 0)} | {fmt(source)} | {fmt(mean(m['source_rank1']))} | "
-                     f"{fmt(target)} ({fmt(sd(m['target_mAP']))}) | {fmt(mean(m['target_rank1']))} | "
-                     f"{fmt(target / source if source else None, 2)} | {fmt(mean(m['bank_cos']), 4)} |")  # fmt: skip
-    lines += ["", "Paired differences of target mAP (points; per-seed differences, mean and 95% t interval), "
-              "and of source mAP for reference:", "",
-              "| difference | seeds | target mAP | source mAP |", "| --- | ---: | --- | --- |"]  # fmt: skip
+        lines.append(
+            f"| {name.split('@')[0]} | {m['backbone']} | {len(m['seeds'])} | {fmt(mean(m['steps']), 0)} | "
+            f"{fmt(mean(m['train_s']), 0)} | {fmt(source)} | {fmt(mean(m['source_rank1']))} | "
+            f"{fmt(target)} ({fmt(sd(m['target_mAP']))}) | {fmt(mean(m['target_rank1']))} | "
+            f"{fmt(target / source if source else None, 2)} | {fmt(mean(m['bank_cos']), 4)} |"
+        )
+    lines += [
+        "",
+        "Paired differences of target mAP (points; per-seed differences, mean and 95% t interval), "
+        "and of source mAP for reference:",
+        "",
+        "| difference | seeds | target mAP | source mAP |",
+        "| --- | ---: | --- | --- |",
+    ]
     for key, p in result["paired"].items():
         lines.append(f"| {key} | {p['n']} | {fmt_ci(p)} | {fmt_ci(result['paired_source'][key])} |")
     if result["vs_pdm"]:
-        lines += ["", "Controls and ablations against pdm on the pretrained backbone (same seeds; a negative "
-                  "difference means the change hurts):", "",
-                  "| variant | seeds | source mAP | target mAP | source mAP - pdm | target mAP - pdm |",
-                  "| --- | ---: | ---: | ---: | --- | --- |"]  # fmt: skip
+        lines += [
+            "",
+            "Controls and ablations against pdm on the pretrained backbone (same seeds; a negative "
+            "difference means the change hurts):",
+            "",
+            "| variant | seeds | source mAP | target mAP | source mAP - pdm | target mAP - pdm |",
+            "| --- | ---: | ---: | ---: | --- | --- |",
+        ]
         for name, d in result["vs_pdm"].items():
             m = methods[name]
-            lines.append(f"| {name} | {len(m['seeds'])} | {fmt(mean(m['source_mAP']))} | {fmt(mean(m['target_mAP']))} | "
-                         f"{fmt_ci(d['source'])} | {fmt_ci(d['target'])} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {len(m['seeds'])} | {fmt(mean(m['source_mAP']))} | {fmt(mean(m['target_mAP']))} | "
+                f"{fmt_ci(d['source'])} | {fmt_ci(d['target'])} |"
+            )
     if result["health"]:
-        lines += ["", "Phase-1 health (means over seeds; content ratio = content loss / ln(P*K), style ratio = "
-                  "style loss / label-prior entropy, probes: held-out accuracy):", "",
-                  "| run | content ratio | style ratio | cos within | cos across | C->pid | S->pid | "
-                  "C->illumination | S->illumination | warnings |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        lines += [
+            "",
+            "Phase-1 health (means over seeds; content ratio = content loss / ln(P*K), style ratio = "
+            "style loss / label-prior entropy, probes: held-out accuracy):",
+            "",
+            "| run | content ratio | style ratio | cos within | cos across | C->pid | S->pid | "
+            "C->illumination | S->illumination | warnings |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for name, h in result["health"].items():
-            lines.append(f"| {name} | {fmt(h.get('content_ratio'), 2)} | {fmt(h.get('style_ratio'), 2)} | "
-                         f"{fmt(h.get('cosine_within'), 3)} | {fmt(h.get('cosine_across'), 3)} | "
-                         f"{fmt(h.get('probe/C/pid'), 2)} | {fmt(h.get('probe/S/pid'), 2)} | "
-                         f"{fmt(h.get('probe/C/illumination'), 2)} | {fmt(h.get('probe/S/illumination'), 2)} | "
-                         f"{h['warnings']}/{len(h['per_seed'])} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {fmt(h.get('content_ratio'), 2)} | {fmt(h.get('style_ratio'), 2)} | "
+                f"{fmt(h.get('cosine_within'), 3)} | {fmt(h.get('cosine_across'), 3)} | "
+                f"{fmt(h.get('probe/C/pid'), 2)} | {fmt(h.get('probe/S/pid'), 2)} | "
+                f"{fmt(h.get('probe/C/illumination'), 2)} | {fmt(h.get('probe/S/illumination'), 2)} | "
+                f"{h['warnings']}/{len(h['per_seed'])} |"
+            )
     return "\n".join(lines)
 
 
@@ -443,7 +595,9 @@ def write_section(text: str) -> None:
 # ---- the run --------------------------------------------------------------------------------------------
 
 
-def seed_datasets(domains: dict[str, Path], work: Path, seed: int, size: Size, timings: dict[str, float]) -> dict[str, str]:
+def seed_datasets(
+    domains: dict[str, Path], work: Path, seed: int, size: Size, timings: dict[str, float]
+) -> dict[str, str]:
     from pipeline.generate import run_generate
 
     plans = {  # name: (taxonomy, dataset seed, identities, lights)
@@ -465,18 +619,33 @@ def seed_datasets(domains: dict[str, Path], work: Path, seed: int, size: Size, t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="v2")
-    parser.add_argument("--seeds", type=int, default=5, help="paired seeds of the main comparison and controls")
-    parser.add_argument("--ablation-seeds", type=int, default=None, help="seeds of the ablations (default: --seeds)")
+    parser.add_argument(
+        "--seeds", type=int, default=5, help="paired seeds of the main comparison and controls"
+    )
+    parser.add_argument(
+        "--ablation-seeds", type=int, default=None, help="seeds of the ablations (default: --seeds)"
+    )
     parser.add_argument("--only", nargs="+", choices=("main", "controls", "ablations"), default=None)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--backbone", default=str(ROOT / "models" / "tiny-clip"), help="the pretrained CLIP folder")
-    parser.add_argument("--source-backbone", default=None,
-                        help="the source-only control CLIP (default: pretrained on the first run, then kept)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], help="train.k=v for every training run")
+    parser.add_argument(
+        "--backbone", default=str(ROOT / "models" / "tiny-clip"), help="the pretrained CLIP folder"
+    )
+    parser.add_argument(
+        "--source-backbone",
+        default=None,
+        help="the source-only control CLIP (default: pretrained on the first run, then kept)",
+    )
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], help="train.k=v for every training run"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-dg" / "work", help="data and runs")
+    parser.add_argument(
+        "--work", type=Path, default=ROOT / "runs" / "bench-dg" / "work", help="data and runs"
+    )
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (default: removed at the end)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work folder (default: removed at the end)"
+    )
     args = parser.parse_args()
     size = SIZES[args.size]
     ablation_seeds = args.seeds if args.ablation_seeds is None else args.ablation_seeds
@@ -500,7 +669,8 @@ def main() -> None:
         if any(v.backbone == "source-only" for v in runs):
             t0 = time.perf_counter()
             backbones["source-only"] = args.source_backbone or source_only_backbone(
-                domains, args.work.parent / "source-only-clip")
+                domains, args.work.parent / "source-only-clip"
+            )
             timings["pretrain source-only"] = time.perf_counter() - t0
         cards = {name: read_card(path) for name, path in backbones.items() if path != "tiny"}
         for seed in range(args.seeds):
@@ -508,28 +678,51 @@ def main() -> None:
             tests = {k: urls[k] for k in ("source-test", "target-test")}
             for name, card in cards.items():  # test people were never seen in pretraining either
                 for url in tests.values():
-                    check_disjoint((card or {}).get("data", {}).get("people", []), url, f"pretraining of {name}")
+                    check_disjoint(
+                        (card or {}).get("data", {}).get("people", []), url, f"pretraining of {name}"
+                    )
             if "main" in groups:
-                floor = untrained_model(urls["source-train"], args.work / f"untrained-s{seed}", backbones["pretrained"], size)
-                rows.append({"name": "untrained", "group": "floor", "backbone": "pretrained", "seed": seed,
-                             "eval": evaluate(floor, tests)})  # fmt: skip
+                floor = untrained_model(
+                    urls["source-train"], args.work / f"untrained-s{seed}", backbones["pretrained"], size
+                )
+                rows.append(
+                    {
+                        "name": "untrained",
+                        "group": "floor",
+                        "backbone": "pretrained",
+                        "seed": seed,
+                        "eval": evaluate(floor, tests),
+                    }
+                )
             for variant in runs:
                 if variant.group == "ablations" and seed >= ablation_seeds:
                     continue
-                config = train_config(variant, size, args.work / "runs", backbones[variant.backbone], seed, args.sets)
+                config = train_config(
+                    variant, size, args.work / "runs", backbones[variant.backbone], seed, args.sets
+                )
                 t0 = time.perf_counter()
                 result = run_train(config, [urls["source-train"]], progress=False)
                 train_s = time.perf_counter() - t0
                 timings[f"train {variant.group}"] = timings.get(f"train {variant.group}", 0.0) + train_s
-                row = {"name": variant.name, "group": variant.group, "backbone": variant.backbone, "seed": seed,
-                       "steps": result.steps, "train_s": train_s, "bank": bank_spread(result.final_url),
-                       "eval": evaluate(result.final_url, tests),
-                       "health": {k: v for k, v in result.health.items() if k not in ("kind", "time", "probes")},
-                       "last_epoch": {k: v for k, v in result.last_epoch.items() if k.startswith("loss")}}  # fmt: skip
+                row = {
+                    "name": variant.name,
+                    "group": variant.group,
+                    "backbone": variant.backbone,
+                    "seed": seed,
+                    "steps": result.steps,
+                    "train_s": train_s,
+                    "bank": bank_spread(result.final_url),
+                    "eval": evaluate(result.final_url, tests),
+                    "health": {k: v for k, v in result.health.items() if k not in ("kind", "time", "probes")},
+                    "last_epoch": {k: v for k, v in result.last_epoch.items() if k.startswith("loss")},
+                }
                 rows.append(row)
-                print(f"seed {seed} {variant.name}: {result.steps} steps {train_s:.0f} s; source mAP "
-                      f"{row['eval']['source-test']['mAP']:.1f}, target mAP {row['eval']['target-test']['mAP']:.1f}; "
-                      f"last epoch {({k: round(v, 3) for k, v in row['last_epoch'].items()})}", flush=True)  # fmt: skip
+                print(
+                    f"seed {seed} {variant.name}: {result.steps} steps {train_s:.0f} s; source mAP "
+                    f"{row['eval']['source-test']['mAP']:.1f}, target mAP {row['eval']['target-test']['mAP']:.1f}; "
+                    f"last epoch { ({k: round(v, 3) for k, v in row['last_epoch'].items()}) }",
+                    flush=True,
+                )
                 shutil.rmtree(Path(result.run_url), ignore_errors=True)  # checkpoints: not needed any more
                 if args.json:  # results so far, so an interrupted run keeps them
                     args.json.write_text(json.dumps({**collect(rows), "rows": rows}, indent=1, default=str))
@@ -541,19 +734,35 @@ def main() -> None:
     print(text)
     print(f"total {total / 60:.1f} min")
     if args.json:
-        args.json.write_text(json.dumps({**result, "rows": rows, "wall_s": total,
-                                         "command": " ".join(sys.argv)}, indent=1, default=str))  # fmt: skip
+        args.json.write_text(
+            json.dumps(
+                {**result, "rows": rows, "wall_s": total, "command": " ".join(sys.argv)},
+                indent=1,
+                default=str,
+            )
+        )
     if not args.no_doc:
         write_section(report_text(args, size, text, rows, timings, total, ablation_seeds))
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
 
 
-def report_text(args, size: Size, text: str, rows: list[dict], timings: dict[str, float], total: float,
-                ablation_seeds: int) -> str:  # fmt: skip
+def report_text(
+    args,
+    size: Size,
+    text: str,
+    rows: list[dict],
+    timings: dict[str, float],
+    total: float,
+    ablation_seeds: int,
+) -> str:
     command = "`.venv/bin/python " + " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]) + "`"
     first = next((r for r in rows if r["seed"] == 0), None)
-    counts = ", ".join(f"{n} {e['queries']} queries x {e['gallery']} gallery" for n, e in first["eval"].items()) if first else ""
+    counts = (
+        ", ".join(f"{n} {e['queries']} queries x {e['gallery']} gallery" for n, e in first["eval"].items())
+        if first
+        else ""
+    )
     stages = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in timings.items())
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return f"""{SECTION}

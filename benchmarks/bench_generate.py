@@ -32,8 +32,13 @@ from timing import timed  # noqa: E402
 def tiny_config(model_dir: str, out: str, identities: int, workers: int):
     from dppp.config import load_experiment
 
-    sets = [f"generate.renderer.model={model_dir}", f"generate.out={out}", f"generate.identities={identities}",
-            "generate.ids_per_shard=2", f"generate.workers={workers}"]  # fmt: skip
+    sets = [
+        f"generate.renderer.model={model_dir}",
+        f"generate.out={out}",
+        f"generate.identities={identities}",
+        "generate.ids_per_shard=2",
+        f"generate.workers={workers}",
+    ]
     return load_experiment(ROOT / "configs" / "tiny-diffusion.yaml", sets).generate
 
 
@@ -63,7 +68,9 @@ def plain_loop_rate(model_dir: str, identities: int) -> float:
 
     def render_all():
         for shard_start in range(0, identities, 2):  # the same per-shard batch cuts as the worker
-            shard = [v for pid in range(shard_start, min(shard_start + 2, identities)) for v in engine.views(pid)]
+            shard = [
+                v for pid in range(shard_start, min(shard_start + 2, identities)) for v in engine.views(pid)
+            ]
             for i in range(0, len(shard), batch):
                 renderer.render(shard[i : i + batch])
 
@@ -83,12 +90,16 @@ def part_efficiency_and_scaling(identities: int, parts: set[str]) -> None:
         one_rate, one_fixed = steady_rate(model_dir, tmp, identities, 1)
         if "efficiency" in parts:
             loop = plain_loop_rate(model_dir, identities)
-            print(f"efficiency: renderer alone {loop:.2f} img/s; dppp generate 1 worker {one_rate:.2f} img/s "
-                  f"steady -> ratio {one_rate / loop:.2f} (aim >= 0.9); first shard committed after {one_fixed:.1f} s")  # fmt: skip
+            print(
+                f"efficiency: renderer alone {loop:.2f} img/s; dppp generate 1 worker {one_rate:.2f} img/s "
+                f"steady -> ratio {one_rate / loop:.2f} (aim >= 0.9); first shard committed after {one_fixed:.1f} s"
+            )
         if "scaling" in parts:
             two_rate, two_fixed = steady_rate(model_dir, tmp, identities, 2)
-            print(f"scaling: 1 worker {one_rate:.2f} img/s, 2 workers {two_rate:.2f} img/s -> "
-                  f"{two_rate / one_rate:.2f}x (aim >= 1.7x); first shard committed after {two_fixed:.1f} s")  # fmt: skip
+            print(
+                f"scaling: 1 worker {one_rate:.2f} img/s, 2 workers {two_rate:.2f} img/s -> "
+                f"{two_rate / one_rate:.2f}x (aim >= 1.7x); first shard committed after {two_fixed:.1f} s"
+            )
         ray.shutdown()
 
 
@@ -154,14 +165,18 @@ def part_scheduling(actors: int, sleep_s: float, sizes: list[int]) -> None:
         summary = GenerateSummary("bench", shards, 0, 0, 0, 0, 0.0)
         _, wall, cpu = timed(partial(_drain, pool, plan, 3, summary, progress=False))
         ideal = shards * sleep_s / actors
-        print(f"  {shards:5d} shards: wall {wall:6.2f} s, ideal {ideal:6.2f} s -> driver overhead "
-              f"{(wall - ideal) / shards * 1000:5.2f} ms/shard of wall (aim <= 20 ms), "
-              f"driver CPU {cpu / shards * 1000:5.2f} ms/shard")  # fmt: skip
+        print(
+            f"  {shards:5d} shards: wall {wall:6.2f} s, ideal {ideal:6.2f} s -> driver overhead "
+            f"{(wall - ideal) / shards * 1000:5.2f} ms/shard of wall (aim <= 20 ms), "
+            f"driver CPU {cpu / shards * 1000:5.2f} ms/shard"
+        )
     ray.shutdown()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--part", choices=["efficiency", "scaling", "scheduling", "all"], default="all")
     parser.add_argument("--identities", type=int, default=24, help="identities per generate run")
     parser.add_argument("--actors", type=int, default=16)

@@ -69,8 +69,10 @@ def dppp_loader(data, config, size, epochs: int) -> tuple[float, int]:
 
     def load_all() -> int:
         n = 0
-        streams = (PKBatchStream(data, config, size, seed=0, epoch=epoch)  # phase 2: pids only, as the folder
-                   for epoch in range(epochs))  # fmt: skip
+        streams = (
+            PKBatchStream(data, config, size, seed=0, epoch=epoch)  # phase 2: pids only, as the folder
+            for epoch in range(epochs)
+        )
         for _stream, batches in prefetched_epochs(streams, config):
             for batch in batches:
                 n += len(batch["pids"])
@@ -112,11 +114,15 @@ def folder_loader(data, config, size, samples: int) -> float:
         dataset = FolderDataset(paths, labels, ReidAugment(config.augment, size))
         batch = config.ids_per_batch * config.images_per_id
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=config.num_workers,
+            dataset,
+            batch_size=batch,
+            shuffle=True,
+            drop_last=True,
+            num_workers=config.num_workers,
             prefetch_factor=config.prefetch_batches if config.num_workers else None,
             persistent_workers=config.num_workers > 0,  # its best case: no start-up between epochs
             multiprocessing_context="fork" if config.num_workers else None,
-        )  # fmt: skip
+        )
 
         def load_samples() -> int:
             n = 0
@@ -146,20 +152,28 @@ def main() -> None:
 
     data = open_training_data([args.data])
     size = tuple(args.size)
-    print(f"data: {args.data}: {data.describe()}; input {size[0]}x{size[1]}; "
-          f"P={args.ids_per_batch} K={args.images_per_id}; {os.cpu_count()} CPU(s)")  # fmt: skip
+    print(
+        f"data: {args.data}: {data.describe()}; input {size[0]}x{size[1]}; "
+        f"P={args.ids_per_batch} K={args.images_per_id}; {os.cpu_count()} CPU(s)"
+    )
     rows = []
     for workers in (1, 2):
-        config = DataConfig(ids_per_batch=args.ids_per_batch, images_per_id=args.images_per_id, num_workers=workers)
+        config = DataConfig(
+            ids_per_batch=args.ids_per_batch, images_per_id=args.images_per_id, num_workers=workers
+        )
         dppp_rate, samples = dppp_loader(data, config, size, args.epochs)
         bound = decode_only(data, size, workers)
         folder = folder_loader(data, config, size, samples)
         rows.append((workers, samples, bound, dppp_rate, folder))
-    print(f"{'loader procs':>12} {'samples':>8} {'decode-only/s':>14} {'dppp/s':>8} {'folder/s':>9} "
-          f"{'dppp/decode':>12} {'dppp/folder':>12}")  # fmt: skip
+    print(
+        f"{'loader procs':>12} {'samples':>8} {'decode-only/s':>14} {'dppp/s':>8} {'folder/s':>9} "
+        f"{'dppp/decode':>12} {'dppp/folder':>12}"
+    )
     for workers, samples, bound, dppp_rate, folder in rows:
-        print(f"{workers:>12} {samples:>8} {bound:>14.0f} {dppp_rate:>8.0f} {folder:>9.0f} "
-              f"{dppp_rate / bound:>12.2f} {dppp_rate / folder:>12.2f}")  # fmt: skip
+        print(
+            f"{workers:>12} {samples:>8} {bound:>14.0f} {dppp_rate:>8.0f} {folder:>9.0f} "
+            f"{dppp_rate / bound:>12.2f} {dppp_rate / folder:>12.2f}"
+        )
 
 
 if __name__ == "__main__":

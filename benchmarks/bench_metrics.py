@@ -42,7 +42,9 @@ def market_like(num_q: int, num_g: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     num_ids, num_cams = 751, 6
     num_distractors = min(2793, num_g // 6)
-    g_pids = np.concatenate([np.zeros(num_distractors, np.int64), rng.integers(1, num_ids + 1, num_g - num_distractors)])
+    g_pids = np.concatenate(
+        [np.zeros(num_distractors, np.int64), rng.integers(1, num_ids + 1, num_g - num_distractors)]
+    )
     q_pids = rng.integers(1, num_ids + 1, num_q)
     g_cams, q_cams = rng.integers(1, num_cams + 1, num_g), rng.integers(1, num_cams + 1, num_q)
     distmat = (1.0 - clustered_features(q_pids, rng) @ clustered_features(g_pids, rng).T).astype(np.float32)
@@ -57,20 +59,31 @@ def compare(title: str, distmat: np.ndarray, labels, repeats: int) -> None:
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     (cmc, mAP, mINP, num_valid), t_ref, c_ref = timed(
-        lambda: reference_eval_market1501(distmat, *labels, 50, "stable"))
-    (cmc_qs, mAP_qs, _, _), t_qs, c_qs = timed(lambda: reference_eval_market1501(distmat, *labels, 50, "quicksort"))
+        lambda: reference_eval_market1501(distmat, *labels, 50, "stable")
+    )
+    (cmc_qs, mAP_qs, _, _), t_qs, c_qs = timed(
+        lambda: reference_eval_market1501(distmat, *labels, 50, "quicksort")
+    )
 
-    same = (np.array_equal(fast.cmc, cmc) and fast.num_valid == num_valid
-            and abs(fast.mAP - mAP) < 1e-12 and abs(fast.mINP - mINP) < 1e-12)
+    same = (
+        np.array_equal(fast.cmc, cmc)
+        and fast.num_valid == num_valid
+        and abs(fast.mAP - mAP) < 1e-12
+        and abs(fast.mINP - mINP) < 1e-12
+    )
     print(f"  {'':34s} {'wall s':>8s} {'CPU s':>8s} {'x wall':>7s} {'x CPU':>7s}")
     print(f"  {'vectorised evaluate_ranking':34s} {t_fast:8.3f} {c_fast:8.3f}   (median of {repeats})")
-    for label, wall, cpu in (("reference loop, stable argsort", t_ref, c_ref),
-                             ("toolkit loop, quicksort argsort", t_qs, c_qs)):
+    for label, wall, cpu in (
+        ("reference loop, stable argsort", t_ref, c_ref),
+        ("toolkit loop, quicksort argsort", t_qs, c_qs),
+    ):
         print(f"  {label:34s} {wall:8.3f} {cpu:8.3f} {wall / t_fast:6.1f}x {cpu / c_fast:6.1f}x")
     print(f"  peak working memory of evaluate_ranking: {peak / 2**20:.0f} MiB (besides the input)")
     print(f"  rank-1 {fast.rank(1):.4f}  mAP {fast.mAP:.4f}  mINP {fast.mINP:.4f}  valid {fast.num_valid}")
-    print(f"  same numbers as the reference: {same} (|dmAP| {abs(fast.mAP - mAP):.1e}, "
-          f"|dmINP| {abs(fast.mINP - mINP):.1e}); toolkit loop mAP differs by {abs(mAP_qs - mAP):.1e}")
+    print(
+        f"  same numbers as the reference: {same} (|dmAP| {abs(fast.mAP - mAP):.1e}, "
+        f"|dmINP| {abs(fast.mINP - mINP):.1e}); toolkit loop mAP differs by {abs(mAP_qs - mAP):.1e}"
+    )
     if not same:
         raise SystemExit("MISMATCH with the reference loop")
 
@@ -85,12 +98,20 @@ def main() -> None:
     args = parser.parse_args()
 
     distmat, q_pids, g_pids, q_cams, g_cams = market_like(args.queries, args.gallery)
-    print(f"evaluate_ranking: {args.queries} queries x {args.gallery} gallery, float32 distances "
-          f"({distmat.nbytes / 2**20:.0f} MiB)")
-    compare("model-like distances (clustered features)", distmat, (q_pids, g_pids, q_cams, g_cams), args.repeats)
+    print(
+        f"evaluate_ranking: {args.queries} queries x {args.gallery} gallery, float32 distances "
+        f"({distmat.nbytes / 2**20:.0f} MiB)"
+    )
+    compare(
+        "model-like distances (clustered features)", distmat, (q_pids, g_pids, q_cams, g_cams), args.repeats
+    )
     noise = np.random.default_rng(2).random(distmat.shape, dtype=np.float32)
-    compare("uninformative distances (uniform noise, worst case)", noise, (q_pids, g_pids, q_cams, g_cams),
-            args.repeats)
+    compare(
+        "uninformative distances (uniform noise, worst case)",
+        noise,
+        (q_pids, g_pids, q_cams, g_cams),
+        args.repeats,
+    )
 
     nq, ng = args.rerank_queries, args.rerank_gallery
     rng = np.random.default_rng(1)
@@ -101,8 +122,10 @@ def main() -> None:
     theirs, t_rr_ref, c_rr_ref = timed(lambda: reference_re_ranking(q_g, q_q, g_g))
     print(f"re_rank (k1=20, k2=6, lambda=0.3): {nq} queries x {ng} gallery")
     print(f"  {'vectorised re_rank':34s} {t_rr:8.3f} {c_rr:8.3f}")
-    print(f"  {'authors loop':34s} {t_rr_ref:8.3f} {c_rr_ref:8.3f} {t_rr_ref / t_rr:6.1f}x "
-          f"{c_rr_ref / c_rr:6.1f}x   max |difference| {np.abs(ours - theirs).max():.1e}")
+    print(
+        f"  {'authors loop':34s} {t_rr_ref:8.3f} {c_rr_ref:8.3f} {t_rr_ref / t_rr:6.1f}x "
+        f"{c_rr_ref / c_rr:6.1f}x   max |difference| {np.abs(ours - theirs).max():.1e}"
+    )
 
 
 if __name__ == "__main__":

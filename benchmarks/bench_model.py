@@ -83,16 +83,30 @@ def paper_scale_parameters(num_classes: int = 6641) -> dict[str, int]:
         config = ModelConfig(method=method)
         # ViT-B/16 dims; the real tokenizer's 49408-token vocab.
         clip_config = CLIPConfig(
-            text_config=dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_attention_heads=8,
-                             num_hidden_layers=12, max_position_embeddings=77),
-            vision_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                               num_hidden_layers=12, image_size=224, patch_size=16),
+            text_config=dict(
+                vocab_size=49408,
+                hidden_size=512,
+                intermediate_size=2048,
+                num_attention_heads=8,
+                num_hidden_layers=12,
+                max_position_embeddings=77,
+            ),
+            vision_config=dict(
+                hidden_size=768,
+                intermediate_size=3072,
+                num_attention_heads=12,
+                num_hidden_layers=12,
+                image_size=224,
+                patch_size=16,
+            ),
             projection_dim=512,
         )
         with torch.device("meta"):
             clip = CLIPModel(clip_config)
-            tokens = {"pdm": placeholder_tokens("S") + placeholder_tokens("C"),
-                      "clipreid": placeholder_tokens("X", config.clipreid_context_tokens)}.get(method, [])
+            tokens = {
+                "pdm": placeholder_tokens("S") + placeholder_tokens("C"),
+                "clipreid": placeholder_tokens("X", config.clipreid_context_tokens),
+            }.get(method, [])
             tokenizer = build_tiny_clip_tokenizer(model_max_length=77)
             backbone = ClipBackbone(clip, tokenizer, config.image_size, tokens)
             model = model_module.METHODS[method](config, num_classes, STYLE_VOCAB, backbone)
@@ -113,31 +127,54 @@ def main() -> None:
         print(json.dumps(worker(method, phase, args.steps, args.ids, args.views, args.threads)))
         return
 
-    print(f"tiny CLIP (width 64, 2 layers, patch 16), 256x128, batch {args.ids}x{args.views}, "
-          f"{args.steps} steps, {args.threads} thread(s)")
+    print(
+        f"tiny CLIP (width 64, 2 layers, patch 16), 256x128, batch {args.ids}x{args.views}, "
+        f"{args.steps} steps, {args.threads} thread(s)"
+    )
     results = {}
     for method, phase in RUNS:
-        command = [sys.executable, __file__, "--worker", method, str(phase), "--steps", str(args.steps),
-                   "--ids", str(args.ids), "--views", str(args.views), "--threads", str(args.threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            method,
+            str(phase),
+            "--steps",
+            str(args.steps),
+            "--ids",
+            str(args.ids),
+            "--views",
+            str(args.views),
+            "--threads",
+            str(args.threads),
+        ]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results[(method, phase)] = json.loads(output.strip().splitlines()[-1])
     base = results[("bot", 2)]
-    print(f"{'method':10} {'phase':>5} {'images/s':>9} {'vs bot':>7} {'img/CPU-s':>10} {'vs bot':>7} "
-          f"{'peak RSS MiB':>13} {'vs bot':>8} {'params':>9} {'trainable':>10}")
+    print(
+        f"{'method':10} {'phase':>5} {'images/s':>9} {'vs bot':>7} {'img/CPU-s':>10} {'vs bot':>7} "
+        f"{'peak RSS MiB':>13} {'vs bot':>8} {'params':>9} {'trainable':>10}"
+    )
     for (method, phase), r in results.items():
-        print(f"{method:10} {phase:>5} {r['images_per_s']:9.1f} {r['images_per_s'] / base['images_per_s']:6.2f}x "
-              f"{r['images_per_cpu_s']:10.1f} {r['images_per_cpu_s'] / base['images_per_cpu_s']:6.2f}x "
-              f"{r['peak_rss_mib']:13.0f} {r['peak_rss_mib'] - base['peak_rss_mib']:+8.0f} "
-              f"{r['params']:9d} {r['trainable']:10d}")
+        print(
+            f"{method:10} {phase:>5} {r['images_per_s']:9.1f} {r['images_per_s'] / base['images_per_s']:6.2f}x "
+            f"{r['images_per_cpu_s']:10.1f} {r['images_per_cpu_s'] / base['images_per_cpu_s']:6.2f}x "
+            f"{r['peak_rss_mib']:13.0f} {r['peak_rss_mib'] - base['peak_rss_mib']:+8.0f} "
+            f"{r['params']:9d} {r['trainable']:10d}"
+        )
     tiny_added = results[("pdm", 2)]["params"] - base["params"]
-    print(f"PDM additions on the tiny model: {tiny_added} parameters "
-          f"({100 * tiny_added / base['params']:.1f}% of bot's {base['params']})")
+    print(
+        f"PDM additions on the tiny model: {tiny_added} parameters "
+        f"({100 * tiny_added / base['params']:.1f}% of bot's {base['params']})"
+    )
     paper = paper_scale_parameters()
     for method in ("clipreid", "pdm"):
         added = paper[method] - paper["bot"]
-        print(f"{method} additions at paper scale (ViT-B/16, 6641 ids): {added / 1e6:.2f} M parameters and "
-              f"buffers ({100 * added / paper['bot']:.2f}% of bot's {paper['bot'] / 1e6:.1f} M), "
-              f"{added * 4 / 2**20:.1f} MiB in fp32")
+        print(
+            f"{method} additions at paper scale (ViT-B/16, 6641 ids): {added / 1e6:.2f} M parameters and "
+            f"buffers ({100 * added / paper['bot']:.2f}% of bot's {paper['bot'] / 1e6:.1f} M), "
+            f"{added * 4 / 2**20:.1f} MiB in fp32"
+        )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,8 @@ def spread(values: list[float]) -> str:
 def generate_case(cluster, base: Path, nodes: int, workers: int, timeout_s: float) -> dict[str, float | None]:
     import pipeline.generate as generate
     from pipeline.actor_pool import ActorPool
-    from tests.test_generate import gen_config
-    from tests.test_node_loss import node_running, wait_for_records
+    from tests.pipeline.test_generate import gen_config
+    from tests.pipeline.test_node_loss import node_running, wait_for_records
 
     class Observed(ActorPool):  # the pool's start time turns the summary's offsets into absolute times
         last: ActorPool | None = None
@@ -77,14 +77,18 @@ def generate_case(cluster, base: Path, nodes: int, workers: int, timeout_s: floa
     summary, started = outcome["summary"], Observed.last.started
     loss = summary.losses[0]
     back = [at for at, size in summary.pool_sizes if at > loss.at_s and size == workers]
-    return {"requeued": started + loss.at_s - killed, "replacement": started + back[0] - killed if back else None,
-            "end": outcome["end"] - killed, "stopped": float(summary.stopped is not None)}  # fmt: skip
+    return {
+        "requeued": started + loss.at_s - killed,
+        "replacement": started + back[0] - killed if back else None,
+        "end": outcome["end"] - killed,
+        "stopped": float(summary.stopped is not None),
+    }
 
 
 def train_case(cluster, base: Path) -> float:
-    from tests.test_data import write_dataset
-    from tests.test_node_loss import node_running
-    from tests.test_train import _registered_checkpoints, tiny_config
+    from tests.pipeline.test_node_loss import node_running
+    from tests.trainer.test_data import write_dataset
+    from tests.trainer.test_train import _registered_checkpoints, tiny_config
     from trainer.train import run_train
 
     data = write_dataset(str(base / f"data-{time.monotonic_ns()}"), n_ids=24, ids_per_shard=3)
@@ -107,7 +111,9 @@ def train_case(cluster, base: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--part", choices=["generate", "train", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -117,24 +123,33 @@ def main() -> None:
     from ray.cluster_utils import Cluster
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, ray {ray.__version__}")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                            "dashboard_agent_listen_port": None})  # fmt: skip
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False, "dashboard_agent_listen_port": None},
+    )
     ray.init(address=cluster.address, log_to_driver=False)
     base = Path(tempfile.mkdtemp(prefix="dppp-bench-node-loss-"))
     try:
         if args.part in ("generate", "all"):
-            for name, nodes, workers, timeout_s in [("spare", 3, 2, 300), ("no-spare", 2, 2, 300),
-                                                    ("no-room", 1, 1, 10)]:  # fmt: skip
+            for name, nodes, workers, timeout_s in [
+                ("spare", 3, 2, 300),
+                ("no-spare", 2, 2, 300),
+                ("no-room", 1, 1, 10),
+            ]:
                 runs = [generate_case(cluster, base, nodes, workers, timeout_s) for _ in range(args.repeats)]
                 figures = {key: [r[key] for r in runs if r[key] is not None] for key in runs[0]}
                 print(f"generate {name:8s}: shards re-queued {spread(figures['requeued'])}")
                 if name == "spare":
                     print(f"{'':18s}replacement loaded {spread(figures['replacement'])}")
-                print(f"{'':18s}job {'stopped' if name == 'no-room' else 'ended'} {spread(figures['end'])} "
-                      f"after the kill")  # fmt: skip
+                print(
+                    f"{'':18s}job {'stopped' if name == 'no-room' else 'ended'} {spread(figures['end'])} "
+                    f"after the kill"
+                )
         if args.part in ("train", "all"):
-            print(f"train: restarted from the checkpoint {spread([train_case(cluster, base) for _ in range(args.repeats)])} "
-                  "after the kill")  # fmt: skip
+            print(
+                f"train: restarted from the checkpoint {spread([train_case(cluster, base) for _ in range(args.repeats)])} "
+                "after the kill"
+            )
     finally:
         ray.shutdown()
         cluster.shutdown()

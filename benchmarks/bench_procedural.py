@@ -37,8 +37,10 @@ def measure(label: str, count: int, work: Callable[[], None], repeats: int = 3) 
     machine the fastest run is the one least disturbed by other work."""
     _, best_wall, best_cpu = timed(work, repeats, statistic="best", warmup=1)
     per_core, per_wall = count / best_cpu, count / best_wall
-    print(f"{label:<44} {per_core:9.1f} img/s per core   {per_wall:9.1f} img/s wall   "
-          f"{1000 * best_cpu / count:7.3f} ms/img")
+    print(
+        f"{label:<44} {per_core:9.1f} img/s per core   {per_wall:9.1f} img/s wall   "
+        f"{1000 * best_cpu / count:7.3f} ms/img"
+    )
     return per_core, per_wall
 
 
@@ -53,34 +55,56 @@ def main(argv: list[str] | None = None) -> int:
     n = len(views)
     size = {"height": args.height, "width": args.width}
     output = OutputConfig(height=args.height, width=args.width, format="jpg", quality=90)
-    print(f"procedural renderer benchmark: {n} views ({identities} identities x 8), {args.height}x{args.width}, "
-          f"1 thread, {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    print(
+        f"procedural renderer benchmark: {n} views ({identities} identities x 8), {args.height}x{args.width}, "
+        f"1 thread, {platform.processor() or platform.machine()}, python {platform.python_version()}"
+    )
 
     blank = Image.new("RGB", (args.width, args.height), (128, 128, 128))
-    base_fill, _ = measure("baseline: blank canvas fill", n,
-                           lambda: [Image.new("RGB", (args.width, args.height), (128, 128, 128)) for _ in views])
-    base_enc, _ = measure("baseline: blank canvas fill + jpg encode", n,
-                          lambda: [finish(Image.new("RGB", blank.size, (128, 128, 128)), output) for _ in views])
+    base_fill, _ = measure(
+        "baseline: blank canvas fill",
+        n,
+        lambda: [Image.new("RGB", (args.width, args.height), (128, 128, 128)) for _ in views],
+    )
+    base_enc, _ = measure(
+        "baseline: blank canvas fill + jpg encode",
+        n,
+        lambda: [finish(Image.new("RGB", blank.size, (128, 128, 128)), output) for _ in views],
+    )
 
     full = ProceduralRenderer(ProceduralRendererConfig(**size))
-    bare = ProceduralRenderer(ProceduralRendererConfig(**size, lighting=0.0, weather=False, degradation=False))
+    bare = ProceduralRenderer(
+        ProceduralRendererConfig(**size, lighting=0.0, weather=False, degradation=False)
+    )
     draw_only, _ = measure("procedural: figure + scene only (no style)", n, lambda: bare.render(views))
     render, render_wall = measure("procedural: full render (default config)", n, lambda: full.render(views))
     images = [r.image for r in full.render(views)]
-    encoded, _ = measure("procedural: full render + jpg q90 encode", n,
-                         lambda: [finish(r.image, output) for r in full.render(views)])
+    encoded, _ = measure(
+        "procedural: full render + jpg q90 encode",
+        n,
+        lambda: [finish(r.image, output) for r in full.render(views)],
+    )
     encode_costs = {}
     for fmt in ("jpg", "png", "webp"):
         out = OutputConfig(height=args.height, width=args.width, format=fmt, quality=90)
-        encode_costs[fmt], _ = measure(f"encode only: {fmt}", n, lambda out=out: [finish(im, out) for im in images])
+        encode_costs[fmt], _ = measure(
+            f"encode only: {fmt}", n, lambda out=out: [finish(im, out) for im in images]
+        )
 
     print()
     print(f"full render:              {render:8.1f} img/s per core ({render_wall:.1f} wall)")
     print(f"render + jpg encode:      {encoded:8.1f} img/s per core")
-    print(f"ratio render+encode / baseline fill+encode cost: {base_enc / encoded:6.1f}x slower than a blank image")
-    print(f"ratio full render cost / drawing-only cost:      {draw_only / render:6.2f}x (light, weather, camera)")
-    print("encode cost per image: " + ", ".join(f"{fmt} {1000 / v:.3f} ms" for fmt, v in encode_costs.items())
-          + f" (render {1000 / render:.3f} ms, blank fill {1000 / base_fill:.4f} ms)")
+    print(
+        f"ratio render+encode / baseline fill+encode cost: {base_enc / encoded:6.1f}x slower than a blank image"
+    )
+    print(
+        f"ratio full render cost / drawing-only cost:      {draw_only / render:6.2f}x (light, weather, camera)"
+    )
+    print(
+        "encode cost per image: "
+        + ", ".join(f"{fmt} {1000 / v:.3f} ms" for fmt, v in encode_costs.items())
+        + f" (render {1000 / render:.3f} ms, blank fill {1000 / base_fill:.4f} ms)"
+    )
     return 0
 
 

@@ -47,7 +47,9 @@ def naive_views(engine: PromptEngine, pid: int, count: int) -> list[tuple[dict[s
     for view in range(count):
         rng = np.random.default_rng([engine.seed, pid, view])
         row = identity + [0] * (len(taxonomy.columns) - len(identity))
-        camera = int(rng.choice(len(taxonomy.cameras), p=taxonomy.camera_weights / taxonomy.camera_weights.sum()))
+        camera = int(
+            rng.choice(len(taxonomy.cameras), p=taxonomy.camera_weights / taxonomy.camera_weights.sum())
+        )
         for offset, column in enumerate(taxonomy.camera_columns):
             row[column] = int(taxonomy.camera_codes[camera][offset])
         for dim in taxonomy.view_dims:
@@ -82,8 +84,10 @@ def main() -> None:
     generate = load_experiment(args.config).generate
     taxonomy = load_taxonomy(generate.prompts.taxonomy)
     n = args.identities
-    print(f"machine: {os.cpu_count()} CPUs visible, pinned to 1 core; config {args.config} "
-          f"(views {generate.prompts.views.distribution} mean {generate.prompts.views.mean})")
+    print(
+        f"machine: {os.cpu_count()} CPUs visible, pinned to 1 core; config {args.config} "
+        f"(views {generate.prompts.views.distribution} mean {generate.prompts.views.mean})"
+    )
 
     def build():
         return PromptEngine(taxonomy, generate.prompts, generate.seed, identities=n)
@@ -97,18 +101,26 @@ def main() -> None:
     # A fresh engine each run (cold phrase caches, like a new worker), built untimed: its table is timed above.
     views, wall, cpu = timed(bulk, args.repeats, setup=build)
     bulk_rate = views / cpu
-    print(f"views (bulk)     : {views:>7} views       {bulk_rate:>10,.0f} views/s CPU  ({views / wall:,.0f} wall)")
+    print(
+        f"views (bulk)     : {views:>7} views       {bulk_rate:>10,.0f} views/s CPU  ({views / wall:,.0f} wall)"
+    )
 
-    pairs = [(pid, view) for pid in range(0, n, 7) for view in range(engine.num_views(pid))][: args.baseline_views]
+    pairs = [(pid, view) for pid in range(0, n, 7) for view in range(engine.num_views(pid))][
+        : args.baseline_views
+    ]
     _, wall, cpu = timed(lambda: [engine.view(pid, view) for pid, view in pairs], args.repeats)
     single_rate = len(pairs) / cpu
-    print(f"views (one by one): {len(pairs):>6} views       {single_rate:>10,.0f} views/s CPU  ({len(pairs) / wall:,.0f} wall)")
+    print(
+        f"views (one by one): {len(pairs):>6} views       {single_rate:>10,.0f} views/s CPU  ({len(pairs) / wall:,.0f} wall)"
+    )
 
     def lines():
         return sum(len(json.dumps(v.record(), ensure_ascii=False)) for v in engine.iter_views(range(n)))
 
     _, wall, cpu = timed(lines, 1)
-    print(f"JSON lines       : {views:>7} lines       {views / cpu:>10,.0f} lines/s CPU  ({views / wall:,.0f} wall)")
+    print(
+        f"JSON lines       : {views:>7} lines       {views / cpu:>10,.0f} lines/s CPU  ({views / wall:,.0f} wall)"
+    )
 
     budget = args.baseline_views
     plan, total = [], 0
@@ -120,8 +132,12 @@ def main() -> None:
         total += count
     _, wall, cpu = timed(lambda: [naive_views(engine, pid, count) for pid, count in plan], args.repeats)
     naive_rate = total / cpu
-    print(f"baseline (naive) : {total:>7} views       {naive_rate:>10,.0f} views/s CPU  ({total / wall:,.0f} wall)")
-    print(f"ratio bulk / naive: {bulk_rate / naive_rate:.1f}x   one-by-one / naive: {single_rate / naive_rate:.1f}x")
+    print(
+        f"baseline (naive) : {total:>7} views       {naive_rate:>10,.0f} views/s CPU  ({total / wall:,.0f} wall)"
+    )
+    print(
+        f"ratio bulk / naive: {bulk_rate / naive_rate:.1f}x   one-by-one / naive: {single_rate / naive_rate:.1f}x"
+    )
     print(f"10 M views (bulk, one core): {1e7 / bulk_rate / 60:.1f} min")
 
 

@@ -90,11 +90,21 @@ def measured(fn):
 def scale_config(out: str, shards: int):
     from dppp.config import load_experiment
 
-    sets = [f"generate.out={out}", f"generate.identities={shards}", "generate.ids_per_shard=1",
-            "generate.workers=2", "generate.prompts.views.distribution=fixed", "generate.prompts.views.mean=2",
-            "generate.prompts.views.min=2", "generate.renderer.height=32", "generate.renderer.width=16",
-            "generate.renderer.weather=false", "generate.renderer.degradation=false",
-            "generate.output.height=16", "generate.output.width=8"]  # fmt: skip
+    sets = [
+        f"generate.out={out}",
+        f"generate.identities={shards}",
+        "generate.ids_per_shard=1",
+        "generate.workers=2",
+        "generate.prompts.views.distribution=fixed",
+        "generate.prompts.views.mean=2",
+        "generate.prompts.views.min=2",
+        "generate.renderer.height=32",
+        "generate.renderer.width=16",
+        "generate.renderer.weather=false",
+        "generate.renderer.degradation=false",
+        "generate.output.height=16",
+        "generate.output.width=8",
+    ]
     return load_experiment(ROOT / "configs" / "demo.yaml", sets).generate
 
 
@@ -129,9 +139,15 @@ def child_list(url: str) -> dict:
     tar_bytes = sum(o.tar or 0 for o in listing.shards.values())
     record_bytes = sum(o.record or 0 for o in listing.shards.values())
     fragment_bytes = sum(o.fragment or 0 for o in listing.shards.values())
-    return {"list_s": list_s, "list_rss": list_rss, "list_start_rss": start_rss, "tar_bytes": tar_bytes,
-            "record_bytes": record_bytes, "fragment_bytes": fragment_bytes,
-            "dataset_bytes": tar_bytes + record_bytes + fragment_bytes + sum(listing.others.values())}  # fmt: skip
+    return {
+        "list_s": list_s,
+        "list_rss": list_rss,
+        "list_start_rss": start_rss,
+        "tar_bytes": tar_bytes,
+        "record_bytes": record_bytes,
+        "fragment_bytes": fragment_bytes,
+        "dataset_bytes": tar_bytes + record_bytes + fragment_bytes + sum(listing.others.values()),
+    }
 
 
 def child_merge(url: str) -> dict:
@@ -148,9 +164,16 @@ def child_merge(url: str) -> dict:
     start_rss = rss_mb()
     rows, merge_s, merge_rss = measured(lambda: write_index(storage, shards_hint=hint))
     read = dict(storage.counted)
-    return {"rows": rows, "merge_s": merge_s, "merge_rss": merge_rss, "merge_start_rss": start_rss,
-            "merge_read_bytes": read.pop("bytes"), "merge_tars_opened": read.get("tar", 0),
-            "merge_objects_read": read, "index_bytes": storage.stat("index.parquet").size}  # fmt: skip
+    return {
+        "rows": rows,
+        "merge_s": merge_s,
+        "merge_rss": merge_rss,
+        "merge_start_rss": start_rss,
+        "merge_read_bytes": read.pop("bytes"),
+        "merge_tars_opened": read.get("tar", 0),
+        "merge_objects_read": read,
+        "index_bytes": storage.stat("index.parquet").size,
+    }
 
 
 def child_verify(url: str) -> dict:
@@ -161,8 +184,12 @@ def child_verify(url: str) -> dict:
     start_rss = rss_mb()
     report, verify_s, verify_rss = measured(lambda: verify_dataset(url))
     assert report.ok, (report.checks[:3], report.dataset_problems, report.notes)
-    return {"verify_s": verify_s, "verify_rss": verify_rss, "verify_start_rss": start_rss,
-            "verified": report.verified}  # fmt: skip
+    return {
+        "verify_s": verify_s,
+        "verify_rss": verify_rss,
+        "verify_start_rss": start_rss,
+        "verified": report.verified,
+    }
 
 
 # ------------------------------------------------------------------------------------------ children
@@ -186,11 +213,16 @@ def child_generate(shards: int, url: str) -> dict:
     schedule_end = plan_end + summary.phases["schedule_s"]
     ray.shutdown()
     return {
-        "shards": shards, "images": summary.images, "wall_s": summary.wall_s, **summary.phases,
-        "plan_rss": sampler.peak(started, plan_end), "schedule_rss": sampler.peak(plan_end, schedule_end),
-        "index_rss": sampler.peak(schedule_end, time.perf_counter()), "generate_peak_rss": peak,
+        "shards": shards,
+        "images": summary.images,
+        "wall_s": summary.wall_s,
+        **summary.phases,
+        "plan_rss": sampler.peak(started, plan_end),
+        "schedule_rss": sampler.peak(plan_end, schedule_end),
+        "index_rss": sampler.peak(schedule_end, time.perf_counter()),
+        "generate_peak_rss": peak,
         "driver_cpu_s": time.process_time(),
-    }  # fmt: skip
+    }
 
 
 def fabricate(args: tuple[str, int, int, int]) -> int:
@@ -206,8 +238,10 @@ def fabricate(args: tuple[str, int, int, int]) -> int:
     worker = ShardWorker(config, name="fabricate")  # threads=None: no torch import, none is needed
     jpeg = worker.render(plan.shards[0])[0].image_bytes  # one real 16x8 render, reused for every image
     for shard in plan.shards[start:stop]:
-        samples = [Sample(view.key, jpeg, "jpg", worker.metadata(view, attempts=1), view.prompt, view.pid)
-                   for view in worker.views(shard)]  # fmt: skip
+        samples = [
+            Sample(view.key, jpeg, "jpg", worker.metadata(view, attempts=1), view.prompt, view.pid)
+            for view in worker.views(shard)
+        ]
         worker.publish(shard, samples)
     return stop - start
 
@@ -242,9 +276,16 @@ def child_sim(shards: int, url: str) -> dict:
     assert summary.shards_done == shards, summary.failed
     pool.shutdown()
     ray.shutdown()
-    return {"shards": shards, "images": plan.images, "plan_s": plan_s, "plan_rss": plan_rss,
-            "plan_start_rss": start_rss, "schedule_s": schedule_s, "schedule_rss": schedule_rss,
-            "schedule_cpu_s": cpu}  # fmt: skip
+    return {
+        "shards": shards,
+        "images": plan.images,
+        "plan_s": plan_s,
+        "plan_rss": plan_rss,
+        "plan_start_rss": start_rss,
+        "schedule_s": schedule_s,
+        "schedule_rss": schedule_rss,
+        "schedule_cpu_s": cpu,
+    }
 
 
 def write_sim_dataset(url: str, shards: int) -> float:
@@ -280,30 +321,48 @@ def child_shard_probe(url: str) -> dict:
     from pipeline.verify import verify_dataset
     from pipeline.worker import ShardWorker
 
-    sets = [f"generate.out={url}", "generate.identities=32", "generate.ids_per_shard=32",
-            "generate.prompts.views.mean=19.65", "generate.prompts.views.max=60"]  # fmt: skip
+    sets = [
+        f"generate.out={url}",
+        "generate.identities=32",
+        "generate.ids_per_shard=32",
+        "generate.prompts.views.mean=19.65",
+        "generate.prompts.views.max=60",
+    ]
     config = load_experiment(ROOT / "configs" / "demo.yaml", sets).generate
     worker = ShardWorker(config, name="probe")
     plan = ShardPlan(0, tuple(range(32)), sum(len(worker.engine.views(pid)) for pid in range(32)))
     record = worker.publish(plan, worker.render(plan))
     storage = open_storage(url)
     _, verify_s, _ = measured(lambda: verify_dataset(url))
-    one = {"images": record.count, "tar_bytes": record.bytes, "fragment_bytes": record.fragment.bytes,
-           "record_bytes": storage.stat(record_name(0)).size, "verify_s": verify_s}  # fmt: skip
+    one = {
+        "images": record.count,
+        "tar_bytes": record.bytes,
+        "fragment_bytes": record.fragment.bytes,
+        "record_bytes": storage.stat(record_name(0)).size,
+        "verify_s": verify_s,
+    }
     table = decode_fragment(storage.read_bytes(fragment_name(0)), "probe")
     for index in range(1, PROBE_COPIES):
         copy = table.set_column(1, "shard", pa_int32([index] * table.num_rows))
         data = encode_fragment(copy)
         storage.put_bytes(data, fragment_name(index))
-        again = record.model_copy(update={"index": index, "tar": shard_name(index),
-                                          "fragment": fragment_ref(index, data, copy)})  # fmt: skip
+        again = record.model_copy(
+            update={"index": index, "tar": shard_name(index), "fragment": fragment_ref(index, data, copy)}
+        )
         storage.put_bytes(again.to_json(), record_name(index))
     start_rss = rss_mb()
     rows, merge_s, merge_rss = measured(lambda: write_index(storage))
-    return {**one, "copies": PROBE_COPIES, "rows": rows, "merge_s": merge_s, "merge_rss": merge_rss,
-            "merge_start_rss": start_rss,
-            "merge_s_per_shard": merge_s / PROBE_COPIES, "index_bytes": storage.stat("index.parquet").size,
-            "index_bytes_per_row": storage.stat("index.parquet").size / rows}  # fmt: skip
+    return {
+        **one,
+        "copies": PROBE_COPIES,
+        "rows": rows,
+        "merge_s": merge_s,
+        "merge_rss": merge_rss,
+        "merge_start_rss": start_rss,
+        "merge_s_per_shard": merge_s / PROBE_COPIES,
+        "index_bytes": storage.stat("index.parquet").size,
+        "index_bytes_per_row": storage.stat("index.parquet").size / rows,
+    }
 
 
 def pa_int32(values):
@@ -320,7 +379,9 @@ STEPS = {"list": child_list, "merge": child_merge, "verify": child_verify, "prob
 
 def run_child(mode: str, shards: int, url: str, env: dict | None = None) -> dict:
     command = [sys.executable, __file__, "--child", mode, str(shards), url]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT)
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{mode} {shards}: {done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -342,14 +403,24 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return my - b * mx, b
 
 
-COLUMNS = [("plan_s", "plan s", "{:.2f}"), ("plan_rss", "plan MB", "{:.0f}"),
-           ("schedule_s", "sched s", "{:.1f}"), ("schedule_rss", "sched MB", "{:.0f}"),
-           ("index_s", "index s (run)", "{:.2f}"), ("generate_peak_rss", "run peak MB", "{:.0f}"),
-           ("list_s", "list s", "{:.2f}"), ("list_rss", "list MB", "{:.0f}"),
-           ("merge_s", "merge s", "{:.2f}"), ("merge_rss", "merge MB", "{:.0f}"),
-           ("merge_read_bytes", "merge read MB", "{:.2f}"), ("merge_tars_opened", "tars read", "{}"),
-           ("dataset_bytes", "dataset MB", "{:.1f}"), ("index_bytes", "index MB", "{:.2f}"),
-           ("verify_s", "verify s", "{:.1f}"), ("verify_rss", "verify MB", "{:.0f}")]  # fmt: skip
+COLUMNS = [
+    ("plan_s", "plan s", "{:.2f}"),
+    ("plan_rss", "plan MB", "{:.0f}"),
+    ("schedule_s", "sched s", "{:.1f}"),
+    ("schedule_rss", "sched MB", "{:.0f}"),
+    ("index_s", "index s (run)", "{:.2f}"),
+    ("generate_peak_rss", "run peak MB", "{:.0f}"),
+    ("list_s", "list s", "{:.2f}"),
+    ("list_rss", "list MB", "{:.0f}"),
+    ("merge_s", "merge s", "{:.2f}"),
+    ("merge_rss", "merge MB", "{:.0f}"),
+    ("merge_read_bytes", "merge read MB", "{:.2f}"),
+    ("merge_tars_opened", "tars read", "{}"),
+    ("dataset_bytes", "dataset MB", "{:.1f}"),
+    ("index_bytes", "index MB", "{:.2f}"),
+    ("verify_s", "verify s", "{:.1f}"),
+    ("verify_rss", "verify MB", "{:.0f}"),
+]
 MB_FIELDS = {"merge_read_bytes", "dataset_bytes", "index_bytes"}
 NOT_FITTED = {"merge_tars_opened"}
 
@@ -360,8 +431,10 @@ def print_table(title: str, results: list[dict]) -> None:
     print("| shards | " + " | ".join(label for _, label, _ in cols) + " |")
     print("| ---: | " + " | ".join("---:" for _ in cols) + " |")
     for r in results:
-        cells = [("-" if r.get(key) is None else fmt.format(r[key] / 1e6 if key in MB_FIELDS else r[key]))
-                 for key, _, fmt in cols]  # fmt: skip
+        cells = [
+            ("-" if r.get(key) is None else fmt.format(r[key] / 1e6 if key in MB_FIELDS else r[key]))
+            for key, _, fmt in cols
+        ]
         print(f"| {r['shards']:,} | " + " | ".join(cells) + " |")
     if len(results) < 2:
         return
@@ -373,17 +446,23 @@ def print_table(title: str, results: list[dict]) -> None:
             print(f"  fit {label:14s}: {a:9.3f} {unit} + {b * 1e3:8.4f} {per}/shard")
     for key in ("generate_peak_rss", "plan_rss", "schedule_rss", "list_rss", "merge_rss", "verify_rss"):
         if all(key in r for r in results):
-            print(f"  {key}: {results[-1][key]:.0f} MB at {xs[-1]:,} shards / {results[0][key]:.0f} MB at "
-                  f"{xs[0]:,} = {results[-1][key] / results[0][key]:.2f}x (aim <= 2x)")  # fmt: skip
+            print(
+                f"  {key}: {results[-1][key]:.0f} MB at {xs[-1]:,} shards / {results[0][key]:.0f} MB at "
+                f"{xs[0]:,} = {results[-1][key] / results[0][key]:.2f}x (aim <= 2x)"
+            )
     for key in ("schedule_s", "merge_s", "verify_s", "list_s"):
         if all(key in r for r in results):
-            print(f"  {key} per shard: " + ", ".join(f"{r[key] / r['shards'] * 1e3:.3f} ms at {r['shards']:,}"
-                                                     for r in results))  # fmt: skip
+            print(
+                f"  {key} per shard: "
+                + ", ".join(f"{r[key] / r['shards'] * 1e3:.3f} ms at {r['shards']:,}" for r in results)
+            )
     for r in results:
         if "merge_read_bytes" in r:
-            print(f"  {r['shards']:,} shards: the merge read {r['merge_read_bytes'] / 1e6:.2f} MB "
-                  f"({r['merge_objects_read']}) of a {r['dataset_bytes'] / 1e6:.1f} MB dataset "
-                  f"({r['merge_read_bytes'] / r['dataset_bytes']:.3f}); tars opened: {r['merge_tars_opened']}")  # fmt: skip
+            print(
+                f"  {r['shards']:,} shards: the merge read {r['merge_read_bytes'] / 1e6:.2f} MB "
+                f"({r['merge_objects_read']}) of a {r['dataset_bytes'] / 1e6:.1f} MB dataset "
+                f"({r['merge_read_bytes'] / r['dataset_bytes']:.3f}); tars opened: {r['merge_tars_opened']}"
+            )
 
 
 def main() -> None:
@@ -392,9 +471,13 @@ def main() -> None:
         result = CHILDREN[mode](shards, url) if mode in CHILDREN else STEPS[mode](url)
         print(json.dumps(result))
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--part", choices=["probe", "local", "s3", "sim", "all"], default="all")
-    parser.add_argument("--shards", type=int, nargs="+", help="sizes (defaults: local 1k 10k, s3 10k, sim 1k 10k 100k)")
+    parser.add_argument(
+        "--shards", type=int, nargs="+", help="sizes (defaults: local 1k 10k, s3 10k, sim 1k 10k 100k)"
+    )
     parser.add_argument("--scratch", default=None, help="folder for the datasets (default: a temporary one)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, load {os.getloadavg()}")
@@ -404,9 +487,11 @@ def main() -> None:
         for part in parts:
             if part == "probe":
                 probe = run_child("probe", 0, f"{tmp}/probe")
-                print(f"GenePerson-sized shard: {json.dumps(probe)}; fragment + record = "
-                      f"{(probe['fragment_bytes'] + probe['record_bytes']) / probe['tar_bytes']:.4f} of the tar; "
-                      f"merge {probe['merge_s_per_shard'] * 1e3:.1f} ms per shard of {probe['images']} images")  # fmt: skip
+                print(
+                    f"GenePerson-sized shard: {json.dumps(probe)}; fragment + record = "
+                    f"{(probe['fragment_bytes'] + probe['record_bytes']) / probe['tar_bytes']:.4f} of the tar; "
+                    f"merge {probe['merge_s_per_shard'] * 1e3:.1f} ms per shard of {probe['images']} images"
+                )
                 continue
             results = []
             for shards in args.shards or defaults[part]:
@@ -416,12 +501,17 @@ def main() -> None:
                 elif part == "sim":
                     url = f"{tmp}/sim-{shards}"
                     written = write_sim_dataset(url, shards)
-                    print(f"  sim {shards:,}: dataset written beforehand in {written:.0f} s (not a driver figure)")
+                    print(
+                        f"  sim {shards:,}: dataset written beforehand in {written:.0f} s (not a driver figure)"
+                    )
                     results.append(measure_size(part, shards, url))
                 else:
                     results.append(s3_run(shards))
-                print(f"  {part} {shards:,} shards: {time.perf_counter() - started:.0f} s, load "
-                      f"{os.getloadavg()[0]:.1f}; {json.dumps(results[-1])}", flush=True)  # fmt: skip
+                print(
+                    f"  {part} {shards:,} shards: {time.perf_counter() - started:.0f} s, load "
+                    f"{os.getloadavg()[0]:.1f}; {json.dumps(results[-1])}",
+                    flush=True,
+                )
             print_table(f"{part}: driver figures (load average now {os.getloadavg()[0]:.1f})", results)
 
 

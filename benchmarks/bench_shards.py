@@ -52,10 +52,19 @@ def make_samples(ids: int, views: int):
             key = sample_key(pid, view)
             attributes = {f"dim{i}": f"value{(pid + i * view) % 7}" for i in range(14)}
             prompt = "a full-body photo of a young adult man in a red jacket and blue jeans, street, daylight"
-            meta = {"key": key, "pid": pid, "view": view, "camid": view % 6, "attributes": attributes,
-                    "prompt": prompt, "negative_prompt": "blurry, lowres", "seed": pid * 1000 + view,
-                    "identity_seed": pid, "renderer": {"name": "procedural", "steps": 0, "size": [128, 256]},
-                    "versions": {"dppp": "0.1.0", "torch": "2.13"}}  # fmt: skip
+            meta = {
+                "key": key,
+                "pid": pid,
+                "view": view,
+                "camid": view % 6,
+                "attributes": attributes,
+                "prompt": prompt,
+                "negative_prompt": "blurry, lowres",
+                "seed": pid * 1000 + view,
+                "identity_seed": pid,
+                "renderer": {"name": "procedural", "steps": 0, "size": [128, 256]},
+                "versions": {"dppp": "0.1.0", "torch": "2.13"},
+            }
             samples.append(Sample(key, buffer.getvalue(), "jpg", meta, prompt, pid))
     return samples
 
@@ -224,32 +233,56 @@ def main() -> None:
                 pass
 
         publish_ours(local)()
-        results.update(measure({
-            "local  read_shard stream (vs stock webdataset)": (read_stock_webdataset, read_shard_all(local)),
-            "local  write shard (vs plain tarfile)": (write_plain, write_ours),
-            "local  write + publish (vs tar + copy)": (publish_plain_local, publish_ours(local)),
-            "local  write + publish (vs tar + copy + fsync)": (publish_plain_local_durable, publish_ours(local)),
-            "local  verify, 1 process (vs plain read)": (read_plain_local, verify(local.url)),
-            "local  verify, cold cache (vs cold plain read)": (read_plain_local, verify(local.url),
-                                                               drop_page_cache(local_tars)),
-            "local  verify, 2 processes (vs plain read)": (read_plain_local, verify(local.url, workers=2)),
-            "local  read_shard stream (vs plain read)": (read_plain_local, read_shard_all(local)),
-            "local  floor: sha256 only (vs plain read)": (read_plain_local, sha256_only),
-            "local  floor: tarfile header walk (vs plain read)": (read_plain_local, tar_walk_only),
-        }, args.repeats))  # fmt: skip
+        results.update(
+            measure(
+                {
+                    "local  read_shard stream (vs stock webdataset)": (
+                        read_stock_webdataset,
+                        read_shard_all(local),
+                    ),
+                    "local  write shard (vs plain tarfile)": (write_plain, write_ours),
+                    "local  write + publish (vs tar + copy)": (publish_plain_local, publish_ours(local)),
+                    "local  write + publish (vs tar + copy + fsync)": (
+                        publish_plain_local_durable,
+                        publish_ours(local),
+                    ),
+                    "local  verify, 1 process (vs plain read)": (read_plain_local, verify(local.url)),
+                    "local  verify, cold cache (vs cold plain read)": (
+                        read_plain_local,
+                        verify(local.url),
+                        drop_page_cache(local_tars),
+                    ),
+                    "local  verify, 2 processes (vs plain read)": (
+                        read_plain_local,
+                        verify(local.url, workers=2),
+                    ),
+                    "local  read_shard stream (vs plain read)": (read_plain_local, read_shard_all(local)),
+                    "local  floor: sha256 only (vs plain read)": (read_plain_local, sha256_only),
+                    "local  floor: tarfile header walk (vs plain read)": (read_plain_local, tar_walk_only),
+                },
+                args.repeats,
+            )
+        )
 
         if not args.skip_s3:
-            results.update(s3_benchmarks(args, groups, scratch, write_plain, publish_ours, read_shard_all, verify,
-                                          read_plain))
+            results.update(
+                s3_benchmarks(
+                    args, groups, scratch, write_plain, publish_ours, read_shard_all, verify, read_plain
+                )
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     mib = total_bytes / (1 << 20)
-    print(f"\n{len(samples)} samples ({args.ids} ids x {args.views} views), {len(groups)} shards, {mib:.1f} MiB, "
-          f"best of {args.repeats}; cpus={os.cpu_count()}")  # fmt: skip
+    print(
+        f"\n{len(samples)} samples ({args.ids} ids x {args.views} views), {len(groups)} shards, {mib:.1f} MiB, "
+        f"best of {args.repeats}; cpus={os.cpu_count()}"
+    )
     print(f"{'benchmark':48s} {'baseline MiB/s':>15s} {'dppp MiB/s':>11s} {'ratio':>6s} {'CPU ratio':>10s}")
     for name, (base, ours, base_cpu, ours_cpu) in results.items():
-        print(f"{name:48s} {mib / base:15.1f} {mib / ours:11.1f} {base / ours:6.2f} {base_cpu / ours_cpu:10.2f}")
+        print(
+            f"{name:48s} {mib / base:15.1f} {mib / ours:11.1f} {base / ours:6.2f} {base_cpu / ours_cpu:10.2f}"
+        )
 
 
 def s3_benchmarks(args, groups, scratch, write_plain, publish_ours, read_shard_all, verify, read_plain):
@@ -280,13 +313,16 @@ def s3_benchmarks(args, groups, scratch, write_plain, publish_ours, read_shard_a
                     pass
 
         publish_ours(storage)()
-        return measure({
-            "s3     write + publish (vs tar + upload_file)": (publish_plain_s3, publish_ours(storage)),
-            "s3     verify, 1 process (vs plain GET)": (read_plain_s3, verify(url)),
-            "s3     verify, 1 process (vs storage.open_read)": (read_plain(storage), verify(url)),
-            "s3     verify, 2 processes (vs plain GET)": (read_plain_s3, verify(url, workers=2)),
-            "s3     read_shard stream (vs plain GET)": (read_plain_s3, read_shard_all(storage)),
-        }, args.repeats)  # fmt: skip
+        return measure(
+            {
+                "s3     write + publish (vs tar + upload_file)": (publish_plain_s3, publish_ours(storage)),
+                "s3     verify, 1 process (vs plain GET)": (read_plain_s3, verify(url)),
+                "s3     verify, 1 process (vs storage.open_read)": (read_plain(storage), verify(url)),
+                "s3     verify, 2 processes (vs plain GET)": (read_plain_s3, verify(url, workers=2)),
+                "s3     read_shard stream (vs plain GET)": (read_plain_s3, read_shard_all(storage)),
+            },
+            args.repeats,
+        )
     finally:
         server.close()
 

@@ -29,8 +29,10 @@ def build(config, data):
 
     model = build_model(config.model, data.num_classes, data.style_vocab)
     if model.uses_identity_bank:  # phase 2 needs the bank: any values do for timing
-        model.set_identity_bank(torch.randn(model.num_classes, model.identity_text.shape[1]),
-                                torch.ones(model.num_classes, dtype=torch.long))  # fmt: skip
+        model.set_identity_bank(
+            torch.randn(model.num_classes, model.identity_text.shape[1]),
+            torch.ones(model.num_classes, dtype=torch.long),
+        )
     model.set_phase(2)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.phase2.lr)
     return model, optimizer
@@ -70,8 +72,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many timed runs of each")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
-    parser.add_argument("--set", dest="sets", action="append", default=[], help="config override, e.g. "
-                        "train.model.tiny.num_layers=6 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        help="config override, e.g. train.model.tiny.num_layers=6 (repeatable)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -90,9 +97,11 @@ def main() -> None:
 
     in_memory = [batch for stream in streams() for batch in make_loader(stream, config.data)]
     batch_images = len(in_memory[0]["pids"])
-    print(f"data: {args.data}: {data.describe()}; model {config.model.method} on {config.model.backbone} "
-          f"at {size[0]}x{size[1]}; batch {batch_images}; {config.data.num_workers} loader process(es); "
-          f"{args.threads} torch thread(s)")  # fmt: skip
+    print(
+        f"data: {args.data}: {data.describe()}; model {config.model.method} on {config.model.backbone} "
+        f"at {size[0]}x{size[1]}; batch {batch_images}; {config.data.num_workers} loader process(es); "
+        f"{args.threads} torch thread(s)"
+    )
     torch.manual_seed(0)
     model, optimizer = build(config, data)
     timed_steps(model, optimizer, in_memory[:2])  # warm-up (allocator, first-call costs)
@@ -112,8 +121,10 @@ def main() -> None:
     print(f"{'steps':>6} {'in-memory ms/step':>18} {'streaming ms/step':>18} {'streaming/in-memory':>20}")
     print(f"{steps:>6} {memory_s * 1e3:>18.1f} {stream_s * 1e3:>18.1f} {stream_s / memory_s:>20.3f}")
     # Where a step's time goes: if the loader's CPU per batch is below the step's, a free core hides it.
-    print(f"CPU ms per step: training process {memory_cpu_s * 1e3:.1f} (in-memory) / {stream_cpu_s * 1e3:.1f} "
-          f"(streaming, receiving included); loader processes {loader_cpu_s * 1e3:.1f} per batch")
+    print(
+        f"CPU ms per step: training process {memory_cpu_s * 1e3:.1f} (in-memory) / {stream_cpu_s * 1e3:.1f} "
+        f"(streaming, receiving included); loader processes {loader_cpu_s * 1e3:.1f} per batch"
+    )
 
 
 if __name__ == "__main__":

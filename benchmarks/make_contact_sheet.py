@@ -28,8 +28,11 @@ from prompts.taxonomy import load_taxonomy  # noqa: E402
 
 def sample_views(identities: int, views_per_identity: int, seed: int = 0) -> list[ViewSpec]:
     """`views_per_identity` views of each of the first `identities` pids, from the prompt engine."""
-    config = PromptsConfig(views=ViewsConfig(distribution="fixed", mean=views_per_identity, min=1,
-                                             max=max(views_per_identity, 1)))
+    config = PromptsConfig(
+        views=ViewsConfig(
+            distribution="fixed", mean=views_per_identity, min=1, max=max(views_per_identity, 1)
+        )
+    )
     engine = PromptEngine(load_taxonomy(), config, seed, identities=identities)
     return list(engine.iter_views(range(identities)))
 
@@ -47,9 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     for v in views:
         a = v.attributes
         captions.append(f"p{v.pid} c{v.camid} {a['viewpoint']} | {a['illumination']}")
-    sheet = make_contact_sheet(images, captions, columns=8, caption_lines=3,
-                               title="dppp procedural renderer: 8 identities (rows) x 8 views (camera, viewpoint,"
-                                     " illumination)")
+    sheet = make_contact_sheet(
+        images,
+        captions,
+        columns=8,
+        caption_lines=3,
+        title="dppp procedural renderer: 8 identities (rows) x 8 views (camera, viewpoint, illumination)",
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if not args.full_colour:
         # 256 adaptive colours: a third of the bytes in git (the renders' sensor noise defeats PNG's
@@ -59,10 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} ({sheet.width}x{sheet.height})")
     for pid in range(8):
         a = views[pid * 8].attributes
-        print(f"p{pid}: {a['gender']}, {a['build']}, {a['upper_color']} {a['upper_pattern']} {a['upper_type']}, "
-              f"{a['lower_color']} {a['lower_type']}, {a['footwear_color']} {a['footwear']}, hair "
-              f"{a['hair_length']} {a['hair_style']} {a['hair_color']}, headwear {a['headwear']}, bag {a['bag']} "
-              f"({a['bag_color']}), accessory {a['accessory']}")
+        print(
+            f"p{pid}: {a['gender']}, {a['build']}, {a['upper_color']} {a['upper_pattern']} {a['upper_type']}, "
+            f"{a['lower_color']} {a['lower_type']}, {a['footwear_color']} {a['footwear']}, hair "
+            f"{a['hair_length']} {a['hair_style']} {a['hair_color']}, headwear {a['headwear']}, bag {a['bag']} "
+            f"({a['bag_color']}), accessory {a['accessory']}"
+        )
     return 0
 
 

@@ -36,6 +36,8 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError("the top level must be a mapping with generate/pretrain/train/eval sections", file=file)
+        raise ConfigError(
+            "the top level must be a mapping with generate/pretrain/train/eval sections", file=file
+        )
     data = apply_overrides(data, overrides or [], file=file)
     return validate(ExperimentConfig, data, file=file)

@@ -66,15 +66,19 @@ def show_backbone(train_config) -> None:
         print(f"   backbone: {backbone}")
         return
     data, training = card.get("data", {}), card.get("training", {})
-    print(f"   backbone {backbone}: a tiny CLIP pretrained (`make pretrain`) on {data.get('images')} images of "
-          f"{data.get('identities')} other people, {training.get('steps')} steps, contrastive loss "
-          f"{training.get('final_loss', 0):.2f} (chance {training.get('chance_loss', 0):.2f})")  # fmt: skip
+    print(
+        f"   backbone {backbone}: a tiny CLIP pretrained (`make pretrain`) on {data.get('images')} images of "
+        f"{data.get('identities')} other people, {training.get('steps')} steps, contrastive loss "
+        f"{training.get('final_loss', 0):.2f} (chance {training.get('chance_loss', 0):.2f})"
+    )
     if "zero_shot" in card:
         report = report_from_dict(card["zero_shot"])
         best = sorted(report.attributes, key=lambda a: a.accuracy - a.chance, reverse=True)[:5]
-        print(f"   zero-shot, by text prompts alone, on {report.images} held-out images: mean accuracy "
-              f"{report.mean_accuracy:.0%} (chance {report.mean_chance:.0%}); "
-              + ", ".join(f"{a.name} {a.accuracy:.0%} (chance {a.chance:.0%})" for a in best))  # fmt: skip
+        print(
+            f"   zero-shot, by text prompts alone, on {report.images} held-out images: mean accuracy "
+            f"{report.mean_accuracy:.0%} (chance {report.mean_chance:.0%}); "
+            + ", ".join(f"{a.name} {a.accuracy:.0%} (chance {a.chance:.0%})" for a in best)
+        )
 
 
 def run_demo() -> None:
@@ -86,26 +90,41 @@ def run_demo() -> None:
     started = time.perf_counter()
 
     show_prompts(config.generate)
-    step("2/6 generate the training set (procedural renderer, local Ray, local object store)",
-         ["generate", CONFIG])  # fmt: skip
-    step("3/6 generate a held-out set: other identities, never trained on",
-         ["generate", CONFIG, "--out", str(HELDOUT), "--identities", str(HELDOUT_IDENTITIES),
-          "--set", f"generate.seed={HELDOUT_SEED}"])  # fmt: skip
-    step("4/6 verify both datasets and draw a contact sheet",
-         ["shards", "verify", dataset])  # fmt: skip
+    step(
+        "2/6 generate the training set (procedural renderer, local Ray, local object store)",
+        ["generate", CONFIG],
+    )
+    step(
+        "3/6 generate a held-out set: other identities, never trained on",
+        [
+            "generate",
+            CONFIG,
+            "--out",
+            str(HELDOUT),
+            "--identities",
+            str(HELDOUT_IDENTITIES),
+            "--set",
+            f"generate.seed={HELDOUT_SEED}",
+        ],
+    )
+    step("4/6 verify both datasets and draw a contact sheet", ["shards", "verify", dataset])
     step("4/6 (held-out)", ["shards", "verify", str(HELDOUT)])
     step("4/6 (contact sheet)", ["shards", "grid", dataset, "--out", str(SHEET), "--n", "64"])
     print("\n== 5/6 the CLIP that PDM starts from")
     show_backbone(config.train)
     step("5/6 train PDM on the training set (Ray Train, streaming from the shards)", ["train", CONFIG])
-    step("6/6 evaluate on the held-out identities (Market-1501 protocol)",
-         ["eval", str(run_dir), "--dataset", f"synthetic:{HELDOUT}", "--out", str(REPORT)])  # fmt: skip
+    step(
+        "6/6 evaluate on the held-out identities (Market-1501 protocol)",
+        ["eval", str(run_dir), "--dataset", f"synthetic:{HELDOUT}", "--out", str(REPORT)],
+    )
 
     report = json.loads(REPORT.read_text())
     result = report["datasets"][0]
     print(f"\n== done in {(time.perf_counter() - started) / 60:.1f} min")
-    print(f"held-out rank-1 {result['rank1']:.1%}, mAP {result['mAP']:.1%} "
-          f"({result['num_valid']} queries; a random ranking scores rank-1 {result['chance_rank1']:.1%})")  # fmt: skip
+    print(
+        f"held-out rank-1 {result['rank1']:.1%}, mAP {result['mAP']:.1%} "
+        f"({result['num_valid']} queries; a random ranking scores rank-1 {result['chance_rank1']:.1%})"
+    )
     print("outputs:")
     for what, where in [
         ("training set (shards, dataset.json, index.parquet)", dataset),

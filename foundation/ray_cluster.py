@@ -75,8 +75,10 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise UserError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check the address "
-                        "(given, or RAY_ADDRESS) and that the head node is up") from None
+        raise UserError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check the address "
+            "(given, or RAY_ADDRESS) and that the head node is up"
+        ) from None
 
 
 def keep_cluster_messages_off_the_terminal() -> None:
@@ -97,7 +99,9 @@ def keep_cluster_messages_off_the_terminal() -> None:
         return
 
     def print_unless_cluster_message(data, *args, **kwargs):
-        if data.get("pid") == "raylet":  # what listen_error_messages publishes: system messages, not our output
+        if (
+            data.get("pid") == "raylet"
+        ):  # what listen_error_messages publishes: system messages, not our output
             for message in data.get("lines", []):
                 log.info("ray: %s", message.strip().splitlines()[0] if message.strip() else "")
             return None

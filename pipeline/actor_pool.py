@@ -96,8 +96,10 @@ class ActorPool:
         if not self.members:
             return f"every renderer actor failed to start ({self.max_starts} tries each): {self.last_start_error}"
         if self.wait_timeout() == 0.0:
-            return (f"no renderer actor could be placed on the Ray cluster for {self.placement_timeout_s:g} s "
-                    "(placement_timeout_s): no node has the resources one needs free")  # fmt: skip
+            return (
+                f"no renderer actor could be placed on the Ray cluster for {self.placement_timeout_s:g} s "
+                "(placement_timeout_s): no node has the resources one needs free"
+            )
         return None
 
     # ---- what the caller reports ----------------------------------------------------------------

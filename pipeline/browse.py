@@ -40,11 +40,18 @@ def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats
     for name in table.column_names:
         if name.startswith(ATTRIBUTE_PREFIX):
             counts = Counter(v if v is not None else "(none)" for v in table.column(name).to_pylist())
-            attributes[name[len(ATTRIBUTE_PREFIX):]] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            attributes[name[len(ATTRIBUTE_PREFIX) :]] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     views = Counter(Counter(pids).values())
     cameras = Counter(c for c in table.column("camid").to_pylist() if c is not None)
-    return DatasetStats(storage.url, table.num_rows, len(set(pids)), len(set(table.column("shard").to_pylist())),
-                        attributes, sorted(views.items()), sorted(cameras.items()))  # fmt: skip
+    return DatasetStats(
+        storage.url,
+        table.num_rows,
+        len(set(pids)),
+        len(set(table.column("shard").to_pylist())),
+        attributes,
+        sorted(views.items()),
+        sorted(cameras.items()),
+    )
 
 
 def plot_stats(stats: DatasetStats, out) -> None:
@@ -54,10 +61,18 @@ def plot_stats(stats: DatasetStats, out) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(f"views per identity (n={stats.identities})", [str(k) for k, _ in stats.views_per_identity],
-               [v for _, v in stats.views_per_identity]),
-              ("camid", [str(k) for k, _ in stats.cameras], [v for _, v in stats.cameras])]  # fmt: skip
-    panels += [(name, [str(k) for k, _ in counts], [v for _, v in counts]) for name, counts in stats.attributes.items()]
+    panels = [
+        (
+            f"views per identity (n={stats.identities})",
+            [str(k) for k, _ in stats.views_per_identity],
+            [v for _, v in stats.views_per_identity],
+        ),
+        ("camid", [str(k) for k, _ in stats.cameras], [v for _, v in stats.cameras]),
+    ]
+    panels += [
+        (name, [str(k) for k, _ in counts], [v for _, v in counts])
+        for name, counts in stats.attributes.items()
+    ]
     columns = 3
     rows = (len(panels) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), squeeze=False)
@@ -65,15 +80,18 @@ def plot_stats(stats: DatasetStats, out) -> None:
         ax.bar(range(len(values)), values, color="#4477aa")
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
         ax.set_title(title, fontsize=9)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    figure.suptitle(f"{stats.url}: {stats.samples} samples, {stats.identities} identities, {stats.shards} shards")
+    figure.suptitle(
+        f"{stats.url}: {stats.samples} samples, {stats.identities} identities, {stats.shards} shards"
+    )
     figure.tight_layout()
     figure.savefig(out, dpi=90)
     plt.close(figure)
 
 
 # -------------------------------------------------------------------------------------- show / grid
+
 
 @dataclass
 class SampleView:
@@ -103,16 +121,30 @@ def show_sample(url: str, key: str, config: StorageConfig | None = None) -> Samp
             for sample in read_shard(stream):
                 if sample["__key__"] == key:
                     image_ext = image_member(sample)
-                    return SampleView(key, record.tar, sample["json"], sample["txt"], sample["cls"], image_ext,
-                                      sample[image_ext])  # fmt: skip
+                    return SampleView(
+                        key,
+                        record.tar,
+                        sample["json"],
+                        sample["txt"],
+                        sample["cls"],
+                        image_ext,
+                        sample[image_ext],
+                    )
     raise DataError(f"no sample {key!r} in the committed shards of {storage.url}")
 
 
 # -------------------------------------------------------------------------------------------- grid
 
 
-def contact_grid(url: str, *, shard: int | None = None, pid: int | None = None, n: int = 64, columns: int = 8,
-                 config: StorageConfig | None = None):  # fmt: skip
+def contact_grid(
+    url: str,
+    *,
+    shard: int | None = None,
+    pid: int | None = None,
+    n: int = 64,
+    columns: int = 8,
+    config: StorageConfig | None = None,
+):
     """A contact sheet (PIL image) of up to `n` samples captioned 'pid camid key', streamed shard by shard
     (only the shards that can hold what was asked for are opened). Returns (sheet, samples shown)."""
     from pipeline.contact_sheet import make_contact_sheet
@@ -148,5 +180,7 @@ def contact_grid(url: str, *, shard: int | None = None, pid: int | None = None, 
     if not images:
         raise DataError(f"no samples to show in {storage.url}")
     what = f"shard {shard}" if shard is not None else (f"pid {pid}" if pid is not None else "first samples")
-    sheet = make_contact_sheet(images, captions, columns, title=f"{storage.url}: {what} ({len(images)} samples)")
+    sheet = make_contact_sheet(
+        images, captions, columns, title=f"{storage.url}: {what} ({len(images)} samples)"
+    )
     return sheet, len(images)

@@ -25,6 +25,7 @@ class GenerateConfig(StrictModel):
     renderer: RendererConfig = ProceduralRendererConfig()
     output: OutputConfig = OutputConfig()
     storage: StorageConfig = StorageConfig()
+
     @model_validator(mode="before")
     @classmethod
     def _procedural_palette_follows_prompts(cls, data: Any) -> Any:
@@ -32,8 +33,12 @@ class GenerateConfig(StrictModel):
         if isinstance(data, dict):
             prompts, renderer = data.get("prompts"), data.get("renderer") or {}
             taxonomy = prompts.get("taxonomy") if isinstance(prompts, dict) else None
-            if (taxonomy and isinstance(renderer, dict) and renderer.get("kind", "procedural") == "procedural"
-                    and renderer.get("taxonomy") is None):  # fmt: skip
+            if (
+                taxonomy
+                and isinstance(renderer, dict)
+                and renderer.get("kind", "procedural") == "procedural"
+                and renderer.get("taxonomy") is None
+            ):
                 data = {**data, "renderer": {"kind": "procedural", **renderer, "taxonomy": taxonomy}}
         return data
 

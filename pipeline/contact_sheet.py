@@ -18,10 +18,18 @@ if TYPE_CHECKING:
 LINE_HEIGHT = 12  # PIL's default font is drawn about 12 px tall
 
 
-def make_contact_sheet(images: Sequence[Image.Image], captions: Sequence[str], columns: int = 8, *,
-                       tile_size: tuple[int, int] | None = None, caption_lines: int = 2, gap: int = 4,
-                       background: tuple[int, int, int] = (255, 255, 255),
-                       text_colour: tuple[int, int, int] = (20, 20, 20), title: str | None = None) -> Image.Image:
+def make_contact_sheet(
+    images: Sequence[Image.Image],
+    captions: Sequence[str],
+    columns: int = 8,
+    *,
+    tile_size: tuple[int, int] | None = None,
+    caption_lines: int = 2,
+    gap: int = 4,
+    background: tuple[int, int, int] = (255, 255, 255),
+    text_colour: tuple[int, int, int] = (20, 20, 20),
+    title: str | None = None,
+) -> Image.Image:
     """Tile `images` left to right, top to bottom, `columns` per row, with `captions[i]` under image i.
 
     tile_size is (width, height) of the image area of a tile; captions are wrapped to the tile width and

@@ -125,7 +125,9 @@ def build_plan(config: GenerateConfig) -> Plan:
     from pipeline.prompting import prompt_engine
 
     engine = prompt_engine(config)
-    views = [engine.num_views(pid) for pid in range(config.identities)]  # not identity(): it caches attributes
+    views = [
+        engine.num_views(pid) for pid in range(config.identities)
+    ]  # not identity(): it caches attributes
     shards = plan_shards(views, config.ids_per_shard)
     return Plan(config, engine, shards, config_fingerprint(config, engine.taxonomy_hash))
 
@@ -149,8 +151,9 @@ def prepare_output(plan: Plan, *, overwrite: bool):
         previous = read_dataset_manifest(storage)
         if previous.get("fingerprint") != plan.fingerprint:
             raise SettingError(
-                "overwrite", f"{storage.url} holds a dataset generated from another config (or taxonomy); "
-                "refusing to mix them (set this to replace it, or write to another generate.out)"
+                "overwrite",
+                f"{storage.url} holds a dataset generated from another config (or taxonomy); "
+                "refusing to mix them (set this to replace it, or write to another generate.out)",
             )
         if previous.get("resolved"):  # settings measured by an earlier run decide this dataset's bytes too
             manifest["resolved"] = previous["resolved"]
@@ -161,7 +164,9 @@ def prepare_output(plan: Plan, *, overwrite: bool):
 RESOLVED_BATCH_SIZE = "generate.renderer.batch_size"
 
 
-def resolve_batch_size(config: GenerateConfig, storage, resources: dict[str, float]) -> tuple[GenerateConfig, str]:
+def resolve_batch_size(
+    config: GenerateConfig, storage, resources: dict[str, float]
+) -> tuple[GenerateConfig, str]:
     """Replace `renderer.batch_size: auto` by the size recorded in dataset.json, or probe it once in a
     worker (and record it there) when no run has yet. Returns the config to run and a note for the
     summary. The recorded size makes a rerun, or another worker, cut the same batches: the same bytes."""
@@ -177,8 +182,9 @@ def resolve_batch_size(config: GenerateConfig, storage, resources: dict[str, flo
         note = f"renderer batch size {chosen} (batch_size: auto, as recorded in dataset.json)"
     else:
         spawn = _actor_spawner(config, resources, storage.worker_env())
-        pool = ActorPool(spawn, 1, placement_timeout_s=config.placement_timeout_s,
-                         max_starts=config.max_attempts)  # one worker, set up as every worker is, then gone
+        pool = ActorPool(
+            spawn, 1, placement_timeout_s=config.placement_timeout_s, max_starts=config.max_attempts
+        )  # one worker, set up as every worker is, then gone
         try:
             while not pool.ready():
                 if reason := pool.out_of_capacity():
@@ -233,8 +239,12 @@ def run_generate(
         n_workers, resources = _pool_shape(config)
         config, note = resolve_batch_size(config, storage, resources)
         summary.notes += [note] if note else []
-        pool = ActorPool(_actor_spawner(config, resources, storage.worker_env()), min(n_workers, len(todo)),
-                         placement_timeout_s=config.placement_timeout_s, max_starts=config.max_attempts)  # fmt: skip
+        pool = ActorPool(
+            _actor_spawner(config, resources, storage.worker_env()),
+            min(n_workers, len(todo)),
+            placement_timeout_s=config.placement_timeout_s,
+            max_starts=config.max_attempts,
+        )
         try:
             _drain(pool, todo, config.max_attempts, summary, progress)
         finally:
@@ -351,8 +361,10 @@ class _Drain:
         ready, losses = len(self.pool.ready()), len(self.pool.losses)
         self.pool.settle(probe)
         for loss in self.pool.losses[losses:]:
-            self.bar.note(f"{loss.worker} on node {loss.node[:8]} lost while loading its renderer; "
-                          "a replacement is requested")  # fmt: skip
+            self.bar.note(
+                f"{loss.worker} on node {loss.node[:8]} lost while loading its renderer; "
+                "a replacement is requested"
+            )
         if self.pool.losses and len(self.pool.ready()) > ready:
             self.bar.note(f"a replacement actor joined: {len(self.pool.ready())} actor(s) rendering")
 
@@ -386,8 +398,10 @@ class _Drain:
             return
         loss.shards += 1
         if loss.shards == 1:
-            self.bar.note(f"{name} on node {loss.node[:8]} lost ({loss.error}): its shards go back to the "
-                          f"queue, {len(self.pool.ready())} actor(s) carry on, a replacement is requested")  # fmt: skip
+            self.bar.note(
+                f"{name} on node {loss.node[:8]} lost ({loss.error}): its shards go back to the "
+                f"queue, {len(self.pool.ready())} actor(s) carry on, a replacement is requested"
+            )
 
     def retry_or_fail(self, shard, exc: BaseException) -> None:
         self.attempts[shard.index] = self.attempts.get(shard.index, 0) + 1

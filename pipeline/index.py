@@ -38,9 +38,18 @@ ROW_GROUP_ROWS = 1 << 14  # rows held before a row group of index.parquet is wri
 def _core_schema():
     import pyarrow as pa
 
-    return [("key", pa.string()), ("shard", pa.int32()), ("pid", pa.int64()), ("view", pa.int32()),
-            ("camid", pa.int32()), ("image_format", pa.string()), ("prompt", pa.string()),
-            ("negative_prompt", pa.string()), ("seed", pa.int64()), ("identity_seed", pa.int64())]  # fmt: skip
+    return [
+        ("key", pa.string()),
+        ("shard", pa.int32()),
+        ("pid", pa.int64()),
+        ("view", pa.int32()),
+        ("camid", pa.int32()),
+        ("image_format", pa.string()),
+        ("prompt", pa.string()),
+        ("negative_prompt", pa.string()),
+        ("seed", pa.int64()),
+        ("identity_seed", pa.int64()),
+    ]
 
 
 def index_schema(attributes: Iterable[str]):
@@ -62,8 +71,9 @@ def key_digest(keys: Iterable[str]) -> int:
     return total % (1 << 64)
 
 
-
-def sample_row(key: str, shard: int, image_format: str | None, meta: dict[str, Any], pid: Any) -> dict[str, Any]:
+def sample_row(
+    key: str, shard: int, image_format: str | None, meta: dict[str, Any], pid: Any
+) -> dict[str, Any]:
     """The index row of one sample, from its decoded json (`meta`) and cls (`pid`, None without one)."""
     row = {
         "key": key,
@@ -83,8 +93,14 @@ def sample_row(key: str, shard: int, image_format: str | None, meta: dict[str, A
     return row
 
 
-def shard_rows(stream, shard: int, image_format: str | None, *, where: str,
-               on_chunk: Callable[[bytes], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def shard_rows(
+    stream,
+    shard: int,
+    image_format: str | None,
+    *,
+    where: str,
+    on_chunk: Callable[[bytes], None] | None = None,
+) -> list[dict[str, Any]]:
     """The rows of one shard, streamed from its json/cls members (images are stepped over unread).
     `on_chunk` sees every byte of the tar (a checksum), the end-of-archive padding included."""
     reader = ChunkedReader(stream, on_chunk=on_chunk)
@@ -109,7 +125,9 @@ def rows_table(rows: list[dict[str, Any]]):
     import pyarrow as pa
 
     schema = index_schema({name for row in rows for name in row if name.startswith(ATTRIBUTE_PREFIX)})
-    return pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in schema.names}, schema=schema)
+    return pa.Table.from_pydict(
+        {name: [row.get(name) for row in rows] for name in schema.names}, schema=schema
+    )
 
 
 # ------------------------------------------------------------------------------------------ fragments
@@ -144,12 +162,18 @@ def decode_fragment(data: bytes, where: str):
 
 
 def fragment_ref(index: int, data: bytes, table) -> FragmentRef:
-    return FragmentRef(key=fragment_name(index), bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                       rows=table.num_rows,
-                       columns=[n for n in table.column_names if n.startswith(ATTRIBUTE_PREFIX)])  # fmt: skip
+    return FragmentRef(
+        key=fragment_name(index),
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        rows=table.num_rows,
+        columns=[n for n in table.column_names if n.startswith(ATTRIBUTE_PREFIX)],
+    )
 
 
-def build_fragment(tar_path: str | os.PathLike, index: int, image_format: str | None) -> tuple[bytes, FragmentRef]:
+def build_fragment(
+    tar_path: str | os.PathLike, index: int, image_format: str | None
+) -> tuple[bytes, FragmentRef]:
     """A shard's fragment from its local tar (the worker, before publishing): its bytes and its reference."""
     with open(tar_path, "rb") as stream:
         table = rows_table(shard_rows(stream, index, image_format, where=str(tar_path)))
@@ -165,8 +189,10 @@ def rebuild_fragment(storage: Storage, record: ShardRecord) -> ShardRecord:
     with storage.open_read(record.tar) as stream:
         rows = shard_rows(stream, record.index, record.image_format, where=where, on_chunk=digest.update)
     if digest.hexdigest() != record.sha256:
-        raise DataError(f"{where}: sha256 differs from its commit record; not indexed "
-                        f"(`dppp shards verify {storage.url}` shows the damage)")  # fmt: skip
+        raise DataError(
+            f"{where}: sha256 differs from its commit record; not indexed "
+            f"(`dppp shards verify {storage.url}` shows the damage)"
+        )
     table = rows_table(rows)
     data = encode_fragment(table)
     storage.put_bytes(data, fragment_name(record.index))
@@ -182,14 +208,17 @@ def fetch_fragment(storage: Storage, ref: FragmentRef, index: int) -> bytes:
 
     where = storage.url_for(ref.key)
     if ref.key != fragment_name(index):
-        raise DataError(f"{storage.url_for(record_name(index))}: names fragment {ref.key}, expected {fragment_name(index)}")
+        raise DataError(
+            f"{storage.url_for(record_name(index))}: names fragment {ref.key}, expected {fragment_name(index)}"
+        )
     try:
         data = storage.read_bytes(ref.key)
     except ObjectNotFound:
         raise DataError(f"{where} is missing (its commit record names it)") from None
     if len(data) != ref.bytes or hashlib.sha256(data).hexdigest() != ref.sha256:
-        raise DataError(f"{where}: {len(data)} bytes whose sha256 differs from its commit record's "
-                        f"({ref.bytes} bytes)")  # fmt: skip
+        raise DataError(
+            f"{where}: {len(data)} bytes whose sha256 differs from its commit record's ({ref.bytes} bytes)"
+        )
     return data
 
 
@@ -199,7 +228,9 @@ def check_fragment(data: bytes, ref: FragmentRef, index: int, where: str, *, col
     table = decode_fragment(data, where)
     names = [n for n in table.column_names if n.startswith(ATTRIBUTE_PREFIX)]
     if table.num_rows != ref.rows or (columns and names != ref.columns):
-        raise DataError(f"{where}: {table.num_rows} rows, columns {names}; its record says {ref.rows}, {ref.columns}")
+        raise DataError(
+            f"{where}: {table.num_rows} rows, columns {names}; its record says {ref.rows}, {ref.columns}"
+        )
     if table.num_rows and set(table.column("shard").to_pylist()) != {index}:
         raise DataError(f"{where}: holds rows of shard(s) {sorted(set(table.column('shard').to_pylist()))}")
     return table
@@ -241,13 +272,22 @@ class _Committed:
     def ref(self, i: int) -> tuple[int, FragmentRef, int]:
         index = self.indices[i]
         sha = self.digests[32 * i : 32 * i + 32].hex()
-        ref = FragmentRef(key=fragment_name(index), bytes=self.sizes[i], sha256=sha, rows=self.rows[i], columns=[])
+        ref = FragmentRef(
+            key=fragment_name(index), bytes=self.sizes[i], sha256=sha, rows=self.rows[i], columns=[]
+        )
         return index, ref, self.keys[i]
 
 
-def write_index(storage: Storage, *, from_tars: bool = False, threads: int = IO_THREADS,
-                shards_hint: int | None = None, listing=None, progress: Callable[[int], None] | None = None,
-                on_total: Callable[[int], None] | None = None) -> int:  # fmt: skip
+def write_index(
+    storage: Storage,
+    *,
+    from_tars: bool = False,
+    threads: int = IO_THREADS,
+    shards_hint: int | None = None,
+    listing=None,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> int:
     """Merge the committed shards' fragments into index.parquet (atomic publish); returns its row count.
 
     Two passes, each `threads` reads at a time: the records (what each fragment must be, and the union of
@@ -296,8 +336,10 @@ def write_index(storage: Storage, *, from_tars: bool = False, threads: int = IO_
                 # The sha256 ties the fragment to its record, whose columns are in the schema already.
                 table = check_fragment(data, ref, index, where, columns=False)
                 if key_digest(table.column("key").to_pylist()) != keys:
-                    raise DataError(f"{where}: its keys differ from the commit record's; not indexed "
-                                    f"(`dppp shards verify {storage.url}` shows the damage)")  # fmt: skip
+                    raise DataError(
+                        f"{where}: its keys differ from the commit record's; not indexed "
+                        f"(`dppp shards verify {storage.url}` shows the damage)"
+                    )
                 table = _conform(table, schema, pa, where)
                 group.add(table)
                 rows += table.num_rows
@@ -332,7 +374,9 @@ class _RowGroup:
 
     def flush(self) -> None:
         if self.rows:
-            self.writer.write_table(self.pa.concat_tables(self.compact + self.pending), row_group_size=self.rows)
+            self.writer.write_table(
+                self.pa.concat_tables(self.compact + self.pending), row_group_size=self.rows
+            )
         self.compact, self.pending, self.rows = [], [], 0
 
 
@@ -343,8 +387,10 @@ def _conform(table, schema, pa, where: str):
     unknown = set(table.column_names) - set(schema.names)
     if unknown:
         raise DataError(f"{where}: columns {sorted(unknown)} that no commit record names")
-    columns = [table.column(name) if name in table.column_names else pa.nulls(table.num_rows, pa.string())
-               for name in schema.names]  # fmt: skip
+    columns = [
+        table.column(name) if name in table.column_names else pa.nulls(table.num_rows, pa.string())
+        for name in schema.names
+    ]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -355,17 +401,24 @@ def build_index(storage: Storage, records: Iterable[ShardRecord] | None = None):
 
     from pipeline.listing import committed_shards
 
-    tables = [rows_table(index_rows(storage, record))
-              for record in (committed_shards(storage) if records is None else records)]  # fmt: skip
+    tables = [
+        rows_table(index_rows(storage, record))
+        for record in (committed_shards(storage) if records is None else records)
+    ]
     schema = index_schema({n for t in tables for n in t.column_names if n.startswith(ATTRIBUTE_PREFIX)})
     if not tables:
         return schema.empty_table()
     return pa.concat_tables([_conform(table, schema, pa, storage.url) for table in tables])
 
 
-def rebuild_index(url: str, config: StorageConfig | None = None, *, from_tars: bool = False,
-                  progress: Callable[[int], None] | None = None,
-                  on_total: Callable[[int], None] | None = None) -> int:  # fmt: skip
+def rebuild_index(
+    url: str,
+    config: StorageConfig | None = None,
+    *,
+    from_tars: bool = False,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> int:
     """`dppp shards index`: merge the fragments into index.parquet (`from_tars`: rebuild every fragment
     from its tar first); returns the number of rows."""
     from pipeline.listing import open_dataset

@@ -71,8 +71,13 @@ def key_ranges(shards_hint: int | None) -> list[tuple[str | None, str | None]]:
     return list(zip([None, *cuts], [*cuts, None], strict=True))
 
 
-def list_objects(storage: Storage, *, shards_hint: int | None = None, threads: int = IO_THREADS,
-                 progress: Callable[[int], None] | None = None) -> DatasetObjects:  # fmt: skip
+def list_objects(
+    storage: Storage,
+    *,
+    shards_hint: int | None = None,
+    threads: int = IO_THREADS,
+    progress: Callable[[int], None] | None = None,
+) -> DatasetObjects:
     """Every object of the dataset, sorted into shards and others. On storage where a listing can start
     part-way (S3), key ranges sized by `shards_hint` (e.g. the plan's shard count) are listed
     `threads` at a time. `progress(n)` after every n objects listed."""
@@ -122,8 +127,9 @@ def committed_indices(storage: Storage, *, shards_hint: int | None = None) -> se
     return set(list_objects(storage, shards_hint=shards_hint).committed())
 
 
-def open_dataset(url: str, config: StorageConfig | None = None,
-                 progress: Callable[[int], None] | None = None) -> tuple[Storage, DatasetObjects]:  # fmt: skip
+def open_dataset(
+    url: str, config: StorageConfig | None = None, progress: Callable[[int], None] | None = None
+) -> tuple[Storage, DatasetObjects]:
     """The dataset's storage and its objects; DataError if nothing dppp wrote is there."""
     storage = open_storage(url, config)
     objects = list_objects(storage, shards_hint=plan_hint(storage), progress=progress)
@@ -202,7 +208,9 @@ def list_shards(url: str, config: StorageConfig | None = None) -> ShardListing:
     planned = set(range(plan.shards)) if plan else set()
     committed = objects.committed()
     counts = {}  # index -> (samples, identities), not the records: they hold every key
-    for index, record in zip(committed, ordered_map(lambda i: read_record(storage, i), committed), strict=True):
+    for index, record in zip(
+        committed, ordered_map(lambda i: read_record(storage, i), committed), strict=True
+    ):
         if record is not None:
             counts[index] = (record.count, len(record.pids))
     rows = []
@@ -210,8 +218,17 @@ def list_shards(url: str, config: StorageConfig | None = None) -> ShardListing:
     for index in sorted(set(objects.shards) | planned):
         present = objects.shards.get(index, absent)
         samples, identities = counts.get(index, (None, None))
-        rows.append(ShardRow(index=index, tar=shard_name(index), samples=samples, identities=identities,
-                             bytes=present.tar, committed=index in counts and present.tar is not None,
-                             tar_present=present.tar is not None, record_present=present.record is not None,
-                             planned=index in planned if plan else None))  # fmt: skip
+        rows.append(
+            ShardRow(
+                index=index,
+                tar=shard_name(index),
+                samples=samples,
+                identities=identities,
+                bytes=present.tar,
+                committed=index in counts and present.tar is not None,
+                tar_present=present.tar is not None,
+                record_present=present.record is not None,
+                planned=index in planned if plan else None,
+            )
+        )
     return ShardListing(storage.url, rows, plan.shards if plan else None)

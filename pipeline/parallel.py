@@ -21,8 +21,14 @@ R = TypeVar("R")
 IO_THREADS = 16
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, threads: int = IO_THREADS,
-                executor: Executor | None = None, window: int | None = None) -> Iterator[R]:  # fmt: skip
+def ordered_map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    threads: int = IO_THREADS,
+    executor: Executor | None = None,
+    window: int | None = None,
+) -> Iterator[R]:
     """fn(item) for each item, run on `threads` threads (or on `executor`), yielded in input order with at
     most `window` (default 2 x threads) calls submitted and not yet consumed. An exception is raised at
     its item's turn; the calls still in flight finish first."""

@@ -56,8 +56,9 @@ def encode(image: Image.Image, output: OutputConfig) -> bytes:
     if output.format == "jpg":
         # 4:2:0 subsampling and baseline (non-progressive, non-optimised) coding spelled out, so a Pillow
         # default change cannot silently change the bytes.
-        image.save(buffer, format="JPEG", quality=output.quality, subsampling=2, optimize=False,
-                   progressive=False)
+        image.save(
+            buffer, format="JPEG", quality=output.quality, subsampling=2, optimize=False, progressive=False
+        )
     elif output.format == "png":
         # Level 1: on noisy 256x128 renders it compresses as well as level 6 (within 1%) at 1/4 the time.
         image.save(buffer, format="PNG", compress_level=1, optimize=False)

@@ -22,21 +22,28 @@ def token_counter_for(config: GenerateConfig, config_file: str | None = None) ->
     renderer = config.renderer
     if choice == "renderer":
         if renderer.kind != "diffusers":
-            raise ConfigError(f"tokenizer 'renderer' needs a diffusers renderer, not {renderer.kind!r}",
-                              file=config_file, path="generate.prompts.tokenizer")  # fmt: skip
+            raise ConfigError(
+                f"tokenizer 'renderer' needs a diffusers renderer, not {renderer.kind!r}",
+                file=config_file,
+                path="generate.prompts.tokenizer",
+            )
         source, subfolder, revision = renderer.model, "tokenizer", renderer.revision
     else:  # a folder or hub id holding the tokenizer itself ("", not None: transformers joins it to paths)
         source, subfolder, revision = choice, "", None
     try:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(source, subfolder=subfolder, revision=revision,
-                                                  local_files_only=True)  # fmt: skip
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, subfolder=subfolder, revision=revision, local_files_only=True
+        )
     except (OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot load the tokenizer from {source!r}: {reason} (without the model, "
-                          "generate.prompts.tokenizer: estimate still plans and samples)",
-                          file=config_file, path="generate.prompts.tokenizer") from None  # fmt: skip
+        raise ConfigError(
+            f"cannot load the tokenizer from {source!r}: {reason} (without the model, "
+            "generate.prompts.tokenizer: estimate still plans and samples)",
+            file=config_file,
+            path="generate.prompts.tokenizer",
+        ) from None
     return TokenizerCounter(tokenizer)
 
 
@@ -46,6 +53,8 @@ def prompt_engine(config: GenerateConfig, *, config_file: str | None = None) -> 
     taxonomy = load_taxonomy(config.prompts.taxonomy)
     counter = token_counter_for(config, config_file)
     try:
-        return PromptEngine(taxonomy, config.prompts, config.seed, identities=config.identities, token_counter=counter)
+        return PromptEngine(
+            taxonomy, config.prompts, config.seed, identities=config.identities, token_counter=counter
+        )
     except EngineInputError as exc:
         raise ConfigError(exc.problem, file=config_file, path=f"generate.{exc.path}") from None

@@ -18,15 +18,22 @@ from pipeline.shards import ShardInfo, fragment_name, record_name, shard_name
 from pipeline.storage.base import Storage, StorageError
 
 
-def publish_shard(storage: Storage, index: int, tar_path, info: ShardInfo,
-                  timings: dict[str, float] | None = None,
-                  progress: Callable[[int], None] | None = None) -> ShardRecord:  # fmt: skip
+def publish_shard(
+    storage: Storage,
+    index: int,
+    tar_path,
+    info: ShardInfo,
+    timings: dict[str, float] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ShardRecord:
     """Publish a written shard and commit it: fragment built from the local tar -> (old record removed)
     -> tar -> fragment -> record (naming the fragment's sha256). If anything fails before the record is
     written, the shard stays uncommitted (a resumed run redoes it)."""
     size = os.path.getsize(tar_path)
     if size != info.bytes:  # the file changed since it was written: its record would lie
-        raise StorageError(f"{tar_path}: {size} bytes on disk but {info.bytes} written; shard {index} not published")
+        raise StorageError(
+            f"{tar_path}: {size} bytes on disk but {info.bytes} written; shard {index} not published"
+        )
     started = time.perf_counter()
     # From the tar on local disk, by the code that indexes any tar: the fragment's rows are the tar's.
     fragment, ref = build_fragment(tar_path, index, info.image_format)

@@ -28,7 +28,9 @@ from pipeline.storage.base import Storage
 DATASET_MANIFEST = "dataset.json"
 INDEX_NAME = "index.parquet"
 RECORD_FORMAT_VERSION = 2  # 2: the record names the shard's index fragment; 1 (no fragment) still reads
-ATTRIBUTE_PREFIX = "attr_"  # index columns for attributes, so 'height' (an attribute) never meets a core column
+ATTRIBUTE_PREFIX = (
+    "attr_"  # index columns for attributes, so 'height' (an attribute) never meets a core column
+)
 
 
 class FragmentRef(StrictModel):
@@ -57,11 +59,25 @@ class ShardRecord(StrictModel):
     fragment: FragmentRef | None = None  # None: committed before fragments existed (the next merge writes it)
 
     @classmethod
-    def from_info(cls, index: int, info: ShardInfo, timings: dict[str, float] | None = None,
-                  fragment: FragmentRef | None = None) -> ShardRecord:  # fmt: skip
-        return cls(index=index, tar=shard_name(index), count=info.count, pids=list(info.pids),
-                   keys=list(info.keys), bytes=info.bytes, sha256=info.sha256,
-                   image_format=info.image_format, timings=timings or {}, fragment=fragment)  # fmt: skip
+    def from_info(
+        cls,
+        index: int,
+        info: ShardInfo,
+        timings: dict[str, float] | None = None,
+        fragment: FragmentRef | None = None,
+    ) -> ShardRecord:
+        return cls(
+            index=index,
+            tar=shard_name(index),
+            count=info.count,
+            pids=list(info.pids),
+            keys=list(info.keys),
+            bytes=info.bytes,
+            sha256=info.sha256,
+            image_format=info.image_format,
+            timings=timings or {},
+            fragment=fragment,
+        )
 
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(), sort_keys=True, indent=1).encode() + b"\n"
@@ -73,8 +89,9 @@ class ShardRecord(StrictModel):
 def write_dataset_manifest(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
     """Write dataset.json (secrets stripped, sorted keys) atomically; returns what was written."""
     clean = strip_secrets(manifest)
-    storage.put_bytes(json.dumps(clean, sort_keys=True, indent=2, ensure_ascii=False).encode() + b"\n",
-                      DATASET_MANIFEST)  # fmt: skip
+    storage.put_bytes(
+        json.dumps(clean, sort_keys=True, indent=2, ensure_ascii=False).encode() + b"\n", DATASET_MANIFEST
+    )
     return clean
 
 
@@ -84,7 +101,9 @@ def read_dataset_manifest(storage: Storage) -> dict[str, Any]:
     try:
         data = storage.read_bytes(DATASET_MANIFEST)
     except ObjectNotFound:
-        raise DataError(f"no {DATASET_MANIFEST} at {storage.url}: not a dppp dataset (or not generated yet)") from None
+        raise DataError(
+            f"no {DATASET_MANIFEST} at {storage.url}: not a dppp dataset (or not generated yet)"
+        ) from None
     try:
         manifest = json.loads(data)
     except ValueError as exc:
@@ -110,12 +129,16 @@ def read_dataset_plan(manifest: dict[str, Any], where: str) -> DatasetPlan | Non
         return None
     if not isinstance(plan, dict):
         raise DataError(f"{where}: 'plan' must be an object")
-    known = {name: plan[name] for name in DatasetPlan.model_fields if name in plan}  # other keys are the generator's
+    known = {
+        name: plan[name] for name in DatasetPlan.model_fields if name in plan
+    }  # other keys are the generator's
     try:
         return DatasetPlan.model_validate(known)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise DataError(f"{where}: invalid plan ({'.'.join(map(str, first['loc']))}: {first['msg']})") from None
+        raise DataError(
+            f"{where}: invalid plan ({'.'.join(map(str, first['loc']))}: {first['msg']})"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -156,5 +179,7 @@ def read_index(storage: Storage):
     try:
         data = storage.read_bytes(INDEX_NAME)
     except ObjectNotFound:
-        raise DataError(f"no {INDEX_NAME} at {storage.url}: build it with `dppp shards index {storage.url}`") from None
+        raise DataError(
+            f"no {INDEX_NAME} at {storage.url}: build it with `dppp shards index {storage.url}`"
+        ) from None
     return pq.read_table(io.BytesIO(data))

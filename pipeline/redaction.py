@@ -27,8 +27,11 @@ def strip_secrets(obj: Any) -> Any:
     kind = type(obj)
     if kind is dict or isinstance(obj, dict):
         # Plain scalars are returned as they are without a call: this runs once per written sample.
-        return {k: (v if type(v) in _SCALARS else strip_secrets(v))
-                for k, v in obj.items() if not is_secret_key(k if type(k) is str else str(k))}  # fmt: skip
+        return {
+            k: (v if type(v) in _SCALARS else strip_secrets(v))
+            for k, v in obj.items()
+            if not is_secret_key(k if type(k) is str else str(k))
+        }
     if kind in (list, tuple) or isinstance(obj, (list, tuple)):
         return [v if type(v) in _SCALARS else strip_secrets(v) for v in obj]
     if isinstance(obj, str) and "@" in obj and "://" in obj:

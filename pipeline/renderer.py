@@ -16,9 +16,7 @@ from pipeline.renderers.diffusers_renderer import DiffusersRendererConfig
 from pipeline.renderers.procedural import ProceduralRendererConfig
 from prompts.spec import ViewSpec
 
-RendererConfig = Annotated[
-    ProceduralRendererConfig | DiffusersRendererConfig, Field(discriminator="kind")
-]
+RendererConfig = Annotated[ProceduralRendererConfig | DiffusersRendererConfig, Field(discriminator="kind")]
 
 
 @dataclass

@@ -88,12 +88,19 @@ class Sample:
             raise ValueError(f"sample {self.key}: metadata must be a dict")
         for name, expected in (("key", self.key), ("pid", self.pid)):
             if name in self.metadata and self.metadata[name] != expected:
-                raise ValueError(f"sample {self.key}: metadata {name}={self.metadata[name]!r} != {expected!r}")
+                raise ValueError(
+                    f"sample {self.key}: metadata {name}={self.metadata[name]!r} != {expected!r}"
+                )
 
     def members(self) -> list[tuple[str, bytes]]:
         """(name, bytes) in name order. The json is canonical (sorted keys, no spaces), and secret-free."""
-        metadata = json.dumps(strip_secrets(self.metadata), sort_keys=True, ensure_ascii=False,
-                              separators=(",", ":"), allow_nan=False)  # fmt: skip
+        metadata = json.dumps(
+            strip_secrets(self.metadata),
+            sort_keys=True,
+            ensure_ascii=False,
+            separators=(",", ":"),
+            allow_nan=False,
+        )
         members = {
             "cls": str(self.pid).encode(),
             self.image_ext: bytes(self.image_bytes),
@@ -138,9 +145,9 @@ _PADDING = [b"\0" * n for n in range(tarfile.BLOCKSIZE)]  # data is padded with 
 class ShardWriter:
     """Stream samples into one deterministic tar. Samples must come in strictly increasing key order.
 
-        with ShardWriter(open(path, "wb")) as writer:
-            for sample in samples: writer.write(sample)
-        info = writer.info
+    with ShardWriter(open(path, "wb")) as writer:
+        for sample in samples: writer.write(sample)
+    info = writer.info
     """
 
     def __init__(self, out: IO[bytes]):
@@ -156,7 +163,9 @@ class ShardWriter:
     def write(self, sample: Sample) -> None:
         sample.check()
         if self._keys and sample.key <= self._keys[-1]:
-            raise ValueError(f"samples must be written in increasing key order: {sample.key} after {self._keys[-1]}")
+            raise ValueError(
+                f"samples must be written in increasing key order: {sample.key} after {self._keys[-1]}"
+            )
         # The bytes TarFile.addfile would write (header from tarfile's own TarInfo.tobuf, the data, NULs to a
         # whole block), but a sample's four members go out as one write: addfile's per-member copy.copy of the
         # TarInfo, BytesIO wrapper and chunked copy loop were a third of the writer's time. TarFile still
@@ -171,8 +180,11 @@ class ShardWriter:
             entry.mode = 0o644
             entry.uid = entry.gid = 0
             entry.uname = entry.gname = ""
-            parts += (entry.tobuf(tarfile.USTAR_FORMAT, tar.encoding, tar.errors), data,
-                      _PADDING[-len(data) % tarfile.BLOCKSIZE])  # fmt: skip
+            parts += (
+                entry.tobuf(tarfile.USTAR_FORMAT, tar.encoding, tar.errors),
+                data,
+                _PADDING[-len(data) % tarfile.BLOCKSIZE],
+            )
         blob = b"".join(parts)
         self._sink.write(blob)
         tar.offset += len(blob)
@@ -296,8 +308,9 @@ class ChunkedReader:
     there: one hash call per chunk, no second read). Seeking back before the chunk in hand is not possible;
     tarfile never does it for the regular members of a shard."""
 
-    def __init__(self, stream: IO[bytes], *, chunk_size: int = 1 << 20,
-                 on_chunk: Callable[[bytes], None] | None = None):  # fmt: skip
+    def __init__(
+        self, stream: IO[bytes], *, chunk_size: int = 1 << 20, on_chunk: Callable[[bytes], None] | None = None
+    ):
         self._stream = stream
         self._chunk_size = chunk_size
         self._on_chunk = on_chunk
@@ -378,8 +391,13 @@ class ChunkedReader:
         return True
 
 
-def iter_members(stream: IO[bytes], *, source: str = "shard", wanted: frozenset[str] = ALLOWED_EXTS,
-                 report: Callable[[Member], None] | None = None) -> Iterator[Member]:  # fmt: skip
+def iter_members(
+    stream: IO[bytes],
+    *,
+    source: str = "shard",
+    wanted: frozenset[str] = ALLOWED_EXTS,
+    report: Callable[[Member], None] | None = None,
+) -> Iterator[Member]:
     """Every entry of a tar stream, in order, reading the data of allow-listed, `wanted` members only.
 
     Members outside the allow-list are yielded with `skipped` set and never read into memory; `report` is
@@ -490,7 +508,8 @@ def _samples(stream, source, wanted, decode_images, on_skip) -> Iterator[dict[st
             continue
         if member.ext in current:
             raise DataError(f"{source}: sample {member.key!r} has two {member.ext} members")
-        current[member.ext] = decode_member(member.ext, member.data, decode_images=decode_images,
-                                            where=f"{source}: sample {member.key!r}")  # fmt: skip
+        current[member.ext] = decode_member(
+            member.ext, member.data, decode_images=decode_images, where=f"{source}: sample {member.key!r}"
+        )
     if current is not None:
         yield current

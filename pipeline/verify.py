@@ -93,8 +93,15 @@ class _Digest:
             self.progress(len(chunk))
 
 
-def verify_shard(storage: Storage, record: ShardRecord, size: int | None, *, deep: bool = False,
-                 progress: Progress | None = None, fragment_size: int | None = None) -> ShardCheck:  # fmt: skip
+def verify_shard(
+    storage: Storage,
+    record: ShardRecord,
+    size: int | None,
+    *,
+    deep: bool = False,
+    progress: Progress | None = None,
+    fragment_size: int | None = None,
+) -> ShardCheck:
     """Check one committed shard against its record: size, sha256, samples, members, pids, and its index
     fragment (against the record, and row by row against the tar's json); `deep` decodes every image too.
     `fragment_size`: the fragment's size in the listing (None: absent)."""
@@ -129,7 +136,13 @@ def verify_shard(storage: Storage, record: ShardRecord, size: int | None, *, dee
                 sample[member.ext] = member.data
             reader.drain()
         except DataError as exc:
-            kind = "truncated" if size < record.bytes else "unsafe" if isinstance(exc, UnsafeShardError) else "corrupted"
+            kind = (
+                "truncated"
+                if size < record.bytes
+                else "unsafe"
+                if isinstance(exc, UnsafeShardError)
+                else "corrupted"
+            )
             check.add(kind, str(exc).removeprefix(f"{where}: "))
             reader.drain()
     check.bytes = digest.size
@@ -143,15 +156,18 @@ def verify_shard(storage: Storage, record: ShardRecord, size: int | None, *, dee
     return check
 
 
-def _check_samples(check: ShardCheck, record: ShardRecord, samples: dict[str, dict[str, Any]],
-                   deep: bool) -> list[dict[str, Any]]:  # fmt: skip
+def _check_samples(
+    check: ShardCheck, record: ShardRecord, samples: dict[str, dict[str, Any]], deep: bool
+) -> list[dict[str, Any]]:
     """Members, decoding and pids of every sample; returns their index rows (from json and cls)."""
     if len(samples) != record.count:
         check.add("incomplete", f"{len(samples)} samples, record says {record.count}")
     missing = sorted(set(record.keys) - set(samples))
     unexpected = sorted(set(samples) - set(record.keys))
     if missing:
-        check.add("incomplete", f"samples missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        check.add(
+            "incomplete", f"samples missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        )
     if unexpected:
         check.add("extra", f"samples not in the record: {', '.join(unexpected[:5])}")
     pids = set()
@@ -160,7 +176,9 @@ def _check_samples(check: ShardCheck, record: ShardRecord, samples: dict[str, di
         images = [ext for ext in members if ext in READ_IMAGE_EXTS] if deep else ["(not read)"]
         lacking = [ext for ext in ("json", "txt", "cls") if ext not in members]
         if lacking or not images or (deep and len(images) != 1):
-            check.add("incomplete", f"sample {key}: members {sorted(members)}, needs one image + json, txt, cls")
+            check.add(
+                "incomplete", f"sample {key}: members {sorted(members)}, needs one image + json, txt, cls"
+            )
             continue
         try:
             meta = decode_member("json", members["json"], where=key)
@@ -174,25 +192,39 @@ def _check_samples(check: ShardCheck, record: ShardRecord, samples: dict[str, di
         pids.add(pid)
         rows.append(sample_row(key, record.index, record.image_format, meta, pid))
         if meta.get("pid", pid) != pid or meta.get("key", key) != key:
-            check.add("corrupted", f"sample {key}: json says key {meta.get('key')!r} pid {meta.get('pid')!r}, cls {pid}")
+            check.add(
+                "corrupted",
+                f"sample {key}: json says key {meta.get('key')!r} pid {meta.get('pid')!r}, cls {pid}",
+            )
     if samples and pids != set(record.pids) and not check.problems:
         check.add("incomplete", f"identities {sorted(pids)[:8]} differ from the record's {record.pids[:8]}")
     return rows
 
 
-def _check_fragment(storage: Storage, check: ShardCheck, record: ShardRecord, size: int | None,
-                    rows: list[dict[str, Any]] | None) -> None:  # fmt: skip
+def _check_fragment(
+    storage: Storage,
+    check: ShardCheck,
+    record: ShardRecord,
+    size: int | None,
+    rows: list[dict[str, Any]] | None,
+) -> None:
     """The shard's index fragment against its record (size, sha256, rows, columns, keys) and, when the
     tar is sound (`rows` given), against the rows made from the tar's own json: what the index would say."""
     ref = record.fragment
     if ref is None:
         if size is not None:
-            check.add("uncommitted", f"{fragment_name(record.index)} is not named by the commit record (an "
-                                     "interrupted `dppp shards index`; the next one rewrites it)")  # fmt: skip
+            check.add(
+                "uncommitted",
+                f"{fragment_name(record.index)} is not named by the commit record (an "
+                "interrupted `dppp shards index`; the next one rewrites it)",
+            )
         return  # a shard committed before fragments existed: counted in a note
     if size is None:
-        check.add("missing", f"index fragment {ref.key} is missing (the commit record names it); "
-                             "rebuilding the index from the tars restores it")  # fmt: skip
+        check.add(
+            "missing",
+            f"index fragment {ref.key} is missing (the commit record names it); "
+            "rebuilding the index from the tars restores it",
+        )
         return
     try:
         table = read_fragment(storage, ref, record.index)
@@ -209,8 +241,11 @@ def _check_fragment(storage: Storage, check: ShardCheck, record: ShardRecord, si
             wrong = [name for name in names if want.get(name) != have[name]] + sorted(set(want) - set(names))
             if wrong:
                 name = wrong[0]
-                check.add("corrupted", f"index fragment {ref.key} disagrees with the tar: sample {want['key']}, "
-                                       f"{name} {have.get(name)!r} in the fragment, {want.get(name)!r} in the json")  # fmt: skip
+                check.add(
+                    "corrupted",
+                    f"index fragment {ref.key} disagrees with the tar: sample {want['key']}, "
+                    f"{name} {have.get(name)!r} in the fragment, {want.get(name)!r} in the json",
+                )
                 return
 
 
@@ -224,8 +259,9 @@ class _Facts:
     fragment: bool
 
 
-def _check_committed(storage: Storage, index: int, objects: ShardObjects, deep: bool,
-                     progress: Progress | None) -> tuple[ShardCheck, _Facts | None]:  # fmt: skip
+def _check_committed(
+    storage: Storage, index: int, objects: ShardObjects, deep: bool, progress: Progress | None
+) -> tuple[ShardCheck, _Facts | None]:
     """One committed shard: its record read and checked, then its tar and fragment."""
     key = record_name(index)
     try:
@@ -238,7 +274,9 @@ def _check_committed(storage: Storage, index: int, objects: ShardObjects, deep: 
         bad = ShardCheck(key, index)
         bad.add("corrupted", str(exc))
         return bad, None
-    check = verify_shard(storage, record, objects.tar, deep=deep, progress=progress, fragment_size=objects.fragment)
+    check = verify_shard(
+        storage, record, objects.tar, deep=deep, progress=progress, fragment_size=objects.fragment
+    )
     return check, _Facts(record.pids, record.count, key_digest(record.keys), record.fragment is not None)
 
 
@@ -273,10 +311,17 @@ class _Totals:
             self.planned_committed += 1
 
 
-def verify_dataset(url: str, *, deep: bool = False, config: StorageConfig | None = None,
-                   progress: Progress | None = None, on_total: Callable[[int], None] | None = None,
-                   workers: int = 1, threads: int = IO_THREADS,
-                   listed: Progress | None = None) -> VerifyReport:  # fmt: skip
+def verify_dataset(
+    url: str,
+    *,
+    deep: bool = False,
+    config: StorageConfig | None = None,
+    progress: Progress | None = None,
+    on_total: Callable[[int], None] | None = None,
+    workers: int = 1,
+    threads: int = IO_THREADS,
+    listed: Progress | None = None,
+) -> VerifyReport:
     """Verify every committed shard (tar and index fragment) against its record, flag uncommitted objects
     and strays, hold the dataset against dataset.json's plan, check the index.
 
@@ -296,7 +341,9 @@ def verify_dataset(url: str, *, deep: bool = False, config: StorageConfig | None
             report.dataset_problems.append(str(exc))
         else:
             if plan is None:
-                report.notes.append(f"{DATASET_MANIFEST} records no plan: shards that were never written cannot be detected")
+                report.notes.append(
+                    f"{DATASET_MANIFEST} records no plan: shards that were never written cannot be detected"
+                )
     committed = objects.committed()
     total = sum(objects.shards[index].tar or 0 for index in committed)
     if on_total:
@@ -319,8 +366,10 @@ def verify_dataset(url: str, *, deep: bool = False, config: StorageConfig | None
         shown = ", ".join(f"pid {pid} in shards {shards}" for pid, shards in sorted(totals.split.items())[:5])
         report.dataset_problems.append(f"{len(totals.split)} identities split across shards: {shown}")
     if totals.legacy:
-        report.notes.append(f"{totals.legacy} committed shard(s) have no index fragment (committed before "
-                            f"fragments existed): `dppp shards index {storage.url}` writes them")  # fmt: skip
+        report.notes.append(
+            f"{totals.legacy} committed shard(s) have no index fragment (committed before "
+            f"fragments existed): `dppp shards index {storage.url}` writes them"
+        )
     report.notes.extend(_check_index(storage, objects, totals))
     return report
 
@@ -343,8 +392,10 @@ def _check_uncommitted(report: VerifyReport, objects: DatasetObjects, plan: Data
             check.add("uncommitted", "tar without a commit record (an interrupted run; a resume rewrites it)")
         else:
             check = ShardCheck(fragment_name(index), index, bytes=present.fragment or 0)
-            check.add("uncommitted", "index fragment without a commit record (an interrupted run; a resume "
-                                     "rewrites it)")  # fmt: skip
+            check.add(
+                "uncommitted",
+                "index fragment without a commit record (an interrupted run; a resume rewrites it)",
+            )
         _keep(report, check, plan)
     for key, size in objects.others.items():
         if key not in (DATASET_MANIFEST, INDEX_NAME):
@@ -356,8 +407,11 @@ def _check_uncommitted(report: VerifyReport, objects: DatasetObjects, plan: Data
     for index in range(plan.shards):
         if index not in objects.shards:
             check = ShardCheck(shard_name(index), index)
-            check.add("missing", f"in dataset.json's plan ({plan.shards} shards) but neither tar nor commit "
-                                 "record exists: never written or failed; a resumed `dppp generate` writes it")  # fmt: skip
+            check.add(
+                "missing",
+                f"in dataset.json's plan ({plan.shards} shards) but neither tar nor commit "
+                "record exists: never written or failed; a resumed `dppp generate` writes it",
+            )
             report.checks.append(check)
 
 
@@ -368,18 +422,25 @@ def _check_plan(plan: DatasetPlan, totals: _Totals) -> list[str]:
         return []
     problems = []
     if plan.images is not None and totals.planned_samples != plan.images:
-        problems.append(f"the committed shards hold {totals.planned_samples} samples, dataset.json's plan {plan.images}")
+        problems.append(
+            f"the committed shards hold {totals.planned_samples} samples, dataset.json's plan {plan.images}"
+        )
     identities = sum(owner < plan.shards for owner in totals.owners.values())
     if plan.identities is not None and identities != plan.identities:
-        problems.append(f"the committed shards hold {identities} identities, dataset.json's plan {plan.identities}")
+        problems.append(
+            f"the committed shards hold {identities} identities, dataset.json's plan {plan.identities}"
+        )
     return problems
 
 
 def _verify_all(storage, objects: DatasetObjects, committed: list[int], deep, progress, workers, threads):
     """(check, facts) of every committed shard, in index order, a bounded window at a time."""
     if workers <= 1 or len(committed) <= 1:
-        return ordered_map(lambda index: _check_committed(storage, index, objects.shards[index], deep, progress),
-                           committed, threads=threads)  # fmt: skip
+        return ordered_map(
+            lambda index: _check_committed(storage, index, objects.shards[index], deep, progress),
+            committed,
+            threads=threads,
+        )
     return _verify_in_processes(storage, objects, committed, deep, progress, workers)
 
 
@@ -405,11 +466,15 @@ def _check_index(storage: Storage, objects: DatasetObjects, totals: _Totals) -> 
     try:
         count, digest = _index_keys(storage)
     except Exception as exc:  # pyarrow raises several types for a damaged file
-        return [f"{INDEX_NAME} cannot be read ({type(exc).__name__}): rebuild with `dppp shards index {storage.url}`"]
+        return [
+            f"{INDEX_NAME} cannot be read ({type(exc).__name__}): rebuild with `dppp shards index {storage.url}`"
+        ]
     if count != totals.count or digest != totals.keys:
         differ = f"{count} rows" if count != totals.count else "its keys differ from the records'"
-        return [f"{INDEX_NAME} is stale: {differ}, committed shards hold {totals.count} samples "
-                f"(rebuild with `dppp shards index {storage.url}`)"]  # fmt: skip
+        return [
+            f"{INDEX_NAME} is stale: {differ}, committed shards hold {totals.count} samples "
+            f"(rebuild with `dppp shards index {storage.url}`)"
+        ]
     return []
 
 

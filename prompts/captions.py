@@ -26,7 +26,9 @@ class AppearanceCaptioner:
         self.taxonomy = taxonomy
         templates = taxonomy.templates
         # No token budget: identity phrases are never dropped (appearance slots), and views are not rendered.
-        self.composer = Composer(taxonomy, templates.positive, templates.lists, EstimatedTokenCounter(), 1 << 30)
+        self.composer = Composer(
+            taxonomy, templates.positive, templates.lists, EstimatedTokenCounter(), 1 << 30
+        )
         self.columns = [(dim.column, dim.name) for dim in taxonomy.identity_dims]
         self.width = len(taxonomy.columns)
 
@@ -37,5 +39,7 @@ class AppearanceCaptioner:
             try:
                 row[column] = self.taxonomy.columns[column].index[str(value)]
             except KeyError:
-                raise DataError(f"attribute {name}={value!r} is not in the taxonomy {self.taxonomy.source}") from None
+                raise DataError(
+                    f"attribute {name}={value!r} is not in the taxonomy {self.taxonomy.source}"
+                ) from None
         return self.composer.join([p for p in self.composer.prepare(row) if p is not None])

@@ -30,10 +30,14 @@ class ViewsConfig(StrictModel):
     def _consistent(self) -> ViewsConfig:
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is larger than max ({self.max})")
-        if self.distribution == "fixed" and (self.mean != int(self.mean) or not self.min <= self.mean <= self.max):
+        if self.distribution == "fixed" and (
+            self.mean != int(self.mean) or not self.min <= self.mean <= self.max
+        ):
             raise ValueError(f"fixed views need an integer mean within [min, max], got {self.mean}")
         if self.distribution == "poisson" and not self.min <= self.mean <= self.max:
-            raise ValueError(f"the poisson mean {self.mean} lies outside [min, max] = [{self.min}, {self.max}]")
+            raise ValueError(
+                f"the poisson mean {self.mean} lies outside [min, max] = [{self.min}, {self.max}]"
+            )
         return self
 
 

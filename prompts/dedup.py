@@ -55,7 +55,9 @@ def count_distinct(taxonomy: Taxonomy, limit: int, *, node_budget: int = 2_000_0
     def walk(depth: int) -> bool:
         nonlocal nodes
         if depth == len(dims):
-            seen.add(tuple(-1 if d.hidden is not None and d.hidden.holds_row(row) else row[d.column] for d in dims))
+            seen.add(
+                tuple(-1 if d.hidden is not None and d.hidden.holds_row(row) else row[d.column] for d in dims)
+            )
             return len(seen) >= limit
         dim = dims[depth]
         mask = row_mask(dim, row)

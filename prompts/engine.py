@@ -74,8 +74,12 @@ class PromptEngine:
         self.seed = seed
         self.token_counter = token_counter or EstimatedTokenCounter()
         templates = taxonomy.templates
-        self.positive = Composer(taxonomy, templates.positive, templates.lists, self.token_counter, config.max_tokens)
-        self.negative = Composer(taxonomy, templates.negative, templates.lists, self.token_counter, config.max_tokens)
+        self.positive = Composer(
+            taxonomy, templates.positive, templates.lists, self.token_counter, config.max_tokens
+        )
+        self.negative = Composer(
+            taxonomy, templates.negative, templates.lists, self.token_counter, config.max_tokens
+        )
 
         self._key = streams.stream_key(seed)
         ni = taxonomy.num_identity
@@ -135,7 +139,9 @@ class PromptEngine:
         attrs = self._attributes.get(pid)
         if attrs is None:
             row = self._codes[pid].tolist()
-            attrs = self._attributes[pid] = {name: values[row[c]] for name, values, c in self._identity_columns}
+            attrs = self._attributes[pid] = {
+                name: values[row[c]] for name, values, c in self._identity_columns
+            }
         return attrs
 
     def _candidates(self, lane: int, first_pid: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -202,7 +208,10 @@ class PromptEngine:
         taxonomy = self.taxonomy
         ni = taxonomy.num_identity
         raw = np.concatenate(
-            [streams.raw_words(self._key, streams.VIEW, pid, first, count, self._view_words) for pid, first, count in requests]
+            [
+                streams.raw_words(self._key, streams.VIEW, pid, first, count, self._view_words)
+                for pid, first, count in requests
+            ]
         )
         uniforms = streams.to_uniform(raw)
         pids = [pid for pid, _, _ in requests]

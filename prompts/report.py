@@ -82,7 +82,9 @@ def measure_coverage(engine: PromptEngine, identities: int) -> Coverage:
         dimensions.append(DimensionCoverage(name, "identity", counts, identities))
     for name in view_level:
         counts = {value: view_counts[name][value] for value in taxonomy.values(name)}
-        dimensions.append(DimensionCoverage(name, "camera" if name in camera_columns else "view", counts, views))
+        dimensions.append(
+            DimensionCoverage(name, "camera" if name in camera_columns else "view", counts, views)
+        )
     return Coverage(identities, views, tuple(dimensions))
 
 
@@ -100,7 +102,9 @@ def print_coverage(coverage: Coverage, console: Any) -> None:
         for i, (value, count) in enumerate(dim.counts.items()):
             share = f"{100 * count / dim.total:.1f}%" if dim.total else "-"
             style = "red" if count == 0 else None
-            table.add_row(dim.name if i == 0 else "", per if i == 0 else "", value, str(count), share, style=style)
+            table.add_row(
+                dim.name if i == 0 else "", per if i == 0 else "", value, str(count), share, style=style
+            )
         table.add_section()
     console.print(table)
     values = sum(len(d.counts) for d in coverage.dimensions)
@@ -144,7 +148,9 @@ def plot_coverage(coverage: Coverage, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def coverage_report(engine: PromptEngine, identities: int, console: Any, *, plot: Path | None = None) -> Coverage:
+def coverage_report(
+    engine: PromptEngine, identities: int, console: Any, *, plot: Path | None = None
+) -> Coverage:
     """Sample pids 0 .. identities - 1, print the coverage table, and draw it to `plot` (PNG) if given."""
     if plot is not None:
         if plot.suffix.lower() != ".png":

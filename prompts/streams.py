@@ -34,7 +34,9 @@ def words_per_item(draws: int) -> int:
     return -(-draws // _WORDS_PER_BLOCK) * _WORDS_PER_BLOCK
 
 
-def raw_words(key: np.ndarray, purpose: int, lane: int, first_item: int, items: int, words: int) -> np.ndarray:
+def raw_words(
+    key: np.ndarray, purpose: int, lane: int, first_item: int, items: int, words: int
+) -> np.ndarray:
     """(items, words) uint64 array: the words of items first_item .. first_item + items - 1 of a lane."""
     counter = np.array([first_item * (words // _WORDS_PER_BLOCK), lane, purpose, 0], dtype=np.uint64)
     generator = np.random.Philox(key=key, counter=counter)

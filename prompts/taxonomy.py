@@ -171,7 +171,11 @@ class Dimension:
         if table is None:
             weights = self.weights_for(mask)
             if not weights.sum() > 0:
-                which = f"rule {_bits(mask)} leaves" if mask & (mask - 1) == 0 else f"rules {_bits(mask)} together leave"
+                which = (
+                    f"rule {_bits(mask)} leaves"
+                    if mask & (mask - 1) == 0
+                    else f"rules {_bits(mask)} together leave"
+                )
                 raise ConfigError(
                     f"{which} no value with a positive weight",
                     file=self.source or None,
@@ -255,23 +259,31 @@ class Taxonomy:
                 if not _NAME.match(name):
                     raise self.error("a dimension name is lowercase letters, digits and _", level, name)
                 if name in CAMERA_COLUMNS or (level == "view" and name in model.identity):
-                    raise self.error(f"'{name}' is already a name of the camera profile or identity", level, name)
+                    raise self.error(
+                        f"'{name}' is already a name of the camera profile or identity", level, name
+                    )
                 if not dim.values:
                     raise self.error("has no values", level, name, "values")
                 for value, weight in dim.values.items():
                     if not value.strip():
                         raise self.error("a value is an empty string", level, name, "values")
                     if not (math.isfinite(weight) and weight > 0):
-                        raise self.error(f"weight must be positive, got {weight}", level, name, "values", value)
+                        raise self.error(
+                            f"weight must be positive, got {weight}", level, name, "values", value
+                        )
                 if name.endswith("_color"):
                     for value in dim.values:
                         if value not in self.palette:
-                            raise self.error(f"colour '{value}' has no RGB in 'palette'", level, name, "values", value)
+                            raise self.error(
+                                f"colour '{value}' has no RGB in 'palette'", level, name, "values", value
+                            )
 
         seen_camids: set[int] = set()
         for i, camera in enumerate(model.cameras):
             if camera.camid < 0 or camera.camid in seen_camids:
-                raise self.error(f"camid {camera.camid} must be a unique non-negative integer", "cameras", i, "camid")
+                raise self.error(
+                    f"camid {camera.camid} must be a unique non-negative integer", "cameras", i, "camid"
+                )
             seen_camids.add(camera.camid)
             if not (math.isfinite(camera.weight) and camera.weight > 0):
                 raise self.error(f"weight must be positive, got {camera.weight}", "cameras", i, "weight")
@@ -303,7 +315,10 @@ class Taxonomy:
         )
         # Per camera: the codes of its profile columns (a view copies them into its row).
         self.camera_codes = np.array(
-            [[columns[c].index[attrs[columns[c].name]] for c in self.camera_columns] for attrs in camera_attrs],
+            [
+                [columns[c].index[attrs[columns[c].name]] for c in self.camera_columns]
+                for attrs in camera_attrs
+            ],
             dtype=np.int32,
         )
         self.camera_weights = np.array([cam.weight for cam in model.cameras], dtype=np.float64)
@@ -321,7 +336,9 @@ class Taxonomy:
                 for mask in dim.consistent_masks():
                     dim.cumulative(mask)
 
-    def condition(self, conditions: Conditions, *parts: Any, available: int | None = None, owner: str = "") -> Condition:
+    def condition(
+        self, conditions: Conditions, *parts: Any, available: int | None = None, owner: str = ""
+    ) -> Condition:
         """Compile a `when:` mapping. `available`: only columns before this index may be named."""
         if not conditions:
             raise self.error("needs at least one condition", *parts)
@@ -333,7 +350,9 @@ class Taxonomy:
                 raise self.error(f"names an unknown dimension '{name}'", *where)
             column = self.column_index[name]
             if available is not None and column >= available:
-                raise self.error(f"'{name}' is not sampled before '{owner}', so a rule cannot depend on it", *where)
+                raise self.error(
+                    f"'{name}' is not sampled before '{owner}', so a rule cannot depend on it", *where
+                )
             vocab = self.columns[column]
             raws = raw if isinstance(raw, list) else [raw]
             if not raws:
@@ -357,22 +376,38 @@ class Taxonomy:
         index = self.columns[column].index
         rules = []
         for i, rule in enumerate(model.rules):
-            condition = self.condition(rule.when, level, name, "rules", i, "when", available=available, owner=name)
+            condition = self.condition(
+                rule.when, level, name, "rules", i, "when", available=available, owner=name
+            )
             if not rule.weights:
                 raise self.error("lists no value", level, name, "rules", i, "weights")
             factors = np.ones(len(values), dtype=np.float64)
             for value, factor in rule.weights.items():
                 if value not in index:
-                    raise self.error(f"'{value}' is not a value of '{name}'", level, name, "rules", i, "weights", value)
+                    raise self.error(
+                        f"'{value}' is not a value of '{name}'", level, name, "rules", i, "weights", value
+                    )
                 if not (math.isfinite(factor) and factor >= 0):
-                    raise self.error(f"factor must be zero or positive, got {factor}", level, name, "rules", i, "weights", value)
+                    raise self.error(
+                        f"factor must be zero or positive, got {factor}",
+                        level,
+                        name,
+                        "rules",
+                        i,
+                        "weights",
+                        value,
+                    )
                 factors[index[value]] = factor
             rules.append((condition, factors))
         hidden = None
         if model.hidden_when is not None:
             if level != "identity":
-                raise self.error("only identity dimensions can be hidden from the appearance", level, name, "hidden_when")
-            hidden = self.condition(model.hidden_when, level, name, "hidden_when", available=self.num_identity, owner=name)
+                raise self.error(
+                    "only identity dimensions can be hidden from the appearance", level, name, "hidden_when"
+                )
+            hidden = self.condition(
+                model.hidden_when, level, name, "hidden_when", available=self.num_identity, owner=name
+            )
             if any(column == self.column_index[name] for column, _ in hidden.terms):
                 raise self.error(f"'{name}' cannot be hidden by its own value", level, name, "hidden_when")
         return Dimension(
@@ -410,9 +445,13 @@ def taxonomy_from_dict(data: dict[str, Any], *, source: str) -> Taxonomy:
         needs = {}
         for name, spec in dims.items():
             spec = spec if isinstance(spec, dict) else {}
-            conditions = [rule.get("when") or {} for rule in spec.get("rules") or [] if isinstance(rule, dict)]
+            conditions = [
+                rule.get("when") or {} for rule in spec.get("rules") or [] if isinstance(rule, dict)
+            ]
             conditions.append(spec.get("hidden_when") or {})
-            needs[name] = {key for condition in conditions if isinstance(condition, dict) for key in condition} & set(dims)
+            needs[name] = {
+                key for condition in conditions if isinstance(condition, dict) for key in condition
+            } & set(dims)
         ordered: list[str] = []
         while len(ordered) < len(dims):
             ready = sorted(n for n in dims if n not in ordered and needs[n] <= set(ordered))

@@ -94,7 +94,9 @@ def _compile(taxonomy: Taxonomy, entries: list[SlotModel], which: str, lists: di
         if not _slot_name(entry.slot):
             raise taxonomy.error("a slot name is lowercase letters, digits and _", *where, "slot")
         if entry.list is not None and entry.list not in lists:
-            raise taxonomy.error(f"list '{entry.list}' has no lead phrase under 'templates.lists'", *where, "list")
+            raise taxonomy.error(
+                f"list '{entry.list}' has no lead phrase under 'templates.lists'", *where, "list"
+            )
         condition = taxonomy.condition(entry.when, *where, "when") if entry.when else None
         parts: list[Any] = []
         pos = 0
@@ -107,18 +109,24 @@ def _compile(taxonomy: Taxonomy, entries: list[SlotModel], which: str, lists: di
                 continue
             name = inner[2:].strip() if inner.startswith("a:") else inner
             if name not in taxonomy.column_index:
-                raise taxonomy.error(f"slot '{entry.slot}' names '{{{inner}}}', which is no dimension", *where, "text")
+                raise taxonomy.error(
+                    f"slot '{entry.slot}' names '{{{inner}}}', which is no dimension", *where, "text"
+                )
             column = taxonomy.column_index[name]
             parts.append(("article", column) if inner.startswith("a:") else ("value", column))
         parts.append(entry.text[pos:])
         if any("{" in p or "}" in p for p in parts if isinstance(p, str)):
             raise taxonomy.error(f"slot '{entry.slot}' has an unmatched brace", *where, "text")
-        variant = Variant(condition, tuple(p for p in parts if p != ""), entry.list, entry.priority, entry.appearance)
+        variant = Variant(
+            condition, tuple(p for p in parts if p != ""), entry.list, entry.priority, entry.appearance
+        )
         if slots and slots[-1].name == entry.slot:
             slots[-1].variants += (variant,)
         else:
             if any(s.name == entry.slot for s in slots):
-                raise taxonomy.error(f"variants of slot '{entry.slot}' must be listed together", *where, "slot")
+                raise taxonomy.error(
+                    f"variants of slot '{entry.slot}' must be listed together", *where, "slot"
+                )
             slots.append(Slot(entry.slot, (variant,), (), len(slots)))
     for slot in slots:
         columns: set[int] = set()
@@ -153,7 +161,14 @@ _MISSING = object()
 class Composer:
     """Composes one template's text from a row of attribute codes, fitting `max_tokens`."""
 
-    def __init__(self, taxonomy: Taxonomy, template: Template, lists: dict[str, str], counter: TokenCounter, max_tokens: int):
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        template: Template,
+        lists: dict[str, str],
+        counter: TokenCounter,
+        max_tokens: int,
+    ):
         self.taxonomy = taxonomy
         self.template = template
         self.lists = lists
@@ -163,13 +178,17 @@ class Composer:
         self._caches: list[dict[Any, Phrase | None]] = [{} for _ in template.slots]
         # Slots reading a camera or view column change from view to view; the rest once per identity.
         num_identity = taxonomy.num_identity
-        self._view_slots = [i for i, s in enumerate(template.slots) if any(c >= num_identity for c in s.columns)]
+        self._view_slots = [
+            i for i, s in enumerate(template.slots) if any(c >= num_identity for c in s.columns)
+        ]
         self._view_slot_set = frozenset(self._view_slots)
         self._fixed: dict[tuple[int, ...], Any] = {}
         self._bound_exact = self._drops_keep_leads()
         self.appearance_bound = self._appearance_bound()
 
-    def compose(self, row: list[int], prepared: list[Phrase | None] | None = None) -> tuple[str, tuple[str, ...]]:
+    def compose(
+        self, row: list[int], prepared: list[Phrase | None] | None = None
+    ) -> tuple[str, tuple[str, ...]]:
         """(text, dropped slot names in the order they were dropped) for a full row of codes.
         `prepared`: this row's identity's `prepare(...)`, so only the view-dependent slots are looked up."""
         if prepared is None:
@@ -245,7 +264,12 @@ class Composer:
 
     def _fit(self, phrases: list[Phrase], total: int) -> tuple[str, tuple[str, ...]]:
         # Lowest priority first; among equals the later slot, so the prompt's head stays intact.
-        order = [i for _, _, i in sorted((p.priority, -p.position, i) for i, p in enumerate(phrases) if not p.appearance)]
+        order = [
+            i
+            for _, _, i in sorted(
+                (p.priority, -p.position, i) for i, p in enumerate(phrases) if not p.appearance
+            )
+        ]
         # Dropping a phrase saves at least its tokens and one separator (more when a list's lead goes
         # too), so `bound` never undercounts: the first k where it fits is at most one past the answer
         # in the common case; exact counts settle the rest.
@@ -259,7 +283,11 @@ class Composer:
             appearance = self.count(self._without(phrases, order))
             if appearance > self.max_tokens:
                 raise self._too_long(f"need {appearance} tokens")
-        while not self._bound_exact and k > 1 and self.count(self._without(phrases, order[: k - 1])) <= self.max_tokens:
+        while (
+            not self._bound_exact
+            and k > 1
+            and self.count(self._without(phrases, order[: k - 1])) <= self.max_tokens
+        ):
             k -= 1
         return self.join(self._without(phrases, order[:k])), tuple(phrases[i].slot for i in order[:k])
 
@@ -275,7 +303,12 @@ class Composer:
                 if not text:
                     return None
                 return Phrase(
-                    slot.name, text, self.counter.count(text), variant.list_key, variant.priority, variant.appearance,
+                    slot.name,
+                    text,
+                    self.counter.count(text),
+                    variant.list_key,
+                    variant.priority,
+                    variant.appearance,
                     slot.position,
                 )
         return None
@@ -317,9 +350,18 @@ class Composer:
         if self.appearance_bound <= self.max_tokens:
             return
         num_identity = self.taxonomy.num_identity
-        if any(c >= num_identity for slot in self.template.slots for c in slot.columns if self._has_appearance(slot)):
+        if any(
+            c >= num_identity
+            for slot in self.template.slots
+            for c in slot.columns
+            if self._has_appearance(slot)
+        ):
             raise self._too_long(f"can need {self.appearance_bound} tokens")
-        slots = [(slot, cache) for slot, cache in zip(self.template.slots, self._caches, strict=True) if self._has_appearance(slot)]
+        slots = [
+            (slot, cache)
+            for slot, cache in zip(self.template.slots, self._caches, strict=True)
+            if self._has_appearance(slot)
+        ]
         for offset, row in enumerate(identity_codes.tolist()):
             phrases = []
             for slot, cache in slots:
@@ -331,7 +373,9 @@ class Composer:
                     phrases.append(phrase)
             tokens = self.count(phrases)
             if tokens > self.max_tokens:
-                raise self._too_long(f"need {tokens} tokens for pid {first_pid + offset} ({self.join(phrases)!r})")
+                raise self._too_long(
+                    f"need {tokens} tokens for pid {first_pid + offset} ({self.join(phrases)!r})"
+                )
 
     @staticmethod
     def _has_appearance(slot: Slot) -> bool:

@@ -67,7 +67,9 @@ def default_words() -> list[str]:
     return sorted(words)
 
 
-def vocab_and_merges(words: Iterable[str], whole_words: bool = False) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def vocab_and_merges(
+    words: Iterable[str], whole_words: bool = False
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """CLIP-format (vocab, merges) for `words`. By default each word gets the merges that build it left to
     right, so words share sub-pieces; `whole_words` adds, word after word, the merges still missing for
     BPE (which applies merges by rank across all words) to turn that word into one token: a prompt then
@@ -119,8 +121,9 @@ def _bpe(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     return parts
 
 
-def build_tiny_clip_tokenizer(words: Iterable[str] | None = None, model_max_length: int = 77, *,
-                              whole_words: bool = False):  # fmt: skip
+def build_tiny_clip_tokenizer(
+    words: Iterable[str] | None = None, model_max_length: int = 77, *, whole_words: bool = False
+):
     """A transformers CLIPTokenizer over `words` (default: the taxonomy's), built in memory."""
     from transformers import CLIPTokenizer
 

@@ -1,15 +1,15 @@
 """Shared fixtures: a real S3 endpoint over HTTP on loopback (moto), and small real JPEG samples.
 
-    def test_x(moto_s3):
-        url = moto_s3.bucket("data")          # creates the bucket, returns "s3://data"
-        moto_s3.stop(); moto_s3.start()      # an outage: same port, buckets and objects kept
+def test_x(moto_s3):
+    url = moto_s3.bucket("data")          # creates the bucket, returns "s3://data"
+    moto_s3.stop(); moto_s3.start()      # an outage: same port, buckets and objects kept
 
-    def test_y(make_samples):
-        samples = make_samples(n_ids=2, views=3)   # list[pipeline.shards.Sample], real JPEG bytes
+def test_y(make_samples):
+    samples = make_samples(n_ids=2, views=3)   # list[pipeline.shards.Sample], real JPEG bytes
 
-    pytestmark = pytest.mark.usefixtures("one_torch_thread")   # a module of tiny torch models: 1 thread
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # a module of tiny torch models: 1 thread
 
-    data = tar_bytes([("a.txt", b"hi")], format=tarfile.GNU_FORMAT)   # a plain tar, no dppp code involved
+data = tar_bytes([("a.txt", b"hi")], format=tarfile.GNU_FORMAT)   # a plain tar, no dppp code involved
 """
 
 from __future__ import annotations
@@ -195,8 +195,10 @@ def make_samples(n_ids: int = 2, views: int = 3, *, first_pid: int = 0, size=(32
     samples = []
     for pid in range(first_pid, first_pid + n_ids):
         for view in range(views):
-            attributes = {name: values[(pid + (view if name == "scene" else 0)) % len(values)]
-                          for name, values in ATTRIBUTE_CHOICES.items()}  # fmt: skip
+            attributes = {
+                name: values[(pid + (view if name == "scene" else 0)) % len(values)]
+                for name, values in ATTRIBUTE_CHOICES.items()
+            }
             image = Image.new("RGB", size, ((pid * 47) % 256, (view * 83) % 256, 128))
             ImageDraw.Draw(image).rectangle([4, 4 + view, size[0] - 5, size[1] // 2], fill=(250, 250, 250))
             buffer = io.BytesIO()

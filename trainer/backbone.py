@@ -40,7 +40,9 @@ class ReIDVisionEmbeddings(nn.Module):
         height, width = pixel_values.shape[-2:]
         expected = (self.grid[0] * self.patch_size, self.grid[1] * self.patch_size)
         if (height, width) != expected:
-            raise ValueError(f"images are {height}x{width}; this model was built for {expected[0]}x{expected[1]}")
+            raise ValueError(
+                f"images are {height}x{width}; this model was built for {expected[0]}x{expected[1]}"
+            )
         patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
         patches = patches.flatten(2).transpose(1, 2)
         cls = self.class_embedding.expand(pixel_values.shape[0], 1, -1)
@@ -61,7 +63,9 @@ def interpolate_position_embeddings(weight: torch.Tensor, grid: tuple[int, int])
 
 
 class ClipBackbone(nn.Module):
-    def __init__(self, clip: nn.Module, tokenizer, image_size: tuple[int, int], placeholder_tokens: list[str]):
+    def __init__(
+        self, clip: nn.Module, tokenizer, image_size: tuple[int, int], placeholder_tokens: list[str]
+    ):
         super().__init__()
         self.clip = clip
         self.tokenizer = tokenizer
@@ -73,7 +77,9 @@ class ClipBackbone(nn.Module):
         self.eos_token_id = tokenizer.eos_token_id
         patch = clip.config.vision_config.patch_size
         if image_size[0] % patch or image_size[1] % patch:
-            raise ConfigError(f"image_size {list(image_size)} is not a multiple of the backbone's patch {patch}")
+            raise ConfigError(
+                f"image_size {list(image_size)} is not a multiple of the backbone's patch {patch}"
+            )
         grid = (image_size[0] // patch, image_size[1] // patch)
         clip.vision_model.embeddings = ReIDVisionEmbeddings(clip.vision_model.embeddings, grid)
         self.image_size = tuple(image_size)
@@ -127,8 +133,9 @@ def load_clip(config: ModelConfig):
     try:
         clip = CLIPModel.from_pretrained(config.backbone)
     except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot load CLIP from {config.backbone!r}: {_first_line(exc)}",
-                          path="train.model.backbone") from None  # fmt: skip
+        raise ConfigError(
+            f"cannot load CLIP from {config.backbone!r}: {_first_line(exc)}", path="train.model.backbone"
+        ) from None
     return clip.eval(), tokenizer
 
 
@@ -147,12 +154,16 @@ def check_backbone(backbone: str):
         clip_config = CLIPConfig.from_pretrained(backbone)
         tokenizer = AutoTokenizer.from_pretrained(backbone)
     except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot load CLIP from {backbone!r}: {_first_line(exc)}", path="train.model.backbone") from None
+        raise ConfigError(
+            f"cannot load CLIP from {backbone!r}: {_first_line(exc)}", path="train.model.backbone"
+        ) from None
     rows = clip_config.text_config.vocab_size
     if len(tokenizer) != rows or tokenizer.eos_token_id is None or tokenizer.eos_token_id >= rows:
-        raise ConfigError(f"backbone {backbone!r}: its tokenizer has {len(tokenizer)} tokens but the text model's "
-                          f"vocabulary has {rows}: the tokenizer belongs to another model",
-                          path="train.model.backbone")  # fmt: skip
+        raise ConfigError(
+            f"backbone {backbone!r}: its tokenizer has {len(tokenizer)} tokens but the text model's "
+            f"vocabulary has {rows}: the tokenizer belongs to another model",
+            path="train.model.backbone",
+        )
     return tokenizer
 
 
@@ -173,11 +184,17 @@ def check_clip_folder(backbone: str) -> None:
     try:
         model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
     except FileNotFoundError:
-        raise ConfigError(f"backbone folder {backbone!r} holds no config.json: not a saved CLIP model", path=where) from None
+        raise ConfigError(
+            f"backbone folder {backbone!r} holds no config.json: not a saved CLIP model", path=where
+        ) from None
     except (ValueError, AttributeError, OSError):
-        raise ConfigError(f"backbone folder {backbone!r}: config.json is not a model config", path=where) from None
+        raise ConfigError(
+            f"backbone folder {backbone!r}: config.json is not a model config", path=where
+        ) from None
     if model_type != "clip":
-        raise ConfigError(f"backbone folder {backbone!r} holds a {model_type!r} model, not a CLIP", path=where)
+        raise ConfigError(
+            f"backbone folder {backbone!r} holds a {model_type!r} model, not a CLIP", path=where
+        )
 
 
 def load_backbone(config: ModelConfig, placeholder_tokens: list[str]) -> ClipBackbone:

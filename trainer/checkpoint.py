@@ -125,7 +125,9 @@ def read_state(directory) -> CheckpointState:
     except (ValueError, AttributeError):
         raise DataError(f"{meta_path}: not valid checkpoint JSON") from None
     if version != FORMAT_VERSION:
-        raise DataError(f"{directory}: checkpoint format version {version!r}; this dppp reads version {FORMAT_VERSION}")
+        raise DataError(
+            f"{directory}: checkpoint format version {version!r}; this dppp reads version {FORMAT_VERSION}"
+        )
     try:
         model_config = _model_config_class(meta.get("method")).model_validate(meta["model"])
         state = CheckpointState(
@@ -139,11 +141,15 @@ def read_state(directory) -> CheckpointState:
             has_optimizer=OPTIMIZER_FILE in meta["files"],
         )
     except ValidationError as exc:
-        raise DataError(f"{meta_path}: the recorded model config is invalid here: {exc.errors()[0]['msg']}") from None
+        raise DataError(
+            f"{meta_path}: the recorded model config is invalid here: {exc.errors()[0]['msg']}"
+        ) from None
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{meta_path}: missing or malformed field {exc}") from None
     if model_config.method != state.method:
-        raise DataError(f"{meta_path}: method {state.method!r} disagrees with its model config ({model_config.method!r})")
+        raise DataError(
+            f"{meta_path}: method {state.method!r} disagrees with its model config ({model_config.method!r})"
+        )
     for name, digest in meta["files"].items():
         path = directory / name
         if not path.is_file() or _sha256(path.read_bytes()) != digest:
@@ -206,8 +212,10 @@ def load_checkpoint(directory, *, expected_method: str | None = None):
 
     state = read_state(directory)
     if not isinstance(state.model_config, ModelConfig):
-        raise DataError(f"{directory}: a CLIP pretraining checkpoint, not a Re-ID model (the pretrained CLIP "
-                        "folder is its run's final/, for train.model.backbone)")  # fmt: skip
+        raise DataError(
+            f"{directory}: a CLIP pretraining checkpoint, not a Re-ID model (the pretrained CLIP "
+            "folder is its run's final/, for train.model.backbone)"
+        )
     if expected_method is not None and state.method != expected_method:
         raise DataError(f"{directory}: checkpoint of method {state.method!r}, expected {expected_method!r}")
     model = build_model(state.model_config, state.num_classes, state.style_vocab)
@@ -225,23 +233,32 @@ def restore_optimizer(directory, optimizer) -> None:
     except (OSError, ValueError):
         raise DataError(f"{directory / OPTIMIZER_META_FILE}: unreadable") from None
     if plain.get("class") != type(optimizer).__name__:
-        raise DataError(f"{directory}: optimizer state of {plain.get('class')}, not {type(optimizer).__name__}")
+        raise DataError(
+            f"{directory}: optimizer state of {plain.get('class')}, not {type(optimizer).__name__}"
+        )
     current = optimizer.state_dict()
     groups = plain["param_groups"]
     if [len(g["params"]) for g in groups] != [len(g["params"]) for g in current["param_groups"]]:
-        raise DataError(f"{directory}: optimizer parameter groups differ from the saved ones (other phase or model?)")
+        raise DataError(
+            f"{directory}: optimizer parameter groups differ from the saved ones (other phase or model?)"
+        )
     for saved_group, live_group in zip(groups, current["param_groups"], strict=True):
         for key, value in live_group.items():  # JSON turned tuples (e.g. Adam's betas) into lists
             if isinstance(value, tuple) and isinstance(saved_group.get(key), list):
                 saved_group[key] = tuple(saved_group[key])
-    params = {index: p for group, live in zip(groups, optimizer.param_groups, strict=True)
-              for index, p in zip(group["params"], live["params"], strict=True)}
+    params = {
+        index: p
+        for group, live in zip(groups, optimizer.param_groups, strict=True)
+        for index, p in zip(group["params"], live["params"], strict=True)
+    }
     state: dict[int, dict] = {}
     for key, value in _load_tensors(directory / OPTIMIZER_FILE).items():
         _, index, name = key.split(".", 2)
         param = params.get(int(index))
         if param is None or (value.dim() > 0 and value.shape != param.shape):
-            raise DataError(f"{directory}: optimizer tensor {key} {tuple(value.shape)} does not fit the parameters")
+            raise DataError(
+                f"{directory}: optimizer tensor {key} {tuple(value.shape)} does not fit the parameters"
+            )
         state.setdefault(int(index), {})[name] = value
     for index, entries in plain["state"].items():
         state.setdefault(int(index), {}).update(entries)

@@ -49,8 +49,10 @@ class SquareGridPositions(nn.Module):
         embeddings = self.original
         patch = embeddings.patch_size
         if tuple(pixel_values.shape[-2:]) != (self.grid[0] * patch, self.grid[1] * patch):
-            raise ValueError(f"images are {tuple(pixel_values.shape[-2:])}, this model trains at "
-                             f"{self.grid[0] * patch}x{self.grid[1] * patch}")  # fmt: skip
+            raise ValueError(
+                f"images are {tuple(pixel_values.shape[-2:])}, this model trains at "
+                f"{self.grid[0] * patch}x{self.grid[1] * patch}"
+            )
         patches = embeddings.patch_embedding(pixel_values.to(embeddings.patch_embedding.weight.dtype))
         patches = patches.flatten(2).transpose(1, 2)
         cls = embeddings.class_embedding.expand(pixel_values.shape[0], 1, -1)
@@ -85,13 +87,22 @@ class ClipPretrainModel(nn.Module):
         arch = config.architecture
         self.tokenizer = pretrain_tokenizer(arch.max_text_length)
         tokenizer = self.tokenizer
-        common = dict(hidden_size=arch.hidden_size, intermediate_size=arch.intermediate_size,
-                      num_hidden_layers=arch.num_layers, num_attention_heads=arch.num_heads,
-                      projection_dim=arch.projection_dim)  # fmt: skip
+        common = dict(
+            hidden_size=arch.hidden_size,
+            intermediate_size=arch.intermediate_size,
+            num_hidden_layers=arch.num_layers,
+            num_attention_heads=arch.num_heads,
+            projection_dim=arch.projection_dim,
+        )
         clip_config = CLIPConfig(
-            text_config=dict(common, vocab_size=len(tokenizer), max_position_embeddings=arch.max_text_length,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id),  # fmt: skip
+            text_config=dict(
+                common,
+                vocab_size=len(tokenizer),
+                max_position_embeddings=arch.max_text_length,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            ),
             vision_config=dict(common, image_size=config.image_size[0], patch_size=arch.patch_size),
             projection_dim=arch.projection_dim,
             logit_scale_init_value=math.log(1 / config.init_temperature),
@@ -127,8 +138,13 @@ class ClipPretrainModel(nn.Module):
         return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
     def tokenize(self, texts: list[str], device) -> torch.Tensor:
-        ids = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.tokenizer.model_max_length,
-                             return_tensors="pt")["input_ids"]  # fmt: skip
+        ids = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
+        )["input_ids"]
         return ids.to(device)
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -156,7 +172,9 @@ class ClipPretrainModel(nn.Module):
             # Views of one person share their caption: every one of them is a positive of it (and of each
             # other's copy of it), as in supervised contrastive learning; with one view a person it is InfoNCE.
             text = F.normalize(self.encode_text(self.tokenize(captions, image.device)), dim=-1)
-            parts["appearance"] = losses.symmetric_supervised_contrastive(image, text, batch["pids"], 1 / scale)
+            parts["appearance"] = losses.symmetric_supervised_contrastive(
+                image, text, batch["pids"], 1 / scale
+            )
         total = parts["clip"] + self.config.appearance_weight * parts.get("appearance", 0)
         return total, {**{k: v.detach() for k, v in parts.items()}, "logit_scale": scale.detach()}
 
@@ -174,7 +192,9 @@ class ClipPretrainModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         wrapper = self.clip.vision_model.embeddings
-        self.clip.vision_model.embeddings = wrapper.original  # CLIP's own module: its square grid is what we trained
+        self.clip.vision_model.embeddings = (
+            wrapper.original
+        )  # CLIP's own module: its square grid is what we trained
         try:
             self.clip.save_pretrained(folder, safe_serialization=True)
         finally:

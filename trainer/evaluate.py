@@ -54,13 +54,19 @@ class DatasetReport:
 
 @dataclass(frozen=True)
 class EvalReport:
-    model: dict[str, Any]  # url, method, phase, step, num_classes, backbone, image_size, sha256 of the weights
+    model: dict[
+        str, Any
+    ]  # url, method, phase, step, num_classes, backbone, image_size, sha256 of the weights
     config: dict[str, Any]  # the EvalConfig used
     datasets: tuple[DatasetReport, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"format": REPORT_FORMAT, "model": self.model, "config": self.config,
-                "datasets": [asdict(d) for d in self.datasets]}  # fmt: skip
+        return {
+            "format": REPORT_FORMAT,
+            "model": self.model,
+            "config": self.config,
+            "datasets": [asdict(d) for d in self.datasets],
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=1, sort_keys=True) + "\n"
@@ -69,9 +75,15 @@ class EvalReport:
 REPORT_FORMAT = "dppp-eval-report/1"
 
 
-def run_eval(model_path_or_url: str, datasets: Sequence[str] | None = None, config: EvalConfig | None = None,
-             out: str | None = None, *, storage_config=None,
-             on_dataset: Callable[[DatasetReport], None] | None = None) -> EvalReport:  # fmt: skip
+def run_eval(
+    model_path_or_url: str,
+    datasets: Sequence[str] | None = None,
+    config: EvalConfig | None = None,
+    out: str | None = None,
+    *,
+    storage_config=None,
+    on_dataset: Callable[[DatasetReport], None] | None = None,
+) -> EvalReport:
     """Evaluate a trained model on each NAME:PATH dataset (default: config.datasets) with the Market-1501
     protocol; write the JSON report to `out` (a local path or s3:// URL) when given.
 
@@ -83,7 +95,9 @@ def run_eval(model_path_or_url: str, datasets: Sequence[str] | None = None, conf
     config = config or EvalConfig()
     specs = list(datasets) if datasets else list(config.datasets)
     if not specs:
-        raise SettingError("datasets", "no dataset to evaluate on: give NAME:PATH (one or more), or set eval.datasets")
+        raise SettingError(
+            "datasets", "no dataset to evaluate on: give NAME:PATH (one or more), or set eval.datasets"
+        )
     from trainer.data.specs import parse_dataset_spec
 
     parsed = [parse_dataset_spec(spec) for spec in specs]  # a malformed spec fails before the model loads
@@ -95,9 +109,12 @@ def run_eval(model_path_or_url: str, datasets: Sequence[str] | None = None, conf
     from trainer.train import check_people_disjoint
 
     # Test people seen in the backbone's pretraining would flatter the figures: refused, as for training.
-    check_people_disjoint(state.model_config.backbone, [s.path for s in parsed if s.is_dataset],
-                          storage_config)  # fmt: skip
-    splits = [_read_split(spec, source, config, storage_config) for spec, source in zip(specs, parsed, strict=True)]
+    check_people_disjoint(
+        state.model_config.backbone, [s.path for s in parsed if s.is_dataset], storage_config
+    )
+    splits = [
+        _read_split(spec, source, config, storage_config) for spec, source in zip(specs, parsed, strict=True)
+    ]
 
     import torch
 
@@ -147,8 +164,10 @@ class _local_checkpoint:  # noqa: N801 - used as a context manager, like context
             raise DataError(f"{storage.url_for(prefix + _META_FILE)}: not valid checkpoint JSON") from None
         strangers = [n for n in names if n not in _CHECKPOINT_FILES]
         if strangers:
-            raise DataError(f"{storage.url_for(prefix + _META_FILE)} lists unexpected file(s) {strangers[:3]} "
-                            f"(a checkpoint holds only {', '.join(_CHECKPOINT_FILES)})")  # fmt: skip
+            raise DataError(
+                f"{storage.url_for(prefix + _META_FILE)} lists unexpected file(s) {strangers[:3]} "
+                f"(a checkpoint holds only {', '.join(_CHECKPOINT_FILES)})"
+            )
         for name in names:
             if name.startswith("optimizer"):
                 continue  # evaluation needs the weights only; read_state checks what is present
@@ -171,15 +190,19 @@ class _local_checkpoint:  # noqa: N801 - used as a context manager, like context
             return root / _RUN_FINAL_DIR
         if not root.exists():
             raise DataError(f"model {self.url} does not exist")
-        raise DataError(f"{self.url} is not a dppp model: no {_META_FILE} in it (nor in {_RUN_FINAL_DIR}/, "
-                        f"as a training run folder would have)")  # fmt: skip
+        raise DataError(
+            f"{self.url} is not a dppp model: no {_META_FILE} in it (nor in {_RUN_FINAL_DIR}/, "
+            f"as a training run folder would have)"
+        )
 
     def _remote_prefix(self, storage) -> str:
         for prefix in ("", f"{_RUN_FINAL_DIR}/"):
             if storage.exists(prefix + _META_FILE):
                 return prefix
-        raise DataError(f"{redact_url(self.url)} is not a dppp model: no {_META_FILE} under it (nor under "
-                        f"{_RUN_FINAL_DIR}/, as a training run folder would have)")  # fmt: skip
+        raise DataError(
+            f"{redact_url(self.url)} is not a dppp model: no {_META_FILE} under it (nor under "
+            f"{_RUN_FINAL_DIR}/, as a training run folder would have)"
+        )
 
 
 def _model_info(url: str, folder: Path, state) -> dict[str, Any]:
@@ -202,18 +225,26 @@ def _read_split(spec: str, source, config: EvalConfig, storage_config):
 
     options = config.synthetic
     if source.is_dataset:
-        split = read_dataset(spec, seed=options.seed, queries_per_camera=options.queries_per_camera,
-                             held_out_pids=options.held_out_pids, storage_config=storage_config)  # fmt: skip
+        split = read_dataset(
+            spec,
+            seed=options.seed,
+            queries_per_camera=options.queries_per_camera,
+            held_out_pids=options.held_out_pids,
+            storage_config=storage_config,
+        )
     else:
         split = read_dataset(spec)
     if not split.query or not split.gallery:
-        raise DataError(f"dataset {redact_url(spec)}: {len(split.query)} query and {len(split.gallery)} gallery "
-                        f"image(s): both are needed")  # fmt: skip
+        raise DataError(
+            f"dataset {redact_url(spec)}: {len(split.query)} query and {len(split.gallery)} gallery "
+            f"image(s): both are needed"
+        )
     return split
 
 
-def _evaluate_split(model, split, source, config: EvalConfig, device: str, storage_config,
-                    spec: str) -> DatasetReport:  # fmt: skip
+def _evaluate_split(
+    model, split, source, config: EvalConfig, device: str, storage_config, spec: str
+) -> DatasetReport:
     import time
 
     from trainer.features import distance_matrix, extract_features
@@ -227,28 +258,57 @@ def _evaluate_split(model, split, source, config: EvalConfig, device: str, stora
         if source.is_dataset:  # items live inside the shards: stream their images back
             from trainer.readers import synthetic_images
 
-            images = (transform(image) for image in synthetic_images(source.path, items, storage_config=storage_config))
-            return extract_features(model.encode_images, images, config.batch_size, config.flip, device=device)
-        return extract_features(model.encode_images, items, config.batch_size, config.flip, transform=transform,
-                                device=device)  # fmt: skip
+            images = (
+                transform(image)
+                for image in synthetic_images(source.path, items, storage_config=storage_config)
+            )
+            return extract_features(
+                model.encode_images, images, config.batch_size, config.flip, device=device
+            )
+        return extract_features(
+            model.encode_images, items, config.batch_size, config.flip, transform=transform, device=device
+        )
 
     q, g = features(split.query), features(split.gallery)
     distmat = distance_matrix(q, g, config.metric)
     if config.rerank.enabled:
         rr = config.rerank
-        distmat = re_rank(distmat, distance_matrix(q, q, config.metric), distance_matrix(g, g, config.metric),
-                          k1=rr.k1, k2=rr.k2, lambda_=rr.lambda_value)  # fmt: skip
-    pids_and_cams = ([i.pid for i in split.query], [i.pid for i in split.gallery],
-                     [i.camid for i in split.query], [i.camid for i in split.gallery])  # fmt: skip
+        distmat = re_rank(
+            distmat,
+            distance_matrix(q, q, config.metric),
+            distance_matrix(g, g, config.metric),
+            k1=rr.k1,
+            k2=rr.k2,
+            lambda_=rr.lambda_value,
+        )
+    pids_and_cams = (
+        [i.pid for i in split.query],
+        [i.pid for i in split.gallery],
+        [i.camid for i in split.query],
+        [i.camid for i in split.gallery],
+    )
     result = evaluate_ranking(distmat, *pids_and_cams, max_rank=max(config.max_rank, 10))  # rank-10 always
     if result.num_valid == 0:
-        raise DataError(f"dataset {spec}: none of its {len(split.query)} queries has a true match in the gallery "
-                        f"from another camera, so nothing can be measured")  # fmt: skip
-    return DatasetReport(spec, split.name, result.rank(1), result.rank(5), result.rank(10), float(result.mAP),
-                         float(result.mINP), len(split.query), len(split.gallery), result.num_valid,
-                         result.num_skipped, round(time.perf_counter() - started, 3),
-                         [float(x) for x in result.cmc[: config.max_rank]],
-                         chance_rank1(*pids_and_cams))  # fmt: skip
+        raise DataError(
+            f"dataset {spec}: none of its {len(split.query)} queries has a true match in the gallery "
+            f"from another camera, so nothing can be measured"
+        )
+    return DatasetReport(
+        spec,
+        split.name,
+        result.rank(1),
+        result.rank(5),
+        result.rank(10),
+        float(result.mAP),
+        float(result.mINP),
+        len(split.query),
+        len(split.gallery),
+        result.num_valid,
+        result.num_skipped,
+        round(time.perf_counter() - started, 3),
+        [float(x) for x in result.cmc[: config.max_rank]],
+        chance_rank1(*pids_and_cams),
+    )
 
 
 def _write_report(report: EvalReport, out: str, storage_config) -> None:

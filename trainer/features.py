@@ -61,8 +61,10 @@ def _encode(encode_fn: Encoder, batch: torch.Tensor) -> torch.Tensor:
     features = encode_fn(batch)
     if not isinstance(features, torch.Tensor) or features.ndim != 2 or features.shape[0] != batch.shape[0]:
         shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-        raise ValueError(f"encode_fn must map a batch of {batch.shape[0]} images to ({batch.shape[0]}, D) "
-                         f"features, got {shape}")
+        raise ValueError(
+            f"encode_fn must map a batch of {batch.shape[0]} images to ({batch.shape[0]}, D) "
+            f"features, got {shape}"
+        )
     return features
 
 
@@ -107,8 +109,10 @@ def _load(item: ReidItem | str | os.PathLike, transform) -> torch.Tensor:
         raise ValueError("images given by path need a transform (PIL image -> (C, H, W) tensor)")
     if "#" in path and not os.path.exists(path):
         # "<shard>#<key>" items of synthetic splits live inside tar shards, not at a path.
-        raise ValueError(f"{path} is a sample inside a shard: pass the images of trainer.readers."
-                         "synthetic_images(dataset_url, items) through the transform instead")
+        raise ValueError(
+            f"{path} is a sample inside a shard: pass the images of trainer.readers."
+            "synthetic_images(dataset_url, items) through the transform instead"
+        )
     with Image.open(path) as image:
         return transform(image.convert("RGB"))
 
@@ -128,7 +132,9 @@ def distance_matrix(
     """
     q, g = torch.as_tensor(q), torch.as_tensor(g)
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"features must be (N, D) with the same D, got {tuple(q.shape)} and {tuple(g.shape)}")
+        raise ValueError(
+            f"features must be (N, D) with the same D, got {tuple(q.shape)} and {tuple(g.shape)}"
+        )
     with torch.inference_mode():
         if metric == "cosine":
             qn = torch.nn.functional.normalize(q.float(), dim=1)

@@ -50,8 +50,9 @@ def probe_split(pids: torch.Tensor) -> torch.Tensor:
     return fit
 
 
-def linear_probe(features: torch.Tensor, labels: torch.Tensor, fit: torch.Tensor, *, steps: int = 100,
-                 l2: float = 1e-3) -> dict[str, float]:  # fmt: skip
+def linear_probe(
+    features: torch.Tensor, labels: torch.Tensor, fit: torch.Tensor, *, steps: int = 100, l2: float = 1e-3
+) -> dict[str, float]:
     """Multinomial logistic regression on standardised features, fit on `fit`, scored on the rest:
     {"accuracy", "chance"}, chance = always the most frequent label of the fit half."""
     test = ~fit
@@ -87,16 +88,29 @@ def cosine_within_across(text: torch.Tensor, pids: torch.Tensor) -> tuple[float,
     eye = torch.eye(len(pids), dtype=torch.bool)
     within = similarity[same & ~eye]
     across = similarity[~same]
-    return (float(within.mean()) if len(within) else math.nan, float(across.mean()) if len(across) else math.nan)
+    return (
+        float(within.mean()) if len(within) else math.nan,
+        float(across.mean()) if len(across) else math.nan,
+    )
 
 
-def health_report(*, content_loss: float | None, style_loss: float | None, batch_size: int,
-                  style: torch.Tensor, content: torch.Tensor, content_text: torch.Tensor, pids: torch.Tensor,
-                  style_labels: dict[str, torch.Tensor]) -> dict[str, Any]:  # fmt: skip
+def health_report(
+    *,
+    content_loss: float | None,
+    style_loss: float | None,
+    batch_size: int,
+    style: torch.Tensor,
+    content: torch.Tensor,
+    content_text: torch.Tensor,
+    pids: torch.Tensor,
+    style_labels: dict[str, torch.Tensor],
+) -> dict[str, Any]:
     """The report from the per-image pseudo-words S [N, d], C [N, d], content-prompt features [N, D],
     pids [N] and style labels {attribute: [N]}, and the last phase-1 epoch's mean losses."""
     chance = math.log(batch_size)
-    entropy = (sum(prior_entropy(v) for v in style_labels.values()) / len(style_labels)) if style_labels else None
+    entropy = (
+        (sum(prior_entropy(v) for v in style_labels.values()) / len(style_labels)) if style_labels else None
+    )
     within, across = cosine_within_across(content_text, pids)
     fit = probe_split(pids)
     probes: dict[str, dict[str, dict[str, float]]] = {"S": {}, "C": {}}
@@ -104,24 +118,40 @@ def health_report(*, content_loss: float | None, style_loss: float | None, batch
         for name, labels in [*style_labels.items(), ("pid", pids)]:
             probes[word][name] = linear_probe(features, labels, fit)
     report: dict[str, Any] = {
-        "images": len(pids), "identities": int(pids.unique().numel()),
-        "content_loss": content_loss, "content_chance": chance,
+        "images": len(pids),
+        "identities": int(pids.unique().numel()),
+        "content_loss": content_loss,
+        "content_chance": chance,
         "content_ratio": None if content_loss is None else content_loss / chance,
-        "style_loss": style_loss, "style_prior_entropy": entropy,
+        "style_loss": style_loss,
+        "style_prior_entropy": entropy,
         "style_ratio": None if style_loss is None or not entropy else style_loss / entropy,
-        "cosine_within": within, "cosine_across": across, "cosine_gap": within - across,
+        "cosine_within": within,
+        "cosine_across": across,
+        "cosine_gap": within - across,
         "probes": probes,
-    }  # fmt: skip
+    }
     reasons = []
     if report["content_ratio"] is not None and report["content_ratio"] >= MAX_CONTENT_CHANCE_RATIO:
-        reasons.append(f"content loss {content_loss:.3f} is {report['content_ratio']:.2f} x its chance level "
-                       f"ln(P*K) = {chance:.3f}")  # fmt: skip
+        reasons.append(
+            f"content loss {content_loss:.3f} is {report['content_ratio']:.2f} x its chance level "
+            f"ln(P*K) = {chance:.3f}"
+        )
     if not report["cosine_gap"] >= MIN_COSINE_GAP:
-        reasons.append(f"content prompts of one identity are no closer than of two (cosine {within:.4f} within vs "
-                       f"{across:.4f} across)")  # fmt: skip
-    report["warning"] = ("the content word carries no identity: " + "; ".join(reasons)
-                         + ". Phase 2's image-to-text term will add nothing (a text tower that means something "
-                         "is needed: docs/pretraining.md)") if reasons else None  # fmt: skip
+        reasons.append(
+            f"content prompts of one identity are no closer than of two (cosine {within:.4f} within vs "
+            f"{across:.4f} across)"
+        )
+    report["warning"] = (
+        (
+            "the content word carries no identity: "
+            + "; ".join(reasons)
+            + ". Phase 2's image-to-text term will add nothing (a text tower that means something "
+            "is needed: docs/pretraining.md)"
+        )
+        if reasons
+        else None
+    )
     return report
 
 
@@ -129,7 +159,11 @@ def format_report(report: dict[str, Any]) -> str:
     """A few lines for the console and the run summary."""
 
     def f(value, digits=3):
-        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+        return (
+            "-"
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else f"{value:.{digits}f}"
+        )
 
     lines = [
         f"phase-1 health ({report['images']} images, {report['identities']} identities):",
@@ -141,9 +175,14 @@ def format_report(report: dict[str, Any]) -> str:
         f"identities (gap {f(report['cosine_gap'], 4)})",
     ]
     names = list(report["probes"]["S"])
-    lines.append("  held-out linear probes (accuracy / majority): " + ", ".join(
-        f"{n}: S {f(report['probes']['S'][n]['accuracy'], 2)} C {f(report['probes']['C'][n]['accuracy'], 2)} "
-        f"/ {f(report['probes']['S'][n]['chance'], 2)}" for n in names))  # fmt: skip
+    lines.append(
+        "  held-out linear probes (accuracy / majority): "
+        + ", ".join(
+            f"{n}: S {f(report['probes']['S'][n]['accuracy'], 2)} C {f(report['probes']['C'][n]['accuracy'], 2)} "
+            f"/ {f(report['probes']['S'][n]['chance'], 2)}"
+            for n in names
+        )
+    )
     if report.get("warning"):
         lines.append(f"  WARNING: {report['warning']}")
     return "\n".join(lines)

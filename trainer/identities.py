@@ -26,7 +26,7 @@ DIGEST_CHARS = 16  # 64 bits of sha256: no accidental collision among millions o
 
 
 def appearance_key(attributes: dict[str, Any], identity_dims: dict[str, Any]) -> str:
-    """"name=value|..." over the identity dimensions in name order, "-" for a hidden value."""
+    """ "name=value|..." over the identity dimensions in name order, "-" for a hidden value."""
     parts = []
     for name in sorted(identity_dims):
         hidden = (identity_dims[name] or {}).get("hidden_when")
@@ -85,7 +85,9 @@ def people(url: str, storage_config: StorageConfig | None = None) -> dict[int, s
     return dict(sorted(out.items()))
 
 
-def check_disjoint(seen: Iterable[str], url: str, what: str, storage_config: StorageConfig | None = None) -> int:
+def check_disjoint(
+    seen: Iterable[str], url: str, what: str, storage_config: StorageConfig | None = None
+) -> int:
     """DataError when a person of the dataset at `url` is among the `seen` digests (`what` says where they
     were seen, e.g. "pretraining corpus of backbone models/x"); returns how many people were compared."""
     mine = people(url, storage_config)
@@ -94,7 +96,9 @@ def check_disjoint(seen: Iterable[str], url: str, what: str, storage_config: Sto
     seen = set(seen)
     shared = sorted(pid for pid, d in mine.items() if d in seen)
     if shared:
-        raise DataError(f"{url}: {len(shared)} of its {len(mine)} identities (pids {shared[:5]}"
-                        f"{' ...' if len(shared) > 5 else ''}) also appear in the {what}; train and test "
-                        "people must be disjoint from it: generate this dataset with another seed")  # fmt: skip
+        raise DataError(
+            f"{url}: {len(shared)} of its {len(mine)} identities (pids {shared[:5]}"
+            f"{' ...' if len(shared) > 5 else ''}) also appear in the {what}; train and test "
+            "people must be disjoint from it: generate this dataset with another seed"
+        )
     return len(mine)

@@ -17,7 +17,11 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
 
 
 def multi_positive_contrastive(
-    queries: torch.Tensor, keys: torch.Tensor, query_labels: torch.Tensor, key_labels: torch.Tensor, temperature: float
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    query_labels: torch.Tensor,
+    key_labels: torch.Tensor,
+    temperature: float,
 ) -> torch.Tensor:
     """Supervised contrastive loss, one direction (Khosla et al. 2020, 'L_out'; CLIP-ReID's SupConLoss):
     every key with the query's label is a positive, all keys are in the denominator.
@@ -44,7 +48,9 @@ def symmetric_supervised_contrastive(
     return (i2t + t2i) / 2
 
 
-def label_smoothing_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, epsilon: float) -> torch.Tensor:
+def label_smoothing_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, epsilon: float
+) -> torch.Tensor:
     """Szegedy et al. 2016: q = (1 - eps) * onehot(y) + eps / K;  L = -sum_k q_k log p_k, batch mean."""
     log_prob = F.log_softmax(logits, dim=1)
     nll = -log_prob.gather(1, targets[:, None]).squeeze(1)

@@ -100,8 +100,9 @@ def evaluate_ranking(
     first_ranks, aps, inps = [], [], []
     for lo in range(0, len(candidates), chunk_size):
         rows = candidates[lo : lo + chunk_size]
-        ranks, num_true = _true_match_ranks(distmat, rows, q_start[rows], q_count[rows], by_pid, g_camids,
-                                            q_camids[rows])
+        ranks, num_true = _true_match_ranks(
+            distmat, rows, q_start[rows], q_count[rows], by_pid, g_camids, q_camids[rows]
+        )
         ranks, num_true = ranks[num_true > 0], num_true[num_true > 0]
         if not len(num_true):
             continue
@@ -131,8 +132,12 @@ def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids, max_rank) -> None
     if distmat.ndim != 2:
         raise ValueError(f"distmat must be 2-D (num_query x num_gallery), got shape {distmat.shape}")
     num_q, num_g = distmat.shape
-    for name, arr, n in (("q_pids", q_pids, num_q), ("q_camids", q_camids, num_q),
-                         ("g_pids", g_pids, num_g), ("g_camids", g_camids, num_g)):
+    for name, arr, n in (
+        ("q_pids", q_pids, num_q),
+        ("q_camids", q_camids, num_q),
+        ("g_pids", g_pids, num_g),
+        ("g_camids", g_camids, num_g),
+    ):
         if len(arr) != n:
             raise ValueError(f"{name} has {len(arr)} entries, distmat has {n} along that axis")
     if not np.issubdtype(distmat.dtype, np.number) or np.issubdtype(distmat.dtype, np.complexfloating):
@@ -196,7 +201,9 @@ def _count_closer(distmat, rows, dist, true) -> tuple[np.ndarray, np.ndarray]:
     if np.count_nonzero(near) > near.size // 4:
         # A weak model: most entries must be sorted anyway, and whole rows sort faster than packed ones.
         full = np.sort(block, axis=1)
-        return _count_sorted_below(full, dist, inclusive=False), _count_sorted_below(full, dist, inclusive=True)
+        return _count_sorted_below(full, dist, inclusive=False), _count_sorted_below(
+            full, dist, inclusive=True
+        )
     # flatnonzero on the raveled mask: several times faster than a 2-D nonzero. Entries come out row-major.
     near_r, near_c = np.divmod(np.flatnonzero(near), block.shape[1])
     width = np.bincount(near_r, minlength=len(rows))

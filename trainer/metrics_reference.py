@@ -1,6 +1,6 @@
 """THE REFERENCE: the per-query Market-1501 evaluation loop, as popular Re-ID toolkits write it.
 
-This is the oracle that `trainer.metrics.evaluate_ranking` is tested against (tests/test_metrics*.py) and the
+This is the oracle that `trainer.metrics.evaluate_ranking` is tested against (tests/trainer/test_metrics*.py) and the
 baseline it is timed against (benchmarks/bench_metrics.py). It follows fast-reid's / torchreid's
 `eval_market1501` line by line, with the two conventions dppp fixes explicitly:
 
@@ -108,7 +108,9 @@ def reference_re_ranking(
             if len(np.intersect1d(candidate_k_reciprocal_index, k_reciprocal_index)) > 2.0 / 3 * len(
                 candidate_k_reciprocal_index
             ):
-                k_reciprocal_expansion_index = np.append(k_reciprocal_expansion_index, candidate_k_reciprocal_index)
+                k_reciprocal_expansion_index = np.append(
+                    k_reciprocal_expansion_index, candidate_k_reciprocal_index
+                )
         k_reciprocal_expansion_index = np.unique(k_reciprocal_expansion_index)
         weight = np.exp(-original_dist[i, k_reciprocal_expansion_index])
         V[i, k_reciprocal_expansion_index] = 1.0 * weight / np.sum(weight)

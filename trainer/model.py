@@ -40,7 +40,9 @@ class ReIDModel(nn.Module):
     phases: tuple[int, ...] = (2,)
     uses_identity_bank = False
 
-    def __init__(self, config: ModelConfig, num_classes: int, style_vocab: Mapping[str, int], backbone: ClipBackbone):
+    def __init__(
+        self, config: ModelConfig, num_classes: int, style_vocab: Mapping[str, int], backbone: ClipBackbone
+    ):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
@@ -129,10 +131,14 @@ class ReIDModel(nn.Module):
     def image_to_identity_text(self, feature: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
         """CE of each image against every identity's (frozen) text feature, target = its own identity."""
         if not bool(self.identity_known.any()):
-            raise RuntimeError(f"{self.method}: the identity text bank is empty; call build_identity_bank() first")
+            raise RuntimeError(
+                f"{self.method}: the identity text bank is empty; call build_identity_bank() first"
+            )
         missing = sorted(set(pids[~self.identity_known[pids]].tolist()))
         if missing:
-            raise ValueError(f"identities {missing[:10]} have no text feature in the bank (not seen when it was built)")
+            raise ValueError(
+                f"identities {missing[:10]} have no text feature in the bank (not seen when it was built)"
+            )
         logits = F.normalize(feature, dim=-1) @ self.identity_text.t() / self.temperature("i2t")
         logits = logits.masked_fill(~self.identity_known[None, :], float("-inf"))
         return F.cross_entropy(logits, pids)
@@ -183,14 +189,18 @@ class ClipReID(ReIDModel):
         with torch.no_grad():
             image = F.normalize(self.backbone.encode_image(batch["pixel_values"]), dim=-1)
         text = F.normalize(self.identity_text_features(pids), dim=-1)
-        return {"prompt": losses.symmetric_supervised_contrastive(image, text, pids, self.temperature("prompt"))}
+        return {
+            "prompt": losses.symmetric_supervised_contrastive(image, text, pids, self.temperature("prompt"))
+        }
 
     @torch.no_grad()
     def build_identity_bank(self, batches: Iterable[Batch] = (), chunk: int = 256) -> None:
         """Text features of every identity's learned prompt (no data needed: `batches` is ignored)."""
         rows = []
         for start in range(0, self.num_classes, chunk):
-            pids = torch.arange(start, min(start + chunk, self.num_classes), device=self.prompt_context.device)
+            pids = torch.arange(
+                start, min(start + chunk, self.num_classes), device=self.prompt_context.device
+            )
             rows.append(self.identity_text_features(pids))
         features = torch.cat(rows)
         self.set_identity_bank(features, torch.ones(self.num_classes, device=features.device))
@@ -239,21 +249,27 @@ class PDM(ReIDModel):
         if config.weights.style_i2t > 0:
             # Each identity's mean content word (phase 2's style-conditioned prompts need a word, not a feature).
             self.register_buffer("identity_words", torch.zeros(num_classes, token_dim))
-        with torch.no_grad():  # the mean norm of the (frozen) real words: what `word_norm` holds the pseudo-words to
+        with (
+            torch.no_grad()
+        ):  # the mean norm of the (frozen) real words: what `word_norm` holds the pseudo-words to
             self.token_norm = float(backbone.token_embedding.weight.norm(dim=-1).mean())
         self.full_prompt = compile_prompt(config.full_template, backbone.tokenizer)
         self.content_prompt = compile_prompt(config.content_template, backbone.tokenizer)
 
     def trains_in_phase(self, name: str, phase: int) -> bool:
         if phase == 1:
-            return name.startswith(("style_inversion.", "content_inversion.", "style_heads.", "adversarial_heads."))
+            return name.startswith(
+                ("style_inversion.", "content_inversion.", "style_heads.", "adversarial_heads.")
+            )
         return super().trains_in_phase(name, phase)
 
     def pseudo_words(self, image_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(S, C) token embeddings [B, token_dim] of image embeddings [B, embed_dim]."""
         return self.style_inversion(image_embedding), self.content_inversion(image_embedding)
 
-    def prompt_features(self, style: torch.Tensor, content: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def prompt_features(
+        self, style: torch.Tensor, content: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(full-prompt, content-prompt) text features [B, embed_dim] of pseudo-words S and C."""
         full = encode_prompt(self.backbone, self.full_prompt, {"S": style, "C": content})
         return full, encode_prompt(self.backbone, self.content_prompt, {"C": content})
@@ -275,7 +291,8 @@ class PDM(ReIDModel):
         if config.style_attributes:
             labels = batch_style(batch, self.style_vocab, config.style_attributes)
             parts["style"] = sum(
-                F.cross_entropy(self.style_heads[name](style), labels[name]) for name in config.style_attributes
+                F.cross_entropy(self.style_heads[name](style), labels[name])
+                for name in config.style_attributes
             ) / len(config.style_attributes)
         parts["decorrelation"] = losses.squared_cosine(style, content)
         if config.weights.adversarial > 0 and config.style_attributes:
@@ -291,7 +308,9 @@ class PDM(ReIDModel):
     def phase2_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         parts = super().phase2_losses(batch)
         if self.config.weights.style_i2t > 0:
-            parts["style_i2t"] = self.style_conditioned_i2t(self._phase2_feature, batch_pids(batch, self.num_classes))
+            parts["style_i2t"] = self.style_conditioned_i2t(
+                self._phase2_feature, batch_pids(batch, self.num_classes)
+            )
         return parts
 
     def style_conditioned_i2t(self, feature: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
@@ -304,8 +323,9 @@ class PDM(ReIDModel):
             style = self.style_inversion(feature.detach())
             words = self.identity_words[batch_ids]
             n, k = len(feature), len(batch_ids)
-            text = encode_prompt(self.backbone, self.full_prompt, {"S": style.repeat_interleave(k, 0),
-                                                                   "C": words.repeat(n, 1)})  # fmt: skip
+            text = encode_prompt(
+                self.backbone, self.full_prompt, {"S": style.repeat_interleave(k, 0), "C": words.repeat(n, 1)}
+            )
             text = F.normalize(text, dim=-1).reshape(n, k, -1)
         logits = torch.einsum("nd,nkd->nk", F.normalize(feature, dim=-1), text) / self.temperature("i2t")
         target = (pids[:, None] == batch_ids[None, :]).float().argmax(dim=1)
@@ -329,7 +349,9 @@ class PDM(ReIDModel):
         return style, content, text
 
     @torch.no_grad()
-    def content_feature_sums(self, pixel_values: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def content_feature_sums(
+        self, pixel_values: torch.Tensor, pids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-identity sums [K, D] of normalised content-prompt features of these images, and counts [K]."""
         return self.identity_sums(self.phase1_features(pixel_values)[2], pids)
 
@@ -359,7 +381,9 @@ class PDM(ReIDModel):
 METHODS: dict[str, type[ReIDModel]] = {"bot": BoT, "clipreid": ClipReID, "pdm": PDM}
 
 
-def build_model(config: ModelConfig, num_classes: int, style_vocab: Mapping[str, int] | None = None) -> ReIDModel:
+def build_model(
+    config: ModelConfig, num_classes: int, style_vocab: Mapping[str, int] | None = None
+) -> ReIDModel:
     """The configured method on its CLIP backbone, in its first phase. `num_classes`: training identities
     (pids mapped to 0..num_classes-1); `style_vocab`: style attribute -> number of classes (pdm)."""
     if num_classes < 2:
@@ -383,7 +407,9 @@ def batch_pids(batch: Batch, num_classes: int) -> torch.Tensor:
     if pids.dtype != torch.long or pids.dim() != 1:
         raise ValueError(f"batch['pids'] must be a 1-D long tensor, got {pids.dtype} {tuple(pids.shape)}")
     if len(pids) and (int(pids.min()) < 0 or int(pids.max()) >= num_classes):
-        raise ValueError(f"batch['pids'] must lie in 0..{num_classes - 1}, got {int(pids.min())}..{int(pids.max())}")
+        raise ValueError(
+            f"batch['pids'] must lie in 0..{num_classes - 1}, got {int(pids.min())}..{int(pids.max())}"
+        )
     return pids
 
 

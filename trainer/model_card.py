@@ -37,5 +37,7 @@ def read_card(folder: str | Path) -> dict[str, Any] | None:
 
 def write_card(folder: str | Path, card: dict[str, Any]) -> Path:
     path = Path(folder) / CARD_FILE
-    path.write_text(json.dumps({"format": CARD_FORMAT, **card}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps({"format": CARD_FORMAT, **card}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return path

@@ -125,5 +125,7 @@ class ModelConfig(StrictModel):
         if self.backbone == "tiny":
             patch = self.tiny.patch_size
             if any(side % patch for side in self.image_size):
-                raise ValueError(f"image_size {list(self.image_size)} must be a multiple of tiny.patch_size {patch}")
+                raise ValueError(
+                    f"image_size {list(self.image_size)} must be a multiple of tiny.patch_size {patch}"
+                )
         return self

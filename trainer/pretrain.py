@@ -55,8 +55,10 @@ def check_prompts(url: str, storage_config) -> None:
         sample = next(iter(read_shard(stream, include={"txt", "json"})), None)
     text = (sample or {}).get("txt")
     if not isinstance(text, str) or not text.strip():
-        raise DataError(f"{storage.url}: its samples carry no prompt (txt member): image-text pretraining needs a "
-                        "prompt with every image")  # fmt: skip
+        raise DataError(
+            f"{storage.url}: its samples carry no prompt (txt member): image-text pretraining needs a "
+            "prompt with every image"
+        )
 
 
 def corpus_people(sources: list[str], storage_config) -> list[str]:
@@ -67,8 +69,10 @@ def corpus_people(sources: list[str], storage_config) -> list[str]:
     for url in sources:
         found = people(url, storage_config)
         if found is None:
-            raise DataError(f"{url}: dataset.json records no taxonomy, so its people cannot be told apart from "
-                            "the Re-ID splits'")  # fmt: skip
+            raise DataError(
+                f"{url}: dataset.json records no taxonomy, so its people cannot be told apart from "
+                "the Re-ID splits'"
+            )
         digests |= set(found.values())
     return sorted(digests)
 
@@ -95,12 +99,20 @@ def style_coverage(sources: list[str], storage_config) -> dict[str, dict[str, in
             if column in table.column_names and name in vocab:
                 seen.setdefault(name, set()).update(str(v) for v in table.column(column).to_pylist())
                 possible.setdefault(name, set()).update(vocab[name])
-    return {name: {"seen": len(seen[name] & possible[name]), "of": len(possible[name])} for name in sorted(seen)}
+    return {
+        name: {"seen": len(seen[name] & possible[name]), "of": len(possible[name])} for name in sorted(seen)
+    }
 
 
-def run_pretrain(config: PretrainConfig, data: list[str] | None = None, out: str | None = None, *,
-                 workers: int | None = None, ray_address: str | None = None,
-                 progress: bool = True) -> PretrainResult:  # fmt: skip
+def run_pretrain(
+    config: PretrainConfig,
+    data: list[str] | None = None,
+    out: str | None = None,
+    *,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> PretrainResult:
     """Pretrain the CLIP of `config.model` on the committed shards of `data` (default config.data.sources);
     the CLIP folder lands in <out>/<run_name>/final (and in `config.export` when set). Reruns resume."""
     from foundation.config import with_updates
@@ -112,7 +124,9 @@ def run_pretrain(config: PretrainConfig, data: list[str] | None = None, out: str
     config = with_updates(config, "pretrain", workers=workers, out=out)
     specs = list(data) if data else list(config.data.sources)
     if not specs:
-        raise SettingError("data", "no pretraining data: give a dppp dataset URL, or set pretrain.data.sources")
+        raise SettingError(
+            "data", "no pretraining data: give a dppp dataset URL, or set pretrain.data.sources"
+        )
     for spec in specs:
         if not parse_source(spec).is_dataset:
             raise DataError(f"{spec}: a Re-ID folder has no prompts; pretraining needs dppp datasets")
@@ -126,17 +140,31 @@ def run_pretrain(config: PretrainConfig, data: list[str] | None = None, out: str
 
     # Ray Train workers run in their own working directory: relative local paths are made absolute here.
     given_zero_shot = config.zero_shot.datasets  # as given, for the model card
-    zero_shot = config.zero_shot.model_copy(update={"datasets": tuple(absolute_out(u) for u in config.zero_shot.datasets)})
+    zero_shot = config.zero_shot.model_copy(
+        update={"datasets": tuple(absolute_out(u) for u in config.zero_shot.datasets)}
+    )
     config = config.model_copy(update={"zero_shot": zero_shot})
     people = corpus_people(sources, config.data.storage)
     for url in config.zero_shot.datasets:
         check_disjoint(people, url, "pretraining corpus", config.data.storage)
     steps = schedule_steps(config, training_data, config.workers, pretrain_schedules(config))
-    card_data = {"sources": sources, "identities": training_data.num_classes, "images": training_data.num_images,
-                 "style_coverage": style_coverage(sources, config.data.storage), "people": people,
-                 "zero_shot_datasets": list(given_zero_shot)}  # fmt: skip
-    result = launch(config, training_data, steps, pretrain_worker, ray_address=ray_address, progress=progress,
-                    extra={"card_data": card_data})  # fmt: skip
+    card_data = {
+        "sources": sources,
+        "identities": training_data.num_classes,
+        "images": training_data.num_images,
+        "style_coverage": style_coverage(sources, config.data.storage),
+        "people": people,
+        "zero_shot_datasets": list(given_zero_shot),
+    }
+    result = launch(
+        config,
+        training_data,
+        steps,
+        pretrain_worker,
+        ray_address=ray_address,
+        progress=progress,
+        extra={"card_data": card_data},
+    )
     from trainer.model_card import read_card
 
     export = export_folder(result.final_url, config.export, config) if config.export else None
@@ -189,7 +217,9 @@ def captioners(sources, storage_config) -> dict[str, Any]:
         storage = open_storage(url, storage_config)
         taxonomy = read_dataset_manifest(storage).get("taxonomy")
         if not isinstance(taxonomy, dict):
-            raise DataError(f"{storage.url}: dataset.json has no taxonomy, so no appearance caption can be written")
+            raise DataError(
+                f"{storage.url}: dataset.json has no taxonomy, so no appearance caption can be written"
+            )
         out[storage.url] = AppearanceCaptioner(taxonomy_from_dict(taxonomy, source=storage.url))
     return out
 
@@ -243,22 +273,40 @@ class PretrainWorker(Worker):
             "image_size": list(self.config.model.image_size),
             "data": self.card_data,
             "training": {
-                "steps": self.global_step, "epochs": self.config.schedule.epochs,
-                "batch": self.batch_images * self.world, "workers": self.world,
+                "steps": self.global_step,
+                "epochs": self.config.schedule.epochs,
+                "batch": self.batch_images * self.world,
+                "workers": self.world,
                 "final_loss": last.get("loss"),  # clip + appearance_weight x appearance
-                "final_clip_loss": last.get("loss/clip"), "final_appearance_loss": last.get("loss/appearance"),
+                "final_clip_loss": last.get("loss/clip"),
+                "final_appearance_loss": last.get("loss/appearance"),
                 "chance_loss": math.log(self.batch_images),  # of either term, per worker batch
-                "temperature": 1 / float(model.clip.logit_scale.detach().exp().clamp(max=self.config.model.max_logit_scale)),
-                "schedule": self.config.schedule.model_dump(mode="json"), "seed": self.config.seed,
-            },  # fmt: skip
+                "temperature": 1
+                / float(model.clip.logit_scale.detach().exp().clamp(max=self.config.model.max_logit_scale)),
+                "schedule": self.config.schedule.model_dump(mode="json"),
+                "seed": self.config.seed,
+            },
             "code_version": __version__,
         }
         if self.config.zero_shot.datasets:
-            report = zero_shot_folder(str(folder), self.config.zero_shot, self.config.model.image_size,
-                                      storage_config=self.config.data.storage)  # fmt: skip
-            card["zero_shot"] = {**report.as_dict(), "datasets": self.card_data.get("zero_shot_datasets", report.datasets)}
-            self.log.write({"kind": "zero_shot", "step": self.global_step,
-                            "mean_accuracy": report.mean_accuracy, "mean_chance": report.mean_chance,
-                            **{f"zero_shot/{a.name}": a.accuracy for a in report.attributes}})  # fmt: skip
+            report = zero_shot_folder(
+                str(folder),
+                self.config.zero_shot,
+                self.config.model.image_size,
+                storage_config=self.config.data.storage,
+            )
+            card["zero_shot"] = {
+                **report.as_dict(),
+                "datasets": self.card_data.get("zero_shot_datasets", report.datasets),
+            }
+            self.log.write(
+                {
+                    "kind": "zero_shot",
+                    "step": self.global_step,
+                    "mean_accuracy": report.mean_accuracy,
+                    "mean_chance": report.mean_chance,
+                    **{f"zero_shot/{a.name}": a.accuracy for a in report.attributes},
+                }
+            )
         write_card(folder, card)
         return CARD_FILE

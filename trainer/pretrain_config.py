@@ -65,12 +65,18 @@ class PretrainModelConfig(StrictModel):
         patch = self.architecture.patch_size
         height, width = self.image_size
         if height % patch or width % patch:
-            raise ValueError(f"image_size {list(self.image_size)} must be a multiple of architecture.patch_size {patch}")
+            raise ValueError(
+                f"image_size {list(self.image_size)} must be a multiple of architecture.patch_size {patch}"
+            )
         if width > height:
-            raise ValueError(f"image_size {list(self.image_size)}: the saved square grid follows the height, "
-                             "so the width must not exceed it")  # fmt: skip
+            raise ValueError(
+                f"image_size {list(self.image_size)}: the saved square grid follows the height, "
+                "so the width must not exceed it"
+            )
         if self.architecture.max_text_length != CLIP_CONTEXT:
-            raise ValueError(f"architecture.max_text_length must be CLIP's {CLIP_CONTEXT} (prompts are written for it)")
+            raise ValueError(
+                f"architecture.max_text_length must be CLIP's {CLIP_CONTEXT} (prompts are written for it)"
+            )
         return self
 
 

@@ -69,7 +69,9 @@ class _Naming:
     example: str
 
 
-MARKET1501 = _Naming("Market-1501", re.compile(r"^(-?\d+)_c(\d+)s\d+_\d+_\d+\.jpg$"), "0002_c1s1_000451_03.jpg")
+MARKET1501 = _Naming(
+    "Market-1501", re.compile(r"^(-?\d+)_c(\d+)s\d+_\d+_\d+\.jpg$"), "0002_c1s1_000451_03.jpg"
+)
 DUKEMTMC = _Naming("DukeMTMC-reID", re.compile(r"^(-?\d+)_c(\d+)_f\d+\.jpg$"), "0005_c2_f0046985.jpg")
 CUHK03_NP = _Naming("CUHK03-NP", re.compile(r"^(-?\d+)_c(\d+)_\d+\.(?:png|jpg)$"), "0001_c1_1.png")
 
@@ -125,8 +127,11 @@ def _read_folder_benchmark(name: str, root: Path, naming: _Naming) -> ReidSplit:
 def _read_named_images(folder: Path, naming: _Naming) -> list[ReidItem]:
     """The images of one folder, junk dropped. Non-image files (Thumbs.db...) are ignored; an image whose
     name does not follow the dataset's convention means the folder is not what it claims to be."""
-    names = sorted(entry.name for entry in os.scandir(folder)
-                   if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES))
+    names = sorted(
+        entry.name
+        for entry in os.scandir(folder)
+        if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)
+    )
     items, strangers = [], []
     for file_name in names:
         match = naming.pattern.match(file_name)
@@ -157,8 +162,12 @@ def _require_dir(path: Path, what: str) -> None:
 # ---- MSMT17: list files --------------------------------------------------------------------------------
 
 MSMT17_LAYOUTS = (("train", "test"), ("mask_train_v2", "mask_test_v2"))  # V1, V2 (V2 has blurred faces)
-MSMT17_LISTS = {"train": "list_train.txt", "val": "list_val.txt", "query": "list_query.txt",
-                "gallery": "list_gallery.txt"}
+MSMT17_LISTS = {
+    "train": "list_train.txt",
+    "val": "list_val.txt",
+    "query": "list_query.txt",
+    "gallery": "list_gallery.txt",
+}
 # 0000_000_01_0303morning_0015_0.jpg: pid, index, CAMERA (1-based), date+time, frame, box.
 _MSMT17_NAME = re.compile(r"^\d+_\d+_(\d+)_")
 
@@ -174,7 +183,9 @@ def read_msmt17(root: str | os.PathLike) -> ReidSplit:
         inner = [name for low, name in subdirs.items() if low.startswith("msmt17")]
         hint = f"; it holds {inner[0]}/: point at that folder instead" if inner else ""
         raise DataError(f"{root} is not an MSMT17 folder: missing {', '.join(missing)}{hint}")
-    layout = next(((subdirs[a], subdirs[b]) for a, b in MSMT17_LAYOUTS if a in subdirs and b in subdirs), None)
+    layout = next(
+        ((subdirs[a], subdirs[b]) for a, b in MSMT17_LAYOUTS if a in subdirs and b in subdirs), None
+    )
     if layout is None:
         expected = " or ".join(f"{a}/ + {b}/" for a, b in MSMT17_LAYOUTS)
         raise DataError(f"{root} is not an MSMT17 folder: no image folders (expected {expected})")
@@ -207,7 +218,9 @@ def _read_msmt17_list(list_file: Path, image_dir: Path) -> list[ReidItem]:
         if pid != JUNK_PID:
             items.append(ReidItem(str(image_dir / fields[0]), pid, int(match.group(1))))
     if not items:
-        raise DataError(f"{list_file}: no entry (expected lines like '0000/0000_000_01_0303morning_0015_0.jpg 0')")
+        raise DataError(
+            f"{list_file}: no entry (expected lines like '0000/0000_000_01_0303morning_0015_0.jpg 0')"
+        )
     # One existence check per list: cheap, and it catches a list paired with the wrong image folder.
     if not Path(items[0].path).is_file():
         raise DataError(f"{list_file} names {items[0].path}, which does not exist: are the images extracted?")
@@ -269,7 +282,9 @@ def split_synthetic(
         rng = np.random.default_rng([seed, pid])  # per identity: adding identities changes nothing here
         for camid in sorted(by_cam):
             cam_items = by_cam[camid]
-            picked = set(rng.permutation(len(cam_items))[: min(queries_per_camera, len(cam_items) - 1)].tolist())
+            picked = set(
+                rng.permutation(len(cam_items))[: min(queries_per_camera, len(cam_items) - 1)].tolist()
+            )
             for i, item in enumerate(cam_items):
                 (query if i in picked else gallery).append(item)
     if not query:
@@ -278,7 +293,9 @@ def split_synthetic(
             f"({len(test_pids)} test identities, {len(records)} samples)"
         )
     # Paths are unique ("<shard>#<key>"): ordering by them gives one layout whatever the row order was.
-    return ReidSplit(name, *(tuple(sorted(part, key=lambda item: item.path)) for part in (train, query, gallery)))
+    return ReidSplit(
+        name, *(tuple(sorted(part, key=lambda item: item.path)) for part in (train, query, gallery))
+    )
 
 
 def _index_records(rows: Any) -> list[dict[str, Any]]:
@@ -298,8 +315,12 @@ def _index_records(rows: Any) -> list[dict[str, Any]]:
         if missing:
             raise DataError(f"index row {number} lacks {', '.join(missing)}")
         try:
-            record = {"key": str(row["key"]), "shard": _shard_key(row["shard"]), "pid": _as_int(row["pid"]),
-                      "camid": _as_int(row["camid"])}
+            record = {
+                "key": str(row["key"]),
+                "shard": _shard_key(row["shard"]),
+                "pid": _as_int(row["pid"]),
+                "camid": _as_int(row["camid"]),
+            }
         except ValueError as exc:
             raise DataError(f"index row {number}: {exc}") from None
         if record["key"] in keys:
@@ -326,8 +347,14 @@ def _as_int(value: Any) -> int:
     return int(value)
 
 
-def read_synthetic(url: str, seed: int = 0, *, queries_per_camera: int = 1, held_out_pids: int | None = None,
-                   storage_config=None) -> ReidSplit:
+def read_synthetic(
+    url: str,
+    seed: int = 0,
+    *,
+    queries_per_camera: int = 1,
+    held_out_pids: int | None = None,
+    storage_config=None,
+) -> ReidSplit:
     """The split of a dppp dataset at `url` (local path, file:// or s3://) from its index.parquet."""
     from pipeline.records import read_index
     from pipeline.storage.urls import open_storage
@@ -364,7 +391,9 @@ def synthetic_images(url: str, items: Iterable[ReidItem], *, storage_config=None
                     found[sample["__key__"]] = sample[ext]
         for _, key in run:
             if key not in found:
-                raise DataError(f"{storage.url_for(shard)} has no image for sample {key}: index and shards disagree")
+                raise DataError(
+                    f"{storage.url_for(shard)} has no image for sample {key}: index and shards disagree"
+                )
             with Image.open(io.BytesIO(found[key])) as image:
                 yield image.convert("RGB")
 

@@ -34,7 +34,9 @@ class RunLog:
                 previous = storage.read_bytes(METRICS_FILE).decode("utf-8").splitlines()
             except ObjectNotFound:
                 previous = []
-            kept = [line for line in previous if line.strip() and json.loads(line).get("step", 0) <= resumed_step]
+            kept = [
+                line for line in previous if line.strip() and json.loads(line).get("step", 0) <= resumed_step
+            ]
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         from torch.utils.tensorboard import SummaryWriter
 
@@ -47,7 +49,11 @@ class RunLog:
         step = int(record.get("step", 0))
         kind = record.get("kind", "step")
         for name, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and name not in ("step", "time"):
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and name not in ("step", "time")
+            ):
                 self.tensorboard.add_scalar(f"{kind}/{name}", value, step)
 
     def publish(self, *, curves: bool = False) -> None:
@@ -90,14 +96,20 @@ def plot_loss_curves(metrics_path: Path, png_path: Path) -> None:
         names = sorted({k for r in rows for k in r if k == "loss" or k.startswith("loss/")})
         for name in names:
             points = [(r["step"], r[name]) for r in rows if name in r]
-            axis.plot([p[0] for p in points], [p[1] for p in points], label=name.replace("loss/", ""),
-                      linewidth=2 if name == "loss" else 1)  # fmt: skip
+            axis.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                label=name.replace("loss/", ""),
+                linewidth=2 if name == "loss" else 1,
+            )
         axis.set_title(f"phase {phase}")
         axis.set_xlabel("step")
         axis.set_ylabel("loss")
         values = [r[n] for r in rows for n in names if isinstance(r.get(n), (int, float))]
         if values and min(values) > 0 and max(values) / min(values) > 30:
-            axis.set_yscale("log")  # terms of very different size (a decorrelation of 0.002 beside 4): all visible
+            axis.set_yscale(
+                "log"
+            )  # terms of very different size (a decorrelation of 0.002 beside 4): all visible
         axis.grid(alpha=0.3)
         if names:
             axis.legend(fontsize=8)

@@ -38,7 +38,9 @@ def compile_prompt(template: str, tokenizer, counts: dict[str, int] | None = Non
     ids = tokenizer(PLACEHOLDER_PATTERN.sub(expand, template))["input_ids"]
     limit = tokenizer.model_max_length
     if len(ids) > limit:
-        raise ValueError(f"prompt template {template!r} is {len(ids)} tokens, more than the text encoder's {limit}")
+        raise ValueError(
+            f"prompt template {template!r} is {len(ids)} tokens, more than the text encoder's {limit}"
+        )
     slots = {}
     for name in PLACEHOLDER_PATTERN.findall(template):
         positions = []
@@ -58,7 +60,9 @@ def inject(
     """(input_ids [B, L], token embeddings [B, L, D]) with `words[name]` ([B, D] or [B, count, D]) placed
     at the placeholder positions of `name`. Every placeholder must be given."""
     if set(words) != set(prompt.slots):
-        raise ValueError(f"prompt {prompt.template!r} needs words for {sorted(prompt.slots)}, got {sorted(words)}")
+        raise ValueError(
+            f"prompt {prompt.template!r} needs words for {sorted(prompt.slots)}, got {sorted(words)}"
+        )
     device = token_embedding.weight.device
     ids = prompt.input_ids.to(device)
     batch = next(iter(words.values())).shape[0]

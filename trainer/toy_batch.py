@@ -36,7 +36,9 @@ def toy_batch(identities: int, views: int, size: tuple[int, int] = (64, 32), see
             image[height // 2 :] = lower
             rows = (np.arange(height) * stripes // height) % 2 == 1
             image[rows, : width // 4] *= 0.5
-            image = image * ILLUMINATION_GAINS[illumination] + np.array(WEATHER_CASTS[weather], dtype=np.float32)
+            image = image * ILLUMINATION_GAINS[illumination] + np.array(
+                WEATHER_CASTS[weather], dtype=np.float32
+            )
             image += rng.normal(0, 0.02 * (1 + camid), size=image.shape).astype(np.float32)
             image = (np.clip(image, 0, 1) - CLIP_MEAN) / CLIP_STD
             images.append(image.transpose(2, 0, 1))

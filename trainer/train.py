@@ -101,8 +101,12 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(current))
         yield current
-        todo += [getattr(current, "cause", None), getattr(current, "controller_failure", None),
-                 current.__cause__, current.__context__]  # fmt: skip
+        todo += [
+            getattr(current, "cause", None),
+            getattr(current, "controller_failure", None),
+            current.__cause__,
+            current.__context__,
+        ]
         todo += list(getattr(current, "worker_failures", {}).values())
 
 
@@ -141,7 +145,8 @@ def _capacity_error(exc: BaseException, config: RunSettings) -> CapacityError | 
         return None
     return CapacityError(
         f"the Ray cluster has no room for {config.workers} training worker(s) ({config.cpus_per_worker:g} CPU"
-        + (" and 1 GPU" if config.use_gpu else "") + f" each): {_START_RETRIES + 1} starts waited "
+        + (" and 1 GPU" if config.use_gpu else "")
+        + f" each): {_START_RETRIES + 1} starts waited "
         f"{_section(config)}.placement_timeout_s = {config.placement_timeout_s:g} s each (a node was lost, or the cluster "
         "is too small). Checkpoints are kept: rerun the same command once the cluster has room again; it "
         "resumes from the newest one."
@@ -163,9 +168,16 @@ def _worker_group_start_timeout(seconds: float) -> Iterator[None]:
             os.environ[name] = before
 
 
-def run_train(config: TrainConfig, data: list[str] | None = None, out: str | None = None, *,
-              workers: int | None = None, ray_address: str | None = None, use_gpu: bool | None = None,
-              progress: bool = True) -> TrainResult:  # fmt: skip
+def run_train(
+    config: TrainConfig,
+    data: list[str] | None = None,
+    out: str | None = None,
+    *,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    use_gpu: bool | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Train `config.model` on the committed shards of `data` (default: config.data.sources) with
     `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume."""
     from foundation.config import with_updates
@@ -212,8 +224,16 @@ def check_people_disjoint(backbone: str, sources: list[str], storage_config) -> 
             check_disjoint(seen, source.path, f"pretraining corpus of backbone {backbone}", storage_config)
 
 
-def launch(config: RunSettings, training_data, steps: int, worker_fn, *, ray_address: str | None = None,
-           progress: bool = True, extra: dict[str, Any] | None = None) -> TrainResult:  # fmt: skip
+def launch(
+    config: RunSettings,
+    training_data,
+    steps: int,
+    worker_fn,
+    *,
+    ray_address: str | None = None,
+    progress: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> TrainResult:
     """Run `worker_fn` (Ray Train's train_loop_per_worker) on `config.workers` workers over `training_data`
     (already checked on the driver; `extra` goes into its loop config): the run's storage, Ray, the progress
     bar, user errors unwrapped."""
@@ -232,17 +252,27 @@ def launch(config: RunSettings, training_data, steps: int, worker_fn, *, ray_add
     board = _progress_board().options(scheduling_strategy=_this_node()).remote()
     trainer = TorchTrainer(
         worker_fn,
-        train_loop_config={"config": config.model_dump(mode="json"), "data": training_data, "out": run_url,
-                           "board": board, **(extra or {})},  # fmt: skip
+        train_loop_config={
+            "config": config.model_dump(mode="json"),
+            "data": training_data,
+            "out": run_url,
+            "board": board,
+            **(extra or {}),
+        },
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu,
-                                     resources_per_worker={"CPU": config.cpus_per_worker}),  # fmt: skip
+        scaling_config=ScalingConfig(
+            num_workers=config.workers,
+            use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": config.cpus_per_worker},
+        ),
         run_config=RunConfig(
             name=config.run_name,
             storage_path=storage_path,
             storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoint_keep),
-            failure_config=FailureConfig(max_failures=config.max_failures, controller_failure_limit=_START_RETRIES),
+            failure_config=FailureConfig(
+                max_failures=config.max_failures, controller_failure_limit=_START_RETRIES
+            ),
         ),
     )
     started = time.perf_counter()
@@ -257,8 +287,15 @@ def launch(config: RunSettings, training_data, steps: int, worker_fn, *, ray_add
     finally:
         state = _safe_get(board)
         ray.kill(board)
-    return TrainResult(run_url, f"{run_url}/final", steps, time.perf_counter() - started,
-                       state.get("starts", []), state.get("epoch", {}), state.get("health", {}))  # fmt: skip
+    return TrainResult(
+        run_url,
+        f"{run_url}/final",
+        steps,
+        time.perf_counter() - started,
+        state.get("starts", []),
+        state.get("epoch", {}),
+        state.get("health", {}),
+    )
 
 
 def _this_node():
@@ -318,8 +355,13 @@ def _fit_with_progress(trainer, board, steps: int, description: str, progress: b
 
         console = Console(stderr=True)
         console.print(f"training on {description}")
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[info]}"))  # fmt: skip
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
         with Progress(*columns, console=console, transient=False) as bar:
             task = bar.add_task("steps", total=steps, info="starting workers")
             starts_seen = 0
@@ -328,12 +370,20 @@ def _fit_with_progress(trainer, board, steps: int, description: str, progress: b
                 state = _safe_get(board)
                 for start in state.get("starts", [])[starts_seen:]:
                     if start.get("resumed") and starts_seen:
-                        console.print(f"training workers restarted (a worker or its node was lost): resuming "
-                                      f"from the checkpoint at step {start.get('step')}")  # fmt: skip
+                        console.print(
+                            f"training workers restarted (a worker or its node was lost): resuming "
+                            f"from the checkpoint at step {start.get('step')}"
+                        )
                     starts_seen += 1
                 step = state.get("step", {})
-                info = (f"phase {step['phase']} epoch {step['epoch']} loss {step.get('loss', float('nan')):.4f} "
-                        f"{step.get('images_per_s', 0):.0f} img/s") if step else "starting workers"  # fmt: skip
+                info = (
+                    (
+                        f"phase {step['phase']} epoch {step['epoch']} loss {step.get('loss', float('nan')):.4f} "
+                        f"{step.get('images_per_s', 0):.0f} img/s"
+                    )
+                    if step
+                    else "starting workers"
+                )
                 bar.update(task, completed=state.get("step_now", 0), info=info)
     thread.join()
     if "error" in outcome:

@@ -67,8 +67,9 @@ class EpochSteps:
 
     def __call__(self, epoch: int) -> int:
         if epoch not in self.cache:
-            plan = plan_epoch(self.data, self.config.data, seed=self.config.seed, epoch=epoch, rank=0,
-                              world=self.world)  # fmt: skip
+            plan = plan_epoch(
+                self.data, self.config.data, seed=self.config.seed, epoch=epoch, rank=0, world=self.world
+            )
             self.cache[epoch] = plan.steps
         return self.cache[epoch]
 
@@ -87,7 +88,9 @@ def optimizer_step(wrapped, optimizer, scaler, batch, device, amp_dtype=None):
     """One optimiser step on one loader batch: to device, forward (autocast when `amp_dtype`), backward
     (through `scaler` for fp16), step. Returns (total loss, {name: loss}), detached."""
     inputs = {k: to_device(v, device) for k, v in batch.items() if k != "keys"}
-    with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+    with torch.autocast(
+        device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+    ):
         loss, parts = wrapped(inputs)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -186,9 +189,17 @@ class Worker:
         if self.rank == 0:
             self.storage = open_storage(self.out, self.config.data.storage)
             self.log = RunLog(self.storage, self.workdir / "log", position.step)
-            self.record({"kind": "start", "step": position.step, "phase": position.phase,
-                            "epoch": position.epoch, "batch": position.batch, "world": self.world,
-                            "resumed": resume_dir is not None})  # fmt: skip
+            self.record(
+                {
+                    "kind": "start",
+                    "step": position.step,
+                    "phase": position.phase,
+                    "epoch": position.epoch,
+                    "batch": position.batch,
+                    "world": self.world,
+                    "resumed": resume_dir is not None,
+                }
+            )
         for phase, schedule, first_epoch in self.schedules(model):
             if phase < position.phase:
                 continue
@@ -222,8 +233,14 @@ class Worker:
             from trainer.health import MAX_HEALTH_IMAGES
 
             style_names = self.config.model.style_attributes
-            stream = AllImagesStream(self.data, self.config.model.image_size, rank=self.rank, world=self.world,
-                                     batch_size=self.config.bank_batch_size, style_attributes=style_names)  # fmt: skip
+            stream = AllImagesStream(
+                self.data,
+                self.config.model.image_size,
+                rank=self.rank,
+                world=self.world,
+                batch_size=self.config.bank_batch_size,
+                style_attributes=style_names,
+            )
             sums = torch.zeros(model.num_classes, model.identity_text.shape[1], device=self.device)
             words = torch.zeros(model.num_classes, model.backbone.token_dim, device=self.device)
             counts = torch.zeros(model.num_classes, dtype=torch.long, device=self.device)
@@ -268,13 +285,19 @@ class Worker:
         names = self.config.model.style_attributes
         last = self.last_epoch or self.log.last("epoch")
         report = health_report(
-            content_loss=last.get("loss/content"), style_loss=last.get("loss/style"),
+            content_loss=last.get("loss/content"),
+            style_loss=last.get("loss/style"),
             batch_size=self.config.data.ids_per_batch * self.config.data.images_per_id,
-            style=torch.cat(parts["S"]), content=torch.cat(parts["C"]), content_text=torch.cat(parts["text"]),
-            pids=torch.cat(parts["pids"]), style_labels={n: torch.cat([s[n] for s in parts["style"]]) for n in names},
-        )  # fmt: skip
+            style=torch.cat(parts["S"]),
+            content=torch.cat(parts["C"]),
+            content_text=torch.cat(parts["text"]),
+            pids=torch.cat(parts["pids"]),
+            style_labels={n: torch.cat([s[n] for s in parts["style"]]) for n in names},
+        )
         print(format_report(report), flush=True)
-        self.record({"kind": "health", "step": self.global_step, **flat_metrics(report), "probes": report["probes"]})
+        self.record(
+            {"kind": "health", "step": self.global_step, **flat_metrics(report), "probes": report["probes"]}
+        )
 
     def train_phase(self, model, phase, schedule, first_epoch, position: Position, resume_dir) -> None:
         from trainer.checkpoint import read_state, restore_optimizer
@@ -282,8 +305,11 @@ class Worker:
         self.global_step = position.step
         if schedule.epochs == 0 or position.epoch >= schedule.epochs:
             return
-        groups = (model.parameter_groups(schedule.weight_decay) if hasattr(model, "parameter_groups")
-                  else model.trainable_parameters())  # fmt: skip
+        groups = (
+            model.parameter_groups(schedule.weight_decay)
+            if hasattr(model, "parameter_groups")
+            else model.trainable_parameters()
+        )
         optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
         if resume_dir is not None and read_state(resume_dir).has_optimizer:
             restore_optimizer(resume_dir, optimizer)  # resumed inside this phase
@@ -299,12 +325,23 @@ class Worker:
         options = self.batch_options(model, phase)
         monitored = set(getattr(model, "monitored", ()))  # logged as figures, not as losses
         model.train()
-        streams = (PKBatchStream(self.data, self.config.data, self.config.model.image_size, seed=self.config.seed,
-                                 epoch=first_epoch + epoch, rank=self.rank, world=self.world,
-                                 skip=position.batch if epoch == position.epoch else 0, **options)
-                   for epoch in range(position.epoch, schedule.epochs))  # fmt: skip
-        for epoch, (stream, batches) in enumerate(prefetched_epochs(streams, self.config.data, pin_memory=self.cuda),
-                                                  start=position.epoch):  # fmt: skip
+        streams = (
+            PKBatchStream(
+                self.data,
+                self.config.data,
+                self.config.model.image_size,
+                seed=self.config.seed,
+                epoch=first_epoch + epoch,
+                rank=self.rank,
+                world=self.world,
+                skip=position.batch if epoch == position.epoch else 0,
+                **options,
+            )
+            for epoch in range(position.epoch, schedule.epochs)
+        )
+        for epoch, (stream, batches) in enumerate(
+            prefetched_epochs(streams, self.config.data, pin_memory=self.cuda), start=position.epoch
+        ):
             skip = stream.skip
             window: dict[str, float] = {}
             window_steps, window_images, window_start = 0, 0, time.perf_counter()
@@ -318,8 +355,10 @@ class Worker:
                 step_in_phase += 1
                 self.global_step += 1
                 done += 1
-                values = {"loss": float(loss), **{(k if k in monitored else f"loss/{k}"): float(v)
-                                                  for k, v in parts.items()}}  # fmt: skip
+                values = {
+                    "loss": float(loss),
+                    **{(k if k in monitored else f"loss/{k}"): float(v) for k, v in parts.items()},
+                }
                 for name, value in values.items():
                     window[name] = window.get(name, 0.0) + value
                     epoch_sums[name] = epoch_sums.get(name, 0.0) + value
@@ -328,25 +367,48 @@ class Worker:
                 if self.global_step % self.config.log_every_steps == 0 or done == stream.steps:
                     elapsed = time.perf_counter() - window_start
                     means = self.mean_over_ranks({k: v / window_steps for k, v in window.items()})
-                    self.record({"kind": "step", "step": self.global_step, "phase": phase, "epoch": epoch,
-                                 "batch": done, "steps_in_epoch": stream.steps, "lr": lr,
-                                 "images_per_s": window_images * self.world / max(elapsed, 1e-9), **means})  # fmt: skip
+                    self.record(
+                        {
+                            "kind": "step",
+                            "step": self.global_step,
+                            "phase": phase,
+                            "epoch": epoch,
+                            "batch": done,
+                            "steps_in_epoch": stream.steps,
+                            "lr": lr,
+                            "images_per_s": window_images * self.world / max(elapsed, 1e-9),
+                            **means,
+                        }
+                    )
                     window, window_steps, window_images, window_start = {}, 0, 0, time.perf_counter()
                 every = self.config.checkpoint_every_steps
                 if every and self.global_step % every == 0 and done < stream.steps:
-                    self.checkpoint(model, optimizer, Position(phase, epoch, done, self.global_step),
-                                    {"kind": "step", "phase": phase, "epoch": epoch})  # fmt: skip
+                    self.checkpoint(
+                        model,
+                        optimizer,
+                        Position(phase, epoch, done, self.global_step),
+                        {"kind": "step", "phase": phase, "epoch": epoch},
+                    )
             if done != stream.steps:
-                raise RuntimeError(f"rank {self.rank}: epoch {epoch} gave {done} batches, planned {stream.steps}")
+                raise RuntimeError(
+                    f"rank {self.rank}: epoch {epoch} gave {done} batches, planned {stream.steps}"
+                )
             ran = stream.steps - skip
             means = self.mean_over_ranks({k: v / max(ran, 1) for k, v in epoch_sums.items()})
-            record = {"kind": "epoch", "step": self.global_step, "phase": phase, "epoch": epoch,
-                      "steps_in_epoch": stream.steps, **means}  # fmt: skip
+            record = {
+                "kind": "epoch",
+                "step": self.global_step,
+                "phase": phase,
+                "epoch": epoch,
+                "steps_in_epoch": stream.steps,
+                **means,
+            }
             self.checkpoint(model, optimizer, Position(phase, epoch + 1, 0, self.global_step), record)
 
     def step(self, wrapped, optimizer, scaler, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return optimizer_step(wrapped, optimizer, scaler, batch, self.device,
-                              self.amp_dtype if self.cuda else None)  # fmt: skip
+        return optimizer_step(
+            wrapped, optimizer, scaler, batch, self.device, self.amp_dtype if self.cuda else None
+        )
 
     def mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
         """The mean of each value over all ranks (every rank calls this at the same steps)."""
@@ -373,9 +435,12 @@ class Worker:
         return {
             "train": self.config.model_dump(mode="json"),
             "progress": asdict(position),
-            "data": {"sources": list(self.data.sources), "num_classes": self.data.num_classes,
-                     "style_values": {k: list(v) for k, v in self.data.style_values.items()}},
-        }  # fmt: skip
+            "data": {
+                "sources": list(self.data.sources),
+                "num_classes": self.data.num_classes,
+                "style_values": {k: list(v) for k, v in self.data.style_values.items()},
+            },
+        }
 
     def checkpoint(self, model, optimizer, position: Position, metrics: dict[str, Any]) -> None:
         """Report `metrics` from every rank; rank 0 attaches a checkpoint at `position`. Ray Train uploads
@@ -392,8 +457,9 @@ class Worker:
         self.log.publish()
         with tempfile.TemporaryDirectory(dir=self.workdir) as folder:
             save_checkpoint(folder, model, optimizer, step=position.step, config=self.run_record(position))
-            ray.train.report({**metrics, "step": position.step},
-                             checkpoint=ray.train.Checkpoint.from_directory(folder))  # fmt: skip
+            ray.train.report(
+                {**metrics, "step": position.step}, checkpoint=ray.train.Checkpoint.from_directory(folder)
+            )
 
     def write_final(self, model) -> None:
         """final/ (its commit marker written last, removed first) and the published metrics, TensorBoard

@@ -82,15 +82,17 @@ class EvalTransform:
             image = image.resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)  # read-only view: copied once, into the batch slot
 
-    def pixels_into(self, out: np.ndarray, data, rng: np.random.Generator | None = None,
-                    where: str = "image") -> Rect | None:  # fmt: skip
+    def pixels_into(
+        self, out: np.ndarray, data, rng: np.random.Generator | None = None, where: str = "image"
+    ) -> Rect | None:
         """Write the image's uint8 HxWx3 pixels into `out`; returns the rectangle to erase after
         normalisation (never one here)."""
         out[...] = self.resize(self.decode(data, where))
         return None
 
-    def __call__(self, data: bytes | Image.Image, rng: np.random.Generator | None = None,
-                 where: str = "image") -> torch.Tensor:  # fmt: skip
+    def __call__(
+        self, data: bytes | Image.Image, rng: np.random.Generator | None = None, where: str = "image"
+    ) -> torch.Tensor:
         pixels = np.empty((*self.size, 3), dtype=np.uint8)
         rect = self.pixels_into(pixels, data, rng, where)
         tensor = normalise(pixels)
@@ -140,8 +142,13 @@ def crop_padded(array: np.ndarray, out: np.ndarray, dy: int, dx: int) -> None:
     out[y0:y1, x0:x1] = array[y0 + dy : y1 + dy, x0 + dx : x1 + dx]
 
 
-def erase_rect(shape: tuple[int, int], rng: np.random.Generator, area: tuple[float, float],
-               aspect: float, attempts: int = 10) -> Rect | None:  # fmt: skip
+def erase_rect(
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    area: tuple[float, float],
+    aspect: float,
+    attempts: int = 10,
+) -> Rect | None:
     """A random-erasing rectangle (Zhong et al. 2020) inside an image of `shape` (height, width), or
     None when none fitted within `attempts` draws."""
     height, width = shape

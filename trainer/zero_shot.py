@@ -71,25 +71,39 @@ class ZeroShotReport:
         return sum(a.majority for a in self.attributes) / max(1, len(self.attributes))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"datasets": self.datasets, "images": self.images, "mean_accuracy": self.mean_accuracy,
-                "mean_chance": self.mean_chance, "mean_majority": self.mean_majority,
-                "attributes": [asdict(a) for a in self.attributes]}  # fmt: skip
+        return {
+            "datasets": self.datasets,
+            "images": self.images,
+            "mean_accuracy": self.mean_accuracy,
+            "mean_chance": self.mean_chance,
+            "mean_majority": self.mean_majority,
+            "attributes": [asdict(a) for a in self.attributes],
+        }
 
     def table(self) -> str:
         """A plain-text table (fits 80 columns), one attribute a line, figures in %."""
-        lines = [f"{'attribute':<16} {'classes':>7} {'images':>6} {'zero-shot':>9} {'chance':>7} {'majority':>8}"]
+        lines = [
+            f"{'attribute':<16} {'classes':>7} {'images':>6} {'zero-shot':>9} {'chance':>7} {'majority':>8}"
+        ]
         for a in self.attributes:
-            lines.append(f"{a.name:<16} {a.classes:>7} {a.images:>6} {100 * a.accuracy:>9.1f} "
-                         f"{100 * a.chance:>7.1f} {100 * a.majority:>8.1f}")  # fmt: skip
-        lines.append(f"{'mean':<16} {'':>7} {'':>6} {100 * self.mean_accuracy:>9.1f} {100 * self.mean_chance:>7.1f} "
-                     f"{100 * self.mean_majority:>8.1f}")  # fmt: skip
+            lines.append(
+                f"{a.name:<16} {a.classes:>7} {a.images:>6} {100 * a.accuracy:>9.1f} "
+                f"{100 * a.chance:>7.1f} {100 * a.majority:>8.1f}"
+            )
+        lines.append(
+            f"{'mean':<16} {'':>7} {'':>6} {100 * self.mean_accuracy:>9.1f} {100 * self.mean_chance:>7.1f} "
+            f"{100 * self.mean_majority:>8.1f}"
+        )
         return "\n".join(lines)
 
 
 def report_from_dict(data: dict[str, Any]) -> ZeroShotReport:
     """A report back from its `as_dict()` (e.g. from a model card)."""
-    return ZeroShotReport(list(data.get("datasets", [])), int(data.get("images", 0)),
-                          [AttributeScore(**a) for a in data.get("attributes", [])])  # fmt: skip
+    return ZeroShotReport(
+        list(data.get("datasets", [])),
+        int(data.get("images", 0)),
+        [AttributeScore(**a) for a in data.get("attributes", [])],
+    )
 
 
 def class_prompts(config: ZeroShotConfig) -> tuple[dict[str, dict[str, list[str]]], dict[str, Any]]:
@@ -102,8 +116,13 @@ def class_prompts(config: ZeroShotConfig) -> tuple[dict[str, dict[str, list[str]
 
     taxonomy = load_taxonomy(config.taxonomy)
     identity_dims = taxonomy.as_dict()["identity"]
-    engine = PromptEngine(taxonomy, PromptsConfig(taxonomy=config.taxonomy), config.seed,
-                          identities=config.ensemble_identities, token_counter=EstimatedTokenCounter())  # fmt: skip
+    engine = PromptEngine(
+        taxonomy,
+        PromptsConfig(taxonomy=config.taxonomy),
+        config.seed,
+        identities=config.ensemble_identities,
+        token_counter=EstimatedTokenCounter(),
+    )
     names = list(taxonomy.identity_names) + list(taxonomy.view_names) + list(CAMERA_ATTRIBUTES)
     out: dict[str, dict[str, list[str]]] = {name: {} for name in names}
     for view in engine.iter_views(range(config.ensemble_identities)):
@@ -149,9 +168,13 @@ def held_out_images(datasets: list[str], image_size: tuple[int, int], max_images
                     ext = image_member(sample)
                     meta = sample.get("json") or {}
                     if ext is None or not isinstance(meta.get("attributes"), dict):
-                        raise DataError(f"{storage.url_for(record.tar)}: sample {sample['__key__']} lacks an image "
-                                        "or its attributes")  # fmt: skip
-                    images.append(transform(sample[ext], None, f"{storage.url_for(record.tar)}: {sample['__key__']}"))
+                        raise DataError(
+                            f"{storage.url_for(record.tar)}: sample {sample['__key__']} lacks an image "
+                            "or its attributes"
+                        )
+                    images.append(
+                        transform(sample[ext], None, f"{storage.url_for(record.tar)}: {sample['__key__']}")
+                    )
                     attributes.append({k: str(v) for k, v in meta["attributes"].items()})
                     if len(images) >= max_images:
                         return torch.stack(images), attributes
@@ -168,8 +191,13 @@ def text_features(backbone, prompts: list[str], batch_size: int):
     tokenizer = backbone.tokenizer
     out = []
     for start in range(0, len(prompts), batch_size):
-        ids = tokenizer(prompts[start : start + batch_size], padding=True, truncation=True,
-                        max_length=tokenizer.model_max_length, return_tensors="pt")["input_ids"]  # fmt: skip
+        ids = tokenizer(
+            prompts[start : start + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=tokenizer.model_max_length,
+            return_tensors="pt",
+        )["input_ids"]
         ids = ids.to(backbone.token_embedding.weight.device)
         out.append(F.normalize(backbone.encode_text(ids, backbone.token_embedding(ids)), dim=-1))
     return torch.cat(out)
@@ -181,44 +209,63 @@ def zero_shot(backbone, config: ZeroShotConfig, *, storage_config=None) -> ZeroS
     from torch.nn import functional as F
 
     if not config.datasets:
-        raise DataError("the zero-shot check needs held-out data: set zero_shot.datasets (dppp datasets of people "
-                        "the CLIP was not trained on)")  # fmt: skip
+        raise DataError(
+            "the zero-shot check needs held-out data: set zero_shot.datasets (dppp datasets of people "
+            "the CLIP was not trained on)"
+        )
     prompts, identity_dims = class_prompts(config)
-    pixels, truths = held_out_images(list(config.datasets), backbone.image_size, config.max_images, storage_config)
+    pixels, truths = held_out_images(
+        list(config.datasets), backbone.image_size, config.max_images, storage_config
+    )
     was_training = backbone.training
     backbone.eval()
     try:
         with torch.no_grad():
             device = backbone.token_embedding.weight.device
-            image = torch.cat([F.normalize(backbone.encode_image(pixels[s : s + config.batch_size].to(device)), dim=-1)
-                               for s in range(0, len(pixels), config.batch_size)])  # fmt: skip
+            image = torch.cat(
+                [
+                    F.normalize(backbone.encode_image(pixels[s : s + config.batch_size].to(device)), dim=-1)
+                    for s in range(0, len(pixels), config.batch_size)
+                ]
+            )
             report = ZeroShotReport(list(config.datasets), len(pixels))
             # Every distinct prompt is encoded once; each attribute's classes average rows of this table.
-            unique = sorted({p for by_value in prompts.values() for texts in by_value.values() for p in texts})
+            unique = sorted(
+                {p for by_value in prompts.values() for texts in by_value.values() for p in texts}
+            )
             row = {p: i for i, p in enumerate(unique)}
             table = text_features(backbone, unique, config.batch_size)
             for name, by_value in prompts.items():
                 values = sorted(v for v, texts in by_value.items() if len(texts) >= config.min_prompts)
                 if len(values) < 2:
                     continue
-                classes = torch.stack([F.normalize(table[[row[p] for p in by_value[v]]].mean(0), dim=0)
-                                       for v in values])  # fmt: skip
-                keep = [i for i, t in enumerate(truths) if t.get(name) in values and name not in _hidden(t, identity_dims)]
+                classes = torch.stack(
+                    [F.normalize(table[[row[p] for p in by_value[v]]].mean(0), dim=0) for v in values]
+                )
+                keep = [
+                    i
+                    for i, t in enumerate(truths)
+                    if t.get(name) in values and name not in _hidden(t, identity_dims)
+                ]
                 if not keep:
                     continue
                 predicted = (image[keep] @ classes.t()).argmax(dim=1).tolist()
                 true = [values.index(truths[i][name]) for i in keep]
                 correct = sum(p == t for p, t in zip(predicted, true, strict=True))
                 majority = Counter(true).most_common(1)[0][1] / len(true)
-                report.attributes.append(AttributeScore(name, len(values), len(keep), correct / len(keep),
-                                                        1 / len(values), majority))  # fmt: skip
+                report.attributes.append(
+                    AttributeScore(
+                        name, len(values), len(keep), correct / len(keep), 1 / len(values), majority
+                    )
+                )
     finally:
         backbone.train(was_training)
     return report
 
 
-def zero_shot_folder(folder: str, config: ZeroShotConfig, image_size: tuple[int, int], *,
-                     storage_config=None) -> ZeroShotReport:  # fmt: skip
+def zero_shot_folder(
+    folder: str, config: ZeroShotConfig, image_size: tuple[int, int], *, storage_config=None
+) -> ZeroShotReport:
     """Load a CLIP folder (or hub id) as `train.model.backbone` would, at the Re-ID input size, and check it."""
     from trainer.backbone import load_backbone
     from trainer.model_config import ModelConfig

@@ -9,10 +9,14 @@ import typer
 
 from foundation.errors import ReportedError, SettingError
 
-ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML (sections: generate, pretrain, train, eval).")]
+ConfigArg = Annotated[
+    Path, typer.Argument(help="Experiment YAML (sections: generate, pretrain, train, eval).")
+]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a config value: dotted.key=value (repeatable), e.g. generate.seed=3."),
+    typer.Option(
+        "--set", help="Override a config value: dotted.key=value (repeatable), e.g. generate.seed=3."
+    ),
 ]
 
 
@@ -21,12 +25,17 @@ def load_config(config: Path, sets: list[str] | None):
 
     return load_experiment(config, sets or [])
 
-OutOption = Annotated[str | None, typer.Option(help="Runs root (local or s3://); the run goes to OUT/RUN_NAME.")]
+
+OutOption = Annotated[
+    str | None, typer.Option(help="Runs root (local or s3://); the run goes to OUT/RUN_NAME.")
+]
 RayAddressOption = Annotated[
     str | None, typer.Option(help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
 ]
 
-WorkersOption = Annotated[int | None, typer.Option(help="Ray Train workers (default: the config section's workers).")]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Ray Train workers (default: the config section's workers).")
+]
 
 
 # The flag of each library setting a SettingError may name (dotted config keys are named as they are).

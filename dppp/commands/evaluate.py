@@ -13,24 +13,35 @@ from dppp.commands.common import SetOption, load_config
 def evaluate(
     model: Annotated[
         str,
-        typer.Argument(help="The model: a checkpoint folder (model.safetensors + checkpoint.json) or a training "
-                       "run folder holding one in final/; local, file:// or s3://."),
+        typer.Argument(
+            help="The model: a checkpoint folder (model.safetensors + checkpoint.json) or a training "
+            "run folder holding one in final/; local, file:// or s3://."
+        ),
     ],
     dataset: Annotated[
         list[str] | None,
-        typer.Option("--dataset", help="NAME:PATH to evaluate on (repeatable); names: market1501, dukemtmc, "
-                     "msmt17, cuhk03-labeled, cuhk03-detected, synthetic. Default: eval.datasets."),
+        typer.Option(
+            "--dataset",
+            help="NAME:PATH to evaluate on (repeatable); names: market1501, dukemtmc, "
+            "msmt17, cuhk03-labeled, cuhk03-detected, synthetic. Default: eval.datasets.",
+        ),
     ] = None,
-    out: Annotated[str | None, typer.Option(help="Write the JSON report here (local path or s3:// URL).")] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Write the JSON report here (local path or s3:// URL).")
+    ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="Experiment YAML whose eval section is used (default: built-in defaults).")
+        Path | None,
+        typer.Option(help="Experiment YAML whose eval section is used (default: built-in defaults)."),
     ] = None,
     sets: SetOption = None,
     zero_shot: Annotated[
         bool,
-        typer.Option("--zero-shot", help="MODEL is a CLIP folder (or hub id): classify every taxonomy attribute of "
-                     "the --dataset images (dppp datasets of people it was not trained on) by text prompts alone, "
-                     "beside chance. Settings: pretrain.zero_shot."),
+        typer.Option(
+            "--zero-shot",
+            help="MODEL is a CLIP folder (or hub id): classify every taxonomy attribute of "
+            "the --dataset images (dppp datasets of people it was not trained on) by text prompts alone, "
+            "beside chance. Settings: pretrain.zero_shot.",
+        ),
     ] = False,
 ) -> None:
     """Evaluate a trained model with the Market-1501 protocol: a table per dataset and a JSON report.
@@ -45,23 +56,36 @@ def evaluate(
     if zero_shot:
         _zero_shot(model, dataset, experiment, out, console)
         return
-    report = run_eval(model, dataset, experiment.eval, out, storage_config=experiment.train.data.storage,
-                      on_dataset=lambda d: console.print(f"evaluated {d.spec} in {d.seconds:.1f} s"))  # fmt: skip
+    report = run_eval(
+        model,
+        dataset,
+        experiment.eval,
+        out,
+        storage_config=experiment.train.data.storage,
+        on_dataset=lambda d: console.print(f"evaluated {d.spec} in {d.seconds:.1f} s"),
+    )
     info = report.model
     table = Table(title=f"dppp eval: {info['method']} (step {info['step']}) from {info['url']}")
     # Short headers: the table must stay readable at 80 columns (a pipe, a CI log).
     for column in ("#", "query", "gallery", "R-1", "R-5", "R-10", "mAP", "mINP", "skipped", "chance R-1"):
         table.add_column(column, justify="right")
     for number, d in enumerate(report.datasets, start=1):
-        table.add_row(str(number), str(d.num_query), str(d.num_gallery),
-                      *(f"{100 * v:.1f}" for v in (d.rank1, d.rank5, d.rank10, d.mAP, d.mINP)),
-                      str(d.num_skipped), f"{100 * d.chance_rank1:.1f}")  # fmt: skip
+        table.add_row(
+            str(number),
+            str(d.num_query),
+            str(d.num_gallery),
+            *(f"{100 * v:.1f}" for v in (d.rank1, d.rank5, d.rank10, d.mAP, d.mINP)),
+            str(d.num_skipped),
+            f"{100 * d.chance_rank1:.1f}",
+        )
     for number, d in enumerate(report.datasets, start=1):
         console.print(f"#{number}: {d.spec}", soft_wrap=True)
     console.print(table)
     settings = report.config
-    console.print(f"metric {settings['metric']}, flip {settings['flip']}, re-ranking "
-                  f"{settings['rerank']['enabled']}; figures in %; chance R-1: rank-1 of a random ranking")  # fmt: skip
+    console.print(
+        f"metric {settings['metric']}, flip {settings['flip']}, re-ranking "
+        f"{settings['rerank']['enabled']}; figures in %; chance R-1: rank-1 of a random ranking"
+    )
     if out is not None:
         console.print(f"report: {out}")
 
@@ -78,18 +102,29 @@ def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | No
     if datasets:
         config = config.model_copy(update={"datasets": tuple(dataset_location(d) for d in datasets)})
     if not config.datasets:
-        raise UserError("--zero-shot needs held-out images: --dataset PATH (a dppp dataset) or pretrain.zero_shot.datasets")
+        raise UserError(
+            "--zero-shot needs held-out images: --dataset PATH (a dppp dataset) or pretrain.zero_shot.datasets"
+        )
     card = read_card(model) if Path(model).is_dir() else None
-    image_size = tuple(card["image_size"]) if card and card.get("image_size") else experiment.pretrain.model.image_size
+    image_size = (
+        tuple(card["image_size"]) if card and card.get("image_size") else experiment.pretrain.model.image_size
+    )
     if card:
         from trainer.identities import check_disjoint
 
         for url in config.datasets:
-            check_disjoint(card.get("data", {}).get("people", []), url, f"pretraining corpus of {model}",
-                           experiment.train.data.storage)  # fmt: skip
+            check_disjoint(
+                card.get("data", {}).get("people", []),
+                url,
+                f"pretraining corpus of {model}",
+                experiment.train.data.storage,
+            )
     report = zero_shot_folder(model, config, image_size, storage_config=experiment.train.data.storage)
-    console.print(f"zero-shot attribute check of {model} on {report.images} images of {', '.join(report.datasets)} "
-                  "(figures in %; chance: 1 / classes; majority: always the most frequent value)", soft_wrap=True)
+    console.print(
+        f"zero-shot attribute check of {model} on {report.images} images of {', '.join(report.datasets)} "
+        "(figures in %; chance: 1 / classes; majority: always the most frequent value)",
+        soft_wrap=True,
+    )
     console.print(report.table(), soft_wrap=True, highlight=False)
     if out is not None:
         from pipeline.storage.urls import split_url

@@ -14,12 +14,16 @@ def generate(
     out: Annotated[str | None, typer.Option(help="Output: a local path, file:// or s3:// URL.")] = None,
     identities: Annotated[int | None, typer.Option(help="Number of identities to render.")] = None,
     ids_per_shard: Annotated[int | None, typer.Option(help="Whole identities per shard.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Renderer actors (default: one per GPU, else per CPU).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Renderer actors (default: one per GPU, else per CPU).")
+    ] = None,
     ray_address: Annotated[
         str | None, typer.Option(help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
     ] = None,
     sets: SetOption = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a dataset made from another config at --out.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a dataset made from another config at --out.")
+    ] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the plan and write nothing.")] = False,
 ) -> None:
     """Render identities with the configured renderer into WebDataset shards; rerun to resume."""
@@ -30,8 +34,14 @@ def generate(
     from pipeline.generate import GenerationFailed, build_plan, run_generate
 
     experiment = load_config(config, sets)
-    gen = with_updates(experiment.generate, "generate", out=out, identities=identities,
-                       ids_per_shard=ids_per_shard, workers=workers)  # fmt: skip
+    gen = with_updates(
+        experiment.generate,
+        "generate",
+        out=out,
+        identities=identities,
+        ids_per_shard=ids_per_shard,
+        workers=workers,
+    )
     console = Console()
     if dry_run:
         plan = build_plan(gen)
@@ -68,15 +78,21 @@ def print_summary(console, summary) -> None:
     from rich.table import Table
 
     table = Table(title=f"dppp generate -> {summary.out}", show_header=False)
-    table.add_row("shards", f"{summary.shards_done} rendered, {summary.shards_skipped} already committed, "
-                  f"{summary.shards_total} in plan")  # fmt: skip
+    table.add_row(
+        "shards",
+        f"{summary.shards_done} rendered, {summary.shards_skipped} already committed, "
+        f"{summary.shards_total} in plan",
+    )
     table.add_row("images", f"{summary.images} ({summary.images_per_s:.1f} images/s)")
     table.add_row("bytes", f"{summary.bytes / 1e6:.2f} MB")
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
     if summary.phases:
         phases = summary.phases
-        table.add_row("driver", f"plan {phases.get('plan_s', 0):.1f} s, actors {phases.get('schedule_s', 0):.1f} s, "
-                      f"index {phases.get('index_s', 0):.1f} s")  # fmt: skip
+        table.add_row(
+            "driver",
+            f"plan {phases.get('plan_s', 0):.1f} s, actors {phases.get('schedule_s', 0):.1f} s, "
+            f"index {phases.get('index_s', 0):.1f} s",
+        )
     for name, busy in sorted(summary.busy.items()):
         table.add_row(f"{name} busy", f"{busy:.0%}")
     if summary.pool_sizes:
@@ -98,6 +114,9 @@ def print_summary(console, summary) -> None:
 
 def pool_history(sizes: list[tuple[float, int]]) -> str:
     """Actors with a loaded renderer over the run, start-up ramps folded: '2 from 1.2 s, 1 from 10.4 s'."""
-    kept = [(at, count) for i, (at, count) in enumerate(sizes)
-            if i > 0 and not (sizes[i - 1][1] < count < (sizes[i + 1][1] if i + 1 < len(sizes) else -1))]  # fmt: skip
+    kept = [
+        (at, count)
+        for i, (at, count) in enumerate(sizes)
+        if i > 0 and not (sizes[i - 1][1] < count < (sizes[i + 1][1] if i + 1 < len(sizes) else -1))
+    ]
     return ", ".join(f"{count} from {at:.1f} s" for at, count in kept) or "none loaded"

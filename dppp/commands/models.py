@@ -7,14 +7,18 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Build tiny offline models (no download) for tests and CPU runs.", no_args_is_help=True)
+app = typer.Typer(
+    help="Build tiny offline models (no download) for tests and CPU runs.", no_args_is_help=True
+)
 
 
 @app.command("tiny-diffusion")
 def tiny_diffusion(
     out_dir: Annotated[Path, typer.Argument(help="Folder to save the pipeline in (save_pretrained format).")],
     seed: Annotated[int, typer.Option(help="Seed of the random initial weights.")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty folder.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing non-empty folder.")
+    ] = False,
 ) -> None:
     """Build a tiny, randomly initialised Stable-Diffusion-class pipeline fully offline and save it.
 
@@ -32,9 +36,13 @@ def sd15_shaped(
     scale: Annotated[
         float, typer.Option(min=0.01, max=1.0, help="Fraction of SD 1.5's widths (1.0: the real shape).")
     ] = 1.0,
-    dtype: Annotated[str, typer.Option(help="Weights saved as fp32, fp16 or bf16 (fp16: a 2 GB folder).")] = "fp16",
+    dtype: Annotated[
+        str, typer.Option(help="Weights saved as fp32, fp16 or bf16 (fp16: a 2 GB folder).")
+    ] = "fp16",
     seed: Annotated[int, typer.Option(help="Seed of the random initial weights.")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty folder.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing non-empty folder.")
+    ] = False,
 ) -> None:
     """Build Stable Diffusion 1.5's architecture with random weights, offline: SD 1.5's GPU cost, no download.
 

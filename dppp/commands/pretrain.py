@@ -13,8 +13,11 @@ def pretrain(
     config: ConfigArg,
     data: Annotated[
         list[str] | None,
-        typer.Option("--data", help="Pretraining data (repeatable): a dppp dataset URL (local, file://, s3://) whose "
-                     "samples carry their prompt. Default: pretrain.data.sources."),
+        typer.Option(
+            "--data",
+            help="Pretraining data (repeatable): a dppp dataset URL (local, file://, s3://) whose "
+            "samples carry their prompt. Default: pretrain.data.sources.",
+        ),
     ] = None,
     out: OutOption = None,
     workers: WorkersOption = None,
@@ -36,8 +39,10 @@ def pretrain(
         value = training.get(name)
         return "?" if value is None else f"{value:.4f}"
 
-    console.print(f"pretrained {result.steps} steps in {result.wall_s:.1f} s; last epoch loss {figure('final_loss')} "
-                  f"(chance {figure('chance_loss')}), temperature {figure('temperature')}")  # fmt: skip
+    console.print(
+        f"pretrained {result.steps} steps in {result.wall_s:.1f} s; last epoch loss {figure('final_loss')} "
+        f"(chance {figure('chance_loss')}), temperature {figure('temperature')}"
+    )
     if "zero_shot" in result.card:
         report = report_from_dict(result.card["zero_shot"])
         console.print(f"zero-shot attribute check on {report.images} held-out images (figures in %):")

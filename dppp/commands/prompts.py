@@ -12,9 +12,12 @@ from dppp.commands.common import ConfigArg, SetOption, load_config
 app = typer.Typer(help="Sample attribute-combined prompts and check their coverage.", no_args_is_help=True)
 
 IdentitiesOption = Annotated[
-    int | None, typer.Option("--identities", min=1, help="Number of identities (overrides generate.identities).")
+    int | None,
+    typer.Option("--identities", min=1, help="Number of identities (overrides generate.identities)."),
 ]
-SeedOption = Annotated[int | None, typer.Option("--seed", min=0, help="Global seed (overrides generate.seed).")]
+SeedOption = Annotated[
+    int | None, typer.Option("--seed", min=0, help="Global seed (overrides generate.seed).")
+]
 
 
 def _overrides(sets: list[str] | None, identities: int | None, seed: int | None) -> list[str]:
@@ -28,7 +31,9 @@ def _overrides(sets: list[str] | None, identities: int | None, seed: int | None)
 
 
 @app.command()
-def sample(config: ConfigArg, identities: IdentitiesOption = None, seed: SeedOption = None, sets: SetOption = None) -> None:
+def sample(
+    config: ConfigArg, identities: IdentitiesOption = None, seed: SeedOption = None, sets: SetOption = None
+) -> None:
     """Print every view of every identity as JSON lines: key, pid, view, camid, prompt, negative_prompt,
     attributes, seeds and the slots dropped to fit the token budget."""
     import sys
@@ -45,7 +50,9 @@ def sample(config: ConfigArg, identities: IdentitiesOption = None, seed: SeedOpt
 def stats(
     config: ConfigArg,
     identities: IdentitiesOption = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the coverage as a bar chart (PNG).")] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw the coverage as a bar chart (PNG).")
+    ] = None,
     sets: SetOption = None,
 ) -> None:
     """How often every attribute value is sampled (identity values per identity, view values per view)."""
@@ -55,4 +62,6 @@ def stats(
     from prompts.report import coverage_report
 
     generate = load_config(config, _overrides(sets, identities, None)).generate
-    coverage_report(prompt_engine(generate, config_file=str(config)), generate.identities, Console(), plot=plot)
+    coverage_report(
+        prompt_engine(generate, config_file=str(config)), generate.identities, Console(), plot=plot
+    )

@@ -15,10 +15,13 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="List, verify, summarise and look at dataset shards (local, file:// or s3://).",
-                  no_args_is_help=True)  # fmt: skip
+app = typer.Typer(
+    help="List, verify, summarise and look at dataset shards (local, file:// or s3://).", no_args_is_help=True
+)
 
-UrlArg = Annotated[str, typer.Argument(help="Dataset root: a local path, file:///path or s3://bucket/prefix.")]
+UrlArg = Annotated[
+    str, typer.Argument(help="Dataset root: a local path, file:///path or s3://bucket/prefix.")
+]
 EndpointOption = Annotated[
     str | None,
     typer.Option("--endpoint-url", help="S3 endpoint (MinIO...). Default: AWS_ENDPOINT_URL or AWS itself."),
@@ -62,8 +65,15 @@ def _progress(description: str, unit_bytes: bool) -> Iterator:
     )
 
     counter = (DownloadColumn(), TransferSpeedColumn()) if unit_bytes else (MofNCompleteColumn(),)
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), *counter, TimeRemainingColumn(),
-                        console=_console(stderr=True), transient=True, disable=not sys.stderr.isatty())  # fmt: skip
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        *counter,
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
     task = progress.add_task(description, total=None)
     seen = 0
 
@@ -97,8 +107,13 @@ def ls(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
     colours = {"yes": "{}", "no": "[yellow]{}[/]"}
     for row in listing.rows:
         state = colours.get(row.state, "[red]{}[/]").format(row.state)
-        table.add_row(row.tar, str(row.samples if row.samples is not None else "-"),
-                      str(row.identities if row.identities is not None else "-"), _size(row.bytes), state)  # fmt: skip
+        table.add_row(
+            row.tar,
+            str(row.samples if row.samples is not None else "-"),
+            str(row.identities if row.identities is not None else "-"),
+            _size(row.bytes),
+            state,
+        )
     _console().print(table)
 
 
@@ -106,7 +121,9 @@ def ls(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
 def verify(
     url: UrlArg,
     deep: Annotated[bool, typer.Option("--deep", help="Also decode every image.")] = False,
-    workers: Annotated[int, typer.Option("--workers", help="Shards verified at once (processes); 0: auto.")] = 0,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Shards verified at once (processes); 0: auto.")
+    ] = 0,
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Recompute checksums, counts, members and index fragments against the records. Exit 1 on any problem."""
@@ -115,17 +132,31 @@ def verify(
     from pipeline.verify import verify_dataset
 
     with _progress("verify", unit_bytes=True) as (set_total, advance, listed):
-        report = verify_dataset(url, deep=deep, config=_config(endpoint_url), progress=advance, on_total=set_total,
-                                workers=workers, listed=listed)  # fmt: skip
+        report = verify_dataset(
+            url,
+            deep=deep,
+            config=_config(endpoint_url),
+            progress=advance,
+            on_total=set_total,
+            workers=workers,
+            listed=listed,
+        )
     console = _console()
     if report.checks:  # clean shards are only counted: a dataset of 100k shards would print 100k rows
         table = Table(title=f"{report.url} ({'deep' if deep else 'checksums, counts, members'}): problems")
-        for name, justify in (("object", "left"), ("samples", "right"), ("bytes", "right"), ("status", "left"),
-                              ("problems", "left")):  # fmt: skip
+        for name, justify in (
+            ("object", "left"),
+            ("samples", "right"),
+            ("bytes", "right"),
+            ("status", "left"),
+            ("problems", "left"),
+        ):
             table.add_column(name, justify=justify)
         for check in report.checks:
             problems = "; ".join(f"{kind}: {message}" for kind, message in check.problems)
-            table.add_row(check.name, str(check.samples), _size(check.bytes), f"[red]{check.status}[/]", problems)
+            table.add_row(
+                check.name, str(check.samples), _size(check.bytes), f"[red]{check.status}[/]", problems
+            )
         console.print(table)
     for problem in report.dataset_problems:
         console.print(f"[red]problem:[/] {problem}")
@@ -133,8 +164,10 @@ def verify(
         console.print(f"[yellow]note:[/] {note}")
     what = f"{report.verified} shards, {report.samples} samples"
     if report.ok:
-        console.print(f"[green]OK[/]: {what} verified ({_size(report.bytes)} of tars, "
-                      f"{'deep' if deep else 'checksums, counts, members, index fragments'})")  # fmt: skip
+        console.print(
+            f"[green]OK[/]: {what} verified ({_size(report.bytes)} of tars, "
+            f"{'deep' if deep else 'checksums, counts, members, index fragments'})"
+        )
         return
     bad = len(report.checks) + len(report.dataset_problems)
     console.print(f"[red]FAILED[/]: {bad} problem(s) in {report.url} ({what} verified)")
@@ -154,8 +187,10 @@ def stats(
 
     result = dataset_stats(url, _config(endpoint_url))
     console = _console()
-    console.print(f"[bold]{result.url}[/]: {result.samples} samples, {result.identities} identities, "
-                  f"{result.shards} shards")  # fmt: skip
+    console.print(
+        f"[bold]{result.url}[/]: {result.samples} samples, {result.identities} identities, "
+        f"{result.shards} shards"
+    )
     views = Table(title="views per identity")
     views.add_column("views", justify="right")
     views.add_column("identities", justify="right")
@@ -167,7 +202,9 @@ def stats(
         table.add_column(name, justify="right" if name in ("samples", "share") else "left")
     for name, counts in [("camid", [(str(c), n) for c, n in result.cameras]), *result.attributes.items()]:
         for i, (value, count) in enumerate(counts):
-            table.add_row(name if i == 0 else "", value, str(count), f"{100 * count / max(result.samples, 1):.1f}%")
+            table.add_row(
+                name if i == 0 else "", value, str(count), f"{100 * count / max(result.samples, 1):.1f}%"
+            )
     console.print(table)
     if plot is not None:
         plot_stats(result, plot)
@@ -208,8 +245,10 @@ def show(
 
     sample = show_sample(url, key, _config(endpoint_url))
     console = _console()
-    console.print(f"[bold]{sample.key}[/] in {sample.shard}: pid {sample.pid}, {sample.image_ext}, "
-                  f"{len(sample.image_bytes)} bytes")  # fmt: skip
+    console.print(
+        f"[bold]{sample.key}[/] in {sample.shard}: pid {sample.pid}, {sample.image_ext}, "
+        f"{len(sample.image_bytes)} bytes"
+    )
     console.print(f"[bold]prompt:[/] {sample.prompt}")
     typer.echo(json.dumps(sample.metadata, indent=2, sort_keys=True, ensure_ascii=False))
     if out is not None:
@@ -221,8 +260,14 @@ def show(
 @app.command("index")
 def index(
     url: UrlArg,
-    from_tars: Annotated[bool, typer.Option("--from-tars", help="Rebuild every shard's index fragment from its "
-                                            "tar first (after fragment damage); reads the whole dataset.")] = False,
+    from_tars: Annotated[
+        bool,
+        typer.Option(
+            "--from-tars",
+            help="Rebuild every shard's index fragment from its "
+            "tar first (after fragment damage); reads the whole dataset.",
+        ),
+    ] = False,
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Rebuild index.parquet by merging the shards' index fragments (no tar is read, unless --from-tars or
@@ -230,5 +275,7 @@ def index(
     from pipeline.index import rebuild_index
 
     with _progress("index", unit_bytes=False) as (set_total, advance, _):
-        rows = rebuild_index(url, _config(endpoint_url), from_tars=from_tars, progress=advance, on_total=set_total)
+        rows = rebuild_index(
+            url, _config(endpoint_url), from_tars=from_tars, progress=advance, on_total=set_total
+        )
     typer.echo(f"index.parquet: {rows} rows")

@@ -13,8 +13,11 @@ def train(
     config: ConfigArg,
     data: Annotated[
         list[str] | None,
-        typer.Option("--data", help="Training data (repeatable): a dppp dataset URL (local, file://, s3://) or "
-                     "NAME:PATH of a Re-ID folder, e.g. market1501:/data/Market-1501. Default: train.data.sources."),
+        typer.Option(
+            "--data",
+            help="Training data (repeatable): a dppp dataset URL (local, file://, s3://) or "
+            "NAME:PATH of a Re-ID folder, e.g. market1501:/data/Market-1501. Default: train.data.sources.",
+        ),
     ] = None,
     out: OutOption = None,
     workers: WorkersOption = None,
@@ -29,17 +32,30 @@ def train(
     experiment = load_config(config, sets)
     result = run_train(experiment.train, data, out, workers=workers, ray_address=ray_address)
     console = Console()
-    losses = ", ".join(f"{k.removeprefix('loss/')} {v:.4f}" for k, v in sorted(result.last_epoch.items())
-                       if k.startswith("loss"))  # fmt: skip
+    losses = ", ".join(
+        f"{k.removeprefix('loss/')} {v:.4f}"
+        for k, v in sorted(result.last_epoch.items())
+        if k.startswith("loss")
+    )
     resumes = [start.get("step") for start in result.starts[1:]]
-    console.print(f"trained {result.steps} steps in {result.wall_s:.1f} s"
-                  + (f" (restarted {len(resumes)} time(s), from the checkpoints at steps "
-                     f"{', '.join(map(str, resumes))})" if resumes else ""))  # fmt: skip
+    console.print(
+        f"trained {result.steps} steps in {result.wall_s:.1f} s"
+        + (
+            f" (restarted {len(resumes)} time(s), from the checkpoints at steps "
+            f"{', '.join(map(str, resumes))})"
+            if resumes
+            else ""
+        )
+    )
     if losses:
         console.print(f"last epoch: {losses}")
     if result.health:
         from trainer.health import format_report
 
-        console.print(format_report(result.health), soft_wrap=True, highlight=False,
-                      style="bold red" if result.health.get("warning") else None)  # fmt: skip
+        console.print(
+            format_report(result.health),
+            soft_wrap=True,
+            highlight=False,
+            style="bold red" if result.health.get("warning") else None,
+        )
     console.print(f"run: {result.run_url}\nfinal model: {result.final_url}")

@@ -206,7 +206,9 @@ class DiffusersRenderer:
             pipeline = self._load()
         self.pipe = pipeline
         if config.scheduler is not None:
-            self.pipe.scheduler = _scheduler_from_name(config.scheduler, config.scheduler_options, pipeline.scheduler)
+            self.pipe.scheduler = _scheduler_from_name(
+                config.scheduler, config.scheduler_options, pipeline.scheduler
+            )
         elif config.scheduler_options:
             self.pipe.scheduler = type(pipeline.scheduler).from_config(
                 pipeline.scheduler.config, **config.scheduler_options
@@ -407,7 +409,9 @@ class DiffusersRenderer:
             # A retry keeps the identity's part (consistency) and changes only the view's part; at share 1
             # there is no view part, so the identity seed is bumped too or the retry would repeat itself.
             identity_attempt = attempt if share >= 1.0 else 0
-            identity_gen = torch.Generator("cpu").manual_seed(bumped_seed(view.identity_seed, identity_attempt))
+            identity_gen = torch.Generator("cpu").manual_seed(
+                bumped_seed(view.identity_seed, identity_attempt)
+            )
             identity = torch.randn(shape, generator=identity_gen, dtype=torch.float32)
             noise = math.sqrt(1.0 - share) * noise + math.sqrt(share) * identity
         return noise, generator
@@ -442,7 +446,9 @@ class DiffusersRenderer:
                 output_type="pt",
             )
             pixels = to_uint8_pixels(out.images)
-            blank = blank_flags(pixels, std_threshold=self.config.blank_std, mean_threshold=self.config.blank_mean)
+            blank = blank_flags(
+                pixels, std_threshold=self.config.blank_std, mean_threshold=self.config.blank_mean
+            )
             pixels, blank = pixels.cpu().numpy(), blank.cpu().tolist()
         nsfw = getattr(out, "nsfw_content_detected", None) or [False] * len(views)
         images = [Image.fromarray(array) for array in pixels[:count]]
@@ -477,6 +483,15 @@ def _probe_views(n: int) -> list[ViewSpec]:
     from prompts.spec import ViewSpec
 
     return [
-        ViewSpec(pid=0, view=i, camid=0, seed=i, identity_seed=0, attributes={}, prompt=_PROBE_PROMPT, negative_prompt="")
+        ViewSpec(
+            pid=0,
+            view=i,
+            camid=0,
+            seed=i,
+            identity_seed=0,
+            attributes={},
+            prompt=_PROBE_PROMPT,
+            negative_prompt="",
+        )
         for i in range(n)
     ]

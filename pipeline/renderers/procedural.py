@@ -58,8 +58,11 @@ class ProceduralDrawing:
 
 
 class ProceduralRenderer:
-    def __init__(self, config: ProceduralRendererConfig | None = None,
-                 palette: Mapping[str, tuple[int, int, int]] | None = None):
+    def __init__(
+        self,
+        config: ProceduralRendererConfig | None = None,
+        palette: Mapping[str, tuple[int, int, int]] | None = None,
+    ):
         from pipeline.renderers.procedural_colours import Colours, load_palette
 
         self.config = config or ProceduralRendererConfig()
@@ -106,8 +109,13 @@ class ProceduralRenderer:
         attrs = view.attributes
         traits = identity_traits(view.identity_seed)
         vt = view_traits(view.seed)
-        backdrop = scene.crop(attrs.get("scene", "street"), attrs.get("camera_angle", ""), cfg.height,
-                              cfg.width, vt.background_offset)
+        backdrop = scene.crop(
+            attrs.get("scene", "street"),
+            attrs.get("camera_angle", ""),
+            cfg.height,
+            cfg.width,
+            vt.background_offset,
+        )
         frame = _frame(attrs, traits, vt, cfg.height, cfg.width)
         canvas = Canvas(backdrop)
         figure = Figure(attrs, self._colours, traits, vt, frame, self._colour_names)
@@ -115,8 +123,12 @@ class ProceduralRenderer:
         labels = canvas.label_array().copy()
 
         light = style.LIGHTS.get(attrs.get("illumination", ""), style.NEUTRAL)
-        place = style.Placement(cx=frame.cx, half_width=figure.shoulder * frame.u * 1.1,
-                                feet_y=frame.top + figure.total * frame.u * frame.y_squash, u=frame.u)
+        place = style.Placement(
+            cx=frame.cx,
+            half_width=figure.shoulder * frame.u * 1.1,
+            feet_y=frame.top + figure.total * frame.u * frame.y_squash,
+            u=frame.u,
+        )
         strength = cfg.lighting
         factor, region = style.shading(labels, place, light, vt.light_side, strength)
         image = style.expose(canvas.image, factor, region)
@@ -125,8 +137,9 @@ class ProceduralRenderer:
         image = style.tone(image, light, attrs.get("camera", str(view.camid)), strength)
         if cfg.degradation:
             quality = style.QUALITY.get(attrs.get("image_quality", ""), style.GENERIC_QUALITY)
-            image = style.degrade(image, quality, attrs.get("camera_distance", "medium"), light, vt.rng,
-                                  cfg.lighting)
+            image = style.degrade(
+                image, quality, attrs.get("camera_distance", "medium"), light, vt.rng, cfg.lighting
+            )
         return ProceduralDrawing(image=image, labels=labels)
 
 
@@ -140,7 +153,9 @@ def _frame(attrs: Mapping[str, str], traits, vt, height: int, width: int):
     from pipeline.renderers.procedural_figure import Frame, heads_tall
 
     squash = SQUASH.get(attrs.get("camera_height", "medium"), 0.97)
-    fill = FILL.get(attrs.get("camera_distance", "medium"), 0.86) * HEIGHT_SCALE.get(attrs.get("height", ""), 0.965)
+    fill = FILL.get(attrs.get("camera_distance", "medium"), 0.86) * HEIGHT_SCALE.get(
+        attrs.get("height", ""), 0.965
+    )
     on_screen = height * fill * (1.0 + 0.025 * vt.scale_jitter)
     u = on_screen / (heads_tall(attrs, traits) * squash)
     feet = height * (0.975 + 0.012 * vt.shift_y)

@@ -49,8 +49,9 @@ class Canvas:
             self._draw.ellipse(box, fill=rgb)
             self._ldraw.ellipse(box, fill=int(part))
 
-    def chord(self, cx: float, cy: float, rx: float, ry: float, start: float, end: float, rgb: RGB,
-              part: Part) -> None:
+    def chord(
+        self, cx: float, cy: float, rx: float, ry: float, start: float, end: float, rgb: RGB, part: Part
+    ) -> None:
         box = (cx - rx, cy - ry, cx + rx, cy + ry)
         if rx > 0.3 and ry > 0.3:
             self._draw.chord(box, start, end, fill=rgb)
@@ -61,8 +62,9 @@ class Canvas:
         self._draw.line(points, fill=rgb, width=w, joint="curve")
         self._ldraw.line(points, fill=int(part), width=w, joint="curve")
 
-    def rectangle(self, x0: float, y0: float, x1: float, y1: float, rgb: RGB, part: Part,
-                  radius: float = 0.0) -> None:
+    def rectangle(
+        self, x0: float, y0: float, x1: float, y1: float, rgb: RGB, part: Part, radius: float = 0.0
+    ) -> None:
         box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
         if radius >= 1:
             self._draw.rounded_rectangle(box, radius=radius, fill=rgb)
@@ -78,14 +80,19 @@ class Canvas:
             dx, dy = x1 - x0, y1 - y0
             norm = (dx * dx + dy * dy) ** 0.5 or 1.0
             nx, ny = -dy / norm, dx / norm
-            quad = [(x0 + nx * w0 / 2, y0 + ny * w0 / 2), (x1 + nx * w1 / 2, y1 + ny * w1 / 2),
-                    (x1 - nx * w1 / 2, y1 - ny * w1 / 2), (x0 - nx * w0 / 2, y0 - ny * w0 / 2)]
+            quad = [
+                (x0 + nx * w0 / 2, y0 + ny * w0 / 2),
+                (x1 + nx * w1 / 2, y1 + ny * w1 / 2),
+                (x1 - nx * w1 / 2, y1 - ny * w1 / 2),
+                (x0 - nx * w0 / 2, y0 - ny * w0 / 2),
+            ]
             self.polygon(quad, rgb, part)
         for (x, y), w in zip(points[1:-1], widths[1:-1], strict=False):
             self.ellipse(x, y, w / 2, w / 2, rgb, part)
 
-    def fill_pattern(self, points: Sequence[Point], pattern: np.ndarray, origin: tuple[int, int],
-                     part: Part) -> None:
+    def fill_pattern(
+        self, points: Sequence[Point], pattern: np.ndarray, origin: tuple[int, int], part: Part
+    ) -> None:
         """Paint a pattern (an HxWx3 uint8 array whose top-left pixel lies at `origin`) inside a polygon."""
         h, w = pattern.shape[:2]
         if h == 0 or w == 0 or len(points) < 3:

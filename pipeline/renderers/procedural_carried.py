@@ -28,14 +28,18 @@ class CarriedDrawing:
             y1 = self.y(3.55)
             canvas.rectangle(cx - hw, y0, cx + hw, y1, rgb, Part.BAG, radius=0.25 * u)
             if self.cos < -0.3:  # the back view: front pocket and flap
-                canvas.rectangle(cx - hw * 0.7, self.y(2.7), cx + hw * 0.7, self.y(3.4), dark, Part.BAG, radius=2)
+                canvas.rectangle(
+                    cx - hw * 0.7, self.y(2.7), cx + hw * 0.7, self.y(3.4), dark, Part.BAG, radius=2
+                )
                 canvas.line([(cx - hw, self.y(1.95)), (cx + hw, self.y(1.95))], dark, Part.BAG, 0.05 * u)
             return
         side = self.traits.bag_side
         lat = side * (self.hip + 0.2)
         if bag in ("shoulder bag", "messenger bag", "tote bag"):
             strap_top = self.point(-side * self.shoulder * 0.6, 0.0, 1.35)
-            y0, y1 = (3.2, 4.0) if bag == "shoulder bag" else (3.1, 4.05) if bag == "messenger bag" else (2.9, 4.3)
+            y0, y1 = (
+                (3.2, 4.0) if bag == "shoulder bag" else (3.1, 4.05) if bag == "messenger bag" else (2.9, 4.3)
+            )
             if bag == "tote bag":
                 strap_top = self.point(side * self.shoulder * 0.7, 0.0, 1.4)
             canvas.line([strap_top, self.point(lat, 0, y0)], dark, Part.BAG, max(1.0, 0.06 * u))
@@ -67,15 +71,21 @@ class CarriedDrawing:
         hw = max(hw, 0.12 * u)
         top = hy + 0.15 * u
         if bag != "briefcase":
-            canvas.line([(hx - hw * 0.6, top), (hx, hy), (hx + hw * 0.6, top)], dark, Part.BAG, max(1.0, 0.04 * u))
+            canvas.line(
+                [(hx - hw * 0.6, top), (hx, hy), (hx + hw * 0.6, top)], dark, Part.BAG, max(1.0, 0.04 * u)
+            )
         canvas.rectangle(hx - hw, top, hx + hw, top + size[1] * u, rgb, Part.BAG, radius=2)
 
     def _backpack_straps(self, canvas: Canvas) -> None:
         u = self.frame.u
         for side in (1, -1):
             if self.toward_camera(side * 0.4, 0.3) > -0.2:
-                canvas.line([self.point(side * 0.4, 0.3, 1.3), self.point(side * 0.45, 0.38, 2.7)], self.colour.bag_dark,
-                            Part.BAG, max(1.0, 0.07 * u))
+                canvas.line(
+                    [self.point(side * 0.4, 0.3, 1.3), self.point(side * 0.45, 0.38, 2.7)],
+                    self.colour.bag_dark,
+                    Part.BAG,
+                    max(1.0, 0.07 * u),
+                )
 
     def _held(self, canvas: Canvas) -> None:
         u = self.frame.u
@@ -88,4 +98,6 @@ class CarriedDrawing:
             hx, hy = self.point(self.shoulder * 0.3, 0.3, 2.6)
             top_y = self.y(-0.35)
             canvas.line([(hx, hy), (hx, top_y)], (40, 40, 40), Part.CARRIED, max(1.0, 0.05 * u))
-            canvas.chord(hx, top_y + 0.2 * u, 1.5 * u, 0.75 * u, 180, 360, self.colour.accessory, Part.CARRIED)
+            canvas.chord(
+                hx, top_y + 0.2 * u, 1.5 * u, 0.75 * u, 180, 360, self.colour.accessory, Part.CARRIED
+            )

@@ -44,7 +44,9 @@ def _read_palette(path: str | None) -> dict[str, tuple[int, int, int]]:
     # The prompt engine's loader: the whole taxonomy is validated, with its file named in any error.
     from prompts.taxonomy import load_taxonomy
 
-    return {name: (int(rgb[0]), int(rgb[1]), int(rgb[2])) for name, rgb in load_taxonomy(path).palette.items()}
+    return {
+        name: (int(rgb[0]), int(rgb[1]), int(rgb[2])) for name, rgb in load_taxonomy(path).palette.items()
+    }
 
 
 def load_palette(taxonomy: str | Path | None = None) -> dict[str, tuple[int, int, int]]:

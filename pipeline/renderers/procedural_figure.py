@@ -24,29 +24,54 @@ from pipeline.renderers.procedural_palette import Palette
 from pipeline.renderers.procedural_traits import IdentityTraits, ViewTraits
 
 YAW = {  # degrees; left-family views show the person's left side, so they face the image left
-    "front": 0.0, "front-left three-quarter": 45.0, "left side": 90.0, "back-left three-quarter": 135.0,
-    "back": 180.0, "back-right three-quarter": 225.0, "right side": 270.0,
+    "front": 0.0,
+    "front-left three-quarter": 45.0,
+    "left side": 90.0,
+    "back-left three-quarter": 135.0,
+    "back": 180.0,
+    "back-right three-quarter": 225.0,
+    "right side": 270.0,
     "front-right three-quarter": 315.0,
 }
 BUILD = {  # shoulder, waist, hip, limb thickness multipliers
-    "slim": (0.92, 0.86, 0.92, 0.85), "average": (1.0, 1.0, 1.0, 1.0),
-    "athletic": (1.1, 0.94, 0.98, 1.08), "heavy": (1.12, 1.38, 1.25, 1.25),
+    "slim": (0.92, 0.86, 0.92, 0.85),
+    "average": (1.0, 1.0, 1.0, 1.0),
+    "athletic": (1.1, 0.94, 0.98, 1.08),
+    "heavy": (1.12, 1.38, 1.25, 1.25),
 }
 # Upper garments: hem (hu from the head top), sleeve end (None: long to the wrist, 0: sleeveless, else y).
 UPPER = {
-    "t-shirt": (3.95, 2.35), "shirt": (4.0, None), "polo shirt": (3.95, 2.3), "sweater": (3.95, None),
-    "hoodie": (4.05, None), "jacket": (4.1, None), "coat": (5.55, None), "blouse": (3.9, None),
-    "tank top": (3.9, 0.0), "dress": (5.45, 2.25), "suit jacket": (4.2, None), "vest": (3.85, 0.0),
+    "t-shirt": (3.95, 2.35),
+    "shirt": (4.0, None),
+    "polo shirt": (3.95, 2.3),
+    "sweater": (3.95, None),
+    "hoodie": (4.05, None),
+    "jacket": (4.1, None),
+    "coat": (5.55, None),
+    "blouse": (3.9, None),
+    "tank top": (3.9, 0.0),
+    "dress": (5.45, 2.25),
+    "suit jacket": (4.2, None),
+    "vest": (3.85, 0.0),
 }
 # Lower garments: hem y in hu (None: to the ankle), flare (skirts), leg width multiplier.
 LOWER = {
-    "jeans": (None, 0.0, 1.0), "trousers": (None, 0.0, 1.05), "shorts": (4.85, 0.0, 1.15),
-    "sweatpants": (None, 0.0, 1.18), "skirt": (5.35, 0.35, 1.0), "long skirt": (6.85, 0.5, 1.0),
-    "leggings": (None, 0.0, 0.86), "cargo pants": (None, 0.0, 1.15),
+    "jeans": (None, 0.0, 1.0),
+    "trousers": (None, 0.0, 1.05),
+    "shorts": (4.85, 0.0, 1.15),
+    "sweatpants": (None, 0.0, 1.18),
+    "skirt": (5.35, 0.35, 1.0),
+    "long skirt": (6.85, 0.5, 1.0),
+    "leggings": (None, 0.0, 0.86),
+    "cargo pants": (None, 0.0, 1.15),
 }
 STRIDE = {  # leg stride, arm pose
-    "walking": (0.55, "swing"), "standing": (0.0, "hang"), "standing still looking at a phone": (0.0, "phone"),
-    "jogging": (0.85, "jog"), "carrying something": (0.35, "carry"), "waiting": (0.05, "hang"),
+    "walking": (0.55, "swing"),
+    "standing": (0.0, "hang"),
+    "standing still looking at a phone": (0.0, "phone"),
+    "jogging": (0.85, "jog"),
+    "carrying something": (0.35, "carry"),
+    "waiting": (0.05, "hang"),
     "mid-stride crossing": (0.8, "swing"),
 }
 SHOE_COLOURED_SOLE = {"sneakers", "running shoes"}
@@ -72,8 +97,15 @@ class Figure(HeadDrawing, CarriedDrawing):
     garments drawn back to front; the head (procedural_head) and bags (procedural_carried) are drawn by
     the mixins it inherits."""
 
-    def __init__(self, attrs: dict[str, str], colours: Colours, traits: IdentityTraits,
-                 view: ViewTraits, frame: Frame, second_colour_names: list[str]):
+    def __init__(
+        self,
+        attrs: dict[str, str],
+        colours: Colours,
+        traits: IdentityTraits,
+        view: ViewTraits,
+        frame: Frame,
+        second_colour_names: list[str],
+    ):
         self.attrs = attrs
         self.traits = traits
         self.frame = frame
@@ -120,7 +152,9 @@ class Figure(HeadDrawing, CarriedDrawing):
     # -- drawing order -------------------------------------------------------------------------------------
     def draw(self, canvas: Canvas) -> None:
         arms = sorted((self.toward_camera(side * self.shoulder, 0.0), side) for side in (1, -1))
-        legs = sorted((self.toward_camera(side * self.hip * 0.5, self._foot_depth(side)), side) for side in (1, -1))
+        legs = sorted(
+            (self.toward_camera(side * self.hip * 0.5, self._foot_depth(side)), side) for side in (1, -1)
+        )
         bag = self.attrs.get("bag", "none")
         bag_z = self._bag_depth(bag)
         behind = bag_z < -0.15
@@ -174,8 +208,9 @@ class Figure(HeadDrawing, CarriedDrawing):
             canvas.limb(cover, cover_w, self.colour.lower, Part.LOWER)
             if self.attrs.get("lower_type") == "cargo pants" and len(cover) >= 2:
                 px, py = cover[0][0] * 0.4 + cover[1][0] * 0.6, cover[0][1] * 0.4 + cover[1][1] * 0.6
-                canvas.rectangle(px - 0.12 * w, py, px + 0.12 * w, py + 0.3 * w, self.colour.lower_dark,
-                                 Part.LOWER)
+                canvas.rectangle(
+                    px - 0.12 * w, py, px + 0.12 * w, py + 0.3 * w, self.colour.lower_dark, Part.LOWER
+                )
         self._shoe(canvas, lat * 0.8, foot_d, ankle_y)
 
     def _shoe(self, canvas: Canvas, lat: float, depth: float, ankle_y: float) -> None:
@@ -187,8 +222,14 @@ class Figure(HeadDrawing, CarriedDrawing):
         rgb = self.colour.shoe
         if kind == "sandals":
             canvas.rectangle(cx - half_w, top, cx + half_w, bottom, self.colour.skin, Part.SKIN, radius=2)
-            canvas.rectangle(cx - half_w, top + (bottom - top) * 0.4, cx + half_w, top + (bottom - top) * 0.6,
-                             rgb, Part.SHOE)
+            canvas.rectangle(
+                cx - half_w,
+                top + (bottom - top) * 0.4,
+                cx + half_w,
+                top + (bottom - top) * 0.6,
+                rgb,
+                Part.SHOE,
+            )
             canvas.rectangle(cx - half_w, bottom - 1.5, cx + half_w, bottom, rgb, Part.SHOE)
             return
         if kind == "high heels":
@@ -197,8 +238,9 @@ class Figure(HeadDrawing, CarriedDrawing):
         canvas.rectangle(cx - half_w, top, cx + half_w, bottom, rgb, Part.SHOE, radius=max(1.0, half_w * 0.5))
         if kind in SHOE_COLOURED_SOLE:
             sole = (238, 238, 236) if self.attrs.get("footwear_color") != "white" else (120, 120, 124)
-            canvas.rectangle(cx - half_w, bottom - max(1.5, 0.07 * self.frame.u), cx + half_w, bottom, sole,
-                             Part.SHOE)
+            canvas.rectangle(
+                cx - half_w, bottom - max(1.5, 0.07 * self.frame.u), cx + half_w, bottom, sole, Part.SHOE
+            )
 
     def _lower_body(self, canvas: Canvas) -> None:
         """Pelvis of trousers, or the whole skirt."""
@@ -206,10 +248,13 @@ class Figure(HeadDrawing, CarriedDrawing):
         hip = self.hip * (1.0 + 0.1 * (self.leg_fill - 1.0))
         if self.flare > 0.0:
             hem = self.lower_hem or 5.35
-            pts = self._section([(top, self.waist * 1.02, 0.4), (3.7, hip * 1.05, 0.45),
-                                 (hem, hip * (1.0 + self.flare), 0.6)])
+            pts = self._section(
+                [(top, self.waist * 1.02, 0.4), (3.7, hip * 1.05, 0.45), (hem, hip * (1.0 + self.flare), 0.6)]
+            )
         else:
-            pts = self._section([(top, self.waist * 1.02, 0.4), (3.7, hip, 0.45), (self.crotch, hip * 0.95, 0.45)])
+            pts = self._section(
+                [(top, self.waist * 1.02, 0.4), (3.7, hip, 0.45), (self.crotch, hip * 0.95, 0.45)]
+            )
         canvas.polygon(pts, self.colour.lower, Part.LOWER)
 
     def _section(self, rows: list[tuple[float, float, float]]) -> list[tuple[float, float]]:
@@ -222,13 +267,26 @@ class Figure(HeadDrawing, CarriedDrawing):
         kind = self.attrs.get("upper_type", "")
         neck = self.point(0, 0.05, 1.0)
         nw = self.half_width(0.17, 0.18)
-        canvas.rectangle(neck[0] - nw, neck[1] - 0.1 * self.frame.u, neck[0] + nw, self.y(1.45), self.colour.skin,
-                         Part.SKIN)
+        canvas.rectangle(
+            neck[0] - nw,
+            neck[1] - 0.1 * self.frame.u,
+            neck[0] + nw,
+            self.y(1.45),
+            self.colour.skin,
+            Part.SKIN,
+        )
         s, w, h = self.shoulder, self.waist, self.hip
         hem = self.hem
         hem_w = h * (1.2 if kind == "coat" else 1.35 if kind == "dress" else 1.04)
-        rows = [(1.18, s * 0.45, 0.3), (1.33, s * 0.85, 0.34), (1.55, s, 0.36), (2.1, s * 0.93, 0.38),
-                (3.0, max(w, s * 0.72), 0.36), (min(hem, 3.7), max(h, w) * 1.04, 0.38), (hem, hem_w, 0.42)]
+        rows = [
+            (1.18, s * 0.45, 0.3),
+            (1.33, s * 0.85, 0.34),
+            (1.55, s, 0.36),
+            (2.1, s * 0.93, 0.38),
+            (3.0, max(w, s * 0.72), 0.36),
+            (min(hem, 3.7), max(h, w) * 1.04, 0.38),
+            (hem, hem_w, 0.42),
+        ]
         pts = self._section(rows)
         canvas.polygon(pts, self.colour.upper, Part.UPPER)
         self._pattern(canvas, pts)
@@ -238,12 +296,20 @@ class Figure(HeadDrawing, CarriedDrawing):
         elif kind == "hoodie" and self.attrs.get("headwear") != "hood up":
             # the lowered hood lies on the upper back
             hx, hy = self.point(0, -0.2, 1.55)
-            canvas.ellipse(hx, hy, self.half_width(0.45, 0.2), 0.35 * self.frame.u, self.colour.upper_dark, Part.UPPER)
+            canvas.ellipse(
+                hx, hy, self.half_width(0.45, 0.2), 0.35 * self.frame.u, self.colour.upper_dark, Part.UPPER
+            )
         if self.attrs.get("accessory") == "scarf":
             sx, sy = self.point(0, 0.05, 1.25)
-            canvas.rectangle(sx - self.half_width(0.36, 0.3), sy - 0.12 * self.frame.u,
-                             sx + self.half_width(0.36, 0.3), sy + 0.2 * self.frame.u, self.colour.accessory,
-                             Part.ACCESSORY, radius=2)
+            canvas.rectangle(
+                sx - self.half_width(0.36, 0.3),
+                sy - 0.12 * self.frame.u,
+                sx + self.half_width(0.36, 0.3),
+                sy + 0.2 * self.frame.u,
+                self.colour.accessory,
+                Part.ACCESSORY,
+                radius=2,
+            )
 
     def _garment_front(self, canvas: Canvas, kind: str) -> None:
         u = self.frame.u
@@ -257,14 +323,28 @@ class Figure(HeadDrawing, CarriedDrawing):
             canvas.line([top, bottom], c.upper_dark, Part.UPPER, max(1.0, 0.05 * u))
             if kind == "hoodie":
                 px, py = self.point(0, 0.4, 3.35)
-                canvas.rectangle(px - self.half_width(0.42, 0.2), py, px + self.half_width(0.42, 0.2),
-                                 py + 0.4 * u, c.upper_dark, Part.UPPER, radius=2)
+                canvas.rectangle(
+                    px - self.half_width(0.42, 0.2),
+                    py,
+                    px + self.half_width(0.42, 0.2),
+                    py + 0.4 * u,
+                    c.upper_dark,
+                    Part.UPPER,
+                    radius=2,
+                )
         elif kind in ("suit jacket", "vest"):  # lapels over a light shirt
             shirt = (228, 228, 224)
-            canvas.polygon([self.point(-0.22, 0.3, 1.2), self.point(0.22, 0.3, 1.2), self.point(0, 0.4, 2.35)], shirt,
-                           Part.UPPER)
-            canvas.line([self.point(0, 0.3, 1.3), self.point(0, 0.4, 2.1)], c.accessory, Part.ACCESSORY,
-                        max(1.0, 0.08 * u))
+            canvas.polygon(
+                [self.point(-0.22, 0.3, 1.2), self.point(0.22, 0.3, 1.2), self.point(0, 0.4, 2.35)],
+                shirt,
+                Part.UPPER,
+            )
+            canvas.line(
+                [self.point(0, 0.3, 1.3), self.point(0, 0.4, 2.1)],
+                c.accessory,
+                Part.ACCESSORY,
+                max(1.0, 0.08 * u),
+            )
         elif kind == "tank top":
             canvas.ellipse(*self.point(0, 0.3, 1.25), self.half_width(0.26, 0.2), 0.2 * u, c.skin, Part.SKIN)
 
@@ -291,7 +371,10 @@ class Figure(HeadDrawing, CarriedDrawing):
         pose = self.arm_pose
         shoulder = (side * s, 0.0, 1.5)
         if pose == "phone" and side == 1 or pose == "carry":
-            elbow, wrist = (side * (s + 0.05), 0.1, 2.85), (side * 0.3, 0.75, 2.75 if pose == "phone" else 3.3)
+            elbow, wrist = (
+                (side * (s + 0.05), 0.1, 2.85),
+                (side * 0.3, 0.75, 2.75 if pose == "phone" else 3.3),
+            )
         elif pose == "jog":
             elbow = (side * elbow_lat, -swing * 0.5, 2.7)
             wrist = (side * (elbow_lat - 0.1), -swing * 0.5 + 0.6, 2.45)
@@ -316,9 +399,11 @@ class Figure(HeadDrawing, CarriedDrawing):
             wx, wy = self.point(*wrist)
             canvas.rectangle(wx - 0.12 * w, wy - 0.06 * w, wx + 0.12 * w, wy + 0.06 * w, DARK, Part.ACCESSORY)
         if pose == "phone" and side == 1 or self.attrs.get("accessory") == "phone in hand" and side == 1:
-            canvas.rectangle(hx - 0.1 * u, hy - 0.2 * u, hx + 0.1 * u, hy + 0.05 * u, (30, 32, 38), Part.CARRIED,
-                             radius=1)
+            canvas.rectangle(
+                hx - 0.1 * u, hy - 0.2 * u, hx + 0.1 * u, hy + 0.05 * u, (30, 32, 38), Part.CARRIED, radius=1
+            )
         self._hand_bag(canvas, side, (hx, hy))
+
 
 def _cut_polyline(points: list[tuple[float, float]], widths: list[float], y_end: float):
     """The part of a (downward) polyline above image row y_end, with interpolated widths."""

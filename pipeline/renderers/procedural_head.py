@@ -29,7 +29,11 @@ class HeadDrawing:
             drape = 1.25 if headwear == "headscarf" else 1.0
             canvas.ellipse(cx, cy + 0.12 * u, rx * 1.35, ry * 1.3 * drape, c.headwear, Part.HEADWEAR)
         elif hair_len != "bald":
-            vol = 1.04 + 0.1 * self.traits.hair_volume + (0.15 if self.attrs.get("hair_style") == "curly" else 0.0)
+            vol = (
+                1.04
+                + 0.1 * self.traits.hair_volume
+                + (0.15 if self.attrs.get("hair_style") == "curly" else 0.0)
+            )
             canvas.ellipse(cx, cy - 0.04 * u, rx * vol, ry * (vol * 0.98), c.hair, Part.HAIR)
             if self.attrs.get("hair_style") == "curly":
                 for ang in range(200, 345, 36):
@@ -40,7 +44,9 @@ class HeadDrawing:
             vis = 0.55 + 0.45 * max(self.cos, 0.0)
             fx = self.x(0, 0.22 * hs) if abs(self.sin) > 0.3 else cx
             hood = headwear in ("hood up", "headscarf")
-            hairline = 0.0 if hair_len in ("bald",) else 0.06 + 0.1 * self.traits.fringe * (hair_len != "very short")
+            hairline = (
+                0.0 if hair_len in ("bald",) else 0.06 + 0.1 * self.traits.fringe * (hair_len != "very short")
+            )
             fry = ry * (0.8 - hairline) * (0.9 if hood else 1.0)
             fcy = cy + ry - fry
             frx = rx * vis * (0.8 if hood else 0.92)
@@ -57,7 +63,9 @@ class HeadDrawing:
     def _face(self, canvas: Canvas, hs: float) -> None:
         u = self.frame.u
         acc = self.attrs.get("accessory", "none")
-        eyes = [(lat, 0.42 * hs) for lat in (-0.15 * hs, 0.15 * hs) if self.toward_camera(lat, 0.42 * hs) > 0.12]
+        eyes = [
+            (lat, 0.42 * hs) for lat in (-0.15 * hs, 0.15 * hs) if self.toward_camera(lat, 0.42 * hs) > 0.12
+        ]
         for lat, dep in eyes:
             ex, ey = self.point(lat, dep, 0.52)
             if acc == "sunglasses":
@@ -65,16 +73,34 @@ class HeadDrawing:
             else:
                 canvas.ellipse(ex, ey, max(0.6, 0.035 * u), max(0.6, 0.035 * u), (35, 28, 25), Part.SKIN)
                 if acc == "glasses":
-                    canvas.line([(ex - 0.08 * u, ey - 0.05 * u), (ex + 0.08 * u, ey - 0.05 * u),
-                                 (ex + 0.08 * u, ey + 0.05 * u), (ex - 0.08 * u, ey + 0.05 * u),
-                                 (ex - 0.08 * u, ey - 0.05 * u)], (30, 30, 34), Part.ACCESSORY, max(1, 0.025 * u))
+                    canvas.line(
+                        [
+                            (ex - 0.08 * u, ey - 0.05 * u),
+                            (ex + 0.08 * u, ey - 0.05 * u),
+                            (ex + 0.08 * u, ey + 0.05 * u),
+                            (ex - 0.08 * u, ey + 0.05 * u),
+                            (ex - 0.08 * u, ey - 0.05 * u),
+                        ],
+                        (30, 30, 34),
+                        Part.ACCESSORY,
+                        max(1, 0.025 * u),
+                    )
         if acc == "face mask" and self.cos > -0.2:
             mx, my = self.point(0, 0.35 * hs, 0.78)
-            canvas.rectangle(mx - self.half_width(0.26, 0.25), my - 0.13 * u, mx + self.half_width(0.26, 0.25),
-                             my + 0.13 * u, self.colour.mask, Part.ACCESSORY, radius=2)
+            canvas.rectangle(
+                mx - self.half_width(0.26, 0.25),
+                my - 0.13 * u,
+                mx + self.half_width(0.26, 0.25),
+                my + 0.13 * u,
+                self.colour.mask,
+                Part.ACCESSORY,
+                radius=2,
+            )
         elif self.cos > 0.5:
             mx, my = self.point(0, 0.45 * hs, 0.8)
-            canvas.line([(mx - 0.07 * u, my), (mx + 0.07 * u, my)], (150, 80, 75), Part.SKIN, max(1, 0.03 * u))
+            canvas.line(
+                [(mx - 0.07 * u, my), (mx + 0.07 * u, my)], (150, 80, 75), Part.SKIN, max(1, 0.03 * u)
+            )
 
     def _hair_below_head(self, canvas: Canvas) -> None:
         """Hair below the head: long or medium-length hair, ponytail, braid. `draw` puts it behind the body
@@ -90,12 +116,18 @@ class HeadDrawing:
             if self.cos > 0.5:
                 return
             end = 1.7 if style == "ponytail" else 2.5
-            pts = [self.point(0, -0.45 * hs, 0.45), self.point(0, -0.55 * hs, 1.0), self.point(0, -0.5 * hs, end)]
+            pts = [
+                self.point(0, -0.45 * hs, 0.45),
+                self.point(0, -0.55 * hs, 1.0),
+                self.point(0, -0.5 * hs, end),
+            ]
             canvas.limb(pts, [0.28 * u, 0.24 * u, 0.1 * u], c.hair, Part.HAIR)
             if style == "braided":
                 for y in np.arange(1.0, end, 0.3):
                     bx, by = self.point(0, -0.52 * hs, float(y))
-                    canvas.line([(bx - 0.08 * u, by), (bx + 0.08 * u, by + 0.1 * u)], c.hair_dark, Part.HAIR, 1)
+                    canvas.line(
+                        [(bx - 0.08 * u, by), (bx + 0.08 * u, by + 0.1 * u)], c.hair_dark, Part.HAIR, 1
+                    )
             return
         if length not in ("medium-length", "long"):
             return
@@ -108,8 +140,15 @@ class HeadDrawing:
         y0, y1 = self.y(0.45), self.y(end)
         pts = [(cx - top, y0), (cx + top, y0), (cx + low, y1), (cx - low, y1)]
         if style == "wavy" or style == "curly":
-            pts = [(cx - top, y0), (cx + top, y0), (cx + low * 1.1, (y0 + y1) / 2), (cx + low, y1),
-                   (cx, y1 + 0.15 * u), (cx - low, y1), (cx - low * 1.1, (y0 + y1) / 2)]
+            pts = [
+                (cx - top, y0),
+                (cx + top, y0),
+                (cx + low * 1.1, (y0 + y1) / 2),
+                (cx + low, y1),
+                (cx, y1 + 0.15 * u),
+                (cx - low, y1),
+                (cx - low * 1.1, (y0 + y1) / 2),
+            ]
         canvas.polygon(pts, c.hair, Part.HAIR)
 
     def _hair_extras(self, canvas: Canvas, cx: float, cy: float, rx: float, ry: float) -> None:
@@ -128,19 +167,33 @@ class HeadDrawing:
             bx = self.x(0, 0.5)
             brim = self.half_width(0.4, 0.3) if abs(self.sin) < 0.5 else 0.28 * u
             if self.cos > -0.5:
-                canvas.ellipse(bx + (bx - cx) * 0.4, cy - 0.02 * u, brim, 0.06 * u, self.colour.headwear_dark,
-                               Part.HEADWEAR)
+                canvas.ellipse(
+                    bx + (bx - cx) * 0.4,
+                    cy - 0.02 * u,
+                    brim,
+                    0.06 * u,
+                    self.colour.headwear_dark,
+                    Part.HEADWEAR,
+                )
         elif kind == "beanie":
             canvas.chord(cx, cy + 0.05 * u, rx * 1.1, ry * 1.12, 180, 360, rgb, Part.HEADWEAR)
-            canvas.rectangle(cx - rx * 1.1, cy - 0.05 * u, cx + rx * 1.1, cy + 0.08 * u, self.colour.headwear_dark,
-                             Part.HEADWEAR)
+            canvas.rectangle(
+                cx - rx * 1.1,
+                cy - 0.05 * u,
+                cx + rx * 1.1,
+                cy + 0.08 * u,
+                self.colour.headwear_dark,
+                Part.HEADWEAR,
+            )
         elif kind in ("sun hat", "bucket hat"):
             wide = 1.9 if kind == "sun hat" else 1.4
             canvas.ellipse(cx, cy - 0.12 * u, rx * wide, 0.1 * u, self.colour.headwear_dark, Part.HEADWEAR)
             canvas.chord(cx, cy - 0.1 * u, rx * 1.02, ry * 0.95, 180, 360, rgb, Part.HEADWEAR)
         elif kind == "helmet":
             canvas.chord(cx, cy + 0.02 * u, rx * 1.18, ry * 1.12, 180, 360, rgb, Part.HEADWEAR)
-            canvas.ellipse(cx - rx * 0.35, cy - ry * 0.6, rx * 0.25, ry * 0.12, (240, 240, 240), Part.HEADWEAR)
+            canvas.ellipse(
+                cx - rx * 0.35, cy - ry * 0.6, rx * 0.25, ry * 0.12, (240, 240, 240), Part.HEADWEAR
+            )
         else:  # an unknown headwear value: a generic cap in its colour
             canvas.chord(cx, cy, rx * 1.08, ry * 1.05, 180, 360, rgb, Part.HEADWEAR)
         if self.attrs.get("accessory") == "headphones":

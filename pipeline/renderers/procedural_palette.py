@@ -42,13 +42,17 @@ class Palette:
         choices = [n for n in names if n != upper_name] or ["white"]
         second = colours.rgb(choices[int(traits.second_colour * len(choices)) % len(choices)])
         if float(np.abs(second - self.upper_f).sum()) < 0.45:  # too close to read: use black or white
-            second = np.array([0.92, 0.92, 0.9] if self.upper_f.mean() < 0.5 else [0.1, 0.1, 0.11], np.float32)
+            second = np.array(
+                [0.92, 0.92, 0.9] if self.upper_f.mean() < 0.5 else [0.1, 0.1, 0.11], np.float32
+            )
         self.second_f = jitter(second, sh["second"])
         self.accessory = to255(colours.rgb(choices[int(traits.accessory_colour * 997) % len(choices)]) * 0.85)
         self.mask = (232, 236, 240) if traits.accessory_colour < 0.6 else (150, 190, 225)
         self._traits = traits
 
-    def pattern_tile(self, pattern: str, x0: int, y0: int, x1: int, y1: int, fig: Figure) -> np.ndarray | None:
+    def pattern_tile(
+        self, pattern: str, x0: int, y0: int, x1: int, y1: int, fig: Figure
+    ) -> np.ndarray | None:
         """The garment's pattern over the pixel box [x0, x1) x [y0, y1), in the figure's head units so the
         pattern scales with the person."""
         t = self._traits

@@ -39,8 +39,13 @@ def backdrop(scene: str, angle: str, height: int, width: int) -> np.ndarray:
     arr = np.asarray(image, dtype=np.float32) / 255.0
     # Low-frequency blotches and fine grain so flat areas read as surfaces, not paint.
     coarse = rng.random((max(2, height // 24), max(2, w // 16)), dtype=np.float32)
-    blotch = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize((w, height), Image.BILINEAR),
-                        dtype=np.float32) / 255.0
+    blotch = (
+        np.asarray(
+            Image.fromarray((coarse * 255).astype(np.uint8)).resize((w, height), Image.BILINEAR),
+            dtype=np.float32,
+        )
+        / 255.0
+    )
     grain = rng.random((height, w), dtype=np.float32)
     arr = arr * (0.9 + 0.16 * blotch[..., None]) + (grain[..., None] - 0.5) * 0.04
     # Distance haze toward the horizon: far things are paler, which also separates the figure.
@@ -56,7 +61,7 @@ def crop(scene: str, angle: str, height: int, width: int, offset: float) -> Imag
     """A frame-sized window of the camera's backdrop; offset in [0, 1] picks where."""
     wide = backdrop(scene, angle, height, width)
     x0 = int(round(offset * (wide.shape[1] - width)))
-    return Image.fromarray(wide[:, x0:x0 + width], "RGB")
+    return Image.fromarray(wide[:, x0 : x0 + width], "RGB")
 
 
 # -- recipes -----------------------------------------------------------------------------------------------
@@ -79,8 +84,10 @@ def _windows(draw, rng, w, top, bottom, wall, glass, cols=10, rows=3):
     for i in range(cols):
         for j in range(rows):
             shade = tuple(int(c * (0.85 + 0.3 * rng.random())) for c in glass)
-            draw.rectangle((i * cw + cw * 0.18, top + j * rh + rh * 0.2, i * cw + cw * 0.82, top + j * rh + rh * 0.8),
-                           fill=shade)
+            draw.rectangle(
+                (i * cw + cw * 0.18, top + j * rh + rh * 0.2, i * cw + cw * 0.82, top + j * rh + rh * 0.8),
+                fill=shade,
+            )
 
 
 def _trees(draw, rng, w, horizon, count, greens):
@@ -99,9 +106,13 @@ def _cars(draw, rng, w, base, size):
         c = colours[int(rng.random() * len(colours))]
         draw.rounded_rectangle((x, base - size * 0.55, x + size * 1.7, base), radius=4, fill=c)
         draw.rectangle((x + size * 0.3, base - size * 0.85, x + size * 1.3, base - size * 0.5), fill=c)
-        draw.rectangle((x + size * 0.4, base - size * 0.8, x + size * 1.2, base - size * 0.55), fill=(150, 175, 190))
+        draw.rectangle(
+            (x + size * 0.4, base - size * 0.8, x + size * 1.2, base - size * 0.55), fill=(150, 175, 190)
+        )
         for wx in (x + size * 0.35, x + size * 1.35):
-            draw.ellipse((wx - size * 0.18, base - size * 0.2, wx + size * 0.18, base + size * 0.1), fill=(20, 20, 20))
+            draw.ellipse(
+                (wx - size * 0.18, base - size * 0.2, wx + size * 0.18, base + size * 0.1), fill=(20, 20, 20)
+            )
         x += size * (2.0 + rng.random())
 
 
@@ -115,7 +126,9 @@ def _campus(draw, rng, w, h, horizon, scene):
     _windows(draw, rng, w, 0, max(horizon, 1), (200, 190, 170), (90, 105, 120), cols=8, rows=2)
     _trees(draw, rng, w, max(horizon, 1), 6, [(60, 110, 55), (45, 95, 50)])
     draw.rectangle((0, horizon, w, h), fill=(92, 140, 70))
-    draw.polygon([(w * 0.38, horizon), (w * 0.62, horizon), (w * 0.95, h), (w * 0.05, h)], fill=(190, 175, 150))
+    draw.polygon(
+        [(w * 0.38, horizon), (w * 0.62, horizon), (w * 0.95, h), (w * 0.05, h)], fill=(190, 175, 150)
+    )
 
 
 def _mall(draw, rng, w, h, horizon, scene):
@@ -191,7 +204,9 @@ def _residential(draw, rng, w, h, horizon, scene):
     while x < w:
         hw = 40 + rng.random() * 25
         draw.rectangle((x, top * 0.3, x + hw - 4, top), fill=houses[int(rng.random() * len(houses))])
-        draw.polygon([(x - 2, top * 0.3), (x + hw / 2, top * 0.05), (x + hw - 2, top * 0.3)], fill=(90, 60, 55))
+        draw.polygon(
+            [(x - 2, top * 0.3), (x + hw / 2, top * 0.05), (x + hw - 2, top * 0.3)], fill=(90, 60, 55)
+        )
         x += hw
     draw.rectangle((0, horizon, w, h), fill=(95, 95, 98))
     _cars(draw, rng, w, horizon + (h - horizon) * 0.25, max(10.0, (h - horizon) * 0.25))
@@ -205,9 +220,19 @@ def _generic(draw, rng, w, h, horizon, scene):
 
 
 RECIPES = (  # the first keyword found in the scene name picks the recipe ("parked cars" is not a park)
-    ("crosswalk", _crosswalk), ("residential", _residential), ("parking", _parking), ("sidewalk", _sidewalk),
-    ("campus", _campus), ("mall", _mall), ("subway", _subway), ("platform", _subway), ("park", _park),
-    ("lobby", _lobby), ("office", _lobby), ("station", _station), ("street", _sidewalk),
+    ("crosswalk", _crosswalk),
+    ("residential", _residential),
+    ("parking", _parking),
+    ("sidewalk", _sidewalk),
+    ("campus", _campus),
+    ("mall", _mall),
+    ("subway", _subway),
+    ("platform", _subway),
+    ("park", _park),
+    ("lobby", _lobby),
+    ("office", _lobby),
+    ("station", _station),
+    ("street", _sidewalk),
 )
 
 

@@ -91,8 +91,9 @@ class Placement:
 Region = tuple[slice, slice]
 
 
-def shading(labels: np.ndarray, place: Placement, light: Light, light_side: int,
-            strength: float) -> tuple[np.ndarray, Region]:
+def shading(
+    labels: np.ndarray, place: Placement, light: Light, light_side: int, strength: float
+) -> tuple[np.ndarray, Region]:
     """The brightness factor of every spatial lighting effect, built once so the image is multiplied a
     single time: the figure's roundness, sky light and outlines, the directional light (hard-edged for
     harsh light), backlighting, and the ground shadow. With strength 0 only the modelling (roundness,
@@ -191,8 +192,14 @@ def weather(image: Image.Image, labels: np.ndarray, kind: str, rng: np.random.Ge
     return image  # clear, or a weather value this renderer does not know
 
 
-def degrade(image: Image.Image, quality: Quality, distance: str, light: Light, rng: np.random.Generator,
-            strength: float) -> Image.Image:
+def degrade(
+    image: Image.Image,
+    quality: Quality,
+    distance: str,
+    light: Light,
+    rng: np.random.Generator,
+    strength: float,
+) -> Image.Image:
     """Resolution loss, blur, motion, sensor noise and compression, by the camera's profile."""
     width, height = image.size
     factor = quality.downscale * DISTANCE_LOSS.get(distance, 1.1)
@@ -242,8 +249,9 @@ def _motion_blur(arr: np.ndarray, length: int) -> np.ndarray:
     return (cs[:, length:] - cs[:, :-length]) / length
 
 
-def _streaks(rng: np.random.Generator, width: int, height: int, count: int, length: float,
-             slant: float, value: int) -> Image.Image:
+def _streaks(
+    rng: np.random.Generator, width: int, height: int, count: int, length: float, slant: float, value: int
+) -> Image.Image:
     """Rain streaks (length > 0) or snowflakes (length 0) as an L mask."""
     mask = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(mask)

@@ -55,7 +55,7 @@ def identity_traits(identity_seed: int) -> IdentityTraits:
     rng = philox(identity_seed, IDENTITY_STREAM)
     # One fixed-length draw, consumed in a fixed order: adding a trait at the end never shifts the others.
     u = rng.random(64)
-    shade = {slot: (u[3 * i:3 * i + 3] * 2 - 1).astype(np.float32) for i, slot in enumerate(SHADE_SLOTS)}
+    shade = {slot: (u[3 * i : 3 * i + 3] * 2 - 1).astype(np.float32) for i, slot in enumerate(SHADE_SLOTS)}
     for values in shade.values():
         values.setflags(write=False)  # the traits are cached and shared between views
     k = 3 * len(SHADE_SLOTS)  # 24

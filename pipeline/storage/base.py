@@ -58,7 +58,6 @@ def check_key(key: str) -> str:
     return key
 
 
-
 def check_prefix(prefix: str) -> str:
     if prefix and any(part in (".", "..") for part in prefix.split("/")):
         raise ValueError(f"invalid storage prefix {prefix!r}")
@@ -71,7 +70,9 @@ class Storage(ABC):
     url: str
 
     @abstractmethod
-    def put_file(self, local_path: str | os.PathLike, key: str, *, progress: Callable[[int], None] | None = None) -> None:
+    def put_file(
+        self, local_path: str | os.PathLike, key: str, *, progress: Callable[[int], None] | None = None
+    ) -> None:
         """Publish a local file atomically: readers see the old object or the whole new one, never a part.
         `progress(n)` is called with the number of bytes sent since the last call."""
 
@@ -129,4 +130,3 @@ class Storage(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
-

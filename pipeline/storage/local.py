@@ -104,4 +104,3 @@ class LocalStorage(Storage):
 
     def delete(self, key):
         self._path(key).unlink(missing_ok=True)
-

@@ -27,11 +27,20 @@ from pipeline.storage.s3_reader import S3Reader
 T = TypeVar("T")
 
 # What boto3 and pyarrow read from the environment to find the endpoint, the region and the credentials.
-WORKER_ENV = frozenset({
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-})  # fmt: skip
+WORKER_ENV = frozenset(
+    {
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_PROFILE",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+    }
+)
 
 
 class S3Storage(Storage):
@@ -79,10 +88,17 @@ class S3Storage(Storage):
         pyarrow reads the same AWS_* variables / profile chain as boto3; none pass through here."""
         import pyarrow.fs
 
-        endpoint = (self.config.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
-                    or os.environ.get("AWS_ENDPOINT_URL"))  # fmt: skip
-        options: dict[str, Any] = {"region": self.config.region or os.environ.get("AWS_REGION")
-                                   or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}  # fmt: skip
+        endpoint = (
+            self.config.endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+        )
+        options: dict[str, Any] = {
+            "region": self.config.region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
+        }
         if endpoint:
             parsed = urlparse(endpoint)
             options["endpoint_override"] = parsed.netloc or parsed.path
@@ -123,7 +139,10 @@ class S3Storage(Storage):
                 return StorageError(f"{what}: bucket '{self.bucket}' does not exist at {self.endpoint}")
             if code in ("NoSuchKey", "404", "NotFound"):
                 return ObjectNotFound(f"{what}: no such object")
-            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403") or status == 403:
+            if (
+                code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403")
+                or status == 403
+            ):
                 return StorageError(
                     f"{what}: access denied ({code}) at {self.endpoint}; check the credentials in the "
                     "environment or profile and the bucket policy"
@@ -193,7 +212,9 @@ class S3Storage(Storage):
                             Bucket=self.bucket, Key=obj, UploadId=upload_id, PartNumber=number, Body=body
                         )["ETag"]
 
-                    parts.append({"PartNumber": number, "ETag": self._retry(f"{what} (part {number})", upload)})
+                    parts.append(
+                        {"PartNumber": number, "ETag": self._retry(f"{what} (part {number})", upload)}
+                    )
                     if progress:
                         progress(len(body))
             # Completion is the atomic publish: until then no reader sees the key.
@@ -235,7 +256,9 @@ class S3Storage(Storage):
         if after is not None:
             args["StartAfter"] = f"{self.prefix}/{after}" if self.prefix else after
         while True:
-            page = self._retry(f"cannot list {self.url}", lambda args=args: self.client.list_objects_v2(**args))
+            page = self._retry(
+                f"cannot list {self.url}", lambda args=args: self.client.list_objects_v2(**args)
+            )
             for item in page.get("Contents", []):
                 yield ObjectInfo(item["Key"][strip:], item["Size"])
             if not page.get("IsTruncated"):
@@ -246,7 +269,8 @@ class S3Storage(Storage):
         obj = self._obj(key)
         try:
             head = self._retry(
-                f"cannot stat {self.url_for(key)}", lambda: self.client.head_object(Bucket=self.bucket, Key=obj)
+                f"cannot stat {self.url_for(key)}",
+                lambda: self.client.head_object(Bucket=self.bucket, Key=obj),
             )
         except ObjectNotFound:
             return None
@@ -255,5 +279,6 @@ class S3Storage(Storage):
     def delete(self, key):
         obj = self._obj(key)
         self._retry(
-            f"cannot delete {self.url_for(key)}", lambda: self.client.delete_object(Bucket=self.bucket, Key=obj)
+            f"cannot delete {self.url_for(key)}",
+            lambda: self.client.delete_object(Bucket=self.bucket, Key=obj),
         )

@@ -7,10 +7,19 @@ import os
 from pipeline.storage.base import redact_url
 
 _THROTTLE_CODES = {
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException", "SlowDown",
-    "TooManyRequestsException", "RequestLimitExceeded", "ProvisionedThroughputExceededException",
-    "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable",
-}  # fmt: skip
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "SlowDown",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -36,4 +45,3 @@ def scrub(text: str) -> str:
         if value and len(value) >= 4:
             text = text.replace(value, "***")
     return redact_url(text)
-

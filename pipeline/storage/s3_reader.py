@@ -120,4 +120,3 @@ class S3Reader(io.RawIOBase):
             self._fetcher.close_body()  # unblocks a read in flight in the read-ahead thread
             self._thread.join(timeout=5)
         super().close()
-

@@ -40,7 +40,9 @@ def open_storage(url: str, config: StorageConfig | None = None) -> Storage:
         except ValueError as exc:
             raise UserError(f"S3 URL {redact_url(url)!r}: {exc}") from None
         return S3Storage(bucket, prefix, config)
-    raise UserError(f"unsupported storage URL scheme '{scheme}://' in {redact_url(url)!r}: use a local path, file:// or s3://")
+    raise UserError(
+        f"unsupported storage URL scheme '{scheme}://' in {redact_url(url)!r}: use a local path, file:// or s3://"
+    )
 
 
 def split_url(url: str, config: StorageConfig | None = None) -> tuple[Storage, str]:

@@ -45,8 +45,13 @@ def shards_for_rank(num_units: int, epoch: int, seed: int, rank: int, world: int
     return [int(u) for u in order[rank * per_rank : (rank + 1) * per_rank]]
 
 
-def plan_process(identity_sizes: Sequence[Sequence[int]], rng: np.random.Generator, ids_per_batch: int,
-                 images_per_id: int, pool_identities: int) -> list[PlannedBatch]:  # fmt: skip
+def plan_process(
+    identity_sizes: Sequence[Sequence[int]],
+    rng: np.random.Generator,
+    ids_per_batch: int,
+    images_per_id: int,
+    pool_identities: int,
+) -> list[PlannedBatch]:
     """The batches one loader process forms from its units, given only each identity's image count.
 
     Each identity's images are shuffled and cut into chunks of K (an identity with fewer than K images
@@ -63,7 +68,9 @@ def plan_process(identity_sizes: Sequence[Sequence[int]], rng: np.random.Generat
                 continue
             if size >= K:
                 order = rng.permutation(size)
-                pool[(position, index)] = [tuple(int(i) for i in order[c * K : (c + 1) * K]) for c in range(size // K)]
+                pool[(position, index)] = [
+                    tuple(int(i) for i in order[c * K : (c + 1) * K]) for c in range(size // K)
+                ]
             else:
                 pool[(position, index)] = [tuple(int(i) for i in np.sort(rng.choice(size, K, replace=True)))]
         threshold = P if position == len(identity_sizes) - 1 else max(P, pool_identities)
@@ -113,8 +120,9 @@ def _rank_batches(data: TrainingData, config: DataConfig, seed: int, epoch: int,
     return per_process, batches
 
 
-def plan_epoch(data: TrainingData, config: DataConfig, *, seed: int, epoch: int, rank: int,
-               world: int) -> EpochPlan:  # fmt: skip
+def plan_epoch(
+    data: TrainingData, config: DataConfig, *, seed: int, epoch: int, rank: int, world: int
+) -> EpochPlan:
     """This rank's plan for `epoch`: its units per loader process and their batches, trimmed so that
     every rank runs the same number of steps (the smallest rank's count)."""
     counts = []

@@ -53,12 +53,15 @@ class TrainingData:
         return sum(len(i.members) for u in self.units for i in u.identities)
 
     def describe(self) -> str:
-        return (f"{len(self.sources)} source(s), {len(self.units)} units, {self.num_classes} identities, "
-                f"{self.num_images} images")  # fmt: skip
+        return (
+            f"{len(self.sources)} source(s), {len(self.units)} units, {self.num_classes} identities, "
+            f"{self.num_images} images"
+        )
 
 
-def open_training_data(specs: Sequence[str], storage: StorageConfig | None = None,
-                       folder_ids_per_unit: int = 8) -> TrainingData:  # fmt: skip
+def open_training_data(
+    specs: Sequence[str], storage: StorageConfig | None = None, folder_ids_per_unit: int = 8
+) -> TrainingData:
     """Resolve every data source into units, without reading an image.
 
     A dppp dataset contributes its committed shards only (records read, tars not opened); a Re-ID folder
@@ -77,9 +80,16 @@ def open_training_data(specs: Sequence[str], storage: StorageConfig | None = Non
             units, vocab = _folder_units(spec, folder_ids_per_unit)
         raw_units += [(source, *u) for u in units]
         vocab_per_source.append(vocab)
-    labels = {key: i for i, key in enumerate(sorted({(s, pid) for s, *_, ids in raw_units for pid, _, _ in ids}))}
+    labels = {
+        key: i for i, key in enumerate(sorted({(s, pid) for s, *_, ids in raw_units for pid, _, _ in ids}))
+    }
     units = tuple(
-        Unit(name, root, tar, tuple(Identity(labels[(s, pid)], members, camids) for pid, members, camids in ids))
+        Unit(
+            name,
+            root,
+            tar,
+            tuple(Identity(labels[(s, pid)], members, camids) for pid, members, camids in ids),
+        )
         for s, name, root, tar, ids in raw_units
     )
     # Only attributes every source can label: one without it could not supervise its style head.
@@ -103,8 +113,10 @@ def _dataset_units(url: str, storage_config: StorageConfig):
     manifest = read_dataset_manifest(storage)
     records = committed_shards(storage)
     if not records:
-        raise DataError(f"{storage.url}: no committed shard (generate the dataset first, or wait until one "
-                        "shard is committed)")  # fmt: skip
+        raise DataError(
+            f"{storage.url}: no committed shard (generate the dataset first, or wait until one "
+            "shard is committed)"
+        )
     units = []
     for record in records:
         by_pid: dict[int, list[str]] = {}

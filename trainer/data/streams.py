@@ -27,10 +27,22 @@ class PKBatchStream(IterableDataset):
     Identities are contiguous (K images each). With DataLoader processes, each reads its own units
     (torch's get_worker_info); `skip` batches of the epoch (a resume point) are passed over undecoded."""
 
-    def __init__(self, data: TrainingData, config: DataConfig, image_size: tuple[int, int], *, seed: int,
-                 epoch: int, rank: int = 0, world: int = 1, skip: int = 0, augment: bool = True,
-                 style_attributes: Sequence[str] = (), texts: bool = False,
-                 captioners: dict[str, Any] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        data: TrainingData,
+        config: DataConfig,
+        image_size: tuple[int, int],
+        *,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world: int = 1,
+        skip: int = 0,
+        augment: bool = True,
+        style_attributes: Sequence[str] = (),
+        texts: bool = False,
+        captioners: dict[str, Any] | None = None,
+    ):
         super().__init__()
         self.data = data
         self.config = config
@@ -74,7 +86,11 @@ class PKBatchStream(IterableDataset):
                     yield batch
 
     def _process_batches(self, process: int, skipped: int) -> Iterator[dict[str, Any]]:
-        transform = ReidAugment(self.config.augment, self.image_size) if self.augment else EvalTransform(self.image_size)
+        transform = (
+            ReidAugment(self.config.augment, self.image_size)
+            if self.augment
+            else EvalTransform(self.image_size)
+        )
         unit_ids = self.plan.units[process]
         batches = self.plan.batches[process]
         # The last batch that needs each unit: its images are dropped right after it.
@@ -141,8 +157,16 @@ class AllImagesStream(IterableDataset):
     """Every image of this rank's units (units[rank::world]), un-augmented, in batches of `batch_size`:
     the pass that builds PDM's identity bank. {"pixel_values", "pids"}; not P x K."""
 
-    def __init__(self, data: TrainingData, image_size: tuple[int, int], *, rank: int, world: int,
-                 batch_size: int, style_attributes: Sequence[str] = ()):  # fmt: skip
+    def __init__(
+        self,
+        data: TrainingData,
+        image_size: tuple[int, int],
+        *,
+        rank: int,
+        world: int,
+        batch_size: int,
+        style_attributes: Sequence[str] = (),
+    ):
         super().__init__()
         self.data, self.image_size, self.batch_size = data, tuple(image_size), batch_size
         self.unit_ids = list(range(rank, len(data.units), world))
@@ -158,7 +182,9 @@ class AllImagesStream(IterableDataset):
         def batch():
             out = {"pixel_values": torch.stack(images), "pids": torch.tensor(pids, dtype=torch.long)}
             if self.style_attributes:
-                out["style"] = {n: torch.tensor([s[n] for s in styles], dtype=torch.long) for n in self.style_attributes}
+                out["style"] = {
+                    n: torch.tensor([s[n] for s in styles], dtype=torch.long) for n in self.style_attributes
+                }
             return out
 
         for u in mine:

@@ -20,12 +20,20 @@ class UnitReader:
     folder's camid); `texts`: each sample's prompt (its `txt` member) too, for image-text pairs;
     `captioners`: dataset URL -> prompts.captions.AppearanceCaptioner, each sample's appearance caption."""
 
-    def __init__(self, data: TrainingData, *, style_attributes: Sequence[str] = (), texts: bool = False,
-                 captioners: dict[str, Any] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        data: TrainingData,
+        *,
+        style_attributes: Sequence[str] = (),
+        texts: bool = False,
+        captioners: dict[str, Any] | None = None,
+    ):
         missing = [a for a in style_attributes if a not in data.style_values]
         if missing:
-            raise DataError(f"style attribute(s) {missing} are not labelled in every training source "
-                            f"(labelled: {sorted(data.style_values)})")  # fmt: skip
+            raise DataError(
+                f"style attribute(s) {missing} are not labelled in every training source "
+                f"(labelled: {sorted(data.style_values)})"
+            )
         self.data = data
         self.style_attributes = tuple(style_attributes)
         self.texts = texts
@@ -37,13 +45,22 @@ class UnitReader:
         captioner = self.captioners.get(unit.root)
         if unit.tar is None:
             if texts:
-                raise DataError(f"{unit.name}: a Re-ID folder has no prompts; image-text pretraining needs dppp "
-                                "shards, whose samples carry their prompt (txt)")  # fmt: skip
-            return [[(_read_file(path), self._folder_style(camid), {}) for path, camid in
-                     zip(ident.members, ident.camids or (), strict=True)] for ident in unit.identities]  # fmt: skip
+                raise DataError(
+                    f"{unit.name}: a Re-ID folder has no prompts; image-text pretraining needs dppp "
+                    "shards, whose samples carry their prompt (txt)"
+                )
+            return [
+                [
+                    (_read_file(path), self._folder_style(camid), {})
+                    for path, camid in zip(ident.members, ident.camids or (), strict=True)
+                ]
+                for ident in unit.identities
+            ]
         storage = open_storage(unit.root, self.data.storage)
         samples = {}
-        wanted = READ_IMAGE_EXTS | ({"json"} if self.style_attributes else set())  # json only for style labels
+        wanted = READ_IMAGE_EXTS | (
+            {"json"} if self.style_attributes else set()
+        )  # json only for style labels
         wanted |= {"txt"} if texts else set()
         wanted |= {"json"} if captioner else set()
         with storage.open_read(unit.tar) as stream:
@@ -56,12 +73,20 @@ class UnitReader:
                 sample = samples.get(key)
                 ext = image_member(sample) if sample else None
                 if ext is None or (self.style_attributes and "json" not in sample):
-                    raise DataError(f"{unit.name}: sample {key!r} listed in its record lacks an image or json")
-                style = self._sample_style(sample["json"], f"{unit.name}: sample {key!r}") if self.style_attributes else {}
+                    raise DataError(
+                        f"{unit.name}: sample {key!r} listed in its record lacks an image or json"
+                    )
+                style = (
+                    self._sample_style(sample["json"], f"{unit.name}: sample {key!r}")
+                    if self.style_attributes
+                    else {}
+                )
                 text = sample.get("txt") if texts else None
                 if texts and not (isinstance(text, str) and text.strip()):
-                    raise DataError(f"{unit.name}: sample {key!r} has no prompt (txt member); image-text "
-                                    "pretraining needs a prompt with every image")  # fmt: skip
+                    raise DataError(
+                        f"{unit.name}: sample {key!r} has no prompt (txt member); image-text "
+                        "pretraining needs a prompt with every image"
+                    )
                 words = {"texts": text} if texts else {}
                 if captioner:
                     attributes = (sample.get("json") or {}).get("attributes")
