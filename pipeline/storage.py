@@ -132,6 +132,11 @@ class Storage(ABC):
         """The objects whose key starts with `prefix` and sorts after `after`, in key order, as they come."""
         return (obj for obj in self.list(prefix) if after is None or obj.key > after)
 
+    def walk(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """The objects whose key starts with `prefix`, in no particular order, as they come: for a caller
+        that needs no order, without the whole listing held (and sorted) at once."""
+        return self.iter_list(prefix)
+
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo | None:
         """Size of one object, or None when it does not exist."""
@@ -200,11 +205,13 @@ class LocalStorage(Storage):
             raise ObjectNotFound(f"no such object: {self.url_for(key)}") from None
 
     def list(self, prefix=""):
+        return sorted(self.walk(prefix))
+
+    def walk(self, prefix=""):
         _check_prefix(prefix)
         # Walk only the directory the prefix lies in, not the whole tree; os.scandir, not Path objects:
         # a dataset of 100k shards has 300k files here.
         base = os.path.join(self.root, prefix.rsplit("/", 1)[0]) if "/" in prefix else str(self.root)
-        found: list[ObjectInfo] = []
         skip = len(str(self.root).rstrip(os.sep)) + 1
         pending = [base]
         while pending:
@@ -220,10 +227,9 @@ class LocalStorage(Storage):
                     key = entry.path[skip:].replace(os.sep, "/")
                     if key.startswith(prefix):
                         try:
-                            found.append(ObjectInfo(key, entry.stat().st_size))
+                            yield ObjectInfo(key, entry.stat().st_size)
                         except FileNotFoundError:  # removed while we walked
                             pass
-        return sorted(found)
 
     def stat(self, key):
         try:
