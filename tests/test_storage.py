@@ -46,6 +46,9 @@ def test_round_trip(storage, tmp_path):
                               ObjectInfo("shards/b.bin", len(payload))]  # fmt: skip
     assert [o.key for o in storage.list("shards/")] == ["shards/a.txt", "shards/b.bin"]
     assert storage.list("nothing/") == []
+    # walk: the same objects in any order, as they come (a generator: nothing listed up front)
+    assert sorted(storage.walk()) == storage.list() and sorted(storage.walk("shards/")) == storage.list("shards/")
+    assert not isinstance(storage.walk(), list) and list(storage.walk("nothing/")) == []
     assert storage.stat("shards/b.bin") == ObjectInfo("shards/b.bin", len(payload))
     assert storage.stat("missing") is None and not storage.exists("missing") and storage.exists("dataset.json")
     with storage.open_read("shards/b.bin") as stream:
