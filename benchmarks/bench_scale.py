@@ -225,9 +225,9 @@ def child_generate(shards: int, url: str) -> dict:
     }
 
 
-def fabricate(args: tuple[str, int, int, int]) -> int:
-    """Write shards [start, stop) of the plan with the real worker's publish (fixed image, no fsync)."""
-    url, shards, start, stop = args
+def fabricate(args: tuple[str, int, list[int]]) -> int:
+    """Write the given shards of the plan with the real worker's publish (fixed image, no fsync)."""
+    url, shards, indices = args
     os.fsync = lambda fd: None  # this process only: the dataset is the input here, not what is measured
     from pipeline.generate import build_plan
     from pipeline.shards import Sample
@@ -237,13 +237,14 @@ def fabricate(args: tuple[str, int, int, int]) -> int:
     plan = build_plan(config)
     worker = ShardWorker(config, name="fabricate")  # threads=None: no torch import, none is needed
     jpeg = worker.render(plan.shards[0])[0].image_bytes  # one real 16x8 render, reused for every image
-    for shard in plan.shards[start:stop]:
+    for index in indices:
+        shard = plan.shards[index]
         samples = [
             Sample(view.key, jpeg, "jpg", worker.metadata(view, attempts=1), view.prompt, view.pid)
             for view in worker.views(shard)
         ]
         worker.publish(shard, samples)
-    return stop - start
+    return len(indices)
 
 
 def child_sim(shards: int, url: str) -> dict:
@@ -288,31 +289,42 @@ def child_sim(shards: int, url: str) -> dict:
     }
 
 
-def write_sim_dataset(url: str, shards: int) -> float:
-    """The simulated part's dataset, in 2 processes; returns the seconds it took (not a driver figure)."""
+def write_sim_dataset(url: str, shards: int) -> tuple[float, int]:
+    """The simulated part's dataset, in 2 processes: the shards missing any of their objects (all of them
+    in a new folder; a kept one, --keep, is only completed). Returns (seconds, shards written): not a
+    driver figure."""
     import multiprocessing
 
     from pipeline.generate import build_plan, prepare_output
+    from pipeline.listing import list_objects
 
     config = scale_config(url, shards)
-    prepare_output(build_plan(config), overwrite=False)
+    storage = prepare_output(build_plan(config), overwrite=False)
+    present = list_objects(storage).shards
+    todo = [i for i in range(shards) if None in (getattr(present.get(i), slot, None) for slot in SLOTS)]
     started = time.perf_counter()
     step = max(1, shards // 40)
-    chunks = [(url, shards, i, min(i + step, shards)) for i in range(0, shards, step)]
+    chunks = [(url, shards, todo[i : i + step]) for i in range(0, len(todo), step)]
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         done = sum(pool.imap_unordered(fabricate, chunks))
-    assert done == shards
-    return time.perf_counter() - started
+    assert done == len(todo)
+    return time.perf_counter() - started, done
+
+
+SLOTS = ("tar", "record", "fragment")
 
 
 PROBE_COPIES = 100
+PROBE_DISTINCT = 4
 
 
 def child_shard_probe(url: str) -> dict:
-    """One GenePerson-sized shard (configs/geneperson.yaml's shape: 32 identities of ~19.65 views, 256x128
-    JPEG q90) drawn by the procedural renderer at its full size: what its tar, fragment and record weigh,
-    what verify spends on it, and the merge's time per shard of this size (its record and fragment
-    committed under PROBE_COPIES indices: the merge reads no tar, so the copies need none)."""
+    """GenePerson-sized shards (configs/geneperson.yaml's shape: 32 identities of ~19.65 views, 256x128
+    JPEG q90) drawn by the procedural renderer at its full size: what a tar, fragment and record weigh,
+    what verify spends on one, the index's bytes per row over PROBE_DISTINCT distinct shards, and the
+    merge's time per shard of this size (their records and fragments committed again under PROBE_COPIES
+    indices: the merge reads no tar, so the copies need none; copies compress as repeats, so the index
+    size comes from the distinct shards alone)."""
     from dppp.config import load_experiment
     from pipeline.index import decode_fragment, encode_fragment, fragment_ref, write_index
     from pipeline.plan import ShardPlan
@@ -323,30 +335,39 @@ def child_shard_probe(url: str) -> dict:
 
     sets = [
         f"generate.out={url}",
-        "generate.identities=32",
+        f"generate.identities={32 * PROBE_DISTINCT}",
         "generate.ids_per_shard=32",
         "generate.prompts.views.mean=19.65",
         "generate.prompts.views.max=60",
     ]
     config = load_experiment(ROOT / "configs" / "demo.yaml", sets).generate
     worker = ShardWorker(config, name="probe")
-    plan = ShardPlan(0, tuple(range(32)), sum(len(worker.engine.views(pid)) for pid in range(32)))
-    record = worker.publish(plan, worker.render(plan))
+    records = []
+    for index in range(PROBE_DISTINCT):
+        pids = tuple(range(32 * index, 32 * index + 32))
+        plan = ShardPlan(index, pids, sum(len(worker.engine.views(pid)) for pid in pids))
+        records.append(worker.publish(plan, worker.render(plan)))
     storage = open_storage(url)
     _, verify_s, _ = measured(lambda: verify_dataset(url))
+    distinct_rows = write_index(storage)
+    record = records[0]
     one = {
         "images": record.count,
         "tar_bytes": record.bytes,
         "fragment_bytes": record.fragment.bytes,
         "record_bytes": storage.stat(record_name(0)).size,
-        "verify_s": verify_s,
+        "verify_s_per_shard": verify_s / PROBE_DISTINCT,
+        "fragment_bytes_per_row": sum(r.fragment.bytes for r in records) / distinct_rows,
+        "index_bytes_per_row": storage.stat("index.parquet").size / distinct_rows,
     }
-    table = decode_fragment(storage.read_bytes(fragment_name(0)), "probe")
-    for index in range(1, PROBE_COPIES):
+    tables = [decode_fragment(storage.read_bytes(fragment_name(i)), "probe") for i in range(PROBE_DISTINCT)]
+    for index in range(PROBE_DISTINCT, PROBE_COPIES):
+        source = records[index % PROBE_DISTINCT]
+        table = tables[index % PROBE_DISTINCT]
         copy = table.set_column(1, "shard", pa_int32([index] * table.num_rows))
         data = encode_fragment(copy)
         storage.put_bytes(data, fragment_name(index))
-        again = record.model_copy(
+        again = source.model_copy(
             update={"index": index, "tar": shard_name(index), "fragment": fragment_ref(index, data, copy)}
         )
         storage.put_bytes(again.to_json(), record_name(index))
@@ -360,8 +381,6 @@ def child_shard_probe(url: str) -> dict:
         "merge_rss": merge_rss,
         "merge_start_rss": start_rss,
         "merge_s_per_shard": merge_s / PROBE_COPIES,
-        "index_bytes": storage.stat("index.parquet").size,
-        "index_bytes_per_row": storage.stat("index.parquet").size / rows,
     }
 
 
@@ -479,6 +498,12 @@ def main() -> None:
         "--shards", type=int, nargs="+", help="sizes (defaults: local 1k 10k, s3 10k, sim 1k 10k 100k)"
     )
     parser.add_argument("--scratch", default=None, help="folder for the datasets (default: a temporary one)")
+    parser.add_argument(
+        "--keep",
+        default=None,
+        help="folder for the sim part's datasets, kept and reused "
+        "(writing 100k shards takes half an hour on a busy 2-core machine)",
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, load {os.getloadavg()}")
     parts = ["probe", "local", "s3", "sim"] if args.part == "all" else [args.part]
@@ -490,7 +515,8 @@ def main() -> None:
                 print(
                     f"GenePerson-sized shard: {json.dumps(probe)}; fragment + record = "
                     f"{(probe['fragment_bytes'] + probe['record_bytes']) / probe['tar_bytes']:.4f} of the tar; "
-                    f"merge {probe['merge_s_per_shard'] * 1e3:.1f} ms per shard of {probe['images']} images"
+                    f"merge {probe['merge_s_per_shard'] * 1e3:.1f} ms per shard of {probe['images']} images; "
+                    f"index {probe['index_bytes_per_row']:.1f} bytes per row"
                 )
                 continue
             results = []
@@ -499,10 +525,11 @@ def main() -> None:
                 if part == "local":
                     results.append(measure_size(part, shards, f"{tmp}/local-{shards}"))
                 elif part == "sim":
-                    url = f"{tmp}/sim-{shards}"
-                    written = write_sim_dataset(url, shards)
+                    url = f"{args.keep or tmp}/sim-{shards}"
+                    written, count = write_sim_dataset(url, shards)
                     print(
-                        f"  sim {shards:,}: dataset written beforehand in {written:.0f} s (not a driver figure)"
+                        f"  sim {shards:,}: {count:,} shards written beforehand in {written:.0f} s "
+                        "(not a driver figure)"
                     )
                     results.append(measure_size(part, shards, url))
                 else:

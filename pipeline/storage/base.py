@@ -96,6 +96,11 @@ class Storage(ABC):
         """The objects whose key starts with `prefix` and sorts after `after`, in key order, as they come."""
         return (obj for obj in self.list(prefix) if after is None or obj.key > after)
 
+    def walk(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """The objects whose key starts with `prefix`, in no particular order, as they come: for a caller
+        that needs no order, without the whole listing held (and sorted) at once."""
+        return self.iter_list(prefix)
+
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo | None:
         """Size of one object, or None when it does not exist."""

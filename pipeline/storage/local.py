@@ -70,11 +70,13 @@ class LocalStorage(Storage):
             raise ObjectNotFound(f"no such object: {self.url_for(key)}") from None
 
     def list(self, prefix=""):
+        return sorted(self.walk(prefix))
+
+    def walk(self, prefix=""):
         check_prefix(prefix)
         # Walk only the directory the prefix lies in, not the whole tree; os.scandir, not Path objects:
         # a dataset of 100k shards has 300k files here.
         base = os.path.join(self.root, prefix.rsplit("/", 1)[0]) if "/" in prefix else str(self.root)
-        found: list[ObjectInfo] = []
         skip = len(str(self.root).rstrip(os.sep)) + 1
         pending = [base]
         while pending:
@@ -90,10 +92,9 @@ class LocalStorage(Storage):
                     key = entry.path[skip:].replace(os.sep, "/")
                     if key.startswith(prefix):
                         try:
-                            found.append(ObjectInfo(key, entry.stat().st_size))
+                            yield ObjectInfo(key, entry.stat().st_size)
                         except FileNotFoundError:  # removed while we walked
                             pass
-        return sorted(found)
 
     def stat(self, key):
         try:

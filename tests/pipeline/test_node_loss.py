@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.generate import GenerationFailed, run_generate
-from pipeline.listing import committed_shards
+from pipeline.listing import committed_shards, list_objects
 from pipeline.storage.urls import open_storage
 from tests.pipeline.test_generate import gen_config, tar_digests
 
@@ -126,6 +126,23 @@ def node_running(cluster, marker: bytes, timeout_s: float = 60, *, count: int = 
     raise AssertionError(f"fewer than {count} node(s) of the cluster run {marker!r} at once")
 
 
+def assert_each_shard_committed_once(out: Path, shards: int, summary=None) -> None:
+    """One tar, fragment and record per planned shard and nothing else beside dataset.json and the index,
+    every fragment agreeing with its record and tar (verify --deep); and, given the run's summary, each
+    shard booked once by the driver (a lost attempt is a retry, never a second commit)."""
+    from pipeline.verify import verify_dataset
+
+    listing = list_objects(open_storage(str(out)))
+    assert sorted(listing.shards) == list(range(shards))
+    assert all(None not in (o.tar, o.record, o.fragment) for o in listing.shards.values())
+    assert set(listing.others) == {"dataset.json", "index.parquet"}
+    report = verify_dataset(str(out), deep=True)
+    assert report.ok and report.verified == shards, (report.checks[:3], report.dataset_problems)
+    if summary is not None:
+        assert summary.shards_done == shards and summary.shards_skipped == 0
+        assert len(summary.timeline) == shards  # one commit booked per shard
+
+
 def wait_for_records(out: Path, count: int, alive, timeout_s: float = 120) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and alive():
@@ -185,6 +202,7 @@ def test_generate_lost_node_is_replaced_and_the_shards_match_a_clean_run(cluster
     assert set().union(*summary.nodes.values()) <= {node.node_id for node in cluster.worker_nodes} | {
         doomed.node_id
     }
+    assert_each_shard_committed_once(out, len(reference), summary)
     assert tar_digests(str(out)) == reference
 
 
@@ -225,6 +243,7 @@ def test_generate_cli_on_a_lost_node_finishes_on_the_rest_with_a_readable_termin
     assert "worker-1 lost" in output or "worker-0 lost" in output
     assert "re-queued" in output and "shards re-run" in output
     assert "[state-dump]" not in output and "Traceback" not in output and "(raylet)" not in output
+    assert_each_shard_committed_once(out, len(reference))
     assert tar_digests(str(out)) == reference
 
 
@@ -269,6 +288,7 @@ def test_generate_with_no_capacity_left_stops_after_the_placement_timeout_and_a_
     nodes(2)
     again = run_generate(config.model_copy(update={"placement_timeout_s": 300}), progress=False)
     assert again.shards_skipped == len(committed) and again.shards_done == len(reference) - len(committed)
+    assert_each_shard_committed_once(out, len(reference))
     assert tar_digests(str(out)) == reference
 
 

@@ -48,6 +48,11 @@ def test_round_trip(storage, tmp_path):
     ]
     assert [o.key for o in storage.list("shards/")] == ["shards/a.txt", "shards/b.bin"]
     assert storage.list("nothing/") == []
+    # walk: the same objects in any order, as they come (a generator: nothing listed up front)
+    assert sorted(storage.walk()) == storage.list() and sorted(storage.walk("shards/")) == storage.list(
+        "shards/"
+    )
+    assert not isinstance(storage.walk(), list) and list(storage.walk("nothing/")) == []
     assert storage.stat("shards/b.bin") == ObjectInfo("shards/b.bin", len(payload))
     assert (
         storage.stat("missing") is None and not storage.exists("missing") and storage.exists("dataset.json")
