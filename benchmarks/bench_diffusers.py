@@ -38,7 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.renderers.diffusers_renderer import DiffusersRenderer, DiffusersRendererConfig  # noqa: E402
+from pipeline.renderers.diffusers_config import DiffusersRendererConfig  # noqa: E402
+from pipeline.renderers.diffusers_renderer import DiffusersRenderer  # noqa: E402
 from prompts.spec import ViewSpec  # noqa: E402
 
 PROMPTS = [

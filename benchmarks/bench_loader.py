@@ -33,7 +33,7 @@ REPEATS = 3  # best of 3: the machine is shared, and interference only ever adds
 
 def _decode_units(job) -> int:
     data, size, unit_ids = job
-    from pipeline.shards import read_shard
+    from pipeline.shards.reader import read_shard
     from pipeline.storage.urls import open_storage
     from trainer.transforms import EvalTransform
 
@@ -96,7 +96,7 @@ class FolderDataset(torch.utils.data.Dataset):
 
 
 def folder_loader(data, config, size, samples: int) -> float:
-    from pipeline.shards import read_shard
+    from pipeline.shards.reader import read_shard
     from pipeline.storage.urls import open_storage
     from trainer.transforms import ReidAugment
 

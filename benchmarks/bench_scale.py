@@ -230,7 +230,7 @@ def fabricate(args: tuple[str, int, list[int]]) -> int:
     url, shards, indices = args
     os.fsync = lambda fd: None  # this process only: the dataset is the input here, not what is measured
     from pipeline.generate import build_plan
-    from pipeline.shards import Sample
+    from pipeline.shards.writer import Sample
     from pipeline.worker import ShardWorker
 
     config = scale_config(url, shards)
@@ -328,7 +328,7 @@ def child_shard_probe(url: str) -> dict:
     from dppp.config import load_experiment
     from pipeline.index import decode_fragment, encode_fragment, fragment_ref, write_index
     from pipeline.plan import ShardPlan
-    from pipeline.shards import fragment_name, record_name, shard_name
+    from pipeline.shards.format import fragment_name, record_name, shard_name
     from pipeline.storage.urls import open_storage
     from pipeline.verify import verify_dataset
     from pipeline.worker import ShardWorker

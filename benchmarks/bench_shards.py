@@ -38,7 +38,7 @@ def make_samples(ids: int, views: int):
     import numpy as np
     from PIL import Image
 
-    from pipeline.shards import Sample
+    from pipeline.shards.writer import Sample
     from prompts.spec import sample_key
 
     rng = np.random.default_rng(0)
@@ -131,7 +131,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.publish import publish_shard
-    from pipeline.shards import read_shard, shard_name, write_shard
+    from pipeline.shards.format import shard_name
+    from pipeline.shards.reader import read_shard
+    from pipeline.shards.writer import write_shard
     from pipeline.storage.urls import open_storage
     from pipeline.verify import verify_dataset
 
@@ -288,7 +290,7 @@ def main() -> None:
 def s3_benchmarks(args, groups, scratch, write_plain, publish_ours, read_shard_all, verify, read_plain):
     import boto3
 
-    from pipeline.shards import shard_name
+    from pipeline.shards.format import shard_name
     from pipeline.storage.config import StorageConfig
     from pipeline.storage.urls import open_storage
     from tests.conftest import FAKE_CREDENTIALS, MotoS3

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_train_step.py --data runs/demo/dataset [--config configs/demo.yaml]
 
-The model, optimiser and step function are the training loop's own (trainer.train_loop.optimizer_step,
+The model, optimiser and step function are the training loop's own (trainer.train_steps.optimizer_step,
 phase 2 of the configured method, one process as one Ray Train worker runs it). First the epoch's batches
 are materialised in memory and the steps timed on them (the loader-free bound); then a fresh model runs
 the same steps fed by the streaming DataLoader (decoding and augmentation in its loader processes).
@@ -47,7 +47,7 @@ def children_cpu_s() -> float:
 def timed_steps(model, optimizer, batches, repeats: int = 1) -> tuple[float, float, int]:
     """(wall s per step, this process's CPU s per step, steps), best of `repeats`; `batches` is a list
     or a function giving a fresh iterable for each run."""
-    from trainer.train_loop import LossModule, optimizer_step
+    from trainer.train_steps import LossModule, optimizer_step
 
     wrapped = LossModule(model)
     scaler = torch.amp.GradScaler("cuda", enabled=False)

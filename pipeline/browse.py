@@ -12,7 +12,8 @@ from typing import Any
 from foundation.errors import DataError, SettingError, UserError
 from pipeline.listing import committed_shards, open_dataset
 from pipeline.records import ATTRIBUTE_PREFIX, ShardRecord, read_index
-from pipeline.shards import SAMPLE_KEY_RE, image_member, read_shard
+from pipeline.shards.format import SAMPLE_KEY_RE
+from pipeline.shards.reader import image_member, read_shard
 from pipeline.storage.config import StorageConfig
 from pipeline.storage.urls import open_storage
 from prompts.spec import parse_sample_key

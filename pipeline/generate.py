@@ -136,7 +136,7 @@ def prepare_output(plan: Plan, *, overwrite: bool):
     """Open the output, refuse to mix with another config's dataset, write dataset.json; return storage."""
     from pipeline.parallel import ordered_map
     from pipeline.records import DATASET_MANIFEST, INDEX_NAME, read_dataset_manifest, write_dataset_manifest
-    from pipeline.shards import parse_shard_key
+    from pipeline.shards.format import parse_shard_key
     from pipeline.storage.urls import open_storage
 
     storage = open_storage(plan.config.out, plan.config.storage)

@@ -28,7 +28,8 @@ from typing import Any
 from foundation.errors import DataError
 from pipeline.parallel import IO_THREADS, ordered_map
 from pipeline.records import ATTRIBUTE_PREFIX, INDEX_NAME, FragmentRef, ShardRecord, read_record
-from pipeline.shards import ChunkedReader, fragment_name, read_shard, record_name
+from pipeline.shards.format import fragment_name, record_name
+from pipeline.shards.reader import ChunkedReader, read_shard
 from pipeline.storage.base import Storage
 from pipeline.storage.config import StorageConfig
 

@@ -21,7 +21,7 @@ from pipeline.records import (
     read_dataset_plan,
     read_record,
 )
-from pipeline.shards import parse_shard_key, shard_name
+from pipeline.shards.format import parse_shard_key, shard_name
 from pipeline.storage.base import ObjectInfo, Storage
 from pipeline.storage.config import StorageConfig
 from pipeline.storage.urls import open_storage

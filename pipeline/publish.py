@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from pipeline.index import build_fragment
 from pipeline.records import ShardRecord
-from pipeline.shards import ShardInfo, fragment_name, record_name, shard_name
+from pipeline.shards.format import fragment_name, record_name, shard_name
+from pipeline.shards.writer import ShardInfo
 from pipeline.storage.base import Storage, StorageError
 
 

@@ -1,7 +1,7 @@
 """What a dataset says about itself: per-shard commit records and dataset.json.
 
     <root>/dataset.json                 resolved config (secrets stripped), taxonomy hash, versions, plan
-    <root>/shards/shard-NNNNNN.tar      the samples (pipeline/shards.py)
+    <root>/shards/shard-NNNNNN.tar      the samples (pipeline/shards/)
     <root>/shards/shard-NNNNNN.parquet  the shard's index rows, its fragment (pipeline/index.py)
     <root>/shards/shard-NNNNNN.json     the commit record: count, pids, keys, bytes, sha256, timings, and
                                         the fragment's size, sha256, rows and columns
@@ -22,7 +22,8 @@ from pydantic import Field, ValidationError
 from foundation.errors import DataError
 from foundation.schema import StrictModel
 from pipeline.redaction import strip_secrets
-from pipeline.shards import ShardInfo, record_name, shard_name
+from pipeline.shards.format import record_name, shard_name
+from pipeline.shards.writer import ShardInfo
 from pipeline.storage.base import Storage
 
 DATASET_MANIFEST = "dataset.json"

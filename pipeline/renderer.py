@@ -12,7 +12,7 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import Field
 
-from pipeline.renderers.diffusers_renderer import DiffusersRendererConfig
+from pipeline.renderers.diffusers_config import DiffusersRendererConfig
 from pipeline.renderers.procedural import ProceduralRendererConfig
 from prompts.spec import ViewSpec
 

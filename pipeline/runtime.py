@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 from foundation.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pipeline.renderers.diffusers_renderer import DiffusersRendererConfig
+    from pipeline.renderers.diffusers_config import DiffusersRendererConfig
 
 Device = Literal["cuda", "cpu"]
 DType = Literal["fp16", "bf16", "fp32"]

@@ -23,7 +23,7 @@ from pipeline.plan import ShardPlan
 if TYPE_CHECKING:
     from pipeline.config import GenerateConfig
     from pipeline.records import ShardRecord
-    from pipeline.shards import Sample
+    from pipeline.shards.writer import Sample
     from prompts.spec import ViewSpec
 
 # Packages whose versions decide the bytes of a sample; recorded so a sample can be regenerated exactly.
@@ -119,7 +119,7 @@ class ShardWorker:
 
     def _encode(self, views: list[ViewSpec], images: list[Any]) -> list[Sample]:
         from pipeline.postprocess import extension, finish
-        from pipeline.shards import Sample
+        from pipeline.shards.writer import Sample
 
         output = self.config.output
         return [
@@ -153,7 +153,7 @@ class ShardWorker:
 
     def publish(self, plan: ShardPlan, samples: list[Sample], *, render_s: float = 0.0) -> ShardRecord:
         from pipeline.publish import publish_shard
-        from pipeline.shards import write_shard
+        from pipeline.shards.writer import write_shard
 
         with tempfile.TemporaryDirectory(prefix=f"dppp-shard-{plan.index:06d}-") as tmp:
             path = os.path.join(tmp, "shard.tar")

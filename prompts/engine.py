@@ -28,7 +28,8 @@ from prompts.config import PromptsConfig, ViewsConfig
 from prompts.dedup import available_appearances, signatures
 from prompts.sampler import pick, sample_dimensions
 from prompts.spec import IdentitySpec, ViewSpec
-from prompts.taxonomy import CAMERA_COLUMNS, Taxonomy
+from prompts.taxonomy import Taxonomy
+from prompts.taxonomy_schema import CAMERA_COLUMNS
 from prompts.templates import Composer
 from prompts.tokens import EstimatedTokenCounter, TokenCounter
 

@@ -1,4 +1,5 @@
-"""The attribute taxonomy: a YAML file validated and compiled into the tables the sampler reads.
+"""The attribute taxonomy: a YAML file validated and compiled into the tables the sampler reads (the YAML's
+schema is prompts/taxonomy_schema.py, the compiled tables prompts/taxonomy_tables.py).
 
 Every attribute is a *column* with a fixed value vocabulary, so a sampled person is a row of small integer
 codes (fast to sample in bulk, cheap to compare for de-duplication). Columns come in sampling order:
@@ -15,194 +16,29 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from foundation.errors import ConfigError
-from foundation.schema import StrictModel
+from prompts.taxonomy_schema import (
+    CAMERA_COLUMNS,
+    Conditions,
+    DimensionModel,
+    TaxonomyModel,
+    condition_value,
+    yaml_path,
+)
+from prompts.taxonomy_tables import Camera, Column, Condition, Dimension
 
 SHIPPED_TAXONOMY = Path(__file__).with_name("taxonomy.yaml")
-
-# The camera profile as attribute columns, and the camera-table field each comes from.
-CAMERA_COLUMNS = {
-    "camera": "camid",
-    "scene": "scene",
-    "indoor": "indoor",
-    "camera_height": "mount_height",
-    "camera_angle": "angle",
-    "camera_distance": "distance",
-    "image_quality": "quality",
-}
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # More rules than this on one dimension: the "some value stays possible" check would enumerate too many
 # rule combinations, so it is left to sampling time.
 MAX_CHECKED_RULES = 14
-
-ConditionValue = str | int | float | bool
-Conditions = dict[str, ConditionValue | list[ConditionValue]]
-
-
-class RuleModel(StrictModel):
-    when: Conditions
-    weights: dict[str, float]
-
-
-class DimensionModel(StrictModel):
-    values: dict[str, float]
-    rules: list[RuleModel] = []
-    hidden_when: Conditions | None = None
-
-
-class CameraModel(StrictModel):
-    camid: int
-    scene: str
-    indoor: bool
-    mount_height: str
-    angle: str
-    distance: str
-    quality: str
-    weight: float = 1.0
-
-
-class SlotModel(StrictModel):
-    slot: str
-    text: str
-    when: Conditions = {}
-    priority: int = 0
-    appearance: bool = False
-    list: str | None = None
-
-
-class TemplatesModel(StrictModel):
-    lists: dict[str, str] = {}
-    positive: list[SlotModel]
-    negative: list[SlotModel] = []
-
-
-Channel = Annotated[int, Field(ge=0, le=255)]
-
-
-class TaxonomyModel(StrictModel):
-    palette: dict[str, tuple[Channel, Channel, Channel]] = {}
-    identity: dict[str, DimensionModel]
-    view: dict[str, DimensionModel]
-    cameras: list[CameraModel]
-    templates: TemplatesModel
-
-
-def yaml_path(*parts: Any) -> str:
-    """('identity', 'hair', 'rules', 0, 'when') -> 'identity.hair.rules[0].when'."""
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def condition_value(value: ConditionValue) -> str:
-    """YAML reads `yes` as true and `3` as a number; attributes are strings ("yes", "3")."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    values: tuple[str, ...]
-    index: dict[str, int] = field(repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A conjunction of `column in {codes}` terms (one `when:` mapping)."""
-
-    terms: tuple[tuple[int, frozenset[int]], ...]
-    tables: tuple[np.ndarray, ...] = field(repr=False, compare=False)  # bool lookup per term, by code
-
-    def holds_row(self, row: list[int] | tuple[int, ...]) -> bool:
-        return all(row[column] in codes for column, codes in self.terms)
-
-    def holds(self, codes: np.ndarray) -> np.ndarray:
-        """Vectorised over rows of a code matrix."""
-        result = np.ones(len(codes), dtype=bool)
-        for (column, _), table in zip(self.terms, self.tables, strict=True):
-            result &= table[codes[:, column]]
-        return result
-
-    def consistent_with(self, other: Condition) -> bool:
-        """False when the two can never hold together (same column, disjoint values)."""
-        mine = dict(self.terms)
-        return all(column not in mine or mine[column] & codes for column, codes in other.terms)
-
-
-@dataclass
-class Dimension:
-    name: str
-    level: str  # "identity" or "view"
-    column: int
-    values: tuple[str, ...]
-    weights: np.ndarray  # base weights, float64
-    rules: tuple[tuple[Condition, np.ndarray], ...]  # (condition, per-value factor)
-    hidden: Condition | None = None
-    source: str = ""  # the taxonomy file, for errors
-    _cumulative: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
-
-    def weights_for(self, mask: int) -> np.ndarray:
-        """The weights when exactly the rules whose bit is set in `mask` hold."""
-        weights = self.weights.copy()
-        for bit, (_, factors) in enumerate(self.rules):
-            if mask >> bit & 1:
-                weights *= factors
-        return weights
-
-    def cumulative(self, mask: int) -> np.ndarray:
-        """Cumulative weights for one rule combination, computed once (sampling is a searchsorted)."""
-        table = self._cumulative.get(mask)
-        if table is None:
-            weights = self.weights_for(mask)
-            if not weights.sum() > 0:
-                which = (
-                    f"rule {_bits(mask)} leaves"
-                    if mask & (mask - 1) == 0
-                    else f"rules {_bits(mask)} together leave"
-                )
-                raise ConfigError(
-                    f"{which} no value with a positive weight",
-                    file=self.source or None,
-                    path=yaml_path(self.level, self.name, "rules"),
-                )
-            table = self._cumulative[mask] = np.cumsum(weights)
-        return table
-
-    def consistent_masks(self) -> list[int]:
-        """Every rule combination that is not contradictory on its face (all, when there are few rules)."""
-        masks = []
-        for mask in range(1 << len(self.rules)):
-            active = [self.rules[bit][0] for bit in range(len(self.rules)) if mask >> bit & 1]
-            if all(a.consistent_with(b) for i, a in enumerate(active) for b in active[i + 1 :]):
-                masks.append(mask)
-        return masks
-
-
-def _bits(mask: int) -> str:
-    return ", ".join(str(bit) for bit in range(mask.bit_length()) if mask >> bit & 1) or "(none)"
-
-
-@dataclass(frozen=True)
-class Camera:
-    camid: int
-    weight: float
-    profile: dict[str, str]  # the camera columns as attributes (camera, scene, indoor, ...)
 
 
 class Taxonomy:

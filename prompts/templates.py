@@ -16,7 +16,9 @@ from foundation.errors import ConfigError
 from prompts.tokens import SEPARATOR_TOKENS, SPECIAL_TOKENS, TokenCounter
 
 if TYPE_CHECKING:
-    from prompts.taxonomy import Condition, SlotModel, Taxonomy
+    from prompts.taxonomy import Taxonomy
+    from prompts.taxonomy_schema import SlotModel
+    from prompts.taxonomy_tables import Condition
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _ARTICLE = object()  # stands for "a"/"an" until the next word is known

@@ -5,7 +5,7 @@ def test_x(moto_s3):
     moto_s3.stop(); moto_s3.start()      # an outage: same port, buckets and objects kept
 
 def test_y(make_samples):
-    samples = make_samples(n_ids=2, views=3)   # list[pipeline.shards.Sample], real JPEG bytes
+    samples = make_samples(n_ids=2, views=3)   # list[pipeline.shards.writer.Sample], real JPEG bytes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # a module of tiny torch models: 1 thread
 
@@ -189,7 +189,7 @@ def make_samples(n_ids: int = 2, views: int = 3, *, first_pid: int = 0, size=(32
     """Real small images (PIL-encoded) with the generator's metadata schema, one Sample per (pid, view)."""
     from PIL import Image, ImageDraw
 
-    from pipeline.shards import Sample
+    from pipeline.shards.writer import Sample
     from prompts.spec import sample_key
 
     samples = []

@@ -44,7 +44,7 @@ def pretrain_schedules(config: PretrainConfig) -> list[tuple[int, Any, int]]:
 def check_prompts(url: str, storage_config) -> None:
     """The first sample of the dataset's first committed shard must carry a prompt (its txt member)."""
     from pipeline.listing import committed_shards
-    from pipeline.shards import read_shard
+    from pipeline.shards.reader import read_shard
     from pipeline.storage.urls import open_storage
 
     storage = open_storage(url, storage_config)

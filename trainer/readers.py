@@ -335,7 +335,7 @@ def _index_records(rows: Any) -> list[dict[str, Any]]:
 def _shard_key(value: Any) -> str:
     """The index stores a shard's number; items name its tar key under the dataset root."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        from pipeline.shards import shard_name
+        from pipeline.shards.format import shard_name
 
         return shard_name(int(value))
     return str(value)
@@ -375,7 +375,8 @@ def synthetic_images(url: str, items: Iterable[ReidItem], *, storage_config=None
     items are sorted by path, so every shard is read once); only the wanted images are decoded."""
     from PIL import Image
 
-    from pipeline.shards import READ_IMAGE_EXTS, image_member, read_shard
+    from pipeline.shards.format import READ_IMAGE_EXTS
+    from pipeline.shards.reader import image_member, read_shard
     from pipeline.storage.urls import open_storage
 
     storage = open_storage(url, storage_config)

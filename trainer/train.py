@@ -66,14 +66,14 @@ def ray_storage(out: str, storage_config) -> tuple[str, Any]:
 def total_steps(config: TrainConfig, data, world: int) -> int:
     """Optimiser steps of the whole run; raises DataError naming the first epoch that forms no batch."""
     from trainer.model import METHODS
-    from trainer.train_loop import phase_schedule
+    from trainer.train_steps import phase_schedule
 
     return schedule_steps(config, data, world, phase_schedule(config, METHODS[config.model.method].phases))
 
 
 def schedule_steps(config: RunSettings, data, world: int, schedules) -> int:
     """Optimiser steps of `schedules` ((phase, schedule, first global epoch) each) on `data`."""
-    from trainer.train_loop import EpochSteps
+    from trainer.train_steps import EpochSteps
 
     steps = EpochSteps(data, config, world)
     return sum(steps(first + e) for _phase, schedule, first in schedules for e in range(schedule.epochs))

@@ -150,7 +150,8 @@ def held_out_images(datasets: list[str], image_size: tuple[int, int], max_images
     import torch
 
     from pipeline.listing import committed_shards
-    from pipeline.shards import READ_IMAGE_EXTS, image_member, read_shard
+    from pipeline.shards.format import READ_IMAGE_EXTS
+    from pipeline.shards.reader import image_member, read_shard
     from pipeline.storage.config import StorageConfig
     from pipeline.storage.urls import open_storage
     from trainer.transforms import EvalTransform

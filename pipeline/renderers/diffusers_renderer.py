@@ -1,4 +1,6 @@
-"""Diffusers text-to-image renderer (named so it never shadows the `diffusers` package).
+"""Diffusers text-to-image renderer (named so it never shadows the `diffusers` package). Its config and
+model lookup are pipeline/renderers/diffusers_config.py, its blank-image checks and retry seeds
+pipeline/renderers/blank_images.py.
 
 Loads any text-to-image pipeline diffusers can load (`AutoPipelineForText2Image`: SD 1.x/2.x, SDXL,
 SD3-class) by hub id or local folder, once per worker, and renders batches of views:
@@ -24,15 +26,16 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-
-from pydantic import Field
+from typing import TYPE_CHECKING, Any
 
 from foundation.errors import ConfigError, UserError
-from foundation.schema import StrictModel
+from pipeline.renderers.blank_images import SEED_BUMP, blank_flags, bumped_seed, to_uint8_pixels
+from pipeline.renderers.diffusers_config import (
+    DiffusersRendererConfig,
+    exception_summary,
+    resolve_model_source,
+)
 
 if TYPE_CHECKING:
     from pipeline.renderer import RenderedImage
@@ -41,106 +44,6 @@ if TYPE_CHECKING:
     from prompts.spec import ViewSpec
 
 log = logging.getLogger(__name__)
-
-# Odd, so that seed + k * STEP (mod 2**63) never repeats for k < 2**63: every retry gets a fresh seed.
-SEED_BUMP = 0x9E3779B97F4A7C15
-SEED_MODULUS = 2**63
-
-
-class DiffusersRendererConfig(StrictModel):
-    kind: Literal["diffusers"] = "diffusers"
-    model: str = Field(min_length=1)  # hub id (org/name) or a local folder saved with save_pretrained
-    revision: str | None = None  # hub branch, tag or commit; None: the default branch
-    variant: str | None = None  # weight-file variant on the hub, e.g. "fp16"
-    local_files_only: bool = False  # hub ids: use only the local Hugging Face cache, never download
-    scheduler: str | None = None  # a diffusers scheduler class name; None keeps the pipeline's own
-    scheduler_options: dict[str, Any] = Field(default_factory=dict)  # e.g. {use_karras_sigmas: true}
-    steps: int = Field(30, ge=1)
-    guidance: float = Field(7.5, ge=0)
-    height: int = Field(512, ge=8, multiple_of=8)  # generation size: a tall portrait, as pedestrians are
-    width: int = Field(256, ge=8, multiple_of=8)
-    negative_prompt: str = ""  # used for views whose own negative prompt is empty
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
-    attention: Literal["auto", "xformers", "sdpa"] = "auto"
-    # torch.compile the denoiser and the VAE decoder (CUDA only): whole graphs with SDPA attention; it
-    # costs about a minute of warm-up per worker process and per batch shape.
-    compile: bool = False
-    channels_last: bool = False  # channels_last memory format for the UNet/VAE (CUDA only)
-    on_unsupported: Literal["downgrade", "refuse"] = "downgrade"
-    # Images per pipeline call. "auto": the driver has one worker probe the fastest batch that fits in
-    # memory (pipeline/renderers/batch_probe.py) and records the choice in dataset.json; a rerun reuses it.
-    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 4
-    max_batch_size: int = Field(64, ge=1)  # the largest batch "auto" tries
-    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: leave the process setting
-    identity_noise_share: float = Field(0.0, ge=0.0, le=1.0)
-    max_blank_retries: int = Field(3, ge=0)
-    blank_std: float = Field(0.02, ge=0.0, le=1.0)  # pixel std (0..1 scale) below this: a flat image
-    blank_mean: float = Field(0.02, ge=0.0, le=1.0)  # pixel mean below this: an (almost) black image
-
-
-def bumped_seed(seed: int, attempt: int) -> int:
-    """The seed of render attempt `attempt` (0 = first render, which uses the view's own seed)."""
-    if attempt == 0:
-        return seed
-    return (seed + attempt * SEED_BUMP) % SEED_MODULUS
-
-
-def is_blank(image, *, std_threshold: float, mean_threshold: float) -> bool:
-    """True for an image that carries no picture: nearly uniform (any colour) or nearly black."""
-    import numpy as np
-
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
-    return bool(pixels.std() < std_threshold or pixels.mean() < mean_threshold)
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def resolve_model_source(config: DiffusersRendererConfig) -> tuple[str, str | None]:
-    """The folder to load the pipeline from, and the resolved revision (a commit hash for hub models).
-
-    A local path must be a diffusers pipeline folder (it has model_index.json). A hub id is looked up in
-    the Hugging Face cache first and downloaded only if allowed; a missing one is a UserError, never a
-    traceback from deep inside the hub client.
-    """
-    model = config.model
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise UserError(f"renderer model {model!r} is a file, not a diffusers pipeline folder")
-        if not (path / "model_index.json").is_file():
-            raise UserError(
-                f"renderer model {model!r} is not a diffusers pipeline folder (no model_index.json); "
-                "build the tiny one with `dppp models tiny-diffusion DIR` or save one with save_pretrained"
-            )
-        return str(path), None
-    hint = " (build it with `dppp models tiny-diffusion DIR`)" if "tiny" in model else ""
-    if not _HUB_ID.match(model):
-        raise UserError(f"renderer model folder {model!r} does not exist{hint}")
-    from diffusers import DiffusionPipeline
-
-    try:
-        folder = DiffusionPipeline.download(
-            model,
-            revision=config.revision,
-            variant=config.variant,
-            local_files_only=config.local_files_only,
-        )
-    except (OSError, ValueError) as exc:  # the hub client's not-found / offline errors derive from these
-        where = "in the local Hugging Face cache" if config.local_files_only else "on the hub or in the cache"
-        raise UserError(
-            f"renderer model {model!r} is neither a local folder{hint} nor found {where} "
-            f"(revision {config.revision or 'default'}): {_first_line(exc)}"
-        ) from None
-    folder_path = Path(folder)
-    revision = folder_path.name if folder_path.parent.name == "snapshots" else config.revision
-    return str(folder_path), revision
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _dtype_keyword() -> str:
@@ -233,7 +136,7 @@ class DiffusersRenderer:
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(
                 f"renderer model {self.config.model!r} could not be loaded as a text-to-image pipeline: "
-                f"{_first_line(exc)}"
+                f"{exception_summary(exc)}"
             ) from None
 
     @property
@@ -453,21 +356,6 @@ class DiffusersRenderer:
         nsfw = getattr(out, "nsfw_content_detected", None) or [False] * len(views)
         images = [Image.fromarray(array) for array in pixels[:count]]
         return images, [bool(flag) or empty for flag, empty in zip(nsfw[:count], blank[:count], strict=True)]
-
-
-def to_uint8_pixels(images):
-    """The pipeline's [0, 1] NCHW images -> NHWC uint8, as diffusers' own PIL conversion computes them."""
-    import torch
-
-    return (images.float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-
-
-def blank_flags(pixels, *, std_threshold: float, mean_threshold: float):
-    """`is_blank` for a batch of NHWC uint8 pixels, on whatever device they are."""
-    values = pixels.float() / 255.0
-    std = values.std(dim=(1, 2, 3), correction=0)
-    mean = values.mean(dim=(1, 2, 3))
-    return (std < std_threshold) | (mean < mean_threshold)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -15,7 +15,7 @@ from pipeline.capacity import (
     is_sd15_architecture,
     sd15_flops_per_image,
 )
-from pipeline.renderers.diffusers_renderer import DiffusersRendererConfig
+from pipeline.renderers.diffusers_config import DiffusersRendererConfig
 from pipeline.renderers.procedural import ProceduralRendererConfig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,13 +16,9 @@ from PIL import Image
 
 from foundation.errors import ConfigError, UserError
 from pipeline.renderer import load_renderer
-from pipeline.renderers.diffusers_renderer import (
-    DiffusersRenderer,
-    DiffusersRendererConfig,
-    blank_flags,
-    bumped_seed,
-    is_blank,
-)
+from pipeline.renderers.blank_images import blank_flags, bumped_seed, is_blank
+from pipeline.renderers.diffusers_config import DiffusersRendererConfig
+from pipeline.renderers.diffusers_renderer import DiffusersRenderer
 from pipeline.renderers.tiny_diffusion import build_tiny_diffusion, build_tiny_diffusion_pipeline
 from pipeline.runtime import Machine
 from prompts.spec import ViewSpec
@@ -77,7 +73,8 @@ def test_tiny_pipeline_renders_real_images_at_generation_size(tiny_model):
 
 SUBPROCESS_SCRIPT = r"""
 import hashlib, json, sys
-from pipeline.renderers.diffusers_renderer import DiffusersRenderer, DiffusersRendererConfig
+from pipeline.renderers.diffusers_renderer import DiffusersRenderer
+from pipeline.renderers.diffusers_config import DiffusersRendererConfig
 from prompts.spec import ViewSpec
 cfg = DiffusersRendererConfig(**json.loads(sys.argv[1]))
 views = [ViewSpec(pid=3, view=v, camid=0, seed=500 + v, identity_seed=9, attributes={},

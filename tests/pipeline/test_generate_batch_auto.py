@@ -12,7 +12,8 @@ from pipeline.generate import RESOLVED_BATCH_SIZE, run_generate
 from pipeline.listing import committed_shards
 from pipeline.records import read_dataset_manifest
 from pipeline.renderers.tiny_diffusion import build_tiny_diffusion
-from pipeline.shards import read_shard, record_name
+from pipeline.shards.format import record_name
+from pipeline.shards.reader import read_shard
 from pipeline.storage.urls import open_storage
 
 ROOT = Path(__file__).resolve().parents[2]

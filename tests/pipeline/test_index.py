@@ -24,7 +24,8 @@ from pipeline.listing import committed_shards, key_ranges, list_objects
 from pipeline.parallel import ordered_map
 from pipeline.publish import publish_shard
 from pipeline.records import read_index, read_record, write_dataset_manifest
-from pipeline.shards import Sample, fragment_name, record_name, write_shard
+from pipeline.shards.format import fragment_name, record_name
+from pipeline.shards.writer import Sample, write_shard
 from pipeline.storage.local import LocalStorage
 from pipeline.storage.urls import open_storage
 from pipeline.verify import verify_dataset

@@ -10,7 +10,8 @@ from dppp.cli import main
 from pipeline.index import write_index
 from pipeline.publish import publish_shard
 from pipeline.records import read_index, write_dataset_manifest
-from pipeline.shards import Sample, fragment_name, record_name, shard_name, write_shard
+from pipeline.shards.format import fragment_name, record_name, shard_name
+from pipeline.shards.writer import Sample, write_shard
 from pipeline.storage.urls import open_storage
 from pipeline.verify import verify_dataset
 from tests.conftest import FAKE_CREDENTIALS, pickle_payload, tar_bytes
@@ -144,7 +145,7 @@ def test_pickle_member_is_never_executed_by_any_command(tmp_path, make_samples, 
     evil.write_bytes(tar_bytes(good.members()[:2] + [(f"{good.key}.pickle", payload)] + good.members()[2:]))
     import hashlib
 
-    from pipeline.shards import ShardInfo
+    from pipeline.shards.writer import ShardInfo
 
     data = evil.read_bytes()
     publish_shard(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from foundation.errors import ConfigError
-from pipeline.renderers.diffusers_renderer import DiffusersRendererConfig
+from pipeline.renderers.diffusers_config import DiffusersRendererConfig
 from pipeline.runtime import Runtime, select_runtime
 
 

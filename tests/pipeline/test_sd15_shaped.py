@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dppp.cli import main
-from pipeline.renderers.diffusers_renderer import DiffusersRenderer, DiffusersRendererConfig
+from pipeline.renderers.diffusers_config import DiffusersRendererConfig
+from pipeline.renderers.diffusers_renderer import DiffusersRenderer
 from pipeline.renderers.sd15_shaped import (
     build_sd15_shaped,
     build_sd15_shaped_pipeline,

@@ -16,19 +16,9 @@ from pipeline.listing import committed_shards
 from pipeline.publish import publish_shard
 from pipeline.records import read_dataset_manifest, read_index, write_dataset_manifest
 from pipeline.redaction import strip_secrets
-from pipeline.shards import (
-    FIXED_MTIME,
-    ChunkedReader,
-    Sample,
-    ShardWriter,
-    UnsafeShardError,
-    iter_members,
-    parse_shard_key,
-    read_shard,
-    record_name,
-    shard_name,
-    write_shard,
-)
+from pipeline.shards.format import FIXED_MTIME, UnsafeShardError, parse_shard_key, record_name, shard_name
+from pipeline.shards.reader import ChunkedReader, iter_members, read_shard
+from pipeline.shards.writer import Sample, ShardWriter, write_shard
 from pipeline.storage.base import StorageUnavailable
 from pipeline.storage.config import StorageConfig
 from pipeline.storage.urls import open_storage

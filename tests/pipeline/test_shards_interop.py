@@ -10,7 +10,9 @@ import pytest
 from pipeline.index import write_index
 from pipeline.publish import publish_shard
 from pipeline.records import read_index
-from pipeline.shards import read_shard, shard_name, write_shard
+from pipeline.shards.format import shard_name
+from pipeline.shards.reader import read_shard
+from pipeline.shards.writer import write_shard
 from pipeline.storage.urls import open_storage
 
 

@@ -13,7 +13,8 @@ from foundation.errors import ConfigError
 from prompts.config import PromptsConfig, ViewsConfig
 from prompts.dedup import count_distinct, distinct_lower_bound, signatures
 from prompts.engine import PromptEngine
-from prompts.taxonomy import CAMERA_COLUMNS, SHIPPED_TAXONOMY, load_taxonomy
+from prompts.taxonomy import SHIPPED_TAXONOMY, load_taxonomy
+from prompts.taxonomy_schema import CAMERA_COLUMNS
 from prompts.templates import article, is_plural
 from prompts.tokens import EstimatedTokenCounter, TokenizerCounter
 

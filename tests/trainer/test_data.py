@@ -36,7 +36,7 @@ def write_dataset(
 
     from pipeline.publish import publish_shard
     from pipeline.records import write_dataset_manifest
-    from pipeline.shards import write_shard
+    from pipeline.shards.writer import write_shard
     from pipeline.storage.urls import open_storage
 
     storage = open_storage(url)
@@ -318,7 +318,7 @@ def _reference_augment(data: bytes, rng, cfg, size) -> torch.Tensor:
 def test_batch_pixels_are_the_plain_per_image_augmentation(dataset_url, erase_p):
     """The loader writes uint8 pixels into one batch array, pad-crops without a padded copy and
     normalises the whole batch at once: the same numbers, drawn in the same order, as the plain path."""
-    from pipeline.shards import read_shard
+    from pipeline.shards.reader import read_shard
     from trainer.config import AugmentConfig
     from trainer.data.loader import make_loader
     from trainer.data.sources import open_training_data

@@ -176,7 +176,7 @@ def test_bad_backbone_folders_exit_2_with_one_message(tmp_path, capsys, small_da
 def test_pretraining_data_without_prompts_exits_2(tmp_path, capsys):
     from pipeline.publish import publish_shard
     from pipeline.records import write_dataset_manifest
-    from pipeline.shards import Sample, write_shard
+    from pipeline.shards.writer import Sample, write_shard
     from pipeline.storage.urls import open_storage
     from tests.trainer.test_data import TAXONOMY
 

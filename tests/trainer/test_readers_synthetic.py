@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from foundation.errors import DataError
-from pipeline.shards import Sample, shard_name, write_shard
+from pipeline.shards.format import shard_name
+from pipeline.shards.writer import Sample, write_shard
 from trainer.data.specs import read_dataset
 from trainer.metrics import evaluate_ranking
 from trainer.readers import ReidItem, split_synthetic, synthetic_images

@@ -134,7 +134,7 @@ def test_config_errors_exit_2(tmp_path, capsys, dataset):
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():
-    from trainer.train_loop import lr_at
+    from trainer.train_steps import lr_at
 
     lrs = [lr_at(s, 100, 10, 1.0, 0.01) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
@@ -343,7 +343,7 @@ def rank1_on(model, dataset_url: str, image_size) -> tuple[float, float]:
     import torch
 
     from pipeline.records import read_index
-    from pipeline.shards import read_shard
+    from pipeline.shards.reader import read_shard
     from pipeline.storage.urls import open_storage
     from trainer.features import distance_matrix
     from trainer.metrics import evaluate_ranking

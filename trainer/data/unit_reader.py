@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from foundation.errors import DataError
-from pipeline.shards import READ_IMAGE_EXTS, image_member, read_shard
+from pipeline.shards.format import READ_IMAGE_EXTS
+from pipeline.shards.reader import image_member, read_shard
 from pipeline.storage.urls import open_storage
 from trainer.data.sources import CAMID, TrainingData, Unit
 
