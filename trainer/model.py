@@ -13,6 +13,9 @@ The training loop drives it through: `set_phase(p)` (freezes exactly the paramet
 change), `trainable_parameters()`, `loss(batch) -> (total, {name: value})`, and `encode_images(x)` for
 retrieval. PDM needs `build_identity_bank(batches)` once between phase 1 and phase 2 (clipreid builds its
 bank itself on `set_phase(2)`). Exact losses, weights and schedules: docs/method.md.
+
+One module past ~400 lines on purpose: the three methods differ in a few methods of one model, and the
+table above is checked most easily against one file.
 """
 
 from __future__ import annotations
