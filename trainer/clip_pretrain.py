@@ -81,30 +81,17 @@ class ClipPretrainModel(nn.Module):
 
     def __init__(self, config: PretrainModelConfig):
         super().__init__()
-        from transformers import CLIPConfig, CLIPModel
+        from transformers import CLIPModel
+
+        from trainer.tiny_clip import tiny_clip_config
 
         self.config = config
         arch = config.architecture
         self.tokenizer = pretrain_tokenizer(arch.max_text_length)
-        tokenizer = self.tokenizer
-        common = dict(
-            hidden_size=arch.hidden_size,
-            intermediate_size=arch.intermediate_size,
-            num_hidden_layers=arch.num_layers,
-            num_attention_heads=arch.num_heads,
-            projection_dim=arch.projection_dim,
-        )
-        clip_config = CLIPConfig(
-            text_config=dict(
-                common,
-                vocab_size=len(tokenizer),
-                max_position_embeddings=arch.max_text_length,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            ),
-            vision_config=dict(common, image_size=config.image_size[0], patch_size=arch.patch_size),
-            projection_dim=arch.projection_dim,
+        clip_config = tiny_clip_config(
+            arch,
+            self.tokenizer,
+            config.image_size[0],
             logit_scale_init_value=math.log(1 / config.init_temperature),
         )
         with torch.random.fork_rng(devices=[]):

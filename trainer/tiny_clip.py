@@ -14,11 +14,24 @@ def build_tiny_clip(tiny: TinyClipConfig, image_side: int, seed: int = 0):
     """(CLIPModel, CLIPTokenizer). The vision tower is square (`image_side`), like every CLIP checkpoint;
     the backbone interpolates its position embeddings to the Re-ID grid afterwards."""
     import torch
-    from transformers import CLIPConfig, CLIPModel
+    from transformers import CLIPModel
 
     from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     tokenizer = build_tiny_clip_tokenizer(model_max_length=tiny.max_text_length)
+    config = tiny_clip_config(tiny, tokenizer, image_side)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPModel(config)
+    return model.eval(), tokenizer
+
+
+def tiny_clip_config(tiny: TinyClipConfig, tokenizer, image_side: int, **extra):
+    """transformers' CLIPConfig of a tiny CLIP: both towers `tiny`'s size, the text tower sized to
+    `tokenizer`, a square vision tower of `image_side`; `extra` goes to CLIPConfig (e.g. the initial
+    logit scale)."""
+    from transformers import CLIPConfig
+
     common = dict(
         hidden_size=tiny.hidden_size,
         intermediate_size=tiny.intermediate_size,
@@ -26,7 +39,7 @@ def build_tiny_clip(tiny: TinyClipConfig, image_side: int, seed: int = 0):
         num_attention_heads=tiny.num_heads,
         projection_dim=tiny.projection_dim,
     )
-    config = CLIPConfig(
+    return CLIPConfig(
         text_config=dict(
             common,
             vocab_size=len(tokenizer),
@@ -37,8 +50,5 @@ def build_tiny_clip(tiny: TinyClipConfig, image_side: int, seed: int = 0):
         ),
         vision_config=dict(common, image_size=image_side, patch_size=tiny.patch_size),
         projection_dim=tiny.projection_dim,
+        **extra,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CLIPModel(config)
-    return model.eval(), tokenizer
