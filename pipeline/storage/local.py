@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -31,6 +32,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def content_version(data: bytes) -> str:
+    """A local object's version for the conditional writes: its content's digest (leases carry a nonce,
+    so two writes of one key never hold equal bytes)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 class LocalStorage(Storage):
@@ -105,3 +112,71 @@ class LocalStorage(Storage):
 
     def delete(self, key):
         self._path(key).unlink(missing_ok=True)
+
+    # ---- conditional writes. A hard link is the atomic create-if-absent of POSIX (and of NFS, where
+    # O_EXCL is not reliable): the content is whole before the name appears. A compare-and-swap first
+    # renames the object aside: of two processes racing for it, one rename wins, the other finds nothing.
+
+    def create_bytes(self, data, key):
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+        try:
+            with open(temp, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                return None
+        finally:
+            temp.unlink(missing_ok=True)
+        return content_version(data)
+
+    def read_versioned(self, key):
+        try:
+            data = self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return data, content_version(data)
+
+    def _claim(self, key: str) -> Path | None:
+        """Rename the object to a name only this call knows; None when it is gone (another took it)."""
+        path = self._path(key)
+        claim = path.with_name(f".{path.name}{TEMP_MARKER}claim-{uuid.uuid4().hex[:12]}")
+        try:
+            os.rename(path, claim)
+        except FileNotFoundError:
+            return None
+        return claim
+
+    def _put_back(self, claim: Path, key: str) -> None:
+        try:
+            os.link(claim, self._path(key))
+        except FileExistsError:  # created anew meanwhile: that one stands
+            pass
+
+    def replace_bytes_if(self, data, key, version):
+        claim = self._claim(key)
+        if claim is None:
+            return None
+        try:
+            if content_version(claim.read_bytes()) != version:
+                self._put_back(claim, key)
+                return None
+            return self.create_bytes(data, key)
+        finally:
+            claim.unlink(missing_ok=True)
+
+    def delete_if(self, key, version):
+        claim = self._claim(key)
+        if claim is None:
+            return False
+        try:
+            if content_version(claim.read_bytes()) != version:
+                self._put_back(claim, key)
+                return False
+            return True
+        finally:
+            claim.unlink(missing_ok=True)
