@@ -154,7 +154,7 @@ class Leases:
                 if current is None:
                     continue
                 holder = parse_lease(current[0])
-                if holder is not None and holder.job == self.job.job:
+                if holder is not None and holder.nonce == mine.nonce:
                     version = current[1]  # a retried create of ours had landed
                 elif holder is not None and holder.live():
                     return holder
@@ -164,11 +164,23 @@ class Leases:
                         continue
                     if holder is not None:
                         self.taken_over.append(holder)
+            if not self._reads_back(key, mine):
+                continue
             with self._lock:
                 self.held[index] = version
             self._start_heartbeat()
             return None
         return holder or Lease(shard=index, job="?", host="?", pid=0, started="?", expires=0, nonce="?")
+
+    def _reads_back(self, key: str, mine: Lease) -> bool:
+        """Whether the lease object holds what this job just wrote: a store that ignored the condition
+        (an S3 endpoint without conditional writes) let a later writer win, and this job must yield."""
+        current = self.storage.read_versioned(key)
+        return (
+            current is not None
+            and (lease := parse_lease(current[0])) is not None
+            and lease.nonce == mine.nonce
+        )
 
     def release(self, index: int) -> None:
         with self._lock:

@@ -5,12 +5,21 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from pipeline.storage.base import ObjectInfo, ObjectNotFound, Storage, check_key, check_prefix
+from pipeline.storage.base import (
+    ObjectInfo,
+    ObjectNotFound,
+    Storage,
+    StorageError,
+    check_key,
+    check_prefix,
+)
 
 # Local atomic writes go to a hidden sibling with this marker, then os.replace() onto the final name.
 TEMP_MARKER = ".tmp-"
@@ -114,8 +123,9 @@ class LocalStorage(Storage):
         self._path(key).unlink(missing_ok=True)
 
     # ---- conditional writes. A hard link is the atomic create-if-absent of POSIX (and of NFS, where
-    # O_EXCL is not reliable): the content is whole before the name appears. A compare-and-swap first
-    # renames the object aside: of two processes racing for it, one rename wins, the other finds nothing.
+    # O_EXCL on the final name would expose a half-written object): the content is whole before the name
+    # appears. A compare-and-swap holds a lock file beside the object (created with O_EXCL) while it
+    # compares and replaces: the object itself never disappears, so a create cannot slip in between.
 
     def create_bytes(self, data, key):
         path = self._path(key)
@@ -141,42 +151,46 @@ class LocalStorage(Storage):
             return None
         return data, content_version(data)
 
-    def _claim(self, key: str) -> Path | None:
-        """Rename the object to a name only this call knows; None when it is gone (another took it)."""
+    @contextmanager
+    def _swap_lock(self, key: str) -> Iterator[None]:
         path = self._path(key)
-        claim = path.with_name(f".{path.name}{TEMP_MARKER}claim-{uuid.uuid4().hex[:12]}")
+        lock = path.with_name(f".{path.name}{TEMP_MARKER}lock")
+        deadline = time.monotonic() + _SWAP_WAIT_S
+        while True:
+            try:
+                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                try:
+                    if time.time() - lock.stat().st_mtime > _STALE_LOCK_S:  # its holder died mid-swap
+                        lock.unlink(missing_ok=True)
+                        continue
+                except FileNotFoundError:
+                    continue
+                if time.monotonic() > deadline:
+                    raise StorageError(f"{self.url_for(key)}: still locked by another process") from None
+                time.sleep(0.002)
         try:
-            os.rename(path, claim)
-        except FileNotFoundError:
-            return None
-        return claim
-
-    def _put_back(self, claim: Path, key: str) -> None:
-        try:
-            os.link(claim, self._path(key))
-        except FileExistsError:  # created anew meanwhile: that one stands
-            pass
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
 
     def replace_bytes_if(self, data, key, version):
-        claim = self._claim(key)
-        if claim is None:
-            return None
-        try:
-            if content_version(claim.read_bytes()) != version:
-                self._put_back(claim, key)
+        with self._swap_lock(key):
+            current = self.read_versioned(key)
+            if current is None or current[1] != version:
                 return None
-            return self.create_bytes(data, key)
-        finally:
-            claim.unlink(missing_ok=True)
+            self.put_bytes(data, key)
+        return content_version(data)
 
     def delete_if(self, key, version):
-        claim = self._claim(key)
-        if claim is None:
-            return False
-        try:
-            if content_version(claim.read_bytes()) != version:
-                self._put_back(claim, key)
+        with self._swap_lock(key):
+            current = self.read_versioned(key)
+            if current is None or current[1] != version:
                 return False
-            return True
-        finally:
-            claim.unlink(missing_ok=True)
+            self.delete(key)
+        return True
+
+
+_SWAP_WAIT_S = 10.0  # a swap takes milliseconds; this long waiting for one means trouble
+_STALE_LOCK_S = 30.0

@@ -325,15 +325,13 @@ class S3Storage(Storage):
 
     def delete_if(self, key, version):
         obj = self._obj(key)
-        try:
-            answer = self._conditional(
-                f"cannot delete {self.url_for(key)}",
-                lambda: self.client.delete_object(Bucket=self.bucket, Key=obj, IfMatch=version),
-            )
-        except ObjectNotFound:
-            return False
+        answer = self._conditional(
+            f"cannot delete {self.url_for(key)}",
+            lambda: self.client.delete_object(Bucket=self.bucket, Key=obj, IfMatch=version),
+        )
         return answer is not None
 
 
-_LOST_PRECONDITION = {"PreconditionFailed", "ConditionalRequestConflict"}
+# and NoSuchKey: an If-Match on an object that went away
+_LOST_PRECONDITION = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"}
 _LOST = object()
