@@ -31,7 +31,9 @@ def per_shard_ms(queue, shards: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", help="where (default: a temporary folder)")
     parser.add_argument("--shards", type=int, default=200)
     args = parser.parse_args()
