@@ -133,3 +133,20 @@ def committed_record(index: int, fingerprint: str) -> bytes:
         sha256="0" * 64, fingerprint=fingerprint,
     )  # fmt: skip
     return record.to_json()
+
+
+def test_a_job_stops_once_another_job_replaced_the_dataset(tmp_path):
+    from pipeline.leases import DatasetReplaced
+    from pipeline.records import write_dataset_manifest
+
+    storage = open_storage(str(tmp_path))
+    write_dataset_manifest(storage, {"fingerprint": "f"})
+    queue = LeasedQueue(
+        [ShardPlan(i, (i,), 1, fingerprint="s") for i in range(2)], Leases(storage, job("q"), 60), "f", 1
+    )
+    assert queue.take().index == 0
+    write_dataset_manifest(storage, {"fingerprint": "another config"})  # another job's --overwrite
+    with pytest.raises(DatasetReplaced, match="another config"):
+        queue.take()
+    queue.close()
+    assert live_leases(storage) == []  # it leaves no lease behind

@@ -171,7 +171,10 @@ def test_repair_renders_damaged_and_missing_shards_to_the_clean_bytes(ray_instan
     assert main([*args, "--repair"]) == 0
     assert shard_counts(capsys.readouterr().out)[0] == 3
     assert tar_digests(out) == clean
+    rendering = Leases(open_storage(str(out)), JobIdentity.current(), ttl_s=60)
+    assert rendering.take(0) is None  # a lease beside a shard is not part of the data
     assert main(["shards", "verify", "--deep", str(out)]) == 0
+    rendering.close()
     assert read_index(open_storage(str(out))).num_rows == index_rows
 
 
