@@ -44,6 +44,7 @@ def generate(
     from pipeline.dataset_change import plan_change
     from pipeline.generate import GenerationFailed, build_plan, run_generate
     from pipeline.leases import JobIdentity
+    from pipeline.storage.base import StorageError
     from pipeline.storage.urls import open_storage
 
     experiment = load_config(config, sets)
@@ -71,14 +72,21 @@ def generate(
             else "no measured rendering rate applies to this model (benchmarks/bench_diffusers.py measures one)"
         )
         # what the run would do to the output, refused as the run would refuse it (exit 2)
-        change = plan_change(
-            plan,
-            open_storage(gen.out, gen.storage),
-            job=JobIdentity.current(),
-            overwrite=overwrite,
-            extend=extend,
-            repair=repair,
-        )
+        try:
+            change = plan_change(
+                plan,
+                open_storage(gen.out, gen.storage),
+                job=JobIdentity.current(),
+                overwrite=overwrite,
+                extend=extend,
+                repair=repair,
+            )
+        except StorageError as exc:
+            if overwrite or extend or repair:
+                raise
+            # a plan (and its GPU-hours) is worth having where the output cannot be reached yet
+            console.print(f"the output was not looked at: {exc}")
+            return
         for line in change.lines:
             console.print(line)
         return
