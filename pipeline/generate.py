@@ -408,8 +408,8 @@ class _Drain:
             if (poll := self.queue.wait_s()) is not None:  # shards another job renders: look again soon
                 timeout = poll if timeout is None else min(timeout, poll)
             waiting = [*self.in_flight, *self.pool.probes()]
-            if not waiting:
-                time.sleep(timeout or 0.0)
+            if not waiting:  # only shards leased by other jobs are left
+                time.sleep(timeout if timeout is not None else 0.1)
                 continue
             ready, _ = ray.wait(waiting, num_returns=1, timeout=timeout)
             if ready and self.pool.is_probe(ready[0]):
