@@ -144,7 +144,7 @@ def _extend(plan, previous: dict[str, Any], storage: Storage) -> DatasetChange:
     added = len(plan.shards) - old_shards
     lines = [
         f"extend {storage.url}: {old_identities} -> {new_identities} identities; "
-        f"{added} new shard(s) ({old_shards}..{len(plan.shards) - 1})"
+        + (f"{added} new shard(s) ({old_shards}..{len(plan.shards) - 1})" if added else "no new shard")
         + (
             f", shard {reopen[0]} rendered again (it held {old_identities % per_shard} of {per_shard})"
             if reopen

@@ -170,6 +170,7 @@ class Leases:
                 self.held[index] = version
             self._start_heartbeat()
             return None
+        # Lost the race three times in a row: others are at this shard; leave it to be polled again.
         return holder or Lease(shard=index, job="?", host="?", pid=0, started="?", expires=0, nonce="?")
 
     def _reads_back(self, key: str, mine: Lease) -> bool:
