@@ -50,3 +50,6 @@ class GenerateConfig(StrictModel):
     # nodes holding every actor died) before it stops with exit 1. Raise it where an autoscaler takes
     # longer to bring a node up. While some actor runs, lost ones are re-requested without a deadline.
     placement_timeout_s: float = Field(300.0, gt=0)
+    # How long a shard lease outlives its job's last heartbeat (renewed every third of it): a job that
+    # dies holding a shard lets another job render it after this long (pipeline/leases.py).
+    lease_ttl_s: float = Field(120.0, gt=0)

@@ -16,8 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from foundation.errors import CapacityError, SettingError
@@ -26,7 +25,15 @@ from pipeline.actor_pool import ActorLoss, ActorPool, short_error
 from pipeline.config import GenerateConfig
 
 # Config fields that do not change a single byte of the dataset: they may differ on resume.
-_RUN_ONLY_FIELDS = {"out", "workers", "storage", "max_attempts", "cpus_per_worker", "placement_timeout_s"}
+_RUN_ONLY_FIELDS = {
+    "out",
+    "workers",
+    "storage",
+    "max_attempts",
+    "cpus_per_worker",
+    "placement_timeout_s",
+    "lease_ttl_s",
+}
 _AVG_JPEG_BYTES_PER_PIXEL = 0.46  # measured on the demo (procedural, 256x128, quality 90); --dry-run only
 
 
@@ -65,6 +72,7 @@ class GenerateSummary:
     phases: dict[str, float] = field(default_factory=dict)
     # worker name -> the Ray nodes its shards were rendered on, in order (a replacement may land elsewhere)
     nodes: dict[str, list[str]] = field(default_factory=dict)
+    shards_by_others: int = 0  # found committed by another job on the same output during this run
 
     @property
     def nodes_lost(self) -> list[str]:
@@ -82,9 +90,13 @@ class GenerateSummary:
         return self.images / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def config_fingerprint(config: GenerateConfig, taxonomy_hash: str) -> str:
-    """A hash of everything that decides the dataset's bytes; a resume must match it."""
-    decisive = config.model_dump(mode="json", exclude=_RUN_ONLY_FIELDS)
+def config_fingerprint(config: GenerateConfig, taxonomy_hash: str, *, per_shard: bool = False) -> str:
+    """A hash of everything that decides the dataset's bytes; a resume must match it. `per_shard`: of
+    everything that decides one shard's bytes, which the identity count does not (identities are
+    prefix-stable): every shard record carries it, and it survives --extend."""
+    decisive = config.model_dump(
+        mode="json", exclude=_RUN_ONLY_FIELDS | ({"identities"} if per_shard else set())
+    )
     canonical = json.dumps({"config": decisive, "taxonomy": taxonomy_hash}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -95,6 +107,7 @@ class Plan:
     engine: Any  # prompts.engine.PromptEngine
     shards: list  # list[ShardPlan]
     fingerprint: str
+    shard_fingerprint: str = ""  # config_fingerprint(per_shard=True): what each shard's record carries
 
     @property
     def images(self) -> int:
@@ -112,6 +125,7 @@ class Plan:
             "code_version": __version__,
             "config": self.config.model_dump(mode="json"),
             "fingerprint": self.fingerprint,
+            "shard_fingerprint": self.shard_fingerprint,
             "taxonomy_sha256": self.engine.taxonomy_hash,
             "taxonomy": self.engine.taxonomy.as_dict(),
             "plan": {
@@ -131,11 +145,12 @@ def build_plan(config: GenerateConfig) -> Plan:
     views = [
         engine.num_views(pid) for pid in range(config.identities)
     ]  # not identity(): it caches attributes
-    shards = plan_shards(views, config.ids_per_shard)
-    return Plan(config, engine, shards, config_fingerprint(config, engine.taxonomy_hash))
+    shard_fingerprint = config_fingerprint(config, engine.taxonomy_hash, per_shard=True)
+    shards = [replace(s, fingerprint=shard_fingerprint) for s in plan_shards(views, config.ids_per_shard)]
+    return Plan(config, engine, shards, config_fingerprint(config, engine.taxonomy_hash), shard_fingerprint)
 
 
-def prepare_output(plan: Plan, *, overwrite: bool):
+def prepare_output(plan: Plan, *, overwrite: bool, extend: bool = False):
     """Open the output, refuse to mix with another config's dataset, write dataset.json; return storage."""
     from pipeline.parallel import ordered_map
     from pipeline.records import DATASET_MANIFEST, INDEX_NAME, read_dataset_manifest, write_dataset_manifest
@@ -152,7 +167,7 @@ def prepare_output(plan: Plan, *, overwrite: bool):
         storage.delete(INDEX_NAME)
     elif existing:
         previous = read_dataset_manifest(storage)
-        if previous.get("fingerprint") != plan.fingerprint:
+        if previous.get("fingerprint") != plan.fingerprint and not extend:  # dataset_change checked it
             raise SettingError(
                 "overwrite",
                 f"{storage.url} holds a dataset generated from another config (or taxonomy); "
@@ -224,19 +239,76 @@ def run_generate(
     ray_address: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    repair: bool = False,
+    extend: bool = False,
 ) -> GenerateSummary:
-    """Render every uncommitted shard of the plan; write index.parquet at the end."""
+    """Render every uncommitted shard of the plan, sharing the work with any other job on the same
+    output (shard leases, pipeline/leases.py); write index.parquet at the end. `repair`: render again
+    every damaged shard a deep verify finds; `extend`: grow a dataset of fewer identities
+    (pipeline/dataset_change.py)."""
+    from pipeline.dataset_change import plan_change, uncommit
     from pipeline.index import write_index
+    from pipeline.leases import JobIdentity, LeasedQueue, Leases
     from pipeline.listing import committed_indices
     from pipeline.records import INDEX_NAME
+    from pipeline.storage.urls import open_storage
 
     started = time.perf_counter()
     plan = build_plan(config)
-    storage = prepare_output(plan, overwrite=overwrite)
-    done = committed_indices(storage, shards_hint=len(plan.shards))  # the listing: no record is read
+    job = JobIdentity.current()
+    change = plan_change(
+        plan,
+        open_storage(config.out, config.storage),
+        job=job,
+        overwrite=overwrite,
+        extend=extend,
+        repair=repair,
+    )
+    uncommit(open_storage(config.out, config.storage), change.reopen)  # before dataset.json says the new plan
+    storage = prepare_output(plan, overwrite=overwrite, extend=extend)
+    # After an --overwrite every shard is leased and its record read: a job that committed an old shard
+    # meanwhile is rendered over, never taken for this config's.
+    done = set() if overwrite else committed_indices(storage, shards_hint=len(plan.shards))
     todo = [s for s in plan.shards if s.index not in done]
     summary = GenerateSummary(config.out, len(plan.shards), 0, len(plan.shards) - len(todo), 0, 0, 0.0)
+    summary.notes += change.lines if change.mode in ("repair", "extend") else []
     summary.phases["plan_s"] = time.perf_counter() - started
+    leases = Leases(storage, job, config.lease_ttl_s)
+    queue = LeasedQueue(todo, leases, plan.fingerprint, poll_s=min(5.0, config.lease_ttl_s / 4))
+    try:
+        _render(config, ray_address, storage, queue, summary, progress)
+    finally:
+        queue.close()
+        summary.shards_by_others = len(queue.by_others)
+        summary.notes += lease_notes(leases)
+    scheduled = time.perf_counter()
+    summary.phases["schedule_s"] = scheduled - started - summary.phases["plan_s"]
+    if todo or change.rewrite_index or not storage.exists(INDEX_NAME):  # a finished dataset's rerun: no merge
+        write_index(storage, shards_hint=len(plan.shards))  # fragments only: no tar is read
+    summary.wall_s = time.perf_counter() - started
+    summary.phases["index_s"] = summary.wall_s - (scheduled - started)
+    summary.busy = {name: busy / summary.wall_s for name, busy in summary.busy.items()}
+    if summary.failed or summary.stopped:
+        raise GenerationFailed(summary)
+    return summary
+
+
+def lease_notes(leases) -> list[str]:
+    """What the summary says about the leases: dead jobs' shards taken over, leases lost, storage errors."""
+    notes = [
+        f"took over shard {lease.shard}'s expired lease from {lease.holder()}" for lease in leases.taken_over
+    ]
+    if leases.lost:
+        notes.append(
+            f"lost the lease of shard(s) {sorted(leases.lost)} to another job (renewal came after the "
+            "expiry): they may have been rendered twice, to the same bytes"
+        )
+    return notes + leases.errors[:3]
+
+
+def _render(config: GenerateConfig, ray_address, storage, queue, summary: GenerateSummary, progress) -> None:
+    """Start Ray and the actor pool and drain `queue` (the shards this job may render) through it."""
+    todo = queue.shards
     if todo:
         start_ray(ray_address, (config.workers or 1) * config.cpus_per_worker)
         n_workers, resources = _pool_shape(config)
@@ -249,20 +321,10 @@ def run_generate(
             max_starts=config.max_attempts,
         )
         try:
-            _drain(pool, todo, config.max_attempts, summary, progress)
+            _drain(pool, queue, config.max_attempts, summary, progress)
         finally:
             pool.shutdown()
             summary.pool_sizes, summary.losses = pool.sizes, pool.losses
-    scheduled = time.perf_counter()
-    summary.phases["schedule_s"] = scheduled - started - summary.phases["plan_s"]
-    if todo or not storage.exists(INDEX_NAME):  # a rerun of a finished dataset need not merge again
-        write_index(storage, shards_hint=len(plan.shards))  # fragments only: no tar is read
-    summary.wall_s = time.perf_counter() - started
-    summary.phases["index_s"] = summary.wall_s - (scheduled - started)
-    summary.busy = {name: busy / summary.wall_s for name, busy in summary.busy.items()}
-    if summary.failed or summary.stopped:
-        raise GenerationFailed(summary)
-    return summary
 
 
 class ShardActor:
@@ -312,19 +374,23 @@ def _actor_spawner(config: GenerateConfig, resources: dict[str, float], env: dic
 _DEPTH = 2  # shards in flight per actor: one renders while the previous one is written and uploaded
 
 
-def _drain(pool: ActorPool, todo: list, max_attempts: int, summary: GenerateSummary, progress: bool) -> None:
-    """Hand the shards to the pool's loaded actors until each is committed, has failed `max_attempts`
-    times, or the pool has had no placed actor for its placement timeout (summary.stopped says so)."""
+def _drain(pool: ActorPool, todo, max_attempts: int, summary: GenerateSummary, progress: bool) -> None:
+    """Hand the shards (a list, or a ShardQueue that leases them) to the pool's loaded actors until each
+    is committed (by this job or another), has failed `max_attempts` times, or the pool has had no placed
+    actor for its placement timeout (summary.stopped says so)."""
+    from pipeline.leases import ShardQueue
     from pipeline.progress import GenerateProgress
 
-    with GenerateProgress(len(todo), sum(s.num_images for s in todo), enabled=progress) as bar:
-        _Drain(pool, todo, max_attempts, summary, bar).run()
+    queue = todo if isinstance(todo, ShardQueue) else ShardQueue(todo)
+    shards = list(queue.ready)
+    with GenerateProgress(len(shards), sum(s.num_images for s in shards), enabled=progress) as bar:
+        _Drain(pool, queue, max_attempts, summary, bar).run()
 
 
 class _Drain:
-    def __init__(self, pool: ActorPool, todo: list, max_attempts: int, summary: GenerateSummary, bar):
+    def __init__(self, pool: ActorPool, queue, max_attempts: int, summary: GenerateSummary, bar):
         self.pool, self.max_attempts, self.summary, self.bar = pool, max_attempts, summary, bar
-        self.queue = deque(todo)
+        self.queue = queue  # pipeline/leases.py ShardQueue
         self.attempts: dict[int, int] = {}
         self.in_flight: dict[Any, tuple[str, Any, Any]] = {}  # ref -> (worker name, actor, shard plan)
 
@@ -339,7 +405,13 @@ class _Drain:
             # A task in flight always ends (a dead actor's fails once Ray declares the actor dead);
             # only a wait on placement alone needs a bound.
             timeout = None if self.in_flight else self.pool.wait_timeout()
-            ready, _ = ray.wait([*self.in_flight, *self.pool.probes()], num_returns=1, timeout=timeout)
+            if (poll := self.queue.wait_s()) is not None:  # shards another job renders: look again soon
+                timeout = poll if timeout is None else min(timeout, poll)
+            waiting = [*self.in_flight, *self.pool.probes()]
+            if not waiting:  # only shards leased by other jobs are left
+                time.sleep(timeout if timeout is not None else 0.1)
+                continue
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=timeout)
             if ready and self.pool.is_probe(ready[0]):
                 self.settle(ready[0])
             elif ready:
@@ -356,7 +428,9 @@ class _Drain:
             name = min(load, key=load.__getitem__)
             if load[name] >= _DEPTH:
                 return
-            shard = self.queue.popleft()
+            shard = self.queue.take()
+            if shard is None:  # the rest is leased by other jobs
+                return
             self.in_flight[actors[name].run.remote(shard)] = (name, actors[name], shard)
             load[name] += 1
 
@@ -384,6 +458,7 @@ class _Drain:
                 self.actor_lost(name, actor, exc)
             self.retry_or_fail(shard, exc)
             return
+        self.queue.done(shard)
         summary = self.summary
         summary.shards_done += 1
         summary.images += result.record.count
@@ -412,5 +487,6 @@ class _Drain:
             self.summary.retries += 1
             self.queue.append(shard)
         else:
+            self.queue.done(shard)
             self.summary.failed[shard.index] = short_error(exc)
             self.bar.fail(shard.index, self.summary.failed[shard.index])

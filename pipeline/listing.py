@@ -9,7 +9,7 @@ sizes, so memory stays flat in the number of shards.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from foundation.errors import DataError
 from pipeline.parallel import IO_THREADS, ordered_map
@@ -21,7 +21,7 @@ from pipeline.records import (
     read_dataset_plan,
     read_record,
 )
-from pipeline.shards.format import parse_shard_key, shard_name
+from pipeline.shards.format import parse_lease_key, parse_shard_key, shard_name
 from pipeline.storage.base import ObjectInfo, Storage
 from pipeline.storage.config import StorageConfig
 from pipeline.storage.urls import open_storage
@@ -46,6 +46,8 @@ class DatasetObjects:
     url: str
     shards: dict[int, ShardObjects]  # shard index -> its objects
     others: dict[str, int]  # every other key (dataset.json, index.parquet, strays) -> size
+    # shard index -> size of its lease object: a job renders it now, or died doing so (pipeline/leases.py)
+    leases: dict[int, int] = field(default_factory=dict)
 
     def committed(self) -> list[int]:
         """Indices of the shards with a commit record, in order."""
@@ -55,6 +57,7 @@ class DatasetObjects:
         """Take in another listing's objects (a key range cut at shard names holds whole shards; a shard
         split between ranges anyway is joined)."""
         self.others.update(other.others)
+        self.leases.update(other.leases)
         for index, objects in other.shards.items():
             mine = self.shards.setdefault(index, objects)
             if mine is not objects:
@@ -65,7 +68,11 @@ class DatasetObjects:
     def add(self, obj: ObjectInfo) -> None:
         parsed = parse_shard_key(obj.key)
         if parsed is None:
-            self.others[obj.key] = obj.size
+            leased = parse_lease_key(obj.key)
+            if leased is None:
+                self.others[obj.key] = obj.size
+            else:
+                self.leases[leased] = obj.size
             return
         objects = self.shards.get(parsed[0])
         if objects is None:

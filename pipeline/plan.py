@@ -7,7 +7,7 @@ builds it (driver, actors, a resumed run) gets the same plan, and `dataset.json`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,9 @@ class ShardPlan:
     index: int
     pids: tuple[int, ...]
     num_images: int
+    # The dataset's shard fingerprint (pipeline/generate.py), which the shard's record carries; set by the
+    # driver. Not part of what the shard is: two plans of the same shard compare equal.
+    fingerprint: str | None = field(default=None, compare=False)
 
 
 def plan_shards(views_per_pid: Sequence[int], ids_per_shard: int) -> list[ShardPlan]:

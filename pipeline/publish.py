@@ -26,10 +26,12 @@ def publish_shard(
     info: ShardInfo,
     timings: dict[str, float] | None = None,
     progress: Callable[[int], None] | None = None,
+    fingerprint: str | None = None,
 ) -> ShardRecord:
     """Publish a written shard and commit it: fragment built from the local tar -> (old record removed)
     -> tar -> fragment -> record (naming the fragment's sha256). If anything fails before the record is
-    written, the shard stays uncommitted (a resumed run redoes it)."""
+    written, the shard stays uncommitted (a resumed run redoes it). `fingerprint`: the dataset's shard
+    fingerprint, carried by the record."""
     size = os.path.getsize(tar_path)
     if size != info.bytes:  # the file changed since it was written: its record would lie
         raise StorageError(
@@ -46,6 +48,6 @@ def publish_shard(
     storage.put_file(tar_path, shard_name(index), progress=progress)
     timings = {**(timings or {}), "index_s": round(index_s, 4), "publish_s": time.perf_counter() - started}
     storage.put_bytes(fragment, fragment_name(index))
-    record = ShardRecord.from_info(index, info, timings, fragment=ref)
+    record = ShardRecord.from_info(index, info, timings, fragment=ref, fingerprint=fingerprint)
     storage.put_bytes(record.to_json(), record_name(index))
     return record

@@ -58,6 +58,8 @@ class ShardRecord(StrictModel):
     image_format: str | None = None
     timings: dict[str, float] = {}
     fragment: FragmentRef | None = None  # None: committed before fragments existed (the next merge writes it)
+    # dataset.json's shard_fingerprint of the config that rendered it; None: committed before records had one
+    fingerprint: str | None = None
 
     @classmethod
     def from_info(
@@ -66,6 +68,7 @@ class ShardRecord(StrictModel):
         info: ShardInfo,
         timings: dict[str, float] | None = None,
         fragment: FragmentRef | None = None,
+        fingerprint: str | None = None,
     ) -> ShardRecord:
         return cls(
             index=index,
@@ -78,6 +81,7 @@ class ShardRecord(StrictModel):
             image_format=info.image_format,
             timings=timings or {},
             fragment=fragment,
+            fingerprint=fingerprint,
         )
 
     def to_json(self) -> bytes:

@@ -19,7 +19,13 @@ from foundation.errors import DataError
 from pipeline.index import key_digest
 from pipeline.listing import DatasetObjects, ShardObjects, _plan_of, open_dataset
 from pipeline.parallel import IO_THREADS, ordered_map
-from pipeline.records import DATASET_MANIFEST, INDEX_NAME, DatasetPlan, read_record
+from pipeline.records import (
+    DATASET_MANIFEST,
+    INDEX_NAME,
+    DatasetPlan,
+    read_dataset_manifest,
+    read_record,
+)
 from pipeline.shards.format import (
     fragment_name,
     record_name,
@@ -57,9 +63,15 @@ class _Facts:
 
 
 def _check_committed(
-    storage: Storage, index: int, objects: ShardObjects, deep: bool, progress: Progress | None
+    storage: Storage,
+    index: int,
+    objects: ShardObjects,
+    deep: bool,
+    progress: Progress | None,
+    fingerprint: str | None = None,
 ) -> tuple[ShardCheck, _Facts | None]:
-    """One committed shard: its record read and checked, then its tar and fragment."""
+    """One committed shard: its record read and checked, then its tar and fragment. `fingerprint`:
+    dataset.json's shard fingerprint, which a record that carries one must match."""
     key = record_name(index)
     try:
         record = read_record(storage, index)
@@ -74,12 +86,18 @@ def _check_committed(
     check = verify_shard(
         storage, record, objects.tar, deep=deep, progress=progress, fragment_size=objects.fragment
     )
+    if fingerprint and record.fingerprint and record.fingerprint != fingerprint:
+        check.add(
+            "foreign",
+            f"committed by another config (shard fingerprint {record.fingerprint[:12]}, dataset.json's "
+            f"{fingerprint[:12]}): another job wrote over this dataset; `dppp generate --repair` renders it again",
+        )
     return check, _Facts(record.pids, record.count, key_digest(record.keys), record.fragment is not None)
 
 
 def _check_in_process(args) -> tuple[ShardCheck, _Facts | None]:
-    storage, index, objects, deep = args
-    return _check_committed(storage, index, objects, deep, None)
+    storage, index, objects, deep, fingerprint = args
+    return _check_committed(storage, index, objects, deep, None, fingerprint)
 
 
 class _Totals:
@@ -128,12 +146,13 @@ def verify_dataset(
     starting processes costs more than it saves). `listed(n)` counts objects as they are listed."""
     storage, objects = open_dataset(url, config, progress=listed)
     report = VerifyReport(storage.url, deep, [], [], [])
-    plan = None
+    plan, fingerprint = None, None
     if DATASET_MANIFEST not in objects.others:
         report.dataset_problems.append(f"{DATASET_MANIFEST} is missing")
     else:
         try:
             plan = _plan_of(storage, objects.others)
+            fingerprint = read_dataset_manifest(storage).get("shard_fingerprint")
         except DataError as exc:
             report.dataset_problems.append(str(exc))
         else:
@@ -148,7 +167,9 @@ def verify_dataset(
     if workers == 0:
         workers = (os.cpu_count() or 1) if total >= 256 << 20 else 1
     totals = _Totals(plan)
-    for check, facts in _verify_all(storage, objects, committed, deep, progress, workers, threads):
+    for check, facts in _verify_all(
+        storage, objects, committed, deep, progress, workers, threads, fingerprint
+    ):
         report.verified += 1
         report.samples += check.samples
         report.bytes += check.bytes
@@ -230,25 +251,29 @@ def _check_plan(plan: DatasetPlan, totals: _Totals) -> list[str]:
     return problems
 
 
-def _verify_all(storage, objects: DatasetObjects, committed: list[int], deep, progress, workers, threads):
+def _verify_all(
+    storage, objects: DatasetObjects, committed: list[int], deep, progress, workers, threads, fingerprint
+):
     """(check, facts) of every committed shard, in index order, a bounded window at a time."""
     if workers <= 1 or len(committed) <= 1:
         return ordered_map(
-            lambda index: _check_committed(storage, index, objects.shards[index], deep, progress),
+            lambda index: _check_committed(
+                storage, index, objects.shards[index], deep, progress, fingerprint
+            ),
             committed,
             threads=threads,
         )
-    return _verify_in_processes(storage, objects, committed, deep, progress, workers)
+    return _verify_in_processes(storage, objects, committed, deep, progress, workers, fingerprint)
 
 
-def _verify_in_processes(storage, objects, committed, deep, progress, workers):
+def _verify_in_processes(storage, objects, committed, deep, progress, workers, fingerprint):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: the parent may hold threads (a progress bar, boto3 pools) that fork would copy mid-lock.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(workers, len(committed)), mp_context=context) as pool:
-        items = ((storage, index, objects.shards[index], deep) for index in committed)
+        items = ((storage, index, objects.shards[index], deep, fingerprint) for index in committed)
         for check, facts in ordered_map(_check_in_process, items, executor=pool, window=2 * workers):
             if progress:
                 progress(check.bytes)

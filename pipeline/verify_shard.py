@@ -29,7 +29,17 @@ from pipeline.storage.base import Storage
 Progress = Callable[[int], None]  # called with a number of bytes (or items) just processed
 
 # The kinds of problems `verify` reports, worst first: a shard's status is its worst problem.
-PROBLEM_KINDS = ("missing", "truncated", "corrupted", "unsafe", "incomplete", "uncommitted", "extra")
+# `foreign`: committed by a config other than dataset.json's (its record's shard fingerprint differs).
+PROBLEM_KINDS = (
+    "missing",
+    "truncated",
+    "corrupted",
+    "unsafe",
+    "foreign",
+    "incomplete",
+    "uncommitted",
+    "extra",
+)
 
 
 @dataclass

@@ -160,4 +160,4 @@ class ShardWorker:
             started = time.perf_counter()
             info = write_shard(samples, path)
             timings = {"render_s": round(render_s, 4), "write_s": round(time.perf_counter() - started, 4)}
-            return publish_shard(self.storage, plan.index, path, info, timings)
+            return publish_shard(self.storage, plan.index, path, info, timings, fingerprint=plan.fingerprint)

@@ -24,14 +24,28 @@ def generate(
     overwrite: Annotated[
         bool, typer.Option(help="Replace a dataset made from another config at --out.")
     ] = False,
-    dry_run: Annotated[bool, typer.Option(help="Print the plan and write nothing.")] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(help="Verify the dataset (deep) and render every damaged or missing shard again."),
+    ] = False,
+    extend: Annotated[
+        bool,
+        typer.Option(help="Grow a dataset made with fewer identities (--identities) and the same config."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the plan and what it does to the output; write nothing.")
+    ] = False,
 ) -> None:
     """Render identities with the configured renderer into WebDataset shards; rerun to resume."""
     from rich.console import Console
 
     from foundation.config import with_updates
     from pipeline.capacity import estimate_render_hours
+    from pipeline.dataset_change import plan_change
     from pipeline.generate import GenerationFailed, build_plan, run_generate
+    from pipeline.leases import JobIdentity
+    from pipeline.storage.base import StorageError
+    from pipeline.storage.urls import open_storage
 
     experiment = load_config(config, sets)
     gen = with_updates(
@@ -57,9 +71,29 @@ def generate(
             if estimate
             else "no measured rendering rate applies to this model (benchmarks/bench_diffusers.py measures one)"
         )
+        # what the run would do to the output, refused as the run would refuse it (exit 2)
+        try:
+            change = plan_change(
+                plan,
+                open_storage(gen.out, gen.storage),
+                job=JobIdentity.current(),
+                overwrite=overwrite,
+                extend=extend,
+                repair=repair,
+            )
+        except StorageError as exc:
+            if overwrite or extend or repair:
+                raise
+            # a plan (and its GPU-hours) is worth having where the output cannot be reached yet
+            console.print(f"the output was not looked at: {exc}")
+            return
+        for line in change.lines:
+            console.print(line)
         return
     try:
-        summary = run_generate(gen, ray_address=ray_address, overwrite=overwrite)
+        summary = run_generate(
+            gen, ray_address=ray_address, overwrite=overwrite, repair=repair, extend=extend
+        )
     except GenerationFailed as failed:
         summary = failed.summary
         print_summary(console, summary)
@@ -80,8 +114,8 @@ def print_summary(console, summary) -> None:
     table = Table(title=f"dppp generate -> {summary.out}", show_header=False)
     table.add_row(
         "shards",
-        f"{summary.shards_done} rendered, {summary.shards_skipped} already committed, "
-        f"{summary.shards_total} in plan",
+        f"{summary.shards_done} rendered, {summary.shards_by_others} done by other jobs, "
+        f"{summary.shards_skipped} already committed, {summary.shards_total} in plan",
     )
     table.add_row("images", f"{summary.images} ({summary.images_per_s:.1f} images/s)")
     table.add_row("bytes", f"{summary.bytes / 1e6:.2f} MB")

@@ -26,6 +26,7 @@ READ_IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp"})
 ALLOWED_EXTS = READ_IMAGE_EXTS | {"json", "txt", "cls"}
 SAMPLE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # dot-free: webdataset splits key and ext at the first dot
 SHARD_KEY_RE = re.compile(r"^shards/shard-(\d{6,})\.(tar|json|parquet)$")
+LEASE_KEY_RE = re.compile(r"^shards/shard-(\d{6,})\.lease$")
 
 
 def shard_name(index: int) -> str:
@@ -41,6 +42,17 @@ def record_name(index: int) -> str:
 def fragment_name(index: int) -> str:
     """The key of the shard's index fragment (its index rows): fragment_name(12) == 'shards/shard-000012.parquet'."""
     return f"shards/shard-{index:06d}.parquet"
+
+
+def lease_name(index: int) -> str:
+    """The key of the shard's lease while a job renders it (pipeline/leases.py): 'shards/shard-000012.lease'."""
+    return f"shards/shard-{index:06d}.lease"
+
+
+def parse_lease_key(key: str) -> int | None:
+    """The shard index of a lease key ('shards/shard-000012.lease' -> 12); None for any other key."""
+    match = LEASE_KEY_RE.match(key)
+    return int(match.group(1)) if match else None
 
 
 def parse_shard_key(key: str) -> tuple[int, str] | None:

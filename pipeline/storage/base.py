@@ -123,6 +123,25 @@ class Storage(ABC):
         reach this storage as this one does (endpoint, region, credentials); none for local storage."""
         return {}
 
+    # ---- conditional writes: the compare-and-swap that leases (pipeline/leases.py) are built on. A
+    # version is an opaque tag of one written content (S3: its ETag; a folder: its sha256).
+
+    def create_bytes(self, data: bytes, key: str) -> str | None:
+        """Write `key` only where no object holds it, atomically; the version written, None if it existed."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and version; None when it does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
+    def replace_bytes_if(self, data: bytes, key: str, version: str) -> str | None:
+        """Replace `key` only while it still holds `version`; the new version, None if it changed or went."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
+    def delete_if(self, key: str, version: str) -> bool:
+        """Remove `key` only while it still holds `version`; whether this call removed it."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
     def read_bytes(self, key: str) -> bytes:
         with self.open_read(key) as stream:
             return stream.read()

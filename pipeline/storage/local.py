@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from pipeline.storage.base import ObjectInfo, ObjectNotFound, Storage, check_key, check_prefix
+from pipeline.storage.base import (
+    ObjectInfo,
+    ObjectNotFound,
+    Storage,
+    StorageError,
+    check_key,
+    check_prefix,
+)
 
 # Local atomic writes go to a hidden sibling with this marker, then os.replace() onto the final name.
 TEMP_MARKER = ".tmp-"
@@ -31,6 +41,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def content_version(data: bytes) -> str:
+    """A local object's version for the conditional writes: its content's digest (leases carry a nonce,
+    so two writes of one key never hold equal bytes)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 class LocalStorage(Storage):
@@ -105,3 +121,76 @@ class LocalStorage(Storage):
 
     def delete(self, key):
         self._path(key).unlink(missing_ok=True)
+
+    # ---- conditional writes. A hard link is the atomic create-if-absent of POSIX (and of NFS, where
+    # O_EXCL on the final name would expose a half-written object): the content is whole before the name
+    # appears. A compare-and-swap holds a lock file beside the object (created with O_EXCL) while it
+    # compares and replaces: the object itself never disappears, so a create cannot slip in between.
+
+    def create_bytes(self, data, key):
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+        try:
+            with open(temp, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                return None
+        finally:
+            temp.unlink(missing_ok=True)
+        return content_version(data)
+
+    def read_versioned(self, key):
+        try:
+            data = self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return data, content_version(data)
+
+    @contextmanager
+    def _swap_lock(self, key: str) -> Iterator[None]:
+        path = self._path(key)
+        lock = path.with_name(f".{path.name}{TEMP_MARKER}lock")
+        deadline = time.monotonic() + _SWAP_WAIT_S
+        while True:
+            try:
+                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                try:
+                    if time.time() - lock.stat().st_mtime > _STALE_LOCK_S:  # its holder died mid-swap
+                        lock.unlink(missing_ok=True)
+                        continue
+                except FileNotFoundError:
+                    continue
+                if time.monotonic() > deadline:
+                    raise StorageError(f"{self.url_for(key)}: still locked by another process") from None
+                time.sleep(0.002)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+    def replace_bytes_if(self, data, key, version):
+        with self._swap_lock(key):
+            current = self.read_versioned(key)
+            if current is None or current[1] != version:
+                return None
+            self.put_bytes(data, key)
+        return content_version(data)
+
+    def delete_if(self, key, version):
+        with self._swap_lock(key):
+            current = self.read_versioned(key)
+            if current is None or current[1] != version:
+                return False
+            self.delete(key)
+        return True
+
+
+_SWAP_WAIT_S = 10.0  # a swap takes milliseconds; this long waiting for one means trouble
+_STALE_LOCK_S = 30.0

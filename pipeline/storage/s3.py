@@ -282,3 +282,56 @@ class S3Storage(Storage):
             f"cannot delete {self.url_for(key)}",
             lambda: self.client.delete_object(Bucket=self.bucket, Key=obj),
         )
+
+    # ---- conditional writes: S3's If-None-Match / If-Match on PUT and DELETE (AWS since 2024, MinIO,
+    # moto). A lost precondition is an answer (412, or 409 while another conditional write is under way).
+
+    def _conditional(self, what: str, call: Callable[[], T]) -> T | None:
+        from botocore.exceptions import ClientError
+
+        def attempt():
+            try:
+                return call()
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _LOST_PRECONDITION:
+                    return _LOST
+                raise
+
+        result = self._retry(what, attempt)
+        return None if result is _LOST else result
+
+    def create_bytes(self, data, key):
+        obj = self._obj(key)
+        answer = self._conditional(
+            f"cannot write {self.url_for(key)}",
+            lambda: self.client.put_object(Bucket=self.bucket, Key=obj, Body=data, IfNoneMatch="*"),
+        )
+        return None if answer is None else answer["ETag"]
+
+    def read_versioned(self, key):
+        try:
+            answer = self._get(key, 0, None)
+            return answer["Body"].read(), answer["ETag"]
+        except ObjectNotFound:
+            return None
+
+    def replace_bytes_if(self, data, key, version):
+        obj = self._obj(key)
+        answer = self._conditional(
+            f"cannot write {self.url_for(key)}",
+            lambda: self.client.put_object(Bucket=self.bucket, Key=obj, Body=data, IfMatch=version),
+        )
+        return None if answer is None else answer["ETag"]
+
+    def delete_if(self, key, version):
+        obj = self._obj(key)
+        answer = self._conditional(
+            f"cannot delete {self.url_for(key)}",
+            lambda: self.client.delete_object(Bucket=self.bucket, Key=obj, IfMatch=version),
+        )
+        return answer is not None
+
+
+# and NoSuchKey: an If-Match on an object that went away
+_LOST_PRECONDITION = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"}
+_LOST = object()
