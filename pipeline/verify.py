@@ -25,6 +25,7 @@ from pipeline.shards.format import (
     record_name,
     shard_name,
 )
+from pipeline.shards.limits import MemberLimits
 from pipeline.storage.base import Storage
 from pipeline.storage.config import StorageConfig
 from pipeline.verify_shard import Progress, ShardCheck, verify_shard
@@ -57,7 +58,12 @@ class _Facts:
 
 
 def _check_committed(
-    storage: Storage, index: int, objects: ShardObjects, deep: bool, progress: Progress | None
+    storage: Storage,
+    index: int,
+    objects: ShardObjects,
+    deep: bool,
+    progress: Progress | None,
+    limits: MemberLimits,
 ) -> tuple[ShardCheck, _Facts | None]:
     """One committed shard: its record read and checked, then its tar and fragment."""
     key = record_name(index)
@@ -72,14 +78,20 @@ def _check_committed(
         bad.add("corrupted", str(exc))
         return bad, None
     check = verify_shard(
-        storage, record, objects.tar, deep=deep, progress=progress, fragment_size=objects.fragment
+        storage,
+        record,
+        objects.tar,
+        deep=deep,
+        progress=progress,
+        fragment_size=objects.fragment,
+        limits=limits,
     )
     return check, _Facts(record.pids, record.count, key_digest(record.keys), record.fragment is not None)
 
 
 def _check_in_process(args) -> tuple[ShardCheck, _Facts | None]:
-    storage, index, objects, deep = args
-    return _check_committed(storage, index, objects, deep, None)
+    storage, index, objects, deep, limits = args
+    return _check_committed(storage, index, objects, deep, None, limits)
 
 
 class _Totals:
@@ -148,7 +160,8 @@ def verify_dataset(
     if workers == 0:
         workers = (os.cpu_count() or 1) if total >= 256 << 20 else 1
     totals = _Totals(plan)
-    for check, facts in _verify_all(storage, objects, committed, deep, progress, workers, threads):
+    limits = (config or StorageConfig()).member_limits
+    for check, facts in _verify_all(storage, objects, committed, deep, progress, workers, threads, limits):
         report.verified += 1
         report.samples += check.samples
         report.bytes += check.bytes
@@ -230,25 +243,27 @@ def _check_plan(plan: DatasetPlan, totals: _Totals) -> list[str]:
     return problems
 
 
-def _verify_all(storage, objects: DatasetObjects, committed: list[int], deep, progress, workers, threads):
+def _verify_all(
+    storage, objects: DatasetObjects, committed: list[int], deep, progress, workers, threads, limits
+):
     """(check, facts) of every committed shard, in index order, a bounded window at a time."""
     if workers <= 1 or len(committed) <= 1:
         return ordered_map(
-            lambda index: _check_committed(storage, index, objects.shards[index], deep, progress),
+            lambda index: _check_committed(storage, index, objects.shards[index], deep, progress, limits),
             committed,
             threads=threads,
         )
-    return _verify_in_processes(storage, objects, committed, deep, progress, workers)
+    return _verify_in_processes(storage, objects, committed, deep, progress, workers, limits)
 
 
-def _verify_in_processes(storage, objects, committed, deep, progress, workers):
+def _verify_in_processes(storage, objects, committed, deep, progress, workers, limits):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: the parent may hold threads (a progress bar, boto3 pools) that fork would copy mid-lock.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(workers, len(committed)), mp_context=context) as pool:
-        items = ((storage, index, objects.shards[index], deep) for index in committed)
+        items = ((storage, index, objects.shards[index], deep, limits) for index in committed)
         for check, facts in ordered_map(_check_in_process, items, executor=pool, window=2 * workers):
             if progress:
                 progress(check.bytes)
