@@ -5,7 +5,8 @@ same dataset without it, measured in the same run.
 
 A dataset of 3 small shards; shard 1 is then rewritten with one sample's json member padded to
 --member-mb MiB (a valid JSON object, its record's bytes and sha256 made to match, as the issue-21 probe
-did). Each command runs in a fresh process; its peak RSS (VmHWM) and wall time are reported:
+did). Each command runs in a fresh process; its peak RSS (its own VmHWM, or that of the largest process
+it started, whichever is larger) and wall time are reported:
 
   clean          verify --deep / show on the dataset before the padding (the baseline)
   no limit       the same on the padded dataset with member_limits.json_max raised past the member, i.e.
@@ -32,13 +33,14 @@ sys.path.insert(0, str(ROOT))
 
 BIG_KEY = "p000002_v001"
 
-# One command in a fresh interpreter; prints its exit status, then its peak RSS in kB (VmHWM).
+# One command in a fresh interpreter; prints its exit status, then its peak RSS in kB: its own (VmHWM) or
+# that of the largest process it started (verify runs shards in processes on datasets of 256 MiB and more).
 CHILD = """
-import sys
+import resource, sys
 from dppp.cli import main
 code = main(sys.argv[1:])
-hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))
-print(code, int(hwm.split()[1]), file=sys.stderr)
+hwm = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])
+print(code, max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss), file=sys.stderr)
 """
 
 

@@ -9,7 +9,6 @@ import tarfile
 
 import pytest
 
-from dppp.cli import main
 from foundation.errors import DamagedDataError
 from pipeline.shards.format import shard_name
 from pipeline.shards.limits import MemberLimits, limits_from_flags
