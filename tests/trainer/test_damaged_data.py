@@ -164,7 +164,10 @@ def test_train_on_a_tar_damaged_inside_stops_at_once_in_one_line(tmp_path, capsy
         f"(invalid header at byte {offset}: bad checksum)"
     )
     assert code == 1 and err.rstrip("\n").splitlines()[-1] == expected, err
-    assert "Traceback" not in err and "Caught" not in err and "restarted" not in err
+    # The module's Ray (the fixture's) forwards what its workers print, as `(RayTrainWorker pid=...) ...`
+    # lines; the Ray that `dppp train` starts itself does not (foundation/ray_cluster.py). dppp's own:
+    own = [line for line in err.splitlines() if " pid=" not in line]
+    assert not [line for line in own if "Traceback" in line or "Caught" in line or "restarted" in line], own
 
 
 def _newest_checkpoint(run: Path) -> Path:
