@@ -4,7 +4,7 @@ The reader decodes only the allow-listed members (images, json, txt, cls). Anyth
 .npy...) is never decoded: it is reported and skipped. Member names with '/', '..', an absolute path or a
 control character are rejected, since a Re-ID shard never needs them and extracting them would be unsafe.
 A local path, a file:// or s3:// URL or any binary stream is read in large chunks, never downloaded whole.
-A member larger than its kind's cap (pipeline/shards/limits.py) is never read: its header says its size
+A member larger than its kind's limit (pipeline/shards/limits.py) is never read: its header says its size
 first, and its data is stepped over in chunks, so memory stays bounded whatever a shard holds.
 """
 
