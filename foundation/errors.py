@@ -43,3 +43,11 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Data on storage is missing, corrupted or unsafe (e.g. a dataset with no committed shard)."""
+
+
+class DamagedDataError(DataError):
+    """Data that was written whole is damaged now (a truncated or corrupted tar, a shard's tar missing
+    beside its record, an oversized or unsafe member): nothing the user mistyped, so exit code 1. Rerunning
+    does not heal it: `dppp train` stops at once instead of restarting its workers."""
+
+    exit_code = 1

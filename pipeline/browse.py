@@ -119,7 +119,7 @@ def show_sample(url: str, key: str, config: StorageConfig | None = None) -> Samp
     candidates = _records_for_pid(records, parsed[0]) if parsed else records
     for record in (r for r in candidates if key in r.keys):
         with storage.open_read(record.tar) as stream:
-            for sample in read_shard(stream):
+            for sample in read_shard(stream, storage_config=config, name=storage.url_for(record.tar)):
                 if sample["__key__"] == key:
                     image_ext = image_member(sample)
                     return SampleView(
@@ -165,7 +165,10 @@ def contact_grid(
     images, captions = [], []
     for record in records:
         with storage.open_read(record.tar) as stream:
-            for sample in read_shard(stream, decode_images=True):
+            samples = read_shard(
+                stream, decode_images=True, storage_config=config, name=storage.url_for(record.tar)
+            )
+            for sample in samples:
                 if pid is not None and sample.get("cls") != pid:
                     continue
                 image_ext = image_member(sample)

@@ -104,12 +104,14 @@ def shard_rows(
     *,
     where: str,
     on_chunk: Callable[[bytes], None] | None = None,
+    storage_config: StorageConfig | None = None,
 ) -> list[dict[str, Any]]:
     """The rows of one shard, streamed from its json/cls members (images are stepped over unread).
-    `on_chunk` sees every byte of the tar (a checksum), the end-of-archive padding included."""
+    `on_chunk` sees every byte of the tar (a checksum), the end-of-archive padding included;
+    `storage_config` gives the member size limits."""
     reader = ChunkedReader(stream, on_chunk=on_chunk)
     rows = []
-    for sample in read_shard(reader, include={"json", "cls"}):
+    for sample in read_shard(reader, include={"json", "cls"}, storage_config=storage_config, name=where):
         meta = sample.get("json")
         if meta is None:
             raise DataError(f"{where}: sample {sample['__key__']} has no json member")
@@ -185,13 +187,22 @@ def build_fragment(
     return data, fragment_ref(index, data, table)
 
 
-def rebuild_fragment(storage: Storage, record: ShardRecord) -> ShardRecord:
+def rebuild_fragment(
+    storage: Storage, record: ShardRecord, storage_config: StorageConfig | None = None
+) -> ShardRecord:
     """Write a committed shard's fragment from its published tar (checked against the record's sha256 as
     it streams) and rewrite its record to name the fragment. Returns the new record."""
     digest = hashlib.sha256()
     where = storage.url_for(record.tar)
     with storage.open_read(record.tar) as stream:
-        rows = shard_rows(stream, record.index, record.image_format, where=where, on_chunk=digest.update)
+        rows = shard_rows(
+            stream,
+            record.index,
+            record.image_format,
+            where=where,
+            on_chunk=digest.update,
+            storage_config=storage_config,
+        )
     if digest.hexdigest() != record.sha256:
         raise DataError(
             f"{where}: sha256 differs from its commit record; not indexed "
@@ -291,6 +302,7 @@ def write_index(
     listing=None,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    storage_config: StorageConfig | None = None,
 ) -> int:
     """Merge the committed shards' fragments into index.parquet (atomic publish); returns its row count.
 
@@ -299,7 +311,8 @@ def write_index(
     appended in row groups of ROW_GROUP_ROWS. No tar is read, except to give a shard committed before
     fragments existed its fragment (once), or every shard with `from_tars`. A fragment that disagrees with
     its record is a DataError: never indexed. `listing`: the dataset's objects when the caller has them
-    (else listed here, in key ranges cut by `shards_hint`). `progress(1)` per record and per fragment."""
+    (else listed here, in key ranges cut by `shards_hint`). `progress(1)` per record and per fragment.
+    `storage_config` gives the member size limits a tar is read with."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -313,7 +326,7 @@ def write_index(
     def record_of(index: int) -> ShardRecord | None:
         record = read_record(storage, index)
         if record is not None and (from_tars or record.fragment is None):
-            return rebuild_fragment(storage, record)
+            return rebuild_fragment(storage, record, storage_config)
         return record
 
     kept = _Committed()
@@ -428,4 +441,11 @@ def rebuild_index(
     from pipeline.listing import open_dataset
 
     storage, listing = open_dataset(url, config)
-    return write_index(storage, from_tars=from_tars, listing=listing, progress=progress, on_total=on_total)
+    return write_index(
+        storage,
+        from_tars=from_tars,
+        listing=listing,
+        progress=progress,
+        on_total=on_total,
+        storage_config=config,
+    )

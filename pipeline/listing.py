@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from foundation.errors import DataError
+from foundation.errors import DamagedDataError, DataError
 from pipeline.parallel import IO_THREADS, ordered_map
 from pipeline.records import (
     DATASET_MANIFEST,
@@ -143,14 +143,35 @@ def plan_hint(storage: Storage) -> int | None:
     return plan.shards if plan else None
 
 
-def committed_shards(storage: Storage, *, shards_hint: int | None = None) -> list[ShardRecord]:
+def committed_shards(
+    storage: Storage, *, shards_hint: int | None = None, check_tars: bool = False
+) -> list[ShardRecord]:
     """The records of every committed shard, by index, read a few at a time. A malformed record is a
     DataError naming it. (Holds every record: callers that only need which shards are committed use
-    `committed_indices`.)"""
+    `committed_indices`.) `check_tars`: what the listing alone shows of each tar (there, and as long as
+    its record says) is checked too, a DamagedDataError naming the first few that are not."""
     listing = list_objects(storage, shards_hint=shards_hint)
     indices = [index for index, objects in sorted(listing.shards.items()) if objects.record is not None]
-    records = ordered_map(lambda index: read_record(storage, index), indices)
-    return [record for record in records if record is not None]  # None: un-committed since the listing
+    records = [r for r in ordered_map(lambda i: read_record(storage, i), indices) if r is not None]
+    if check_tars:  # (a record read as None: un-committed since the listing)
+        _check_listed_tars(storage, records, listing)
+    return records
+
+
+def _check_listed_tars(storage: Storage, records: list[ShardRecord], listing: DatasetObjects) -> None:
+    problems = []
+    for record in records:
+        size = listing.shards[record.index].tar
+        if size is None:
+            problems.append(f"{record.tar} is missing (its record says {record.bytes} bytes)")
+        elif size != record.bytes:
+            problems.append(f"{record.tar} is {size} bytes, its record says {record.bytes}")
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise DamagedDataError(
+            f"{storage.url}: {len(problems)} committed shard(s) damaged: {shown} "
+            f"(`dppp shards verify {storage.url}` checks every shard)"
+        )
 
 
 def committed_indices(storage: Storage, *, shards_hint: int | None = None) -> set[int]:

@@ -31,6 +31,7 @@ from pipeline.shards.format import (
     record_name,
     shard_name,
 )
+from pipeline.shards.limits import MemberLimits
 from pipeline.storage.base import Storage
 from pipeline.storage.config import StorageConfig
 from pipeline.verify_shard import Progress, ShardCheck, verify_shard
@@ -68,6 +69,7 @@ def _check_committed(
     objects: ShardObjects,
     deep: bool,
     progress: Progress | None,
+    limits: MemberLimits,
     fingerprint: str | None = None,
 ) -> tuple[ShardCheck, _Facts | None]:
     """One committed shard: its record read and checked, then its tar and fragment. `fingerprint`:
@@ -84,7 +86,13 @@ def _check_committed(
         bad.add("corrupted", str(exc))
         return bad, None
     check = verify_shard(
-        storage, record, objects.tar, deep=deep, progress=progress, fragment_size=objects.fragment
+        storage,
+        record,
+        objects.tar,
+        deep=deep,
+        progress=progress,
+        fragment_size=objects.fragment,
+        limits=limits,
     )
     if fingerprint and record.fingerprint and record.fingerprint != fingerprint:
         check.add(
@@ -96,8 +104,8 @@ def _check_committed(
 
 
 def _check_in_process(args) -> tuple[ShardCheck, _Facts | None]:
-    storage, index, objects, deep, fingerprint = args
-    return _check_committed(storage, index, objects, deep, None, fingerprint)
+    storage, index, objects, deep, limits, fingerprint = args
+    return _check_committed(storage, index, objects, deep, None, limits, fingerprint)
 
 
 class _Totals:
@@ -167,8 +175,9 @@ def verify_dataset(
     if workers == 0:
         workers = (os.cpu_count() or 1) if total >= 256 << 20 else 1
     totals = _Totals(plan)
+    limits = (config or StorageConfig()).member_limits
     for check, facts in _verify_all(
-        storage, objects, committed, deep, progress, workers, threads, fingerprint
+        storage, objects, committed, deep, progress, workers, threads, limits, fingerprint
     ):
         report.verified += 1
         report.samples += check.samples
@@ -252,28 +261,36 @@ def _check_plan(plan: DatasetPlan, totals: _Totals) -> list[str]:
 
 
 def _verify_all(
-    storage, objects: DatasetObjects, committed: list[int], deep, progress, workers, threads, fingerprint
+    storage,
+    objects: DatasetObjects,
+    committed: list[int],
+    deep,
+    progress,
+    workers,
+    threads,
+    limits,
+    fingerprint,
 ):
     """(check, facts) of every committed shard, in index order, a bounded window at a time."""
     if workers <= 1 or len(committed) <= 1:
         return ordered_map(
             lambda index: _check_committed(
-                storage, index, objects.shards[index], deep, progress, fingerprint
+                storage, index, objects.shards[index], deep, progress, limits, fingerprint
             ),
             committed,
             threads=threads,
         )
-    return _verify_in_processes(storage, objects, committed, deep, progress, workers, fingerprint)
+    return _verify_in_processes(storage, objects, committed, deep, progress, workers, limits, fingerprint)
 
 
-def _verify_in_processes(storage, objects, committed, deep, progress, workers, fingerprint):
+def _verify_in_processes(storage, objects, committed, deep, progress, workers, limits, fingerprint):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: the parent may hold threads (a progress bar, boto3 pools) that fork would copy mid-lock.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(workers, len(committed)), mp_context=context) as pool:
-        items = ((storage, index, objects.shards[index], deep, fingerprint) for index in committed)
+        items = ((storage, index, objects.shards[index], deep, limits, fingerprint) for index in committed)
         for check, facts in ordered_map(_check_in_process, items, executor=pool, window=2 * workers):
             if progress:
                 progress(check.bytes)

@@ -23,6 +23,7 @@ from pipeline.shards.format import (
     UnsafeShardError,
     fragment_name,
 )
+from pipeline.shards.limits import MemberLimits
 from pipeline.shards.reader import ChunkedReader, Member, decode_member, iter_members
 from pipeline.storage.base import Storage
 
@@ -84,10 +85,12 @@ def verify_shard(
     deep: bool = False,
     progress: Progress | None = None,
     fragment_size: int | None = None,
+    limits: MemberLimits | None = None,
 ) -> ShardCheck:
     """Check one committed shard against its record: size, sha256, samples, members, pids, and its index
     fragment (against the record, and row by row against the tar's json); `deep` decodes every image too.
-    `fragment_size`: the fragment's size in the listing (None: absent)."""
+    `fragment_size`: the fragment's size in the listing (None: absent). A member over its `limits` is
+    reported `unsafe` with its size and never read; the rest of the tar is still walked and hashed."""
     check = ShardCheck(record.tar, record.index)
     where = storage.url_for(record.tar)
     if size is None:
@@ -100,12 +103,18 @@ def verify_shard(
     wanted = ALLOWED_EXTS if deep else frozenset({"json", "cls", "txt"})
     skipped: list[Member] = []
     samples: dict[str, dict[str, Any]] = {}
+    oversized: set[str] = set()  # samples with a member over its limit: reported once, as `unsafe`
     digest = _Digest(progress)
     with storage.open_read(record.tar) as raw:
         reader = ChunkedReader(raw, on_chunk=digest)
         try:
             order: list[str] = []
-            for member in iter_members(reader, source=where, wanted=wanted, report=skipped.append):
+            members = iter_members(
+                reader, source=where, wanted=wanted, report=skipped.append, limits=limits, oversized="report"
+            )
+            for member in members:
+                if member.oversized:
+                    oversized.add(member.key)
                 if member.skipped:
                     continue
                 sample = samples.get(member.key)
@@ -134,15 +143,20 @@ def verify_shard(
         check.add("corrupted", "sha256 differs from the record")
     for member in skipped:
         check.add("unsafe", f"member {member.name!r}: {member.skipped}")
-    rows = _check_samples(check, record, samples, deep)
+    rows = _check_samples(check, record, samples, deep, oversized)
     _check_fragment(storage, check, record, fragment_size, rows if not check.problems else None)
     return check
 
 
 def _check_samples(
-    check: ShardCheck, record: ShardRecord, samples: dict[str, dict[str, Any]], deep: bool
+    check: ShardCheck,
+    record: ShardRecord,
+    samples: dict[str, dict[str, Any]],
+    deep: bool,
+    oversized: set[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """Members, decoding and pids of every sample; returns their index rows (from json and cls)."""
+    """Members, decoding and pids of every sample; returns their index rows (from json and cls). Samples
+    in `oversized` (a member never read, already reported) are counted, not checked."""
     if len(samples) != record.count:
         check.add("incomplete", f"{len(samples)} samples, record says {record.count}")
     missing = sorted(set(record.keys) - set(samples))
@@ -156,6 +170,8 @@ def _check_samples(
     pids = set()
     rows = []
     for key, members in samples.items():
+        if key in oversized:
+            continue
         images = [ext for ext in members if ext in READ_IMAGE_EXTS] if deep else ["(not read)"]
         lacking = [ext for ext in ("json", "txt", "cls") if ext not in members]
         if lacking or not images or (deep and len(images) != 1):

@@ -157,6 +157,33 @@ def read_state(directory) -> CheckpointState:
     return state
 
 
+def stored_checkpoint_problem(storage, folder: str) -> str | None:
+    """Why the checkpoint in `folder` (a key prefix on `storage`, local or S3) cannot be resumed from, or
+    None: its checkpoint.json and the sha256 of every file it lists, streamed (nothing is loaded)."""
+    from pipeline.storage.base import ObjectNotFound
+
+    try:
+        meta = json.loads(storage.read_bytes(f"{folder}/{META_FILE}"))
+        files = meta["files"]
+        version = meta.get("format_version")
+    except ObjectNotFound:
+        return f"no {META_FILE} (its save was interrupted, or the folder was emptied)"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"its {META_FILE} is not valid checkpoint JSON"
+    if version != FORMAT_VERSION:
+        return f"checkpoint format version {version!r}; this dppp reads version {FORMAT_VERSION}"
+    for name, digest in sorted(files.items()):
+        if storage.stat(f"{folder}/{name}") is None:
+            return f"{name} is missing"
+        sha = hashlib.sha256()
+        with storage.open_read(f"{folder}/{name}") as stream:
+            while chunk := stream.read(1 << 20):
+                sha.update(chunk)
+        if sha.hexdigest() != digest:
+            return f"{name} does not match the sha256 recorded in {META_FILE} (truncated or corrupted)"
+    return None
+
+
 def _model_config_class(method: Any) -> type[BaseModel]:
     """The config model a checkpoint's `model` validates against: a Re-ID method's, or pretraining's."""
     from trainer.pretrain_config import PRETRAIN_METHOD, PretrainModelConfig

@@ -52,7 +52,13 @@ def check_prompts(url: str, storage_config) -> None:
     if not records:
         raise DataError(f"{storage.url}: no committed shard (generate the pretraining corpus first)")
     with storage.open_read(records[0].tar) as stream:
-        sample = next(iter(read_shard(stream, include={"txt", "json"})), None)
+        samples = read_shard(
+            stream,
+            include={"txt", "json"},
+            storage_config=storage_config,
+            name=storage.url_for(records[0].tar),
+        )
+        sample = next(iter(samples), None)
     text = (sample or {}).get("txt")
     if not isinstance(text, str) or not text.strip():
         raise DataError(

@@ -390,7 +390,10 @@ def synthetic_images(url: str, items: Iterable[ReidItem], *, storage_config=None
         wanted = {key for _, key in run}
         found: dict[str, bytes] = {}
         with storage.open_read(shard) as stream:
-            for sample in read_shard(stream, include=READ_IMAGE_EXTS):
+            samples = read_shard(
+                stream, include=READ_IMAGE_EXTS, storage_config=storage_config, name=storage.url_for(shard)
+            )
+            for sample in samples:
                 if sample["__key__"] in wanted and (ext := image_member(sample)):
                     found[sample["__key__"]] = sample[ext]
         for _, key in run:

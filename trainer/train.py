@@ -19,6 +19,7 @@ CapacityError (exit 1) instead of Ray Train's default of retrying forever.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -118,7 +119,9 @@ def _user_error(exc: BaseException) -> UserError | None:
         # A RayTaskError(DataError) is a UserError too, but it reads as Ray's traceback: its `.cause`, the
         # worker's own exception, comes next.
         if isinstance(current, UserError) and not isinstance(current, RayTaskError):
-            return current
+            from trainer.run_failures import one_line
+
+            return one_line(current)
     return None
 
 
@@ -242,10 +245,14 @@ def launch(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipeline.storage.urls import open_storage
+    from trainer.resume import prepare_resume
+    from trainer.run_failures import StopOnUserError
 
     run_url = run_url_for(absolute_out(config.out), config.run_name)
     open_storage(run_url, config.data.storage)  # a malformed --out fails here
     storage_path, filesystem = ray_storage(config.out, config.data.storage)
+    for line in prepare_resume(run_url, config.data.storage):  # a damaged or removed newest checkpoint
+        print(line, file=sys.stderr, flush=True)
     # Ray Train narrates every worker-group restart with the lost workers' tracebacks; the progress bar
     # and the result say what happened, and Ray's logs keep the rest (docs/troubleshooting.md).
     start_ray(ray_address, config.workers * config.cpus_per_worker, worker_output=False)
@@ -273,6 +280,7 @@ def launch(
             failure_config=FailureConfig(
                 max_failures=config.max_failures, controller_failure_limit=_START_RETRIES
             ),
+            callbacks=[StopOnUserError()],  # damaged data or a bad setting: no worker-group restart
         ),
     )
     started = time.perf_counter()

@@ -96,14 +96,18 @@ class Worker:
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             return Position(model.phases[0], 0, 0, 0), None
+        from foundation.errors import DataError
+
         local = self.workdir / "resume"
         checkpoint.to_directory(str(local))
-        state = restore_model(local, model)
+        where = f"{self.out}/{Path(checkpoint.path).name}"  # the checkpoint's URL, not the local copy's
+        try:
+            state = restore_model(local, model)
+        except DataError as exc:
+            raise type(exc)(str(exc).replace(str(local), where)) from None
         recorded = (state.config or {}).get("progress")
         if not recorded:
-            from foundation.errors import DataError
-
-            raise DataError(f"{checkpoint.path}: checkpoint records no training progress")
+            raise DataError(f"{where}: checkpoint records no training progress")
         return Position(**recorded), local
 
     # ---- the run ----------------------------------------------------------------------------------

@@ -159,13 +159,19 @@ def held_out_images(datasets: list[str], image_size: tuple[int, int], max_images
     transform = EvalTransform(image_size)
     images, attributes = [], []
     for url in datasets:
-        storage = open_storage(url, storage_config or StorageConfig())
+        storage_config = storage_config or StorageConfig()
+        storage = open_storage(url, storage_config)
         records = committed_shards(storage)
         if not records:
             raise DataError(f"{storage.url}: no committed shard to run the zero-shot check on")
         for record in records:
             with storage.open_read(record.tar) as stream:
-                for sample in read_shard(stream, include=READ_IMAGE_EXTS | {"json"}):
+                for sample in read_shard(
+                    stream,
+                    include=READ_IMAGE_EXTS | {"json"},
+                    storage_config=storage_config,
+                    name=storage.url_for(record.tar),
+                ):
                     ext = image_member(sample)
                     meta = sample.get("json") or {}
                     if ext is None or not isinstance(meta.get("attributes"), dict):

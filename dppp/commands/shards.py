@@ -28,10 +28,21 @@ EndpointOption = Annotated[
 ]
 
 
-def _config(endpoint_url: str | None):
+MemberLimitOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--member-limit",
+        help="Largest member read, KIND=SIZE (repeatable; KIND: json, txt, cls, image), e.g. image=256MiB. "
+        "Defaults: json 1MiB, txt 64KiB, cls 1KiB, image 64MiB (docs/shards.md).",
+    ),
+]
+
+
+def _config(endpoint_url: str | None, member_limits: list[str] | None = None):
+    from pipeline.shards.limits import limits_from_flags
     from pipeline.storage.config import StorageConfig
 
-    return StorageConfig(endpoint_url=endpoint_url)
+    return StorageConfig(endpoint_url=endpoint_url, member_limits=limits_from_flags(member_limits))
 
 
 def _console(stderr: bool = False):
@@ -125,6 +136,7 @@ def verify(
         int, typer.Option("--workers", help="Shards verified at once (processes); 0: auto.")
     ] = 0,
     endpoint_url: EndpointOption = None,
+    member_limit: MemberLimitOption = None,
 ) -> None:
     """Recompute checksums, counts, members and index fragments against the records. Exit 1 on any problem."""
     from rich.table import Table
@@ -135,7 +147,7 @@ def verify(
         report = verify_dataset(
             url,
             deep=deep,
-            config=_config(endpoint_url),
+            config=_config(endpoint_url, member_limit),
             progress=advance,
             on_total=set_total,
             workers=workers,
@@ -220,6 +232,7 @@ def grid(
     n: Annotated[int, typer.Option("--n", help="At most this many samples.")] = 64,
     columns: Annotated[int, typer.Option("--columns", help="Images per row.")] = 8,
     endpoint_url: EndpointOption = None,
+    member_limit: MemberLimitOption = None,
 ) -> None:
     """A contact sheet captioned with pid / camid: the fastest way to see what a dataset looks like."""
     from foundation.errors import UserError
@@ -227,7 +240,8 @@ def grid(
 
     if shard is not None and pid is not None:
         raise UserError("give --shard or --pid, not both")
-    sheet, count = contact_grid(url, shard=shard, pid=pid, n=n, columns=columns, config=_config(endpoint_url))
+    config = _config(endpoint_url, member_limit)
+    sheet, count = contact_grid(url, shard=shard, pid=pid, n=n, columns=columns, config=config)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     typer.echo(f"{count} samples -> {out} ({sheet.width}x{sheet.height})")
@@ -239,11 +253,12 @@ def show(
     key: Annotated[str, typer.Argument(help="Sample key, e.g. p000012_v003.")],
     out: Annotated[Path | None, typer.Option("--out", help="Write the sample's image to this file.")] = None,
     endpoint_url: EndpointOption = None,
+    member_limit: MemberLimitOption = None,
 ) -> None:
     """One sample's metadata and prompt (and its image with --out)."""
     from pipeline.browse import show_sample
 
-    sample = show_sample(url, key, _config(endpoint_url))
+    sample = show_sample(url, key, _config(endpoint_url, member_limit))
     console = _console()
     console.print(
         f"[bold]{sample.key}[/] in {sample.shard}: pid {sample.pid}, {sample.image_ext}, "
@@ -269,6 +284,7 @@ def index(
         ),
     ] = False,
     endpoint_url: EndpointOption = None,
+    member_limit: MemberLimitOption = None,
 ) -> None:
     """Rebuild index.parquet by merging the shards' index fragments (no tar is read, unless --from-tars or
     for shards committed before fragments existed, which get theirs once)."""
@@ -276,6 +292,10 @@ def index(
 
     with _progress("index", unit_bytes=False) as (set_total, advance, _):
         rows = rebuild_index(
-            url, _config(endpoint_url), from_tars=from_tars, progress=advance, on_total=set_total
+            url,
+            _config(endpoint_url, member_limit),
+            from_tars=from_tars,
+            progress=advance,
+            on_total=set_total,
         )
     typer.echo(f"index.parquet: {rows} rows")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from foundation.errors import DataError
+from foundation.errors import DamagedDataError
 
 FIXED_MTIME = 946684800  # 2000-01-01T00:00:00Z: a constant, so a rerun gives byte-identical tars
 IMAGE_EXTS = ("jpg", "png", "webp")  # what the writer emits (postprocess.OutputConfig.format)
@@ -62,5 +62,5 @@ def parse_shard_key(key: str) -> tuple[int, str] | None:
     return (int(match.group(1)), match.group(2)) if match else None
 
 
-class UnsafeShardError(DataError):
+class UnsafeShardError(DamagedDataError):
     """A member name that a Re-ID shard never has and that would be unsafe to extract."""

@@ -4,6 +4,8 @@ The reader decodes only the allow-listed members (images, json, txt, cls). Anyth
 .npy...) is never decoded: it is reported and skipped. Member names with '/', '..', an absolute path or a
 control character are rejected, since a Re-ID shard never needs them and extracting them would be unsafe.
 A local path, a file:// or s3:// URL or any binary stream is read in large chunks, never downloaded whole.
+A member larger than its kind's limit (pipeline/shards/limits.py) is never read: its header says its size
+first, and its data is stepped over in chunks, so memory stays bounded whatever a shard holds.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import re
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Literal
 
-from foundation.errors import DataError
+from foundation.errors import DamagedDataError
 from pipeline.shards.format import ALLOWED_EXTS, READ_IMAGE_EXTS, UnsafeShardError
+from pipeline.shards.limits import MAX_HEADER_BYTES, MemberLimits, human_size
 
 log = logging.getLogger("dppp.shards")
 
@@ -34,6 +37,11 @@ class Member:
     size: int
     data: bytes | None = None
     skipped: str | None = None  # why it was not decoded (not allow-listed, not a regular file...)
+    oversized: bool = False  # over its kind's size limit: never read
+
+
+class OversizedMemberError(DamagedDataError):
+    """A member larger than its kind's limit (MemberLimits): refused without reading it."""
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+")
@@ -79,6 +87,18 @@ class _StrictTarInfo(tarfile.TarInfo):
             raise _DamagedTar(f"archive ends at byte {tar.offset} without an end-of-archive marker") from None
         except tarfile.InvalidHeaderError as exc:
             raise _DamagedTar(f"invalid header at byte {tar.offset}: {exc}") from None
+
+    _HEADER_TYPES = {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE}
+    _HEADER_TYPES |= {tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
+
+    def _proc_member(self, tar):
+        # tarfile reads a PAX or GNU long-name header's data whole, before the member walk sees it.
+        if self.type in self._HEADER_TYPES and self.size > MAX_HEADER_BYTES:
+            raise _DamagedTar(
+                f"extended header at byte {self.offset} is {human_size(self.size)} (at most "
+                f"{human_size(MAX_HEADER_BYTES)}); never read"
+            )
+        return super()._proc_member(tar)
 
 
 class ChunkedReader:
@@ -181,14 +201,22 @@ def iter_members(
     source: str = "shard",
     wanted: frozenset[str] = ALLOWED_EXTS,
     report: Callable[[Member], None] | None = None,
+    limits: MemberLimits | None = None,
+    oversized: Literal["raise", "report"] = "raise",
 ) -> Iterator[Member]:
     """Every entry of a tar stream, in order, reading the data of allow-listed, `wanted` members only.
 
     Members outside the allow-list are yielded with `skipped` set and never read into memory; `report` is
-    called for them (the default logs a warning). Truncated or corrupted tars raise DataError. `stream` is
-    read forward only, once (a ChunkedReader is put around it unless it is one already)."""
+    called for them (the default logs a warning). A wanted member over its kind's limit (`limits`, default
+    MemberLimits()) raises OversizedMemberError before a byte of it is read; with `oversized="report"`
+    (verify) every allow-listed member over its limit, wanted or not, is skipped and reported like the
+    others instead. Members that are not wanted are stepped over unread whatever their size. Truncated or
+    corrupted tars raise DamagedDataError naming the last member read. `stream` is read forward only, once
+    (a ChunkedReader is put around it unless it is one already)."""
     wanted = frozenset(wanted) & ALLOWED_EXTS
+    limits = limits or _DEFAULT_LIMITS
     reader = stream if isinstance(stream, ChunkedReader) else ChunkedReader(stream)
+    last = None  # the last member's name, for a message about damage after it
     try:
         # "r:" on the chunked reader: tarfile's own header parsing and member walk (PAX, GNU long names,
         # links), without its stream mode's per-read buffering.
@@ -196,10 +224,16 @@ def iter_members(
             for entry in tar:
                 key, ext = check_member_name(entry.name, source)
                 member = Member(entry.name, key, ext, entry.size)
+                last = entry.name
                 if not entry.isreg():
                     member.skipped = "not a regular file"
                 elif not ext or ext not in ALLOWED_EXTS:
                     member.skipped = f"extension {ext or '(none)'!r} is not allow-listed; never decoded"
+                elif (ext in wanted or oversized == "report") and entry.size > limits.cap(ext):
+                    problem = _over_limit(member, limits)
+                    if oversized == "raise":
+                        raise OversizedMemberError(f"{source}: member {entry.name!r} {problem}")
+                    member.skipped, member.oversized = problem, True
                 elif ext in wanted:
                     if entry.sparse is None:  # a plain member's data lies whole at offset_data
                         if reader.tell() != entry.offset_data:  # it always is after a plain header
@@ -208,13 +242,26 @@ def iter_members(
                     else:
                         member.data = tar.extractfile(entry).read()
                     if len(member.data) != entry.size:
-                        raise DataError(f"{source}: member {entry.name!r} is truncated")
+                        raise DamagedDataError(f"{source}: member {entry.name!r} is truncated")
                 if member.skipped:
                     (report or _log_skip)(member)
                 yield member
     except (_DamagedTar, tarfile.TarError, EOFError, OSError) as exc:
         detail = str(exc) if isinstance(exc, _DamagedTar) else f"{type(exc).__name__}: {exc}"
-        raise DataError(f"{source}: truncated or corrupted tar ({detail})") from None
+        where = f" after member {last!r}" if last else ""
+        raise DamagedDataError(f"{source}: truncated or corrupted tar{where} ({detail})") from None
+
+
+_DEFAULT_LIMITS = MemberLimits()
+
+
+def _over_limit(member: Member, limits: MemberLimits) -> str:
+    kind = "image" if member.ext in READ_IMAGE_EXTS else member.ext
+    cap = limits.cap(member.ext)
+    return (
+        f"is {human_size(member.size)} ({member.size} bytes), over the {human_size(cap)} limit for "
+        f"{kind} members (member_limits.{limits.field_for(member.ext)}); never read"
+    )
 
 
 def _log_skip(member: Member) -> None:
@@ -242,7 +289,7 @@ def decode_member(ext: str, data: bytes, *, decode_images: bool = False, where: 
                 image.load()
                 return image.convert("RGB")
     except Exception as exc:
-        raise DataError(f"{where}: cannot decode {ext} member: {type(exc).__name__}: {exc}") from None
+        raise DamagedDataError(f"{where}: cannot decode {ext} member: {type(exc).__name__}: {exc}") from None
     raise ValueError(f"{ext!r} is not an allow-listed member")
 
 
@@ -258,32 +305,39 @@ def read_shard(
     include: Iterable[str] | None = None,
     on_skip: Callable[[Member], None] | None = None,
     storage_config=None,
+    name: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Stream the samples of one shard: {'__key__', 'jpg'|'png'|'webp', 'json', 'txt', 'cls'}.
 
     `source`: a local path, a file:// or s3:// URL (streamed, never downloaded whole) or a binary stream.
     `include`: member extensions to read (default all allow-listed); others are skipped unread.
     `decode_images=True` gives PIL RGB images instead of encoded bytes. Members outside the allow-list are
-    passed to `on_skip` (default: a logged warning) and never decoded."""
+    passed to `on_skip` (default: a logged warning) and never decoded. `storage_config` (a StorageConfig)
+    opens a URL and gives the member size limits (its `member_limits`; default MemberLimits()). `name`:
+    the shard as messages name it (default: the URL, or the stream's name)."""
     wanted = frozenset(include) if include is not None else ALLOWED_EXTS
+    limits = storage_config.member_limits if storage_config is not None else None
     if isinstance(source, (str, os.PathLike)):
         from pipeline.storage.urls import split_url
 
-        name = str(source)
-        storage, key = split_url(name, storage_config)
+        storage, key = split_url(str(source), storage_config)
         with storage.open_read(key) as stream:
-            yield from _samples(stream, name, wanted, decode_images, on_skip)
+            yield from _samples(stream, name or str(source), wanted, decode_images, on_skip, limits)
     else:
-        yield from _samples(source, getattr(source, "name", "shard"), wanted, decode_images, on_skip)
+        where = name or getattr(source, "name", "shard")
+        yield from _samples(source, where, wanted, decode_images, on_skip, limits)
 
 
-def _samples(stream, source, wanted, decode_images, on_skip) -> Iterator[dict[str, Any]]:
+def _samples(stream, source, wanted, decode_images, on_skip, limits) -> Iterator[dict[str, Any]]:
     current: dict[str, Any] | None = None
     seen: set[str] = set()
-    for member in iter_members(stream, source=str(source), wanted=wanted, report=on_skip or _log_skip):
+    members = iter_members(
+        stream, source=str(source), wanted=wanted, report=on_skip or _log_skip, limits=limits
+    )
+    for member in members:
         if current is None or member.key != current["__key__"]:
             if member.key in seen:
-                raise DataError(f"{source}: members of sample {member.key!r} are not contiguous")
+                raise DamagedDataError(f"{source}: members of sample {member.key!r} are not contiguous")
             if current is not None:
                 yield current
             seen.add(member.key)
@@ -291,7 +345,7 @@ def _samples(stream, source, wanted, decode_images, on_skip) -> Iterator[dict[st
         if member.data is None:
             continue
         if member.ext in current:
-            raise DataError(f"{source}: sample {member.key!r} has two {member.ext} members")
+            raise DamagedDataError(f"{source}: sample {member.key!r} has two {member.ext} members")
         current[member.ext] = decode_member(
             member.ext, member.data, decode_images=decode_images, where=f"{source}: sample {member.key!r}"
         )

@@ -1,4 +1,5 @@
-"""The storage component's settings: endpoint, region, profile, retries and uploads (never credentials)."""
+"""The storage component's settings: endpoint, region, profile, retries, uploads and the size limits of
+shard members read from it (never credentials)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from foundation.schema import StrictModel
+from pipeline.shards.limits import MemberLimits
 
 
 class StorageConfig(StrictModel):
@@ -25,3 +27,6 @@ class StorageConfig(StrictModel):
     # Files above the threshold go up as a multipart upload (S3 publishes it atomically on completion).
     multipart_threshold_mb: int = Field(64, ge=5)
     multipart_chunk_mb: int = Field(16, ge=5)
+    # The largest shard member of each kind a reader accepts (pipeline/shards/limits.py): every command
+    # and the trainer read shards with the storage config they were given.
+    member_limits: MemberLimits = MemberLimits()

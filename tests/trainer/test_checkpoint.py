@@ -140,3 +140,63 @@ def test_same_config_and_steps_give_byte_identical_checkpoints(tmp_path, batch):
         folders.append(save_checkpoint(tmp_path / run, model, optimizer, step=1))
     for name in ("model.safetensors", "optimizer.safetensors", "optimizer.json", "checkpoint.json"):
         assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes(), name
+
+
+def _ray_snapshot(names: list[str]) -> dict:
+    """Ray Train's checkpoint_manager_snapshot.json for checkpoints reported in this order (the fields Ray
+    Train 2.x writes; the slow tests in tests/trainer/test_damaged_data.py run the real thing)."""
+    results = [
+        {"version": 0, "checkpoint_dir_name": name, "metrics": {"step": i}} for i, name in enumerate(names)
+    ]
+    return {
+        "ray_version": "2.x",
+        "checkpoint_results": results,
+        "checkpoint_report_indices": list(range(len(names))),
+        "latest_checkpoint_result": results[-1],
+        "pending_training_results": [],
+        "pending_validation_specs": [],
+        "current_report_index": len(names),
+        "validated_checkpoint_dir_names": [],
+        "timed_out_validation_checkpoint_dir_names": [],
+        "failed_validation_checkpoint_dir_names": [],
+    }
+
+
+def test_resume_skips_removed_and_damaged_checkpoints_and_names_them(tmp_path, batch):
+    from trainer.resume import SNAPSHOT, prepare_resume
+
+    model, optimizer = trained_pdm(batch)
+    names = ["checkpoint_a", "checkpoint_b", "checkpoint_c", "checkpoint_d"]
+    for step, name in enumerate(names, start=1):
+        save_checkpoint(tmp_path / name, model, optimizer, step=step)
+    (tmp_path / SNAPSHOT).write_text(json.dumps(_ray_snapshot(names)))
+    assert prepare_resume(str(tmp_path), None) == []  # all sound: the snapshot is left alone
+    # The newest truncated, the one before it removed by hand, the oldest without its commit marker.
+    weights = tmp_path / "checkpoint_d" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkpoint_c")
+    (tmp_path / "checkpoint_a" / "checkpoint.json").unlink()
+    url = f"file://{tmp_path}"
+    assert prepare_resume(str(tmp_path), None) == [
+        f"skipped checkpoint {url}/checkpoint_c: its folder is gone",
+        f"skipped checkpoint {url}/checkpoint_d: model.safetensors does not match the sha256 recorded in "
+        "checkpoint.json (truncated or corrupted)",
+        f"resuming from checkpoint {url}/checkpoint_b (step 2)",
+    ]
+    snapshot = json.loads((tmp_path / SNAPSHOT).read_text())
+    kept = [r["checkpoint_dir_name"] for r in snapshot["checkpoint_results"]]
+    assert kept == ["checkpoint_a", "checkpoint_b"] and snapshot["checkpoint_report_indices"] == [0, 1]
+    assert snapshot["latest_checkpoint_result"]["checkpoint_dir_name"] == "checkpoint_b"
+    assert weights.exists()  # a skipped checkpoint is kept for a post-mortem, only no longer resumed from
+    # Nothing sound left: said, and the run starts again.
+    (tmp_path / "checkpoint_b" / "optimizer.json").write_text("{}")
+    assert prepare_resume(str(tmp_path), None) == [
+        f"skipped checkpoint {url}/checkpoint_b: optimizer.json does not match the sha256 recorded in "
+        "checkpoint.json (truncated or corrupted)",
+        f"skipped checkpoint {url}/checkpoint_a: no checkpoint.json (its save was interrupted, or the folder "
+        "was emptied)",
+        "no sound checkpoint left: the run starts again from step 0",
+    ]
+    assert json.loads((tmp_path / SNAPSHOT).read_text())["latest_checkpoint_result"] is None

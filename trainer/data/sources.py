@@ -111,7 +111,7 @@ def _dataset_units(url: str, storage_config: StorageConfig):
 
     storage = open_storage(url, storage_config)
     manifest = read_dataset_manifest(storage)
-    records = committed_shards(storage)
+    records = committed_shards(storage, check_tars=True)  # a lost or cut tar: refused before Ray starts
     if not records:
         raise DataError(
             f"{storage.url}: no committed shard (generate the dataset first, or wait until one "

@@ -65,7 +65,9 @@ class UnitReader:
         wanted |= {"txt"} if texts else set()
         wanted |= {"json"} if captioner else set()
         with storage.open_read(unit.tar) as stream:
-            for sample in read_shard(stream, include=wanted):
+            for sample in read_shard(
+                stream, include=wanted, storage_config=self.data.storage, name=unit.name
+            ):
                 samples[sample["__key__"]] = sample
         out = []
         for ident in unit.identities:
