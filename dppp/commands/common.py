@@ -43,7 +43,10 @@ FLAGS = {"n": "--n", "plot": "--plot", "overwrite": "--overwrite", "data": "--da
 
 
 def error_message(exc: ReportedError) -> str:
-    """What the CLI prints for `exc`: a setting the user sets by a flag is named by that flag."""
+    """What the CLI prints for `exc`: a setting the user sets by a flag is named by that flag; no
+    credential, whole or as a URL's part, whatever the message quotes (pipeline.redaction)."""
+    from pipeline.redaction import redact_message
+
     if isinstance(exc, SettingError) and exc.setting in FLAGS:
-        return f"{FLAGS[exc.setting]}: {exc.problem}"
-    return str(exc)
+        return redact_message(f"{FLAGS[exc.setting]}: {exc.problem}")
+    return redact_message(str(exc))
