@@ -43,3 +43,10 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Data on storage is missing, corrupted or unsafe (e.g. a dataset with no committed shard)."""
+
+
+class DamagedDataError(DataError):
+    """A dataset damaged or out of step with itself (a garbage index, a member that is not a regular file):
+    not the user's input, so exit code 1; the message names the object and how to repair it."""
+
+    exit_code = 1

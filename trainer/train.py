@@ -244,7 +244,8 @@ def launch(
     from pipeline.storage.urls import open_storage
 
     run_url = run_url_for(absolute_out(config.out), config.run_name)
-    open_storage(run_url, config.data.storage)  # a malformed --out fails here
+    # a malformed --out fails here, and one the run could not write to (a missing bucket, a read-only folder)
+    open_storage(run_url, config.data.storage).check_writable()
     storage_path, filesystem = ray_storage(config.out, config.data.storage)
     # Ray Train narrates every worker-group restart with the lost workers' tracebacks; the progress bar
     # and the result say what happened, and Ray's logs keep the rest (docs/troubleshooting.md).

@@ -39,7 +39,14 @@ WorkersOption = Annotated[
 
 
 # The flag of each library setting a SettingError may name (dotted config keys are named as they are).
-FLAGS = {"n": "--n", "plot": "--plot", "overwrite": "--overwrite", "data": "--data", "datasets": "--dataset"}
+FLAGS = {
+    "n": "--n",
+    "plot": "--plot",
+    "out": "--out",
+    "overwrite": "--overwrite",
+    "data": "--data",
+    "datasets": "--dataset",
+}
 
 
 def error_message(exc: ReportedError) -> str:

@@ -32,6 +32,7 @@ def generate(
     from foundation.config import with_updates
     from pipeline.capacity import estimate_render_hours
     from pipeline.generate import GenerationFailed, build_plan, run_generate
+    from pipeline.redaction import redact_message
 
     experiment = load_config(config, sets)
     gen = with_updates(
@@ -66,9 +67,9 @@ def generate(
         if summary.failed:
             console.print(f"[red]{len(summary.failed)} shard(s) failed every attempt:[/red]")
             for index, error in sorted(summary.failed.items()):
-                console.print(f"  shard {index:06d}: {error}")
+                console.print(f"  shard {index:06d}: {redact_message(error)}")
         if summary.stopped:
-            console.print(f"[red]stopped:[/red] {summary.stopped}")
+            console.print(f"[red]stopped:[/red] {redact_message(summary.stopped)}")
         console.print("Committed shards stay valid; rerun the same command to render the rest.")
         raise typer.Exit(failed.exit_code) from None
     print_summary(console, summary)

@@ -119,6 +119,12 @@ class Storage(ABC):
         return None
 
     @abstractmethod
+    def check_writable(self) -> None:
+        """Raise a StorageError naming the root and the problem unless an object can be written under it (a
+        missing bucket, no permission, a read-only or full disk, a path under a file): checked before a
+        long run starts. Leaves nothing behind."""
+
+    @abstractmethod
     def arrow_filesystem(self) -> tuple[pyarrow.fs.FileSystem, str]:
         """A pyarrow filesystem that reaches this storage, and the root's path on it (Ray Train's storage)."""
 

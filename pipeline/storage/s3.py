@@ -6,6 +6,7 @@ import io
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -222,6 +223,12 @@ class S3Storage(Storage):
             except Exception:
                 pass
             raise
+
+    def check_writable(self):
+        probe = self._obj(f".dppp-write-check-{uuid.uuid4().hex[:12]}")
+        what = f"cannot write to {self.url}"
+        self._retry(what, lambda: self.client.put_object(Bucket=self.bucket, Key=probe, Body=b""))
+        self._retry(what, lambda: self.client.delete_object(Bucket=self.bucket, Key=probe))
 
     def open_read(self, key):
         return io.BufferedReader(S3Reader(self, key), buffer_size=1 << 20)
