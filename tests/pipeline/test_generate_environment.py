@@ -85,3 +85,36 @@ def test_s3_generate_leaves_no_secret_in_ray_files_the_dataset_or_the_terminal(
         data = dataset.read_bytes(obj.key)
         assert not any(secret.encode() in data for secret in SECRETS), obj.key
     assert not any(secret in out + err for secret in SECRETS)
+
+
+@pytest.mark.slow
+def test_an_output_that_stops_taking_writes_mid_run_ends_in_the_summary_and_a_rerun_finishes(
+    ray_session, refuse_writes, monkeypatch, tmp_path, capsys
+):
+    import pipeline.generate
+    from pipeline.records import read_index
+
+    out = tmp_path / "dataset"
+    start_ray_first = pipeline.generate.start_ray
+
+    def start_then_refuse(*args, **kwargs):  # dataset.json is written; from here on the driver's writes fail
+        start_ray_first(*args, **kwargs)
+        refuse_writes(out)
+
+    monkeypatch.setattr(pipeline.generate, "start_ray", start_then_refuse)
+    monkeypatch.setenv("COLUMNS", "400")  # rich's width: the summary's rows stay whole lines
+    assert main(generate_argv(str(out))) == 1
+    printed, err = capsys.readouterr()
+    assert "Traceback" not in printed + err
+    lines = [line.strip(" │┃") for line in printed.splitlines()]
+    assert any(
+        line.startswith("shards") and "2 rendered, 0 already committed, 2 in plan" in line for line in lines
+    )
+    assert f"stopped: index.parquet not written: cannot write {out}/index.parquet: permission denied" in lines
+    assert lines[-1] == "Committed shards stay valid; rerun the same command to render the rest."
+    assert len(committed_shards(open_storage(str(out)))) == 2 and not (out / "index.parquet").exists()
+
+    monkeypatch.undo()  # the folder takes writes again: the rerun renders nothing and writes the index
+    assert main(generate_argv(str(out))) == 0
+    assert "0 rendered, 2 already committed" in capsys.readouterr().out
+    assert read_index(open_storage(str(out))).num_rows > 0
