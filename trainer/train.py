@@ -237,15 +237,16 @@ def launch(
     """Run `worker_fn` (Ray Train's train_loop_per_worker) on `config.workers` workers over `training_data`
     (already checked on the driver; `extra` goes into its loop config): the run's storage, Ray, the progress
     bar, user errors unwrapped."""
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     from pipeline.storage.urls import open_storage
 
     run_url = run_url_for(absolute_out(config.out), config.run_name)
     # a malformed --out fails here, and one the run could not write to (a missing bucket, a read-only folder)
     open_storage(run_url, config.data.storage).check_writable()
+
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
     storage_path, filesystem = ray_storage(config.out, config.data.storage)
     # Ray Train narrates every worker-group restart with the lost workers' tracebacks; the progress bar
     # and the result say what happened, and Ray's logs keep the rest (docs/troubleshooting.md).
