@@ -5,6 +5,7 @@ the CLI prints scrubbed (redact_message)."""
 from __future__ import annotations
 
 import functools
+import os
 import re
 from typing import Any
 
@@ -48,8 +49,11 @@ _USERINFO_FRAGMENT = re.compile(r"(?<![\w/.:@%+~-])[\w.~%+-]+:[^\s'\"/@]+@(?=[\w
 
 
 def redact_message(text: str) -> str:
-    """`text` as a user may see it: no credential this process holds in its environment, no user:password@
-    of a URL, nor of a URL's quoted part. Every message the CLI prints passes through here."""
-    from pipeline.storage.s3_errors import scrub
-
-    return _USERINFO_FRAGMENT.sub("", scrub(text))
+    """`text` as a user may see it: no secret this process holds in its environment, no user:password@ of
+    a URL, nor of a URL's quoted part. Every message the CLI prints passes through here. The access key id
+    is not a secret and stays: it may be a word of the message too (MinIO's user `dppp`)."""
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        value = os.environ.get(name)
+        if value and len(value) >= 8:
+            text = text.replace(value, "***")
+    return _USERINFO_FRAGMENT.sub("", redact_url(text))
