@@ -38,7 +38,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         raise
 
 
-# How each refusal is worded: the problem, and what usually fixes it.
+# How the refusals a user meets most are worded; others in the words of strerror.
 _PROBLEMS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
@@ -56,8 +56,9 @@ def os_error_message(exc: OSError, action: str, path: str | os.PathLike) -> str:
         blocker = next((p for p in path.parents if p.exists()), None)
         if blocker is not None and not blocker.is_dir():
             return f"cannot {action} {path}: {blocker} is a file, not a folder"
+    problem = _PROBLEMS.get(exc.errno) or (exc.strerror or "").lower()
     # pyarrow's OSErrors carry no errno, only a message ("... [errno 28] No space left on device")
-    problem = _PROBLEMS.get(exc.errno) or (exc.strerror or str(exc) or type(exc).__name__).splitlines()[0]
+    problem = problem or (str(exc) or type(exc).__name__).splitlines()[0]
     return f"cannot {action} {path}: {problem}"
 
 
@@ -156,11 +157,14 @@ class LocalStorage(Storage):
                             pass
 
     def stat(self, key):
+        path = self._path(key)
         try:
-            st = self._path(key).stat()
+            st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return ObjectInfo(key, st.st_size) if not os.path.isdir(self._path(key)) else None
+        except OSError as exc:
+            raise StorageError(os_error_message(exc, "read", path)) from None
+        return ObjectInfo(key, st.st_size) if not os.path.isdir(path) else None
 
     def delete(self, key):
         path = self._path(key)

@@ -255,3 +255,19 @@ def test_s3_read_is_streamed(moto_s3):
     gc.collect()
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_what_the_disk_refuses_is_one_line_naming_the_path(tmp_path):
+    from pipeline.storage.local import os_error_message
+
+    storage = open_storage(str(tmp_path / "root"))
+    (tmp_path / "root" / "shards" / "x.tar").mkdir(parents=True)  # a folder squats on the object's name
+    with pytest.raises(StorageError) as info:
+        storage.put_bytes(b"data", "shards/x.tar")
+    assert str(info.value) == f"cannot write {tmp_path}/root/shards/x.tar: is a directory"
+    assert [p.name for p in (tmp_path / "root" / "shards").iterdir()] == ["x.tar"]  # no temporary file left
+    # pyarrow's OSErrors carry no errno: their own first line is the problem
+    arrow = OSError("error writing bytes to file. Detail: [errno 28] No space left on device\nmore")
+    assert os_error_message(arrow, "write", "/tmp/i.parquet") == (
+        "cannot write /tmp/i.parquet: error writing bytes to file. Detail: [errno 28] No space left on device"
+    )
