@@ -43,7 +43,9 @@ def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats
     lacking = sorted({"pid", "camid", "shard"} - set(table.column_names))
     if lacking:
         raise DamagedDataError(f"{where} has no column {', '.join(lacking)}: not a dppp index; {rebuild}")
-    indexed, committed = set(table.column("shard").to_pylist()), set(listing.committed())
+    import pyarrow.compute as pc
+
+    indexed, committed = set(pc.unique(table.column("shard")).to_pylist()), set(listing.committed())
     if indexed != committed:
         raise DamagedDataError(
             f"{where} is stale: it indexes {len(indexed)} shard(s) ({table.num_rows} samples), the dataset "
@@ -61,7 +63,7 @@ def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats
         storage.url,
         table.num_rows,
         len(set(pids)),
-        len(set(table.column("shard").to_pylist())),
+        len(indexed),
         attributes,
         sorted(views.items()),
         sorted(cameras.items()),
