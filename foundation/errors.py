@@ -47,7 +47,8 @@ class DataError(UserError):
 
 class DamagedDataError(DataError):
     """Data that was written whole is damaged now (a truncated or corrupted tar, a shard's tar missing
-    beside its record, an oversized or unsafe member): nothing the user mistyped, so exit code 1. Rerunning
+    beside its record, an oversized or unsafe member, a garbage index, a member that is not a regular file):
+    nothing the user mistyped, so exit code 1; the message names the object and how to repair it. Rerunning
     does not heal it: `dppp train` stops at once instead of restarting its workers."""
 
     exit_code = 1

@@ -20,7 +20,11 @@ def start_ray(address: str | None, cpus_needed: float = 1, *, worker_output: boo
     A local instance gets at least `cpus_needed` logical CPUs, even on a smaller machine, so a pool asked
     for explicitly (e.g. 4 workers on 2 cores) starts oversubscribed instead of waiting forever.
     `worker_output=False` keeps what Ray's worker processes print (Ray Train's controller narrating each
-    restart with the tracebacks of the workers it lost) in Ray's logs instead of on the terminal."""
+    restart with the tracebacks of the workers it lost) in Ray's logs instead of on the terminal.
+
+    A local instance's processes inherit this process's environment, storage credentials included: that
+    is how its workers get them, never through a runtime_env (which Ray writes to its logs); a cluster's
+    nodes carry their own (docs/cluster.md)."""
     import ray
 
     if ray.is_initialized():

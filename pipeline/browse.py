@@ -5,17 +5,19 @@ Each function streams what it needs (the index, or only the shards that can hold
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from foundation.errors import DataError, SettingError, UserError
+from foundation.errors import DamagedDataError, DataError, SettingError, UserError
 from pipeline.listing import committed_shards, open_dataset
-from pipeline.records import ATTRIBUTE_PREFIX, ShardRecord, read_index
+from pipeline.records import ATTRIBUTE_PREFIX, INDEX_NAME, ShardRecord, read_index
 from pipeline.shards.format import SAMPLE_KEY_RE
 from pipeline.shards.reader import image_member, read_shard
 from pipeline.storage.config import StorageConfig
-from pipeline.storage.urls import open_storage
+from pipeline.storage.local import write_file
 from prompts.spec import parse_sample_key
 
 # ------------------------------------------------------------------------------------------- stats
@@ -33,9 +35,22 @@ class DatasetStats:
 
 
 def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats:
-    """Attribute distributions, cameras and views per identity, from index.parquet alone."""
-    storage = open_storage(url, config)
+    """Attribute distributions, cameras and views per identity, from index.parquet alone, once the listing
+    shows that it indexes the committed shards (no record is read); DamagedDataError when it does not."""
+    storage, listing = open_dataset(url, config)
     table = read_index(storage)
+    where, rebuild = storage.url_for(INDEX_NAME), f"rebuild it with `dppp shards index {storage.url}`"
+    lacking = sorted({"pid", "camid", "shard"} - set(table.column_names))
+    if lacking:
+        raise DamagedDataError(f"{where} has no column {', '.join(lacking)}: not a dppp index; {rebuild}")
+    import pyarrow.compute as pc
+
+    indexed, committed = set(pc.unique(table.column("shard")).to_pylist()), set(listing.committed())
+    if indexed != committed:
+        raise DamagedDataError(
+            f"{where} is stale: it indexes {len(indexed)} shard(s) ({table.num_rows} samples), the dataset "
+            f"has {len(committed)} committed; {rebuild}"
+        )
     pids = table.column("pid").to_pylist()
     attributes = {}
     for name in table.column_names:
@@ -48,7 +63,7 @@ def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats
         storage.url,
         table.num_rows,
         len(set(pids)),
-        len(set(table.column("shard").to_pylist())),
+        len(indexed),
         attributes,
         sorted(views.items()),
         sorted(cameras.items()),
@@ -56,7 +71,8 @@ def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats
 
 
 def plot_stats(stats: DatasetStats, out) -> None:
-    """One bar chart per attribute, plus cameras and views per identity, in a single PNG."""
+    """One bar chart per attribute, plus cameras and views per identity, in one image (PNG, or the format
+    `out`'s extension names), written whole or not at all."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,8 +103,30 @@ def plot_stats(stats: DatasetStats, out) -> None:
         f"{stats.url}: {stats.samples} samples, {stats.identities} identities, {stats.shards} shards"
     )
     figure.tight_layout()
-    figure.savefig(out, dpi=90)
-    plt.close(figure)
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, dpi=90, format=Path(out).suffix.lstrip(".").lower() or "png")
+    except ValueError as exc:  # a format matplotlib does not write
+        raise SettingError("plot", f"{out}: {exc}") from None
+    finally:
+        plt.close(figure)
+    write_file(out, buffer.getvalue())
+
+
+def save_image(image, out) -> None:
+    """Write a PIL image to `out` in the format its extension names, whole or not at all; what the disk
+    refuses is a StorageError naming the file."""
+    from PIL import Image
+
+    suffix = Path(out).suffix.lower()
+    image_format = Image.registered_extensions().get(suffix)
+    if image_format is None:
+        raise SettingError(
+            "out", f"{out}: no image format has the extension {suffix or '(none)'!r}; use .png or .jpg"
+        )
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    write_file(out, buffer.getvalue())
 
 
 # -------------------------------------------------------------------------------------- show / grid
@@ -118,10 +156,15 @@ def show_sample(url: str, key: str, config: StorageConfig | None = None) -> Samp
     parsed = parse_sample_key(key)
     candidates = _records_for_pid(records, parsed[0]) if parsed else records
     for record in (r for r in candidates if key in r.keys):
+        skipped: list = []  # the shard's members the reader would not read (a link, a pickle...)
         with storage.open_read(record.tar) as stream:
-            for sample in read_shard(stream, storage_config=config, name=storage.url_for(record.tar)):
+            for sample in read_shard(
+                stream, storage_config=config, name=storage.url_for(record.tar), on_skip=skipped.append
+            ):
                 if sample["__key__"] == key:
                     image_ext = image_member(sample)
+                    where = f"{storage.url_for(record.tar)}: sample {key!r}"
+                    check_whole(sample, image_ext, [m for m in skipped if m.key == key], where)
                     return SampleView(
                         key,
                         record.tar,
@@ -132,6 +175,16 @@ def show_sample(url: str, key: str, config: StorageConfig | None = None) -> Samp
                         sample[image_ext],
                     )
     raise DataError(f"no sample {key!r} in the committed shards of {storage.url}")
+
+
+def check_whole(sample: dict[str, Any], image_ext: str | None, skipped: list, where: str) -> None:
+    """DamagedDataError naming what a sample lacks, and why (a member that is a link is never read)."""
+    lacking = [ext for ext in ("json", "txt", "cls") if ext not in sample] + ([] if image_ext else ["image"])
+    if lacking:
+        why = "".join(f"; {m.name}: {m.skipped}" for m in skipped)
+        raise DamagedDataError(
+            f"{where} has no readable {', '.join(lacking)} member{why} (`dppp shards verify` reports it)"
+        )
 
 
 # -------------------------------------------------------------------------------------------- grid

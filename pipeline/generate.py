@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from foundation.errors import CapacityError, SettingError
+from foundation.errors import CapacityError, DataError, SettingError
 from foundation.ray_cluster import start_ray
 from pipeline.actor_pool import ActorLoss, ActorPool, short_error
 from pipeline.config import GenerateConfig
@@ -284,7 +284,11 @@ def run_generate(
     scheduled = time.perf_counter()
     summary.phases["schedule_s"] = scheduled - started - summary.phases["plan_s"]
     if todo or change.rewrite_index or not storage.exists(INDEX_NAME):  # a finished dataset's rerun: no merge
-        write_index(storage, shards_hint=len(plan.shards))  # fragments only: no tar is read
+        try:
+            write_index(storage, shards_hint=len(plan.shards))  # fragments only: no tar is read
+        except DataError as exc:  # the output turned read-only or full: the summary still says what was done
+            stops = [summary.stopped, f"{INDEX_NAME} not written: {exc}"]
+            summary.stopped = "; ".join(stop for stop in stops if stop)
     summary.wall_s = time.perf_counter() - started
     summary.phases["index_s"] = summary.wall_s - (scheduled - started)
     summary.busy = {name: busy / summary.wall_s for name, busy in summary.busy.items()}

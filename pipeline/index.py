@@ -35,6 +35,7 @@ from pipeline.shards.format import fragment_name, record_name
 from pipeline.shards.reader import ChunkedReader, read_shard
 from pipeline.storage.base import Storage
 from pipeline.storage.config import StorageConfig
+from pipeline.storage.local import os_errors
 
 ROW_GROUP_ROWS = 1 << 14  # rows held before a row group of index.parquet is written: the merge's memory
 
@@ -344,7 +345,8 @@ def write_index(
     rows = 0
     with tempfile.TemporaryDirectory(prefix="dppp-index-") as tmp:
         path = os.path.join(tmp, INDEX_NAME)
-        with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        # the merge is written here first: a full temporary folder is named, as the dataset's disk would be
+        with os_errors("write", path), pq.ParquetWriter(path, schema, compression="zstd") as writer:
             group = _RowGroup(writer, pa)
             # Round trips on the threads, decoding here: Arrow's allocator keeps a heap per thread that
             # decodes, and 16 of them held ~100 MB more at the peak than one does.

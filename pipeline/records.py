@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from foundation.errors import DataError
+from foundation.errors import DamagedDataError, DataError
 from foundation.schema import StrictModel
 from pipeline.redaction import strip_secrets
 from pipeline.shards.format import record_name, shard_name
@@ -176,7 +176,8 @@ def read_record(storage: Storage, index: int) -> ShardRecord | None:
 
 
 def read_index(storage: Storage):
-    """index.parquet as a pyarrow.Table; DataError if it is missing."""
+    """index.parquet as a pyarrow.Table; DataError if it is missing, DamagedDataError if it is not Parquet."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from pipeline.storage.base import ObjectNotFound
@@ -187,4 +188,10 @@ def read_index(storage: Storage):
         raise DataError(
             f"no {INDEX_NAME} at {storage.url}: build it with `dppp shards index {storage.url}`"
         ) from None
-    return pq.read_table(io.BytesIO(data))
+    try:
+        return pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError, ValueError) as exc:  # pyarrow raises several types for a damaged file
+        raise DamagedDataError(
+            f"{storage.url_for(INDEX_NAME)} is not a readable Parquet file ({type(exc).__name__}): rebuild it "
+            f"with `dppp shards index {storage.url}`"
+        ) from None

@@ -1,9 +1,11 @@
-"""Keeping credentials out of what a dataset records: credential-named keys dropped, URLs' user:password@
-removed (from every sample's json and from dataset.json)."""
+"""Keeping credentials out of what a dataset records and what a user is shown: credential-named keys
+dropped, URLs' user:password@ removed (from every sample's json and from dataset.json), and every message
+the CLI prints scrubbed (redact_message)."""
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from typing import Any
 
@@ -40,3 +42,18 @@ def strip_secrets(obj: Any) -> Any:
 
 
 _SCALARS = frozenset({int, float, bool, type(None)})  # str is not here: a URL may carry user:password@
+
+
+# A user:password@host fragment without its scheme, as a message quotes a URL's parts ('KEY:SECRET@bucket').
+_USERINFO_FRAGMENT = re.compile(r"(?<![\w/.:@%+~-])[\w.~%+-]+:[^\s'\"/@]+@(?=[\w.-])")
+
+
+def redact_message(text: str) -> str:
+    """`text` as a user may see it: no secret this process holds in its environment, no user:password@ of
+    a URL, nor of a URL's quoted part. Every message the CLI prints passes through here. The access key id
+    is not a secret and stays: it may be a word of the message too (MinIO's user `dppp`)."""
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        value = os.environ.get(name)
+        if value and len(value) >= 8:
+            text = text.replace(value, "***")
+    return _USERINFO_FRAGMENT.sub("", redact_url(text))

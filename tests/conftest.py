@@ -10,10 +10,16 @@ def test_y(make_samples):
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # a module of tiny torch models: 1 thread
 
 data = tar_bytes([("a.txt", b"hi")], format=tarfile.GNU_FORMAT)   # a plain tar, no dppp code involved
+
+def test_z(refuse_writes, tmp_path):
+    refuse_writes(tmp_path / "out")                  # writes under it now fail as a read-only folder's do
+    refuse_writes(tmp_path / "ds", errno.ENOSPC)     # ... or as a full disk's
 """
 
 from __future__ import annotations
 
+import builtins
+import errno
 import importlib.util
 import io
 import os
@@ -173,6 +179,59 @@ def moto_s3(_moto_server, monkeypatch):
     _moto_server.start()
     yield _moto_server
     _moto_server.start()  # a test that stopped it must not leave it down for the next one
+
+
+# ------------------------------------------------------------------------------------ refused writes
+
+
+@pytest.fixture
+def refuse_writes(monkeypatch):
+    """refuse_writes(folder, code=errno.EACCES): from then on, for the rest of the test, every write of
+    this process under `folder` fails as the kernel fails it (PermissionError for EACCES, OSError(code)
+    else: EROFS a read-only file system, ENOSPC a full disk): opening a file to write, making a folder,
+    renaming or removing in it. Reads still work. Tests run as root, whom a folder's permissions do not
+    stop, so chmod cannot make a read-only folder here; processes other than this one are not affected."""
+    folders: dict[str, int] = {}
+    real = {name: getattr(os, name) for name in ("open", "mkdir", "replace", "rename", "unlink", "remove")}
+    real_open = builtins.open
+
+    def check(path) -> None:
+        if isinstance(path, int):
+            return
+        where = os.path.abspath(os.fsdecode(path))
+        for folder, code in folders.items():
+            if where == folder or where.startswith(folder + os.sep):
+                raise OSError(code, os.strerror(code), os.fsdecode(path))
+
+    def guarded(name):
+        def call(*args, **kwargs):
+            paths = args[:2] if name in ("replace", "rename") else args[:1]
+            for path in paths:
+                check(path)
+            return real[name](*args, **kwargs)
+
+        return call
+
+    def guarded_os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND):
+            check(path)
+        return real["open"](path, flags, *args, **kwargs)
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if any(flag in mode for flag in "wax+"):
+            check(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def refuse(folder, code: int = errno.EACCES) -> None:
+        if not folders:
+            for name in ("mkdir", "replace", "rename", "unlink", "remove"):
+                monkeypatch.setattr(os, name, guarded(name))
+            monkeypatch.setattr(os, "open", guarded_os_open)
+            monkeypatch.setattr(builtins, "open", guarded_open)
+            monkeypatch.setattr(io, "open", guarded_open)
+        folders[os.path.abspath(os.fspath(folder))] = code
+
+    return refuse
 
 
 # ------------------------------------------------------------------------------------------- samples

@@ -240,16 +240,19 @@ def launch(
     """Run `worker_fn` (Ray Train's train_loop_per_worker) on `config.workers` workers over `training_data`
     (already checked on the driver; `extra` goes into its loop config): the run's storage, Ray, the progress
     bar, user errors unwrapped."""
+    from pipeline.storage.urls import open_storage
+
+    run_url = run_url_for(absolute_out(config.out), config.run_name)
+    # a malformed --out fails here, and one the run could not write to (a missing bucket, a read-only folder)
+    open_storage(run_url, config.data.storage).check_writable()
+
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pipeline.storage.urls import open_storage
     from trainer.resume import prepare_resume
     from trainer.run_failures import StopOnUserError
 
-    run_url = run_url_for(absolute_out(config.out), config.run_name)
-    open_storage(run_url, config.data.storage)  # a malformed --out fails here
     storage_path, filesystem = ray_storage(config.out, config.data.storage)
     for line in prepare_resume(run_url, config.data.storage):  # a damaged or removed newest checkpoint
         print(line, file=sys.stderr, flush=True)

@@ -42,6 +42,7 @@ WorkersOption = Annotated[
 FLAGS = {
     "n": "--n",
     "plot": "--plot",
+    "out": "--out",
     "overwrite": "--overwrite",
     "data": "--data",
     "datasets": "--dataset",
@@ -50,7 +51,10 @@ FLAGS = {
 
 
 def error_message(exc: ReportedError) -> str:
-    """What the CLI prints for `exc`: a setting the user sets by a flag is named by that flag."""
+    """What the CLI prints for `exc`: a setting the user sets by a flag is named by that flag; no
+    credential, whole or as a URL's part, whatever the message quotes (pipeline.redaction)."""
+    from pipeline.redaction import redact_message
+
     if isinstance(exc, SettingError) and exc.setting in FLAGS:
-        return f"{FLAGS[exc.setting]}: {exc.problem}"
-    return str(exc)
+        return redact_message(f"{FLAGS[exc.setting]}: {exc.problem}")
+    return redact_message(str(exc))

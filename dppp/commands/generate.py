@@ -44,6 +44,7 @@ def generate(
     from pipeline.dataset_change import plan_change
     from pipeline.generate import GenerationFailed, build_plan, run_generate
     from pipeline.leases import JobIdentity
+    from pipeline.redaction import redact_message
     from pipeline.storage.base import StorageError
     from pipeline.storage.urls import open_storage
 
@@ -100,9 +101,9 @@ def generate(
         if summary.failed:
             console.print(f"[red]{len(summary.failed)} shard(s) failed every attempt:[/red]")
             for index, error in sorted(summary.failed.items()):
-                console.print(f"  shard {index:06d}: {error}")
+                console.print(f"  shard {index:06d}: {redact_message(error)}")
         if summary.stopped:
-            console.print(f"[red]stopped:[/red] {summary.stopped}")
+            console.print(f"[red]stopped:[/red] {redact_message(summary.stopped)}")
         console.print("Committed shards stay valid; rerun the same command to render the rest.")
         raise typer.Exit(failed.exit_code) from None
     print_summary(console, summary)

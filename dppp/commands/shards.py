@@ -236,14 +236,13 @@ def grid(
 ) -> None:
     """A contact sheet captioned with pid / camid: the fastest way to see what a dataset looks like."""
     from foundation.errors import UserError
-    from pipeline.browse import contact_grid
+    from pipeline.browse import contact_grid, save_image
 
     if shard is not None and pid is not None:
         raise UserError("give --shard or --pid, not both")
     config = _config(endpoint_url, member_limit)
     sheet, count = contact_grid(url, shard=shard, pid=pid, n=n, columns=columns, config=config)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    save_image(sheet, out)
     typer.echo(f"{count} samples -> {out} ({sheet.width}x{sheet.height})")
 
 
@@ -257,6 +256,7 @@ def show(
 ) -> None:
     """One sample's metadata and prompt (and its image with --out)."""
     from pipeline.browse import show_sample
+    from pipeline.storage.local import write_file
 
     sample = show_sample(url, key, _config(endpoint_url, member_limit))
     console = _console()
@@ -267,8 +267,7 @@ def show(
     console.print(f"[bold]prompt:[/] {sample.prompt}")
     typer.echo(json.dumps(sample.metadata, indent=2, sort_keys=True, ensure_ascii=False))
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(sample.image_bytes)
+        write_file(out, sample.image_bytes)
         typer.echo(f"image written to {out}")
 
 

@@ -34,7 +34,11 @@ class ObjectInfo:
     size: int
 
 
-_URL_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+# scheme://user:password@ -- also when the password holds a '/' (AWS secret keys may), which RFC 3986
+# forbids there but people write; not a host:port followed by a path with an '@' in it.
+_URL_CREDENTIALS = re.compile(
+    r"([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/@\s]*|[^/@\s:]*:(?!\d{1,5}(?:[/\s'\"]|$))[^@\s'\"]*)@"
+)
 
 
 def redact_url(text: str) -> str:
@@ -115,12 +119,19 @@ class Storage(ABC):
         return None
 
     @abstractmethod
+    def check_writable(self) -> None:
+        """Raise a StorageError naming the root and the problem unless an object can be written under it (a
+        missing bucket, no permission, a read-only or full disk, a path under a file): checked before a
+        long run starts. Leaves nothing behind."""
+
+    @abstractmethod
     def arrow_filesystem(self) -> tuple[pyarrow.fs.FileSystem, str]:
         """A pyarrow filesystem that reaches this storage, and the root's path on it (Ray Train's storage)."""
 
     def worker_env(self) -> dict[str, str]:
-        """The environment variables, taken from this process's, that a process on another node needs to
-        reach this storage as this one does (endpoint, region, credentials); none for local storage."""
+        """The settings, taken from this process's environment, that a process on another node needs to
+        reach this storage where this one does (endpoint, region); none for local storage. Never a
+        credential: this travels in Ray's runtime_env, which Ray logs and shows."""
         return {}
 
     # ---- conditional writes: the compare-and-swap that leases (pipeline/leases.py) are built on. A

@@ -1,7 +1,11 @@
-"""Local storage: a folder on disk, written atomically (temp file + fsync + rename)."""
+"""Local storage: a folder on disk, written atomically (temp file + fsync + rename).
+
+What the disk refuses (permission, a read-only or full file system, a path under a file) is a StorageError
+naming the path and the problem, as one line: the user's to fix, never a traceback."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -49,6 +53,46 @@ def content_version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# How the refusals a user meets most are worded; others in the words of strerror.
+_PROBLEMS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for the file system",
+}
+
+
+def os_error_message(exc: OSError, action: str, path: str | os.PathLike) -> str:
+    """One line for an OSError the disk gave: 'cannot write /x/y: permission denied'."""
+    path = Path(path)
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) or isinstance(exc, (NotADirectoryError, FileExistsError)):
+        blocker = next((p for p in path.parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            return f"cannot {action} {path}: {blocker} is a file, not a folder"
+    problem = _PROBLEMS.get(exc.errno) or (exc.strerror or "").lower()
+    # pyarrow's OSErrors carry no errno, only a message ("... [errno 28] No space left on device")
+    problem = problem or (str(exc) or type(exc).__name__).splitlines()[0]
+    return f"cannot {action} {path}: {problem}"
+
+
+@contextmanager
+def os_errors(action: str, path: str | os.PathLike) -> Iterator[None]:
+    """Turn what the disk refuses inside the block into a StorageError naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(os_error_message(exc, action, path)) from None
+
+
+def write_file(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file the user named (an image, a plot), whole or not at all (atomic_write); what the disk
+    refuses is a StorageError naming the file."""
+    with os_errors("write", path):
+        atomic_write(path, lambda out: out.write(data))
+
+
 class LocalStorage(Storage):
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).absolute()
@@ -73,10 +117,20 @@ class LocalStorage(Storage):
             if progress:
                 progress(out.tell())
 
-        atomic_write(self._path(key), copy)
+        path = self._path(key)
+        with os_errors("write", path):
+            atomic_write(path, copy)
 
     def put_bytes(self, data, key):
-        atomic_write(self._path(key), lambda out: out.write(data))
+        path = self._path(key)
+        with os_errors("write", path):
+            atomic_write(path, lambda out: out.write(data))
+
+    def check_writable(self) -> None:
+        probe = self._path(f".dppp-write-check-{uuid.uuid4().hex[:12]}")
+        with os_errors("write to", self.root):
+            atomic_write(probe, lambda out: None)
+            probe.unlink()
 
     def open_read(self, key):
         path = self._path(key)
@@ -84,6 +138,8 @@ class LocalStorage(Storage):
             return open(path, "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(f"no such object: {self.url_for(key)}") from None
+        except OSError as exc:
+            raise StorageError(os_error_message(exc, "read", path)) from None
 
     def list(self, prefix=""):
         return sorted(self.walk(prefix))
@@ -96,10 +152,13 @@ class LocalStorage(Storage):
         skip = len(str(self.root).rstrip(os.sep)) + 1
         pending = [base]
         while pending:
+            folder = pending.pop()
             try:
-                entries = os.scandir(pending.pop())
+                entries = os.scandir(folder)
             except (FileNotFoundError, NotADirectoryError):
                 continue
+            except OSError as exc:
+                raise StorageError(os_error_message(exc, "list", folder)) from None
             with entries:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
@@ -113,14 +172,19 @@ class LocalStorage(Storage):
                             pass
 
     def stat(self, key):
+        path = self._path(key)
         try:
-            st = self._path(key).stat()
+            st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return ObjectInfo(key, st.st_size) if not os.path.isdir(self._path(key)) else None
+        except OSError as exc:
+            raise StorageError(os_error_message(exc, "read", path)) from None
+        return ObjectInfo(key, st.st_size) if not os.path.isdir(path) else None
 
     def delete(self, key):
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        with os_errors("delete", path):
+            path.unlink(missing_ok=True)
 
     # ---- conditional writes. A hard link is the atomic create-if-absent of POSIX (and of NFS, where
     # O_EXCL on the final name would expose a half-written object): the content is whole before the name

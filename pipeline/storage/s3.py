@@ -6,6 +6,7 @@ import io
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -26,21 +27,13 @@ from pipeline.storage.s3_reader import S3Reader
 
 T = TypeVar("T")
 
-# What boto3 and pyarrow read from the environment to find the endpoint, the region and the credentials.
-WORKER_ENV = frozenset(
-    {
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_DEFAULT_REGION",
-        "AWS_REGION",
-        "AWS_PROFILE",
-        "AWS_CONFIG_FILE",
-        "AWS_SHARED_CREDENTIALS_FILE",
-    }
-)
+# What boto3 and pyarrow read from the environment to find the endpoint and the region: settings, not
+# secrets, so they may travel to the actors in Ray's runtime_env, which Ray writes to its logs in plain text
+# (logs/runtime_env_agent.log) and shows in its dashboard. Credentials never travel: a local Ray instance
+# inherits them from the driver that starts it, a cluster's nodes have their own (environment, instance
+# role, Kubernetes secret; docs/cluster.md). Nor do a profile or a config file's path, which name places on
+# the driver's machine.
+WORKER_ENV = frozenset({"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION"})
 
 
 class S3Storage(Storage):
@@ -109,9 +102,9 @@ class S3Storage(Storage):
         return pyarrow.fs.S3FileSystem(**options), path
 
     def worker_env(self) -> dict[str, str]:
-        # The driver's S3 settings reach a worker even when the Ray instance was started before they were
-        # set; without them a cluster node uses its own credentials.
-        return {key: value for key, value in os.environ.items() if key in WORKER_ENV}
+        # The driver's endpoint and region reach a worker even when the Ray instance was started before
+        # they were set. redact_url: an endpoint written with user:password@ keeps them to itself.
+        return {key: redact_url(value) for key, value in os.environ.items() if key in WORKER_ENV}
 
     def _obj(self, key: str) -> str:
         check_key(key)
@@ -230,6 +223,12 @@ class S3Storage(Storage):
             except Exception:
                 pass
             raise
+
+    def check_writable(self):
+        probe = self._obj(f".dppp-write-check-{uuid.uuid4().hex[:12]}")
+        what = f"cannot write to {self.url}"
+        self._retry(what, lambda: self.client.put_object(Bucket=self.bucket, Key=probe, Body=b""))
+        self._retry(what, lambda: self.client.delete_object(Bucket=self.bucket, Key=probe))
 
     def open_read(self, key):
         return io.BufferedReader(S3Reader(self, key), buffer_size=1 << 20)

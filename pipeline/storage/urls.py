@@ -24,12 +24,28 @@ def open_storage(url: str, config: StorageConfig | None = None) -> Storage:
         if rest and not rest.startswith("/"):
             host = rest.split("/", 1)[0]
             if host != "localhost":
-                raise UserError(f"file URL {url!r} names host {host!r}: use file:///absolute/path")
+                raise UserError(
+                    f"file URL {redact_url(url)!r} names host {host.rpartition('@')[2]!r}: "
+                    "use file:///absolute/path"
+                )
             rest = rest[len("localhost") :]
         from urllib.parse import unquote
 
         return LocalStorage(unquote(rest) or "/")
     if scheme in ("s3", "s3a"):
+        authority = rest.split("/", 1)[0]
+        # user:password@ before the bucket, also with a '/' in the password (then it reaches past the first '/')
+        if "@" in authority or (":" in authority and "@" in rest):
+            shown = (
+                authority.rpartition("@")[2] + rest[len(authority) :]
+                if "@" in authority
+                else rest.partition("@")[2]
+            )
+            raise UserError(
+                f"S3 URL '{scheme}://{shown}' with credentials (user:password@) before its bucket: "
+                "refused; dppp takes credentials from the environment (AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY), a profile or the instance's role, never from a URL"
+            )
         bucket, _, prefix = rest.partition("/")
         if not bucket:
             raise UserError(f"S3 URL {redact_url(url)!r} has no bucket: expected s3://bucket/prefix")

@@ -55,3 +55,22 @@ def test_kuberay_jobs_are_well_formed(name):
     workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     limits = workers[0]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "1"
+
+
+def test_compose_gives_every_ray_node_and_job_its_own_credentials():
+    """dppp sends no credential through Ray (it logs what it sends): every node must hold them itself."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name in ("ray-head", "ray-worker", "generate", "train"):
+        env = services[name]["environment"]
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} <= set(env), name
+
+
+@pytest.mark.parametrize("name", ["rayjob-generate.yaml", "rayjob-train.yaml"])
+def test_kuberay_pods_load_the_secret_and_no_runtime_env_carries_credentials(name):
+    job = yaml.safe_load((ROOT / "infra" / "kuberay" / name).read_text())
+    cluster = job["spec"]["rayClusterSpec"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            assert {"secretRef": {"name": "dppp-s3"}} in container["envFrom"], container["name"]
+    assert "AWS_SECRET_ACCESS_KEY" not in job["spec"].get("runtimeEnvYAML", "") + job["spec"]["entrypoint"]

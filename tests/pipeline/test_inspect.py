@@ -255,6 +255,40 @@ def test_s3_output_never_shows_credentials(moto_s3, tmp_path, make_samples, caps
     assert not any(value in text for value in FAKE_CREDENTIALS.values() if len(value) > 10)
 
 
+@pytest.mark.parametrize(
+    "url", ["s3://AKIDKEY:s3cr3t@bucket/x", "s3://AKIDKEY:s3/cr+3t@bucket/x", "s3://AKIDKEY@bucket/x"]
+)
+def test_credentials_in_an_s3_url_are_refused_without_showing_them(url, capsys):
+    code, out, err = run(capsys, "ls", url)
+    assert code == 2 and out == ""
+    assert err == (
+        "error: S3 URL 's3://bucket/x' with credentials (user:password@) before its bucket: refused; dppp "
+        "takes credentials from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), a profile or "
+        "the instance's role, never from a URL\n"
+    )
+
+
+def test_every_message_the_cli_prints_is_redacted(monkeypatch, capsys):
+    from foundation.errors import UserError
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCY")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "dppp")  # an id, not a secret: MinIO's user may be a word too
+
+    def fail(url, config=None):  # a message quoting URL parts and the secret the process holds
+        raise UserError(
+            "'AKIDKEY:s3cr3t@bucket' and http://u:p4ss/w0rd@minio:9000/x and wJalrXUtnFEMI/K7MDENG+bPxRfiCY; "
+            "mail me@home, http://minio:9000/b/k@v2, `dppp shards index s3://dppp/ds`"
+        )
+
+    monkeypatch.setattr("pipeline.listing.list_shards", fail)
+    code, _, err = run(capsys, "ls", "s3://bucket/x")
+    assert code == 2
+    assert err == (
+        "error: 'bucket' and http://minio:9000/x and ***; mail me@home, http://minio:9000/b/k@v2, "
+        "`dppp shards index s3://dppp/ds`\n"
+    )
+
+
 def test_parallel_verify_matches_sequential(tmp_path, make_samples):
     storage = build_dataset(open_storage(str(tmp_path / "ds")), tmp_path, make_samples)
     _flip_byte(storage)

@@ -125,6 +125,9 @@ def test_redact_url():
     assert redact_url("cannot reach http://a:b@x:9000/ and https://c@y/z, mail me@home") == (
         "cannot reach http://x:9000/ and https://y/z, mail me@home"
     )
+    # a password with a '/' (AWS secret keys may hold one) goes too; a host:port and a path with '@' stay
+    assert redact_url("s3://AKID:ab/cd+ef@bucket/x") == "s3://bucket/x"
+    assert redact_url("http://minio:9000/bucket/data@v2") == "http://minio:9000/bucket/data@v2"
 
 
 def test_local_storage_states_its_folder_and_needs_no_worker_env(tmp_path):
@@ -143,17 +146,23 @@ def test_s3_storage_reaches_pyarrow_and_workers_through_its_own_settings(moto_s3
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("UNRELATED_SECRET", "x")
     env = storage.worker_env()
-    assert env["AWS_ENDPOINT_URL"] == moto_s3.endpoint_url and env["AWS_REGION"] == "us-east-1"
-    assert (
-        env["AWS_SECRET_ACCESS_KEY"] == FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
-        and "UNRELATED_SECRET" not in env
-    )
+    # settings only: Ray writes what travels to its actors to its logs; credentials come from the node
+    assert env == {
+        "AWS_ENDPOINT_URL": moto_s3.endpoint_url,
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": FAKE_CREDENTIALS["AWS_DEFAULT_REGION"],
+    }
     # the filesystem Ray Train writes checkpoints through reaches the very objects boto3 reads here
     filesystem, path = storage.arrow_filesystem()
     assert path == storage.url.removeprefix("s3://")
     with filesystem.open_output_stream(f"{path}/ckpt/meta.json") as out:
         out.write(b"{}")
     assert storage.read_bytes("ckpt/meta.json") == b"{}"
+    # a profile names a place on this machine; an endpoint's user:password@ stays here
+    monkeypatch.setenv("AWS_PROFILE", "someone")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://user:pass@minio:9000")
+    assert storage.worker_env()["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert "AWS_PROFILE" not in storage.worker_env()
 
 
 def test_s3_storage_pickles_without_its_client(moto_s3):
@@ -246,3 +255,19 @@ def test_s3_read_is_streamed(moto_s3):
     gc.collect()
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_what_the_disk_refuses_is_one_line_naming_the_path(tmp_path):
+    from pipeline.storage.local import os_error_message
+
+    storage = open_storage(str(tmp_path / "root"))
+    (tmp_path / "root" / "shards" / "x.tar").mkdir(parents=True)  # a folder squats on the object's name
+    with pytest.raises(StorageError) as info:
+        storage.put_bytes(b"data", "shards/x.tar")
+    assert str(info.value) == f"cannot write {tmp_path}/root/shards/x.tar: is a directory"
+    assert [p.name for p in (tmp_path / "root" / "shards").iterdir()] == ["x.tar"]  # no temporary file left
+    # pyarrow's OSErrors carry no errno: their own first line is the problem
+    arrow = OSError("error writing bytes to file. Detail: [errno 28] No space left on device\nmore")
+    assert os_error_message(arrow, "write", "/tmp/i.parquet") == (
+        "cannot write /tmp/i.parquet: error writing bytes to file. Detail: [errno 28] No space left on device"
+    )

@@ -129,7 +129,7 @@ def test_synthetic_index_read_from_a_dataset_folder(tmp_path):
     with pytest.raises(DataError, match="no index.parquet at"):
         read_dataset(f"synthetic:{tmp_path / 'empty'}")
     (tmp_path / "index.parquet").write_bytes(b"not parquet")
-    with pytest.raises(DataError, match="cannot be read as parquet"):
+    with pytest.raises(DataError, match="index.parquet is not a readable Parquet file"):
         read_dataset(f"synthetic:{tmp_path}")
 
 

@@ -266,6 +266,14 @@ def test_loopback_s3_data_and_output(ray_cluster, moto_s3, tmp_path):
         (local / name).write_bytes(run.read_bytes(f"final/{name}"))
     _, state = load_checkpoint(local)
     assert state.step == result.steps
+    # Ray Train's workers got the credentials from the environment they inherited, not through Ray, which
+    # writes what it sends to its session folder: the secret is in none of its files
+    from ray._private.worker import _global_node
+
+    from tests.pipeline.test_generate_environment import files_holding
+
+    secrets = [FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"], FAKE_CREDENTIALS["AWS_SESSION_TOKEN"]]
+    assert files_holding(Path(_global_node.get_session_dir_path()), secrets) == []
 
 
 def _ray_train_workers_of_this_process() -> list[int]:
