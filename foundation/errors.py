@@ -43,3 +43,12 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Data on storage is missing, corrupted or unsafe (e.g. a dataset with no committed shard)."""
+
+
+class Interrupted(ReportedError):
+    """The job stopped on a signal (SIGTERM, SIGINT) with everything it wrote whole and resumable. The
+    message is the one line the CLI prints (no "error:", no traceback); exit code 128 + the signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foundation.errors import CapacityError, SettingError
+from foundation.graceful_stop import StopRequest, grace_s, graceful_stop
 from foundation.ray_cluster import start_ray
 from pipeline.actor_pool import ActorLoss, ActorPool, short_error
 from pipeline.config import GenerateConfig
@@ -224,8 +225,17 @@ def run_generate(
     ray_address: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    progress_every: float | None = None,
 ) -> GenerateSummary:
-    """Render every uncommitted shard of the plan; write index.parquet at the end."""
+    """Render every uncommitted shard of the plan; write index.parquet at the end. On SIGTERM / SIGINT
+    (in the main thread) stop taking shards, let those in flight commit for up to DPPP_STOP_GRACE_S,
+    abandon the rest cleanly and raise Interrupted (foundation/graceful_stop.py). `progress_every`: the
+    interval of the plain progress lines when stdout is not a terminal (None: DPPP_PROGRESS_EVERY, 30 s)."""
+    with graceful_stop() as stop:
+        return _run_generate(config, ray_address, overwrite, progress, progress_every, stop)
+
+
+def _run_generate(config, ray_address, overwrite, progress, progress_every, stop) -> GenerateSummary:
     from pipeline.index import write_index
     from pipeline.listing import committed_indices
     from pipeline.records import INDEX_NAME
@@ -249,10 +259,12 @@ def run_generate(
             max_starts=config.max_attempts,
         )
         try:
-            _drain(pool, todo, config.max_attempts, summary, progress)
+            abandoned = _drain(pool, todo, config.max_attempts, summary, progress, stop, progress_every)
         finally:
             pool.shutdown()
             summary.pool_sizes, summary.losses = pool.sizes, pool.losses
+        if stop.requested and summary.shards_skipped + summary.shards_done < summary.shards_total:
+            raise stop.interrupted(_stopped_line(storage, summary, abandoned))
     scheduled = time.perf_counter()
     summary.phases["schedule_s"] = scheduled - started - summary.phases["plan_s"]
     if todo or not storage.exists(INDEX_NAME):  # a rerun of a finished dataset need not merge again
@@ -310,40 +322,74 @@ def _actor_spawner(config: GenerateConfig, resources: dict[str, float], env: dic
 
 
 _DEPTH = 2  # shards in flight per actor: one renders while the previous one is written and uploaded
+_POLL_S = 0.5  # the longest wait between looks at a stop request and the progress lines
 
 
-def _drain(pool: ActorPool, todo: list, max_attempts: int, summary: GenerateSummary, progress: bool) -> None:
+def _drain(
+    pool: ActorPool,
+    todo: list,
+    max_attempts: int,
+    summary: GenerateSummary,
+    progress: bool,
+    stop: StopRequest | None = None,
+    progress_every: float | None = None,
+) -> list:
     """Hand the shards to the pool's loaded actors until each is committed, has failed `max_attempts`
-    times, or the pool has had no placed actor for its placement timeout (summary.stopped says so)."""
+    times, or the pool has had no placed actor for its placement timeout (summary.stopped says so), or a
+    stop was requested (then the shards in flight get the grace period to commit). Returns the shards
+    abandoned in flight."""
     from pipeline.progress import GenerateProgress
 
-    with GenerateProgress(len(todo), sum(s.num_images for s in todo), enabled=progress) as bar:
-        _Drain(pool, todo, max_attempts, summary, bar).run()
+    images = sum(s.num_images for s in todo)
+    with GenerateProgress(
+        len(todo), images, enabled=progress, already=summary.shards_skipped, every_s=progress_every
+    ) as bar:
+        return _Drain(pool, todo, max_attempts, summary, bar, stop or StopRequest()).run()
 
 
 class _Drain:
-    def __init__(self, pool: ActorPool, todo: list, max_attempts: int, summary: GenerateSummary, bar):
+    def __init__(
+        self, pool: ActorPool, todo: list, max_attempts: int, summary: GenerateSummary, bar, stop: StopRequest
+    ):
         self.pool, self.max_attempts, self.summary, self.bar = pool, max_attempts, summary, bar
+        self.stop = stop
         self.queue = deque(todo)
         self.attempts: dict[int, int] = {}
         self.in_flight: dict[Any, tuple[str, Any, Any]] = {}  # ref -> (worker name, actor, shard plan)
 
-    def run(self) -> None:
+    def run(self) -> list:
         import ray
 
         while self.queue or self.in_flight:
+            if self.stop.requested:
+                return self.wind_down()
             self.dispatch()
             if not self.in_flight and (reason := self.pool.out_of_capacity()):
                 self.summary.stopped = f"{reason}; {len(self.queue)} shard(s) not rendered"
-                return
-            # A task in flight always ends (a dead actor's fails once Ray declares the actor dead);
-            # only a wait on placement alone needs a bound.
-            timeout = None if self.in_flight else self.pool.wait_timeout()
+                return []
+            # A task in flight always ends (a dead actor's fails once Ray declares the actor dead); the
+            # wait is cut into polls only to look at a stop request and print the progress lines.
+            bound = None if self.in_flight else self.pool.wait_timeout()
+            timeout = _POLL_S if bound is None else min(bound, _POLL_S)
             ready, _ = ray.wait([*self.in_flight, *self.pool.probes()], num_returns=1, timeout=timeout)
             if ready and self.pool.is_probe(ready[0]):
                 self.settle(ready[0])
             elif ready:
                 self.collect(ready[0])
+            self.bar.tick()
+        return []
+
+    def wind_down(self) -> list:
+        """Stop taking shards; book those in flight that finish within the grace period (a second signal
+        cuts it short) and return the others, abandoned: the caller kills their actors."""
+        import ray
+
+        deadline = time.monotonic() + grace_s()
+        while self.in_flight and not self.stop.urgent and (left := deadline - time.monotonic()) > 0:
+            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=min(left, _POLL_S))
+            if ready:
+                self.collect(ready[0], retry=False)
+        return [shard for _, _, shard in self.in_flight.values()]
 
     def dispatch(self) -> None:
         """Least-loaded ready actor first, so work spreads before any actor pipelines a second shard."""
@@ -371,7 +417,7 @@ class _Drain:
         if self.pool.losses and len(self.pool.ready()) > ready:
             self.bar.note(f"a replacement actor joined: {len(self.pool.ready())} actor(s) rendering")
 
-    def collect(self, ref) -> None:
+    def collect(self, ref, *, retry: bool = True) -> None:
         """Book a finished shard task: its commit, or a retry (back to the queue), or its final failure."""
         import ray
         from ray.exceptions import RayActorError, RayTaskError
@@ -382,7 +428,8 @@ class _Drain:
         except (RayActorError, RayTaskError) as exc:
             if isinstance(exc, RayActorError):
                 self.actor_lost(name, actor, exc)
-            self.retry_or_fail(shard, exc)
+            if retry:
+                self.retry_or_fail(shard, exc)
             return
         summary = self.summary
         summary.shards_done += 1
@@ -414,3 +461,19 @@ class _Drain:
         else:
             self.summary.failed[shard.index] = short_error(exc)
             self.bar.fail(shard.index, self.summary.failed[shard.index])
+
+
+def _stopped_line(storage, summary: GenerateSummary, abandoned: list) -> str:
+    """Clean up after the shards abandoned in flight (their actors are gone: a local write cut short
+    leaves a hidden temp file) and say where the job stopped, in one line."""
+    from pipeline.listing import committed_indices
+    from pipeline.shards.format import fragment_name, record_name, shard_name
+
+    for shard in abandoned:
+        for key in (shard_name(shard.index), fragment_name(shard.index), record_name(shard.index)):
+            storage.discard_partial_writes(key)
+    committed = summary.shards_skipped + summary.shards_done
+    if abandoned:  # an abandoned shard may have committed before its actor was killed: the listing knows
+        done = committed_indices(storage, shards_hint=summary.shards_total)
+        committed = sum(index < summary.shards_total for index in done)
+    return f"stopped: {committed} shards committed, {summary.shards_total - committed} left; rerun to resume"

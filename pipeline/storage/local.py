@@ -105,3 +105,11 @@ class LocalStorage(Storage):
 
     def delete(self, key):
         self._path(key).unlink(missing_ok=True)
+
+    def discard_partial_writes(self, key):
+        """atomic_write's hidden temp siblings of `key` (a writer killed before its rename left them)."""
+        path = self._path(key)
+        partial = list(path.parent.glob(f".{path.name}{TEMP_MARKER}*")) if path.parent.is_dir() else []
+        for temp in partial:
+            temp.unlink(missing_ok=True)
+        return len(partial)
