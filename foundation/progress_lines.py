@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -61,8 +62,11 @@ class ProgressLines:
         every_s: float,
         clock: Callable[[], float] = time.monotonic,
         write: Callable[[str], None] | None = None,
+        amount: Callable[[float], str] | None = None,
     ):
         self.label, self.total, self.unit, self.every_s = label, total, unit, every_s
+        self.amount = amount  # how to write a quantity (bytes as '1.2 GiB'); None: 'N unit'
+        self._lock = threading.Lock()  # verify's progress comes from its reader threads
         self.clock = clock
         self.write = write or (lambda line: print(line, file=sys.stdout, flush=True))
         self.started: float | None = None
@@ -72,24 +76,28 @@ class ProgressLines:
     def update(self, done: int, detail: str = "", *, force: bool = False) -> bool:
         """Print a line if `every_s` has passed since the last one (or the start), or `force`; returns
         whether it did. `detail`: what else the line says (images, the loss)."""
-        now = self.clock()
-        if self.started is None:
-            self.started, self.start_done, self.last_line = now, done, now
-        if self.every_s <= 0 or not (force or now - self.last_line >= self.every_s):
-            return False
-        self.last_line = now
-        self.write(self.line(done, detail, now))
-        return True
+        with self._lock:
+            now = self.clock()
+            if self.started is None:
+                self.started, self.start_done, self.last_line = now, done, now
+            if self.every_s <= 0 or not (force or now - self.last_line >= self.every_s):
+                return False
+            self.last_line = now
+            self.write(self.line(done, detail, now))
+            return True
 
     def line(self, done: int, detail: str, now: float) -> str:
         share = f" ({100 * done / self.total:.0f}%)" if self.total else ""
-        parts = [f"{self.label}: {done}/{self.total} {self.unit}{share}"]
+        if self.amount:
+            parts = [f"{self.label}: {self.amount(done)} of {self.amount(self.total)}{share}"]
+        else:
+            parts = [f"{self.label}: {done}/{self.total} {self.unit}{share}"]
         if detail:
             parts.append(detail)
         elapsed = now - (self.started if self.started is not None else now)
         rate = (done - self.start_done) / elapsed if elapsed > 0 else 0.0
         if rate > 0:
-            parts.append(f"{rate:.3g} {self.unit}/s")
+            parts.append(f"{self.amount(rate)}/s" if self.amount else f"{rate:.3g} {self.unit}/s")
             parts.append(f"ETA {format_duration((self.total - done) / rate)}")
         else:
             parts.append("ETA unknown")

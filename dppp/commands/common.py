@@ -33,6 +33,16 @@ RayAddressOption = Annotated[
     str | None, typer.Option(help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
 ]
 
+ProgressEveryOption = Annotated[
+    float | None,
+    typer.Option(
+        "--progress-every",
+        metavar="SECONDS",
+        help="When stdout is not a terminal (a log): a progress line every SECONDS "
+        "(default: DPPP_PROGRESS_EVERY, else 30; 0: none).",
+    ),
+]
+
 WorkersOption = Annotated[
     int | None, typer.Option(help="Ray Train workers (default: the config section's workers).")
 ]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import ConfigArg, SetOption, load_config
+from dppp.commands.common import ConfigArg, ProgressEveryOption, SetOption, load_config
 
 
 def generate(
@@ -25,6 +25,7 @@ def generate(
         bool, typer.Option(help="Replace a dataset made from another config at --out.")
     ] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the plan and write nothing.")] = False,
+    progress_every: ProgressEveryOption = None,
 ) -> None:
     """Render identities with the configured renderer into WebDataset shards; rerun to resume."""
     from rich.console import Console
@@ -59,7 +60,9 @@ def generate(
         )
         return
     try:
-        summary = run_generate(gen, ray_address=ray_address, overwrite=overwrite)
+        summary = run_generate(
+            gen, ray_address=ray_address, overwrite=overwrite, progress_every=progress_every
+        )
     except GenerationFailed as failed:
         summary = failed.summary
         print_summary(console, summary)

@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from dppp.commands.common import ProgressEveryOption
+
 app = typer.Typer(
     help="List, verify, summarise and look at dataset shards (local, file:// or s3://).", no_args_is_help=True
 )
@@ -51,9 +53,17 @@ def _size(n: int | None) -> str:
 
 
 @contextmanager
-def _progress(description: str, unit_bytes: bool) -> Iterator:
-    """A rich progress bar on stderr (only on a terminal): yields (set_total, advance, listed); `listed(n)`
-    shows the objects listed so far, until the total is set."""
+def _progress(description: str, unit_bytes: bool, every_s: float | None = None) -> Iterator:
+    """A rich progress bar on stderr (only on a terminal), or plain lines every `every_s` seconds when
+    stdout is not a terminal (foundation/progress_lines.py): yields (set_total, advance, listed);
+    `listed(n)` shows the objects listed so far, until the total is set."""
+    from foundation.progress_lines import logging_to_file
+
+    if logging_to_file():
+        with _progress_lines(description, unit_bytes, every_s) as callbacks:
+            yield callbacks
+        return
+
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -87,6 +97,31 @@ def _progress(description: str, unit_bytes: bool) -> Iterator:
 
     with progress:
         yield set_total, (lambda n=1: progress.advance(task, n)), listed
+
+
+@contextmanager
+def _progress_lines(description: str, unit_bytes: bool, every_s: float | None) -> Iterator:
+    from foundation.progress_lines import ProgressLines, progress_every
+
+    lines = ProgressLines(
+        description,
+        0,
+        "objects",
+        every_s=progress_every(every_s),
+        amount=(lambda n: _size(int(n))) if unit_bytes else None,
+    )
+    done = 0
+
+    def set_total(total: int) -> None:
+        lines.total = total
+        lines.update(done)
+
+    def advance(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        lines.update(done)
+
+    yield set_total, advance, lambda n: None
 
 
 @app.command("ls")
@@ -125,13 +160,18 @@ def verify(
         int, typer.Option("--workers", help="Shards verified at once (processes); 0: auto.")
     ] = 0,
     endpoint_url: EndpointOption = None,
+    progress_every: ProgressEveryOption = None,
 ) -> None:
     """Recompute checksums, counts, members and index fragments against the records. Exit 1 on any problem."""
     from rich.table import Table
 
+    from foundation.graceful_stop import graceful_stop
     from pipeline.verify import verify_dataset
 
-    with _progress("verify", unit_bytes=True) as (set_total, advance, listed):
+    with (
+        graceful_stop() as stop,
+        _progress("verify", unit_bytes=True, every_s=progress_every) as (set_total, advance, listed),
+    ):
         report = verify_dataset(
             url,
             deep=deep,
@@ -140,6 +180,12 @@ def verify(
             on_total=set_total,
             workers=workers,
             listed=listed,
+            stop=stop,
+        )
+    if report.stopped:
+        raise stop.interrupted(
+            f"stopped: {report.verified} of {report.committed} committed shards verified "
+            f"({len(report.checks)} with problems so far); rerun to verify"
         )
     console = _console()
     if report.checks:  # clean shards are only counted: a dataset of 100k shards would print 100k rows

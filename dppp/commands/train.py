@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import ConfigArg, OutOption, RayAddressOption, SetOption, WorkersOption, load_config
+from dppp.commands.common import (
+    ConfigArg,
+    OutOption,
+    ProgressEveryOption,
+    RayAddressOption,
+    SetOption,
+    WorkersOption,
+    load_config,
+)
 
 
 def train(
@@ -23,6 +31,7 @@ def train(
     workers: WorkersOption = None,
     ray_address: RayAddressOption = None,
     sets: SetOption = None,
+    progress_every: ProgressEveryOption = None,
 ) -> None:
     """Train on committed shards with Ray Train; rerun with the same run name to resume."""
     from rich.console import Console
@@ -30,7 +39,9 @@ def train(
     from trainer.train import run_train
 
     experiment = load_config(config, sets)
-    result = run_train(experiment.train, data, out, workers=workers, ray_address=ray_address)
+    result = run_train(
+        experiment.train, data, out, workers=workers, ray_address=ray_address, progress_every=progress_every
+    )
     console = Console()
     losses = ", ".join(
         f"{k.removeprefix('loss/')} {v:.4f}"

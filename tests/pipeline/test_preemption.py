@@ -98,7 +98,8 @@ def test_sigterm_stops_generate_with_one_line_and_a_rerun_finishes_byte_identica
     summary = run_generate(gen_config(out, **ARGS), progress=False)
     assert summary.shards_skipped == committed and summary.shards_done == left
     assert tar_digests(str(out)) == tar_digests(str(clean))
-    assert (out / "index.parquet").read_bytes() == (clean / "index.parquet").read_bytes()
+    for derived in ("index.parquet", "README.md", "wids-index.json"):
+        assert (out / derived).read_bytes() == (clean / derived).read_bytes(), derived
 
 
 @pytest.mark.slow
