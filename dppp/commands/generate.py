@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import ConfigArg, ProgressEveryOption, SetOption, load_config
+from dppp.commands.common import ConfigArg, EndpointOption, ProgressEveryOption, SetOption, load_config
 
 
 def generate(
@@ -26,15 +26,17 @@ def generate(
     ] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the plan and write nothing.")] = False,
     progress_every: ProgressEveryOption = None,
+    endpoint_url: EndpointOption = None,
 ) -> None:
     """Render identities with the configured renderer into WebDataset shards; rerun to resume."""
     from rich.console import Console
 
     from foundation.config import with_updates
+    from foundation.units import format_bytes
     from pipeline.capacity import estimate_render_hours
     from pipeline.generate import GenerationFailed, build_plan, run_generate
 
-    experiment = load_config(config, sets)
+    experiment = load_config(config, sets, endpoint_url=endpoint_url, storage=("generate.storage",))
     gen = with_updates(
         experiment.generate,
         "generate",
@@ -49,7 +51,7 @@ def generate(
         console.print(
             f"plan for [bold]{gen.out}[/bold]: {gen.identities} identities, {plan.images} images "
             f"({plan.images / gen.identities:.2f} views/identity), {len(plan.shards)} shards of "
-            f"{gen.ids_per_shard} identities, about {plan.estimated_bytes() / 1e6:.1f} MB "
+            f"{gen.ids_per_shard} identities, about {format_bytes(plan.estimated_bytes())} "
             f"({gen.output.format}, {gen.output.height}x{gen.output.width}). Nothing written."
         )
         estimate = estimate_render_hours(gen.renderer, plan.images)
@@ -80,6 +82,8 @@ def generate(
 def print_summary(console, summary) -> None:
     from rich.table import Table
 
+    from foundation.units import format_bytes
+
     table = Table(title=f"dppp generate -> {summary.out}", show_header=False)
     table.add_row(
         "shards",
@@ -87,7 +91,7 @@ def print_summary(console, summary) -> None:
         f"{summary.shards_total} in plan",
     )
     table.add_row("images", f"{summary.images} ({summary.images_per_s:.1f} images/s)")
-    table.add_row("bytes", f"{summary.bytes / 1e6:.2f} MB")
+    table.add_row("bytes", format_bytes(summary.bytes))
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
     if summary.phases:
         phases = summary.phases

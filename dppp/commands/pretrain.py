@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import ConfigArg, OutOption, RayAddressOption, SetOption, WorkersOption, load_config
+from dppp.commands.common import (
+    ConfigArg,
+    EndpointOption,
+    OutOption,
+    RayAddressOption,
+    SetOption,
+    WorkersOption,
+    load_config,
+)
 
 
 def pretrain(
@@ -23,6 +31,7 @@ def pretrain(
     workers: WorkersOption = None,
     ray_address: RayAddressOption = None,
     sets: SetOption = None,
+    endpoint_url: EndpointOption = None,
 ) -> None:
     """Pretrain a CLIP on (image, prompt) pairs; the result is a CLIP folder for train.model.backbone."""
     from rich.console import Console
@@ -30,7 +39,7 @@ def pretrain(
     from trainer.pretrain import run_pretrain
     from trainer.zero_shot import report_from_dict
 
-    experiment = load_config(config, sets)
+    experiment = load_config(config, sets, endpoint_url=endpoint_url, storage=("pretrain.data.storage",))
     result = run_pretrain(experiment.pretrain, data, out, workers=workers, ray_address=ray_address)
     console = Console()
     training = result.card.get("training", {})

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import ProgressEveryOption
+from dppp.commands.common import EndpointOption, ProgressEveryOption
 
 app = typer.Typer(
     help="List, verify, summarise and look at dataset shards (local, file:// or s3://).", no_args_is_help=True
@@ -23,10 +23,6 @@ app = typer.Typer(
 
 UrlArg = Annotated[
     str, typer.Argument(help="Dataset root: a local path, file:///path or s3://bucket/prefix.")
-]
-EndpointOption = Annotated[
-    str | None,
-    typer.Option("--endpoint-url", help="S3 endpoint (MinIO...). Default: AWS_ENDPOINT_URL or AWS itself."),
 ]
 
 
@@ -43,13 +39,9 @@ def _console(stderr: bool = False):
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    from foundation.units import format_bytes
+
+    return format_bytes(n)
 
 
 @contextmanager
@@ -246,10 +238,19 @@ def stats(
     table = Table(title="attributes")
     for name in ("attribute", "value", "samples", "share"):
         table.add_column(name, justify="right" if name in ("samples", "share") else "left")
-    for name, counts in [("camid", [(str(c), n) for c, n in result.cameras]), *result.attributes.items()]:
+    cameras = [] if "camera" in result.attributes else [("camid", [(str(c), n) for c, n in result.cameras])]
+    for name, counts in [*cameras, *result.attributes.items()]:  # the camera attribute is the camid
         for i, (value, count) in enumerate(counts):
             table.add_row(
                 name if i == 0 else "", value, str(count), f"{100 * count / max(result.samples, 1):.1f}%"
+            )
+        if result.hidden.get(name):  # e.g. a bag's colour where there is no bag: not counted above
+            unseen = result.hidden[name]
+            table.add_row(
+                "",
+                "[dim](not visible)[/]",
+                f"[dim]{unseen}[/]",
+                f"[dim]{100 * unseen / result.samples:.1f}%[/]",
             )
     console.print(table)
     if plot is not None:

@@ -8,6 +8,7 @@ import typer
 
 from dppp.commands.common import (
     ConfigArg,
+    EndpointOption,
     OutOption,
     ProgressEveryOption,
     RayAddressOption,
@@ -31,6 +32,7 @@ def train(
     workers: WorkersOption = None,
     ray_address: RayAddressOption = None,
     sets: SetOption = None,
+    endpoint_url: EndpointOption = None,
     progress_every: ProgressEveryOption = None,
 ) -> None:
     """Train on committed shards with Ray Train; rerun with the same run name to resume."""
@@ -38,7 +40,7 @@ def train(
 
     from trainer.train import run_train
 
-    experiment = load_config(config, sets)
+    experiment = load_config(config, sets, endpoint_url=endpoint_url, storage=("train.data.storage",))
     result = run_train(
         experiment.train, data, out, workers=workers, ray_address=ray_address, progress_every=progress_every
     )

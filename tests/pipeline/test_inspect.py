@@ -191,6 +191,22 @@ def test_stats_and_plot(dataset, tmp_path, capsys):
         assert image.width > 200 and image.height > 200
 
 
+def test_stats_leave_out_values_nobody_can_see(tmp_path, make_samples, capsys):
+    """A taxonomy's hidden_when (a bag's colour without a bag): those samples are not counted for it."""
+    from pipeline.browse import dataset_stats
+
+    storage = build_dataset(open_storage(str(tmp_path / "dataset")), tmp_path, make_samples)
+    taxonomy = {"identity": {"lower_color": {"hidden_when": {"gender": "man"}}, "gender": {}}}
+    write_dataset_manifest(storage, {**manifest(), "taxonomy": taxonomy})
+    stats = dataset_stats(storage.url)
+    men = dict(stats.attributes["gender"])["man"]
+    assert 0 < men < stats.samples and stats.hidden == {"lower_color": men}
+    assert sum(n for _, n in stats.attributes["lower_color"]) == stats.samples - men
+    assert sum(n for _, n in stats.attributes["upper_color"]) == stats.samples
+    code, out, _ = run(capsys, "stats", storage.url, "--plot", str(tmp_path / "stats.png"))
+    assert code == 0 and "(not visible)" in out
+
+
 def test_grid(dataset, tmp_path, capsys):
     code, out, _ = run(capsys, "grid", dataset.url, "--out", str(tmp_path / "sheet.png"), "--n", "5")
     assert code == 0 and "5 samples" in out
