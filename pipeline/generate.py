@@ -138,6 +138,7 @@ def build_plan(config: GenerateConfig) -> Plan:
 
 def prepare_output(plan: Plan, *, overwrite: bool):
     """Open the output, refuse to mix with another config's dataset, write dataset.json; return storage."""
+    from pipeline.dataset_card import CARD_NAME, WIDS_INDEX_NAME
     from pipeline.parallel import ordered_map
     from pipeline.records import DATASET_MANIFEST, INDEX_NAME, read_dataset_manifest, write_dataset_manifest
     from pipeline.shards.format import parse_shard_key
@@ -150,7 +151,8 @@ def prepare_output(plan: Plan, *, overwrite: bool):
         doomed = (obj.key for obj in storage.iter_list("shards/") if parse_shard_key(obj.key))
         for _ in ordered_map(storage.delete, doomed):  # a few at a time: one round trip each on S3
             pass
-        storage.delete(INDEX_NAME)
+        for derived in (INDEX_NAME, CARD_NAME, WIDS_INDEX_NAME):  # the final merge writes them anew
+            storage.delete(derived)
     elif existing:
         previous = read_dataset_manifest(storage)
         if previous.get("fingerprint") != plan.fingerprint:
