@@ -343,3 +343,30 @@ def test_plan_totals_and_plan_problems(tmp_path, make_samples):
     write_dataset_manifest(storage, {"config": {}})  # not made by `dppp generate`: nothing to check against
     report = verify_dataset(storage.url)
     assert report.ok and any("records no plan" in note for note in report.notes)
+
+
+def test_verify_stops_when_asked_and_the_cli_says_how_far_it_got(tmp_path, make_samples, monkeypatch, capsys):
+    """A stop request (SIGTERM / SIGINT) ends verify after the shards in flight, with one line, exit 143."""
+    import os
+    import signal
+
+    from foundation.graceful_stop import StopRequest
+
+    storage = build_dataset(open_storage(str(tmp_path / "dataset")), tmp_path, make_samples)
+    stop = StopRequest()
+    stop.request(signal.SIGTERM)
+    report = verify_dataset(storage.url, stop=stop, threads=1)
+    assert report.stopped and report.verified < report.committed == SHARDS
+
+    def verify_then_signal(*args, **kwargs):  # the signal arrives while the shards are being verified
+        os.kill(os.getpid(), signal.SIGTERM)
+        kwargs["stop"].wait(5)
+        return verify_dataset(*args, **{**kwargs, "threads": 1})
+
+    monkeypatch.setattr("pipeline.verify.verify_dataset", verify_then_signal)
+    code, _, err = run(capsys, "verify", storage.url)
+    assert (
+        code == 143
+        and err.strip()
+        == f"stopped: 0 of {SHARDS} committed shards verified (0 with problems so far); rerun to verify"
+    )
