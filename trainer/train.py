@@ -336,6 +336,12 @@ def _progress_board():
         def get(self) -> dict[str, Any]:
             return self.state
 
+        def request_stop(self) -> None:  # the driver got SIGTERM / SIGINT (trainer/train_progress.py)
+            self.state["stop_requested"] = True
+
+        def stop_requested(self) -> bool:
+            return bool(self.state.get("stop_requested"))
+
     return ProgressBoard
 
 
@@ -372,7 +378,9 @@ def _fit_with_progress(
         )
         watch.watch(thread)
         if stop.requested and thread.is_alive():
-            raise stop.interrupted(watch.stopped_line())
+            board.request_stop.remote()  # the workers checkpoint at their next logged step and return
+            if watch.wind_down(thread, lambda: "error" in outcome):
+                raise stop.interrupted(watch.stopped_line())
     thread.join()
     if "error" in outcome:
         raise outcome["error"]

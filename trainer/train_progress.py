@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from foundation.graceful_stop import StopRequest
+from foundation.graceful_stop import StopRequest, grace_s
 from foundation.progress_lines import ProgressLines, logging_to_file, progress_every
 
 _POLL_S = 0.5
@@ -106,15 +106,46 @@ class TrainWatch:
                     starts_seen += 1
                 bar.update(task, completed=self.step, info=step_info(self.state))
 
+    def wind_down(self, thread: threading.Thread, failed: Callable[[], bool]) -> bool:
+        """After a stop request (the board told): wait up to the grace period (a second signal cuts it
+        short) for the workers to checkpoint and return. False when the run simply ended meanwhile
+        (nothing to stop); True when the caller stops: `stopped_line()` says where."""
+        deadline = time.monotonic() + grace_s()
+        while thread.is_alive() and not self.stop.urgent and time.monotonic() < deadline:
+            thread.join(_POLL_S)
+        self.refresh()
+        return thread.is_alive() or failed() or "stop" in self.state
+
     def stopped_line(self) -> str:
+        checkpointed = self.state.get("stop")
+        if checkpointed:
+            return (
+                f"stopped: training checkpointed at step {checkpointed.get('step')} of {self.steps}; "
+                "rerun the same command to resume"
+            )
         return (
             f"stopped: training at step {self.step} of {self.steps}; rerun the same command to resume "
             "from the run's newest checkpoint"
         )
 
 
-def wait_briefly(thread: threading.Thread, seconds: float) -> None:
-    """Give Ray Train's fit a moment to notice its workers are gone, without waiting on it for long."""
-    deadline = time.monotonic() + seconds
-    while thread.is_alive() and time.monotonic() < deadline:
-        thread.join(0.1)
+def stop_requested(board, rank: int, world: int, device) -> bool:
+    """On every rank at a logged step (all ranks reach it together): whether the driver asked for a
+    graceful stop. Rank 0 asks the board; the answer is all-reduced, so every rank stops at the same step
+    and DDP's collectives stay paired."""
+    import torch
+    import torch.distributed as dist
+
+    asked = 0.0
+    if rank == 0 and board is not None:
+        import ray
+
+        try:
+            asked = float(ray.get(board.stop_requested.remote(), timeout=10))
+        except Exception:  # a board that does not answer: go on training, the driver's grace bounds it
+            asked = 0.0
+    if world > 1 and dist.is_initialized():
+        flag = torch.tensor([asked], dtype=torch.float64, device=device)
+        dist.all_reduce(flag)
+        asked = float(flag.item())
+    return asked > 0

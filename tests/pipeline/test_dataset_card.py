@@ -35,6 +35,7 @@ def test_wids_index_lists_each_committed_tar_and_its_samples(dataset):
 def test_card_is_rewritten_byte_identical_and_verify_accepts_it(dataset, capsys):
     card, wids = (dataset / CARD_NAME).read_bytes(), (dataset / WIDS_INDEX_NAME).read_bytes()
     assert card.startswith(b"---\nconfigs:\n") and b"path: shards/shard-*.tar" in card
+    assert str(dataset).encode() not in card + wids  # nothing of where it lives (nor its storage settings)
     rebuild_index(str(dataset))
     assert (dataset / CARD_NAME).read_bytes() == card and (dataset / WIDS_INDEX_NAME).read_bytes() == wids
     assert main(["shards", "verify", str(dataset)]) == 0
