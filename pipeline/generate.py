@@ -249,6 +249,8 @@ def _run_generate(config, ray_address, overwrite, progress, progress_every, stop
     todo = [s for s in plan.shards if s.index not in done]
     summary = GenerateSummary(config.out, len(plan.shards), 0, len(plan.shards) - len(todo), 0, 0, 0.0)
     summary.phases["plan_s"] = time.perf_counter() - started
+    if todo and stop.requested:  # stopped while planning: no Ray, no actor started
+        raise stop.interrupted(_stopped_line(storage, summary, []))
     if todo:
         start_ray(ray_address, (config.workers or 1) * config.cpus_per_worker)
         n_workers, resources = _pool_shape(config)

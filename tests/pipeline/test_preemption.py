@@ -19,6 +19,8 @@ import pytest
 
 from foundation.errors import Interrupted
 from pipeline.generate import run_generate
+from pipeline.records import read_index
+from pipeline.storage.urls import open_storage
 from tests.pipeline.test_generate import ROOT, gen_config, tar_digests
 
 ARGS = {"identities": 24, "ids_per_shard": 2, "workers": 1}
@@ -146,3 +148,19 @@ def test_logged_run_prints_progress_lines_and_says_it_resumed(clean, tmp_path, c
     assert lines and all(re.search(r"^generate: \d+/12 shards \(\d+%\), \d+/\d+ images", x) for x in lines)
     assert any(re.search(r"1[0-2]/12 shards .*ETA \d+", x) for x in lines), lines
     assert tar_digests(str(out)) == tar_digests(str(clean))
+
+
+@pytest.mark.slow
+def test_hugging_face_reads_a_generated_dataset(clean, tmp_path, monkeypatch):
+    """The real generator's metadata (nested, with nulls) through the dataset card: one row per image."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    datasets = pytest.importorskip("datasets")
+    rows = datasets.load_dataset(str(clean), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    index = read_index(open_storage(str(clean)))
+    assert rows.num_rows == index.num_rows and sorted(rows["__key__"]) == sorted(
+        index.column("key").to_pylist()
+    )
+    first = rows[0]
+    assert first["jpg"].size == (128, 256) and first["cls"] == first["json"]["pid"]
+    assert first["json"]["attributes"]["gender"] and first["txt"] == first["json"]["prompt"]
