@@ -10,6 +10,7 @@ from dppp.commands.common import (
     ConfigArg,
     EndpointOption,
     OutOption,
+    ProgressEveryOption,
     RayAddressOption,
     SetOption,
     WorkersOption,
@@ -32,6 +33,7 @@ def pretrain(
     ray_address: RayAddressOption = None,
     sets: SetOption = None,
     endpoint_url: EndpointOption = None,
+    progress_every: ProgressEveryOption = None,
 ) -> None:
     """Pretrain a CLIP on (image, prompt) pairs; the result is a CLIP folder for train.model.backbone."""
     from rich.console import Console
@@ -40,7 +42,14 @@ def pretrain(
     from trainer.zero_shot import report_from_dict
 
     experiment = load_config(config, sets, endpoint_url=endpoint_url, storage=("pretrain.data.storage",))
-    result = run_pretrain(experiment.pretrain, data, out, workers=workers, ray_address=ray_address)
+    result = run_pretrain(
+        experiment.pretrain,
+        data,
+        out,
+        workers=workers,
+        ray_address=ray_address,
+        progress_every=progress_every,
+    )
     console = Console()
     training = result.card.get("training", {})
 

@@ -316,12 +316,13 @@ def index(
         ),
     ] = False,
     endpoint_url: EndpointOption = None,
+    progress_every: ProgressEveryOption = None,
 ) -> None:
     """Rebuild index.parquet by merging the shards' index fragments (no tar is read, unless --from-tars or
     for shards committed before fragments existed, which get theirs once)."""
     from pipeline.index import rebuild_index
 
-    with _progress("index", unit_bytes=False) as (set_total, advance, _):
+    with _progress("index", unit_bytes=False, every_s=progress_every) as (set_total, advance, _):
         rows = rebuild_index(
             url, _config(endpoint_url), from_tars=from_tars, progress=advance, on_total=set_total
         )

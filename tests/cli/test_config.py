@@ -88,5 +88,5 @@ def test_every_command_speaks_the_same_flags(command, capsys):
     assert "--endpoint-url" in shown
     if command in ("train", "pretrain", "eval"):
         assert "--data" in shown and "--dataset" not in shown
-    if command in ("generate", "train", "shards verify"):
+    if command in ("generate", "train", "pretrain", "shards verify"):
         assert "--progress-every" in shown
