@@ -331,7 +331,8 @@ def _progress_board():
             if kind == "start":
                 self.state["starts"].append(record)
             self.state[kind] = record
-            self.state["step_now"] = max(int(record.get("step", 0)), 0)
+            if "step" in record:  # a phase record has none: it must not send the bar back to 0
+                self.state["step_now"] = max(int(record["step"]), 0)
 
         def get(self) -> dict[str, Any]:
             return self.state
