@@ -12,7 +12,7 @@ import typer
 
 from dppp.commands import evaluate, generate, models, pretrain, prompts, shards, train
 from dppp.commands.common import error_message
-from foundation.errors import ReportedError
+from foundation.errors import Interrupted, ReportedError
 
 app = typer.Typer(
     name="dppp",
@@ -34,12 +34,16 @@ app.command("eval")(evaluate.evaluate)
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; user errors print one clear message (no traceback), exit 2;
-    a cluster without room for the job, likewise, exit 1."""
+    a cluster without room for the job, likewise, exit 1; a job stopped by SIGTERM / SIGINT prints its
+    one "stopped: ..." line, exit 143 / 130 (foundation/graceful_stop.py)."""
     try:
         app(args=argv, prog_name="dppp")
     except SystemExit as exc:  # typer's standalone mode reports usage errors and --help this way
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except Interrupted as exc:  # stopped on a signal: its one line says where, and how to go on
+        typer.echo(str(exc), err=True)
+        return exc.exit_code
     except ReportedError as exc:
         typer.secho(f"error: {error_message(exc)}", fg="red", err=True)
         return exc.exit_code

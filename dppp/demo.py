@@ -115,7 +115,7 @@ def run_demo() -> None:
     step("5/6 train PDM on the training set (Ray Train, streaming from the shards)", ["train", CONFIG])
     step(
         "6/6 evaluate on the held-out identities (Market-1501 protocol)",
-        ["eval", str(run_dir), "--dataset", f"synthetic:{HELDOUT}", "--out", str(REPORT)],
+        ["eval", str(run_dir), "--data", f"synthetic:{HELDOUT}", "--out", str(REPORT)],
     )
 
     report = json.loads(REPORT.read_text())

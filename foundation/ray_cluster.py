@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from foundation.errors import UserError
+from foundation.graceful_stop import reinstall
 
 log = logging.getLogger("dppp.ray")
 
@@ -40,6 +41,8 @@ def start_ray(address: str | None, cpus_needed: float = 1, *, worker_output: boo
         with own_address_for_ray_processes() as local:
             ray.init(address=local, num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)), **options)
     keep_cluster_messages_off_the_terminal()
+    # ray.init installed absl's SIGTERM handler (a stack dump, then death): a graceful stop's comes back.
+    reinstall()
 
 
 @contextmanager

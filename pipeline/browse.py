@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,35 @@ class DatasetStats:
     attributes: dict[str, list[tuple[str, int]]]  # name (without prefix) -> (value, count), most common first
     views_per_identity: list[tuple[int, int]]  # (views, number of identities with that many), by views
     cameras: list[tuple[int, int]]  # (camid, samples)
+    # attribute -> samples where nobody can see it (the taxonomy's hidden_when: a bag's colour without a
+    # bag), left out of its counts
+    hidden: dict[str, int] = field(default_factory=dict)
+
+
+def hidden_conditions(storage) -> dict[str, dict[str, list[str]]]:
+    """attribute -> its `hidden_when` conditions (dimension -> values), from dataset.json's taxonomy;
+    none for a dataset without one."""
+    from pipeline.records import read_dataset_manifest
+
+    try:
+        taxonomy = read_dataset_manifest(storage).get("taxonomy") or {}
+    except DataError:
+        return {}
+    hidden = {}
+    for level in ("identity", "view"):
+        for name, spec in (taxonomy.get(level) or {}).items():
+            when = spec.get("hidden_when") if isinstance(spec, dict) else None
+            if isinstance(when, dict) and when:
+                hidden[name] = {
+                    dim: [str(v) for v in (values if isinstance(values, list) else [values])]
+                    for dim, values in when.items()
+                }
+    return hidden
 
 
 def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats:
-    """Attribute distributions, cameras and views per identity, from index.parquet alone, once the listing
+    """Attribute distributions, cameras and views per identity, from index.parquet (and dataset.json's
+    taxonomy, for the attributes nobody can see in some samples: those are not counted), once the listing
     shows that it indexes the committed shards (no record is read); DamagedDataError when it does not."""
     storage, listing = open_dataset(url, config)
     table = read_index(storage)
@@ -52,11 +77,23 @@ def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats
             f"has {len(committed)} committed; {rebuild}"
         )
     pids = table.column("pid").to_pylist()
-    attributes = {}
-    for name in table.column_names:
-        if name.startswith(ATTRIBUTE_PREFIX):
-            counts = Counter(v if v is not None else "(none)" for v in table.column(name).to_pylist())
-            attributes[name[len(ATTRIBUTE_PREFIX) :]] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    columns = {
+        name[len(ATTRIBUTE_PREFIX) :]: name
+        for name in table.column_names
+        if name.startswith(ATTRIBUTE_PREFIX)
+    }
+    values_of = {name: table.column(column).to_pylist() for name, column in columns.items()}
+    attributes, hidden = {}, {}
+    for name, when in hidden_conditions(storage).items():
+        if name in values_of and all(dim in values_of for dim in when):
+            mask = [
+                all(str(values_of[d][i]) in allowed for d, allowed in when.items()) for i in range(len(pids))
+            ]
+            hidden[name] = sum(mask)
+            values_of[name] = [v for v, unseen in zip(values_of[name], mask, strict=True) if not unseen]
+    for name, values in values_of.items():
+        counts = Counter(v if v is not None else "(none)" for v in values)
+        attributes[name] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     views = Counter(Counter(pids).values())
     cameras = Counter(c for c in table.column("camid").to_pylist() if c is not None)
     return DatasetStats(
@@ -67,6 +104,7 @@ def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats
         attributes,
         sorted(views.items()),
         sorted(cameras.items()),
+        hidden,
     )
 
 
@@ -77,26 +115,35 @@ def plot_stats(stats: DatasetStats, out) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = [
         (
             f"views per identity (n={stats.identities})",
+            "identities",
             [str(k) for k, _ in stats.views_per_identity],
             [v for _, v in stats.views_per_identity],
-        ),
-        ("camid", [str(k) for k, _ in stats.cameras], [v for _, v in stats.cameras]),
+        )
     ]
-    panels += [
-        (name, [str(k) for k, _ in counts], [v for _, v in counts])
-        for name, counts in stats.attributes.items()
-    ]
+    if "camera" not in stats.attributes:  # the taxonomy's camera attribute is the camid: one chart
+        panels.append(("camid", "samples", [str(k) for k, _ in stats.cameras], [v for _, v in stats.cameras]))
+    for name, counts in stats.attributes.items():
+        unseen = stats.hidden.get(name)
+        title = f"{name} (where visible: {stats.samples - unseen} samples)" if unseen else name
+        panels.append((title, "samples", [str(k) for k, _ in counts], [v for _, v in counts]))
     columns = 3
     rows = (len(panels) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), squeeze=False)
-    for ax, (title, labels, values) in zip(axes.flat, panels, strict=False):
+    # Constrained layout leaves room for the figure's title above the first row (tight_layout drew it
+    # over the first chart) and for the rotated value names.
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(5 * columns, 3.2 * rows + 0.6), squeeze=False, layout="constrained"
+    )
+    for ax, (title, unit, labels, values) in zip(axes.flat, panels, strict=False):
         ax.bar(range(len(values)), values, color="#4477aa")
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
         ax.set_title(title, fontsize=9)
+        ax.set_ylabel(unit, fontsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 1.5 identities
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     figure.suptitle(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from foundation.errors import CapacityError, DataError, SettingError
+from foundation.graceful_stop import StopRequest, grace_s, graceful_stop
 from foundation.ray_cluster import start_ray
 from pipeline.actor_pool import ActorLoss, ActorPool, short_error
 from pipeline.config import GenerateConfig
@@ -152,6 +153,7 @@ def build_plan(config: GenerateConfig) -> Plan:
 
 def prepare_output(plan: Plan, *, overwrite: bool, extend: bool = False):
     """Open the output, refuse to mix with another config's dataset, write dataset.json; return storage."""
+    from pipeline.dataset_card import CARD_NAME, WIDS_INDEX_NAME
     from pipeline.parallel import ordered_map
     from pipeline.records import DATASET_MANIFEST, INDEX_NAME, read_dataset_manifest, write_dataset_manifest
     from pipeline.shards.format import parse_shard_key
@@ -164,7 +166,8 @@ def prepare_output(plan: Plan, *, overwrite: bool, extend: bool = False):
         doomed = (obj.key for obj in storage.iter_list("shards/") if parse_shard_key(obj.key))
         for _ in ordered_map(storage.delete, doomed):  # a few at a time: one round trip each on S3
             pass
-        storage.delete(INDEX_NAME)
+        for derived in (INDEX_NAME, CARD_NAME, WIDS_INDEX_NAME):  # the final merge writes them anew
+            storage.delete(derived)
     elif existing:
         previous = read_dataset_manifest(storage)
         if previous.get("fingerprint") != plan.fingerprint and not extend:  # dataset_change checked it
@@ -241,11 +244,24 @@ def run_generate(
     progress: bool = True,
     repair: bool = False,
     extend: bool = False,
+    progress_every: float | None = None,
 ) -> GenerateSummary:
     """Render every uncommitted shard of the plan, sharing the work with any other job on the same
     output (shard leases, pipeline/leases.py); write index.parquet at the end. `repair`: render again
     every damaged shard a deep verify finds; `extend`: grow a dataset of fewer identities
-    (pipeline/dataset_change.py)."""
+    (pipeline/dataset_change.py). On SIGTERM / SIGINT (in the main thread) stop taking shards, let those
+    in flight commit for up to DPPP_STOP_GRACE_S, abandon the rest cleanly, release the leases and raise
+    Interrupted (foundation/graceful_stop.py). `progress_every`: the interval of the plain progress lines
+    when stdout is not a terminal (None: DPPP_PROGRESS_EVERY, 30 s)."""
+    with graceful_stop() as stop:
+        return _run_generate(
+            config, ray_address, overwrite, progress, progress_every, stop, repair=repair, extend=extend
+        )
+
+
+def _run_generate(
+    config, ray_address, overwrite, progress, progress_every, stop, *, repair: bool, extend: bool
+) -> GenerateSummary:
     from pipeline.dataset_change import plan_change, uncommit
     from pipeline.index import write_index
     from pipeline.leases import JobIdentity, LeasedQueue, Leases
@@ -275,8 +291,11 @@ def run_generate(
     summary.phases["plan_s"] = time.perf_counter() - started
     leases = Leases(storage, job, config.lease_ttl_s)
     queue = LeasedQueue(todo, leases, plan.fingerprint, poll_s=min(5.0, config.lease_ttl_s / 4))
+    if todo and stop.requested:  # stopped while planning: no Ray, no actor started
+        queue.close()
+        raise stop.interrupted(_stopped_line(storage, summary, []))
     try:
-        _render(config, ray_address, storage, queue, summary, progress)
+        _render(config, ray_address, storage, queue, summary, progress, stop, progress_every)
     finally:
         queue.close()
         summary.shards_by_others = len(queue.by_others)
@@ -310,8 +329,18 @@ def lease_notes(leases) -> list[str]:
     return notes + leases.errors[:3]
 
 
-def _render(config: GenerateConfig, ray_address, storage, queue, summary: GenerateSummary, progress) -> None:
-    """Start Ray and the actor pool and drain `queue` (the shards this job may render) through it."""
+def _render(
+    config: GenerateConfig,
+    ray_address,
+    storage,
+    queue,
+    summary: GenerateSummary,
+    progress,
+    stop,
+    progress_every,
+) -> None:
+    """Start Ray and the actor pool and drain `queue` (the shards this job may render) through it; on a
+    stop request, Interrupted once the shards in flight have committed or been abandoned."""
     todo = queue.shards
     if todo:
         start_ray(ray_address, (config.workers or 1) * config.cpus_per_worker)
@@ -325,10 +354,12 @@ def _render(config: GenerateConfig, ray_address, storage, queue, summary: Genera
             max_starts=config.max_attempts,
         )
         try:
-            _drain(pool, queue, config.max_attempts, summary, progress)
+            abandoned = _drain(pool, queue, config.max_attempts, summary, progress, stop, progress_every)
         finally:
             pool.shutdown()
             summary.pool_sizes, summary.losses = pool.sizes, pool.losses
+        if stop.requested and summary.shards_skipped + summary.shards_done < summary.shards_total:
+            raise stop.interrupted(_stopped_line(storage, summary, abandoned))
 
 
 class ShardActor:
@@ -378,48 +409,85 @@ def _actor_spawner(config: GenerateConfig, resources: dict[str, float], env: dic
 _DEPTH = 2  # shards in flight per actor: one renders while the previous one is written and uploaded
 
 
-def _drain(pool: ActorPool, todo, max_attempts: int, summary: GenerateSummary, progress: bool) -> None:
+_POLL_S = 0.5  # the longest wait between looks at a stop request and the progress lines
+
+
+def _drain(
+    pool: ActorPool,
+    todo,
+    max_attempts: int,
+    summary: GenerateSummary,
+    progress: bool,
+    stop: StopRequest | None = None,
+    progress_every: float | None = None,
+) -> list:
     """Hand the shards (a list, or a ShardQueue that leases them) to the pool's loaded actors until each
     is committed (by this job or another), has failed `max_attempts` times, or the pool has had no placed
-    actor for its placement timeout (summary.stopped says so)."""
+    actor for its placement timeout (summary.stopped says so), or a stop was requested (then the shards in
+    flight get the grace period to commit). Returns the shards abandoned in flight."""
     from pipeline.leases import ShardQueue
     from pipeline.progress import GenerateProgress
 
     queue = todo if isinstance(todo, ShardQueue) else ShardQueue(todo)
     shards = list(queue.ready)
-    with GenerateProgress(len(shards), sum(s.num_images for s in shards), enabled=progress) as bar:
-        _Drain(pool, queue, max_attempts, summary, bar).run()
+    images = sum(s.num_images for s in shards)
+    with GenerateProgress(
+        len(shards), images, enabled=progress, already=summary.shards_skipped, every_s=progress_every
+    ) as bar:
+        return _Drain(pool, queue, max_attempts, summary, bar, stop or StopRequest()).run()
 
 
 class _Drain:
-    def __init__(self, pool: ActorPool, queue, max_attempts: int, summary: GenerateSummary, bar):
+    def __init__(
+        self, pool: ActorPool, queue, max_attempts: int, summary: GenerateSummary, bar, stop: StopRequest
+    ):
         self.pool, self.max_attempts, self.summary, self.bar = pool, max_attempts, summary, bar
+        self.stop = stop
         self.queue = queue  # pipeline/leases.py ShardQueue
         self.attempts: dict[int, int] = {}
         self.in_flight: dict[Any, tuple[str, Any, Any]] = {}  # ref -> (worker name, actor, shard plan)
 
-    def run(self) -> None:
+    def run(self) -> list:
         import ray
 
         while self.queue or self.in_flight:
+            if self.stop.requested:
+                return self.wind_down()
             self.dispatch()
             if not self.in_flight and (reason := self.pool.out_of_capacity()):
                 self.summary.stopped = f"{reason}; {len(self.queue)} shard(s) not rendered"
-                return
-            # A task in flight always ends (a dead actor's fails once Ray declares the actor dead);
-            # only a wait on placement alone needs a bound.
-            timeout = None if self.in_flight else self.pool.wait_timeout()
-            if (poll := self.queue.wait_s()) is not None:  # shards another job renders: look again soon
-                timeout = poll if timeout is None else min(timeout, poll)
+                return []
+            # A task in flight always ends (a dead actor's fails once Ray declares the actor dead); the
+            # wait is cut into polls only to look at a stop request, shards another job renders and the
+            # progress lines.
+            bound = None if self.in_flight else self.pool.wait_timeout()
+            timeout = _POLL_S if bound is None else min(bound, _POLL_S)
+            if (poll := self.queue.wait_s()) is not None:
+                timeout = min(timeout, poll)
             waiting = [*self.in_flight, *self.pool.probes()]
             if not waiting:  # only shards leased by other jobs are left
-                time.sleep(timeout if timeout is not None else 0.1)
+                time.sleep(timeout)
+                self.bar.tick()
                 continue
             ready, _ = ray.wait(waiting, num_returns=1, timeout=timeout)
             if ready and self.pool.is_probe(ready[0]):
                 self.settle(ready[0])
             elif ready:
                 self.collect(ready[0])
+            self.bar.tick()
+        return []
+
+    def wind_down(self) -> list:
+        """Stop taking shards; book those in flight that finish within the grace period (a second signal
+        cuts it short) and return the others, abandoned: the caller kills their actors."""
+        import ray
+
+        deadline = time.monotonic() + grace_s()
+        while self.in_flight and not self.stop.urgent and (left := deadline - time.monotonic()) > 0:
+            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=min(left, _POLL_S))
+            if ready:
+                self.collect(ready[0], retry=False)
+        return [shard for _, _, shard in self.in_flight.values()]
 
     def dispatch(self) -> None:
         """Least-loaded ready actor first, so work spreads before any actor pipelines a second shard."""
@@ -449,7 +517,7 @@ class _Drain:
         if self.pool.losses and len(self.pool.ready()) > ready:
             self.bar.note(f"a replacement actor joined: {len(self.pool.ready())} actor(s) rendering")
 
-    def collect(self, ref) -> None:
+    def collect(self, ref, *, retry: bool = True) -> None:
         """Book a finished shard task: its commit, or a retry (back to the queue), or its final failure."""
         import ray
         from ray.exceptions import RayActorError, RayTaskError
@@ -460,7 +528,8 @@ class _Drain:
         except (RayActorError, RayTaskError) as exc:
             if isinstance(exc, RayActorError):
                 self.actor_lost(name, actor, exc)
-            self.retry_or_fail(shard, exc)
+            if retry:
+                self.retry_or_fail(shard, exc)
             return
         self.queue.done(shard)
         summary = self.summary
@@ -494,3 +563,19 @@ class _Drain:
             self.queue.done(shard)
             self.summary.failed[shard.index] = short_error(exc)
             self.bar.fail(shard.index, self.summary.failed[shard.index])
+
+
+def _stopped_line(storage, summary: GenerateSummary, abandoned: list) -> str:
+    """Clean up after the shards abandoned in flight (their actors are gone: a local write cut short
+    leaves a hidden temp file) and say where the job stopped, in one line."""
+    from pipeline.listing import committed_indices
+    from pipeline.shards.format import fragment_name, record_name, shard_name
+
+    for shard in abandoned:
+        for key in (shard_name(shard.index), fragment_name(shard.index), record_name(shard.index)):
+            storage.discard_partial_writes(key)
+    committed = summary.shards_skipped + summary.shards_done
+    if abandoned:  # an abandoned shard may have committed before its actor was killed: the listing knows
+        done = committed_indices(storage, shards_hint=summary.shards_total)
+        committed = sum(index < summary.shards_total for index in done)
+    return f"stopped: {committed} shards committed, {summary.shards_total - committed} left; rerun to resume"

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from foundation.errors import DataError
+from pipeline.dataset_card import write_loading_files
 from pipeline.parallel import IO_THREADS, ordered_map
 from pipeline.records import ATTRIBUTE_PREFIX, INDEX_NAME, FragmentRef, ShardRecord, read_record
 from pipeline.shards.format import fragment_name, record_name
@@ -366,6 +367,8 @@ def write_index(
                     progress(1)
             group.flush()
         storage.put_file(path, INDEX_NAME)
+    # The dataset card and wids index describe the same committed shards: rewritten with every merge.
+    write_loading_files(storage, list(zip(kept.indices, kept.rows, strict=True)))
     return rows
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from foundation.errors import DataError
+from pipeline.dataset_card import CARD_NAME, WIDS_INDEX_NAME
 from pipeline.index import key_digest
 from pipeline.listing import DatasetObjects, ShardObjects, _plan_of, open_dataset
 from pipeline.parallel import IO_THREADS, ordered_map
@@ -45,6 +46,8 @@ class VerifyReport:
     dataset_problems: list[str]
     notes: list[str]
     verified: int = 0  # committed shards verified, clean or not
+    committed: int = 0  # committed shards listed: what a whole run verifies
+    stopped: bool = False  # a stop request (SIGTERM, SIGINT) ended the run before every shard was verified
     samples: int = 0  # samples found in them
     bytes: int = 0  # tar bytes read
 
@@ -144,6 +147,7 @@ def verify_dataset(
     workers: int = 1,
     threads: int = IO_THREADS,
     listed: Progress | None = None,
+    stop=None,
 ) -> VerifyReport:
     """Verify every committed shard (tar and index fragment) against its record, flag uncommitted objects
     and strays, hold the dataset against dataset.json's plan, check the index.
@@ -151,7 +155,9 @@ def verify_dataset(
     Shards go `threads` at a time on threads (their S3 round trips overlap), or, with `workers` > 1, that
     many at a time in separate processes (tar parsing is CPU-bound Python); progress then advances a
     whole shard at a time. 0 picks one process per CPU for datasets of 256 MiB and more (below that,
-    starting processes costs more than it saves). `listed(n)` counts objects as they are listed."""
+    starting processes costs more than it saves). `listed(n)` counts objects as they are listed.
+    `stop` (foundation/graceful_stop.StopRequest): once requested, the shards in flight finish and the
+    report comes back with `stopped` set."""
     storage, objects = open_dataset(url, config, progress=listed)
     report = VerifyReport(storage.url, deep, [], [], [])
     plan, fingerprint = None, None
@@ -169,6 +175,7 @@ def verify_dataset(
                     f"{DATASET_MANIFEST} records no plan: shards that were never written cannot be detected"
                 )
     committed = objects.committed()
+    report.committed = len(committed)
     total = sum(objects.shards[index].tar or 0 for index in committed)
     if on_total:
         on_total(total)
@@ -179,6 +186,9 @@ def verify_dataset(
     for check, facts in _verify_all(
         storage, objects, committed, deep, progress, workers, threads, limits, fingerprint
     ):
+        if stop is not None and stop.requested:  # leaving the loop cancels what was not started
+            report.stopped = True
+            return report
         report.verified += 1
         report.samples += check.samples
         report.bytes += check.bytes
@@ -198,6 +208,7 @@ def verify_dataset(
             f"fragments existed): `dppp shards index {storage.url}` writes them"
         )
     report.notes.extend(_check_index(storage, objects, totals))
+    report.notes.extend(_check_wids_index(storage, objects, totals))
     return report
 
 
@@ -225,7 +236,7 @@ def _check_uncommitted(report: VerifyReport, objects: DatasetObjects, plan: Data
             )
         _keep(report, check, plan)
     for key, size in objects.others.items():
-        if key not in (DATASET_MANIFEST, INDEX_NAME):
+        if key not in (DATASET_MANIFEST, INDEX_NAME, CARD_NAME, WIDS_INDEX_NAME):
             check = ShardCheck(key, None, bytes=size)
             check.add("extra", "stray object that is not part of the dataset")
             report.checks.append(check)
@@ -314,6 +325,25 @@ def _check_index(storage: Storage, objects: DatasetObjects, totals: _Totals) -> 
             f"{INDEX_NAME} is stale: {differ}, committed shards hold {totals.count} samples "
             f"(rebuild with `dppp shards index {storage.url}`)"
         ]
+    return []
+
+
+def _check_wids_index(storage: Storage, objects: DatasetObjects, totals: _Totals) -> list[str]:
+    """The wids shard index (derived, like index.parquet): it must list the committed tars and their
+    samples. Missing (a dataset made before it existed) or stale: a note, fixed by `dppp shards index`."""
+    import json
+
+    rebuild = f"(rebuild with `dppp shards index {storage.url}`)"
+    if WIDS_INDEX_NAME not in objects.others:
+        return [f"no {WIDS_INDEX_NAME} {rebuild}"]
+    try:
+        listed = json.loads(storage.read_bytes(WIDS_INDEX_NAME))["shardlist"]
+        urls = [entry["url"] for entry in listed]
+        samples = sum(int(entry["nsamples"]) for entry in listed)
+    except (ValueError, KeyError, TypeError):
+        return [f"{WIDS_INDEX_NAME} cannot be read {rebuild}"]
+    if urls != [shard_name(index) for index in objects.committed()] or samples != totals.count:
+        return [f"{WIDS_INDEX_NAME} is stale: it lists {len(urls)} shards of {samples} samples {rebuild}"]
     return []
 
 

@@ -118,6 +118,7 @@ def run_pretrain(
     workers: int | None = None,
     ray_address: str | None = None,
     progress: bool = True,
+    progress_every: float | None = None,
 ) -> PretrainResult:
     """Pretrain the CLIP of `config.model` on the committed shards of `data` (default config.data.sources);
     the CLIP folder lands in <out>/<run_name>/final (and in `config.export` when set). Reruns resume."""
@@ -169,6 +170,7 @@ def run_pretrain(
         pretrain_worker,
         ray_address=ray_address,
         progress=progress,
+        progress_every=progress_every,
         extra={"card_data": card_data},
     )
     from trainer.model_card import read_card

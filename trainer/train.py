@@ -180,6 +180,7 @@ def run_train(
     ray_address: str | None = None,
     use_gpu: bool | None = None,
     progress: bool = True,
+    progress_every: float | None = None,
 ) -> TrainResult:
     """Train `config.model` on the committed shards of `data` (default: config.data.sources) with
     `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume."""
@@ -199,7 +200,15 @@ def run_train(
     steps = total_steps(config, training_data, config.workers)
     from trainer.train_loop import train_worker
 
-    return launch(config, training_data, steps, train_worker, ray_address=ray_address, progress=progress)
+    return launch(
+        config,
+        training_data,
+        steps,
+        train_worker,
+        ray_address=ray_address,
+        progress=progress,
+        progress_every=progress_every,
+    )
 
 
 def with_local_backbone(config: TrainConfig) -> TrainConfig:
@@ -236,6 +245,7 @@ def launch(
     ray_address: str | None = None,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
+    progress_every: float | None = None,
 ) -> TrainResult:
     """Run `worker_fn` (Ray Train's train_loop_per_worker) on `config.workers` workers over `training_data`
     (already checked on the driver; `extra` goes into its loop config): the run's storage, Ray, the progress
@@ -289,7 +299,7 @@ def launch(
     started = time.perf_counter()
     try:
         with _worker_group_start_timeout(config.placement_timeout_s):
-            _fit_with_progress(trainer, board, steps, training_data.describe(), progress)
+            _fit_with_progress(trainer, board, steps, training_data.describe(), progress, progress_every)
     except Exception as exc:
         reported = _user_error(exc) or _capacity_error(exc, config)
         if reported is not None:
@@ -332,10 +342,17 @@ def _progress_board():
             if kind == "start":
                 self.state["starts"].append(record)
             self.state[kind] = record
-            self.state["step_now"] = max(int(record.get("step", 0)), 0)
+            if "step" in record:  # a phase record has none: it must not send the bar back to 0
+                self.state["step_now"] = max(int(record["step"]), 0)
 
         def get(self) -> dict[str, Any]:
             return self.state
+
+        def request_stop(self) -> None:  # the driver got SIGTERM / SIGINT (trainer/train_progress.py)
+            self.state["stop_requested"] = True
+
+        def stop_requested(self) -> bool:
+            return bool(self.state.get("stop_requested"))
 
     return ProgressBoard
 
@@ -349,7 +366,14 @@ def _safe_get(board) -> dict[str, Any]:
         return {}
 
 
-def _fit_with_progress(trainer, board, steps: int, description: str, progress: bool) -> None:
+def _fit_with_progress(
+    trainer, board, steps: int, description: str, progress: bool, progress_every: float | None = None
+) -> None:
+    """Ray Train's fit in a thread while this one shows the progress (trainer/train_progress.py); on
+    SIGTERM / SIGINT: Interrupted, whose line says the step reached (the checkpoints stay for a rerun)."""
+    from foundation.graceful_stop import graceful_stop
+    from trainer.train_progress import TrainWatch
+
     outcome: dict[str, Any] = {}
 
     def fit():
@@ -358,44 +382,17 @@ def _fit_with_progress(trainer, board, steps: int, description: str, progress: b
         except BaseException as exc:  # re-raised in the calling thread
             outcome["error"] = exc
 
-    thread = threading.Thread(target=fit, name="dppp-train-fit", daemon=True)
-    thread.start()
-    if progress:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        console = Console(stderr=True)
-        console.print(f"training on {description}")
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
+    with graceful_stop() as stop:
+        thread = threading.Thread(target=fit, name="dppp-train-fit", daemon=True)
+        thread.start()
+        watch = TrainWatch(
+            lambda: _safe_get(board), steps, description, progress=progress, stop=stop, every_s=progress_every
         )
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("steps", total=steps, info="starting workers")
-            starts_seen = 0
-            while thread.is_alive():
-                thread.join(0.5)
-                state = _safe_get(board)
-                for start in state.get("starts", [])[starts_seen:]:
-                    if start.get("resumed") and starts_seen:
-                        console.print(
-                            f"training workers restarted (a worker or its node was lost): resuming "
-                            f"from the checkpoint at step {start.get('step')}"
-                        )
-                    starts_seen += 1
-                step = state.get("step", {})
-                info = (
-                    (
-                        f"phase {step['phase']} epoch {step['epoch']} loss {step.get('loss', float('nan')):.4f} "
-                        f"{step.get('images_per_s', 0):.0f} img/s"
-                    )
-                    if step
-                    else "starting workers"
-                )
-                bar.update(task, completed=state.get("step_now", 0), info=info)
+        watch.watch(thread)
+        if stop.requested and thread.is_alive():
+            board.request_stop.remote()  # the workers checkpoint at their next logged step and return
+            if watch.wind_down(thread, lambda: "error" in outcome):
+                raise stop.interrupted(watch.stopped_line())
     thread.join()
     if "error" in outcome:
         raise outcome["error"]

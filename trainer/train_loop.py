@@ -29,6 +29,7 @@ from trainer.config import TrainConfig
 from trainer.data.loader import make_loader, prefetched_epochs
 from trainer.data.sources import TrainingData
 from trainer.data.streams import AllImagesStream, PKBatchStream
+from trainer.train_progress import stop_requested
 from trainer.train_steps import (
     EpochSteps,
     LossModule,
@@ -78,6 +79,7 @@ class Worker:
         self.steps = EpochSteps(data, config, self.world)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"dppp-train-r{self.rank}-"))
         self.last_epoch: dict[str, Any] = {}
+        self.stopped = False
 
     # ---- set-up and resume ------------------------------------------------------------------------
 
@@ -144,6 +146,9 @@ class Worker:
                 resume_dir = None
                 self.checkpoint(model, None, position, {"kind": "phase", "phase": phase})
             self.train_phase(model, phase, schedule, first_epoch, position, resume_dir)
+            if self.stopped:  # a graceful stop (SIGTERM to the driver): checkpointed, nothing more
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                return
             position = Position(phase + 1, 0, 0, self.global_step)
             resume_dir = None
         if self.rank == 0:
@@ -316,6 +321,15 @@ class Worker:
                         }
                     )
                     window, window_steps, window_images, window_start = {}, 0, 0, time.perf_counter()
+                    if done < stream.steps and stop_requested(self.board, self.rank, self.world, self.device):
+                        self.checkpoint(
+                            model,
+                            optimizer,
+                            Position(phase, epoch, done, self.global_step),
+                            {"kind": "stop", "step": self.global_step, "phase": phase, "epoch": epoch},
+                        )
+                        self.stopped = True
+                        return
                 every = self.config.checkpoint_every_steps
                 if every and self.global_step % every == 0 and done < stream.steps:
                     self.checkpoint(

@@ -1,4 +1,10 @@
-"""Options shared by every command that reads an experiment config, and how the CLI words a reported error."""
+"""Options shared by every command that reads an experiment config, and how the CLI words a reported error.
+
+One vocabulary across commands: CONFIG is always a positional argument (the experiment YAML), data to
+read is always `--data` (repeatable), `--out` where results go, `--endpoint-url` the S3 endpoint of
+whatever the command reads or writes, `--progress-every SECONDS` the progress lines of a batch job, sizes
+in binary units (KiB, MiB, GiB: foundation/units.py). Older spellings stay as hidden aliases.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +26,29 @@ SetOption = Annotated[
 ]
 
 
-def load_config(config: Path, sets: list[str] | None):
+EndpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint-url",
+        help="S3 endpoint (MinIO...) of s3:// URLs. Default: the config's storage.endpoint_url, "
+        "AWS_ENDPOINT_URL, or AWS itself.",
+    ),
+]
+
+
+def load_config(
+    config: Path | None,
+    sets: list[str] | None,
+    *,
+    endpoint_url: str | None = None,
+    storage: tuple[str, ...] = (),
+):
+    """The experiment config with `--set` overrides; `--endpoint-url` sets `<section>.storage.endpoint_url`
+    of each `storage` section given (a --set of the same key wins). CONFIG None: the built-in defaults."""
     from dppp.config import load_experiment
 
-    return load_experiment(config, sets or [])
+    endpoint = [f"{section}.endpoint_url={endpoint_url}" for section in storage] if endpoint_url else []
+    return load_experiment(config, [*endpoint, *(sets or [])])
 
 
 OutOption = Annotated[
@@ -31,6 +56,16 @@ OutOption = Annotated[
 ]
 RayAddressOption = Annotated[
     str | None, typer.Option(help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
+]
+
+ProgressEveryOption = Annotated[
+    float | None,
+    typer.Option(
+        "--progress-every",
+        metavar="SECONDS",
+        help="When stdout is not a terminal (a log): a progress line every SECONDS "
+        "(default: DPPP_PROGRESS_EVERY, else 30; 0: none).",
+    ),
 ]
 
 WorkersOption = Annotated[
@@ -45,7 +80,7 @@ FLAGS = {
     "out": "--out",
     "overwrite": "--overwrite",
     "data": "--data",
-    "datasets": "--dataset",
+    "datasets": "--data",
     "member_limit": "--member-limit",
 }
 

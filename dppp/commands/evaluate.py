@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import SetOption, load_config
+from dppp.commands.common import EndpointOption, SetOption, load_config
 
 
 def evaluate(
@@ -18,10 +18,14 @@ def evaluate(
             "run folder holding one in final/; local, file:// or s3://."
         ),
     ],
-    dataset: Annotated[
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="Experiment YAML whose eval section is used (default: built-in defaults)."),
+    ] = None,
+    data: Annotated[
         list[str] | None,
         typer.Option(
-            "--dataset",
+            "--data",
             help="NAME:PATH to evaluate on (repeatable); names: market1501, dukemtmc, "
             "msmt17, cuhk03-labeled, cuhk03-detected, synthetic. Default: eval.datasets.",
         ),
@@ -29,17 +33,16 @@ def evaluate(
     out: Annotated[
         str | None, typer.Option(help="Write the JSON report here (local path or s3:// URL).")
     ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(help="Experiment YAML whose eval section is used (default: built-in defaults)."),
-    ] = None,
     sets: SetOption = None,
+    endpoint_url: EndpointOption = None,
+    dataset_alias: Annotated[list[str] | None, typer.Option("--dataset", hidden=True)] = None,
+    config_option: Annotated[Path | None, typer.Option("--config", hidden=True)] = None,
     zero_shot: Annotated[
         bool,
         typer.Option(
             "--zero-shot",
             help="MODEL is a CLIP folder (or hub id): classify every taxonomy attribute of "
-            "the --dataset images (dppp datasets of people it was not trained on) by text prompts alone, "
+            "the --data images (dppp datasets of people it was not trained on) by text prompts alone, "
             "beside chance. Settings: pretrain.zero_shot.",
         ),
     ] = False,
@@ -49,9 +52,15 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
+    from foundation.errors import UserError
     from trainer.evaluate import run_eval
 
-    experiment = load_config(config, sets) if config is not None else _defaults(sets)
+    if config is not None and config_option is not None:
+        raise UserError("give the experiment YAML once: as CONFIG (or the older --config), not both")
+    dataset = [*(data or []), *(dataset_alias or [])] or None  # --dataset: the older spelling of --data
+    experiment = load_config(
+        config or config_option, sets, endpoint_url=endpoint_url, storage=("train.data.storage",)
+    )
     console = Console()
     if zero_shot:
         _zero_shot(model, dataset, experiment, out, console)
@@ -103,7 +112,7 @@ def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | No
         config = config.model_copy(update={"datasets": tuple(dataset_location(d) for d in datasets)})
     if not config.datasets:
         raise UserError(
-            "--zero-shot needs held-out images: --dataset PATH (a dppp dataset) or pretrain.zero_shot.datasets"
+            "--zero-shot needs held-out images: --data PATH (a dppp dataset) or pretrain.zero_shot.datasets"
         )
     card = read_card(model) if Path(model).is_dir() else None
     image_size = (
@@ -132,9 +141,3 @@ def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | No
         storage, key = split_url(out, experiment.train.data.storage)
         storage.put_bytes((json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n").encode(), key)
         console.print(f"report: {out}")
-
-
-def _defaults(sets: list[str] | None):
-    from dppp.config import load_experiment
-
-    return load_experiment(None, sets or [])

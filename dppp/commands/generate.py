@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import ConfigArg, SetOption, load_config
+from dppp.commands.common import ConfigArg, EndpointOption, ProgressEveryOption, SetOption, load_config
 
 
 def generate(
@@ -35,11 +35,14 @@ def generate(
     dry_run: Annotated[
         bool, typer.Option(help="Print the plan and what it does to the output; write nothing.")
     ] = False,
+    progress_every: ProgressEveryOption = None,
+    endpoint_url: EndpointOption = None,
 ) -> None:
     """Render identities with the configured renderer into WebDataset shards; rerun to resume."""
     from rich.console import Console
 
     from foundation.config import with_updates
+    from foundation.units import format_bytes
     from pipeline.capacity import estimate_render_hours
     from pipeline.dataset_change import plan_change
     from pipeline.generate import GenerationFailed, build_plan, run_generate
@@ -48,7 +51,7 @@ def generate(
     from pipeline.storage.base import StorageError
     from pipeline.storage.urls import open_storage
 
-    experiment = load_config(config, sets)
+    experiment = load_config(config, sets, endpoint_url=endpoint_url, storage=("generate.storage",))
     gen = with_updates(
         experiment.generate,
         "generate",
@@ -63,7 +66,7 @@ def generate(
         console.print(
             f"plan for [bold]{gen.out}[/bold]: {gen.identities} identities, {plan.images} images "
             f"({plan.images / gen.identities:.2f} views/identity), {len(plan.shards)} shards of "
-            f"{gen.ids_per_shard} identities, about {plan.estimated_bytes() / 1e6:.1f} MB "
+            f"{gen.ids_per_shard} identities, about {format_bytes(plan.estimated_bytes())} "
             f"({gen.output.format}, {gen.output.height}x{gen.output.width}). Nothing written."
         )
         estimate = estimate_render_hours(gen.renderer, plan.images)
@@ -93,7 +96,12 @@ def generate(
         return
     try:
         summary = run_generate(
-            gen, ray_address=ray_address, overwrite=overwrite, repair=repair, extend=extend
+            gen,
+            ray_address=ray_address,
+            overwrite=overwrite,
+            repair=repair,
+            extend=extend,
+            progress_every=progress_every,
         )
     except GenerationFailed as failed:
         summary = failed.summary
@@ -112,6 +120,8 @@ def generate(
 def print_summary(console, summary) -> None:
     from rich.table import Table
 
+    from foundation.units import format_bytes
+
     table = Table(title=f"dppp generate -> {summary.out}", show_header=False)
     table.add_row(
         "shards",
@@ -119,7 +129,7 @@ def print_summary(console, summary) -> None:
         f"{summary.shards_skipped} already committed, {summary.shards_total} in plan",
     )
     table.add_row("images", f"{summary.images} ({summary.images_per_s:.1f} images/s)")
-    table.add_row("bytes", f"{summary.bytes / 1e6:.2f} MB")
+    table.add_row("bytes", format_bytes(summary.bytes))
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
     if summary.phases:
         phases = summary.phases

@@ -37,7 +37,7 @@ def sd15_shaped(
         float, typer.Option(min=0.01, max=1.0, help="Fraction of SD 1.5's widths (1.0: the real shape).")
     ] = 1.0,
     dtype: Annotated[
-        str, typer.Option(help="Weights saved as fp32, fp16 or bf16 (fp16: a 2 GB folder).")
+        str, typer.Option(help="Weights saved as fp32, fp16 or bf16 (fp16: a 2 GiB folder).")
     ] = "fp16",
     seed: Annotated[int, typer.Option(help="Seed of the random initial weights.")] = 0,
     overwrite: Annotated[

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import ConfigArg, OutOption, RayAddressOption, SetOption, WorkersOption, load_config
+from dppp.commands.common import (
+    ConfigArg,
+    EndpointOption,
+    OutOption,
+    ProgressEveryOption,
+    RayAddressOption,
+    SetOption,
+    WorkersOption,
+    load_config,
+)
 
 
 def pretrain(
@@ -23,6 +32,8 @@ def pretrain(
     workers: WorkersOption = None,
     ray_address: RayAddressOption = None,
     sets: SetOption = None,
+    endpoint_url: EndpointOption = None,
+    progress_every: ProgressEveryOption = None,
 ) -> None:
     """Pretrain a CLIP on (image, prompt) pairs; the result is a CLIP folder for train.model.backbone."""
     from rich.console import Console
@@ -30,8 +41,15 @@ def pretrain(
     from trainer.pretrain import run_pretrain
     from trainer.zero_shot import report_from_dict
 
-    experiment = load_config(config, sets)
-    result = run_pretrain(experiment.pretrain, data, out, workers=workers, ray_address=ray_address)
+    experiment = load_config(config, sets, endpoint_url=endpoint_url, storage=("pretrain.data.storage",))
+    result = run_pretrain(
+        experiment.pretrain,
+        data,
+        out,
+        workers=workers,
+        ray_address=ray_address,
+        progress_every=progress_every,
+    )
     console = Console()
     training = result.card.get("training", {})
 

@@ -15,16 +15,14 @@ from typing import Annotated
 
 import typer
 
+from dppp.commands.common import EndpointOption, ProgressEveryOption
+
 app = typer.Typer(
     help="List, verify, summarise and look at dataset shards (local, file:// or s3://).", no_args_is_help=True
 )
 
 UrlArg = Annotated[
     str, typer.Argument(help="Dataset root: a local path, file:///path or s3://bucket/prefix.")
-]
-EndpointOption = Annotated[
-    str | None,
-    typer.Option("--endpoint-url", help="S3 endpoint (MinIO...). Default: AWS_ENDPOINT_URL or AWS itself."),
 ]
 
 
@@ -52,19 +50,23 @@ def _console(stderr: bool = False):
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    from foundation.units import format_bytes
+
+    return format_bytes(n)
 
 
 @contextmanager
-def _progress(description: str, unit_bytes: bool) -> Iterator:
-    """A rich progress bar on stderr (only on a terminal): yields (set_total, advance, listed); `listed(n)`
-    shows the objects listed so far, until the total is set."""
+def _progress(description: str, unit_bytes: bool, every_s: float | None = None) -> Iterator:
+    """A rich progress bar on stderr (only on a terminal), or plain lines every `every_s` seconds when
+    stdout is not a terminal (foundation/progress_lines.py): yields (set_total, advance, listed);
+    `listed(n)` shows the objects listed so far, until the total is set."""
+    from foundation.progress_lines import logging_to_file
+
+    if logging_to_file():
+        with _progress_lines(description, unit_bytes, every_s) as callbacks:
+            yield callbacks
+        return
+
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -98,6 +100,31 @@ def _progress(description: str, unit_bytes: bool) -> Iterator:
 
     with progress:
         yield set_total, (lambda n=1: progress.advance(task, n)), listed
+
+
+@contextmanager
+def _progress_lines(description: str, unit_bytes: bool, every_s: float | None) -> Iterator:
+    from foundation.progress_lines import ProgressLines, progress_every
+
+    lines = ProgressLines(
+        description,
+        0,
+        "objects",
+        every_s=progress_every(every_s),
+        amount=(lambda n: _size(int(n))) if unit_bytes else None,
+    )
+    done = 0
+
+    def set_total(total: int) -> None:
+        lines.total = total
+        lines.update(done)
+
+    def advance(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        lines.update(done)
+
+    yield set_total, advance, lambda n: None
 
 
 @app.command("ls")
@@ -137,13 +164,18 @@ def verify(
     ] = 0,
     endpoint_url: EndpointOption = None,
     member_limit: MemberLimitOption = None,
+    progress_every: ProgressEveryOption = None,
 ) -> None:
     """Recompute checksums, counts, members and index fragments against the records. Exit 1 on any problem."""
     from rich.table import Table
 
+    from foundation.graceful_stop import graceful_stop
     from pipeline.verify import verify_dataset
 
-    with _progress("verify", unit_bytes=True) as (set_total, advance, listed):
+    with (
+        graceful_stop() as stop,
+        _progress("verify", unit_bytes=True, every_s=progress_every) as (set_total, advance, listed),
+    ):
         report = verify_dataset(
             url,
             deep=deep,
@@ -152,6 +184,12 @@ def verify(
             on_total=set_total,
             workers=workers,
             listed=listed,
+            stop=stop,
+        )
+    if report.stopped:
+        raise stop.interrupted(
+            f"stopped: {report.verified} of {report.committed} committed shards verified "
+            f"({len(report.checks)} with problems so far); rerun to verify"
         )
     console = _console()
     if report.checks:  # clean shards are only counted: a dataset of 100k shards would print 100k rows
@@ -212,10 +250,19 @@ def stats(
     table = Table(title="attributes")
     for name in ("attribute", "value", "samples", "share"):
         table.add_column(name, justify="right" if name in ("samples", "share") else "left")
-    for name, counts in [("camid", [(str(c), n) for c, n in result.cameras]), *result.attributes.items()]:
+    cameras = [] if "camera" in result.attributes else [("camid", [(str(c), n) for c, n in result.cameras])]
+    for name, counts in [*cameras, *result.attributes.items()]:  # the camera attribute is the camid
         for i, (value, count) in enumerate(counts):
             table.add_row(
                 name if i == 0 else "", value, str(count), f"{100 * count / max(result.samples, 1):.1f}%"
+            )
+        if result.hidden.get(name):  # e.g. a bag's colour where there is no bag: not counted above
+            unseen = result.hidden[name]
+            table.add_row(
+                "",
+                "[dim](not visible)[/]",
+                f"[dim]{unseen}[/]",
+                f"[dim]{100 * unseen / result.samples:.1f}%[/]",
             )
     console.print(table)
     if plot is not None:
@@ -284,12 +331,13 @@ def index(
     ] = False,
     endpoint_url: EndpointOption = None,
     member_limit: MemberLimitOption = None,
+    progress_every: ProgressEveryOption = None,
 ) -> None:
     """Rebuild index.parquet by merging the shards' index fragments (no tar is read, unless --from-tars or
     for shards committed before fragments existed, which get theirs once)."""
     from pipeline.index import rebuild_index
 
-    with _progress("index", unit_bytes=False) as (set_total, advance, _):
+    with _progress("index", unit_bytes=False, every_s=progress_every) as (set_total, advance, _):
         rows = rebuild_index(
             url,
             _config(endpoint_url, member_limit),

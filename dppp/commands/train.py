@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import ConfigArg, OutOption, RayAddressOption, SetOption, WorkersOption, load_config
+from dppp.commands.common import (
+    ConfigArg,
+    EndpointOption,
+    OutOption,
+    ProgressEveryOption,
+    RayAddressOption,
+    SetOption,
+    WorkersOption,
+    load_config,
+)
 
 
 def train(
@@ -23,14 +32,18 @@ def train(
     workers: WorkersOption = None,
     ray_address: RayAddressOption = None,
     sets: SetOption = None,
+    endpoint_url: EndpointOption = None,
+    progress_every: ProgressEveryOption = None,
 ) -> None:
     """Train on committed shards with Ray Train; rerun with the same run name to resume."""
     from rich.console import Console
 
     from trainer.train import run_train
 
-    experiment = load_config(config, sets)
-    result = run_train(experiment.train, data, out, workers=workers, ray_address=ray_address)
+    experiment = load_config(config, sets, endpoint_url=endpoint_url, storage=("train.data.storage",))
+    result = run_train(
+        experiment.train, data, out, workers=workers, ray_address=ray_address, progress_every=progress_every
+    )
     console = Console()
     losses = ", ".join(
         f"{k.removeprefix('loss/')} {v:.4f}"

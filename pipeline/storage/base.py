@@ -113,6 +113,11 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Remove an object; removing a missing one is not an error."""
 
+    def discard_partial_writes(self, key: str) -> int:
+        """Remove what a writer of `key` killed mid-write left behind; returns how many objects. Nothing on
+        an object store: an interrupted upload never becomes an object."""
+        return 0
+
     @property
     def local_root(self) -> Path | None:
         """The folder holding the objects as plain files on this machine; None for an object store."""

@@ -186,6 +186,14 @@ class LocalStorage(Storage):
         with os_errors("delete", path):
             path.unlink(missing_ok=True)
 
+    def discard_partial_writes(self, key):
+        """atomic_write's hidden temp siblings of `key` (a writer killed before its rename left them)."""
+        path = self._path(key)
+        partial = list(path.parent.glob(f".{path.name}{TEMP_MARKER}*")) if path.parent.is_dir() else []
+        for temp in partial:
+            temp.unlink(missing_ok=True)
+        return len(partial)
+
     # ---- conditional writes. A hard link is the atomic create-if-absent of POSIX (and of NFS, where
     # O_EXCL on the final name would expose a half-written object): the content is whole before the name
     # appears. A compare-and-swap holds a lock file beside the object (created with O_EXCL) while it

@@ -61,3 +61,32 @@ def test_cli_user_error_exits_2_without_traceback(tmp_path, capsys):
         load_config(path, None)
     assert main(["no-such-command"]) == 2
     capsys.readouterr()
+
+
+def test_endpoint_url_sets_each_named_storage_section_and_a_set_wins():
+    from dppp.commands.common import load_config
+
+    endpoint = "http://127.0.0.1:9000"
+    config = load_config(None, [], endpoint_url=endpoint, storage=("generate.storage", "train.data.storage"))
+    assert config.generate.storage.endpoint_url == config.train.data.storage.endpoint_url == endpoint
+    assert config.pretrain.data.storage.endpoint_url is None  # only the sections the command reads
+    chosen = load_config(
+        None,
+        ["generate.storage.endpoint_url=http://elsewhere:9000"],
+        endpoint_url=endpoint,
+        storage=("generate.storage",),
+    )
+    assert chosen.generate.storage.endpoint_url == "http://elsewhere:9000"
+
+
+@pytest.mark.parametrize("command", ["generate", "train", "pretrain", "eval", "shards verify"])
+def test_every_command_speaks_the_same_flags(command, capsys):
+    """One vocabulary: --endpoint-url wherever storage is read; --data for the data a command reads;
+    --progress-every on the batch jobs."""
+    assert main([*command.split(), "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--endpoint-url" in shown
+    if command in ("train", "pretrain", "eval"):
+        assert "--data" in shown and "--dataset" not in shown
+    if command in ("generate", "train", "pretrain", "shards verify"):
+        assert "--progress-every" in shown

@@ -191,6 +191,22 @@ def test_stats_and_plot(dataset, tmp_path, capsys):
         assert image.width > 200 and image.height > 200
 
 
+def test_stats_leave_out_values_nobody_can_see(tmp_path, make_samples, capsys):
+    """A taxonomy's hidden_when (a bag's colour without a bag): those samples are not counted for it."""
+    from pipeline.browse import dataset_stats
+
+    storage = build_dataset(open_storage(str(tmp_path / "dataset")), tmp_path, make_samples)
+    taxonomy = {"identity": {"lower_color": {"hidden_when": {"gender": "man"}}, "gender": {}}}
+    write_dataset_manifest(storage, {**manifest(), "taxonomy": taxonomy})
+    stats = dataset_stats(storage.url)
+    men = dict(stats.attributes["gender"])["man"]
+    assert 0 < men < stats.samples and stats.hidden == {"lower_color": men}
+    assert sum(n for _, n in stats.attributes["lower_color"]) == stats.samples - men
+    assert sum(n for _, n in stats.attributes["upper_color"]) == stats.samples
+    code, out, _ = run(capsys, "stats", storage.url, "--plot", str(tmp_path / "stats.png"))
+    assert code == 0 and "(not visible)" in out
+
+
 def test_grid(dataset, tmp_path, capsys):
     code, out, _ = run(capsys, "grid", dataset.url, "--out", str(tmp_path / "sheet.png"), "--n", "5")
     assert code == 0 and "5 samples" in out
@@ -361,3 +377,30 @@ def test_plan_totals_and_plan_problems(tmp_path, make_samples):
     write_dataset_manifest(storage, {"config": {}})  # not made by `dppp generate`: nothing to check against
     report = verify_dataset(storage.url)
     assert report.ok and any("records no plan" in note for note in report.notes)
+
+
+def test_verify_stops_when_asked_and_the_cli_says_how_far_it_got(tmp_path, make_samples, monkeypatch, capsys):
+    """A stop request (SIGTERM / SIGINT) ends verify after the shards in flight, with one line, exit 143."""
+    import os
+    import signal
+
+    from foundation.graceful_stop import StopRequest
+
+    storage = build_dataset(open_storage(str(tmp_path / "dataset")), tmp_path, make_samples)
+    stop = StopRequest()
+    stop.request(signal.SIGTERM)
+    report = verify_dataset(storage.url, stop=stop, threads=1)
+    assert report.stopped and report.verified < report.committed == SHARDS
+
+    def verify_then_signal(*args, **kwargs):  # the signal arrives while the shards are being verified
+        os.kill(os.getpid(), signal.SIGTERM)
+        kwargs["stop"].wait(5)
+        return verify_dataset(*args, **{**kwargs, "threads": 1})
+
+    monkeypatch.setattr("pipeline.verify.verify_dataset", verify_then_signal)
+    code, _, err = run(capsys, "verify", storage.url)
+    assert (
+        code == 143
+        and err.strip()
+        == f"stopped: 0 of {SHARDS} committed shards verified (0 with problems so far); rerun to verify"
+    )

@@ -204,14 +204,13 @@ def test_cli_prints_a_table_and_writes_the_report(model_dir, market_dir, synthet
         [
             "eval",
             str(model_dir),
-            "--dataset",
+            str(config),  # CONFIG, positional as in every command (the older --config still works)
+            "--data",
             f"market1501:{market_dir}",
-            "--dataset",
+            "--data",
             f"synthetic:{synthetic_url}",
             "--out",
             str(out),
-            "--config",
-            str(config),
             "--set",
             "eval.max_rank=12",
         ]
@@ -226,11 +225,22 @@ def test_cli_prints_a_table_and_writes_the_report(model_dir, market_dir, synthet
 
 
 def test_cli_without_a_config_uses_the_defaults(model_dir, market_dir, capsys):
+    # --dataset: the older spelling of --data, kept as a hidden alias
     assert (
         main(["eval", str(model_dir), "--dataset", f"market1501:{market_dir}", "--set", "eval.flip=true"])
         == 0
     )
     assert "flip True" in capsys.readouterr().out
+
+
+def test_cli_old_config_option_still_works_but_not_beside_config(model_dir, market_dir, tmp_path, capsys):
+    config = tmp_path / "exp.yaml"
+    config.write_text("eval:\n  flip: true\n")
+    argv = ["eval", str(model_dir), "--data", f"market1501:{market_dir}"]
+    assert main([*argv, "--config", str(config)]) == 0
+    assert "flip True" in capsys.readouterr().out
+    assert main([*argv[:2], str(config), *argv[2:], "--config", str(config)]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

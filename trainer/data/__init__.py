@@ -20,7 +20,7 @@ epoch skips the first b batches of the plan without decoding them.
 
 The modules, one concept each:
 
-    specs.py        what a --data / --dataset spec names (a dppp dataset or a NAME:PATH folder)
+    specs.py        what a --data spec names (a dppp dataset or a NAME:PATH folder)
     sources.py      --data sources (dppp datasets, Re-ID folders) -> units of whole identities
     plan.py         the epoch plan: which units and batches each rank and loader process has
     unit_reader.py  one unit's images with their style labels and words, read in one go

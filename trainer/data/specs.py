@@ -4,7 +4,7 @@
     synthetic:s3://bucket/ds                  the same, named: `dppp eval` takes NAME:PATH only
     market1501:/data/Market-1501-v15.09.15    a Re-ID benchmark folder, read by the named reader
 
-`--data` (training, pretraining) takes any of them (`parse_source`); `--dataset` (evaluation) NAME:PATH only
+`--data` of training and pretraining takes any of them (`parse_source`); `--data` of evaluation NAME:PATH only
 (`parse_dataset_spec`).
 """
 
