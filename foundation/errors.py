@@ -52,6 +52,8 @@ class DamagedDataError(DataError):
     does not heal it: `dppp train` stops at once instead of restarting its workers."""
 
     exit_code = 1
+
+
 class Interrupted(ReportedError):
     """The job stopped on a signal (SIGTERM, SIGINT) with everything it wrote whole and resumable. The
     message is the one line the CLI prints (no "error:", no traceback); exit code 128 + the signal."""
