@@ -109,7 +109,14 @@ def shard_rows(
     `on_chunk` sees every byte of the tar (a checksum), the end-of-archive padding included."""
     reader = ChunkedReader(stream, on_chunk=on_chunk)
     rows = []
-    for sample in read_shard(reader, include={"json", "cls"}):
+
+    def refuse(member) -> None:  # what verify reports as unsafe is never indexed either
+        raise DataError(
+            f"{where}: member {member.name!r}: {member.skipped}; not indexed "
+            "(`dppp shards verify` reports it as unsafe)"
+        )
+
+    for sample in read_shard(reader, include={"json", "cls"}, on_skip=refuse):
         meta = sample.get("json")
         if meta is None:
             raise DataError(f"{where}: sample {sample['__key__']} has no json member")
