@@ -24,6 +24,7 @@ from foundation.errors import CapacityError, SettingError
 from foundation.ray_cluster import start_ray
 from pipeline.actor_pool import ActorLoss, ActorPool, short_error
 from pipeline.config import GenerateConfig
+from pipeline.storage.base import StorageUnavailable
 
 # Config fields that do not change a single byte of the dataset: they may differ on resume.
 _RUN_ONLY_FIELDS = {"out", "workers", "storage", "max_attempts", "cpus_per_worker", "placement_timeout_s"}
@@ -60,6 +61,7 @@ class GenerateSummary:
     pool_sizes: list[tuple[float, int]] = field(default_factory=list)
     losses: list[ActorLoss] = field(default_factory=list)  # actors that died mid-run, and on which node
     stopped: str | None = None  # why the job stopped before every shard was tried (no capacity left)
+    outage: bool = False  # stopped because the output storage stayed down for a whole retry budget
     # The driver's own time: "plan_s" (plan, dataset.json, which shards are committed), "schedule_s" (Ray
     # start and the actors' whole run), "index_s" (merging the fragments into index.parquet)
     phases: dict[str, float] = field(default_factory=dict)
@@ -261,7 +263,8 @@ def run_generate(
             summary.pool_sizes, summary.losses = pool.sizes, pool.losses
     scheduled = time.perf_counter()
     summary.phases["schedule_s"] = scheduled - started - summary.phases["plan_s"]
-    if todo or not storage.exists(INDEX_NAME):  # a rerun of a finished dataset need not merge again
+    # a rerun of a finished dataset need not merge again; a storage that is down takes no index (the rerun's)
+    if not summary.outage and (todo or not storage.exists(INDEX_NAME)):
         write_index(storage, shards_hint=len(plan.shards))  # fragments only: no tar is read
     summary.wall_s = time.perf_counter() - started
     summary.phases["index_s"] = summary.wall_s - (scheduled - started)
@@ -337,7 +340,7 @@ class _Drain:
     def run(self) -> None:
         import ray
 
-        while self.queue or self.in_flight:
+        while (self.queue or self.in_flight) and not self.summary.outage:
             self.dispatch()
             if not self.in_flight and (reason := self.pool.out_of_capacity()):
                 self.summary.stopped = f"{reason}; {len(self.queue)} shard(s) not rendered"
@@ -388,7 +391,10 @@ class _Drain:
         except (RayActorError, RayTaskError) as exc:
             if isinstance(exc, RayActorError):
                 self.actor_lost(name, actor, exc)
-            self.retry_or_fail(shard, exc)
+            if isinstance(getattr(exc, "cause", None), StorageUnavailable):
+                self.stop_for_outage(shard, exc)
+            else:
+                self.retry_or_fail(shard, exc)
             return
         summary = self.summary
         summary.shards_done += 1
@@ -411,6 +417,17 @@ class _Drain:
                 f"{name} on node {loss.node[:8]} lost ({loss.error}): its shards go back to the "
                 f"queue, {len(self.pool.ready())} actor(s) carry on, a replacement is requested"
             )
+
+    def stop_for_outage(self, shard, exc: BaseException) -> None:
+        """A circuit breaker: the output storage failed one request for a whole retry budget, so every
+        other shard would be rendered only to fail the same way (and retried, each retry spending the
+        budget again). Stop at once; the shards in flight are abandoned uncommitted, a rerun resumes."""
+        self.summary.outage = True
+        left = len(self.queue) + len(self.in_flight) + 1
+        self.summary.stopped = (
+            f"the output storage is unreachable ({short_error(exc)}); stopped rather than render into it, "
+            f"{left} shard(s) not rendered"
+        )
 
     def retry_or_fail(self, shard, exc: BaseException) -> None:
         self.attempts[shard.index] = self.attempts.get(shard.index, 0) + 1

@@ -4,9 +4,20 @@ system temp folder. Each: one line, a non-zero exit, nothing of the user's lost,
 
 from __future__ import annotations
 
+import os
+import re
+import threading
+import time
 from pathlib import Path
 
+import pytest
+
 from dppp.cli import main
+from pipeline.generate import GenerationFailed, run_generate
+from pipeline.listing import committed_shards
+from pipeline.storage.urls import open_storage
+from tests.conftest import FAKE_CREDENTIALS
+from tests.pipeline.test_generate import gen_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,3 +36,73 @@ def test_a_non_empty_folder_that_is_no_dataset_is_refused(tmp_path, capsys):
     assert (out / "2024" / "holiday.jpg").read_bytes() == b"a user's picture"
     assert main([*argv, "--overwrite"]) == 2  # --overwrite replaces a dataset, never a user's files
     assert [p.relative_to(out).as_posix() for p in out.rglob("*")] == ["2024", "2024/holiday.jpg"]
+
+
+@pytest.fixture(scope="module")
+def ray_beside_s3(_moto_server):
+    """A local Ray of 2 CPUs whose processes inherit the loopback S3 endpoint and fake credentials, as a
+    cluster's nodes have their own (started after the environment is set)."""
+    ray = pytest.importorskip("ray")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": _moto_server.endpoint_url}.items():
+            patch.setenv(name, value)
+        for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            patch.setenv(name, os.devnull)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+def committed_records(moto_s3, bucket: str) -> int:
+    listed = moto_s3.client().list_objects_v2(Bucket=bucket, Prefix="ds/shards/")
+    return sum(o["Key"].endswith(".json") for o in listed.get("Contents", []))
+
+
+@pytest.mark.slow
+def test_an_outage_longer_than_the_retry_budget_stops_the_run(ray_beside_s3, moto_s3):
+    """The endpoint goes down after the first commits and stays down: the run stops at the first request
+    that failed for a whole retry budget (1 s here) instead of rendering each remaining shard into it and
+    retrying it `max_attempts` times; no shard is counted failed or retried; a rerun resumes."""
+    url = moto_s3.bucket() + "/ds"
+    bucket = url.removeprefix("s3://").split("/")[0]
+    shards = 30
+    config = gen_config(
+        url, identities=shards, ids_per_shard=1, workers=1, max_attempts=3, **{"storage.retry_budget_s": 1}
+    )
+    outcome: dict = {}
+
+    def run():
+        try:
+            run_generate(config, progress=False)
+        except GenerationFailed as failed:
+            outcome["summary"] = failed.summary
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while committed_records(moto_s3, bucket) < 2 and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    moto_s3.stop()
+    thread.join(120)
+    assert not thread.is_alive(), "the run went on rendering into a dead endpoint"
+    summary = outcome["summary"]
+    assert summary.outage and summary.retries == 0 and not summary.failed
+    stopped = re.fullmatch(
+        r"the output storage is unreachable \(StorageUnavailable: cannot \w+ "
+        + re.escape(url)
+        + r"/shards/shard-\d{6}\.\w+: S3 endpoint "
+        + re.escape(moto_s3.endpoint_url)
+        + r" still failing after \d+ attempts over [\d.]+s \(retry budget 1s\): [^\n]+\); stopped rather "
+        r"than render into it, (\d+) shard\(s\) not rendered",
+        summary.stopped,
+    )
+    assert stopped, summary.stopped
+    not_rendered = int(stopped.group(1))
+    assert summary.shards_done + not_rendered == shards and not_rendered > shards // 2
+
+    moto_s3.start()
+    rerun = run_generate(config, progress=False)
+    assert rerun.shards_skipped == summary.shards_done >= 2
+    assert rerun.shards_done == not_rendered and len(committed_shards(open_storage(url))) == shards
