@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -290,6 +291,8 @@ def test_actor_killed_mid_shard_is_replaced(reference, tmp_path, foreign_ray_pro
     assert summary.retries >= 1 and not summary.failed
     assert tar_digests(str(out)) == tar_digests(str(reference[0]))
     assert not dead(foreign_ray_processes), "another job's processes were killed"
+    # a shard it was writing is removed by the worker that replaced it (pipeline/worker.py)
+    assert not list(Path(tempfile.gettempdir()).glob(f"dppp-shard-{killed}-*"))
 
 
 @pytest.mark.slow
