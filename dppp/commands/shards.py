@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from foundation.signals import stop_on_sigterm
+
 app = typer.Typer(
     help="List, verify, summarise and look at dataset shards (local, file:// or s3://).", no_args_is_help=True
 )
@@ -122,7 +124,12 @@ def verify(
     url: UrlArg,
     deep: Annotated[bool, typer.Option("--deep", help="Also decode every image.")] = False,
     workers: Annotated[
-        int, typer.Option("--workers", help="Shards verified at once (processes); 0: auto.")
+        int,
+        typer.Option(
+            "--workers",
+            help="Processes verifying shards at once; 0: auto (threads on an object store, one process "
+            "per CPU for a local dataset of 256 MiB and more).",
+        ),
     ] = 0,
     endpoint_url: EndpointOption = None,
 ) -> None:
@@ -131,7 +138,7 @@ def verify(
 
     from pipeline.verify import verify_dataset
 
-    with _progress("verify", unit_bytes=True) as (set_total, advance, listed):
+    with stop_on_sigterm("verify"), _progress("verify", unit_bytes=True) as (set_total, advance, listed):
         report = verify_dataset(
             url,
             deep=deep,

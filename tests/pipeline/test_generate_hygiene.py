@@ -126,7 +126,7 @@ def test_a_worker_removes_the_shard_folders_killed_writers_left_and_nothing_else
         folders = {
             "stale": f"dppp-shard-{gone.pid}-000003-k2j4",
             "live": f"dppp-shard-{alive.pid}-000004-x9q1",
-            "not ours": f"dppp-shard-000005-abcd",  # another naming: its writer cannot be told
+            "not ours": "dppp-shard-000005-abcd",  # another naming: its writer cannot be told
             "user's": f"dppp-shard-{gone.pid}-notes",
         }
         for name in folders.values():
@@ -140,8 +140,9 @@ def test_a_worker_removes_the_shard_folders_killed_writers_left_and_nothing_else
         monkeypatch.setattr(
             pipeline.publish,
             "publish_shard",
-            lambda storage, index, path, *a, **k: written_in.append(Path(path).parent.name)
-            or publish(storage, index, path, *a, **k),
+            lambda storage, index, path, *a, **k: (
+                written_in.append(Path(path).parent.name) or publish(storage, index, path, *a, **k)
+            ),
         )
         plan = ShardPlan(0, (0,), 0)
         worker.publish(plan, worker.render(plan))
