@@ -162,9 +162,8 @@ def prepare_output(plan: Plan, *, overwrite: bool):
             )
         if previous.get("resolved"):  # settings measured by an earlier run decide this dataset's bytes too
             manifest["resolved"] = previous["resolved"]
-    elif stray := next(
-        iter(storage.walk()), None
-    ):  # a user's folder: never write (or delete) among its files
+    # a user's folder: never write (or delete) among its files
+    elif stray := next(iter(storage.walk()), None):
         raise SettingError(
             "generate.out",
             f"{storage.url} is not empty and holds no dataset (no {DATASET_MANIFEST}; it has {stray.key!r}): "

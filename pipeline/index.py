@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -31,10 +32,12 @@ from typing import Any
 from foundation.errors import DataError
 from pipeline.parallel import IO_THREADS, ordered_map
 from pipeline.records import ATTRIBUTE_PREFIX, INDEX_NAME, FragmentRef, ShardRecord, read_record
-from pipeline.shards.format import fragment_name, record_name
+from pipeline.shards.format import ALLOWED_EXTS, fragment_name, record_name
 from pipeline.shards.reader import ChunkedReader, read_shard
 from pipeline.storage.base import Storage
 from pipeline.storage.config import StorageConfig
+
+log = logging.getLogger("dppp.shards")
 
 ROW_GROUP_ROWS = 1 << 14  # rows held before a row group of index.parquet is written: the merge's memory
 
@@ -110,7 +113,13 @@ def shard_rows(
     reader = ChunkedReader(stream, on_chunk=on_chunk)
     rows = []
 
-    def refuse(member) -> None:  # what verify reports as unsafe is never indexed either
+    def refuse(member) -> None:
+        """A member of the sample's own kinds that is no regular file (a link, a device...) leaves its
+        sample without what a row promises: never indexed, as verify calls it unsafe. An extra member of
+        another kind is stepped over unread, with a warning."""
+        if member.ext not in ALLOWED_EXTS:
+            log.warning("%s: skipped member %r: %s", where, member.name, member.skipped)
+            return
         raise DataError(
             f"{where}: member {member.name!r}: {member.skipped}; not indexed "
             "(`dppp shards verify` reports it as unsafe)"
