@@ -112,3 +112,46 @@ def test_sigterm_ends_verify_and_its_worker_processes(tmp_path, make_samples):
         "error: verify stopped by SIGTERM before it finished; rerun it to verify the rest"
     )
     assert "Traceback" not in errors and "OK" not in printed
+
+
+_POOL_BESIDE = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from pipeline.storage.urls import open_storage
+from pipeline.verify import _start_worker
+
+spawn = multiprocessing.get_context("spawn")
+pool = ProcessPoolExecutor(1, mp_context=spawn, initializer=_start_worker, initargs=(os.getpid(), open_storage(sys.argv[1])))
+print(pool.submit(os.getpid).result(), flush=True)  # a task ran: the worker's start-up is done
+time.sleep(600)
+"""
+
+
+def test_a_verify_worker_ends_when_its_parent_is_sigkilled(tmp_path):
+    """Nothing of a SIGKILLed verify runs, so its pool cannot end its workers: each worker has asked Linux
+    for SIGTERM at its parent's death (a started worker used to run on, orphaned)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _POOL_BESIDE, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker = 0
+    try:
+        worker = int(parent.stdout.readline())
+        assert is_running(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while is_running(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not is_running(worker), "the worker outlived its SIGKILLed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        parent.stdout.close()
+        if worker and is_running(worker):  # what the parent started and left behind (only on a failure)
+            os.kill(worker, signal.SIGKILL)
