@@ -92,9 +92,12 @@ def _check_in_process(args) -> list[tuple[ShardCheck, _Facts | None]]:
     the process as they do in one), one at a time on local disk (parsing holds the CPU)."""
     batch, deep = args
     storage = _worker_storage[0]
-    threads = IO_THREADS if storage.local_root is None else 1
-    check = lambda item: _check_committed(storage, item[0], item[1], deep, None)  # noqa: E731
-    return list(ordered_map(check, batch, threads=threads))
+
+    def check(item):
+        index, objects = item
+        return _check_committed(storage, index, objects, deep, None)
+
+    return list(ordered_map(check, batch, threads=IO_THREADS if storage.local_root is None else 1))
 
 
 class _Totals:
@@ -312,15 +315,15 @@ def _start_worker(parent: int, storage: Storage) -> None:
     processes 15x slower than threads on small shards). Has Linux send it SIGTERM when its parent dies,
     however it dies (SIGKILL included), so no worker outlives the verify that started it; ends at once if
     the parent is already gone."""
-    _worker_storage[:] = [storage]
-    if hasattr(storage, "client"):  # S3: built once here, not by every thread of the first batch at once
-        storage.client  # noqa: B018
     if sys.platform.startswith("linux"):
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:
         os._exit(1)
+    _worker_storage[:] = [storage]
+    if hasattr(storage, "client"):  # S3: built once here, not by every thread of the first batch at once
+        storage.client  # noqa: B018
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -53,6 +53,25 @@ def test_auto_verifies_an_object_store_on_threads_and_a_large_local_dataset_in_p
     assert in_processes == [local.url]
 
 
+def test_processes_on_an_object_store_verify_as_threads_do(moto_s3, tmp_path, make_samples):
+    """`--workers 2` on S3: each process gets the storage once, verifies its batch on threads; the report is
+    the one threads give, a damaged shard included."""
+    storage = publish_dataset(moto_s3.bucket() + "/ds", tmp_path, make_samples, 5)
+    data = bytearray(storage.read_bytes("shards/shard-000003.tar"))
+    data[700] ^= 0x01
+    storage.put_bytes(bytes(data), "shards/shard-000003.tar")
+    threads, processes = verify_dataset(storage.url, workers=1), verify_dataset(storage.url, workers=2)
+    assert [(c.name, c.status, c.problems) for c in processes.checks] == [
+        (c.name, c.status, c.problems) for c in threads.checks
+    ]
+    assert [(c.name, c.status) for c in processes.checks] == [("shards/shard-000003.tar", "corrupted")]
+    assert (processes.verified, processes.samples, processes.bytes) == (
+        threads.verified,
+        threads.samples,
+        threads.bytes,
+    )
+
+
 def children_of(pid: int) -> set[int]:
     """The children of process `pid`, as its own /proc entry lists them."""
     found = set()
