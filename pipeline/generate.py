@@ -24,6 +24,7 @@ from foundation.graceful_stop import StopRequest, grace_s, graceful_stop
 from foundation.ray_cluster import start_ray
 from pipeline.actor_pool import ActorLoss, ActorPool, short_error
 from pipeline.config import GenerateConfig
+from pipeline.storage.base import StorageUnavailable
 
 # Config fields that do not change a single byte of the dataset: they may differ on resume.
 _RUN_ONLY_FIELDS = {
@@ -68,6 +69,7 @@ class GenerateSummary:
     pool_sizes: list[tuple[float, int]] = field(default_factory=list)
     losses: list[ActorLoss] = field(default_factory=list)  # actors that died mid-run, and on which node
     stopped: str | None = None  # why the job stopped before every shard was tried (no capacity left)
+    outage: bool = False  # stopped because the output storage stayed down for a whole retry budget
     # The driver's own time: "plan_s" (plan, dataset.json, which shards are committed), "schedule_s" (Ray
     # start and the actors' whole run), "index_s" (merging the fragments into index.parquet)
     phases: dict[str, float] = field(default_factory=dict)
@@ -178,6 +180,13 @@ def prepare_output(plan: Plan, *, overwrite: bool, extend: bool = False):
             )
         if previous.get("resolved"):  # settings measured by an earlier run decide this dataset's bytes too
             manifest["resolved"] = previous["resolved"]
+    # a user's folder: never write (or delete) among its files
+    elif stray := next(iter(storage.walk()), None):
+        raise SettingError(
+            "generate.out",
+            f"{storage.url} is not empty and holds no dataset (no {DATASET_MANIFEST}; it has {stray.key!r}): "
+            "refusing to write a dataset among other files; choose an empty or new folder",
+        )
     write_dataset_manifest(storage, manifest)
     return storage
 
@@ -302,7 +311,8 @@ def _run_generate(
         summary.notes += lease_notes(leases)
     scheduled = time.perf_counter()
     summary.phases["schedule_s"] = scheduled - started - summary.phases["plan_s"]
-    if todo or change.rewrite_index or not storage.exists(INDEX_NAME):  # a finished dataset's rerun: no merge
+    # a finished dataset's rerun need not merge again; a storage that is down takes no index (the rerun's)
+    if not summary.outage and (todo or change.rewrite_index or not storage.exists(INDEX_NAME)):
         try:
             write_index(storage, shards_hint=len(plan.shards))  # fragments only: no tar is read
         except DataError as exc:  # the output turned read-only or full: the summary still says what was done
@@ -450,7 +460,7 @@ class _Drain:
     def run(self) -> list:
         import ray
 
-        while self.queue or self.in_flight:
+        while (self.queue or self.in_flight) and not self.summary.outage:
             if self.stop.requested:
                 return self.wind_down()
             self.dispatch()
@@ -528,7 +538,9 @@ class _Drain:
         except (RayActorError, RayTaskError) as exc:
             if isinstance(exc, RayActorError):
                 self.actor_lost(name, actor, exc)
-            if retry:
+            if isinstance(getattr(exc, "cause", None), StorageUnavailable):
+                self.stop_for_outage(shard, exc)
+            elif retry:
                 self.retry_or_fail(shard, exc)
             return
         self.queue.done(shard)
@@ -553,6 +565,17 @@ class _Drain:
                 f"{name} on node {loss.node[:8]} lost ({loss.error}): its shards go back to the "
                 f"queue, {len(self.pool.ready())} actor(s) carry on, a replacement is requested"
             )
+
+    def stop_for_outage(self, shard, exc: BaseException) -> None:
+        """A circuit breaker: the output storage failed one request for a whole retry budget, so every
+        other shard would be rendered only to fail the same way (and retried, each retry spending the
+        budget again). Stop at once; the shards in flight are abandoned uncommitted, a rerun resumes."""
+        self.summary.outage = True
+        left = len(self.queue) + len(self.in_flight) + 1
+        self.summary.stopped = (
+            f"the output storage is unreachable ({short_error(exc)}); stopped rather than render into it, "
+            f"{left} shard(s) not rendered"
+        )
 
     def retry_or_fail(self, shard, exc: BaseException) -> None:
         self.attempts[shard.index] = self.attempts.get(shard.index, 0) + 1

@@ -23,20 +23,23 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from foundation.errors import DataError
+from foundation.errors import DamagedDataError, DataError
 from pipeline.dataset_card import write_loading_files
 from pipeline.parallel import IO_THREADS, ordered_map
 from pipeline.records import ATTRIBUTE_PREFIX, INDEX_NAME, FragmentRef, ShardRecord, read_record
-from pipeline.shards.format import fragment_name, record_name
+from pipeline.shards.format import ALLOWED_EXTS, fragment_name, record_name
 from pipeline.shards.reader import ChunkedReader, read_shard
 from pipeline.storage.base import Storage
 from pipeline.storage.config import StorageConfig
 from pipeline.storage.local import os_errors
+
+log = logging.getLogger("dppp.shards")
 
 ROW_GROUP_ROWS = 1 << 14  # rows held before a row group of index.parquet is written: the merge's memory
 
@@ -113,7 +116,22 @@ def shard_rows(
     `storage_config` gives the member size limits."""
     reader = ChunkedReader(stream, on_chunk=on_chunk)
     rows = []
-    for sample in read_shard(reader, include={"json", "cls"}, storage_config=storage_config, name=where):
+
+    def refuse(member) -> None:
+        """A member of the sample's own kinds that is no regular file (a link, a device...) leaves its
+        sample without what a row promises: never indexed, as verify calls it unsafe. An extra member of
+        another kind is stepped over unread, with a warning."""
+        if member.ext not in ALLOWED_EXTS:
+            log.warning("%s: skipped member %r: %s", where, member.name, member.skipped)
+            return
+        raise DamagedDataError(
+            f"{where}: member {member.name!r}: {member.skipped}; not indexed "
+            "(`dppp shards verify` reports it as unsafe)"
+        )
+
+    for sample in read_shard(
+        reader, include={"json", "cls"}, storage_config=storage_config, name=where, on_skip=refuse
+    ):
         meta = sample.get("json")
         if meta is None:
             raise DataError(f"{where}: sample {sample['__key__']} has no json member")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import shutil
 import tempfile
 import threading
 import time
@@ -25,6 +27,46 @@ if TYPE_CHECKING:
     from pipeline.records import ShardRecord
     from pipeline.shards.writer import Sample
     from prompts.spec import ViewSpec
+
+# A shard is written in a temp folder named for the process writing it, `dppp-shard-<pid>-<shard>-<random>`:
+# a worker killed mid-write (SIGKILL, a lost node, ray.kill) leaves its folder behind, and the next worker
+# started on that machine removes the folders of writers that are gone.
+_SHARD_TEMP = "dppp-shard-"
+_SHARD_TEMP_NAME = re.compile(re.escape(_SHARD_TEMP) + r"(\d+)-\d{6,}-")
+
+
+def remove_stale_shard_folders(root: str | None = None) -> list[str]:
+    """Remove the shard temp folders (in `root`, default the system temp folder) whose writer process is
+    gone: named by this code, owned by this user, their pid not running. Anything else stays: another
+    user's, a live worker's (of this job or another), a folder this code did not name. Returns the removed."""
+    root = root or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _SHARD_TEMP_NAME.match(entry.name)
+        try:
+            if not match or not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if not _running(int(match.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists, sends nothing
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
 
 # Packages whose versions decide the bytes of a sample; recorded so a sample can be regenerated exactly.
 _VERSIONED_PACKAGES = ("dppp", "numpy", "pillow", "torch", "diffusers", "transformers")
@@ -74,6 +116,7 @@ class ShardWorker:
 
         if threads is not None:
             limit_threads(threads)
+        remove_stale_shard_folders()  # what workers killed mid-write on this machine left behind
         self.config = config
         self.name = name
         self.engine = prompt_engine(config)
@@ -155,7 +198,7 @@ class ShardWorker:
         from pipeline.publish import publish_shard
         from pipeline.shards.writer import write_shard
 
-        with tempfile.TemporaryDirectory(prefix=f"dppp-shard-{plan.index:06d}-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{_SHARD_TEMP}{os.getpid()}-{plan.index:06d}-") as tmp:
             path = os.path.join(tmp, "shard.tar")
             started = time.perf_counter()
             info = write_shard(samples, path)

@@ -4,6 +4,9 @@ def test_x(moto_s3):
     url = moto_s3.bucket("data")          # creates the bucket, returns "s3://data"
     moto_s3.stop(); moto_s3.start()      # an outage: same port, buckets and objects kept
 
+def test_z(foreign_ray_processes):     # another job's Ray processes, by title: each must survive the test
+    ...; assert not tests.ray_processes.dead(foreign_ray_processes)
+
 def test_y(make_samples):
     samples = make_samples(n_ids=2, views=3)   # list[pipeline.shards.writer.Sample], real JPEG bytes
 
@@ -284,6 +287,18 @@ def make_samples(n_ids: int = 2, views: int = 3, *, first_pid: int = 0, size=(32
 @pytest.fixture(name="make_samples")
 def make_samples_fixture():
     return make_samples
+
+
+@pytest.fixture(scope="session")
+def foreign_ray_processes():
+    """Stand-ins for another job's Ray processes on this machine (a shard actor, a Ray Train worker, a
+    raylet of another instance with workers below it), titled as the real ones: {name: pid}. A test that
+    kills one of its own processes runs beside them and checks `tests.ray_processes.dead(...)` is empty.
+    They are killed by their own pids at the end of the session."""
+    from tests.ray_processes import foreign_processes
+
+    with foreign_processes() as pids:
+        yield pids
 
 
 @pytest.fixture

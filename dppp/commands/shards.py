@@ -160,7 +160,12 @@ def verify(
     url: UrlArg,
     deep: Annotated[bool, typer.Option("--deep", help="Also decode every image.")] = False,
     workers: Annotated[
-        int, typer.Option("--workers", help="Shards verified at once (processes); 0: auto.")
+        int,
+        typer.Option(
+            "--workers",
+            help="Processes verifying shards at once; 0: auto (threads on an object store, one process "
+            "per CPU for a local dataset of 256 MiB and more).",
+        ),
     ] = 0,
     endpoint_url: EndpointOption = None,
     member_limit: MemberLimitOption = None,

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from pipeline.index import build_index
 from pipeline.listing import committed_shards
 from pipeline.records import read_index
 from pipeline.storage.urls import open_storage
+from tests.ray_processes import dead, descendants_titled, this_raylet
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,21 +37,6 @@ def gen_config(out, **overrides):
 def tar_digests(url: str) -> dict[str, str]:
     storage = open_storage(url)
     return {r.tar: hashlib.sha256(storage.read_bytes(r.tar)).hexdigest() for r in committed_shards(storage)}
-
-
-def worker_processes(marker: str = "ShardActor.run") -> list[int]:
-    """Pids of Ray actor processes whose title shows them inside a ShardActor.run call."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 @pytest.fixture(scope="module")
@@ -281,16 +268,19 @@ def test_a_renderer_that_cannot_load_stops_the_job_with_its_error(tmp_path, ray_
 
 
 @pytest.mark.slow
-def test_actor_killed_mid_shard_is_replaced(reference, tmp_path):
+def test_actor_killed_mid_shard_is_replaced(reference, tmp_path, foreign_ray_processes):
+    """One of this run's actors is SIGKILLed inside a shard: found below this Ray instance's raylet, never
+    by its title across the machine (another job's processes, named alike, run beside it and survive)."""
     out = tmp_path / "killed"
     config = gen_config(out, identities=12, ids_per_shard=3, workers=2)
+    raylet = this_raylet()
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(summary=run_generate(config, progress=False)))
     thread.start()
     killed = None
     deadline = time.time() + 120
     while killed is None and thread.is_alive() and time.time() < deadline:
-        busy = worker_processes()
+        busy = descendants_titled(raylet, b"ShardActor.run")
         if busy:
             os.kill(busy[0], signal.SIGKILL)
             killed = busy[0]
@@ -300,6 +290,9 @@ def test_actor_killed_mid_shard_is_replaced(reference, tmp_path):
     summary = result["summary"]
     assert summary.retries >= 1 and not summary.failed
     assert tar_digests(str(out)) == tar_digests(str(reference[0]))
+    assert not dead(foreign_ray_processes), "another job's processes were killed"
+    # a shard it was writing is removed by the worker that replaced it (pipeline/worker.py)
+    assert not list(Path(tempfile.gettempdir()).glob(f"dppp-shard-{killed}-*"))
 
 
 @pytest.mark.slow

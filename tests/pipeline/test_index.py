@@ -346,3 +346,42 @@ def test_s3_listing_in_key_ranges_equals_one_listing(moto_s3, tmp_path, make_sam
     assert write_index(storage, shards_hint=7) == 42
     report = verify_dataset(storage.url)  # cuts its listing by dataset.json's plan (7 shards)
     assert report.verified == 7 and [c.name for c in report.checks] == ["shards/notes.bin"]
+
+
+def test_from_tars_refuses_a_sample_whose_image_is_a_symlink(dataset, capsys):
+    """A committed shard (record consistent with its tar) whose first image is a symlink to /etc/passwd:
+    `verify` calls it unsafe, so `index --from-tars` indexes nothing of it (it used to warn and go on)."""
+    import hashlib
+    import io
+    import tarfile
+
+    write_index(dataset)
+    before = read_index(dataset)
+    record = read_record(dataset, 1)
+    rebuilt = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(dataset.read_bytes(record.tar))) as tar,
+        tarfile.open(fileobj=rebuilt, mode="w", format=tarfile.PAX_FORMAT) as out,
+    ):
+        for entry in tar:
+            if entry.name == f"{record.keys[0]}.jpg":
+                link = tarfile.TarInfo(entry.name)
+                link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                out.addfile(link)
+            else:
+                out.addfile(entry, tar.extractfile(entry))
+    data = rebuilt.getvalue()
+    dataset.put_bytes(data, record.tar)
+    update = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    dataset.put_bytes(record.model_copy(update=update).to_json(), record_name(1))
+    capsys.readouterr()
+
+    assert main(["shards", "index", dataset.url, "--from-tars"]) == 1  # damage, as verify says
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {dataset.url}/shards/shard-000001.tar: member 'p000002_v000.jpg': not a regular file; "
+        "not indexed (`dppp shards verify` reports it as unsafe)\n"
+    )
+    assert read_index(dataset).equals(before)  # nothing half-written
+    report = verify_dataset(dataset.url)
+    assert not report.ok

@@ -25,6 +25,7 @@ from pipeline.generate import GenerationFailed, run_generate
 from pipeline.listing import committed_shards, list_objects
 from pipeline.storage.urls import open_storage
 from tests.pipeline.test_generate import gen_config, tar_digests
+from tests.ray_processes import descendants_titled, process_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_FAILURE_DETECTION = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
@@ -87,32 +88,15 @@ def kill_node(cluster, node) -> float:
     return time.monotonic()
 
 
-def raylet_hosting(cluster, pid: int):
-    """The worker node whose raylet is an ancestor of process `pid` (Ray workers are its children)."""
-    raylets = {node.all_processes["raylet"][0].process.pid: node for node in cluster.worker_nodes}
-    while pid > 1:
-        if pid in raylets:
-            return raylets[pid]
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return None
-    return None
-
-
 def nodes_hosting(cluster, marker: bytes) -> list:
-    """Worker nodes of `cluster` running a process whose title holds `marker` (e.g. b"RayTrainWorker")."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if not entry.name.isdigit() or marker not in (entry / "cmdline").read_bytes():
-                continue
-        except OSError:
-            continue
-        node = raylet_hosting(cluster, int(entry.name))
-        if node is not None and node not in found:
-            found.append(node)
-    return found
+    """Worker nodes of `cluster` running a process whose title holds `marker` (e.g. b"RayTrainWorker"):
+    looked for below each node's raylet (Ray workers are its children), never across the machine."""
+    tree = process_tree()
+    return [
+        node
+        for node in cluster.worker_nodes
+        if descendants_titled(node.all_processes["raylet"][0].process.pid, marker, tree)
+    ]
 
 
 def node_running(cluster, marker: bytes, timeout_s: float = 60, *, count: int = 1):

@@ -100,7 +100,8 @@ def test_index_on_a_read_only_or_full_dataset_is_one_line_and_keeps_the_old_inde
         f"error: cannot write {root}/index.parquet: {problem}\n",
     )
     assert read_index(dataset).equals(before)
-    assert sorted(p.name for p in root.iterdir()) == ["dataset.json", "index.parquet", "shards"]
+    nothing_new = ["README.md", "dataset.json", "index.parquet", "shards", "wids-index.json"]
+    assert sorted(p.name for p in root.iterdir()) == nothing_new  # no temporary file left beside them
 
 
 def test_grid_show_and_plot_into_a_read_only_folder_are_one_line(dataset, refuse_writes, tmp_path, capsys):

@@ -276,34 +276,6 @@ def test_loopback_s3_data_and_output(ray_cluster, moto_s3, tmp_path):
     assert files_holding(Path(_global_node.get_session_dir_path()), secrets) == []
 
 
-def _ray_train_workers_of_this_process() -> list[int]:
-    """pids of RayTrainWorker processes descended from this test process (never another user's)."""
-
-    def parent(pid: int) -> int:
-        try:
-            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return 0
-
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            title = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"RayTrainWorker" not in title:
-            continue
-        pid = ancestor = int(entry.name)
-        while ancestor > 1:
-            ancestor = parent(ancestor)
-            if ancestor == os.getpid():
-                found.append(pid)
-                break
-    return sorted(found)
-
-
 def _registered_checkpoints(run: Path) -> list[str]:
     """Checkpoints the Ray Train controller has registered (a folder alone may still be uploading)."""
     try:
@@ -314,7 +286,10 @@ def _registered_checkpoints(run: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_survived(ray_cluster, dataset, tmp_path):
+def test_a_killed_worker_is_survived(ray_cluster, dataset, tmp_path, foreign_ray_processes):
+    """A training worker of this run is SIGKILLed: found below this Ray instance's raylet, never by its
+    title across the machine (another job's processes, named alike, run beside it and survive)."""
+    from tests.ray_processes import dead, descendants_titled, this_raylet
     from trainer.checkpoint import read_state
     from trainer.train import run_train
 
@@ -326,12 +301,13 @@ def test_a_killed_worker_is_survived(ray_cluster, dataset, tmp_path):
             result=run_train(config, [dataset], str(out), workers=2, progress=False)
         )
     )
+    raylet = this_raylet()
     thread.start()
     deadline = time.monotonic() + 120
     killed = None
     while killed is None and thread.is_alive() and time.monotonic() < deadline:
         if _registered_checkpoints(out / "kill"):  # mid-run, with a checkpoint Ray Train will resume from
-            workers = _ray_train_workers_of_this_process()
+            workers = descendants_titled(raylet, b"RayTrainWorker")
             if workers:
                 killed = workers[-1]
                 os.kill(killed, signal.SIGKILL)
@@ -343,6 +319,7 @@ def test_a_killed_worker_is_survived(ray_cluster, dataset, tmp_path):
     assert read_state(out / "kill" / "final").step == result.steps
     records = metrics(out / "kill")
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [0, 0, 1, 2]
+    assert not dead(foreign_ray_processes), "another job's processes were killed"
 
 
 def rank1_on(model, dataset_url: str, image_size) -> tuple[float, float]:
