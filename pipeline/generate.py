@@ -140,6 +140,24 @@ class Plan:
         }
 
 
+def _dataset_object(key: str) -> bool:
+    """Whether `key` is one a dppp dataset holds (a shard, record, fragment or lease; a derived file)."""
+    from pipeline.dataset_card import CARD_NAME, WIDS_INDEX_NAME
+    from pipeline.records import INDEX_NAME
+    from pipeline.shards.format import parse_lease_key, parse_shard_key
+
+    return (
+        bool(parse_shard_key(key))
+        or parse_lease_key(key) is not None
+        or key
+        in (
+            INDEX_NAME,
+            CARD_NAME,
+            WIDS_INDEX_NAME,
+        )
+    )
+
+
 def build_plan(config: GenerateConfig) -> Plan:
     from pipeline.plan import plan_shards
     from pipeline.prompting import prompt_engine
@@ -180,8 +198,9 @@ def prepare_output(plan: Plan, *, overwrite: bool, extend: bool = False):
             )
         if previous.get("resolved"):  # settings measured by an earlier run decide this dataset's bytes too
             manifest["resolved"] = previous["resolved"]
-    # a user's folder: never write (or delete) among its files
-    elif stray := next(iter(storage.walk()), None):
+    # a user's folder: never write (or delete) among its files (a dataset's own objects, such as a dead
+    # job's lease or the shards of a dataset whose dataset.json went, are not the user's)
+    elif stray := next((obj for obj in storage.walk() if not _dataset_object(obj.key)), None):
         raise SettingError(
             "generate.out",
             f"{storage.url} is not empty and holds no dataset (no {DATASET_MANIFEST}; it has {stray.key!r}): "
@@ -456,6 +475,7 @@ class _Drain:
         self.queue = queue  # pipeline/leases.py ShardQueue
         self.attempts: dict[int, int] = {}
         self.in_flight: dict[Any, tuple[str, Any, Any]] = {}  # ref -> (worker name, actor, shard plan)
+        self.outage_error: BaseException | None = None  # what tripped the breaker (stop_for_outage)
 
     def run(self) -> list:
         import ray
@@ -485,6 +505,8 @@ class _Drain:
             elif ready:
                 self.collect(ready[0])
             self.bar.tick()
+        if self.summary.outage:
+            self.count_outage()
         return []
 
     def wind_down(self) -> list:
@@ -510,7 +532,11 @@ class _Drain:
             name = min(load, key=load.__getitem__)
             if load[name] >= _DEPTH:
                 return
-            shard = self.queue.take()
+            try:
+                shard = self.queue.take()
+            except StorageUnavailable as exc:  # its lease could not be written: the output is down
+                self.stop_for_outage(None, exc)
+                return
             if shard is None:  # the rest is leased by other jobs
                 return
             self.in_flight[actors[name].run.remote(shard)] = (name, actors[name], shard)
@@ -567,14 +593,27 @@ class _Drain:
             )
 
     def stop_for_outage(self, shard, exc: BaseException) -> None:
-        """A circuit breaker: the output storage failed one request for a whole retry budget, so every
-        other shard would be rendered only to fail the same way (and retried, each retry spending the
-        budget again). Stop at once; the shards in flight are abandoned uncommitted, a rerun resumes."""
-        self.summary.outage = True
-        left = len(self.queue) + len(self.in_flight) + 1
-        self.summary.stopped = (
-            f"the output storage is unreachable ({short_error(exc)}); stopped rather than render into it, "
-            f"{left} shard(s) not rendered"
+        """A circuit breaker: the output storage failed one request (a shard's publish, or its lease) for
+        a whole retry budget, so every other shard would be rendered only to fail the same way (and
+        retried, each retry spending the budget again). Stop at once; a rerun resumes."""
+        if not self.summary.outage:
+            self.summary.outage, self.outage_error = True, exc
+
+    def count_outage(self) -> None:
+        """After the breaker: book the shards in flight that already finished (one may have committed
+        before the endpoint went), abandon the rest uncommitted, and say how many were not rendered."""
+        import ray
+
+        if self.in_flight:
+            ready, _ = ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=0)
+            for ref in ready:
+                self.collect(ref, retry=False)
+        summary = self.summary
+        by_others = len(getattr(self.queue, "by_others", ()))
+        left = summary.shards_total - summary.shards_skipped - summary.shards_done - by_others
+        summary.stopped = (
+            f"the output storage is unreachable ({short_error(self.outage_error)}); stopped rather than "
+            f"render into it, {left} shard(s) not rendered"
         )
 
     def retry_or_fail(self, shard, exc: BaseException) -> None:

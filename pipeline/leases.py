@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from pydantic import ValidationError
 
@@ -32,7 +32,7 @@ from foundation.errors import DataError, ReportedError, SettingError
 from foundation.schema import StrictModel
 from pipeline.plan import ShardPlan
 from pipeline.shards.format import lease_name, parse_lease_key
-from pipeline.storage.base import Storage, StorageError
+from pipeline.storage.base import Storage, StorageError, StorageUnavailable
 
 LEASE_FORMAT = "dppp-lease/1"
 
@@ -78,7 +78,7 @@ class JobIdentity:
 
     @classmethod
     def current(cls) -> JobIdentity:
-        started = datetime.now(UTC).isoformat(timespec="seconds")
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), started)
 
 
@@ -124,6 +124,7 @@ class Leases:
         self.taken_over: list[Lease] = []  # expired leases of other jobs this job took
         self.lost: list[int] = []  # leases another job took from us (we stalled past the expiry)
         self.errors: list[str] = []  # renewals or releases that failed on storage
+        self.unreachable = False  # the storage failed a call for a whole retry budget: no more calls
         self._lock = threading.Lock()  # one storage call on our leases at a time: renew vs release
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -188,10 +189,13 @@ class Leases:
             version = self.held.pop(index, None)
             if version is None:
                 return
+            if self.unreachable:  # each call would spend a whole retry budget: the lease expires on its own
+                return
             try:
                 self.storage.delete_if(lease_name(index), version)
             except StorageError as exc:  # it expires on its own
                 self.errors.append(f"releasing shard {index}'s lease: {exc}")
+                self.unreachable = isinstance(exc, StorageUnavailable)
 
     def renew(self) -> None:
         for index in list(self.held):
