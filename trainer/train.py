@@ -35,11 +35,23 @@ from trainer.config import RunSettings, TrainConfig
 class TrainResult:
     run_url: str  # <out>/<run_name>
     final_url: str  # <run_url>/final, for `dppp eval`
-    steps: int  # global optimiser steps of the whole run
+    steps: int  # global optimiser steps of the whole run, at its end
     wall_s: float
     starts: list[dict[str, Any]] = field(default_factory=list)  # one per worker-group start (resumes too)
     last_epoch: dict[str, Any] = field(default_factory=dict)  # the last epoch's mean losses
     health: dict[str, Any] = field(default_factory=dict)  # PDM's phase-1 health report (trainer/health.py)
+    already_finished: bool = False  # a rerun of a finished run: nothing was trained
+
+    @property
+    def resumed_from(self) -> int | None:
+        """The step this command's first start resumed from (None: a fresh run)."""
+        first = self.starts[0] if self.starts else {}
+        return int(first.get("step", 0)) if first.get("resumed") else None
+
+    @property
+    def trained(self) -> int:
+        """Steps this command advanced the run by (steps redone after a restart count once)."""
+        return 0 if self.already_finished else self.steps - (self.resumed_from or 0)
 
 
 def absolute_out(out: str) -> str:
@@ -177,9 +189,11 @@ def run_train(
     ray_address: str | None = None,
     use_gpu: bool | None = None,
     progress: bool = True,
+    extend: bool = False,
 ) -> TrainResult:
     """Train `config.model` on the committed shards of `data` (default: config.data.sources) with
-    `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume."""
+    `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume; a rerun
+    of a finished run trains nothing, or with `extend` continues it to more epochs (trainer/run_state.py)."""
     from foundation.config import with_updates
     from trainer.data.sources import open_training_data
 
@@ -194,9 +208,24 @@ def run_train(
         check_backbone(config.model.backbone)
     check_people_disjoint(config.model.backbone, sources, config.data.storage)
     steps = total_steps(config, training_data, config.workers)
+    done = finished_before(config, extend)
+    if done is not None:
+        return done
     from trainer.train_loop import train_worker
 
     return launch(config, training_data, steps, train_worker, ray_address=ray_address, progress=progress)
+
+
+def finished_before(config: TrainConfig, extend: bool) -> TrainResult | None:
+    """The result of a rerun of a finished run that has nothing to train (None: train)."""
+    from pipeline.storage.urls import open_storage
+    from trainer.run_state import check_rerun, finished_run
+
+    run_url = run_url_for(absolute_out(config.out), config.run_name)
+    finished = finished_run(open_storage(run_url, config.data.storage))
+    if finished is None or check_rerun(finished, config, run_url, extend=extend):
+        return None
+    return TrainResult(run_url, f"{run_url}/final", finished.step, 0.0, already_finished=True)
 
 
 def with_local_backbone(config: TrainConfig) -> TrainConfig:
@@ -290,7 +319,7 @@ def launch(
     return TrainResult(
         run_url,
         f"{run_url}/final",
-        steps,
+        int(state.get("end", {}).get("step", state.get("step_now", steps))),
         time.perf_counter() - started,
         state.get("starts", []),
         state.get("epoch", {}),
@@ -338,6 +367,28 @@ def _safe_get(board) -> dict[str, Any]:
         return {}
 
 
+def _start_line(start: dict[str, Any], *, restart: bool) -> str:
+    """What one worker-group start says: a fresh start, a resume (and from where), a restart."""
+    step = start.get("step", 0)
+    if restart:
+        line = (
+            f"training workers restarted (a worker or its node was lost): resuming from the checkpoint at "
+            f"step {step}"
+        )
+    elif start.get("resumed"):
+        line = f"resumed from step {step} (phase {start.get('phase')}, epoch {start.get('epoch')})"
+    else:
+        line = "started a new run"
+    line += f" with {start.get('world')} worker(s); the run ends at step {start.get('total_steps', '?')}"
+    moved = start.get("replanned")
+    if moved:
+        line += (
+            f"; the worker or loader-process count changed, so the resumed epoch is planned afresh: batch {moved['batch']} "
+            f"of {moved['of']} continues as batch {moved['now_batch']} of {moved['now_of']}"
+        )
+    return line
+
+
 def _fit_with_progress(trainer, board, steps: int, description: str, progress: bool) -> None:
     outcome: dict[str, Any] = {}
 
@@ -369,11 +420,9 @@ def _fit_with_progress(trainer, board, steps: int, description: str, progress: b
                 thread.join(0.5)
                 state = _safe_get(board)
                 for start in state.get("starts", [])[starts_seen:]:
-                    if start.get("resumed") and starts_seen:
-                        console.print(
-                            f"training workers restarted (a worker or its node was lost): resuming "
-                            f"from the checkpoint at step {start.get('step')}"
-                        )
+                    console.print(_start_line(start, restart=starts_seen > 0))
+                    if start.get("total_steps"):  # counted at this start's worker count
+                        bar.update(task, total=start["total_steps"])
                     starts_seen += 1
                 step = state.get("step", {})
                 info = (

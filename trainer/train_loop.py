@@ -36,6 +36,8 @@ from trainer.train_steps import (
     lr_at,
     optimizer_step,
     phase_schedule,
+    remaining_steps,
+    resume_skip,
 )
 
 FINAL_DIR = "final"
@@ -120,17 +122,7 @@ class Worker:
         if self.rank == 0:
             self.storage = open_storage(self.out, self.config.data.storage)
             self.log = RunLog(self.storage, self.workdir / "log", position.step)
-            self.record(
-                {
-                    "kind": "start",
-                    "step": position.step,
-                    "phase": position.phase,
-                    "epoch": position.epoch,
-                    "batch": position.batch,
-                    "world": self.world,
-                    "resumed": resume_dir is not None,
-                }
-            )
+            self.record(self.start_record(model, position, resumed=resume_dir is not None))
         for phase, schedule, first_epoch in self.schedules(model):
             if phase < position.phase:
                 continue
@@ -145,6 +137,31 @@ class Worker:
         if self.rank == 0:
             self.write_final(model)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def start_record(self, model, position: Position, *, resumed: bool) -> dict[str, Any]:
+        """Where this start begins and the step the run will end at, counted at this start's worker
+        count (a resume with another count plans the remaining epochs afresh): the progress bar's total."""
+        record = {
+            "kind": "start",
+            "step": position.step,
+            "phase": position.phase,
+            "epoch": position.epoch,
+            "batch": position.batch,
+            "world": self.world,
+            "resumed": resumed,
+            "total_steps": position.step + remaining_steps(position, self.schedules(model), self.steps),
+        }
+        if position.batch and position.epoch_steps:
+            first = {phase: start for phase, _s, start in self.schedules(model)}.get(position.phase, 0)
+            planned = self.steps(first + position.epoch)
+            if planned != position.epoch_steps:
+                record["replanned"] = {
+                    "batch": position.batch,
+                    "of": position.epoch_steps,
+                    "now_batch": resume_skip(position, planned),
+                    "now_of": planned,
+                }
+        return record
 
     def schedules(self, model) -> list[tuple[int, Any, int]]:
         return phase_schedule(self.config, model.phases)
@@ -252,7 +269,8 @@ class Worker:
         scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and self.amp_dtype is torch.float16)
         total = sum(self.steps(first_epoch + e) for e in range(schedule.epochs))
         warmup = sum(self.steps(first_epoch + e) for e in range(min(schedule.warmup_epochs, schedule.epochs)))
-        step_in_phase = sum(self.steps(first_epoch + e) for e in range(position.epoch)) + position.batch
+        resume_at = resume_skip(position, self.steps(first_epoch + position.epoch))
+        step_in_phase = sum(self.steps(first_epoch + e) for e in range(position.epoch)) + resume_at
         options = self.batch_options(model, phase)
         monitored = set(getattr(model, "monitored", ()))  # logged as figures, not as losses
         model.train()
@@ -265,7 +283,7 @@ class Worker:
                 epoch=first_epoch + epoch,
                 rank=self.rank,
                 world=self.world,
-                skip=position.batch if epoch == position.epoch else 0,
+                skip=resume_at if epoch == position.epoch else 0,
                 **options,
             )
             for epoch in range(position.epoch, schedule.epochs)
@@ -317,7 +335,7 @@ class Worker:
                     self.checkpoint(
                         model,
                         optimizer,
-                        Position(phase, epoch, done, self.global_step),
+                        Position(phase, epoch, done, self.global_step, stream.steps),
                         {"kind": "step", "phase": phase, "epoch": epoch},
                     )
             if done != stream.steps:

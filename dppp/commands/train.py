@@ -23,6 +23,14 @@ def train(
     workers: WorkersOption = None,
     ray_address: RayAddressOption = None,
     sets: SetOption = None,
+    extend: Annotated[
+        bool,
+        typer.Option(
+            "--extend",
+            help="Continue a finished run to the config's larger train.phase1/phase2.epochs "
+            "(without it such a rerun is refused).",
+        ),
+    ] = False,
 ) -> None:
     """Train on committed shards with Ray Train; rerun with the same run name to resume."""
     from rich.console import Console
@@ -30,8 +38,15 @@ def train(
     from trainer.train import run_train
 
     experiment = load_config(config, sets)
-    result = run_train(experiment.train, data, out, workers=workers, ray_address=ray_address)
+    result = run_train(experiment.train, data, out, workers=workers, ray_address=ray_address, extend=extend)
     console = Console()
+    if result.already_finished:
+        console.print(
+            f"run {result.run_url} is already finished at step {result.steps}: nothing trained "
+            "(train a new run with --set train.run_name=NAME, or raise the epochs and pass --extend)\n"
+            f"final model: {result.final_url}"
+        )
+        return
     losses = ", ".join(
         f"{k.removeprefix('loss/')} {v:.4f}"
         for k, v in sorted(result.last_epoch.items())
@@ -39,7 +54,8 @@ def train(
     )
     resumes = [start.get("step") for start in result.starts[1:]]
     console.print(
-        f"trained {result.steps} steps in {result.wall_s:.1f} s"
+        (f"resumed from step {result.resumed_from}: " if result.resumed_from is not None else "")
+        + f"trained {result.trained} steps in {result.wall_s:.1f} s (the run is at step {result.steps})"
         + (
             f" (restarted {len(resumes)} time(s), from the checkpoints at steps "
             f"{', '.join(map(str, resumes))})"
