@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from trainer.config import TrainConfig
-from trainer.data.loader import make_loader, prefetched_epochs
+from trainer.data.loader import epoch_batches, make_loader
 from trainer.data.sources import TrainingData
 from trainer.data.streams import AllImagesStream, PKBatchStream
 from trainer.train_steps import (
@@ -274,8 +274,9 @@ class Worker:
         options = self.batch_options(model, phase)
         monitored = set(getattr(model, "monitored", ()))  # logged as figures, not as losses
         model.train()
-        streams = (
-            PKBatchStream(
+
+        def make_stream(epoch: int) -> PKBatchStream:  # epoch within the phase
+            return PKBatchStream(
                 self.data,
                 self.config.data,
                 self.config.model.image_size,
@@ -286,10 +287,10 @@ class Worker:
                 skip=resume_at if epoch == position.epoch else 0,
                 **options,
             )
-            for epoch in range(position.epoch, schedule.epochs)
-        )
-        for epoch, (stream, batches) in enumerate(
-            prefetched_epochs(streams, self.config.data, pin_memory=self.cuda), start=position.epoch
+
+        epochs = range(position.epoch, schedule.epochs)
+        for epoch, (stream, batches) in zip(
+            epochs, epoch_batches(make_stream, epochs, self.config.data, pin_memory=self.cuda), strict=True
         ):
             skip = stream.skip
             window: dict[str, float] = {}
