@@ -132,6 +132,27 @@ def run_eval(
     return report
 
 
+def read_splits(specs: Sequence[str], config: EvalConfig, storage_config=None) -> list[tuple[str, Any, Any]]:
+    """(spec, parsed source, query/gallery split) of each NAME:PATH: what `evaluate_splits` ranks."""
+    from trainer.data.specs import parse_dataset_spec
+
+    parsed = [parse_dataset_spec(spec) for spec in specs]
+    return [
+        (spec, source, _read_split(spec, source, config, storage_config))
+        for spec, source in zip(specs, parsed, strict=True)
+    ]
+
+
+def evaluate_splits(
+    model, splits: Sequence[tuple[str, Any, Any]], config: EvalConfig, device, storage_config=None
+) -> list[DatasetReport]:
+    """`dppp eval`'s figures of `model` (in eval mode: the caller sets it) on each of `read_splits`'s."""
+    return [
+        _evaluate_split(model, split, source, config, str(device), storage_config, redact_url(spec))
+        for spec, source, split in splits
+    ]
+
+
 class _local_checkpoint:  # noqa: N801 - used as a context manager, like contextlib's helpers
     """The local folder holding the checkpoint at `url`: the folder itself (or its final/) on local disk;
     a temp folder with checkpoint.json and the files it lists, downloaded, for any other storage."""

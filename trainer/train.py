@@ -41,6 +41,7 @@ class TrainResult:
     last_epoch: dict[str, Any] = field(default_factory=dict)  # the last epoch's mean losses
     health: dict[str, Any] = field(default_factory=dict)  # PDM's phase-1 health report (trainer/health.py)
     already_finished: bool = False  # a rerun of a finished run: nothing was trained
+    evals: list[dict[str, Any]] = field(default_factory=list)  # the newest train.eval record per dataset
 
     @property
     def resumed_from(self) -> int | None:
@@ -207,6 +208,9 @@ def run_train(
 
         check_backbone(config.model.backbone)
     check_people_disjoint(config.model.backbone, sources, config.data.storage)
+    from trainer.train_eval import check_eval_datasets
+
+    check_eval_datasets(config, sources)
     steps = total_steps(config, training_data, config.workers)
     done = finished_before(config, extend)
     if done is not None:
@@ -324,6 +328,7 @@ def launch(
         state.get("starts", []),
         state.get("epoch", {}),
         state.get("health", {}),
+        evals=list(state.get("evals", {}).values()),
     )
 
 
@@ -349,6 +354,8 @@ def _progress_board():
             kind = record.get("kind", "step")
             if kind == "start":
                 self.state["starts"].append(record)
+            if kind == "eval":  # one per held-out dataset: the newest of each
+                self.state.setdefault("evals", {})[record.get("dataset")] = record
             self.state[kind] = record
             self.state["step_now"] = max(int(record.get("step", 0)), 0)
 

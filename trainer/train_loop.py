@@ -119,6 +119,7 @@ class Worker:
         position, resume_dir = self.restore(model)
         self.global_step = position.step
         self.log = None
+        self.held_out = self.held_out_eval(model)
         if self.rank == 0:
             self.storage = open_storage(self.out, self.config.data.storage)
             self.log = RunLog(self.storage, self.workdir / "log", position.step)
@@ -162,6 +163,15 @@ class Worker:
                     "now_of": planned,
                 }
         return record
+
+    def held_out_eval(self, model):
+        """`train.eval`'s evaluator on rank 0 (trainer/train_eval.py), or None."""
+        settings = getattr(self.config, "eval", None)
+        if self.rank != 0 or settings is None or not settings.datasets:
+            return None
+        from trainer.train_eval import HeldOutEval
+
+        return HeldOutEval(self.config, model.phases[-1])
 
     def schedules(self, model) -> list[tuple[int, Any, int]]:
         return phase_schedule(self.config, model.phases)
@@ -353,6 +363,10 @@ class Worker:
                 "steps_in_epoch": stream.steps,
                 **means,
             }
+            if self.held_out is not None and self.held_out.due(phase, epoch, schedule.epochs):
+                at = {"step": self.global_step, "phase": phase, "epoch": epoch}
+                for result in self.held_out.run(model, self.device, **at):
+                    self.record(result)
             self.checkpoint(model, optimizer, Position(phase, epoch + 1, 0, self.global_step), record)
 
     def step(self, wrapped, optimizer, scaler, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -74,4 +74,10 @@ def train(
             highlight=False,
             style="bold red" if result.health.get("warning") else None,
         )
+    for record in result.evals:
+        console.print(
+            f"held-out {record['dataset']} at step {record['step']}: mAP {100 * record['mAP']:.1f}%, "
+            f"rank-1 {100 * record['rank1']:.1f}%",
+            soft_wrap=True,
+        )
     console.print(f"run: {result.run_url}\nfinal model: {result.final_url}")
