@@ -31,6 +31,14 @@ def train(
             "(without it such a rerun is refused).",
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan (identities, images, steps per phase and worker) and the expected GPU "
+            "time; start nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Train on committed shards with Ray Train; rerun with the same run name to resume."""
     from rich.console import Console
@@ -38,6 +46,12 @@ def train(
     from trainer.train import run_train
 
     experiment = load_config(config, sets)
+    if dry_run:
+        from dppp.train_dry_run import train_dry_run
+
+        for line in train_dry_run(experiment, data, out, workers):
+            Console().print(line, soft_wrap=True, highlight=False)
+        return
     result = run_train(experiment.train, data, out, workers=workers, ray_address=ray_address, extend=extend)
     console = Console()
     if result.already_finished:
