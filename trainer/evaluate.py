@@ -83,6 +83,9 @@ def run_eval(
     *,
     storage_config=None,
     on_dataset: Callable[[DatasetReport], None] | None = None,
+    ranks: str | None = None,
+    ranks_queries: int = 8,
+    ranks_top_k: int = 10,
 ) -> EvalReport:
     """Evaluate a trained model on each NAME:PATH dataset (default: config.datasets) with the Market-1501
     protocol; write the JSON report to `out` (a local path or s3:// URL) when given.
@@ -90,7 +93,9 @@ def run_eval(
     `model_path_or_url`: a checkpoint folder (model.safetensors + checkpoint.json) or a training run folder
     holding one in final/, on local disk, file:// or s3:// (only the checkpoint's files are downloaded).
     Every dataset spec and the model are checked before any feature is extracted; nothing is written to
-    `out` unless every dataset was evaluated.
+    `out` unless every dataset was evaluated. `ranks`: a local PNG path for the ranked-results picture
+    (trainer/rank_picture.py; `ranks_queries` rows of the top `ranks_top_k`), one per dataset (with
+    several datasets, "-1", "-2", ... before the suffix).
     """
     config = config or EvalConfig()
     specs = list(datasets) if datasets else list(config.datasets)
@@ -121,8 +126,18 @@ def run_eval(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     results = []
-    for spec, source, split in zip(specs, parsed, splits, strict=True):
-        result = _evaluate_split(model, split, source, config, device, storage_config, redact_url(spec))
+    for number, (spec, source, split) in enumerate(zip(specs, parsed, splits, strict=True), start=1):
+        draw = None
+        if ranks is not None:
+            target = Path(ranks)
+            if len(specs) > 1:
+                target = target.with_name(f"{target.stem}-{number}{target.suffix}")
+            draw = _rank_drawer(
+                split, source, target, redact_url(spec), storage_config, ranks_queries, ranks_top_k
+            )
+        result = _evaluate_split(
+            model, split, source, config, device, storage_config, redact_url(spec), on_distances=draw
+        )
         results.append(result)
         if on_dataset is not None:
             on_dataset(result)
@@ -263,8 +278,48 @@ def _read_split(spec: str, source, config: EvalConfig, storage_config):
     return split
 
 
+def _rank_drawer(split, source, target: Path, spec: str, storage_config, queries: int, top_k: int):
+    """A callback drawing the ranked-results picture of `split` from its distance matrix."""
+
+    def images(part: str, indices: list[int]) -> dict[int, Any]:
+        items = [(split.query if part == "query" else split.gallery)[i] for i in indices]
+        if source.is_dataset:
+            from trainer.readers import synthetic_images
+
+            pictures = synthetic_images(source.path, items, storage_config=storage_config)
+        else:
+            from PIL import Image
+
+            pictures = (Image.open(item.path).convert("RGB") for item in items)
+        return dict(zip(indices, pictures, strict=True))
+
+    def draw(distmat) -> None:
+        from trainer.rank_picture import draw_ranks, ranked_rows
+
+        rows = ranked_rows(
+            distmat,
+            [i.pid for i in split.query],
+            [i.pid for i in split.gallery],
+            [i.camid for i in split.query],
+            [i.camid for i in split.gallery],
+            queries=queries,
+            top_k=top_k,
+        )
+        title = f"{spec}: query | top-{top_k} gallery (green: same person, red: another)"
+        draw_ranks(rows, images, target, title=title)
+
+    return draw
+
+
 def _evaluate_split(
-    model, split, source, config: EvalConfig, device: str, storage_config, spec: str
+    model,
+    split,
+    source,
+    config: EvalConfig,
+    device: str,
+    storage_config,
+    spec: str,
+    on_distances: Callable[[Any], None] | None = None,
 ) -> DatasetReport:
     import time
 
@@ -302,6 +357,8 @@ def _evaluate_split(
             k2=rr.k2,
             lambda_=rr.lambda_value,
         )
+    if on_distances is not None:
+        on_distances(distmat)
     pids_and_cams = (
         [i.pid for i in split.query],
         [i.pid for i in split.gallery],
