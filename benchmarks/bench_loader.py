@@ -87,6 +87,29 @@ def dppp_loader(data, config, size, epochs: int) -> tuple[float, int]:
     return n / wall_s, n
 
 
+def per_epoch_loader(data, config, size, epochs: int) -> float:
+    """The loader before issue 25, as a baseline in the same run: one DataLoader (fresh processes) per
+    epoch, the next epoch's started once the current epoch's first batch is in."""
+    from trainer.data.loader import make_loader
+    from trainer.data.streams import PKBatchStream
+
+    def load_all() -> int:
+        n = 0
+        upcoming = iter(make_loader(PKBatchStream(data, config, size, seed=0, epoch=0), config))
+        for epoch in range(epochs):
+            current, upcoming = upcoming, None
+            for index, batch in enumerate(current):
+                if index == 0 and epoch + 1 < epochs:
+                    upcoming = iter(
+                        make_loader(PKBatchStream(data, config, size, seed=0, epoch=epoch + 1), config)
+                    )
+                n += len(batch["pids"])
+        return n
+
+    n, wall_s, _ = timed(load_all, REPEATS, statistic="best")
+    return n / wall_s
+
+
 class FolderDataset(torch.utils.data.Dataset):
     def __init__(self, paths, labels, transform):
         self.paths, self.labels, self.transform = paths, labels, transform
@@ -198,8 +221,16 @@ def main() -> None:
     parser.add_argument("--json", dest="json_out", help="also write the figures here as JSON")
     parser.add_argument("--processes", type=int, nargs="+", default=(1, 2))
     parser.add_argument("--gpu-decode", action="store_true", help="measure nvjpeg decoding (CUDA only)")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also the loader before issue 25 (a DataLoader per epoch) in the same run",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs of each")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    global REPEATS
+    REPEATS = args.repeats
 
     from trainer.config import DataConfig
     from trainer.data.sources import open_training_data
@@ -218,15 +249,17 @@ def main() -> None:
         dppp_rate, samples = dppp_loader(data, config, size, args.epochs)
         bound = decode_only(data, size, workers)
         folder = folder_loader(data, config, size, samples)
-        rows.append((workers, samples, bound, dppp_rate, folder))
+        before = per_epoch_loader(data, config, size, args.epochs) if workers and args.baseline else None
+        rows.append((workers, samples, bound, dppp_rate, folder, before))
     print(
         f"{'loader procs':>12} {'samples':>8} {'decode-only/s':>14} {'dppp/s':>8} {'folder/s':>9} "
-        f"{'dppp/decode':>12} {'dppp/folder':>12}"
+        f"{'dppp/decode':>12} {'dppp/folder':>12} {'per-epoch/decode':>17}"
     )
-    for workers, samples, bound, dppp_rate, folder in rows:
+    for workers, samples, bound, dppp_rate, folder, before in rows:
         print(
             f"{workers:>12} {samples:>8} {bound:>14.0f} {dppp_rate:>8.0f} {folder:>9.0f} "
-            f"{dppp_rate / bound:>12.2f} {dppp_rate / folder:>12.2f}"
+            f"{dppp_rate / bound:>12.2f} {dppp_rate / folder:>12.2f} "
+            f"{(before / bound if before else float('nan')):>17.2f}"
         )
     report = {
         "data": args.data,
@@ -241,8 +274,10 @@ def main() -> None:
                 "folder_per_s": folder,
                 "dppp_per_decode_only": dppp_rate / bound,
                 "dppp_per_folder": dppp_rate / folder,
+                "per_epoch_loaders_per_s": before,
+                "per_epoch_loaders_per_decode_only": before / bound if before else None,
             }
-            for workers, samples, bound, dppp_rate, folder in rows
+            for workers, samples, bound, dppp_rate, folder, before in rows
         },
     }
     if args.gpu_decode:
