@@ -83,13 +83,16 @@ def test_held_out_eval_records_and_the_curves_panel(market_dir, tmp_path):  # no
 
 
 @pytest.mark.slow
-def test_a_run_with_train_eval_records_each_epoch(ray_cluster, dataset, market_dir, tmp_path):  # noqa: F811
+def test_a_run_with_train_eval_records_each_epoch_fed_by_persistent_loader_processes(
+    ray_cluster, dataset, market_dir, tmp_path
+):  # noqa: F811
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from trainer.train import run_train
 
     spec = f"market1501:{market_dir}"
-    config = tiny_config(eval={"datasets": [spec], "every_epochs": 1})
+    # Two loader processes: the persistent loader (trainer/data/loader.py) in a real run too.
+    config = tiny_config(eval={"datasets": [spec], "every_epochs": 1}, data={"num_workers": 2})
     result = run_train(config, [dataset], str(tmp_path / "runs"), workers=1, progress=False)
     run = tmp_path / "runs" / "t"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
