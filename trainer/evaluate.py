@@ -129,10 +129,12 @@ def run_eval(
     for number, (spec, source, split) in enumerate(zip(specs, parsed, splits, strict=True), start=1):
         draw = None
         if ranks is not None:
+            from trainer.rank_picture import rank_drawer
+
             target = Path(ranks)
             if len(specs) > 1:
                 target = target.with_name(f"{target.stem}-{number}{target.suffix}")
-            draw = _rank_drawer(
+            draw = rank_drawer(
                 split, source, target, redact_url(spec), storage_config, ranks_queries, ranks_top_k
             )
         result = _evaluate_split(
@@ -276,39 +278,6 @@ def _read_split(spec: str, source, config: EvalConfig, storage_config):
             f"image(s): both are needed"
         )
     return split
-
-
-def _rank_drawer(split, source, target: Path, spec: str, storage_config, queries: int, top_k: int):
-    """A callback drawing the ranked-results picture of `split` from its distance matrix."""
-
-    def images(part: str, indices: list[int]) -> dict[int, Any]:
-        items = [(split.query if part == "query" else split.gallery)[i] for i in indices]
-        if source.is_dataset:
-            from trainer.readers import synthetic_images
-
-            pictures = synthetic_images(source.path, items, storage_config=storage_config)
-        else:
-            from PIL import Image
-
-            pictures = (Image.open(item.path).convert("RGB") for item in items)
-        return dict(zip(indices, pictures, strict=True))
-
-    def draw(distmat) -> None:
-        from trainer.rank_picture import draw_ranks, ranked_rows
-
-        rows = ranked_rows(
-            distmat,
-            [i.pid for i in split.query],
-            [i.pid for i in split.gallery],
-            [i.camid for i in split.query],
-            [i.camid for i in split.gallery],
-            queries=queries,
-            top_k=top_k,
-        )
-        title = f"{spec}: query | top-{top_k} gallery (green: same person, red: another)"
-        draw_ranks(rows, images, target, title=title)
-
-    return draw
 
 
 def _evaluate_split(

@@ -91,3 +91,35 @@ def draw_ranks(
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out, format="PNG")
     return out
+
+
+def rank_drawer(split, source, target: Path, spec: str, storage_config, queries: int, top_k: int):
+    """A callback for `dppp eval` drawing the picture of `split` (a ReidSplit of `source`) into `target`
+    from its query x gallery distance matrix."""
+
+    def images(part: str, indices: list[int]) -> dict[int, Any]:
+        items = [(split.query if part == "query" else split.gallery)[i] for i in indices]
+        if source.is_dataset:
+            from trainer.readers import synthetic_images
+
+            pictures = synthetic_images(source.path, items, storage_config=storage_config)
+        else:
+            from PIL import Image
+
+            pictures = (Image.open(item.path).convert("RGB") for item in items)
+        return dict(zip(indices, pictures, strict=True))
+
+    def draw(distmat) -> None:
+        rows = ranked_rows(
+            distmat,
+            [i.pid for i in split.query],
+            [i.pid for i in split.gallery],
+            [i.camid for i in split.query],
+            [i.camid for i in split.gallery],
+            queries=queries,
+            top_k=top_k,
+        )
+        title = f"{spec}: query | top-{top_k} gallery (green: same person, red: another)"
+        draw_ranks(rows, images, target, title=title)
+
+    return draw
