@@ -84,8 +84,11 @@ def test_held_out_eval_records_and_the_curves_panel(market_dir, tmp_path):  # no
 
 @pytest.mark.slow
 def test_a_run_with_train_eval_records_each_epoch_fed_by_persistent_loader_processes(
-    ray_cluster, dataset, market_dir, tmp_path
-):  # noqa: F811
+    ray_cluster,  # noqa: F811
+    dataset,
+    market_dir,  # noqa: F811
+    tmp_path,
+):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from trainer.train import run_train
