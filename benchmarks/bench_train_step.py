@@ -83,7 +83,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from dppp.config import load_experiment
-    from trainer.data.loader import make_loader, prefetched_epochs
+    from trainer.data.loader import epoch_batches, make_loader
     from trainer.data.sources import open_training_data
     from trainer.data.streams import PKBatchStream
 
@@ -107,8 +107,11 @@ def main() -> None:
     timed_steps(model, optimizer, in_memory[:2])  # warm-up (allocator, first-call costs)
     memory_s, memory_cpu_s, steps = timed_steps(model, optimizer, in_memory, args.repeats)
 
-    def streamed():  # as the training loop feeds itself: the next epoch's loader starts early
-        for _stream, batches in prefetched_epochs(streams(), config.data):
+    def streamed():  # as the training loop feeds itself: loader processes persist across the epochs
+        def make_stream(epoch):
+            return PKBatchStream(data, config.data, size, seed=0, epoch=epoch)
+
+        for _stream, batches in epoch_batches(make_stream, range(args.epochs), config.data):
             yield from batches
 
     torch.manual_seed(0)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from foundation.schema import StrictModel
 from pipeline.storage.config import StorageConfig
+from trainer.eval_config import EvalConfig
 from trainer.model_config import ModelConfig
 
 
@@ -90,8 +91,25 @@ class RunSettings(StrictModel):
     log_every_steps: int = Field(10, ge=1)
 
 
+class TrainEvalConfig(StrictModel):
+    """Held-out evaluation during training (trainer/train_eval.py): every `every_epochs` epochs of the
+    method's last phase (the one that trains the image encoder) and at its end, rank 0 ranks each dataset
+    with `dppp eval`'s protocol; results go to metrics.jsonl ("kind": "eval"), TensorBoard and the curves.
+    Each dppp dataset must hold none of the training data's people (checked before Ray starts)."""
+
+    datasets: tuple[str, ...] = ()  # NAME:PATH, as `dppp eval --dataset` (synthetic:URL for dppp datasets)
+    every_epochs: int = Field(1, ge=1)
+    protocol: EvalConfig = EvalConfig()  # metric, flip, batch size, synthetic split ("datasets" unused)
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, specs: tuple[str, ...]) -> tuple[str, ...]:
+        return EvalConfig._known_datasets(specs)
+
+
 class TrainConfig(RunSettings):
     model: ModelConfig = ModelConfig()
     phase1: Phase1Schedule = Phase1Schedule()
     phase2: Phase2Schedule = Phase2Schedule()
     bank_batch_size: int = Field(64, ge=1)  # PDM identity bank pass between the phases
+    eval: TrainEvalConfig = TrainEvalConfig()

@@ -83,6 +83,9 @@ def run_eval(
     *,
     storage_config=None,
     on_dataset: Callable[[DatasetReport], None] | None = None,
+    ranks: str | None = None,
+    ranks_queries: int = 8,
+    ranks_top_k: int = 10,
 ) -> EvalReport:
     """Evaluate a trained model on each NAME:PATH dataset (default: config.datasets) with the Market-1501
     protocol; write the JSON report to `out` (a local path or s3:// URL) when given.
@@ -90,7 +93,9 @@ def run_eval(
     `model_path_or_url`: a checkpoint folder (model.safetensors + checkpoint.json) or a training run folder
     holding one in final/, on local disk, file:// or s3:// (only the checkpoint's files are downloaded).
     Every dataset spec and the model are checked before any feature is extracted; nothing is written to
-    `out` unless every dataset was evaluated.
+    `out` unless every dataset was evaluated. `ranks`: a local PNG path for the ranked-results picture
+    (trainer/rank_picture.py; `ranks_queries` rows of the top `ranks_top_k`), one per dataset (with
+    several datasets, "-1", "-2", ... before the suffix).
     """
     config = config or EvalConfig()
     specs = list(datasets) if datasets else list(config.datasets)
@@ -121,8 +126,20 @@ def run_eval(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     results = []
-    for spec, source, split in zip(specs, parsed, splits, strict=True):
-        result = _evaluate_split(model, split, source, config, device, storage_config, redact_url(spec))
+    for number, (spec, source, split) in enumerate(zip(specs, parsed, splits, strict=True), start=1):
+        draw = None
+        if ranks is not None:
+            from trainer.rank_picture import rank_drawer
+
+            target = Path(ranks)
+            if len(specs) > 1:
+                target = target.with_name(f"{target.stem}-{number}{target.suffix}")
+            draw = rank_drawer(
+                split, source, target, redact_url(spec), storage_config, ranks_queries, ranks_top_k
+            )
+        result = _evaluate_split(
+            model, split, source, config, device, storage_config, redact_url(spec), on_distances=draw
+        )
         results.append(result)
         if on_dataset is not None:
             on_dataset(result)
@@ -130,6 +147,27 @@ def run_eval(
     if out is not None:
         _write_report(report, out, storage_config)
     return report
+
+
+def read_splits(specs: Sequence[str], config: EvalConfig, storage_config=None) -> list[tuple[str, Any, Any]]:
+    """(spec, parsed source, query/gallery split) of each NAME:PATH: what `evaluate_splits` ranks."""
+    from trainer.data.specs import parse_dataset_spec
+
+    parsed = [parse_dataset_spec(spec) for spec in specs]
+    return [
+        (spec, source, _read_split(spec, source, config, storage_config))
+        for spec, source in zip(specs, parsed, strict=True)
+    ]
+
+
+def evaluate_splits(
+    model, splits: Sequence[tuple[str, Any, Any]], config: EvalConfig, device, storage_config=None
+) -> list[DatasetReport]:
+    """`dppp eval`'s figures of `model` (in eval mode: the caller sets it) on each of `read_splits`'s."""
+    return [
+        _evaluate_split(model, split, source, config, str(device), storage_config, redact_url(spec))
+        for spec, source, split in splits
+    ]
 
 
 class _local_checkpoint:  # noqa: N801 - used as a context manager, like contextlib's helpers
@@ -243,7 +281,14 @@ def _read_split(spec: str, source, config: EvalConfig, storage_config):
 
 
 def _evaluate_split(
-    model, split, source, config: EvalConfig, device: str, storage_config, spec: str
+    model,
+    split,
+    source,
+    config: EvalConfig,
+    device: str,
+    storage_config,
+    spec: str,
+    on_distances: Callable[[Any], None] | None = None,
 ) -> DatasetReport:
     import time
 
@@ -281,6 +326,8 @@ def _evaluate_split(
             k2=rr.k2,
             lambda_=rr.lambda_value,
         )
+    if on_distances is not None:
+        on_distances(distmat)
     pids_and_cams = (
         [i.pid for i in split.query],
         [i.pid for i in split.gallery],

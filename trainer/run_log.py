@@ -48,13 +48,15 @@ class RunLog:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
         step = int(record.get("step", 0))
         kind = record.get("kind", "step")
+        # A held-out evaluation has one record per dataset at the same step: each its own tag.
+        group = f"{kind}/{record['dataset']}" if "dataset" in record else kind
         for name, value in record.items():
             if (
                 isinstance(value, (int, float))
                 and not isinstance(value, bool)
                 and name not in ("step", "time")
             ):
-                self.tensorboard.add_scalar(f"{kind}/{name}", value, step)
+                self.tensorboard.add_scalar(f"{group}/{name}", value, step)
 
     def publish(self, *, curves: bool = False) -> None:
         """Copy metrics.jsonl and the TensorBoard events (and, with `curves`, a fresh PNG) to storage."""
@@ -88,10 +90,15 @@ def plot_loss_curves(metrics_path: Path, png_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r for r in read_metrics(metrics_path) if r.get("kind") == "step"]
+    records = read_metrics(metrics_path)
+    steps = [r for r in records if r.get("kind") == "step"]
+    evals = [r for r in records if r.get("kind") == "eval"]
     phases = sorted({r["phase"] for r in steps}) or [0]
-    figure, axes = plt.subplots(1, len(phases), figsize=(6 * len(phases), 4), squeeze=False)
-    for axis, phase in zip(axes[0], phases, strict=True):
+    panels = len(phases) + bool(evals)
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    if evals:
+        _plot_eval(axes[0][-1], evals)
+    for axis, phase in zip(axes[0], phases, strict=False):
         rows = [r for r in steps if r.get("phase") == phase]
         names = sorted({k for r in rows for k in r if k == "loss" or k.startswith("loss/")})
         for name in names:
@@ -116,3 +123,26 @@ def plot_loss_curves(metrics_path: Path, png_path: Path) -> None:
     figure.tight_layout()
     figure.savefig(png_path, dpi=100)
     plt.close(figure)
+
+
+def _plot_eval(axis, evals: list[dict[str, Any]]) -> None:
+    """The held-out evaluation (train.eval): mAP and rank-1 of each dataset against the global step."""
+    for dataset in sorted({r["dataset"] for r in evals}):
+        rows = [r for r in evals if r["dataset"] == dataset]
+        label = dataset if len(dataset) <= 40 else "..." + dataset[-37:]
+        line = axis.plot(
+            [r["step"] for r in rows], [100 * r["mAP"] for r in rows], marker="o", label=f"mAP {label}"
+        )
+        axis.plot(
+            [r["step"] for r in rows],
+            [100 * r["rank1"] for r in rows],
+            marker="s",
+            linestyle="--",
+            color=line[0].get_color(),
+            label=f"rank-1 {label}",
+        )
+    axis.set_title("held-out evaluation")
+    axis.set_xlabel("step")
+    axis.set_ylabel("%")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)

@@ -36,11 +36,24 @@ from trainer.config import RunSettings, TrainConfig
 class TrainResult:
     run_url: str  # <out>/<run_name>
     final_url: str  # <run_url>/final, for `dppp eval`
-    steps: int  # global optimiser steps of the whole run
+    steps: int  # global optimiser steps of the whole run, at its end
     wall_s: float
     starts: list[dict[str, Any]] = field(default_factory=list)  # one per worker-group start (resumes too)
     last_epoch: dict[str, Any] = field(default_factory=dict)  # the last epoch's mean losses
     health: dict[str, Any] = field(default_factory=dict)  # PDM's phase-1 health report (trainer/health.py)
+    already_finished: bool = False  # a rerun of a finished run: nothing was trained
+    evals: list[dict[str, Any]] = field(default_factory=list)  # the newest train.eval record per dataset
+
+    @property
+    def resumed_from(self) -> int | None:
+        """The step this command's first start resumed from (None: a fresh run)."""
+        first = self.starts[0] if self.starts else {}
+        return int(first.get("step", 0)) if first.get("resumed") else None
+
+    @property
+    def trained(self) -> int:
+        """Steps this command advanced the run by (steps redone after a restart count once)."""
+        return 0 if self.already_finished else self.steps - (self.resumed_from or 0)
 
 
 def absolute_out(out: str) -> str:
@@ -181,9 +194,11 @@ def run_train(
     use_gpu: bool | None = None,
     progress: bool = True,
     progress_every: float | None = None,
+    extend: bool = False,
 ) -> TrainResult:
     """Train `config.model` on the committed shards of `data` (default: config.data.sources) with
-    `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume."""
+    `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume; a rerun
+    of a finished run trains nothing, or with `extend` continues it to more epochs (trainer/run_state.py)."""
     from foundation.config import with_updates
     from trainer.data.sources import open_training_data
 
@@ -197,7 +212,13 @@ def run_train(
 
         check_backbone(config.model.backbone)
     check_people_disjoint(config.model.backbone, sources, config.data.storage)
+    from trainer.train_eval import check_eval_datasets
+
+    check_eval_datasets(config, sources)
     steps = total_steps(config, training_data, config.workers)
+    done = finished_before(config, extend)
+    if done is not None:
+        return done
     from trainer.train_loop import train_worker
 
     return launch(
@@ -209,6 +230,18 @@ def run_train(
         progress=progress,
         progress_every=progress_every,
     )
+
+
+def finished_before(config: TrainConfig, extend: bool) -> TrainResult | None:
+    """The result of a rerun of a finished run that has nothing to train (None: train)."""
+    from pipeline.storage.urls import open_storage
+    from trainer.run_state import check_rerun, finished_run
+
+    run_url = run_url_for(absolute_out(config.out), config.run_name)
+    finished = finished_run(open_storage(run_url, config.data.storage))
+    if finished is None or check_rerun(finished, config, run_url, extend=extend):
+        return None
+    return TrainResult(run_url, f"{run_url}/final", finished.step, 0.0, already_finished=True)
 
 
 def with_local_backbone(config: TrainConfig) -> TrainConfig:
@@ -311,11 +344,12 @@ def launch(
     return TrainResult(
         run_url,
         f"{run_url}/final",
-        steps,
+        int(state.get("end", {}).get("step", state.get("step_now", steps))),
         time.perf_counter() - started,
         state.get("starts", []),
         state.get("epoch", {}),
         state.get("health", {}),
+        evals=list(state.get("evals", {}).values()),
     )
 
 
@@ -341,6 +375,8 @@ def _progress_board():
             kind = record.get("kind", "step")
             if kind == "start":
                 self.state["starts"].append(record)
+            if kind == "eval":  # one per held-out dataset: the newest of each
+                self.state.setdefault("evals", {})[record.get("dataset")] = record
             self.state[kind] = record
             if "step" in record:  # a phase record has none: it must not send the bar back to 0
                 self.state["step_now"] = max(int(record["step"]), 0)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from trainer.config import TrainConfig
-from trainer.data.loader import make_loader, prefetched_epochs
+from trainer.data.loader import epoch_batches, make_loader
 from trainer.data.sources import TrainingData
 from trainer.data.streams import AllImagesStream, PKBatchStream
 from trainer.train_progress import stop_requested
@@ -37,6 +37,8 @@ from trainer.train_steps import (
     lr_at,
     optimizer_step,
     phase_schedule,
+    remaining_steps,
+    resume_skip,
 )
 
 FINAL_DIR = "final"
@@ -123,20 +125,11 @@ class Worker:
         position, resume_dir = self.restore(model)
         self.global_step = position.step
         self.log = None
+        self.held_out = self.held_out_eval(model)
         if self.rank == 0:
             self.storage = open_storage(self.out, self.config.data.storage)
             self.log = RunLog(self.storage, self.workdir / "log", position.step)
-            self.record(
-                {
-                    "kind": "start",
-                    "step": position.step,
-                    "phase": position.phase,
-                    "epoch": position.epoch,
-                    "batch": position.batch,
-                    "world": self.world,
-                    "resumed": resume_dir is not None,
-                }
-            )
+            self.record(self.start_record(model, position, resumed=resume_dir is not None))
         for phase, schedule, first_epoch in self.schedules(model):
             if phase < position.phase:
                 continue
@@ -154,6 +147,40 @@ class Worker:
         if self.rank == 0:
             self.write_final(model)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def start_record(self, model, position: Position, *, resumed: bool) -> dict[str, Any]:
+        """Where this start begins and the step the run will end at, counted at this start's worker
+        count (a resume with another count plans the remaining epochs afresh): the progress bar's total."""
+        record = {
+            "kind": "start",
+            "step": position.step,
+            "phase": position.phase,
+            "epoch": position.epoch,
+            "batch": position.batch,
+            "world": self.world,
+            "resumed": resumed,
+            "total_steps": position.step + remaining_steps(position, self.schedules(model), self.steps),
+        }
+        if position.batch and position.epoch_steps:
+            first = {phase: start for phase, _s, start in self.schedules(model)}.get(position.phase, 0)
+            planned = self.steps(first + position.epoch)
+            if planned != position.epoch_steps:
+                record["replanned"] = {
+                    "batch": position.batch,
+                    "of": position.epoch_steps,
+                    "now_batch": resume_skip(position, planned),
+                    "now_of": planned,
+                }
+        return record
+
+    def held_out_eval(self, model):
+        """`train.eval`'s evaluator on rank 0 (trainer/train_eval.py), or None."""
+        settings = getattr(self.config, "eval", None)
+        if self.rank != 0 or settings is None or not settings.datasets:
+            return None
+        from trainer.train_eval import HeldOutEval
+
+        return HeldOutEval(self.config, model.phases[-1])
 
     def schedules(self, model) -> list[tuple[int, Any, int]]:
         return phase_schedule(self.config, model.phases)
@@ -261,12 +288,14 @@ class Worker:
         scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and self.amp_dtype is torch.float16)
         total = sum(self.steps(first_epoch + e) for e in range(schedule.epochs))
         warmup = sum(self.steps(first_epoch + e) for e in range(min(schedule.warmup_epochs, schedule.epochs)))
-        step_in_phase = sum(self.steps(first_epoch + e) for e in range(position.epoch)) + position.batch
+        resume_at = resume_skip(position, self.steps(first_epoch + position.epoch))
+        step_in_phase = sum(self.steps(first_epoch + e) for e in range(position.epoch)) + resume_at
         options = self.batch_options(model, phase)
         monitored = set(getattr(model, "monitored", ()))  # logged as figures, not as losses
         model.train()
-        streams = (
-            PKBatchStream(
+
+        def make_stream(epoch: int) -> PKBatchStream:  # epoch within the phase
+            return PKBatchStream(
                 self.data,
                 self.config.data,
                 self.config.model.image_size,
@@ -274,13 +303,13 @@ class Worker:
                 epoch=first_epoch + epoch,
                 rank=self.rank,
                 world=self.world,
-                skip=position.batch if epoch == position.epoch else 0,
+                skip=resume_at if epoch == position.epoch else 0,
                 **options,
             )
-            for epoch in range(position.epoch, schedule.epochs)
-        )
-        for epoch, (stream, batches) in enumerate(
-            prefetched_epochs(streams, self.config.data, pin_memory=self.cuda), start=position.epoch
+
+        epochs = range(position.epoch, schedule.epochs)
+        for epoch, (stream, batches) in zip(
+            epochs, epoch_batches(make_stream, epochs, self.config.data, pin_memory=self.cuda), strict=True
         ):
             skip = stream.skip
             window: dict[str, float] = {}
@@ -335,7 +364,7 @@ class Worker:
                     self.checkpoint(
                         model,
                         optimizer,
-                        Position(phase, epoch, done, self.global_step),
+                        Position(phase, epoch, done, self.global_step, stream.steps),
                         {"kind": "step", "phase": phase, "epoch": epoch},
                     )
             if done != stream.steps:
@@ -352,6 +381,10 @@ class Worker:
                 "steps_in_epoch": stream.steps,
                 **means,
             }
+            if self.held_out is not None and self.held_out.due(phase, epoch, schedule.epochs):
+                at = {"step": self.global_step, "phase": phase, "epoch": epoch}
+                for result in self.held_out.run(model, self.device, **at):
+                    self.record(result)
             self.checkpoint(model, optimizer, Position(phase, epoch + 1, 0, self.global_step), record)
 
     def step(self, wrapped, optimizer, scaler, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -32,6 +32,28 @@ def step_info(state: dict[str, Any]) -> str:
     return "starting workers"
 
 
+def start_line(start: dict[str, Any], *, restart: bool) -> str:
+    """What one worker-group start says: a fresh start, a resume (and from where), a restart."""
+    step = start.get("step", 0)
+    if restart:
+        line = (
+            f"training workers restarted (a worker or its node was lost): resuming from the checkpoint at "
+            f"step {step}"
+        )
+    elif start.get("resumed"):
+        line = f"resumed from step {step} (phase {start.get('phase')}, epoch {start.get('epoch')})"
+    else:
+        line = "started a new run"
+    line += f" with {start.get('world')} worker(s); the run ends at step {start.get('total_steps', '?')}"
+    moved = start.get("replanned")
+    if moved:
+        line += (
+            f"; the worker or loader-process count changed, so the resumed epoch is planned afresh: batch {moved['batch']} "
+            f"of {moved['of']} continues as batch {moved['now_batch']} of {moved['now_of']}"
+        )
+    return line
+
+
 class TrainWatch:
     """Polls the board while `thread` (Ray Train's fit) runs; returns when it ends or a stop is requested.
     `poll()` gives the board's state or None (the caller keeps the last good one)."""
@@ -54,6 +76,18 @@ class TrainWatch:
         self.write = write or (lambda line: print(line, flush=True))
         self.lines = ProgressLines("train", steps, "steps", every_s=progress_every(every_s), write=self.write)
         self.state: dict[str, Any] = {"starts": []}
+        self.starts_seen = 0
+
+    def new_starts(self) -> list[str]:
+        """What each worker-group start since the last look says (a new run, a resume and from where, a
+        restart); the step total follows the newest start's own count (its worker count)."""
+        lines = []
+        for start in self.state.get("starts", [])[self.starts_seen :]:
+            lines.append(start_line(start, restart=self.starts_seen > 0))
+            if start.get("total_steps"):
+                self.steps = self.lines.total = int(start["total_steps"])
+            self.starts_seen += 1
+        return lines
 
     @property
     def step(self) -> int:
@@ -74,6 +108,8 @@ class TrainWatch:
             while thread.is_alive() and not self.stop.requested:
                 thread.join(_POLL_S)
                 self.refresh()
+                for line in self.new_starts():
+                    self.write(line)
                 self.lines.update(self.step, step_info(self.state))
             return
         self._watch_with_bar(thread)
@@ -93,18 +129,12 @@ class TrainWatch:
         )
         with Progress(*columns, console=console, transient=False) as bar:
             task = bar.add_task("steps", total=self.steps, info="starting workers")
-            starts_seen = 0
             while thread.is_alive() and not self.stop.requested:
                 thread.join(_POLL_S)
                 self.refresh()
-                for start in self.state.get("starts", [])[starts_seen:]:
-                    if start.get("resumed") and starts_seen:
-                        console.print(
-                            f"training workers restarted (a worker or its node was lost): resuming "
-                            f"from the checkpoint at step {start.get('step')}"
-                        )
-                    starts_seen += 1
-                bar.update(task, completed=self.step, info=step_info(self.state))
+                for line in self.new_starts():
+                    console.print(line)
+                bar.update(task, total=self.steps, completed=self.step, info=step_info(self.state))
 
     def wind_down(self, thread: threading.Thread, failed: Callable[[], bool]) -> bool:
         """After a stop request (the board told): wait up to the grace period (a second signal cuts it

@@ -24,6 +24,10 @@ class Position:
     epoch: int  # epoch within the phase
     batch: int  # batches of that epoch already done
     step: int  # global optimiser steps done
+    # Batches that epoch's plan had when saved mid-epoch (0: unknown, or saved at an epoch's end). A
+    # resume with another worker count or loader-process count plans the epoch afresh: `batch` is then
+    # carried over as the same fraction of the new plan (resume_skip).
+    epoch_steps: int = 0
 
 
 class LossModule(nn.Module):
@@ -59,6 +63,32 @@ class EpochSteps:
             )
             self.cache[epoch] = plan.steps
         return self.cache[epoch]
+
+
+def resume_skip(position: Position, planned: int) -> int:
+    """Batches of the resumed epoch to pass over, given that epoch now plans `planned` batches: the
+    recorded `batch` when the plan is the one it was saved under, else the same fraction of the new plan
+    (another worker count re-deals the units, so no batch of the old plan exists in the new one)."""
+    if position.batch <= 0:
+        return 0
+    if position.epoch_steps in (0, planned):
+        return min(position.batch, planned)
+    return min(planned, round(position.batch * planned / position.epoch_steps))
+
+
+def remaining_steps(position: Position, schedules, steps) -> int:
+    """Optimiser steps still to run from `position` through `schedules` ((phase, schedule, first global
+    epoch) each), with `steps(global epoch)` the steps of an epoch at this run's worker count."""
+    left = 0
+    for phase, schedule, first in schedules:
+        if phase < position.phase:
+            continue
+        start = position.epoch if phase == position.phase else 0
+        for epoch in range(start, schedule.epochs):
+            planned = steps(first + epoch)
+            skip = resume_skip(position, planned) if (phase, epoch) == (position.phase, position.epoch) else 0
+            left += planned - skip
+    return left
 
 
 def to_device(value, device):

@@ -46,6 +46,16 @@ def evaluate(
             "beside chance. Settings: pretrain.zero_shot.",
         ),
     ] = False,
+    ranks: Annotated[
+        Path | None,
+        typer.Option(
+            "--ranks",
+            help="Draw ranked results into this PNG: queries with their top-k gallery images, true "
+            "matches framed green, others red (one PNG per dataset: -1, -2, ... with several).",
+        ),
+    ] = None,
+    ranks_queries: Annotated[int, typer.Option("--ranks-queries", min=1, help="Queries drawn.")] = 8,
+    ranks_top_k: Annotated[int, typer.Option("--ranks-top-k", min=1, help="Gallery images per query.")] = 10,
 ) -> None:
     """Evaluate a trained model with the Market-1501 protocol: a table per dataset and a JSON report.
     With --zero-shot: the zero-shot attribute check of a CLIP folder."""
@@ -72,6 +82,9 @@ def evaluate(
         out,
         storage_config=experiment.train.data.storage,
         on_dataset=lambda d: console.print(f"evaluated {d.spec} in {d.seconds:.1f} s"),
+        ranks=str(ranks) if ranks is not None else None,
+        ranks_queries=ranks_queries,
+        ranks_top_k=ranks_top_k,
     )
     info = report.model
     table = Table(title=f"dppp eval: {info['method']} (step {info['step']}) from {info['url']}")
@@ -97,6 +110,12 @@ def evaluate(
     )
     if out is not None:
         console.print(f"report: {out}")
+    if ranks is not None:
+        console.print(
+            f"ranked results: {ranks}"
+            + (" (one per dataset: -1, -2, ...)" if len(report.datasets) > 1 else ""),
+            soft_wrap=True,
+        )
 
 
 def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | None, console) -> None:

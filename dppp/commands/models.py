@@ -56,3 +56,23 @@ def sd15_shaped(
         raise UserError(f"--dtype must be fp32, fp16 or bf16, got {dtype!r}")
     folder = build_sd15_shaped(out_dir, seed=seed, scale=scale, dtype=dtype, overwrite=overwrite)
     typer.echo(f"SD1.5-shaped pipeline (scale {scale}, {dtype}) saved to {folder}")
+
+
+@app.command("clip-vit-b16-shaped")
+def clip_vit_b16_shaped(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to save the CLIP in (save_pretrained format).")],
+    seed: Annotated[int, typer.Option(help="Seed of the random initial weights.")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing non-empty folder.")
+    ] = False,
+) -> None:
+    """Build CLIP ViT-B/16's architecture (149.6 M parameters) with random weights and a 49,408-token
+    tokenizer, offline: stage 2's GPU cost at paper scale, no download.
+
+    Use it as `--set train.model.backbone=OUT_DIR` (benchmarks/bench_train_gpu.py measures with it). Its
+    figures are costs, not accuracies: the weights are random.
+    """
+    from trainer.clip_shaped import build_clip_vit_b16_shaped
+
+    folder = build_clip_vit_b16_shaped(out_dir, seed=seed, overwrite=overwrite)
+    typer.echo(f"CLIP ViT-B/16-shaped model and tokenizer saved to {folder}")

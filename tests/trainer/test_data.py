@@ -269,20 +269,36 @@ def test_all_images_stream_covers_every_image_once(dataset_url):
     assert len(seen) == data.num_classes
 
 
-def test_prefetched_epochs_give_the_same_batches_as_one_loader_per_epoch(dataset_url):
-    from trainer.data.loader import make_loader, prefetched_epochs
+@pytest.mark.parametrize("processes", [1, 2])
+def test_persistent_loader_processes_give_each_epoch_the_batches_of_one_loader_per_epoch(
+    dataset_url, processes
+):
+    """One set of loader processes walks every epoch (no fork per epoch), yet each epoch's batches are
+    exactly one fresh DataLoader's, in its order, also for a resumed first epoch (skip) and when the
+    processes' shares of an epoch differ (the pads keep DataLoader's round robin aligned per epoch)."""
+    from trainer.data.loader import epoch_batches, make_loader
     from trainer.data.sources import open_training_data
     from trainer.data.streams import PKBatchStream
 
     data = open_training_data([dataset_url])
-    cfg = config(num_workers=1)
+    cfg = config(num_workers=processes)
 
-    def streams():
-        return (PKBatchStream(data, cfg, (64, 32), seed=4, epoch=e) for e in range(3))
+    def make_stream(epoch: int) -> PKBatchStream:
+        return PKBatchStream(data, cfg, (64, 32), seed=4, epoch=epoch, skip=3 if epoch == 1 else 0)
 
-    expected = [[b["keys"] for b in make_loader(s, cfg)] for s in streams()]
-    got = [[b["keys"] for b in batches] for _, batches in prefetched_epochs(streams(), cfg)]
+    epochs = [1, 2, 3]
+    expected = [[b["keys"] for b in make_loader(make_stream(e), cfg)] for e in epochs]
+    if processes == 2:  # the case the pads exist for
+        assert any(len(set(make_stream(e).process_shares())) > 1 for e in epochs)
+    got = [[b["keys"] for b in batches] for _, batches in epoch_batches(make_stream, epochs, cfg)]
     assert got == expected and len(got) == 3
+    assert [len(g) for g in got] == [make_stream(e).steps - make_stream(e).skip for e in epochs]
+    # A caller that leaves an epoch early still gets the next epoch's batches, not the leftovers.
+    walked = epoch_batches(make_stream, epochs, cfg)
+    _, first = next(walked)
+    next(first)
+    _, second = next(walked)
+    assert [b["keys"] for b in second] == expected[1]
 
 
 def _reference_augment(data: bytes, rng, cfg, size) -> torch.Tensor:

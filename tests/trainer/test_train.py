@@ -228,11 +228,16 @@ def test_two_workers_train_checkpoint_and_a_rerun_resumes(ray_cluster, dataset, 
     assert len(health) == 1 and health[0]["images"] == sum(2 + p % 5 for p in range(24))
     assert "carries no identity" in health[0]["warning"] and first.health["warning"] == health[0]["warning"]
 
-    # The same run name with one more phase-2 epoch: it continues at the saved step, it does not restart.
-    second = run_train(tiny_config(phase2={"epochs": 3}), [dataset], str(out), workers=2, progress=False)
+    # The same run name with one more phase-2 epoch, explicitly (--extend), and one worker instead of
+    # two: it continues at the saved step, it does not restart, and counts its steps at one worker.
+    second = run_train(
+        tiny_config(phase2={"epochs": 3}), [dataset], str(out), workers=1, progress=False, extend=True
+    )
     assert second.starts[0]["resumed"] and second.starts[0]["step"] == first.steps
     assert second.starts[0]["phase"] == 2 and second.starts[0]["epoch"] == 2
-    assert second.steps > first.steps
+    assert second.steps > first.steps and second.resumed_from == first.steps
+    assert second.starts[0]["total_steps"] == second.steps  # the bar's total is where the run ended
+    assert second.trained == second.steps - first.steps
     records = metrics(run)
     steps = [r["step"] for r in records if r["kind"] == "step"]
     assert steps == sorted(set(steps)) and steps[-1] == second.steps

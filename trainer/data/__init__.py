@@ -25,5 +25,5 @@ The modules, one concept each:
     plan.py         the epoch plan: which units and batches each rank and loader process has
     unit_reader.py  one unit's images with their style labels and words, read in one go
     streams.py      PKBatchStream (one rank's P x K batches of an epoch) and AllImagesStream (the bank pass)
-    loader.py       DataLoaders over the streams, the next epoch's started while this one trains
+    loader.py       DataLoaders over the streams: a phase's epochs fed by loader processes that persist
 """

@@ -65,11 +65,20 @@ class PKBatchStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
-        process = info.id if info is not None else 0
         if info is None and len(self.plan.units) > 1:
             # num_workers=0: this one process plays every planned loader process, in DataLoader's order.
             yield from self._interleaved()
             return
+        yield from self.process_batches(info.id if info is not None else 0)
+
+    def process_shares(self) -> list[int]:
+        """Batches each planned loader process yields this epoch, after the resume's `skip`."""
+        counts = [len(b) for b in self.plan.batches]
+        skipped = round_robin_take(counts, self.skip)
+        return [c - s for c, s in zip(counts, skipped, strict=True)]
+
+    def process_batches(self, process: int) -> Iterator[dict[str, Any]]:
+        """The batches of loader process `process`, past the resume's `skip`."""
         skipped = round_robin_take([len(b) for b in self.plan.batches], self.skip)[process]
         yield from self._process_batches(process, skipped)
 
