@@ -202,6 +202,8 @@ def test_resume_falls_back_past_a_damaged_or_removed_newest_checkpoint(tmp_path,
     assert read_state(newest).step == first.steps and read_state(older).step < first.steps
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    # as if stopped after its last checkpoint, before final/: a finished run's rerun trains nothing
+    shutil.rmtree(run / "final")
     capsys.readouterr()
     second = train()
     err = capsys.readouterr().err
@@ -215,6 +217,7 @@ def test_resume_falls_back_past_a_damaged_or_removed_newest_checkpoint(tmp_path,
 
     gone = _newest_checkpoint(run)
     shutil.rmtree(gone)  # the obvious fix a user tries: the newest checkpoint folder removed by hand
+    shutil.rmtree(run / "final")
     third = train()
     err = capsys.readouterr().err
     assert err.splitlines()[0] == f"skipped checkpoint file://{gone}: its folder is gone", err

@@ -26,7 +26,8 @@ def board(*states):
 def test_lines_show_steps_once_workers_train_and_survive_a_failed_poll():
     printed: list[str] = []
     done = threading.Event()
-    started = {"starts": [{"kind": "start", "step": 0, "resumed": False}], "step_now": 0}
+    start = {"kind": "start", "step": 0, "resumed": False, "world": 1, "total_steps": 616}
+    started = {"starts": [start], "step_now": 0}
     training = {"starts": started["starts"], "step": STEP, "step_now": 524}
     polls = board({"starts": []}, {"starts": []}, started, training, None, None, {})  # the 1st: the start
     fit = threading.Thread(target=done.wait, args=(30,))
@@ -34,7 +35,7 @@ def test_lines_show_steps_once_workers_train_and_survive_a_failed_poll():
 
     def poll():
         state = polls()
-        if len(printed) >= 7:
+        if len(printed) >= 8:
             done.set()
         return state
 
@@ -53,9 +54,10 @@ def test_lines_show_steps_once_workers_train_and_survive_a_failed_poll():
     assert printed[0] == "training on 8 units"
     lines = printed[1:]
     assert lines[0].startswith("train: 0/616 steps (0%), starting workers")
-    assert lines[1].startswith("train: 0/616 steps (0%), training")
-    assert lines[2].startswith("train: 524/616 steps (85%), phase 2 epoch 3 loss 1.5000 120 img/s")
-    assert all(line.startswith("train: 524/616 steps") for line in lines[3:])  # failed polls: kept
+    assert lines[1] == "started a new run with 1 worker(s); the run ends at step 616"  # as the bar says it
+    assert lines[2].startswith("train: 0/616 steps (0%), training")
+    assert lines[3].startswith("train: 524/616 steps (85%), phase 2 epoch 3 loss 1.5000 120 img/s")
+    assert all(line.startswith("train: 524/616 steps") for line in lines[4:])  # failed polls: kept
 
 
 def test_a_stop_request_ends_the_watch_with_the_step_reached():
