@@ -30,12 +30,17 @@ class DatasetStats:
     attributes: dict[str, list[tuple[str, int]]]  # name (without prefix) -> (value, count), most common first
     views_per_identity: list[tuple[int, int]]  # (views, number of identities with that many), by views
     cameras: list[tuple[int, int]]  # (camid, samples)
+    curation: Any = None  # pipeline.curation.Counts of URL/curation.parquet; None when not curated
 
 
 def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats:
-    """Attribute distributions, cameras and views per identity, from index.parquet alone."""
+    """Attribute distributions, cameras and views per identity, from index.parquet; kept and rejected
+    images from curation.parquet's metadata when the dataset was curated (no row of it is read)."""
+    from pipeline.curation import CURATION_NAME, read_curation
+
     storage = open_storage(url, config)
     table = read_index(storage)
+    curation = read_curation(storage, rows=False).counts if storage.exists(CURATION_NAME) else None
     pids = table.column("pid").to_pylist()
     attributes = {}
     for name in table.column_names:
@@ -52,6 +57,7 @@ def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats
         attributes,
         sorted(views.items()),
         sorted(cameras.items()),
+        curation,
     )
 
 

@@ -108,8 +108,9 @@ def encode_part(table, meta: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def _metadata(parquet_schema, where: str) -> dict[str, Any]:
-    raw = (parquet_schema.metadata or {}).get(METADATA_KEY)
+def _metadata(metadata: dict[bytes, bytes] | None, where: str) -> dict[str, Any]:
+    """The curation metadata among a parquet file's key-value metadata."""
+    raw = (metadata or {}).get(METADATA_KEY)
     if raw is None:
         raise DataError(f"{where}: not a dppp curation file (no {METADATA_KEY.decode()} metadata)")
     try:
@@ -173,7 +174,7 @@ def merge_parts(
         except ObjectNotFound:
             raise DataError(f"{storage.url_for(key)} is missing: rerun `dppp curate`") from None
         table = pq.read_table(io.BytesIO(data))
-        part = _metadata(table.schema, storage.url_for(key))
+        part = _metadata(table.schema.metadata, storage.url_for(key))
         if part.get("shard_sha256") != record.sha256:
             raise DataError(f"{storage.url_for(key)} was made for another version of shard {record.index}")
         return table.replace_schema_metadata(None).cast(schema())
@@ -222,13 +223,15 @@ class Curation:
     counts: Counts
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def check_dataset(self, manifest: dict[str, Any], where: str) -> None:
+    def check_dataset(
+        self, manifest: dict[str, Any], where: str, setting: str = "train.data.curation"
+    ) -> None:
         """Refuse a file made for another dataset (a UserError naming both)."""
         if self.dataset != dataset_fingerprint(manifest):
             raise SettingError(
-                "train.data.curation",
+                setting,
                 f"{self.url} was made for another dataset than {where} (dataset.json fingerprints "
-                "differ); rerun `dppp curate` on it, or set train.data.curation: off",
+                f"differ); rerun `dppp curate` on it, or set {setting}: off",
             )
 
     def rejected_in(self, index: int, sha256: str, where: str) -> frozenset[str]:
@@ -256,7 +259,7 @@ def read_curation(storage: Storage, key: str = CURATION_NAME, *, rows: bool = Tr
         raise DataError(f"no curation file at {where}: run `dppp curate` first") from None
     try:
         parquet = pq.ParquetFile(io.BytesIO(data))
-        meta = _metadata(parquet.schema_arrow, where)
+        meta = _metadata(parquet.metadata.metadata, where)
     except DataError:
         raise
     except Exception as exc:  # pyarrow raises several types for a damaged file
@@ -283,7 +286,9 @@ def read_curation(storage: Storage, key: str = CURATION_NAME, *, rows: bool = Tr
     )
 
 
-def resolve_curation(choice: str, storage: Storage, storage_config=None) -> Curation | None:
+def resolve_curation(
+    choice: str, storage: Storage, storage_config=None, setting: str = "train.data.curation"
+) -> Curation | None:
     """`train.data.curation` for the dppp dataset at `storage`: 'off' -> None; 'auto' -> its
     curation.parquet when there is one; else a path or URL of a curation file, which must exist. The file
     is checked against the dataset's dataset.json (a foreign one is refused)."""
@@ -298,7 +303,7 @@ def resolve_curation(choice: str, storage: Storage, storage_config=None) -> Cura
     else:
         file_storage, key = split_url(choice, storage_config)
         if not file_storage.exists(key):
-            raise SettingError("train.data.curation", f"no curation file at {file_storage.url_for(key)}")
+            raise SettingError(setting, f"no curation file at {file_storage.url_for(key)}")
         curation = read_curation(file_storage, key)
-    curation.check_dataset(read_dataset_manifest(storage), storage.url)
+    curation.check_dataset(read_dataset_manifest(storage), storage.url, setting)
     return curation

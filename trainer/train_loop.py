@@ -129,6 +129,8 @@ class Worker:
                     "batch": position.batch,
                     "world": self.world,
                     "resumed": resume_dir is not None,
+                    "images": self.data.num_images,
+                    "curation_dropped": self.data.curated,
                 }
             )
         for phase, schedule, first_epoch in self.schedules(model):
