@@ -21,12 +21,14 @@ DECIMALS = 4  # scores are rounded before they are judged and stored: thread cou
 class ShardScorer:
     def __init__(self, config: CurateConfig, threads: int | None = None):
         import torch
+        from transformers.utils import logging as transformers_logging
 
         from trainer.backbone import load_backbone
         from trainer.model_config import ModelConfig
 
         if threads:
             torch.set_num_threads(threads)
+        transformers_logging.disable_progress_bar()  # "Loading weights" on every actor's start: noise
         self.config = config
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         model = ModelConfig(backbone=config.model, image_size=config.image_size)
