@@ -84,6 +84,13 @@ def detection(corrupted: Path, planted: dict[str, str], workers: int) -> dict[st
         "wall_s": summary.wall_s,
         "images_per_s": summary.counts.samples / summary.wall_s,
         "images_per_busy_s": summary.images / summary.busy_s if summary.busy_s else None,
+        "busy_s": summary.busy_s,
+        "clip_s": summary.clip_s,
+        # One GPU actor: the CLIP's forward moves to the GPU (a tiny CLIP's batch of 64 takes milliseconds
+        # there), reading, decoding and the pixel signals stay on the actor's CPU core: they bound it.
+        "gpu_images_per_s_estimate": summary.images / (summary.busy_s - summary.clip_s)
+        if summary.busy_s > summary.clip_s
+        else None,
         "workers": summary.workers,
     }
 
@@ -159,6 +166,12 @@ def report(result: dict[str, Any]) -> str:
         f"throughput: {d['images_per_s']:.1f} images/s for the whole job ({d['workers']} CPU actor(s), "
         f"{d['wall_s']:.1f} s with Ray start and model loads), "
         + (f"{per_busy:.1f} images/s per busy actor" if per_busy else "")
+        + (
+            f" ({100 * d['clip_s'] / d['busy_s']:.0f}% of it in the CLIP); one GPU actor, estimated: "
+            f"{d['gpu_images_per_s_estimate']:.0f} images/s (the CPU part alone)"
+            if d.get("gpu_images_per_s_estimate")
+            else ""
+        )
     )
     for method, r in result.get("reid", {}).items():
         p = r["curated_minus_corrupted"]

@@ -24,9 +24,12 @@ from foundation.ray_cluster import start_ray
 from trainer.curation.config import CurateConfig
 
 SHEET_PER_REASON = 8  # rejects shown per reason on the contact sheet
-# Measured by benchmarks/bench_curate.py (docs/curation.md); --dry-run only.
-CPU_IMAGES_PER_S_PER_WORKER = 60.0  # models/tiny-clip, 256x128 JPEG, one core of the 2-core VM
-GPU_IMAGES_PER_S_PER_WORKER = 400.0  # estimate: decoding and pixel signals bound it, not the tiny CLIP
+# From benchmarks/bench_curate.py (docs/curation.md); --dry-run only. Both on the shared 2-core VM at load
+# average ~30, so low: an uncontended core does more.
+CPU_IMAGES_PER_S_PER_WORKER = 30.0  # measured: models/tiny-clip, 256x128 JPEG, per busy CPU actor
+# Estimated: the same actor with its CLIP forward (48% of its time on CPU) moved to a GPU; reading,
+# decoding and the pixel signals stay on its CPU core and bound it.
+GPU_IMAGES_PER_S_PER_WORKER = 59.0
 
 
 class CurationFailed(ReportedError):
@@ -55,6 +58,7 @@ class CurateSummary:
     images: int = 0  # judged by this run
     wall_s: float = 0.0
     busy_s: float = 0.0  # actor time spent judging, all actors together
+    clip_s: float = 0.0  # of which in the CLIP's forward passes (on the GPU where there is one)
     counts: Any = None  # pipeline.curation.Counts of the whole file
     failed: dict[int, str] = field(default_factory=dict)
     sheet: str | None = None  # URL of the rejects' contact sheet, None when nothing was rejected
@@ -200,7 +204,7 @@ class CurateActor:
         self._storage = open_storage(url, config.storage)
         return ray.get_runtime_context().get_node_id()
 
-    def run(self, record) -> tuple[int, float]:
+    def run(self, record) -> tuple[int, float, float]:
         from trainer.curation.scorer import score_shard
 
         _, _, run, meta, _ = self._args
@@ -252,7 +256,7 @@ def _judge(plan: CurationPlan, config: CurateConfig, todo: list, summary: Curate
                 continue
             name, actor, record = in_flight.pop(ready[0])
             try:
-                images, seconds = ray.get(ready[0])
+                images, seconds, clip_seconds = ray.get(ready[0])
             except (RayActorError, RayTaskError) as exc:
                 cause = getattr(exc, "cause", None)
                 if isinstance(exc, RayActorError):
@@ -268,6 +272,7 @@ def _judge(plan: CurationPlan, config: CurateConfig, todo: list, summary: Curate
             summary.shards_done += 1
             summary.images += images
             summary.busy_s += seconds
+            summary.clip_s += clip_seconds
             bar.advance(images)
     finally:
         bar.close()
