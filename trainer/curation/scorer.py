@@ -116,17 +116,22 @@ def _rounded(values) -> np.ndarray:
 
 
 def score_shard(
-    scorer: ShardScorer, storage, record, run: str, meta: dict[str, Any]
+    scorer: ShardScorer, storage, shard, run: str, meta: dict[str, Any]
 ) -> tuple[int, float, float]:
-    """Score committed shard `record` and publish its file of `run` (atomic: a rerun finds it whole or
-    not at all). Returns (samples, seconds spent, of which in the CLIP's forward passes)."""
+    """Score committed shard `shard` (index and sha256 as the driver planned it) and publish its file of
+    `run` (atomic: a rerun finds it whole or not at all). Returns (samples, seconds spent, of which in
+    the CLIP's forward passes)."""
     import pyarrow as pa
 
     from pipeline.curation import FORMAT, encode_part, part_name, schema
+    from pipeline.records import read_record
     from pipeline.shards.format import READ_IMAGE_EXTS
     from pipeline.shards.reader import read_shard
 
     started, clip_before = time.perf_counter(), scorer.clip_s
+    record = read_record(storage, shard.index)
+    if record is None or record.sha256 != shard.sha256:
+        raise DataError(f"{storage.url_for(shard.tar)} was re-published since the job started: rerun it")
     where = storage.url_for(record.tar)
     with storage.open_read(record.tar) as stream:
         samples = list(read_shard(stream, include=READ_IMAGE_EXTS | {"txt", "cls"}))
