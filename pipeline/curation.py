@@ -65,6 +65,32 @@ def schema():
     )
 
 
+@dataclass(frozen=True)
+class ShardRef:
+    """What a curation job keeps of a committed shard's record (not its keys: the worker reads those),
+    so that its driver's memory stays small at 100k shards."""
+
+    index: int
+    tar: str
+    sha256: str
+    count: int
+
+
+def committed_refs(storage: Storage) -> list[ShardRef]:
+    """The committed shards, by index: the listing (in key ranges on S3), then each record, a few at a
+    time, kept as a ShardRef as it comes."""
+    from pipeline.listing import list_objects, plan_hint
+    from pipeline.parallel import ordered_map
+    from pipeline.records import read_record
+
+    committed = list_objects(storage, shards_hint=plan_hint(storage)).committed()
+    return [
+        ShardRef(r.index, r.tar, r.sha256, r.count)
+        for r in ordered_map(lambda index: read_record(storage, index), committed)
+        if r is not None  # un-committed since the listing
+    ]
+
+
 def dataset_fingerprint(manifest: dict[str, Any]) -> str:
     """What identifies a dataset: generate's config fingerprint (it decides every byte), or, for a dataset
     made otherwise, a hash of its whole dataset.json."""

@@ -69,21 +69,10 @@ class CurateSummary:
         return self.images / self.wall_s if self.wall_s > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class ShardRef:
-    """What the driver keeps of a committed shard's record (not its keys: the actor reads those), so its
-    memory stays small at 100k shards."""
-
-    index: int
-    tar: str
-    sha256: str
-    count: int
-
-
 @dataclass
 class CurationPlan:
     storage: Any
-    records: list[ShardRef]  # the committed shards, by index
+    records: list  # pipeline.curation.ShardRef of the committed shards, by index
     run: str
     meta: dict[str, Any]  # what every file of the run records: dataset fingerprint, settings
     done: set[int]
@@ -134,20 +123,13 @@ def check_model(config: CurateConfig) -> CurateConfig:
 def plan_curation(url: str, config: CurateConfig) -> CurationPlan:
     """What the job has to do: the committed shards, this run's folder, the shards it already judged.
     Reads dataset.json, the listing and the records; DataError when there is nothing to curate."""
-    from pipeline.curation import dataset_fingerprint, finished_parts, run_id
-    from pipeline.listing import list_objects, plan_hint
-    from pipeline.parallel import ordered_map
-    from pipeline.records import read_dataset_manifest, read_record
+    from pipeline.curation import committed_refs, dataset_fingerprint, finished_parts, run_id
+    from pipeline.records import read_dataset_manifest
     from pipeline.storage.urls import open_storage
 
     storage = open_storage(url, config.storage)
     manifest = read_dataset_manifest(storage)
-    committed = list_objects(storage, shards_hint=plan_hint(storage)).committed()
-    records = [
-        ShardRef(r.index, r.tar, r.sha256, r.count)
-        for r in ordered_map(lambda index: read_record(storage, index), committed)
-        if r is not None  # un-committed since the listing
-    ]
+    records = committed_refs(storage)
     if not records:
         raise DataError(f"{storage.url}: no committed shard to curate (generate the dataset first)")
     settings = {**config.decisive(), "model_digest": model_digest(config.model)}
