@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_curate.py [--work DIR] [--identities 64] [--share 0.10]
         [--data-seed 0] [--plant-seed 0] [--workers 2] [--seeds 3] [--methods bot pdm]
-        [--phase1-epochs 3] [--phase2-epochs 6] [--skip-reid] [--json OUT] [--dry-run]
+        [--phase1-epochs 3] [--phase2-epochs 6] [--skip-reid] [--clean-reference] [--arms off auto clean]
+        [--json OUT] [--dry-run]
 
 1. Data: a demo-like training set (configs/demo.yaml's generate section: procedural, 256x128, Poisson
    10 views; `--identities` people, `--data-seed`) and a source-test set of other people (seed 1000, 32
@@ -15,7 +16,8 @@
 3. Re-ID effect: bot and PDM trained on the corrupted set with curation off (every planted image trained
    on) and auto (curation.parquet honoured), the same training seed in both arms (paired), tested on the
    source-test set (Market-1501 protocol, cosine): mAP per run, and the per-seed difference curated -
-   corrupted with a 95% t interval. The training recipe is the domain-generalization benchmark's (models/
+   corrupted with a 95% t interval; with --clean-reference also trained on the clean set (what curation
+   could at best recover). The training recipe is the domain-generalization benchmark's (models/
    tiny-clip, 128x64, P x K = 8 x 4, its phase-2 learning rates), cut to `--phase1-epochs` and
    `--phase2-epochs` so that the whole benchmark fits a 2-core machine.
 
@@ -95,7 +97,9 @@ def detection(corrupted: Path, planted: dict[str, str], workers: int) -> dict[st
     }
 
 
-def train_and_test(data: str, test: str, method: str, seed: int, curation: str, args, work: Path) -> float:
+def train_and_test(
+    data: str, test: str, method: str, seed: int, curation: str, args, work: Path, arm: str
+) -> float:
     """source-test mAP (%) of one run."""
     from benchmarks.bench_domain_generalization import Size, Variant, evaluate, train_config
     from trainer.train import run_train
@@ -115,34 +119,42 @@ def train_and_test(data: str, test: str, method: str, seed: int, curation: str, 
     backbone = str(ROOT / "models" / "tiny-clip")
     config = train_config(Variant(method, method, "pretrained"), size, work / "runs", backbone, seed, [])
     data_config = config.data.model_copy(update={"curation": curation})
-    config = config.model_copy(update={"data": data_config, "run_name": f"{method}-{curation}-s{seed}"})
+    config = config.model_copy(update={"data": data_config, "run_name": f"{method}-{arm}-s{seed}"})
     result = run_train(config, [data], progress=False)
     return evaluate(result.final_url, {"source-test": test})["source-test"]["mAP"]
 
 
-def reid(corrupted: str, test: str, args, work: Path) -> dict[str, Any]:
+def reid(corrupted: str, clean: str, test: str, args, work: Path) -> dict[str, Any]:
+    """Per seed and method: the corrupted set with curation off, then auto; with --clean-reference also
+    the clean set (the ceiling curation can reach)."""
     from benchmarks.bench_domain_generalization import paired
 
+    arms = [("off", corrupted, "off"), ("auto", corrupted, "auto")]
+    if args.clean_reference:
+        arms.append(("clean", clean, "off"))
     runs: dict[str, dict[str, list[float]]] = {}
     for seed in range(args.seeds):
         for method in args.methods:
-            for curation in ("off", "auto"):
+            for arm, data, curation in arms:
+                if arm not in args.arms:
+                    continue
                 started = time.perf_counter()
-                value = train_and_test(corrupted, test, method, seed, curation, args, work)
-                runs.setdefault(method, {}).setdefault(curation, []).append(value)
+                value = train_and_test(data, test, method, seed, curation, args, work, arm)
+                runs.setdefault(method, {}).setdefault(arm, []).append(value)
                 print(
-                    f"  {method} seed {seed} curation {curation}: source-test mAP {value:.1f} "
+                    f"  {method} seed {seed} {arm}: source-test mAP {value:.1f} "
                     f"({time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )
-    return {
-        method: {
-            "corrupted_mAP": arms["off"],
-            "curated_mAP": arms["auto"],
-            "curated_minus_corrupted": paired(arms["auto"], arms["off"]),
-        }
-        for method, arms in runs.items()
-    }
+    out = {}
+    for method, by_arm in runs.items():
+        row: dict[str, Any] = {f"{arm}_mAP": values for arm, values in by_arm.items()}
+        if "off" in by_arm and "auto" in by_arm:
+            row["curated_minus_corrupted"] = paired(by_arm["auto"], by_arm["off"])
+        if "clean" in by_arm and "auto" in by_arm:
+            row["clean_minus_curated"] = paired(by_arm["clean"], by_arm["auto"])
+        out[method] = row
+    return out
 
 
 def report(result: dict[str, Any]) -> str:
@@ -173,15 +185,19 @@ def report(result: dict[str, Any]) -> str:
             else ""
         )
     )
+    names = {"off": "corrupted", "auto": "curated", "clean": "clean"}
     for method, r in result.get("reid", {}).items():
-        p = r["curated_minus_corrupted"]
-        ci = p["ci95"]
-        ci_text = f"[{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci[0] is not None else "(one seed: no interval)"
-        lines.append(
-            f"{method}: source-test mAP corrupted {_mean(r['corrupted_mAP']):.1f}, curated "
-            f"{_mean(r['curated_mAP']):.1f}; curated - corrupted {p['mean']:+.1f} pts, 95% CI {ci_text}, "
-            f"n={p['n']} paired seeds"
-        )
+        means = ", ".join(f"{names[arm]} {_mean(r[f'{arm}_mAP']):.1f}" for arm in names if f"{arm}_mAP" in r)
+        lines.append(f"{method}: source-test mAP {means}")
+        for key, label in (
+            ("curated_minus_corrupted", "curated - corrupted"),
+            ("clean_minus_curated", "clean - curated"),
+        ):
+            if key in r:
+                p = r[key]
+                ci = p["ci95"]
+                ci_text = f"[{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci[0] is not None else "(one seed: no interval)"
+                lines.append(f"  {label}: {p['mean']:+.1f} pts, 95% CI {ci_text}, n={p['n']} paired seeds")
     return "\n".join(lines)
 
 
@@ -202,6 +218,12 @@ def main() -> None:
     parser.add_argument("--phase1-epochs", type=int, default=3)
     parser.add_argument("--phase2-epochs", type=int, default=6)
     parser.add_argument("--skip-reid", action="store_true")
+    parser.add_argument(
+        "--clean-reference", action="store_true", help="also train on the clean set (the ceiling)"
+    )
+    parser.add_argument(
+        "--arms", nargs="+", default=["off", "auto", "clean"], help="which arms to run (e.g. only clean)"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
@@ -251,7 +273,7 @@ def main() -> None:
     print(report(result), flush=True)
     if not args.skip_reid:
         t0 = time.perf_counter()
-        result["reid"] = reid(str(corrupted), str(test), args, work)
+        result["reid"] = reid(str(corrupted), str(clean), str(test), args, work)
         timings["reid_s"] = time.perf_counter() - t0
         result["reid_recipe"] = {
             "phase1_epochs": args.phase1_epochs,
