@@ -1,7 +1,7 @@
 """Curation: are planted defects caught, at what cost in clean images, how fast, and does Re-ID gain?
 
     .venv/bin/python benchmarks/bench_curate.py [--work DIR] [--identities 64] [--share 0.10]
-        [--data-seed 0] [--plant-seed 0] [--workers 2] [--seeds 3] [--methods bot pdm]
+        [--data-seed 0] [--plant-seed 0] [--workers 2] [--seeds 3] [--first-seed 0] [--methods bot pdm]
         [--phase1-epochs 3] [--phase2-epochs 6] [--skip-reid] [--clean-reference] [--arms off auto clean]
         [--json OUT] [--dry-run]
 
@@ -133,7 +133,7 @@ def reid(corrupted: str, clean: str, test: str, args, work: Path) -> dict[str, A
     if args.clean_reference:
         arms.append(("clean", clean, "off"))
     runs: dict[str, dict[str, list[float]]] = {}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for method in args.methods:
             for arm, data, curation in arms:
                 if arm not in args.arms:
@@ -214,6 +214,7 @@ def main() -> None:
     parser.add_argument("--plant-seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="training seeds first..first+seeds-1")
     parser.add_argument("--methods", nargs="+", default=["bot", "pdm"], choices=["bot", "clipreid", "pdm"])
     parser.add_argument("--phase1-epochs", type=int, default=3)
     parser.add_argument("--phase2-epochs", type=int, default=6)
