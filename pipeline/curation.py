@@ -199,7 +199,12 @@ def merge_parts(
             data = storage.read_bytes(key)
         except ObjectNotFound:
             raise DataError(f"{storage.url_for(key)} is missing: rerun `dppp curate`") from None
-        table = pq.read_table(io.BytesIO(data))
+        try:
+            table = pq.read_table(io.BytesIO(data))
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise DataError(
+                f"{storage.url_for(key)} cannot be read as parquet: {exc}; delete it and rerun"
+            ) from None
         part = _metadata(table.schema.metadata, storage.url_for(key))
         if part.get("shard_sha256") != record.sha256:
             raise DataError(f"{storage.url_for(key)} was made for another version of shard {record.index}")
