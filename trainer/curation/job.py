@@ -109,8 +109,11 @@ def check_model(config: CurateConfig) -> CurateConfig:
 
     if config.model == "tiny":
         return config
+    from huggingface_hub.utils import logging as hub_logging
+
     from trainer.backbone import check_backbone
 
+    hub_logging.set_verbosity_error()  # a hub id out of reach: one line below, not a retry per attempt
     try:
         check_backbone(config.model)
     except ConfigError as exc:
