@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from dppp.commands import evaluate, generate, models, pretrain, prompts, shards, train
+from dppp.commands import curate, evaluate, generate, models, pretrain, prompts, shards, train
 from dppp.commands.common import error_message
 from foundation.errors import Interrupted, ReportedError
 
@@ -27,6 +27,7 @@ app.add_typer(prompts.app, name="prompts")
 app.add_typer(models.app, name="models")
 app.add_typer(shards.app, name="shards")
 app.command("generate")(generate.generate)
+app.command("curate")(curate.curate)
 app.command("pretrain")(pretrain.pretrain)
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)

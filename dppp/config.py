@@ -3,6 +3,7 @@
     generate:  pipeline.config.GenerateConfig          (prompts, renderer, shards, storage, Ray pool)
     pretrain:  trainer.pretrain_config.PretrainConfig  (image-text pretraining of the tiny CLIP)
     train:     trainer.config.TrainConfig
+    curate:    trainer.curation.config.CurateConfig     (`dppp curate`: the judging CLIP, thresholds)
     eval:      trainer.eval_config.EvalConfig
 
 `--set dotted.key=value` overrides are applied to the raw YAML before validation, so an override is
@@ -18,6 +19,7 @@ from foundation.errors import ConfigError
 from foundation.schema import StrictModel
 from pipeline.config import GenerateConfig
 from trainer.config import TrainConfig
+from trainer.curation.config import CurateConfig
 from trainer.eval_config import EvalConfig
 from trainer.pretrain_config import PretrainConfig
 
@@ -26,6 +28,7 @@ class ExperimentConfig(StrictModel):
     generate: GenerateConfig = GenerateConfig()
     pretrain: PretrainConfig = PretrainConfig()
     train: TrainConfig = TrainConfig()
+    curate: CurateConfig = CurateConfig()
     eval: EvalConfig = EvalConfig()
 
 

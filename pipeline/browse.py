@@ -35,6 +35,7 @@ class DatasetStats:
     # attribute -> samples where nobody can see it (the taxonomy's hidden_when: a bag's colour without a
     # bag), left out of its counts
     hidden: dict[str, int] = field(default_factory=dict)
+    curation: Any = None  # pipeline.curation.Counts of URL/curation.parquet; None when not curated
 
 
 def hidden_conditions(storage) -> dict[str, dict[str, list[str]]]:
@@ -61,9 +62,14 @@ def hidden_conditions(storage) -> dict[str, dict[str, list[str]]]:
 def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats:
     """Attribute distributions, cameras and views per identity, from index.parquet (and dataset.json's
     taxonomy, for the attributes nobody can see in some samples: those are not counted), once the listing
-    shows that it indexes the committed shards (no record is read); DamagedDataError when it does not."""
+    shows that it indexes the committed shards (no record is read); DamagedDataError when it does not.
+    Kept and rejected images from curation.parquet's metadata when the dataset was curated (no row of it
+    is read)."""
+    from pipeline.curation import CURATION_NAME, read_curation
+
     storage, listing = open_dataset(url, config)
     table = read_index(storage)
+    curation = read_curation(storage, rows=False).counts if storage.exists(CURATION_NAME) else None
     where, rebuild = storage.url_for(INDEX_NAME), f"rebuild it with `dppp shards index {storage.url}`"
     lacking = sorted({"pid", "camid", "shard"} - set(table.column_names))
     if lacking:
@@ -105,6 +111,7 @@ def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats
         sorted(views.items()),
         sorted(cameras.items()),
         hidden,
+        curation,
     )
 
 
@@ -149,7 +156,6 @@ def plot_stats(stats: DatasetStats, out) -> None:
     figure.suptitle(
         f"{stats.url}: {stats.samples} samples, {stats.identities} identities, {stats.shards} shards"
     )
-    figure.tight_layout()
     buffer = io.BytesIO()
     try:
         figure.savefig(buffer, dpi=90, format=Path(out).suffix.lstrip(".").lower() or "png")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from foundation.errors import DataError
+from pipeline.curation import CURATION_NAME, PARTS_PREFIX, REJECTS_SHEET
 from pipeline.dataset_card import CARD_NAME, WIDS_INDEX_NAME
 from pipeline.index import key_digest
 from pipeline.listing import DatasetObjects, ShardObjects, _plan_of, open_dataset
@@ -257,7 +258,16 @@ def _check_uncommitted(report: VerifyReport, objects: DatasetObjects, plan: Data
             )
         _keep(report, check, plan)
     for key, size in objects.others.items():
-        if key not in (DATASET_MANIFEST, INDEX_NAME, CARD_NAME, WIDS_INDEX_NAME):
+        if key not in (
+            DATASET_MANIFEST,
+            INDEX_NAME,
+            CARD_NAME,
+            WIDS_INDEX_NAME,
+            CURATION_NAME,
+            REJECTS_SHEET,
+        ) and (
+            not key.startswith(PARTS_PREFIX)  # `dppp curate`'s per-shard results (docs/curation.md)
+        ):
             check = ShardCheck(key, None, bytes=size)
             check.add("extra", "stray object that is not part of the dataset")
             report.checks.append(check)

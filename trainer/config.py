@@ -63,6 +63,9 @@ class DataConfig(StrictModel):
     num_workers: int = Field(2, ge=0)  # DataLoader processes per training worker (0: in the training loop)
     prefetch_batches: int = Field(2, ge=1)  # per DataLoader process
     folder_ids_per_unit: int = Field(8, ge=1)  # Re-ID folders are streamed in groups of this many identities
+    # Leave out what `dppp curate` rejected: auto (URL/curation.parquet of a dppp dataset when it has one),
+    # off, or the path / URL of a curation file (one dppp dataset only). docs/curation.md.
+    curation: str = Field("auto", min_length=1)
     augment: AugmentConfig = AugmentConfig()
     storage: StorageConfig = StorageConfig()
 

@@ -26,6 +26,8 @@ class SyntheticSplitConfig(StrictModel):
     seed: int = Field(0, ge=0)
     queries_per_camera: int = Field(1, ge=1)  # per test identity and camera; the rest goes to the gallery
     held_out_pids: int | None = Field(None, ge=1)  # None: every identity is a test identity
+    # Leave out what `dppp curate` rejected, as train.data.curation: auto, off, or a curation file's path.
+    curation: str = Field("auto", min_length=1)
 
 
 class EvalConfig(StrictModel):

@@ -269,6 +269,7 @@ def _read_split(spec: str, source, config: EvalConfig, storage_config):
             queries_per_camera=options.queries_per_camera,
             held_out_pids=options.held_out_pids,
             storage_config=storage_config,
+            curation=options.curation,
         )
     else:
         split = read_dataset(spec)

@@ -357,8 +357,11 @@ def read_synthetic(
     queries_per_camera: int = 1,
     held_out_pids: int | None = None,
     storage_config=None,
+    curation: str = "off",
 ) -> ReidSplit:
-    """The split of a dppp dataset at `url` (local path, file:// or s3://) from its index.parquet."""
+    """The split of a dppp dataset at `url` (local path, file:// or s3://) from its index.parquet, without
+    the images a curation file rejected (`curation`: auto, off or a path, as train.data.curation)."""
+    from pipeline.curation import resolve_curation
     from pipeline.records import read_index
     from pipeline.storage.urls import open_storage
 
@@ -369,6 +372,13 @@ def read_synthetic(
         raise
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise DataError(f"{url}: index.parquet cannot be read as parquet: {exc}") from None
+    judged = resolve_curation(curation, storage, storage_config, "eval.synthetic.curation")
+    if judged is not None and "shard" in table.column_names and "key" in table.column_names:
+        shards, keys = table.column("shard").to_pylist(), table.column("key").to_pylist()
+        keep = [
+            key not in judged.rejected.get(int(shard), ()) for shard, key in zip(shards, keys, strict=True)
+        ]
+        table = table.filter(keep)
     return split_synthetic(table, seed, queries_per_camera=queries_per_camera, held_out_pids=held_out_pids)
 
 

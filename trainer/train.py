@@ -205,7 +205,9 @@ def run_train(
     config = with_updates(config, "train", workers=workers, use_gpu=use_gpu, out=out)
     config = with_local_backbone(config)
     sources = list(data) if data else list(config.data.sources)
-    training_data = open_training_data(sources, config.data.storage, config.data.folder_ids_per_unit)
+    training_data = open_training_data(
+        sources, config.data.storage, config.data.folder_ids_per_unit, config.data.curation
+    )
     check_style_labels(config, training_data)
     if config.model.backbone != "tiny":
         from trainer.backbone import check_backbone

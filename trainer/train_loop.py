@@ -160,6 +160,8 @@ class Worker:
             "world": self.world,
             "resumed": resumed,
             "total_steps": position.step + remaining_steps(position, self.schedules(model), self.steps),
+            "images": self.data.num_images,
+            "curation_dropped": self.data.curated,
         }
         if position.batch and position.epoch_steps:
             first = {phase: start for phase, _s, start in self.schedules(model)}.get(position.phase, 0)

@@ -246,6 +246,14 @@ def stats(
         f"[bold]{result.url}[/]: {result.samples} samples, {result.identities} identities, "
         f"{result.shards} shards"
     )
+    if result.curation is not None:
+        counts = result.curation
+        rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.rejected.items())) or "none"
+        console.print(
+            f"curation (curation.parquet): {counts.kept} kept, {counts.samples - counts.kept} rejected "
+            f"({rejected})",
+            highlight=False,
+        )
     views = Table(title="views per identity")
     views.add_column("views", justify="right")
     views.add_column("identities", justify="right")

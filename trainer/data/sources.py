@@ -42,6 +42,7 @@ class TrainingData:
     num_classes: int
     style_values: dict[str, tuple[str, ...]]  # attribute -> its values in label order
     storage: StorageConfig
+    curated: int = 0  # images left out because a curation file rejected them (train.data.curation)
 
     @property
     def style_vocab(self) -> dict[str, int]:
@@ -55,27 +56,34 @@ class TrainingData:
     def describe(self) -> str:
         return (
             f"{len(self.sources)} source(s), {len(self.units)} units, {self.num_classes} identities, "
-            f"{self.num_images} images"
+            f"{self.num_images} images" + (f" ({self.curated} dropped by curation)" if self.curated else "")
         )
 
 
 def open_training_data(
-    specs: Sequence[str], storage: StorageConfig | None = None, folder_ids_per_unit: int = 8
+    specs: Sequence[str],
+    storage: StorageConfig | None = None,
+    folder_ids_per_unit: int = 8,
+    curation: str = "off",
 ) -> TrainingData:
     """Resolve every data source into units, without reading an image.
 
     A dppp dataset contributes its committed shards only (records read, tars not opened); a Re-ID folder
     (NAME:PATH) its train split, in groups of `folder_ids_per_unit` identities. Pids are labelled 0..C-1
-    in (source, pid) order, so two sources that both use pid 7 keep two identities."""
+    in (source, pid) order, so two sources that both use pid 7 keep two identities. `curation`
+    (train.data.curation: auto, off, or a curation file for the one dppp dataset) leaves out the images
+    `dppp curate` rejected."""
     storage = storage or StorageConfig()
     if not specs:
         raise SettingError("data", "no training data: give a dppp dataset URL or a NAME:PATH Re-ID folder")
     raw_units: list[tuple[int, str, str | None, str | None, list[tuple[int, tuple[str, ...], Any]]]] = []
     vocab_per_source: list[dict[str, set[str]]] = []
+    curated = 0
     for source, spec in enumerate(specs):
         source = parse_source(spec)
         if source.is_dataset:
-            units, vocab = _dataset_units(source.path, storage)
+            units, vocab, dropped = _dataset_units(source.path, storage, _curation_for(curation, specs))
+            curated += dropped
         else:
             units, vocab = _folder_units(spec, folder_ids_per_unit)
         raw_units += [(source, *u) for u in units]
@@ -98,20 +106,33 @@ def open_training_data(
         name: tuple(sorted(set().union(*(v[name] for v in vocab_per_source)), key=_value_order))
         for name in sorted(common)
     }
-    return TrainingData(tuple(specs), units, len(labels), style_values, storage)
+    return TrainingData(tuple(specs), units, len(labels), style_values, storage, curated)
 
 
 def _value_order(value: str) -> tuple[int, Any]:
     return (0, int(value)) if value.lstrip("-").isdigit() else (1, value)
 
 
-def _dataset_units(url: str, storage_config: StorageConfig):
+def _curation_for(curation: str, specs: Sequence[str]) -> str:
+    """A curation file given by path judges one dataset: with several dppp sources it is ambiguous."""
+    if curation not in ("auto", "off") and sum(parse_source(s).is_dataset for s in specs) > 1:
+        raise SettingError(
+            "train.data.curation",
+            "a curation file judges one dataset, but several dppp datasets are given: use auto or off",
+        )
+    return curation
+
+
+def _dataset_units(url: str, storage_config: StorageConfig, curation: str = "off"):
+    from pipeline.curation import resolve_curation
     from pipeline.listing import committed_shards
     from pipeline.records import read_dataset_manifest
 
     storage = open_storage(url, storage_config)
     manifest = read_dataset_manifest(storage)
     records = committed_shards(storage, check_tars=True)  # a lost or cut tar: refused before Ray starts
+    judged = resolve_curation(curation, storage, storage_config) if records else None
+    dropped = 0
     if not records:
         raise DataError(
             f"{storage.url}: no committed shard (generate the dataset first, or wait until one "
@@ -120,6 +141,10 @@ def _dataset_units(url: str, storage_config: StorageConfig):
     units = []
     for record in records:
         by_pid: dict[int, list[str]] = {}
+        rejected = (
+            judged.rejected_in(record.index, record.sha256, storage.url_for(record.tar)) if judged else ()
+        )
+        dropped += len(rejected)
         for key in record.keys:
             parsed = parse_sample_key(key)
             if not parsed:
@@ -127,9 +152,16 @@ def _dataset_units(url: str, storage_config: StorageConfig):
             by_pid.setdefault(parsed[0], []).append(key)
         if sorted(by_pid) != sorted(record.pids):
             raise DataError(f"{storage.url_for(record.tar)}: its record's pids disagree with its keys")
-        identities = [(pid, tuple(sorted(keys)), None) for pid, keys in sorted(by_pid.items())]
-        units.append((storage.url_for(record.tar), storage.url, record.tar, identities))
-    return units, taxonomy_vocab(manifest.get("taxonomy"), storage.url)
+        identities = [
+            (pid, kept, None)
+            for pid, keys in sorted(by_pid.items())
+            if (
+                kept := tuple(sorted(k for k in keys if k not in rejected))
+            )  # an identity wholly rejected goes
+        ]
+        if identities:
+            units.append((storage.url_for(record.tar), storage.url, record.tar, identities))
+    return units, taxonomy_vocab(manifest.get("taxonomy"), storage.url), dropped
 
 
 def taxonomy_vocab(taxonomy: Any, where: str) -> dict[str, set[str]]:
