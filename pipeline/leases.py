@@ -149,7 +149,16 @@ class Leases:
         holder: Lease | None = None
         for _ in range(3):  # a lease released or taken between our calls: look again
             mine = self._lease(index)
-            version = self.storage.create_bytes(mine.to_json(), key)
+            try:
+                version = self.storage.create_bytes(mine.to_json(), key)
+            except StorageUnavailable:
+                raise  # the output is down: the driver's circuit breaker stops the run
+            except StorageError as exc:
+                # A lease only saves another job's GPU time (the record is the truth): an output that
+                # refuses it (read-only, full) gets the shard rendered without one; the shard's own writes
+                # then fail or succeed on their own, and the summary says so.
+                self.errors.append(f"shard {index} rendered without a lease: {exc}")
+                return None
             if version is None:
                 current = self.storage.read_versioned(key)
                 if current is None:

@@ -240,7 +240,11 @@ def finished_before(config: TrainConfig, extend: bool) -> TrainResult | None:
     from trainer.run_state import check_rerun, finished_run
 
     run_url = run_url_for(absolute_out(config.out), config.run_name)
-    finished = finished_run(open_storage(run_url, config.data.storage))
+    storage = open_storage(run_url, config.data.storage)
+    # a malformed --out, or one the run could not write to (a missing bucket, a read-only folder), is
+    # said as such before anything is read from it
+    storage.check_writable()
+    finished = finished_run(storage)
     if finished is None or check_rerun(finished, config, run_url, extend=extend):
         return None
     return TrainResult(run_url, f"{run_url}/final", finished.step, 0.0, already_finished=True)

@@ -201,6 +201,10 @@ class LocalStorage(Storage):
 
     def create_bytes(self, data, key):
         path = self._path(key)
+        with os_errors("write", path):
+            return self._create_bytes(data, path)
+
+    def _create_bytes(self, data, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
         try:
@@ -242,6 +246,8 @@ class LocalStorage(Storage):
                 if time.monotonic() > deadline:
                     raise StorageError(f"{self.url_for(key)}: still locked by another process") from None
                 time.sleep(0.002)
+            except OSError as exc:  # a read-only or full disk: one line naming the lock
+                raise StorageError(os_error_message(exc, "write", lock)) from None
         try:
             yield
         finally:

@@ -93,7 +93,7 @@ def test_an_outage_longer_than_the_retry_budget_stops_the_run(ray_beside_s3, mot
     stopped = re.fullmatch(
         r"the output storage is unreachable \(StorageUnavailable: cannot \w+ "
         + re.escape(url)
-        + r"/shards/shard-\d{6}\.\w+: S3 endpoint "
+        + r"/(?:shards/shard-\d{6}\.\w+|dataset\.json): S3 endpoint "
         + re.escape(moto_s3.endpoint_url)
         + r" still failing after \d+ attempts over [\d.]+s \(retry budget 1s\): [^\n]+\); stopped rather "
         r"than render into it, (\d+) shard\(s\) not rendered",

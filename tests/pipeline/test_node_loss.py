@@ -119,7 +119,7 @@ def assert_each_shard_committed_once(out: Path, shards: int, summary=None) -> No
     listing = list_objects(open_storage(str(out)))
     assert sorted(listing.shards) == list(range(shards))
     assert all(None not in (o.tar, o.record, o.fragment) for o in listing.shards.values())
-    assert set(listing.others) == {"dataset.json", "index.parquet"}
+    assert set(listing.others) == {"dataset.json", "index.parquet", "README.md", "wids-index.json"}
     report = verify_dataset(str(out), deep=True)
     assert report.ok and report.verified == shards, (report.checks[:3], report.dataset_problems)
     if summary is not None:

@@ -4,6 +4,7 @@ determinism, training and evaluation honouring the file (and refusing a foreign 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from dppp.config import load_experiment
 from foundation.errors import SettingError
 from pipeline.curation import CURATION_NAME, REJECTS_SHEET, read_curation
 from pipeline.storage.urls import open_storage
+from tests.conftest import FAKE_CREDENTIALS
 from trainer.curation.config import CurateConfig, SignalThresholds
 from trainer.curation.signals import decide, identity_signals, pixel_signals, prompt_signals
 
@@ -109,12 +111,19 @@ def test_curate_section_is_typed_and_validated():
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(_moto_server):
+    """A local Ray whose workers inherit the loopback S3 endpoint and its fake credentials (dppp sends
+    actors no credentials: a cluster's nodes have their own), as tests/pipeline's ray_instance does."""
     import ray
 
     from foundation.ray_cluster import start_ray
 
-    start_ray(None, 2)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": _moto_server.endpoint_url}.items():
+            patch.setenv(name, value)
+        for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            patch.setenv(name, os.devnull)
+        start_ray(None, 2)
     yield
     ray.shutdown()
 
