@@ -108,7 +108,9 @@ def test_an_output_that_stops_taking_writes_mid_run_ends_in_the_summary_and_a_re
     assert "Traceback" not in printed + err
     lines = [line.strip(" │┃") for line in printed.splitlines()]
     assert any(
-        line.startswith("shards") and "2 rendered, 0 done by other jobs, 0 already committed, 2 in plan" in line for line in lines
+        line.startswith("shards")
+        and "2 rendered, 0 done by other jobs, 0 already committed, 2 in plan" in line
+        for line in lines
     )
     assert f"stopped: index.parquet not written: cannot write {out}/index.parquet: permission denied" in lines
     assert lines[-1] == "Committed shards stay valid; rerun the same command to render the rest."
