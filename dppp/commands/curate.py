@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dppp.commands.common import SetOption
+from dppp.commands.common import EndpointOption, SetOption, load_config
 
 
 def curate(
@@ -16,7 +16,9 @@ def curate(
     ],
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="Experiment YAML whose `curate:` section sets the thresholds."),
+        typer.Argument(
+            help="Experiment YAML whose `curate:` section sets the thresholds (default: built-in)."
+        ),
     ] = None,
     model: Annotated[
         str | None,
@@ -31,6 +33,8 @@ def curate(
         str | None, typer.Option(help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
     ] = None,
     sets: SetOption = None,
+    endpoint_url: EndpointOption = None,
+    config_option: Annotated[Path | None, typer.Option("--config", hidden=True)] = None,
     dry_run: Annotated[
         bool, typer.Option(help="Print what would be judged, and how long; write nothing.")
     ] = False,
@@ -38,11 +42,15 @@ def curate(
     """Judge every committed image (blank, noise, prompt, identity); rerun to resume."""
     from rich.console import Console
 
-    from dppp.config import load_experiment
     from foundation.config import with_updates
+    from foundation.errors import UserError
     from trainer.curation.job import CurationFailed, check_model, plan_curation, run_curate
 
-    experiment = load_experiment(config, sets or [])
+    if config is not None and config_option is not None:
+        raise UserError("give the experiment YAML once: as CONFIG (or the older --config), not both")
+    experiment = load_config(
+        config or config_option, sets, endpoint_url=endpoint_url, storage=("curate.storage",)
+    )
     settings = with_updates(experiment.curate, "curate", model=model, workers=workers)
     console = Console()
     if dry_run:

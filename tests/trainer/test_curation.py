@@ -322,3 +322,15 @@ def test_dry_run_writes_nothing(corrupted, capsys):
     out = capsys.readouterr().out
     assert "to judge" in out and "images/s" in out
     assert sorted(p.name for p in clean.rglob("*")) == before
+
+
+def test_config_is_the_argument_after_url_as_on_every_command(corrupted, tmp_path, capsys):
+    clean = corrupted[0]
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text("curate:\n  workers: 3\n")
+    assert main(["curate", str(clean), str(experiment), "--dry-run"]) == 0
+    assert "on 3 CPU worker(s)" in capsys.readouterr().out  # the YAML's curate section was read
+    assert main(["curate", str(clean), "--config", str(experiment), "--dry-run"]) == 0  # the older spelling
+    assert "on 3 CPU worker(s)" in capsys.readouterr().out
+    assert main(["curate", str(clean), str(experiment), "--config", str(experiment), "--dry-run"]) == 2
+    assert "give the experiment YAML once" in capsys.readouterr().err
