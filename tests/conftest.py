@@ -34,6 +34,8 @@ import tarfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,19 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "testing-session-token",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+@contextmanager
+def s3_node_environment(server) -> Iterator[None]:
+    """The loopback S3 endpoint and fake credentials in this process's environment while the block runs:
+    a Ray instance started inside inherits them, as a cluster's nodes hold their own (dppp sends its
+    actors no credentials; Ray logs what it sends)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": server.endpoint_url}.items():
+            patch.setenv(name, value)
+        for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            patch.setenv(name, os.devnull)
+        yield
 
 
 def _free_port() -> int:

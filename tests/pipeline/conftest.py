@@ -1,10 +1,8 @@
 """Fixtures shared by the pipeline tests."""
 
-import os
-
 import pytest
 
-from tests.conftest import FAKE_CREDENTIALS
+from tests.conftest import s3_node_environment
 
 
 @pytest.fixture(scope="module")
@@ -13,11 +11,7 @@ def ray_instance(_moto_server):
     the loopback S3 endpoint and its fake credentials included: dppp never sends credentials to its actors
     (Ray logs what it sends), so they are set first, as a cluster's nodes would have their own."""
     ray = pytest.importorskip("ray")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": _moto_server.endpoint_url}.items():
-            patch.setenv(name, value)
-        for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-            patch.setenv(name, os.devnull)
+    with s3_node_environment(_moto_server):
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -21,7 +21,7 @@ from dppp.cli import main
 from foundation.ray_cluster import start_ray
 from pipeline.listing import committed_shards
 from pipeline.storage.urls import open_storage
-from tests.conftest import FAKE_CREDENTIALS
+from tests.conftest import FAKE_CREDENTIALS, s3_node_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = [FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"], FAKE_CREDENTIALS["AWS_SESSION_TOKEN"]]
@@ -34,11 +34,7 @@ def ray_session(_moto_server):
     if ray.is_initialized():  # left by an earlier module: this one needs its own, under its own folder
         ray.shutdown()
     temp = tempfile.mkdtemp(prefix="dppp-ray-", dir="/tmp")  # short: Ray's socket paths live under it
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": _moto_server.endpoint_url}.items():
-            patch.setenv(name, value)
-        for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-            patch.setenv(name, os.devnull)
+    with s3_node_environment(_moto_server), pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_TMPDIR", temp)
         start_ray(None, 2)
         try:

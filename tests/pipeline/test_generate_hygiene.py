@@ -17,7 +17,7 @@ from dppp.cli import main
 from pipeline.generate import GenerationFailed, run_generate
 from pipeline.listing import committed_shards
 from pipeline.storage.urls import open_storage
-from tests.conftest import FAKE_CREDENTIALS
+from tests.conftest import s3_node_environment
 from tests.pipeline.test_generate import gen_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,11 +44,7 @@ def ray_beside_s3(_moto_server):
     """A local Ray of 2 CPUs whose processes inherit the loopback S3 endpoint and fake credentials, as a
     cluster's nodes have their own (started after the environment is set)."""
     ray = pytest.importorskip("ray")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": _moto_server.endpoint_url}.items():
-            patch.setenv(name, value)
-        for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-            patch.setenv(name, os.devnull)
+    with s3_node_environment(_moto_server):
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             yield ray

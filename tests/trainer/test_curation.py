@@ -4,7 +4,6 @@ determinism, training and evaluation honouring the file (and refusing a foreign 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from dppp.config import load_experiment
 from foundation.errors import SettingError
 from pipeline.curation import CURATION_NAME, REJECTS_SHEET, read_curation
 from pipeline.storage.urls import open_storage
-from tests.conftest import FAKE_CREDENTIALS
+from tests.conftest import s3_node_environment
 from trainer.curation.config import CurateConfig, SignalThresholds
 from trainer.curation.signals import decide, identity_signals, pixel_signals, prompt_signals
 
@@ -118,11 +117,7 @@ def ray_local(_moto_server):
 
     from foundation.ray_cluster import start_ray
 
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": _moto_server.endpoint_url}.items():
-            patch.setenv(name, value)
-        for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-            patch.setenv(name, os.devnull)
+    with s3_node_environment(_moto_server):
         start_ray(None, 2)
     yield
     ray.shutdown()

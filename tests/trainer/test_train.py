@@ -16,7 +16,7 @@ import yaml
 from dppp.cli import main
 from foundation.errors import CapacityError, ConfigError
 from foundation.ray_cluster import start_ray
-from tests.conftest import FAKE_CREDENTIALS
+from tests.conftest import FAKE_CREDENTIALS, s3_node_environment
 from tests.trainer.test_data import write_dataset
 from trainer.config import TrainConfig
 
@@ -51,11 +51,7 @@ def ray_cluster(_moto_server):
     loopback S3 endpoint and fake credentials are set first, as a cluster's nodes would have their own."""
     import ray
 
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": _moto_server.endpoint_url}.items():
-            patch.setenv(name, value)
-        for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-            patch.setenv(name, os.devnull)
+    with s3_node_environment(_moto_server):
         start_ray(None, 2)
         try:
             yield
