@@ -44,7 +44,7 @@ TEST_SEED, TEST_IDENTITIES = 1000, 32
 
 def generate(out: Path, seed: int, identities: int, workers: int) -> str:
     from dppp.config import load_experiment
-    from pipeline.generate import run_generate
+    from dppp.pipeline.generate import run_generate
 
     sets = [f"generate.out={out}", f"generate.seed={seed}", f"generate.identities={identities}"]
     config = load_experiment(ROOT / "configs" / "demo.yaml", [*sets, f"generate.workers={workers}"]).generate
@@ -57,8 +57,8 @@ def detection(corrupted: Path, planted: dict[str, str], workers: int) -> dict[st
     import pyarrow.parquet as pq
 
     from benchmarks.curation_defects import KINDS
-    from trainer.curation.config import CurateConfig
-    from trainer.curation.job import run_curate
+    from dppp.trainer.curation.config import CurateConfig
+    from dppp.trainer.curation.job import run_curate
 
     config = CurateConfig(model=str(ROOT / "models" / "tiny-clip"), workers=workers)
     summary = run_curate(str(corrupted), config, progress=False)
@@ -102,7 +102,7 @@ def train_and_test(
 ) -> float:
     """source-test mAP (%) of one run."""
     from benchmarks.bench_domain_generalization import Size, Variant, evaluate, train_config
-    from trainer.train import run_train
+    from dppp.trainer.training.train import run_train
 
     size = Size(
         train_ids=args.identities,
@@ -231,7 +231,7 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     if args.dry_run:
-        from trainer.curation.job import CPU_IMAGES_PER_S_PER_WORKER, GPU_IMAGES_PER_S_PER_WORKER
+        from dppp.trainer.curation.job import CPU_IMAGES_PER_S_PER_WORKER, GPU_IMAGES_PER_S_PER_WORKER
 
         images = args.identities * 10  # Poisson mean 10 views
         runs = 0 if args.skip_reid else args.seeds * len(args.methods) * 2

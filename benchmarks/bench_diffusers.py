@@ -38,9 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.renderers.diffusers_config import DiffusersRendererConfig  # noqa: E402
-from pipeline.renderers.diffusers_renderer import DiffusersRenderer  # noqa: E402
-from prompts.spec import ViewSpec  # noqa: E402
+from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig  # noqa: E402
+from dppp.pipeline.renderers.diffusers_renderer import DiffusersRenderer  # noqa: E402
+from dppp.prompts.spec import ViewSpec  # noqa: E402
 
 PROMPTS = [
     "a photo of a woman wearing a red hoodie and blue jeans, walking, street, full body",
@@ -288,9 +288,9 @@ def run_setting(pipe, base: dict, mode: str, batch: int, views, args, flops: flo
 
 def worker_check(renderer: DiffusersRenderer, model: str, base: dict, shards: int) -> dict:
     """The shard worker's images/s (render -> encode -> tar -> publish) against the renderer alone."""
-    from pipeline.config import GenerateConfig
-    from pipeline.generate import build_plan
-    from pipeline.worker import ShardWorker
+    from dppp.pipeline.config import GenerateConfig
+    from dppp.pipeline.generate import build_plan
+    from dppp.pipeline.worker import ShardWorker
 
     with tempfile.TemporaryDirectory() as out:
         rt = renderer.runtime
@@ -420,14 +420,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None and args.sd15_shaped:
-            from pipeline.renderers.sd15_shaped import build_sd15_shaped
+            from dppp.pipeline.renderers.sd15_shaped import build_sd15_shaped
 
             half = "bf16" if args.dtype == "bf16" else "fp16"
             built_s = clock(lambda: build_sd15_shaped(Path(tmp) / "sd15", scale=args.scale, dtype=half))
             model = str(Path(tmp) / "sd15")
             print(f"built the SD1.5-shaped pipeline (scale {args.scale}) in {built_s:.1f}s", flush=True)
         elif model is None:
-            from pipeline.renderers.tiny_diffusion import build_tiny_diffusion
+            from dppp.pipeline.renderers.tiny_diffusion import build_tiny_diffusion
 
             model = str(build_tiny_diffusion(Path(tmp) / "tiny-diffusion"))
         base = {
@@ -446,7 +446,7 @@ def main() -> None:
         first = DiffusersRenderer(DiffusersRendererConfig(**base))
         load_s = time.perf_counter() - loaded_at
         pipe, rt = first.pipe, first.runtime
-        from pipeline.renderers.sd15_shaped import parameter_counts
+        from dppp.pipeline.renderers.sd15_shaped import parameter_counts
 
         device = torch.cuda.get_device_name() if rt.device == "cuda" else f"CPU, {os.cpu_count()} cores"
         peaks = {

@@ -25,7 +25,7 @@ Backbones (the same tiny CLIP architecture, width 128, 2 layers, patch 16, 128x6
                  same size, other people) but on source lights only: control. Pretrained on the first run
                  and kept in <work>/../source-only-clip (or given with --source-backbone).
 
-Runs per seed, each a `trainer.train.run_train` (1 Ray Train worker), same budget for every method:
+Runs per seed, each a `dppp.trainer.training.train.run_train` (1 Ray Train worker), same budget for every method:
     main        bot, clipreid, pdm on `pretrained` (+ the untrained pretrained model: the floor)
     controls    bot and pdm on `random` and on `source-only`
     ablations   pdm on `pretrained` with each of its losses set to 0 (align, content, style,
@@ -34,7 +34,7 @@ Runs per seed, each a `trainer.train.run_train` (1 Ray Train worker), same budge
 Every `--set train.k=v` applies to every training config. Results: a table on stdout; with --json OUT,
 {"methods": {NAME: {"seeds", "target_mAP", "target_rank1", "source_mAP", ...}}, "paired": {"pdm-bot":
 {"mean", "ci95"}, ...}, "health": {NAME: {...phase-1 report...}}} (mAP and rank-1 in %); unless
---no-doc, this benchmark's section of docs/benchmarks.md is rewritten. Evaluation: trainer.evaluate.run_eval
+--no-doc, this benchmark's section of docs/benchmarks.md is rewritten. Evaluation: dppp.trainer.evaluation.evaluate.run_eval
 (Market-1501 protocol, cosine, no flip, no re-ranking).
 """
 
@@ -204,7 +204,7 @@ def write_domains(work: Path) -> dict[str, Path]:
 
 
 def generate_config(taxonomy: Path, out: Path, seed: int, identities: int, size: Size):
-    from pipeline.config import GenerateConfig
+    from dppp.pipeline.config import GenerateConfig
 
     height, width = 256, 128  # rendered as the demo and the pretraining corpus are; the model reads 128x64
     return GenerateConfig.model_validate(
@@ -227,7 +227,7 @@ def generate_config(taxonomy: Path, out: Path, seed: int, identities: int, size:
 def check_reachable(config, cameras: tuple[int, ...], lights: tuple[str, ...]) -> None:
     """Sample 400 identities' views with the prompt engine: every camera and illumination of the domain
     must occur (the indoor/outdoor rules could otherwise silently make one unreachable)."""
-    from pipeline.prompting import prompt_engine
+    from dppp.pipeline.prompting import prompt_engine
 
     probe = config.model_copy(update={"identities": 400})
     seen_cameras, seen_lights = set(), set()
@@ -249,9 +249,9 @@ def source_only_backbone(domains: dict[str, Path], folder: Path, progress: bool 
     """The control CLIP: configs/pretrain.yaml's corpus size and schedule, on source lights only (its own
     people: seed 88), zero-shot checked on target-style people. Pretrained once, then reused."""
     from dppp.config import load_experiment
-    from pipeline.generate import run_generate
-    from trainer.model_card import read_card
-    from trainer.pretrain import run_pretrain
+    from dppp.pipeline.generate import run_generate
+    from dppp.trainer.clip.model_card import read_card
+    from dppp.trainer.pretraining.pretrain import run_pretrain
 
     if read_card(folder) if folder.is_dir() else None:
         return str(folder)
@@ -324,8 +324,8 @@ PRETRAINED_PHASE2_LR = {"bot": 2e-3, "clipreid": 5e-4, "pdm": 5e-4}
 def train_config(variant: Variant, size: Size, out: Path, backbone: str, seed: int, sets: list[str]):
     """The training config of one run: the same budget for every method (epochs, P x K, augmentation),
     phase 1 at 2e-3 for the prompt methods, phase 2 at PRETRAINED_PHASE2_LR (2e-3 on a random backbone)."""
-    from foundation.config import apply_overrides, validate
-    from trainer.config import TrainConfig
+    from dppp.foundation.config import apply_overrides, validate
+    from dppp.trainer.training.config import TrainConfig
 
     height, width = size.image
     phase2_lr = 2e-3 if backbone == "tiny" else PRETRAINED_PHASE2_LR[variant.method]
@@ -376,9 +376,9 @@ def run_name(variant: Variant, seed: int) -> str:
 
 def untrained_model(data_url: str, folder: Path, backbone: str, size: Size) -> str:
     """The model every method starts from (bot's head on the backbone, no training), as a checkpoint."""
-    from trainer.checkpoint import save_checkpoint
-    from trainer.data.sources import open_training_data
-    from trainer.model import build_model
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.methods.model import build_model
+    from dppp.trainer.training.checkpoint import save_checkpoint
 
     config = train_config(Variant("bot", "bot", ""), size, folder, backbone, 0, [])
     model = build_model(config.model, open_training_data([data_url]).num_classes, {})
@@ -388,8 +388,8 @@ def untrained_model(data_url: str, folder: Path, backbone: str, size: Size) -> s
 
 
 def evaluate(model_url: str, datasets: dict[str, str]) -> dict[str, Any]:
-    from trainer.eval_config import EvalConfig
-    from trainer.evaluate import run_eval
+    from dppp.trainer.evaluation.config import EvalConfig
+    from dppp.trainer.evaluation.evaluate import run_eval
 
     report = run_eval(model_url, [f"synthetic:{url}" for url in datasets.values()], EvalConfig(batch_size=64))
     return {
@@ -402,7 +402,7 @@ def bank_spread(model_url: str) -> float | None:
     """Mean pairwise cosine of the phase-2 identity text targets (1: every identity has the same target)."""
     import torch
 
-    from trainer.checkpoint import load_checkpoint
+    from dppp.trainer.training.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(model_url)
     if not model.uses_identity_bank:
@@ -598,7 +598,7 @@ def write_section(text: str) -> None:
 def seed_datasets(
     domains: dict[str, Path], work: Path, seed: int, size: Size, timings: dict[str, float]
 ) -> dict[str, str]:
-    from pipeline.generate import run_generate
+    from dppp.pipeline.generate import run_generate
 
     plans = {  # name: (taxonomy, dataset seed, identities, lights)
         "source-train": (domains["source"], 1000 + 10 * seed + 1, size.train_ids, SOURCE_LIGHTS),
@@ -654,9 +654,9 @@ def main() -> None:
 
     import ray
 
-    from trainer.identities import check_disjoint
-    from trainer.model_card import read_card
-    from trainer.train import run_train
+    from dppp.trainer.clip.model_card import read_card
+    from dppp.trainer.data.identities import check_disjoint
+    from dppp.trainer.training.train import run_train
 
     shutil.rmtree(args.work, ignore_errors=True)
     domains = write_domains(args.work)

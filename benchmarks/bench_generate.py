@@ -44,7 +44,7 @@ def tiny_config(model_dir: str, out: str, identities: int, workers: int):
 
 def steady_rate(model_dir: str, tmp: str, identities: int, workers: int) -> tuple[float, float]:
     """(steady images/s between the first and the last shard commit, seconds until the first commit)."""
-    from pipeline.generate import run_generate
+    from dppp.pipeline.generate import run_generate
 
     config = tiny_config(model_dir, f"{tmp}/w{workers}", identities, workers)
     summary = run_generate(config, progress=False)
@@ -55,8 +55,8 @@ def plain_loop_rate(model_dir: str, identities: int) -> float:
     """The renderer alone: same views, same batches, one thread, no Ray, no encoding, no storage."""
     import torch
 
-    from pipeline.prompting import prompt_engine
-    from pipeline.renderer import load_renderer
+    from dppp.pipeline.prompting import prompt_engine
+    from dppp.pipeline.renderer import load_renderer
 
     torch.set_num_threads(1)
     config = tiny_config(model_dir, "unused", identities, 1)
@@ -80,7 +80,7 @@ def plain_loop_rate(model_dir: str, identities: int) -> float:
 def part_efficiency_and_scaling(identities: int, parts: set[str]) -> None:
     import ray
 
-    from pipeline.renderers.tiny_diffusion import build_tiny_diffusion
+    from dppp.pipeline.renderers.tiny_diffusion import build_tiny_diffusion
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = f"{tmp}/tiny-diffusion"
@@ -126,7 +126,7 @@ class SleepWorker:
         self.name, self.sleep_s = name, sleep_s
         self._render_lock = threading.Lock()  # like ShardWorker: one shard renders at a time
 
-    def load(self) -> str:  # what pipeline.actor_pool asks of an actor
+    def load(self) -> str:  # what dppp.foundation.actor_pool asks of an actor
         import ray
 
         return ray.get_runtime_context().get_node_id()
@@ -141,7 +141,7 @@ def sleep_pool(size: int, sleep_s: float):
     """The real ActorPool of SleepWorkers, every one loaded before any timing starts."""
     import ray
 
-    from pipeline.actor_pool import ActorPool
+    from dppp.foundation.actor_pool import ActorPool
 
     cls = ray.remote(num_cpus=0, max_concurrency=2)(SleepWorker)
     pool = ActorPool(lambda name: cls.remote(name, sleep_s), size, placement_timeout_s=60, max_starts=1)
@@ -154,8 +154,8 @@ def sleep_pool(size: int, sleep_s: float):
 def part_scheduling(actors: int, sleep_s: float, sizes: list[int]) -> None:
     import ray
 
-    from pipeline.generate import GenerateSummary, _drain
-    from pipeline.plan import ShardPlan
+    from dppp.pipeline.generate import GenerateSummary, _drain
+    from dppp.pipeline.plan import ShardPlan
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     pool = sleep_pool(actors, sleep_s)

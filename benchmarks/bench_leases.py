@@ -39,10 +39,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from dppp.config import load_experiment
-    from pipeline.generate import build_plan
-    from pipeline.leases import JobIdentity, LeasedQueue, Leases, ShardQueue
-    from pipeline.records import write_dataset_manifest
-    from pipeline.storage.urls import open_storage
+    from dppp.dataset.records import write_dataset_manifest
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.pipeline.generate import build_plan
+    from dppp.pipeline.leases import JobIdentity, LeasedQueue, Leases, ShardQueue
 
     with tempfile.TemporaryDirectory(prefix="bench-leases-") as tmp:
         out = args.out or str(Path(tmp) / "dataset")

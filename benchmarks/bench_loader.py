@@ -38,9 +38,9 @@ REPEATS = 3  # best of 3: the machine is shared, and interference only ever adds
 
 def _decode_units(job) -> int:
     data, size, unit_ids = job
-    from pipeline.shards.reader import read_shard
-    from pipeline.storage.urls import open_storage
-    from trainer.transforms import EvalTransform
+    from dppp.dataset.shard_reader import read_shard
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.trainer.data.transforms import EvalTransform
 
     torch.set_num_threads(1)
     transform, n = EvalTransform(size), 0
@@ -70,8 +70,8 @@ def decode_only(data, size, processes: int) -> float:
 
 def dppp_loader(data, config, size, epochs: int) -> tuple[float, int]:
     """As the training loop feeds itself: one set of loader processes persisting across the epochs."""
-    from trainer.data.loader import epoch_batches
-    from trainer.data.streams import PKBatchStream
+    from dppp.trainer.data.loader import epoch_batches
+    from dppp.trainer.data.streams import PKBatchStream
 
     def make_stream(epoch: int) -> PKBatchStream:  # phase 2: pids only, as the folder
         return PKBatchStream(data, config, size, seed=0, epoch=epoch)
@@ -90,8 +90,8 @@ def dppp_loader(data, config, size, epochs: int) -> tuple[float, int]:
 def per_epoch_loader(data, config, size, epochs: int) -> float:
     """The loader before issue 25, as a baseline in the same run: one DataLoader (fresh processes) per
     epoch, the next epoch's started once the current epoch's first batch is in."""
-    from trainer.data.loader import make_loader
-    from trainer.data.streams import PKBatchStream
+    from dppp.trainer.data.loader import make_loader
+    from dppp.trainer.data.streams import PKBatchStream
 
     def load_all() -> int:
         n = 0
@@ -124,9 +124,9 @@ class FolderDataset(torch.utils.data.Dataset):
 
 
 def folder_loader(data, config, size, samples: int) -> float:
-    from pipeline.shards.reader import read_shard
-    from pipeline.storage.urls import open_storage
-    from trainer.transforms import ReidAugment
+    from dppp.dataset.shard_reader import read_shard
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.trainer.data.transforms import ReidAugment
 
     with tempfile.TemporaryDirectory() as folder:
         paths, labels = [], []
@@ -176,9 +176,9 @@ def gpu_decode(data, size) -> dict:
         import torchvision.transforms.v2.functional as tvf
     except ImportError:
         return {"skipped": "torchvision is not installed"}
-    from pipeline.shards.reader import read_shard
-    from pipeline.storage.urls import open_storage
-    from trainer.transforms import EvalTransform
+    from dppp.dataset.shard_reader import read_shard
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.trainer.data.transforms import EvalTransform
 
     encoded = []
     for unit in data.units:
@@ -232,8 +232,8 @@ def main() -> None:
     global REPEATS
     REPEATS = args.repeats
 
-    from trainer.config import DataConfig
-    from trainer.data.sources import open_training_data
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.training.config import DataConfig
 
     data = open_training_data([args.data])
     size = tuple(args.size)

@@ -45,11 +45,11 @@ print(code, max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss), fi
 
 
 def build(root: Path) -> str:
-    from pipeline.index import write_index
-    from pipeline.publish import publish_shard
-    from pipeline.records import write_dataset_manifest
-    from pipeline.shards.writer import write_shard
-    from pipeline.storage.urls import open_storage
+    from dppp.dataset.index import write_index
+    from dppp.dataset.records import write_dataset_manifest
+    from dppp.dataset.shard_writer import write_shard
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.pipeline.publish import publish_shard
     from tests.conftest import make_samples
 
     storage = open_storage(str(root))

@@ -5,7 +5,7 @@
 Same inputs for every contender: a float32 cosine distance matrix of clustered features shaped like the
 Market-1501 test set (751 identities seen by 6 cameras, 2,793 distractors of pid 0). Baselines, measured in
 the same run:
-- reference loop, stable argsort: trainer.metrics_reference (fast-reid's eval_market1501 loop with the tie
+- reference loop, stable argsort: tests.helpers.metrics_reference (fast-reid's eval_market1501 loop with the tie
   rule dppp uses): the exact same numbers are required;
 - toolkit default: the same loop with numpy's default quicksort argsort, as torchreid / fast-reid run it.
 Also k-reciprocal re-ranking against the authors' loop, on a smaller set (its memory is O(N^2)).
@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from timing import timed  # noqa: E402
 
-from trainer.metrics import evaluate_ranking, re_rank  # noqa: E402
-from trainer.metrics_reference import reference_eval_market1501, reference_re_ranking  # noqa: E402
+from dppp.trainer.evaluation.metrics import evaluate_ranking, re_rank  # noqa: E402
+from tests.helpers.metrics_reference import reference_eval_market1501, reference_re_ranking  # noqa: E402
 
 
 def clustered_features(pids: np.ndarray, rng: np.random.Generator, num_ids: int = 751, dim: int = 64):

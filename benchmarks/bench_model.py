@@ -31,9 +31,9 @@ STYLE_VOCAB = {"illumination": 9, "weather": 5, "camid": 10}  # the shipped taxo
 def worker(method: str, phase: int, steps: int, ids: int, views: int, threads: int) -> dict:
     import torch
 
-    from trainer.model import build_model
-    from trainer.model_config import ModelConfig
-    from trainer.toy_batch import toy_batch
+    from dppp.trainer.methods.config import ModelConfig
+    from dppp.trainer.methods.model import build_model
+    from tests.helpers.toy_batch import toy_batch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -72,11 +72,11 @@ def paper_scale_parameters(num_classes: int = 6641) -> dict[str, int]:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
-    from trainer import model as model_module
-    from trainer.backbone import ClipBackbone
-    from trainer.model_config import ModelConfig
-    from trainer.text_prompts import placeholder_tokens
+    from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
+    from dppp.trainer.methods import model as model_module
+    from dppp.trainer.clip.backbone import ClipBackbone
+    from dppp.trainer.methods.config import ModelConfig
+    from dppp.trainer.methods.text_prompts import placeholder_tokens
 
     counts = {}
     for method in ("bot", "clipreid", "pdm"):

@@ -39,8 +39,8 @@ def spread(values: list[float]) -> str:
 
 
 def generate_case(cluster, base: Path, nodes: int, workers: int, timeout_s: float) -> dict[str, float | None]:
-    import pipeline.generate as generate
-    from pipeline.actor_pool import ActorPool
+    import dppp.pipeline.generate as generate
+    from dppp.foundation.actor_pool import ActorPool
     from tests.pipeline.test_generate import gen_config
     from tests.pipeline.test_node_loss import node_running, wait_for_records
 
@@ -86,10 +86,10 @@ def generate_case(cluster, base: Path, nodes: int, workers: int, timeout_s: floa
 
 
 def train_case(cluster, base: Path) -> float:
+    from dppp.trainer.training.train import run_train
     from tests.pipeline.test_node_loss import node_running
     from tests.trainer.test_data import write_dataset
     from tests.trainer.test_train import _registered_checkpoints, tiny_config
-    from trainer.train import run_train
 
     data = write_dataset(str(base / f"data-{time.monotonic_ns()}"), n_ids=24, ids_per_shard=3)
     for _ in range(3):

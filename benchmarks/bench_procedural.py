@@ -28,8 +28,8 @@ from make_contact_sheet import sample_views  # noqa: E402
 from PIL import Image  # noqa: E402
 from timing import timed  # noqa: E402
 
-from pipeline.postprocess import OutputConfig, finish  # noqa: E402
-from pipeline.renderers.procedural import ProceduralRenderer, ProceduralRendererConfig  # noqa: E402
+from dppp.pipeline.postprocess import OutputConfig, finish  # noqa: E402
+from dppp.pipeline.renderers.procedural.renderer import ProceduralRenderer, ProceduralRendererConfig  # noqa: E402
 
 
 def measure(label: str, count: int, work: Callable[[], None], repeats: int = 3) -> tuple[float, float]:

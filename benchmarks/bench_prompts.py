@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 from timing import timed  # noqa: E402
 
 from dppp.config import load_experiment  # noqa: E402
-from prompts.engine import PromptEngine  # noqa: E402
-from prompts.taxonomy import load_taxonomy  # noqa: E402
+from dppp.prompts.engine import PromptEngine  # noqa: E402
+from dppp.prompts.taxonomy import load_taxonomy  # noqa: E402
 
 
 def naive_views(engine: PromptEngine, pid: int, count: int) -> list[tuple[dict[str, str], str]]:

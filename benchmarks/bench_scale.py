@@ -129,8 +129,8 @@ def counting(storage):
 
 
 def child_list(url: str) -> dict:
-    from pipeline.listing import list_objects, plan_hint
-    from pipeline.storage.urls import open_storage
+    from dppp.dataset.listing import list_objects, plan_hint
+    from dppp.foundation.storage.urls import open_storage
 
     storage = open_storage(url)
     hint = plan_hint(storage)
@@ -154,9 +154,9 @@ def child_merge(url: str) -> dict:
     """The index merge, through a storage that counts what it reads."""
     import pyarrow.parquet  # noqa: F401  (imported before the start figure, as a driver has it)
 
-    from pipeline.index import write_index
-    from pipeline.listing import plan_hint
-    from pipeline.storage.urls import open_storage
+    from dppp.dataset.index import write_index
+    from dppp.dataset.listing import plan_hint
+    from dppp.foundation.storage.urls import open_storage
 
     storage = counting(open_storage(url))
     hint = plan_hint(storage)
@@ -179,7 +179,7 @@ def child_merge(url: str) -> dict:
 def child_verify(url: str) -> dict:
     import pyarrow.parquet  # noqa: F401
 
-    from pipeline.verify import verify_dataset
+    from dppp.pipeline.verify import verify_dataset
 
     start_rss = rss_mb()
     report, verify_s, verify_rss = measured(lambda: verify_dataset(url))
@@ -198,7 +198,7 @@ def child_verify(url: str) -> dict:
 def child_generate(shards: int, url: str) -> dict:
     import ray
 
-    from pipeline.generate import run_generate
+    from dppp.pipeline.generate import run_generate
 
     config = scale_config(url, shards)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -229,9 +229,9 @@ def fabricate(args: tuple[str, int, list[int]]) -> int:
     """Write the given shards of the plan with the real worker's publish (fixed image, no fsync)."""
     url, shards, indices = args
     os.fsync = lambda fd: None  # this process only: the dataset is the input here, not what is measured
-    from pipeline.generate import build_plan
-    from pipeline.shards.writer import Sample
-    from pipeline.worker import ShardWorker
+    from dppp.dataset.shard_writer import Sample
+    from dppp.pipeline.generate import build_plan
+    from dppp.pipeline.worker import ShardWorker
 
     config = scale_config(url, shards)
     plan = build_plan(config)
@@ -253,8 +253,8 @@ def child_sim(shards: int, url: str) -> dict:
     import ray
     from bench_generate import sleep_pool
 
-    from pipeline.generate import GenerateSummary, _drain, build_plan, prepare_output
-    from pipeline.listing import committed_indices
+    from dppp.dataset.listing import committed_indices
+    from dppp.pipeline.generate import GenerateSummary, _drain, build_plan, prepare_output
 
     config = scale_config(url, shards)
 
@@ -295,8 +295,8 @@ def write_sim_dataset(url: str, shards: int) -> tuple[float, int]:
     driver figure."""
     import multiprocessing
 
-    from pipeline.generate import build_plan, prepare_output
-    from pipeline.listing import list_objects
+    from dppp.dataset.listing import list_objects
+    from dppp.pipeline.generate import build_plan, prepare_output
 
     config = scale_config(url, shards)
     storage = prepare_output(build_plan(config), overwrite=False)
@@ -326,12 +326,12 @@ def child_shard_probe(url: str) -> dict:
     indices: the merge reads no tar, so the copies need none; copies compress as repeats, so the index
     size comes from the distinct shards alone)."""
     from dppp.config import load_experiment
-    from pipeline.index import decode_fragment, encode_fragment, fragment_ref, write_index
-    from pipeline.plan import ShardPlan
-    from pipeline.shards.format import fragment_name, record_name, shard_name
-    from pipeline.storage.urls import open_storage
-    from pipeline.verify import verify_dataset
-    from pipeline.worker import ShardWorker
+    from dppp.dataset.format import fragment_name, record_name, shard_name
+    from dppp.dataset.index import decode_fragment, encode_fragment, fragment_ref, write_index
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.pipeline.plan import ShardPlan
+    from dppp.pipeline.verify import verify_dataset
+    from dppp.pipeline.worker import ShardWorker
 
     sets = [
         f"generate.out={url}",

@@ -38,8 +38,8 @@ def make_samples(ids: int, views: int):
     import numpy as np
     from PIL import Image
 
-    from pipeline.shards.writer import Sample
-    from prompts.spec import sample_key
+    from dppp.dataset.shard_writer import Sample
+    from dppp.prompts.spec import sample_key
 
     rng = np.random.default_rng(0)
     ramp = np.linspace(0, 170, 128)[None, :, None]
@@ -130,12 +130,12 @@ def main() -> None:
     parser.add_argument("--skip-s3", action="store_true")
     args = parser.parse_args()
 
-    from pipeline.publish import publish_shard
-    from pipeline.shards.format import shard_name
-    from pipeline.shards.reader import read_shard
-    from pipeline.shards.writer import write_shard
-    from pipeline.storage.urls import open_storage
-    from pipeline.verify import verify_dataset
+    from dppp.dataset.format import shard_name
+    from dppp.dataset.shard_reader import read_shard
+    from dppp.dataset.shard_writer import write_shard
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.pipeline.publish import publish_shard
+    from dppp.pipeline.verify import verify_dataset
 
     samples = make_samples(args.ids, args.views)
     groups = split(samples, args.shards)
@@ -290,9 +290,9 @@ def main() -> None:
 def s3_benchmarks(args, groups, scratch, write_plain, publish_ours, read_shard_all, verify, read_plain):
     import boto3
 
-    from pipeline.shards.format import shard_name
-    from pipeline.storage.config import StorageConfig
-    from pipeline.storage.urls import open_storage
+    from dppp.dataset.format import shard_name
+    from dppp.dataset.limits import ShardStorageConfig
+    from dppp.foundation.storage.urls import open_storage
     from tests.conftest import FAKE_CREDENTIALS, MotoS3
 
     os.environ.update(FAKE_CREDENTIALS)
@@ -300,7 +300,7 @@ def s3_benchmarks(args, groups, scratch, write_plain, publish_ours, read_shard_a
     try:
         os.environ["AWS_ENDPOINT_URL"] = server.endpoint_url
         url = server.bucket("bench") + "/ds"
-        storage = open_storage(url, StorageConfig())
+        storage = open_storage(url, ShardStorageConfig())
         client = boto3.client("s3")
 
         def publish_plain_s3():

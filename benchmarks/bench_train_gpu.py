@@ -44,7 +44,7 @@ TINY = {"hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "patch_size"
 
 
 def train_config(args):
-    from trainer.config import TrainConfig
+    from dppp.trainer.training.config import TrainConfig
 
     model = {"method": "pdm", "backbone": args.backbone, "image_size": [256, 128]}
     data = {"ids_per_batch": args.pk[0], "images_per_id": args.pk[1], "num_workers": args.loader_processes}
@@ -96,7 +96,7 @@ def set_attention(model, kind: str) -> None:
 def build_phase(config, data, phase: int, device, *, fused: bool):
     """The model in `phase` (phase 2 with a random identity bank: any values cost the same) and the
     phase's AdamW, as the training loop builds them."""
-    from trainer.model import build_model
+    from dppp.trainer.methods.model import build_model
 
     torch.manual_seed(0)
     model = build_model(config.model, data.num_classes, data.style_vocab).to(device)
@@ -126,7 +126,7 @@ def build_phase(config, data, phase: int, device, *, fused: bool):
 def step_flops(wrapped, optimizer, scaler, batch, device, amp) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from trainer.train_steps import optimizer_step
+    from dppp.trainer.training.steps import optimizer_step
 
     with FlopCounterMode(display=False) as counter:
         optimizer_step(wrapped, optimizer, scaler, batch, device, amp)
@@ -135,7 +135,7 @@ def step_flops(wrapped, optimizer, scaler, batch, device, amp) -> float:
 
 def timed_steps(wrapped, optimizer, scaler, batches, device, amp, steps: int) -> tuple[float, int]:
     """(wall seconds, steps) of `steps` optimiser steps over the iterable `batches`."""
-    from trainer.train_steps import optimizer_step
+    from dppp.trainer.training.steps import optimizer_step
 
     synchronize()
     started, n = time.perf_counter(), 0
@@ -149,9 +149,9 @@ def timed_steps(wrapped, optimizer, scaler, batches, device, amp, steps: int) ->
 
 
 def run_setting(config, data, phase: int, attention: str, compiled: bool, args, device, peaks) -> dict:
-    from trainer.data.loader import epoch_batches, make_loader
-    from trainer.data.streams import PKBatchStream
-    from trainer.train_steps import LossModule, to_device
+    from dppp.trainer.data.loader import epoch_batches, make_loader
+    from dppp.trainer.data.streams import PKBatchStream
+    from dppp.trainer.training.steps import LossModule, to_device
 
     cuda = device.type == "cuda"
     amp = torch.bfloat16 if cuda else None
@@ -231,10 +231,10 @@ def run_setting(config, data, phase: int, attention: str, compiled: bool, args, 
 
 def count_only(config, data, phase: int, device) -> dict:
     """FLOPs per image of one optimiser step of `phase` (forward + backward; AdamW's elementwise update
-    is not counted), on whatever device: the figure trainer/train_capacity.py scales from."""
-    from trainer.data.loader import make_loader
-    from trainer.data.streams import PKBatchStream
-    from trainer.train_steps import LossModule
+    is not counted), on whatever device: the figure trainer/training/capacity.py scales from."""
+    from dppp.trainer.data.loader import make_loader
+    from dppp.trainer.data.streams import PKBatchStream
+    from dppp.trainer.training.steps import LossModule
 
     options = {
         "style_attributes": config.model.style_attributes if phase == 1 else (),
@@ -255,10 +255,10 @@ def count_only(config, data, phase: int, device) -> dict:
 def make_data(folder: str, identities: int) -> str:
     """A procedural dataset at 256x128 (the demo's renderer, 32 identities a shard) written in this
     process by the shard worker, without Ray: a GPU machine needs nothing else to feed the bench."""
-    from pipeline.config import GenerateConfig
-    from pipeline.generate import build_plan, prepare_output
-    from pipeline.records import DATASET_MANIFEST
-    from pipeline.worker import ShardWorker
+    from dppp.dataset.records import DATASET_MANIFEST
+    from dppp.pipeline.config import GenerateConfig
+    from dppp.pipeline.generate import build_plan, prepare_output
+    from dppp.pipeline.worker import ShardWorker
 
     if (Path(folder) / DATASET_MANIFEST).is_file():
         return folder
@@ -307,14 +307,14 @@ def main() -> None:
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args()
 
-    from trainer.data.sources import open_training_data
+    from dppp.trainer.data.sources import open_training_data
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-train-gpu-") as tmp:
         if not args.tiny and not args.backbone:
-            from trainer.clip_shaped import build_clip_vit_b16_shaped
+            from dppp.trainer.clip.clip_shaped import build_clip_vit_b16_shaped
 
             args.backbone = str(build_clip_vit_b16_shaped(Path(tmp) / "clip-vit-b16"))
         if args.make_data:

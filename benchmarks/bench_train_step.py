@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_train_step.py --data runs/demo/dataset [--config configs/demo.yaml]
 
-The model, optimiser and step function are the training loop's own (trainer.train_steps.optimizer_step,
+The model, optimiser and step function are the training loop's own (dppp.trainer.training.steps.optimizer_step,
 phase 2 of the configured method, one process as one Ray Train worker runs it). First the epoch's batches
 are materialised in memory and the steps timed on them (the loader-free bound); then a fresh model runs
 the same steps fed by the streaming DataLoader (decoding and augmentation in its loader processes).
@@ -25,7 +25,7 @@ from timing import timed  # noqa: E402
 
 
 def build(config, data):
-    from trainer.model import build_model
+    from dppp.trainer.methods.model import build_model
 
     model = build_model(config.model, data.num_classes, data.style_vocab)
     if model.uses_identity_bank:  # phase 2 needs the bank: any values do for timing
@@ -47,7 +47,7 @@ def children_cpu_s() -> float:
 def timed_steps(model, optimizer, batches, repeats: int = 1) -> tuple[float, float, int]:
     """(wall s per step, this process's CPU s per step, steps), best of `repeats`; `batches` is a list
     or a function giving a fresh iterable for each run."""
-    from trainer.train_steps import LossModule, optimizer_step
+    from dppp.trainer.training.steps import LossModule, optimizer_step
 
     wrapped = LossModule(model)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
@@ -83,9 +83,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from dppp.config import load_experiment
-    from trainer.data.loader import epoch_batches, make_loader
-    from trainer.data.sources import open_training_data
-    from trainer.data.streams import PKBatchStream
+    from dppp.trainer.data.loader import epoch_batches, make_loader
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.data.streams import PKBatchStream
 
     config = load_experiment(args.config, args.sets).train
     data = open_training_data([args.data], config.data.storage)

@@ -30,9 +30,9 @@ from timing import timed  # noqa: E402
 
 def publish(storage, shards: int, samples: int, scratch: Path) -> int:
     """`shards` committed shards of `samples` small JPEGs each (make_samples' 64x128 images); total bytes."""
-    from pipeline.publish import publish_shard
-    from pipeline.records import write_dataset_manifest
-    from pipeline.shards.writer import write_shard
+    from dppp.dataset.records import write_dataset_manifest
+    from dppp.dataset.shard_writer import write_shard
+    from dppp.pipeline.publish import publish_shard
     from tests.conftest import make_samples
 
     write_dataset_manifest(storage, {"plan": {"shards": shards}})
@@ -52,8 +52,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from pipeline.storage.urls import open_storage
-    from pipeline.verify import verify_dataset
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.pipeline.verify import verify_dataset
     from tests.conftest import FAKE_CREDENTIALS, MotoS3
 
     cpus = os.cpu_count() or 1

@@ -18,12 +18,12 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from pipeline.contact_sheet import make_contact_sheet  # noqa: E402
-from pipeline.renderers.procedural import ProceduralRenderer, ProceduralRendererConfig  # noqa: E402
-from prompts.config import PromptsConfig, ViewsConfig  # noqa: E402
-from prompts.engine import PromptEngine  # noqa: E402
-from prompts.spec import ViewSpec  # noqa: E402
-from prompts.taxonomy import load_taxonomy  # noqa: E402
+from dppp.foundation.contact_sheet import make_contact_sheet  # noqa: E402
+from dppp.pipeline.renderers.procedural.renderer import ProceduralRenderer, ProceduralRendererConfig  # noqa: E402
+from dppp.prompts.config import PromptsConfig, ViewsConfig  # noqa: E402
+from dppp.prompts.engine import PromptEngine  # noqa: E402
+from dppp.prompts.spec import ViewSpec  # noqa: E402
+from dppp.prompts.taxonomy import load_taxonomy  # noqa: E402
 
 
 def sample_views(identities: int, views_per_identity: int, seed: int = 0) -> list[ViewSpec]:

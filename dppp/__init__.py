@@ -1,5 +1,5 @@
 """dppp: privacy-preserving synthetic person re-identification (DPPP, arXiv 2511.05092)."""
 
-from foundation import __version__
+from dppp.foundation import __version__
 
 __all__ = ["__version__"]

@@ -12,7 +12,7 @@ import typer
 
 from dppp.commands import curate, evaluate, generate, models, pretrain, prompts, shards, train
 from dppp.commands.common import error_message
-from foundation.errors import Interrupted, ReportedError
+from dppp.foundation.errors import Interrupted, ReportedError
 
 app = typer.Typer(
     name="dppp",

@@ -1,10 +1,10 @@
 """The experiment config: one YAML per run, a section per stage, each validated before work starts.
 
     generate:  pipeline.config.GenerateConfig          (prompts, renderer, shards, storage, Ray pool)
-    pretrain:  trainer.pretrain_config.PretrainConfig  (image-text pretraining of the tiny CLIP)
-    train:     trainer.config.TrainConfig
+    pretrain:  dppp.trainer.pretraining.config.PretrainConfig  (image-text pretraining of the tiny CLIP)
+    train:     dppp.trainer.training.config.TrainConfig
     curate:    trainer.curation.config.CurateConfig     (`dppp curate`: the judging CLIP, thresholds)
-    eval:      trainer.eval_config.EvalConfig
+    eval:      dppp.trainer.evaluation.config.EvalConfig
 
 `--set dotted.key=value` overrides are applied to the raw YAML before validation, so an override is
 checked exactly like a value written in the file.
@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from foundation.config import apply_overrides, read_yaml, validate
-from foundation.errors import ConfigError
-from foundation.schema import StrictModel
-from pipeline.config import GenerateConfig
-from trainer.config import TrainConfig
-from trainer.curation.config import CurateConfig
-from trainer.eval_config import EvalConfig
-from trainer.pretrain_config import PretrainConfig
+from dppp.foundation.config import apply_overrides, read_yaml, validate
+from dppp.foundation.errors import ConfigError
+from dppp.foundation.schema import StrictModel
+from dppp.pipeline.config import GenerateConfig
+from dppp.trainer.curation.config import CurateConfig
+from dppp.trainer.evaluation.config import EvalConfig
+from dppp.trainer.pretraining.config import PretrainConfig
+from dppp.trainer.training.config import TrainConfig
 
 
 class ExperimentConfig(StrictModel):

@@ -46,7 +46,7 @@ def leave_ray() -> None:
 
 def show_prompts(generate_config, identities: int = 3) -> None:
     """A few of the prompts stage 1 renders (all of them: `dppp prompts sample configs/demo.yaml`)."""
-    from pipeline.prompting import prompt_engine
+    from dppp.pipeline.prompting import prompt_engine
 
     print(f"== 1/6 prompts: the first view of {identities} identities (dppp prompts sample {CONFIG})")
     engine = prompt_engine(generate_config, config_file=CONFIG)
@@ -57,8 +57,8 @@ def show_prompts(generate_config, identities: int = 3) -> None:
 
 def show_backbone(train_config) -> None:
     """What PDM starts from: the pretrained tiny CLIP's model card (`make pretrain` made it)."""
-    from trainer.model_card import read_card
-    from trainer.zero_shot import report_from_dict
+    from dppp.trainer.clip.model_card import read_card
+    from dppp.trainer.clip.zero_shot import report_from_dict
 
     backbone = train_config.model.backbone
     card = read_card(backbone) if backbone != "tiny" and Path(backbone).is_dir() else None

@@ -1,22 +1,22 @@
 """`dppp train CONFIG --dry-run`: the run's plan and its expected GPU time, without Ray or a GPU.
 
-The plan is the workers' own (trainer/train_plan.py) over the committed shards of the training data; a
+The plan is the workers' own (trainer/training/plan.py) over the committed shards of the training data; a
 dataset not generated yet (the experiment's `generate.out`, unreadable here) is planned from the generate
-section's shard plan instead, and the output says which. The time is trainer/train_capacity.py's.
+section's shard plan instead, and the output says which. The time is trainer/training/capacity.py's.
 """
 
 from __future__ import annotations
 
-from foundation.errors import UserError
-from pipeline.storage.base import redact_url
+from dppp.foundation.errors import UserError
+from dppp.foundation.storage.base import redact_url
 
 
 def train_dry_run(experiment, data: list[str] | None, out: str | None, workers: int | None) -> list[str]:
     """The lines `dppp train --dry-run` prints."""
-    from foundation.config import with_updates
-    from trainer.data.sources import open_training_data
-    from trainer.train_capacity import estimate_train_hours
-    from trainer.train_plan import plan_run
+    from dppp.foundation.config import with_updates
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.training.capacity import estimate_train_hours
+    from dppp.trainer.training.plan import plan_run
 
     config = with_updates(experiment.train, "train", workers=workers, out=out)
     sources = list(data) if data else list(config.data.sources)
@@ -46,8 +46,8 @@ def train_dry_run(experiment, data: list[str] | None, out: str | None, workers: 
 
 
 def _planned(generate_config, sources, storage):
-    from pipeline.generate import build_plan
-    from trainer.train_plan import planned_data
+    from dppp.pipeline.generate import build_plan
+    from dppp.trainer.training.plan import planned_data
 
     # Only the view counts matter here: the prompt token counter need not load a tokenizer.
     prompts = generate_config.prompts.model_copy(update={"tokenizer": "estimate"})

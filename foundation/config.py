@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from foundation.errors import ConfigError
-from foundation.schema import StrictModel
+from dppp.foundation.errors import ConfigError
+from dppp.foundation.schema import StrictModel
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from foundation.errors import Interrupted
+from dppp.foundation.errors import Interrupted
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DEFAULT_GRACE_S = 30.0  # Kubernetes' default terminationGracePeriodSeconds; SIGKILL follows it

@@ -9,8 +9,8 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from foundation.errors import UserError
-from foundation.graceful_stop import reinstall
+from dppp.foundation.errors import UserError
+from dppp.foundation.graceful_stop import reinstall
 
 log = logging.getLogger("dppp.ray")
 

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foundation.errors import DamagedDataError, DataError, SettingError, UserError
-from pipeline.listing import committed_shards, open_dataset
-from pipeline.records import ATTRIBUTE_PREFIX, INDEX_NAME, ShardRecord, read_index
-from pipeline.shards.format import SAMPLE_KEY_RE
-from pipeline.shards.reader import image_member, read_shard
-from pipeline.storage.config import StorageConfig
-from pipeline.storage.local import write_file
-from prompts.spec import parse_sample_key
+from dppp.dataset.format import SAMPLE_KEY_RE
+from dppp.dataset.limits import ShardStorageConfig
+from dppp.dataset.listing import committed_shards, open_dataset
+from dppp.dataset.records import ATTRIBUTE_PREFIX, INDEX_NAME, ShardRecord, read_index
+from dppp.dataset.shard_reader import image_member, read_shard
+from dppp.foundation.errors import DamagedDataError, DataError, SettingError, UserError
+from dppp.foundation.storage.local import write_file
+from dppp.prompts.spec import parse_sample_key
 
 # ------------------------------------------------------------------------------------------- stats
 
@@ -35,13 +35,13 @@ class DatasetStats:
     # attribute -> samples where nobody can see it (the taxonomy's hidden_when: a bag's colour without a
     # bag), left out of its counts
     hidden: dict[str, int] = field(default_factory=dict)
-    curation: Any = None  # pipeline.curation.Counts of URL/curation.parquet; None when not curated
+    curation: Any = None  # dppp.dataset.curation.Counts of URL/curation.parquet; None when not curated
 
 
 def hidden_conditions(storage) -> dict[str, dict[str, list[str]]]:
     """attribute -> its `hidden_when` conditions (dimension -> values), from dataset.json's taxonomy;
     none for a dataset without one."""
-    from pipeline.records import read_dataset_manifest
+    from dppp.dataset.records import read_dataset_manifest
 
     try:
         taxonomy = read_dataset_manifest(storage).get("taxonomy") or {}
@@ -59,13 +59,13 @@ def hidden_conditions(storage) -> dict[str, dict[str, list[str]]]:
     return hidden
 
 
-def dataset_stats(url: str, config: StorageConfig | None = None) -> DatasetStats:
+def dataset_stats(url: str, config: ShardStorageConfig | None = None) -> DatasetStats:
     """Attribute distributions, cameras and views per identity, from index.parquet (and dataset.json's
     taxonomy, for the attributes nobody can see in some samples: those are not counted), once the listing
     shows that it indexes the committed shards (no record is read); DamagedDataError when it does not.
     Kept and rejected images from curation.parquet's metadata when the dataset was curated (no row of it
     is read)."""
-    from pipeline.curation import CURATION_NAME, read_curation
+    from dppp.dataset.curation import CURATION_NAME, read_curation
 
     storage, listing = open_dataset(url, config)
     table = read_index(storage)
@@ -200,7 +200,7 @@ def _records_for_pid(records: list[ShardRecord], pid: int) -> list[ShardRecord]:
     return [r for r in records if pid in r.pids]
 
 
-def show_sample(url: str, key: str, config: StorageConfig | None = None) -> SampleView:
+def show_sample(url: str, key: str, config: ShardStorageConfig | None = None) -> SampleView:
     """Find one sample by key (the record whose pids hold its pid; every shard if the key says none)."""
     if not SAMPLE_KEY_RE.fullmatch(key):
         raise UserError(f"{key!r} is not a sample key (e.g. p000012_v003)")
@@ -250,11 +250,11 @@ def contact_grid(
     pid: int | None = None,
     n: int = 64,
     columns: int = 8,
-    config: StorageConfig | None = None,
+    config: ShardStorageConfig | None = None,
 ):
     """A contact sheet (PIL image) of up to `n` samples captioned 'pid camid key', streamed shard by shard
     (only the shards that can hold what was asked for are opened). Returns (sheet, samples shown)."""
-    from pipeline.contact_sheet import make_contact_sheet
+    from dppp.foundation.contact_sheet import make_contact_sheet
 
     if n < 1:
         raise SettingError("n", f"must be at least 1, got {n}")

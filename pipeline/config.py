@@ -7,12 +7,12 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from foundation.schema import StrictModel
-from pipeline.postprocess import OutputConfig
-from pipeline.renderer import RendererConfig
-from pipeline.renderers.procedural import ProceduralRendererConfig
-from pipeline.storage.config import StorageConfig
-from prompts.config import PromptsConfig
+from dppp.dataset.limits import ShardStorageConfig
+from dppp.foundation.schema import StrictModel
+from dppp.pipeline.postprocess import OutputConfig
+from dppp.pipeline.renderer import RendererConfig
+from dppp.pipeline.renderers.procedural.renderer import ProceduralRendererConfig
+from dppp.prompts.config import PromptsConfig
 
 
 class GenerateConfig(StrictModel):
@@ -24,7 +24,7 @@ class GenerateConfig(StrictModel):
     prompts: PromptsConfig = PromptsConfig()
     renderer: RendererConfig = ProceduralRendererConfig()
     output: OutputConfig = OutputConfig()
-    storage: StorageConfig = StorageConfig()
+    storage: ShardStorageConfig = ShardStorageConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from foundation.errors import SettingError
-from pipeline.leases import JobIdentity, refuse_while_leased
-from pipeline.records import DATASET_MANIFEST, read_dataset_manifest
-from pipeline.shards.format import record_name
-from pipeline.storage.base import Storage
+from dppp.dataset.format import record_name
+from dppp.dataset.records import DATASET_MANIFEST, read_dataset_manifest
+from dppp.foundation.errors import SettingError
+from dppp.foundation.storage.base import Storage
+from dppp.pipeline.leases import JobIdentity, refuse_while_leased
 
 # Problems of a planned shard that --repair mends by rendering it again (`extra` objects are left alone).
 REPAIRED_KINDS = {"missing", "truncated", "corrupted", "unsafe", "foreign", "incomplete", "uncommitted"}
@@ -74,7 +74,7 @@ def plan_change(
 
 def uncommit(storage: Storage, indices: list[int]) -> None:
     """Remove the shards' commit records: they are rendered again (a missing one is no error)."""
-    from pipeline.parallel import ordered_map
+    from dppp.foundation.parallel import ordered_map
 
     for _ in ordered_map(lambda index: storage.delete(record_name(index)), indices):
         pass
@@ -94,7 +94,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def changed_settings(previous: dict[str, Any], plan) -> dict[str, tuple[Any, Any]]:
     """Decisive settings (dotted, under generate.) whose value differs: name -> (dataset's, config's)."""
-    from pipeline.generate import _RUN_ONLY_FIELDS
+    from dppp.pipeline.generate import _RUN_ONLY_FIELDS
 
     old = _flatten({k: v for k, v in (previous.get("config") or {}).items() if k not in _RUN_ONLY_FIELDS})
     new = _flatten(plan.config.model_dump(mode="json", exclude=_RUN_ONLY_FIELDS))
@@ -161,7 +161,7 @@ def _extend(plan, previous: dict[str, Any], storage: Storage) -> DatasetChange:
 def _repair(plan, storage: Storage) -> DatasetChange:
     """--repair: a deep verify (windowed, as `dppp shards verify --deep`); every planned shard with a
     problem is rendered again, and the index merged anew."""
-    from pipeline.verify import verify_dataset
+    from dppp.pipeline.verify import verify_dataset
 
     report = verify_dataset(storage.url, deep=True, config=plan.config.storage)
     damaged: dict[int, str] = {}

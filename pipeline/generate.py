@@ -1,7 +1,7 @@
 """`dppp generate`: the Ray batch job that renders identities into committed shards on storage.
 
 The driver builds the plan, writes (or checks) dataset.json, reads which shards are already committed
-and hands the rest to a pool of renderer actors (pipeline/worker.py, pipeline/actor_pool.py). The shard
+and hands the rest to a pool of renderer actors (pipeline/worker.py, foundation/actor_pool.py). The shard
 is the unit of work, retry and commit: a dead actor (or a dead node's actors) is replaced and its shards
 re-queued, the survivors carrying on meanwhile; a shard failing `max_attempts` times is reported and the
 job exits 1, every committed shard staying valid. With no actor placed for `placement_timeout_s` the job
@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from foundation.errors import CapacityError, DataError, SettingError
-from foundation.graceful_stop import StopRequest, grace_s, graceful_stop
-from foundation.ray_cluster import start_ray
-from pipeline.actor_pool import ActorLoss, ActorPool, short_error
-from pipeline.config import GenerateConfig
-from pipeline.storage.base import StorageUnavailable
+from dppp.foundation.actor_pool import ActorLoss, ActorPool, short_error
+from dppp.foundation.errors import CapacityError, DataError, SettingError
+from dppp.foundation.graceful_stop import StopRequest, grace_s, graceful_stop
+from dppp.foundation.ray_cluster import start_ray
+from dppp.foundation.storage.base import StorageUnavailable
+from dppp.pipeline.config import GenerateConfig
 
 # Config fields that do not change a single byte of the dataset: they may differ on resume.
 _RUN_ONLY_FIELDS = {
@@ -121,7 +121,7 @@ class Plan:
         return int(self.images * out.height * out.width * _AVG_JPEG_BYTES_PER_PIXEL)
 
     def manifest(self) -> dict[str, Any]:
-        from foundation import __version__
+        from dppp.foundation import __version__
 
         return {
             "format": "dppp-dataset/1",
@@ -142,9 +142,9 @@ class Plan:
 
 def _dataset_object(key: str) -> bool:
     """Whether `key` is one a dppp dataset holds (a shard, record, fragment or lease; a derived file)."""
-    from pipeline.dataset_card import CARD_NAME, WIDS_INDEX_NAME
-    from pipeline.records import INDEX_NAME
-    from pipeline.shards.format import parse_lease_key, parse_shard_key
+    from dppp.dataset.card import CARD_NAME, WIDS_INDEX_NAME
+    from dppp.dataset.format import parse_lease_key, parse_shard_key
+    from dppp.dataset.records import INDEX_NAME
 
     return (
         bool(parse_shard_key(key))
@@ -159,8 +159,8 @@ def _dataset_object(key: str) -> bool:
 
 
 def build_plan(config: GenerateConfig) -> Plan:
-    from pipeline.plan import plan_shards
-    from pipeline.prompting import prompt_engine
+    from dppp.pipeline.plan import plan_shards
+    from dppp.pipeline.prompting import prompt_engine
 
     engine = prompt_engine(config)
     views = [
@@ -173,11 +173,16 @@ def build_plan(config: GenerateConfig) -> Plan:
 
 def prepare_output(plan: Plan, *, overwrite: bool, extend: bool = False):
     """Open the output, refuse to mix with another config's dataset, write dataset.json; return storage."""
-    from pipeline.dataset_card import CARD_NAME, WIDS_INDEX_NAME
-    from pipeline.parallel import ordered_map
-    from pipeline.records import DATASET_MANIFEST, INDEX_NAME, read_dataset_manifest, write_dataset_manifest
-    from pipeline.shards.format import parse_shard_key
-    from pipeline.storage.urls import open_storage
+    from dppp.dataset.card import CARD_NAME, WIDS_INDEX_NAME
+    from dppp.dataset.format import parse_shard_key
+    from dppp.dataset.records import (
+        DATASET_MANIFEST,
+        INDEX_NAME,
+        read_dataset_manifest,
+        write_dataset_manifest,
+    )
+    from dppp.foundation.parallel import ordered_map
+    from dppp.foundation.storage.urls import open_storage
 
     storage = open_storage(plan.config.out, plan.config.storage)
     existing = storage.exists(DATASET_MANIFEST)
@@ -221,7 +226,7 @@ def resolve_batch_size(
     summary. The recorded size makes a rerun, or another worker, cut the same batches: the same bytes."""
     import ray
 
-    from pipeline.records import read_dataset_manifest, write_dataset_manifest
+    from dppp.dataset.records import read_dataset_manifest, write_dataset_manifest
 
     if getattr(config.renderer, "batch_size", None) != "auto":
         return config, ""
@@ -290,12 +295,12 @@ def run_generate(
 def _run_generate(
     config, ray_address, overwrite, progress, progress_every, stop, *, repair: bool, extend: bool
 ) -> GenerateSummary:
-    from pipeline.dataset_change import plan_change, uncommit
-    from pipeline.index import write_index
-    from pipeline.leases import JobIdentity, LeasedQueue, Leases
-    from pipeline.listing import committed_indices
-    from pipeline.records import INDEX_NAME
-    from pipeline.storage.urls import open_storage
+    from dppp.dataset.index import write_index
+    from dppp.dataset.listing import committed_indices
+    from dppp.dataset.records import INDEX_NAME
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.pipeline.dataset_change import plan_change, uncommit
+    from dppp.pipeline.leases import JobIdentity, LeasedQueue, Leases
 
     started = time.perf_counter()
     plan = build_plan(config)
@@ -394,7 +399,7 @@ def _render(
 class ShardActor:
     """The Ray actor around a ShardWorker. Its constructor does nothing, so the actor answers a call as
     soon as Ray has placed it; `load()` then builds the renderer (seconds to minutes). The driver thereby
-    tells a cluster without room (bounded wait) from a slow model load (pipeline/actor_pool.py)."""
+    tells a cluster without room (bounded wait) from a slow model load (foundation/actor_pool.py)."""
 
     def __init__(self, config: GenerateConfig, *, threads: int | None, name: str):
         self._args, self._worker = (config, threads, name), None
@@ -402,7 +407,7 @@ class ShardActor:
     def load(self) -> str:
         import ray
 
-        from pipeline.worker import ShardWorker
+        from dppp.pipeline.worker import ShardWorker
 
         config, threads, name = self._args
         self._worker = ShardWorker(config, threads=threads, name=name)
@@ -454,8 +459,8 @@ def _drain(
     is committed (by this job or another), has failed `max_attempts` times, or the pool has had no placed
     actor for its placement timeout (summary.stopped says so), or a stop was requested (then the shards in
     flight get the grace period to commit). Returns the shards abandoned in flight."""
-    from pipeline.leases import ShardQueue
-    from pipeline.progress import GenerateProgress
+    from dppp.pipeline.leases import ShardQueue
+    from dppp.pipeline.progress import GenerateProgress
 
     queue = todo if isinstance(todo, ShardQueue) else ShardQueue(todo)
     shards = list(queue.ready)
@@ -630,8 +635,8 @@ class _Drain:
 def _stopped_line(storage, summary: GenerateSummary, abandoned: list) -> str:
     """Clean up after the shards abandoned in flight (their actors are gone: a local write cut short
     leaves a hidden temp file) and say where the job stopped, in one line."""
-    from pipeline.listing import committed_indices
-    from pipeline.shards.format import fragment_name, record_name, shard_name
+    from dppp.dataset.format import fragment_name, record_name, shard_name
+    from dppp.dataset.listing import committed_indices
 
     for shard in abandoned:
         for key in (shard_name(shard.index), fragment_name(shard.index), record_name(shard.index)):

@@ -2,7 +2,7 @@
 
 Before a job renders a shard it creates `shards/shard-NNNNNN.lease` beside it: a small JSON object naming
 the job (id, host, pid, start time) and an expiry. Creating it is a conditional write that only one job
-can win (S3: PUT If-None-Match; a folder: a hard link, pipeline/storage/local.py). While the shard
+can win (S3: PUT If-None-Match; a folder: a hard link, foundation/storage/local.py). While the shard
 renders, a heartbeat thread renews the job's leases (a compare-and-swap on the version it wrote); at
 commit the lease is removed. A job that finds a live lease of another job leaves that shard and polls it
 later: by then it is committed (counted as done by another job) or its lease has expired (its job died)
@@ -28,11 +28,11 @@ from datetime import datetime, timezone
 
 from pydantic import ValidationError
 
-from foundation.errors import DataError, ReportedError, SettingError
-from foundation.schema import StrictModel
-from pipeline.plan import ShardPlan
-from pipeline.shards.format import lease_name, parse_lease_key
-from pipeline.storage.base import Storage, StorageError, StorageUnavailable
+from dppp.dataset.format import lease_name, parse_lease_key
+from dppp.foundation.errors import DataError, ReportedError, SettingError
+from dppp.foundation.schema import StrictModel
+from dppp.foundation.storage.base import Storage, StorageError, StorageUnavailable
+from dppp.pipeline.plan import ShardPlan
 
 LEASE_FORMAT = "dppp-lease/1"
 
@@ -323,7 +323,7 @@ class LeasedQueue(ShardQueue):
         self.leases.close()
 
     def _check_dataset(self) -> None:
-        from pipeline.records import read_dataset_manifest
+        from dppp.dataset.records import read_dataset_manifest
 
         storage = self.leases.storage
         if read_dataset_manifest(storage).get("fingerprint") != self.fingerprint:
@@ -335,7 +335,7 @@ class LeasedQueue(ShardQueue):
     def _committed(self, shard: ShardPlan) -> bool:
         """Whether the shard is committed for this job's config: its record names the same pids and,
         when it has one, the same shard fingerprint (a record of another config is rendered over)."""
-        from pipeline.records import read_record
+        from dppp.dataset.records import read_record
 
         try:
             record = read_record(self.leases.storage, shard.index)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from foundation.schema import StrictModel
+from dppp.foundation.schema import StrictModel
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from foundation.progress_lines import ProgressLines, logging_to_file, progress_every
+from dppp.foundation.progress_lines import ProgressLines, logging_to_file, progress_every
 
 
 class GenerateProgress:

@@ -7,11 +7,11 @@ renderer is, and so which tokenizer a diffusers model brings, is pipeline's to k
 
 from __future__ import annotations
 
-from foundation.errors import ConfigError
-from pipeline.config import GenerateConfig
-from prompts.engine import EngineInputError, PromptEngine
-from prompts.taxonomy import load_taxonomy
-from prompts.tokens import EstimatedTokenCounter, TokenCounter, TokenizerCounter
+from dppp.foundation.errors import ConfigError
+from dppp.pipeline.config import GenerateConfig
+from dppp.prompts.engine import EngineInputError, PromptEngine
+from dppp.prompts.taxonomy import load_taxonomy
+from dppp.prompts.tokens import EstimatedTokenCounter, TokenCounter, TokenizerCounter
 
 
 def token_counter_for(config: GenerateConfig, config_file: str | None = None) -> TokenCounter:

@@ -12,11 +12,11 @@ import os
 import time
 from collections.abc import Callable
 
-from pipeline.index import build_fragment
-from pipeline.records import ShardRecord
-from pipeline.shards.format import fragment_name, record_name, shard_name
-from pipeline.shards.writer import ShardInfo
-from pipeline.storage.base import Storage, StorageError
+from dppp.dataset.format import fragment_name, record_name, shard_name
+from dppp.dataset.index import build_fragment
+from dppp.dataset.records import ShardRecord
+from dppp.dataset.shard_writer import ShardInfo
+from dppp.foundation.storage.base import Storage, StorageError
 
 
 def publish_shard(

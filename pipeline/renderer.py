@@ -12,9 +12,9 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import Field
 
-from pipeline.renderers.diffusers_config import DiffusersRendererConfig
-from pipeline.renderers.procedural import ProceduralRendererConfig
-from prompts.spec import ViewSpec
+from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig
+from dppp.pipeline.renderers.procedural.renderer import ProceduralRendererConfig
+from dppp.prompts.spec import ViewSpec
 
 RendererConfig = Annotated[ProceduralRendererConfig | DiffusersRendererConfig, Field(discriminator="kind")]
 
@@ -37,9 +37,9 @@ class Renderer(Protocol):
 def load_renderer(config: RendererConfig) -> Renderer:
     """Build the configured renderer (imports torch/diffusers only when that renderer needs them)."""
     if config.kind == "procedural":
-        from pipeline.renderers.procedural import ProceduralRenderer
+        from dppp.pipeline.renderers.procedural.renderer import ProceduralRenderer
 
         return ProceduralRenderer(config)
-    from pipeline.renderers.diffusers_renderer import DiffusersRenderer
+    from dppp.pipeline.renderers.diffusers_renderer import DiffusersRenderer
 
     return DiffusersRenderer(config)

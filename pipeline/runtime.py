@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from foundation.errors import ConfigError
+from dppp.foundation.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pipeline.renderers.diffusers_config import DiffusersRendererConfig
+    from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig
 
 Device = Literal["cuda", "cpu"]
 DType = Literal["fp16", "bf16", "fp32"]

@@ -17,28 +17,27 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from foundation.errors import DataError
-from pipeline.curation import CURATION_NAME, PARTS_PREFIX, REJECTS_SHEET
-from pipeline.dataset_card import CARD_NAME, WIDS_INDEX_NAME
-from pipeline.index import key_digest
-from pipeline.listing import DatasetObjects, ShardObjects, _plan_of, open_dataset
-from pipeline.parallel import IO_THREADS, ordered_map
-from pipeline.records import (
+from dppp.dataset.card import CARD_NAME, WIDS_INDEX_NAME
+from dppp.dataset.curation import CURATION_NAME, PARTS_PREFIX, REJECTS_SHEET
+from dppp.dataset.format import (
+    fragment_name,
+    record_name,
+    shard_name,
+)
+from dppp.dataset.index import key_digest
+from dppp.dataset.limits import MemberLimits, ShardStorageConfig
+from dppp.dataset.listing import DatasetObjects, ShardObjects, _plan_of, open_dataset
+from dppp.dataset.records import (
     DATASET_MANIFEST,
     INDEX_NAME,
     DatasetPlan,
     read_dataset_manifest,
     read_record,
 )
-from pipeline.shards.format import (
-    fragment_name,
-    record_name,
-    shard_name,
-)
-from pipeline.shards.limits import MemberLimits
-from pipeline.storage.base import Storage
-from pipeline.storage.config import StorageConfig
-from pipeline.verify_shard import Progress, ShardCheck, verify_shard
+from dppp.foundation.errors import DataError
+from dppp.foundation.parallel import IO_THREADS, ordered_map
+from dppp.foundation.storage.base import Storage
+from dppp.pipeline.verify_shard import Progress, ShardCheck, verify_shard
 
 # `--workers 0` verifies a local dataset this large or larger in one process per CPU (below, starting the
 # processes costs more than they save); an object store's always on threads.
@@ -159,7 +158,7 @@ def verify_dataset(
     url: str,
     *,
     deep: bool = False,
-    config: StorageConfig | None = None,
+    config: ShardStorageConfig | None = None,
     progress: Progress | None = None,
     on_total: Callable[[int], None] | None = None,
     workers: int = 1,
@@ -204,7 +203,7 @@ def verify_dataset(
         local = storage.local_root is not None
         workers = (os.cpu_count() or 1) if local and total >= PROCESSES_FROM_BYTES else 1
     totals = _Totals(plan)
-    limits = (config or StorageConfig()).member_limits
+    limits = (config or ShardStorageConfig()).member_limits
     for check, facts in _verify_all(
         storage, objects, committed, deep, progress, workers, threads, limits, fingerprint
     ):

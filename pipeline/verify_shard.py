@@ -14,18 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from foundation.errors import DataError
-from pipeline.index import read_fragment, sample_row
-from pipeline.records import ShardRecord
-from pipeline.shards.format import (
+from dppp.dataset.format import (
     ALLOWED_EXTS,
     READ_IMAGE_EXTS,
     UnsafeShardError,
     fragment_name,
 )
-from pipeline.shards.limits import MemberLimits
-from pipeline.shards.reader import ChunkedReader, Member, decode_member, iter_members
-from pipeline.storage.base import Storage
+from dppp.dataset.index import read_fragment, sample_row
+from dppp.dataset.limits import MemberLimits
+from dppp.dataset.records import ShardRecord
+from dppp.dataset.shard_reader import ChunkedReader, Member, decode_member, iter_members
+from dppp.foundation.errors import DataError
+from dppp.foundation.storage.base import Storage
 
 Progress = Callable[[int], None]  # called with a number of bytes (or items) just processed
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from pipeline.plan import ShardPlan
+from dppp.pipeline.plan import ShardPlan
 
 if TYPE_CHECKING:
-    from pipeline.config import GenerateConfig
-    from pipeline.records import ShardRecord
-    from pipeline.shards.writer import Sample
-    from prompts.spec import ViewSpec
+    from dppp.dataset.records import ShardRecord
+    from dppp.dataset.shard_writer import Sample
+    from dppp.pipeline.config import GenerateConfig
+    from dppp.prompts.spec import ViewSpec
 
 # A shard is written in a temp folder named for the process writing it, `dppp-shard-<pid>-<shard>-<random>`:
 # a worker killed mid-write (SIGKILL, a lost node, ray.kill) leaves its folder behind, and the next worker
@@ -110,9 +110,9 @@ class ShardWorker:
         self, config: GenerateConfig, *, threads: int | None = None, name: str = "worker", renderer=None
     ):
         """`renderer`: an already loaded one (benchmarks reuse a warm, compiled renderer); else loaded."""
-        from pipeline.prompting import prompt_engine
-        from pipeline.renderer import load_renderer
-        from pipeline.storage.urls import open_storage
+        from dppp.foundation.storage.urls import open_storage
+        from dppp.pipeline.prompting import prompt_engine
+        from dppp.pipeline.renderer import load_renderer
 
         if threads is not None:
             limit_threads(threads)
@@ -161,8 +161,8 @@ class ShardWorker:
         return pending
 
     def _encode(self, views: list[ViewSpec], images: list[Any]) -> list[Sample]:
-        from pipeline.postprocess import extension, finish
-        from pipeline.shards.writer import Sample
+        from dppp.dataset.shard_writer import Sample
+        from dppp.pipeline.postprocess import extension, finish
 
         output = self.config.output
         return [
@@ -195,8 +195,8 @@ class ShardWorker:
         return self._common
 
     def publish(self, plan: ShardPlan, samples: list[Sample], *, render_s: float = 0.0) -> ShardRecord:
-        from pipeline.publish import publish_shard
-        from pipeline.shards.writer import write_shard
+        from dppp.dataset.shard_writer import write_shard
+        from dppp.pipeline.publish import publish_shard
 
         with tempfile.TemporaryDirectory(prefix=f"{_SHARD_TEMP}{os.getpid()}-{plan.index:06d}-") as tmp:
             path = os.path.join(tmp, "shard.tar")

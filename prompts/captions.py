@@ -8,17 +8,17 @@ viewpoint, scene, light, weather or camera.
 
 It is what the full prompt of every view of that person starts with (the same template slots, rendered
 the same way), so all of a person's views share it: CLIP pretraining uses it as a second caption of each
-image (trainer/clip_pretrain.py), which ties every view of a person to one text, whatever its style.
+image (trainer/pretraining/clip_pretrain.py), which ties every view of a person to one text, whatever its style.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from foundation.errors import DataError
-from prompts.taxonomy import Taxonomy
-from prompts.templates import Composer
-from prompts.tokens import EstimatedTokenCounter
+from dppp.foundation.errors import DataError
+from dppp.prompts.taxonomy import Taxonomy
+from dppp.prompts.templates import Composer
+from dppp.prompts.tokens import EstimatedTokenCounter
 
 
 class AppearanceCaptioner:

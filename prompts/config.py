@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from foundation.schema import StrictModel
+from dppp.foundation.schema import StrictModel
 
 # Sample keys carry the view index on three digits (p000123_v007), so an identity has at most 1000 views.
 MAX_VIEWS_PER_IDENTITY = 1000

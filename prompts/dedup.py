@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from prompts.sampler import row_mask
-from prompts.taxonomy import MAX_CHECKED_RULES, Taxonomy
+from dppp.prompts.sampler import row_mask
+from dppp.prompts.taxonomy import MAX_CHECKED_RULES, Taxonomy
 
 
 def signatures(taxonomy: Taxonomy, codes: np.ndarray) -> list[bytes]:

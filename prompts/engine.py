@@ -22,16 +22,16 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from foundation.errors import ConfigError
-from prompts import streams
-from prompts.config import PromptsConfig, ViewsConfig
-from prompts.dedup import available_appearances, signatures
-from prompts.sampler import pick, sample_dimensions
-from prompts.spec import IdentitySpec, ViewSpec
-from prompts.taxonomy import Taxonomy
-from prompts.taxonomy_schema import CAMERA_COLUMNS
-from prompts.templates import Composer
-from prompts.tokens import EstimatedTokenCounter, TokenCounter
+from dppp.foundation.errors import ConfigError
+from dppp.prompts import streams
+from dppp.prompts.config import PromptsConfig, ViewsConfig
+from dppp.prompts.dedup import available_appearances, signatures
+from dppp.prompts.sampler import pick, sample_dimensions
+from dppp.prompts.spec import IdentitySpec, ViewSpec
+from dppp.prompts.taxonomy import Taxonomy
+from dppp.prompts.taxonomy_schema import CAMERA_COLUMNS
+from dppp.prompts.templates import Composer
+from dppp.prompts.tokens import EstimatedTokenCounter, TokenCounter
 
 # Candidate draws tried for one pid before giving up on finding an unused appearance.
 MAX_CANDIDATES = 1000

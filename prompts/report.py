@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from foundation.errors import SettingError
-from prompts.engine import PromptEngine
+from dppp.foundation.errors import SettingError
+from dppp.prompts.engine import PromptEngine
 
 
 def sample_lines(engine: PromptEngine, pids: Iterable[int]) -> Iterator[str]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from prompts.taxonomy_tables import Dimension
+from dppp.prompts.taxonomy_tables import Dimension
 
 
 def pick(cumulative: np.ndarray, uniforms: np.ndarray) -> np.ndarray:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from foundation.errors import ConfigError
-from prompts.taxonomy_schema import (
+from dppp.foundation.errors import ConfigError
+from dppp.prompts.taxonomy_schema import (
     CAMERA_COLUMNS,
     Conditions,
     DimensionModel,
@@ -31,7 +31,7 @@ from prompts.taxonomy_schema import (
     condition_value,
     yaml_path,
 )
-from prompts.taxonomy_tables import Camera, Column, Condition, Dimension
+from dppp.prompts.taxonomy_tables import Camera, Column, Condition, Dimension
 
 SHIPPED_TAXONOMY = Path(__file__).with_name("taxonomy.yaml")
 
@@ -52,7 +52,7 @@ class Taxonomy:
         self.hash = hashlib.sha256(canonical.encode()).hexdigest()
         self._build()
         # Imported here: templates compile against the columns built above.
-        from prompts.templates import compile_templates
+        from dppp.prompts.templates import compile_templates
 
         self.templates = compile_templates(self)
 
@@ -305,7 +305,7 @@ def taxonomy_from_dict(data: dict[str, Any], *, source: str) -> Taxonomy:
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     """Read and validate a taxonomy YAML (None: the one shipped with the package)."""
     # The experiment config's reader: same messages for a missing file or a YAML syntax error.
-    from foundation.config import read_yaml
+    from dppp.foundation.config import read_yaml
 
     path = SHIPPED_TAXONOMY if path is None else Path(path)
     file = str(path)

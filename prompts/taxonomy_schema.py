@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from foundation.schema import StrictModel
+from dppp.foundation.schema import StrictModel
 
 # The camera profile as attribute columns, and the camera-table field each comes from.
 CAMERA_COLUMNS = {

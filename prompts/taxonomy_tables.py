@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from foundation.errors import ConfigError
-from prompts.taxonomy_schema import yaml_path
+from dppp.foundation.errors import ConfigError
+from dppp.prompts.taxonomy_schema import yaml_path
 
 
 @dataclass(frozen=True)

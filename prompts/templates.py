@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from foundation.errors import ConfigError
-from prompts.tokens import SEPARATOR_TOKENS, SPECIAL_TOKENS, TokenCounter
+from dppp.foundation.errors import ConfigError
+from dppp.prompts.tokens import SEPARATOR_TOKENS, SPECIAL_TOKENS, TokenCounter
 
 if TYPE_CHECKING:
-    from prompts.taxonomy import Taxonomy
-    from prompts.taxonomy_schema import SlotModel
-    from prompts.taxonomy_tables import Condition
+    from dppp.prompts.taxonomy import Taxonomy
+    from dppp.prompts.taxonomy_schema import SlotModel
+    from dppp.prompts.taxonomy_tables import Condition
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _ARTICLE = object()  # stands for "a"/"an" until the next word is known

@@ -8,7 +8,7 @@ def test_z(foreign_ray_processes):     # another job's Ray processes, by title: 
     ...; assert not tests.ray_processes.dead(foreign_ray_processes)
 
 def test_y(make_samples):
-    samples = make_samples(n_ids=2, views=3)   # list[pipeline.shards.writer.Sample], real JPEG bytes
+    samples = make_samples(n_ids=2, views=3)   # list[dppp.dataset.shard_writer.Sample], real JPEG bytes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # a module of tiny torch models: 1 thread
 
@@ -266,8 +266,8 @@ def make_samples(n_ids: int = 2, views: int = 3, *, first_pid: int = 0, size=(32
     """Real small images (PIL-encoded) with the generator's metadata schema, one Sample per (pid, view)."""
     from PIL import Image, ImageDraw
 
-    from pipeline.shards.writer import Sample
-    from prompts.spec import sample_key
+    from dppp.dataset.shard_writer import Sample
+    from dppp.prompts.spec import sample_key
 
     samples = []
     for pid in range(first_pid, first_pid + n_ids):

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from foundation.errors import ReportedError, SettingError
+from dppp.foundation.errors import ReportedError, SettingError
 
 ConfigArg = Annotated[
     Path, typer.Argument(help="Experiment YAML (sections: generate, pretrain, train, eval).")
@@ -87,8 +87,8 @@ FLAGS = {
 
 def error_message(exc: ReportedError) -> str:
     """What the CLI prints for `exc`: a setting the user sets by a flag is named by that flag; no
-    credential, whole or as a URL's part, whatever the message quotes (pipeline.redaction)."""
-    from pipeline.redaction import redact_message
+    credential, whole or as a URL's part, whatever the message quotes (dppp.foundation.redaction)."""
+    from dppp.foundation.redaction import redact_message
 
     if isinstance(exc, SettingError) and exc.setting in FLAGS:
         return redact_message(f"{FLAGS[exc.setting]}: {exc.problem}")

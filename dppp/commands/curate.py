@@ -42,9 +42,9 @@ def curate(
     """Judge every committed image (blank, noise, prompt, identity); rerun to resume."""
     from rich.console import Console
 
-    from foundation.config import with_updates
-    from foundation.errors import UserError
-    from trainer.curation.job import CurationFailed, check_model, plan_curation, run_curate
+    from dppp.foundation.config import with_updates
+    from dppp.foundation.errors import UserError
+    from dppp.trainer.curation.job import CurationFailed, check_model, plan_curation, run_curate
 
     if config is not None and config_option is not None:
         raise UserError("give the experiment YAML once: as CONFIG (or the older --config), not both")
@@ -67,7 +67,7 @@ def curate(
 
 
 def print_plan(console, plan, settings) -> None:
-    from trainer.curation.job import CPU_IMAGES_PER_S_PER_WORKER, GPU_IMAGES_PER_S_PER_WORKER
+    from dppp.trainer.curation.job import CPU_IMAGES_PER_S_PER_WORKER, GPU_IMAGES_PER_S_PER_WORKER
 
     todo = plan.todo
     images = sum(r.count for r in todo)

@@ -62,8 +62,8 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
-    from foundation.errors import UserError
-    from trainer.evaluate import run_eval
+    from dppp.foundation.errors import UserError
+    from dppp.trainer.evaluation.evaluate import run_eval
 
     if config is not None and config_option is not None:
         raise UserError("give the experiment YAML once: as CONFIG (or the older --config), not both")
@@ -121,10 +121,10 @@ def evaluate(
 def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | None, console) -> None:
     import json
 
-    from foundation.errors import UserError
-    from trainer.data.specs import dataset_location
-    from trainer.model_card import read_card
-    from trainer.zero_shot import zero_shot_folder
+    from dppp.foundation.errors import UserError
+    from dppp.trainer.clip.model_card import read_card
+    from dppp.trainer.clip.zero_shot import zero_shot_folder
+    from dppp.trainer.data.specs import dataset_location
 
     config = experiment.pretrain.zero_shot
     if datasets:
@@ -138,7 +138,7 @@ def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | No
         tuple(card["image_size"]) if card and card.get("image_size") else experiment.pretrain.model.image_size
     )
     if card:
-        from trainer.identities import check_disjoint
+        from dppp.trainer.data.identities import check_disjoint
 
         for url in config.datasets:
             check_disjoint(
@@ -155,7 +155,7 @@ def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | No
     )
     console.print(report.table(), soft_wrap=True, highlight=False)
     if out is not None:
-        from pipeline.storage.urls import split_url
+        from dppp.foundation.storage.urls import split_url
 
         storage, key = split_url(out, experiment.train.data.storage)
         storage.put_bytes((json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n").encode(), key)

@@ -41,15 +41,15 @@ def generate(
     """Render identities with the configured renderer into WebDataset shards; rerun to resume."""
     from rich.console import Console
 
-    from foundation.config import with_updates
-    from foundation.units import format_bytes
-    from pipeline.capacity import estimate_render_hours
-    from pipeline.dataset_change import plan_change
-    from pipeline.generate import GenerationFailed, build_plan, run_generate
-    from pipeline.leases import JobIdentity
-    from pipeline.redaction import redact_message
-    from pipeline.storage.base import StorageError
-    from pipeline.storage.urls import open_storage
+    from dppp.foundation.config import with_updates
+    from dppp.foundation.redaction import redact_message
+    from dppp.foundation.storage.base import StorageError
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.foundation.units import format_bytes
+    from dppp.pipeline.capacity import estimate_render_hours
+    from dppp.pipeline.dataset_change import plan_change
+    from dppp.pipeline.generate import GenerationFailed, build_plan, run_generate
+    from dppp.pipeline.leases import JobIdentity
 
     experiment = load_config(config, sets, endpoint_url=endpoint_url, storage=("generate.storage",))
     gen = with_updates(
@@ -120,7 +120,7 @@ def generate(
 def print_summary(console, summary) -> None:
     from rich.table import Table
 
-    from foundation.units import format_bytes
+    from dppp.foundation.units import format_bytes
 
     table = Table(title=f"dppp generate -> {summary.out}", show_header=False)
     table.add_row(

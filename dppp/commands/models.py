@@ -24,7 +24,7 @@ def tiny_diffusion(
 
     Load it with `renderer: {kind: diffusers, model: OUT_DIR}` (see configs/tiny-diffusion.yaml).
     """
-    from pipeline.renderers.tiny_diffusion import build_tiny_diffusion
+    from dppp.pipeline.renderers.tiny_diffusion import build_tiny_diffusion
 
     folder = build_tiny_diffusion(out_dir, seed=seed, overwrite=overwrite)
     typer.echo(f"tiny diffusion pipeline saved to {folder}")
@@ -49,8 +49,8 @@ def sd15_shaped(
     For throughput measurements (benchmarks/bench_diffusers.py) and paper-scale trials without weights.
     Its images are coloured noise, not people.
     """
-    from foundation.errors import UserError
-    from pipeline.renderers.sd15_shaped import build_sd15_shaped
+    from dppp.foundation.errors import UserError
+    from dppp.pipeline.renderers.sd15_shaped import build_sd15_shaped
 
     if dtype not in ("fp32", "fp16", "bf16"):
         raise UserError(f"--dtype must be fp32, fp16 or bf16, got {dtype!r}")
@@ -72,7 +72,7 @@ def clip_vit_b16_shaped(
     Use it as `--set train.model.backbone=OUT_DIR` (benchmarks/bench_train_gpu.py measures with it). Its
     figures are costs, not accuracies: the weights are random.
     """
-    from trainer.clip_shaped import build_clip_vit_b16_shaped
+    from dppp.trainer.clip.clip_shaped import build_clip_vit_b16_shaped
 
     folder = build_clip_vit_b16_shaped(out_dir, seed=seed, overwrite=overwrite)
     typer.echo(f"CLIP ViT-B/16-shaped model and tokenizer saved to {folder}")

@@ -38,8 +38,8 @@ def pretrain(
     """Pretrain a CLIP on (image, prompt) pairs; the result is a CLIP folder for train.model.backbone."""
     from rich.console import Console
 
-    from trainer.pretrain import run_pretrain
-    from trainer.zero_shot import report_from_dict
+    from dppp.trainer.clip.zero_shot import report_from_dict
+    from dppp.trainer.pretraining.pretrain import run_pretrain
 
     experiment = load_config(config, sets, endpoint_url=endpoint_url, storage=("pretrain.data.storage",))
     result = run_pretrain(

@@ -38,8 +38,8 @@ def sample(
     attributes, seeds and the slots dropped to fit the token budget."""
     import sys
 
-    from pipeline.prompting import prompt_engine
-    from prompts.report import write_samples
+    from dppp.pipeline.prompting import prompt_engine
+    from dppp.prompts.report import write_samples
 
     generate = load_config(config, _overrides(sets, identities, seed)).generate
     # The engine validates everything (taxonomy, templates, identity count) before the first line.
@@ -58,8 +58,8 @@ def stats(
     """How often every attribute value is sampled (identity values per identity, view values per view)."""
     from rich.console import Console
 
-    from pipeline.prompting import prompt_engine
-    from prompts.report import coverage_report
+    from dppp.pipeline.prompting import prompt_engine
+    from dppp.prompts.report import coverage_report
 
     generate = load_config(config, _overrides(sets, identities, None)).generate
     coverage_report(

@@ -1,6 +1,6 @@
 """`dppp shards ...`: list, verify, summarise and look at shards wherever they live (path, file://, s3://).
 
-Thin shells over pipeline/listing.py, verify.py, browse.py and index.py. Every command streams: records, one shard at a time, or the index.
+Thin shells over dataset/listing.py, verify.py, browse.py and index.py. Every command streams: records, one shard at a time, or the index.
 The endpoint and credentials of s3:// URLs come from --endpoint-url or the standard AWS environment.
 """
 
@@ -37,10 +37,9 @@ MemberLimitOption = Annotated[
 
 
 def _config(endpoint_url: str | None, member_limits: list[str] | None = None):
-    from pipeline.shards.limits import limits_from_flags
-    from pipeline.storage.config import StorageConfig
+    from dppp.dataset.limits import ShardStorageConfig, limits_from_flags
 
-    return StorageConfig(endpoint_url=endpoint_url, member_limits=limits_from_flags(member_limits))
+    return ShardStorageConfig(endpoint_url=endpoint_url, member_limits=limits_from_flags(member_limits))
 
 
 def _console(stderr: bool = False):
@@ -50,7 +49,7 @@ def _console(stderr: bool = False):
 
 
 def _size(n: int | None) -> str:
-    from foundation.units import format_bytes
+    from dppp.foundation.units import format_bytes
 
     return format_bytes(n)
 
@@ -60,7 +59,7 @@ def _progress(description: str, unit_bytes: bool, every_s: float | None = None) 
     """A rich progress bar on stderr (only on a terminal), or plain lines every `every_s` seconds when
     stdout is not a terminal (foundation/progress_lines.py): yields (set_total, advance, listed);
     `listed(n)` shows the objects listed so far, until the total is set."""
-    from foundation.progress_lines import logging_to_file
+    from dppp.foundation.progress_lines import logging_to_file
 
     if logging_to_file():
         with _progress_lines(description, unit_bytes, every_s) as callbacks:
@@ -104,7 +103,7 @@ def _progress(description: str, unit_bytes: bool, every_s: float | None = None) 
 
 @contextmanager
 def _progress_lines(description: str, unit_bytes: bool, every_s: float | None) -> Iterator:
-    from foundation.progress_lines import ProgressLines, progress_every
+    from dppp.foundation.progress_lines import ProgressLines, progress_every
 
     lines = ProgressLines(
         description,
@@ -132,7 +131,7 @@ def ls(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
     """A table of shards (samples, identities, bytes, committed, or missing from the plan) and totals."""
     from rich.table import Table
 
-    from pipeline.listing import list_shards
+    from dppp.dataset.listing import list_shards
 
     listing = list_shards(url, _config(endpoint_url))
     table = Table(title=listing.url, show_footer=True)
@@ -174,8 +173,8 @@ def verify(
     """Recompute checksums, counts, members and index fragments against the records. Exit 1 on any problem."""
     from rich.table import Table
 
-    from foundation.graceful_stop import graceful_stop
-    from pipeline.verify import verify_dataset
+    from dppp.foundation.graceful_stop import graceful_stop
+    from dppp.pipeline.verify import verify_dataset
 
     with (
         graceful_stop() as stop,
@@ -238,7 +237,7 @@ def stats(
     """Attribute distributions, cameras and per-identity view counts, from index.parquet."""
     from rich.table import Table
 
-    from pipeline.browse import dataset_stats, plot_stats
+    from dppp.pipeline.browse import dataset_stats, plot_stats
 
     result = dataset_stats(url, _config(endpoint_url))
     console = _console()
@@ -295,8 +294,8 @@ def grid(
     member_limit: MemberLimitOption = None,
 ) -> None:
     """A contact sheet captioned with pid / camid: the fastest way to see what a dataset looks like."""
-    from foundation.errors import UserError
-    from pipeline.browse import contact_grid, save_image
+    from dppp.foundation.errors import UserError
+    from dppp.pipeline.browse import contact_grid, save_image
 
     if shard is not None and pid is not None:
         raise UserError("give --shard or --pid, not both")
@@ -315,8 +314,8 @@ def show(
     member_limit: MemberLimitOption = None,
 ) -> None:
     """One sample's metadata and prompt (and its image with --out)."""
-    from pipeline.browse import show_sample
-    from pipeline.storage.local import write_file
+    from dppp.foundation.storage.local import write_file
+    from dppp.pipeline.browse import show_sample
 
     sample = show_sample(url, key, _config(endpoint_url, member_limit))
     console = _console()
@@ -348,7 +347,7 @@ def index(
 ) -> None:
     """Rebuild index.parquet by merging the shards' index fragments (no tar is read, unless --from-tars or
     for shards committed before fragments existed, which get theirs once)."""
-    from pipeline.index import rebuild_index
+    from dppp.dataset.index import rebuild_index
 
     with _progress("index", unit_bytes=False, every_s=progress_every) as (set_total, advance, _):
         rows = rebuild_index(

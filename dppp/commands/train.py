@@ -54,7 +54,7 @@ def train(
     """Train on committed shards with Ray Train; rerun with the same run name to resume."""
     from rich.console import Console
 
-    from trainer.train import run_train
+    from dppp.trainer.training.train import run_train
 
     experiment = load_config(config, sets, endpoint_url=endpoint_url, storage=("train.data.storage",))
     if dry_run:
@@ -99,7 +99,7 @@ def train(
     if losses:
         console.print(f"last epoch: {losses}")
     if result.health:
-        from trainer.health import format_report
+        from dppp.trainer.methods.health import format_report
 
         console.print(
             format_report(result.health),

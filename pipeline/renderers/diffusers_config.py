@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from foundation.errors import UserError
-from foundation.schema import StrictModel
+from dppp.foundation.errors import UserError
+from dppp.foundation.schema import StrictModel
 
 if TYPE_CHECKING:
     pass

@@ -29,19 +29,19 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from foundation.errors import ConfigError, UserError
-from pipeline.renderers.blank_images import SEED_BUMP, blank_flags, bumped_seed, to_uint8_pixels
-from pipeline.renderers.diffusers_config import (
+from dppp.foundation.errors import ConfigError, UserError
+from dppp.pipeline.renderers.blank_images import SEED_BUMP, blank_flags, bumped_seed, to_uint8_pixels
+from dppp.pipeline.renderers.diffusers_config import (
     DiffusersRendererConfig,
     exception_summary,
     resolve_model_source,
 )
 
 if TYPE_CHECKING:
-    from pipeline.renderer import RenderedImage
-    from pipeline.renderers.batch_probe import ProbeResult
-    from pipeline.runtime import Machine, Runtime
-    from prompts.spec import ViewSpec
+    from dppp.pipeline.renderer import RenderedImage
+    from dppp.pipeline.renderers.batch_probe import ProbeResult
+    from dppp.pipeline.runtime import Machine, Runtime
+    from dppp.prompts.spec import ViewSpec
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class DiffusersRenderer:
         """Load the configured pipeline, or wrap `pipeline` (an already built one, for tests/benchmarks)."""
         import torch
 
-        from pipeline.runtime import probe_machine, select_runtime
+        from dppp.pipeline.runtime import probe_machine, select_runtime
 
         self.config = config
         machine = machine or probe_machine()
@@ -154,7 +154,7 @@ class DiffusersRenderer:
 
     def choose_batch_size(self) -> ProbeResult:
         """Time full batches of growing size (eagerly, before any compile) and keep the fastest that fits."""
-        from pipeline.renderers.batch_probe import candidate_sizes, probe_batch_sizes
+        from dppp.pipeline.renderers.batch_probe import candidate_sizes, probe_batch_sizes
 
         views = _probe_views(self.config.max_batch_size)
         result = probe_batch_sizes(
@@ -273,7 +273,7 @@ class DiffusersRenderer:
         }
 
     def render(self, views: Sequence[ViewSpec]) -> list[RenderedImage]:
-        from pipeline.renderer import RenderedImage
+        from dppp.pipeline.renderer import RenderedImage
 
         self._compile_once()
         results: list[RenderedImage] = []
@@ -368,7 +368,7 @@ _PROBE_PROMPT = "a photo of a person wearing a red jacket and blue jeans, walkin
 
 
 def _probe_views(n: int) -> list[ViewSpec]:
-    from prompts.spec import ViewSpec
+    from dppp.prompts.spec import ViewSpec
 
     return [
         ViewSpec(

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from foundation.errors import SettingError, UserError
+from dppp.foundation.errors import SettingError, UserError
 
 
 def check_destination(out_dir: str | Path, *, overwrite: bool) -> Path:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.renderers.pipeline_folder import check_destination, save_pipeline_folder
+from dppp.pipeline.renderers.pipeline_folder import check_destination, save_pipeline_folder
 
 UNET_CHANNELS = (320, 640, 1280, 1280)
 VAE_CHANNELS = (128, 256, 512, 512)
@@ -91,7 +91,7 @@ def _components(seed: int, scale: float) -> dict:
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
+    from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale}")

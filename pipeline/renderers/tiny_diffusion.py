@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.renderers.pipeline_folder import check_destination, save_pipeline_folder
+from dppp.pipeline.renderers.pipeline_folder import check_destination, save_pipeline_folder
 
 # Widths chosen so a batch of four 64x32 images with a few steps renders in well under a second on one
 # CPU core, while keeping every block type a real SD UNet has (down/up, with and without cross-attention).
@@ -32,7 +32,7 @@ def _components(seed: int) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
+    from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     tokenizer = build_tiny_clip_tokenizer(model_max_length=TEXT_CONTEXT)
     # Each module is initialised from its own fixed seed, inside fork_rng so the caller's global RNG state

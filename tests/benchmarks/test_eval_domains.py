@@ -24,7 +24,7 @@ def domains(bench, tmp_path_factory):
 
 
 def test_domains_are_valid_taxonomies_that_share_cameras_and_split_lights(bench, domains):
-    from prompts.taxonomy import load_taxonomy
+    from dppp.prompts.taxonomy import load_taxonomy
 
     source, target = load_taxonomy(domains["source"]), load_taxonomy(domains["target"])
     assert {c.camid for c in source.cameras} == {c.camid for c in target.cameras} == set(range(1, 11))

@@ -6,8 +6,8 @@ import pytest
 
 from dppp.cli import main
 from dppp.config import load_experiment
-from foundation.config import apply_overrides
-from foundation.errors import ConfigError
+from dppp.foundation.config import apply_overrides
+from dppp.foundation.errors import ConfigError
 
 
 def write(tmp_path, text):

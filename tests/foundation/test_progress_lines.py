@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import signal
 
-from foundation.graceful_stop import grace_s, graceful_stop
-from foundation.progress_lines import ProgressLines, format_duration, progress_every
+from dppp.foundation.graceful_stop import grace_s, graceful_stop
+from dppp.foundation.progress_lines import ProgressLines, format_duration, progress_every
 
 
 class Clock:

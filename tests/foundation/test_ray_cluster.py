@@ -11,8 +11,8 @@ import tempfile
 
 import pytest
 
-from foundation.errors import UserError
-from foundation.ray_cluster import check_reachable, keep_cluster_messages_off_the_terminal, start_ray
+from dppp.foundation.errors import UserError
+from dppp.foundation.ray_cluster import check_reachable, keep_cluster_messages_off_the_terminal, start_ray
 
 # Another local Ray instance, as another user's or test run's on the same machine: its own RAY_TMPDIR, so
 # nothing of it is found through Ray's address file; it stops when its standard input closes.

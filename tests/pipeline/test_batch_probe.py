@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from pipeline.renderers.batch_probe import ProbeResult, candidate_sizes, probe_batch_sizes
+from dppp.pipeline.renderers.batch_probe import ProbeResult, candidate_sizes, probe_batch_sizes
 
 
 class FakeGPU:

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from dppp.cli import main
-from pipeline.capacity import (
+from dppp.pipeline.capacity import (
     SD15_RATES,
     duration,
     estimate_render_hours,
     is_sd15_architecture,
     sd15_flops_per_image,
 )
-from pipeline.renderers.diffusers_config import DiffusersRendererConfig
-from pipeline.renderers.procedural import ProceduralRendererConfig
+from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig
+from dppp.pipeline.renderers.procedural.renderer import ProceduralRendererConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

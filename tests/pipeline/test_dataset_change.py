@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from dppp.config import load_experiment
-from foundation.errors import SettingError
-from pipeline.dataset_change import plan_change
-from pipeline.generate import build_plan
-from pipeline.leases import JobIdentity
-from pipeline.records import write_dataset_manifest
-from pipeline.storage.urls import open_storage
+from dppp.dataset.records import write_dataset_manifest
+from dppp.foundation.errors import SettingError
+from dppp.foundation.storage.urls import open_storage
+from dppp.pipeline.dataset_change import plan_change
+from dppp.pipeline.generate import build_plan
+from dppp.pipeline.leases import JobIdentity
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,14 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from foundation.errors import ConfigError, UserError
-from pipeline.renderer import load_renderer
-from pipeline.renderers.blank_images import blank_flags, bumped_seed, is_blank
-from pipeline.renderers.diffusers_config import DiffusersRendererConfig
-from pipeline.renderers.diffusers_renderer import DiffusersRenderer
-from pipeline.renderers.tiny_diffusion import build_tiny_diffusion, build_tiny_diffusion_pipeline
-from pipeline.runtime import Machine
-from prompts.spec import ViewSpec
+from dppp.foundation.errors import ConfigError, UserError
+from dppp.pipeline.renderer import load_renderer
+from dppp.pipeline.renderers.blank_images import blank_flags, bumped_seed, is_blank
+from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig
+from dppp.pipeline.renderers.diffusers_renderer import DiffusersRenderer
+from dppp.pipeline.renderers.tiny_diffusion import build_tiny_diffusion, build_tiny_diffusion_pipeline
+from dppp.pipeline.runtime import Machine
+from dppp.prompts.spec import ViewSpec
 
 REPO = Path(__file__).resolve().parents[2]
 CPU = Machine(cuda_available=False, xformers_available=False)
@@ -73,9 +73,9 @@ def test_tiny_pipeline_renders_real_images_at_generation_size(tiny_model):
 
 SUBPROCESS_SCRIPT = r"""
 import hashlib, json, sys
-from pipeline.renderers.diffusers_renderer import DiffusersRenderer
-from pipeline.renderers.diffusers_config import DiffusersRendererConfig
-from prompts.spec import ViewSpec
+from dppp.pipeline.renderers.diffusers_renderer import DiffusersRenderer
+from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig
+from dppp.prompts.spec import ViewSpec
 cfg = DiffusersRendererConfig(**json.loads(sys.argv[1]))
 views = [ViewSpec(pid=3, view=v, camid=0, seed=500 + v, identity_seed=9, attributes={},
                   prompt=f"a man in a blue coat {v}", negative_prompt="blurry") for v in range(3)]
@@ -312,7 +312,7 @@ def test_tiny_diffusion_config_loads_and_renders(tiny_model):
     default = DiffusersRendererConfig(model="org/model")
     assert default.height > default.width  # a tall portrait by default
     # The config's prompts fit the tiny model: its token budget is counted with the model's own tokenizer.
-    from pipeline.prompting import prompt_engine
+    from dppp.pipeline.prompting import prompt_engine
 
     views = prompt_engine(experiment.generate).views(0)[:2]
     out = DiffusersRenderer(renderer_config, machine=CPU).render(views)
@@ -333,7 +333,7 @@ def test_geneperson_config_asks_for_a_real_model_in_half_precision():
     )
     assert (renderer_config.height, renderer_config.width) == (512, 256)
     # On this CPU-only machine the same config still resolves, downgraded with warnings (not refused).
-    from pipeline.runtime import select_runtime
+    from dppp.pipeline.runtime import select_runtime
 
     runtime = select_runtime(renderer_config, cuda_available=False, xformers_available=False)
     assert (runtime.device, runtime.dtype, runtime.attention) == ("cpu", "fp32", "sdpa")

@@ -19,11 +19,11 @@ import pytest
 
 from dppp.cli import main
 from dppp.config import load_experiment
-from pipeline.generate import GenerationFailed, build_plan, config_fingerprint, run_generate
-from pipeline.index import build_index
-from pipeline.listing import committed_shards
-from pipeline.records import read_index
-from pipeline.storage.urls import open_storage
+from dppp.dataset.index import build_index
+from dppp.dataset.listing import committed_shards
+from dppp.dataset.records import read_index
+from dppp.foundation.storage.urls import open_storage
+from dppp.pipeline.generate import GenerationFailed, build_plan, config_fingerprint, run_generate
 from tests.ray_processes import dead, descendants_titled, this_raylet
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from dppp.config import load_experiment
-from pipeline.generate import RESOLVED_BATCH_SIZE, run_generate
-from pipeline.listing import committed_shards
-from pipeline.records import read_dataset_manifest
-from pipeline.renderers.tiny_diffusion import build_tiny_diffusion
-from pipeline.shards.format import record_name
-from pipeline.shards.reader import read_shard
-from pipeline.storage.urls import open_storage
+from dppp.dataset.format import record_name
+from dppp.dataset.listing import committed_shards
+from dppp.dataset.records import read_dataset_manifest
+from dppp.dataset.shard_reader import read_shard
+from dppp.foundation.storage.urls import open_storage
+from dppp.pipeline.generate import RESOLVED_BATCH_SIZE, run_generate
+from dppp.pipeline.renderers.tiny_diffusion import build_tiny_diffusion
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

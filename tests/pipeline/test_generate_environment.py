@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from dppp.cli import main
-from foundation.ray_cluster import start_ray
-from pipeline.listing import committed_shards
-from pipeline.storage.urls import open_storage
+from dppp.dataset.listing import committed_shards
+from dppp.foundation.ray_cluster import start_ray
+from dppp.foundation.storage.urls import open_storage
 from tests.conftest import FAKE_CREDENTIALS, s3_node_environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,17 +87,17 @@ def test_s3_generate_leaves_no_secret_in_ray_files_the_dataset_or_the_terminal(
 def test_an_output_that_stops_taking_writes_mid_run_ends_in_the_summary_and_a_rerun_finishes(
     ray_session, refuse_writes, monkeypatch, tmp_path, capsys
 ):
-    import pipeline.generate
-    from pipeline.records import read_index
+    import dppp.pipeline.generate as generate_module
+    from dppp.dataset.records import read_index
 
     out = tmp_path / "dataset"
-    start_ray_first = pipeline.generate.start_ray
+    start_ray_first = generate_module.start_ray
 
     def start_then_refuse(*args, **kwargs):  # dataset.json is written; from here on the driver's writes fail
         start_ray_first(*args, **kwargs)
         refuse_writes(out)
 
-    monkeypatch.setattr(pipeline.generate, "start_ray", start_then_refuse)
+    monkeypatch.setattr(generate_module, "start_ray", start_then_refuse)
     monkeypatch.setenv("COLUMNS", "400")  # rich's width: the summary's rows stay whole lines
     assert main(generate_argv(str(out))) == 1
     printed, err = capsys.readouterr()

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from dppp.cli import main
-from pipeline.generate import GenerationFailed, run_generate
-from pipeline.listing import committed_shards
-from pipeline.storage.urls import open_storage
+from dppp.dataset.listing import committed_shards
+from dppp.foundation.storage.urls import open_storage
+from dppp.pipeline.generate import GenerationFailed, run_generate
 from tests.conftest import s3_node_environment
 from tests.pipeline.test_generate import gen_config
 
@@ -111,9 +111,9 @@ def test_a_worker_removes_the_shard_folders_killed_writers_left_and_nothing_else
     import subprocess
     import tempfile
 
-    import pipeline.publish
-    from pipeline.plan import ShardPlan
-    from pipeline.worker import ShardWorker
+    import dppp.pipeline.publish as publish_module
+    from dppp.pipeline.plan import ShardPlan
+    from dppp.pipeline.worker import ShardWorker
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gone = subprocess.Popen(["true"])
@@ -133,9 +133,9 @@ def test_a_worker_removes_the_shard_folders_killed_writers_left_and_nothing_else
         left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("dppp-shard-"))
         assert left == sorted(v for k, v in folders.items() if k != "stale")
         written_in = []
-        publish = pipeline.publish.publish_shard
+        publish = publish_module.publish_shard
         monkeypatch.setattr(
-            pipeline.publish,
+            publish_module,
             "publish_shard",
             lambda storage, index, path, *a, **k: (
                 written_in.append(Path(path).parent.name) or publish(storage, index, path, *a, **k)

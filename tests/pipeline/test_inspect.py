@@ -7,13 +7,13 @@ import pytest
 from PIL import Image
 
 from dppp.cli import main
-from pipeline.index import write_index
-from pipeline.publish import publish_shard
-from pipeline.records import read_index, write_dataset_manifest
-from pipeline.shards.format import fragment_name, record_name, shard_name
-from pipeline.shards.writer import Sample, write_shard
-from pipeline.storage.urls import open_storage
-from pipeline.verify import verify_dataset
+from dppp.dataset.format import fragment_name, record_name, shard_name
+from dppp.dataset.index import write_index
+from dppp.dataset.records import read_index, write_dataset_manifest
+from dppp.dataset.shard_writer import Sample, write_shard
+from dppp.foundation.storage.urls import open_storage
+from dppp.pipeline.publish import publish_shard
+from dppp.pipeline.verify import verify_dataset
 from tests.conftest import FAKE_CREDENTIALS, pickle_payload, tar_bytes
 
 IDS_PER_SHARD, VIEWS, SHARDS = 2, 3, 3
@@ -145,7 +145,7 @@ def test_pickle_member_is_never_executed_by_any_command(tmp_path, make_samples, 
     evil.write_bytes(tar_bytes(good.members()[:2] + [(f"{good.key}.pickle", payload)] + good.members()[2:]))
     import hashlib
 
-    from pipeline.shards.writer import ShardInfo
+    from dppp.dataset.shard_writer import ShardInfo
 
     data = evil.read_bytes()
     publish_shard(
@@ -193,7 +193,7 @@ def test_stats_and_plot(dataset, tmp_path, capsys):
 
 def test_stats_leave_out_values_nobody_can_see(tmp_path, make_samples, capsys):
     """A taxonomy's hidden_when (a bag's colour without a bag): those samples are not counted for it."""
-    from pipeline.browse import dataset_stats
+    from dppp.pipeline.browse import dataset_stats
 
     storage = build_dataset(open_storage(str(tmp_path / "dataset")), tmp_path, make_samples)
     taxonomy = {"identity": {"lower_color": {"hidden_when": {"gender": "man"}}, "gender": {}}}
@@ -222,8 +222,8 @@ def test_grid(dataset, tmp_path, capsys):
 
 
 def test_a_setting_is_named_by_the_library_and_by_its_flag_on_the_command_line(dataset, tmp_path, capsys):
-    from foundation.errors import SettingError
-    from pipeline.browse import contact_grid
+    from dppp.foundation.errors import SettingError
+    from dppp.pipeline.browse import contact_grid
 
     with pytest.raises(SettingError, match="^n: must be at least 1, got 0$") as info:
         contact_grid(dataset.url, n=0)
@@ -285,7 +285,7 @@ def test_credentials_in_an_s3_url_are_refused_without_showing_them(url, capsys):
 
 
 def test_every_message_the_cli_prints_is_redacted(monkeypatch, capsys):
-    from foundation.errors import UserError
+    from dppp.foundation.errors import UserError
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCY")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "dppp")  # an id, not a secret: MinIO's user may be a word too
@@ -296,7 +296,7 @@ def test_every_message_the_cli_prints_is_redacted(monkeypatch, capsys):
             "mail me@home, http://minio:9000/b/k@v2, `dppp shards index s3://dppp/ds`"
         )
 
-    monkeypatch.setattr("pipeline.listing.list_shards", fail)
+    monkeypatch.setattr("dppp.dataset.listing.list_shards", fail)
     code, _, err = run(capsys, "ls", "s3://bucket/x")
     assert code == 2
     assert err == (
@@ -384,7 +384,7 @@ def test_verify_stops_when_asked_and_the_cli_says_how_far_it_got(tmp_path, make_
     import os
     import signal
 
-    from foundation.graceful_stop import StopRequest
+    from dppp.foundation.graceful_stop import StopRequest
 
     storage = build_dataset(open_storage(str(tmp_path / "dataset")), tmp_path, make_samples)
     stop = StopRequest()
@@ -397,7 +397,7 @@ def test_verify_stops_when_asked_and_the_cli_says_how_far_it_got(tmp_path, make_
         kwargs["stop"].wait(5)
         return verify_dataset(*args, **{**kwargs, "threads": 1})
 
-    monkeypatch.setattr("pipeline.verify.verify_dataset", verify_then_signal)
+    monkeypatch.setattr("dppp.pipeline.verify.verify_dataset", verify_then_signal)
     code, _, err = run(capsys, "verify", storage.url)
     assert (
         code == 143

@@ -8,11 +8,18 @@ import time
 
 import pytest
 
-from foundation.errors import SettingError
-from pipeline.leases import JobIdentity, LeasedQueue, Leases, live_leases, parse_lease, refuse_while_leased
-from pipeline.plan import ShardPlan
-from pipeline.shards.format import lease_name
-from pipeline.storage.urls import open_storage
+from dppp.dataset.format import lease_name
+from dppp.foundation.errors import SettingError
+from dppp.foundation.storage.urls import open_storage
+from dppp.pipeline.leases import (
+    JobIdentity,
+    LeasedQueue,
+    Leases,
+    live_leases,
+    parse_lease,
+    refuse_while_leased,
+)
+from dppp.pipeline.plan import ShardPlan
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -106,7 +113,7 @@ def test_racing_jobs_take_a_lease_once(tmp_path):
 
 
 def test_queue_skips_what_others_committed_and_waits_for_what_they_render(tmp_path):
-    from pipeline.records import write_dataset_manifest
+    from dppp.dataset.records import write_dataset_manifest
 
     storage = open_storage(str(tmp_path))
     write_dataset_manifest(storage, {"fingerprint": "f"})
@@ -126,7 +133,7 @@ def test_queue_skips_what_others_committed_and_waits_for_what_they_render(tmp_pa
 
 
 def committed_record(index: int, fingerprint: str) -> bytes:
-    from pipeline.records import ShardRecord
+    from dppp.dataset.records import ShardRecord
 
     record = ShardRecord(
         index=index, tar=f"shards/shard-{index:06d}.tar", count=1, pids=[index], keys=["k"], bytes=0,
@@ -136,8 +143,8 @@ def committed_record(index: int, fingerprint: str) -> bytes:
 
 
 def test_a_job_stops_once_another_job_replaced_the_dataset(tmp_path):
-    from pipeline.leases import DatasetReplaced
-    from pipeline.records import write_dataset_manifest
+    from dppp.dataset.records import write_dataset_manifest
+    from dppp.pipeline.leases import DatasetReplaced
 
     storage = open_storage(str(tmp_path))
     write_dataset_manifest(storage, {"fingerprint": "f"})

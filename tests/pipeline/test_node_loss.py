@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.generate import GenerationFailed, run_generate
-from pipeline.listing import committed_shards, list_objects
-from pipeline.storage.urls import open_storage
+from dppp.dataset.listing import committed_shards, list_objects
+from dppp.foundation.storage.urls import open_storage
+from dppp.pipeline.generate import GenerationFailed, run_generate
 from tests.pipeline.test_generate import gen_config, tar_digests
 from tests.ray_processes import descendants_titled, process_tree
 
@@ -38,7 +38,7 @@ def cluster():
     from ray._private import worker as ray_worker
     from ray.cluster_utils import Cluster
 
-    from foundation.ray_cluster import keep_cluster_messages_off_the_terminal
+    from dppp.foundation.ray_cluster import keep_cluster_messages_off_the_terminal
 
     temp = tempfile.mkdtemp(prefix="dppp-ray-", dir="/tmp")  # short: Ray's socket paths live under it
     with pytest.MonkeyPatch.context() as patch:
@@ -114,7 +114,7 @@ def assert_each_shard_committed_once(out: Path, shards: int, summary=None) -> No
     """One tar, fragment and record per planned shard and nothing else beside dataset.json and the index,
     every fragment agreeing with its record and tar (verify --deep); and, given the run's summary, each
     shard booked once by the driver (a lost attempt is a retry, never a second commit)."""
-    from pipeline.verify import verify_dataset
+    from dppp.pipeline.verify import verify_dataset
 
     listing = list_objects(open_storage(str(out)))
     assert sorted(listing.shards) == list(range(shards))
@@ -306,9 +306,9 @@ def kill_a_training_node_after_a_checkpoint(cluster, run: Path, alive) -> list:
 def test_train_resumes_from_the_newest_checkpoint_when_a_node_dies(cluster, nodes, train_data, tmp_path):
     """Two training workers on two of three nodes; a node hosting one dies after a checkpoint: Ray Train
     restarts the worker group on the two nodes left, from that checkpoint, and the run completes."""
+    from dppp.trainer.training.checkpoint import read_state
+    from dppp.trainer.training.train import run_train
     from tests.trainer.test_train import metrics, tiny_config
-    from trainer.checkpoint import read_state
-    from trainer.train import run_train
 
     nodes(3)
     out = tmp_path / "runs"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from pipeline.postprocess import OutputConfig, encode, extension, finish, resize
+from dppp.pipeline.postprocess import OutputConfig, encode, extension, finish, resize
 
 
 def gradient_image(width: int, height: int) -> Image.Image:

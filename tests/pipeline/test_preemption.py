@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from foundation.errors import Interrupted
-from pipeline.generate import run_generate
-from pipeline.records import read_index
-from pipeline.storage.urls import open_storage
+from dppp.dataset.records import read_index
+from dppp.foundation.errors import Interrupted
+from dppp.foundation.storage.urls import open_storage
+from dppp.pipeline.generate import run_generate
 from tests.pipeline.test_generate import ROOT, gen_config, tar_digests
 
 ARGS = {"identities": 24, "ids_per_shard": 2, "workers": 1}

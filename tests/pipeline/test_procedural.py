@@ -14,12 +14,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from foundation.errors import ConfigError
-from pipeline.renderer import load_renderer
-from pipeline.renderers.procedural import ProceduralRenderer, ProceduralRendererConfig
-from pipeline.renderers.procedural_canvas import Part
-from pipeline.renderers.procedural_colours import hash_colour, load_palette
-from prompts.spec import ViewSpec
+from dppp.foundation.errors import ConfigError
+from dppp.pipeline.renderer import load_renderer
+from dppp.pipeline.renderers.procedural.canvas import Part
+from dppp.pipeline.renderers.procedural.colours import hash_colour, load_palette
+from dppp.pipeline.renderers.procedural.renderer import ProceduralRenderer, ProceduralRendererConfig
+from dppp.prompts.spec import ViewSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 PALETTE = load_palette()
@@ -152,7 +152,7 @@ def test_second_process_renders_identical_pixels():
         "import json, sys, hashlib\n"
         "sys.path.insert(0, '.')\n"
         "from tests.pipeline.test_procedural import VARIED, digest\n"
-        "from pipeline.renderers.procedural import ProceduralRenderer\n"
+        "from dppp.pipeline.renderers.procedural.renderer import ProceduralRenderer\n"
         "print(json.dumps(digest(ProceduralRenderer(), VARIED)))\n"
     )
     out = subprocess.run(
@@ -438,12 +438,12 @@ def test_weather_changes_the_image():
 
 def test_every_value_of_the_shipped_taxonomy_has_a_drawing():
     """Guards against taxonomy drift: a new value would otherwise silently fall back to a generic look."""
-    from pipeline.renderers import procedural
-    from pipeline.renderers import procedural_figure as figure
-    from pipeline.renderers import procedural_scene as scene
-    from pipeline.renderers import procedural_style as style
-    from pipeline.renderers.procedural_colours import SKIN_TONES
-    from prompts.taxonomy import load_taxonomy
+    from dppp.pipeline.renderers import procedural
+    from dppp.pipeline.renderers.procedural import figure as figure
+    from dppp.pipeline.renderers.procedural import scene as scene
+    from dppp.pipeline.renderers.procedural import style as style
+    from dppp.pipeline.renderers.procedural.colours import SKIN_TONES
+    from dppp.prompts.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
     tables = {

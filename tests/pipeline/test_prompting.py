@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from foundation.errors import ConfigError
-from pipeline.config import GenerateConfig
-from pipeline.prompting import prompt_engine, token_counter_for
-from prompts.engine import PromptEngine
-from prompts.taxonomy import load_taxonomy
-from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
-from prompts.tokens import EstimatedTokenCounter, TokenizerCounter
+from dppp.foundation.errors import ConfigError
+from dppp.pipeline.config import GenerateConfig
+from dppp.pipeline.prompting import prompt_engine, token_counter_for
+from dppp.prompts.engine import PromptEngine
+from dppp.prompts.taxonomy import load_taxonomy
+from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
+from dppp.prompts.tokens import EstimatedTokenCounter, TokenizerCounter
 
 
 def generate(**fields) -> GenerateConfig:

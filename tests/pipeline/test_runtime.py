@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from foundation.errors import ConfigError
-from pipeline.renderers.diffusers_config import DiffusersRendererConfig
-from pipeline.runtime import Runtime, select_runtime
+from dppp.foundation.errors import ConfigError
+from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig
+from dppp.pipeline.runtime import Runtime, select_runtime
 
 
 def pick(cuda: bool, xformers: bool = False, bf16: bool = True, **config) -> Runtime:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from dppp.cli import main
-from pipeline.renderers.diffusers_config import DiffusersRendererConfig
-from pipeline.renderers.diffusers_renderer import DiffusersRenderer
-from pipeline.renderers.sd15_shaped import (
+from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig
+from dppp.pipeline.renderers.diffusers_renderer import DiffusersRenderer
+from dppp.pipeline.renderers.sd15_shaped import (
     build_sd15_shaped,
     build_sd15_shaped_pipeline,
     parameter_counts,
@@ -18,9 +18,9 @@ from pipeline.renderers.sd15_shaped import (
     unet_config,
     vae_config,
 )
-from pipeline.runtime import Machine
-from prompts.spec import ViewSpec
-from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
+from dppp.pipeline.runtime import Machine
+from dppp.prompts.spec import ViewSpec
+from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = Machine(cuda_available=False, xformers_available=False)

@@ -18,11 +18,11 @@ import pytest
 
 from dppp.cli import main
 from dppp.config import load_experiment
-from pipeline.generate import run_generate
-from pipeline.leases import JobIdentity, Leases
-from pipeline.listing import committed_shards
-from pipeline.records import read_index
-from pipeline.storage.urls import open_storage
+from dppp.dataset.listing import committed_shards
+from dppp.dataset.records import read_index
+from dppp.foundation.storage.urls import open_storage
+from dppp.pipeline.generate import run_generate
+from dppp.pipeline.leases import JobIdentity, Leases
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/demo.yaml")

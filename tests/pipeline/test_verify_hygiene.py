@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-import pipeline.verify
-from pipeline.publish import publish_shard
-from pipeline.records import write_dataset_manifest
-from pipeline.shards.writer import write_shard
-from pipeline.storage.urls import open_storage
-from pipeline.verify import verify_dataset
+import dppp.pipeline.verify as verify_module
+from dppp.dataset.records import write_dataset_manifest
+from dppp.dataset.shard_writer import write_shard
+from dppp.foundation.storage.urls import open_storage
+from dppp.pipeline.publish import publish_shard
+from dppp.pipeline.verify import verify_dataset
 from tests.ray_processes import is_running, title_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,13 +37,13 @@ def test_auto_verifies_an_object_store_on_threads_and_a_large_local_dataset_in_p
     moto_s3, tmp_path, make_samples, monkeypatch
 ):
     in_processes = []
-    real = pipeline.verify._verify_in_processes
+    real = verify_module._verify_in_processes
     monkeypatch.setattr(
-        pipeline.verify,
+        verify_module,
         "_verify_in_processes",
         lambda *args: in_processes.append(args[0].url) or real(*args),
     )
-    monkeypatch.setattr(pipeline.verify, "PROCESSES_FROM_BYTES", 0)  # every dataset counts as large
+    monkeypatch.setattr(verify_module, "PROCESSES_FROM_BYTES", 0)  # every dataset counts as large
     monkeypatch.setattr(os, "cpu_count", lambda: 2)  # and the machine has CPUs to spare
     s3 = publish_dataset(moto_s3.bucket() + "/ds", tmp_path, make_samples, 3)
     local = publish_dataset(str(tmp_path / "ds"), tmp_path, make_samples, 3)
@@ -139,8 +139,8 @@ def test_sigterm_ends_verify_and_its_worker_processes(tmp_path, make_samples):
 _POOL_BESIDE = """
 import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from pipeline.storage.urls import open_storage
-from pipeline.verify import _start_worker
+from dppp.foundation.storage.urls import open_storage
+from dppp.pipeline.verify import _start_worker
 
 spawn = multiprocessing.get_context("spawn")
 pool = ProcessPoolExecutor(1, mp_context=spawn, initializer=_start_worker, initargs=(os.getpid(), open_storage(sys.argv[1])))

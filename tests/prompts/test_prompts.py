@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import yaml
 
-from foundation.errors import ConfigError
-from prompts.config import PromptsConfig, ViewsConfig
-from prompts.dedup import count_distinct, distinct_lower_bound, signatures
-from prompts.engine import PromptEngine
-from prompts.taxonomy import SHIPPED_TAXONOMY, load_taxonomy
-from prompts.taxonomy_schema import CAMERA_COLUMNS
-from prompts.templates import article, is_plural
-from prompts.tokens import EstimatedTokenCounter, TokenizerCounter
+from dppp.foundation.errors import ConfigError
+from dppp.prompts.config import PromptsConfig, ViewsConfig
+from dppp.prompts.dedup import count_distinct, distinct_lower_bound, signatures
+from dppp.prompts.engine import PromptEngine
+from dppp.prompts.taxonomy import SHIPPED_TAXONOMY, load_taxonomy
+from dppp.prompts.taxonomy_schema import CAMERA_COLUMNS
+from dppp.prompts.templates import article, is_plural
+from dppp.prompts.tokens import EstimatedTokenCounter, TokenizerCounter
 
 # Upper 0.1% points of the chi-square distribution (df: value), from standard tables. A fixed seed makes
 # each test deterministic; alpha = 0.001 means a correct sampler fails it with probability 1/1000 per seed.
@@ -411,7 +411,7 @@ def test_dropping_a_list_item_also_saves_its_lead(tmp_path):
 
 
 def test_a_real_tokenizer_counts_exactly():
-    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
+    from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     tokenizer = build_tiny_clip_tokenizer()
     taxonomy = load_taxonomy(None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import CLIPTokenizer
 
-from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
+from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
 
 def test_round_trips_through_save_pretrained(tmp_path):

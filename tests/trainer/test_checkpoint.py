@@ -7,11 +7,17 @@ import json
 import pytest
 import torch
 
-from foundation.errors import DataError
-from trainer.checkpoint import load_checkpoint, read_state, restore_model, restore_optimizer, save_checkpoint
-from trainer.config import TrainConfig
-from trainer.model import build_model
-from trainer.toy_batch import STYLE_VOCAB, toy_batch, toy_model_config
+from dppp.foundation.errors import DataError
+from dppp.trainer.methods.model import build_model
+from dppp.trainer.training.checkpoint import (
+    load_checkpoint,
+    read_state,
+    restore_model,
+    restore_optimizer,
+    save_checkpoint,
+)
+from dppp.trainer.training.config import TrainConfig
+from tests.helpers.toy_batch import STYLE_VOCAB, toy_batch, toy_model_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -163,7 +169,7 @@ def _ray_snapshot(names: list[str]) -> dict:
 
 
 def test_resume_skips_removed_and_damaged_checkpoints_and_names_them(tmp_path, batch):
-    from trainer.resume import SNAPSHOT, prepare_resume
+    from dppp.trainer.training.resume import SNAPSHOT, prepare_resume
 
     model, optimizer = trained_pdm(batch)
     names = ["checkpoint_a", "checkpoint_b", "checkpoint_c", "checkpoint_d"]

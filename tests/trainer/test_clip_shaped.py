@@ -9,7 +9,12 @@ def test_the_config_is_clip_vit_b16_with_149_6_m_parameters_and_a_matching_token
     import torch
     from transformers import CLIPModel
 
-    from trainer.clip_shaped import PARAMETERS, VOCAB_SIZE, clip_vit_b16_config, clip_vit_b16_tokenizer
+    from dppp.trainer.clip.clip_shaped import (
+        PARAMETERS,
+        VOCAB_SIZE,
+        clip_vit_b16_config,
+        clip_vit_b16_tokenizer,
+    )
 
     tokenizer = clip_vit_b16_tokenizer()
     assert len(tokenizer) == VOCAB_SIZE
@@ -39,8 +44,8 @@ def test_the_folder_loads_as_a_clip_backbone(tmp_path):
     from transformers import AutoTokenizer, CLIPModel
 
     from dppp.cli import main
-    from trainer.backbone import check_backbone
-    from trainer.clip_shaped import PARAMETERS
+    from dppp.trainer.clip.backbone import check_backbone
+    from dppp.trainer.clip.clip_shaped import PARAMETERS
 
     out = tmp_path / "clip-b16"
     assert main(["models", "clip-vit-b16-shaped", str(out)]) == 0

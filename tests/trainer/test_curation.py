@@ -14,12 +14,12 @@ from PIL import Image
 from benchmarks.curation_defects import DEFECTS, corrupt_dataset
 from dppp.cli import main
 from dppp.config import load_experiment
-from foundation.errors import SettingError
-from pipeline.curation import CURATION_NAME, REJECTS_SHEET, read_curation
-from pipeline.storage.urls import open_storage
+from dppp.dataset.curation import CURATION_NAME, REJECTS_SHEET, read_curation
+from dppp.foundation.errors import SettingError
+from dppp.foundation.storage.urls import open_storage
+from dppp.trainer.curation.config import CurateConfig, SignalThresholds
+from dppp.trainer.curation.signals import decide, identity_signals, pixel_signals, prompt_signals
 from tests.conftest import s3_node_environment
-from trainer.curation.config import CurateConfig, SignalThresholds
-from trainer.curation.signals import decide, identity_signals, pixel_signals, prompt_signals
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -115,7 +115,7 @@ def ray_local(_moto_server):
     actors no credentials: a cluster's nodes have their own), as tests/pipeline's ray_instance does."""
     import ray
 
-    from foundation.ray_cluster import start_ray
+    from dppp.foundation.ray_cluster import start_ray
 
     with s3_node_environment(_moto_server):
         start_ray(None, 2)
@@ -127,9 +127,9 @@ def ray_local(_moto_server):
 def corrupted(tmp_path_factory, ray_local) -> tuple[Path, Path, dict[str, str]]:
     """A tiny demo-like dataset (8 identities, 2 shards), and a copy with 15% of its images planted.
     Rendered in this process by generate's own worker (the generate job is tested elsewhere)."""
-    from pipeline.generate import build_plan, prepare_output
-    from pipeline.index import write_index
-    from pipeline.worker import ShardWorker
+    from dppp.dataset.index import write_index
+    from dppp.pipeline.generate import build_plan, prepare_output
+    from dppp.pipeline.worker import ShardWorker
 
     root = tmp_path_factory.mktemp("curate")
     sets = [f"generate.out={root / 'clean'}", "generate.identities=8", "generate.ids_per_shard=4"]
@@ -150,7 +150,7 @@ def config(**overrides) -> CurateConfig:
 @pytest.fixture(scope="module")
 def curated(corrupted, tmp_path_factory):
     """curate on a copy of the corrupted dataset: (dataset path, summary)."""
-    from trainer.curation.job import run_curate
+    from dppp.trainer.curation.job import run_curate
 
     path = tmp_path_factory.mktemp("curated") / "bad"
     shutil.copytree(corrupted[1], path)
@@ -184,14 +184,14 @@ def test_curate_writes_one_row_per_sample_and_rejects_the_planted_defects(corrup
     assert sheet.width > 100 and sheet.height > 100
     stats = read_curation(open_storage(str(path)), rows=False).counts
     assert stats.kept == sum(r["keep"] for r in table)
-    from pipeline.verify import verify_dataset
+    from dppp.pipeline.verify import verify_dataset
 
     report = verify_dataset(str(path))  # curate's files belong to the dataset: never 'extra'
     assert report.ok, [(check.name, check.problems) for check in report.checks]
 
 
 def test_rerun_resumes_and_gives_the_same_bytes(curated):
-    from trainer.curation.job import plan_curation, run_curate
+    from dppp.trainer.curation.job import plan_curation, run_curate
 
     path, _ = curated
     first = (path / CURATION_NAME).read_bytes()
@@ -210,7 +210,7 @@ def test_rerun_resumes_and_gives_the_same_bytes(curated):
 
 @pytest.mark.slow
 def test_curate_to_loopback_s3_gives_the_same_file(curated, moto_s3):
-    from trainer.curation.job import run_curate
+    from dppp.trainer.curation.job import run_curate
 
     path, _ = curated
     url = moto_s3.bucket("curate") + "/demo"
@@ -229,7 +229,7 @@ def test_curate_to_loopback_s3_gives_the_same_file(curated, moto_s3):
 
 
 def test_training_leaves_out_the_rejects_and_refuses_a_foreign_file(corrupted, curated):
-    from trainer.data.sources import open_training_data
+    from dppp.trainer.data.sources import open_training_data
 
     clean, _, _ = corrupted
     path, _ = curated
@@ -261,7 +261,7 @@ def test_a_file_of_another_dataset_is_refused_with_exit_2(curated, tmp_path, cap
 
 
 def test_evaluation_splits_leave_out_the_rejects(curated):
-    from trainer.readers import read_synthetic
+    from dppp.trainer.data.readers import read_synthetic
 
     path, _ = curated
     rejected = {r["key"] for r in rows(path) if not r["keep"]}

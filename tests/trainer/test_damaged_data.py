@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from foundation.errors import DamagedDataError
-from pipeline.shards.limits import MemberLimits
-from pipeline.shards.reader import OversizedMemberError
-from pipeline.storage.config import StorageConfig
+from dppp.dataset.limits import MemberLimits, ShardStorageConfig
+from dppp.dataset.shard_reader import OversizedMemberError
+from dppp.foundation.errors import DamagedDataError
 from tests.trainer.test_data import write_dataset
 from tests.trainer.test_train import ray_cluster, tiny_config  # noqa: F401 (the module's Ray fixture)
 
@@ -21,10 +20,10 @@ def small_dataset(tmp_path_factory) -> str:
 
 
 def test_the_loader_reads_with_the_member_limits_of_its_storage_config(small_dataset):
-    from trainer.data.sources import open_training_data
-    from trainer.data.unit_reader import UnitReader
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.data.unit_reader import UnitReader
 
-    tight = StorageConfig(member_limits=MemberLimits(json_max=100))  # every json here is ~300 bytes
+    tight = ShardStorageConfig(member_limits=MemberLimits(json_max=100))  # every json here is ~300 bytes
     data = open_training_data([small_dataset], tight)
     unit = data.units[0]
     with pytest.raises(OversizedMemberError, match=rf"^{unit.name}: member 'p000000_v000.json' is \d+ B "):
@@ -41,7 +40,7 @@ def _copy(url: str, tmp_path) -> str:
 
 
 def _tar(url: str, index: int = 1):
-    from pipeline.shards.format import shard_name
+    from dppp.dataset.format import shard_name
 
     return Path(url) / shard_name(index)
 
@@ -61,7 +60,7 @@ def _corrupt_a_header(path: Path) -> tuple[str, int]:
 
 def test_a_tar_the_listing_shows_damaged_is_refused_before_ray_starts(small_dataset, tmp_path, capsys):
     from dppp.cli import main
-    from trainer.data.sources import open_training_data
+    from dppp.trainer.data.sources import open_training_data
 
     url = _copy(small_dataset, tmp_path)
     tar = _tar(url)
@@ -88,11 +87,11 @@ def test_a_tar_the_listing_shows_damaged_is_refused_before_ray_starts(small_data
 def test_damage_inside_a_tar_reads_as_one_line_from_a_loader_process(small_dataset, tmp_path):
     """A header spoilt in place (the listing cannot tell): the DataLoader process's error, re-made by torch
     with its traceback, is given back as the reader's own line naming the shard and the member."""
+    from dppp.trainer.data.loader import make_loader
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.data.streams import PKBatchStream
+    from dppp.trainer.training.run_failures import one_line
     from tests.trainer.test_data import config
-    from trainer.data.loader import make_loader
-    from trainer.data.sources import open_training_data
-    from trainer.data.streams import PKBatchStream
-    from trainer.run_failures import one_line
 
     url = _copy(small_dataset, tmp_path)
     after, offset = _corrupt_a_header(_tar(url, 0))
@@ -113,9 +112,9 @@ def test_a_worker_s_user_error_ends_the_run_but_a_lost_worker_or_an_outage_does_
     """Ray Train's controller calls StopOnUserError.after_exception with each failed worker's exception."""
     import torch._utils
 
-    from foundation.errors import DataError
-    from pipeline.storage.base import StorageUnavailable
-    from trainer.run_failures import StopOnUserError
+    from dppp.foundation.errors import DataError
+    from dppp.foundation.storage.base import StorageUnavailable
+    from dppp.trainer.training.run_failures import StopOnUserError
 
     try:
         raise DamagedDataError("s3://b/ds/shards/shard-000001.tar: truncated or corrupted tar")
@@ -173,7 +172,7 @@ def test_train_on_a_tar_damaged_inside_stops_at_once_in_one_line(tmp_path, capsy
 def _newest_checkpoint(run: Path) -> Path:
     import json
 
-    from trainer.resume import SNAPSHOT
+    from dppp.trainer.training.resume import SNAPSHOT
 
     snapshot = json.loads((run / SNAPSHOT).read_text())
     return run / snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
@@ -186,8 +185,8 @@ def test_resume_falls_back_past_a_damaged_or_removed_newest_checkpoint(tmp_path,
     falling back to the one before (phase 2's start), it trains phase 2's epoch again."""
     import shutil
 
-    from trainer.checkpoint import read_state
-    from trainer.train import run_train
+    from dppp.trainer.training.checkpoint import read_state
+    from dppp.trainer.training.train import run_train
 
     url = write_dataset(str(tmp_path / "ds"), n_ids=12, ids_per_shard=3)
     out, run = tmp_path / "runs", tmp_path / "runs" / "t"

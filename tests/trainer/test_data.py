@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from foundation.errors import DataError
+from dppp.foundation.errors import DataError
+from dppp.trainer.training.config import DataConfig
 from tests.conftest import make_samples
-from trainer.config import DataConfig
 
 TAXONOMY = {
     "identity": {
@@ -34,10 +34,10 @@ def write_dataset(
     """A dppp dataset of procedural JPEGs: dataset.json, tars, records (the first `commit` shards only)."""
     import tempfile
 
-    from pipeline.publish import publish_shard
-    from pipeline.records import write_dataset_manifest
-    from pipeline.shards.writer import write_shard
-    from pipeline.storage.urls import open_storage
+    from dppp.dataset.records import write_dataset_manifest
+    from dppp.dataset.shard_writer import write_shard
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.pipeline.publish import publish_shard
 
     storage = open_storage(url)
     write_dataset_manifest(storage, {"format": "dppp-dataset/1", "taxonomy": TAXONOMY})
@@ -68,7 +68,7 @@ def config(**overrides) -> DataConfig:
 
 
 def test_open_reads_only_committed_shards(tmp_path):
-    from trainer.data.sources import open_training_data
+    from dppp.trainer.data.sources import open_training_data
 
     url = write_dataset(str(tmp_path / "partial"), n_ids=12, ids_per_shard=3, commit=2)
     data = open_training_data([url])
@@ -80,7 +80,7 @@ def test_open_reads_only_committed_shards(tmp_path):
 
 
 def test_no_committed_shard_is_a_clear_error(tmp_path):
-    from trainer.data.sources import open_training_data
+    from dppp.trainer.data.sources import open_training_data
 
     url = write_dataset(str(tmp_path / "empty"), n_ids=3, ids_per_shard=3, commit=0)
     with pytest.raises(DataError, match="no committed shard"):
@@ -90,7 +90,7 @@ def test_no_committed_shard_is_a_clear_error(tmp_path):
 
 
 def test_two_sources_keep_their_identities_apart(tmp_path, dataset_url):
-    from trainer.data.sources import open_training_data
+    from dppp.trainer.data.sources import open_training_data
 
     other = write_dataset(str(tmp_path / "other"), n_ids=6, ids_per_shard=3)  # pids 0..5 again
     data = open_training_data([dataset_url, other])
@@ -100,7 +100,7 @@ def test_two_sources_keep_their_identities_apart(tmp_path, dataset_url):
 
 
 def test_shards_for_rank_is_a_disjoint_equal_seeded_split():
-    from trainer.data.plan import shards_for_rank
+    from dppp.trainer.data.plan import shards_for_rank
 
     for world in (1, 2, 3):
         slices = [shards_for_rank(8, epoch=1, seed=5, rank=r, world=world) for r in range(world)]
@@ -114,7 +114,7 @@ def test_shards_for_rank_is_a_disjoint_equal_seeded_split():
 
 
 def test_plan_process_batches_are_p_distinct_identities_of_k_images():
-    from trainer.data.plan import plan_process
+    from dppp.trainer.data.plan import plan_process
 
     sizes = [[5, 2, 9], [4, 4, 1], [7, 3, 3]]
     batches = plan_process(
@@ -138,7 +138,7 @@ def test_plan_process_batches_are_p_distinct_identities_of_k_images():
 
 
 def test_round_robin_take_matches_dataloader_order():
-    from trainer.data.plan import round_robin_take
+    from dppp.trainer.data.plan import round_robin_take
 
     assert round_robin_take([3, 1, 2], 6) == [3, 1, 2]
     assert round_robin_take([3, 1, 2], 4) == [2, 1, 1]
@@ -149,9 +149,9 @@ def test_round_robin_take_matches_dataloader_order():
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_ranks_get_disjoint_shards_same_steps_and_exact_pk_batches(dataset_url, num_workers):
-    from trainer.data.loader import make_loader
-    from trainer.data.sources import open_training_data
-    from trainer.data.streams import PKBatchStream
+    from dppp.trainer.data.loader import make_loader
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.data.streams import PKBatchStream
 
     data = open_training_data([dataset_url])
     cfg = config(num_workers=num_workers)
@@ -187,9 +187,9 @@ def test_ranks_get_disjoint_shards_same_steps_and_exact_pk_batches(dataset_url, 
 
 
 def test_batches_are_deterministic_and_resume_skips_exactly(dataset_url):
-    from trainer.data.loader import make_loader
-    from trainer.data.sources import open_training_data
-    from trainer.data.streams import PKBatchStream
+    from dppp.trainer.data.loader import make_loader
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.data.streams import PKBatchStream
 
     data = open_training_data([dataset_url])
     cfg = config(num_workers=2)
@@ -208,8 +208,8 @@ def test_batches_are_deterministic_and_resume_skips_exactly(dataset_url):
 
 
 def test_stream_from_loopback_s3_matches_local(moto_s3, dataset_url, tmp_path):
-    from trainer.data.sources import open_training_data
-    from trainer.data.streams import PKBatchStream
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.data.streams import PKBatchStream
 
     url = write_dataset(moto_s3.bucket() + "/ds", n_ids=24, ids_per_shard=3)
     s3, local = open_training_data([url]), open_training_data([dataset_url])
@@ -222,8 +222,8 @@ def test_stream_from_loopback_s3_matches_local(moto_s3, dataset_url, tmp_path):
 
 
 def test_too_few_identities_per_rank_is_a_clear_error(dataset_url):
-    from trainer.data.sources import open_training_data
-    from trainer.data.streams import PKBatchStream
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.data.streams import PKBatchStream
 
     data = open_training_data([dataset_url])
     with pytest.raises(DataError, match="no batch of 40 identities"):
@@ -233,8 +233,8 @@ def test_too_few_identities_per_rank_is_a_clear_error(dataset_url):
 def test_market_folder_trains_through_the_same_interface(tmp_path):
     from PIL import Image
 
-    from trainer.data.sources import open_training_data
-    from trainer.data.streams import PKBatchStream
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.data.streams import PKBatchStream
 
     root = tmp_path / "market"
     for sub in ("bounding_box_train", "bounding_box_test", "query"):
@@ -257,8 +257,8 @@ def test_market_folder_trains_through_the_same_interface(tmp_path):
 
 
 def test_all_images_stream_covers_every_image_once(dataset_url):
-    from trainer.data.sources import open_training_data
-    from trainer.data.streams import AllImagesStream
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.data.streams import AllImagesStream
 
     data = open_training_data([dataset_url])
     seen = Counter()
@@ -276,9 +276,9 @@ def test_persistent_loader_processes_give_each_epoch_the_batches_of_one_loader_p
     """One set of loader processes walks every epoch (no fork per epoch), yet each epoch's batches are
     exactly one fresh DataLoader's, in its order, also for a resumed first epoch (skip) and when the
     processes' shares of an epoch differ (the pads keep DataLoader's round robin aligned per epoch)."""
-    from trainer.data.loader import epoch_batches, make_loader
-    from trainer.data.sources import open_training_data
-    from trainer.data.streams import PKBatchStream
+    from dppp.trainer.data.loader import epoch_batches, make_loader
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.data.streams import PKBatchStream
 
     data = open_training_data([dataset_url])
     cfg = config(num_workers=processes)
@@ -304,7 +304,7 @@ def test_persistent_loader_processes_give_each_epoch_the_batches_of_one_loader_p
 def _reference_augment(data: bytes, rng, cfg, size) -> torch.Tensor:
     """The training augmentation written plainly, one image at a time (pad the whole image, crop,
     normalise by the textbook formula, erase): what the loader's batch path must reproduce."""
-    from trainer.transforms import CLIP_MEAN, CLIP_STD, decode_rgb
+    from dppp.trainer.data.transforms import CLIP_MEAN, CLIP_STD, decode_rgb
 
     height, width = size
     image = decode_rgb(data, "ref", size)
@@ -334,11 +334,11 @@ def _reference_augment(data: bytes, rng, cfg, size) -> torch.Tensor:
 def test_batch_pixels_are_the_plain_per_image_augmentation(dataset_url, erase_p):
     """The loader writes uint8 pixels into one batch array, pad-crops without a padded copy and
     normalises the whole batch at once: the same numbers, drawn in the same order, as the plain path."""
-    from pipeline.shards.reader import read_shard
-    from trainer.config import AugmentConfig
-    from trainer.data.loader import make_loader
-    from trainer.data.sources import open_training_data
-    from trainer.data.streams import PKBatchStream
+    from dppp.dataset.shard_reader import read_shard
+    from dppp.trainer.data.loader import make_loader
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.data.streams import PKBatchStream
+    from dppp.trainer.training.config import AugmentConfig
 
     data = open_training_data([dataset_url])
     augment = AugmentConfig(flip_p=0.5, pad=5, erase_p=erase_p)
@@ -363,8 +363,8 @@ def test_batch_pixels_are_the_plain_per_image_augmentation(dataset_url, erase_p)
 def test_one_image_transform_matches_the_batch_path():
     """EvalTransform / ReidAugment called on one image (evaluation, the folder baseline) give the batch
     path's pixels bit for bit."""
-    from trainer.config import AugmentConfig
-    from trainer.transforms import ReidAugment, erase, normalise_batch
+    from dppp.trainer.data.transforms import ReidAugment, erase, normalise_batch
+    from dppp.trainer.training.config import AugmentConfig
 
     jpgs = [s.image_bytes for s in make_samples(1, 4, size=(32, 64))]
     transform = ReidAugment(AugmentConfig(erase_p=1.0, pad=4), (64, 32))

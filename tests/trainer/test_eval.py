@@ -1,4 +1,4 @@
-"""`dppp eval` / trainer.evaluate.run_eval: a saved tiny model on a real synthetic dataset (tar shards +
+"""`dppp eval` / dppp.trainer.evaluation.evaluate.run_eval: a saved tiny model on a real synthetic dataset (tar shards +
 index.parquet) and on a fabricated Market-1501 folder; the report; models on S3; the errors users see."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from dppp.cli import main
-from foundation.errors import DataError, UserError
+from dppp.foundation.errors import DataError, UserError
+from dppp.trainer.evaluation.config import EvalConfig
+from dppp.trainer.evaluation.evaluate import run_eval
 from tests.trainer.test_data import write_dataset
-from trainer.eval_config import EvalConfig
-from trainer.evaluate import run_eval
 
 MARKET_PIDS = (2, 7, 11, 23, 42)
 
@@ -22,9 +22,9 @@ MARKET_PIDS = (2, 7, 11, 23, 42)
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A BoT checkpoint of a randomly initialised tiny CLIP at 64x32 (what toy_batch and the shards use)."""
-    from trainer.checkpoint import save_checkpoint
-    from trainer.model import build_model
-    from trainer.toy_batch import toy_model_config
+    from dppp.trainer.methods.model import build_model
+    from dppp.trainer.training.checkpoint import save_checkpoint
+    from tests.helpers.toy_batch import toy_model_config
 
     model = build_model(toy_model_config("bot"), num_classes=6, style_vocab={})
     model.set_phase(2)
@@ -34,8 +34,8 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def synthetic_url(tmp_path_factory) -> str:
     """6 identities of 2-6 views over 4 virtual cameras, committed shards and index.parquet."""
-    from pipeline.index import write_index
-    from pipeline.storage.urls import open_storage
+    from dppp.dataset.index import write_index
+    from dppp.foundation.storage.urls import open_storage
 
     url = write_dataset(str(tmp_path_factory.mktemp("synthetic") / "ds"), n_ids=6, ids_per_shard=3)
     write_index(open_storage(url))
@@ -67,8 +67,8 @@ def market_dir(tmp_path_factory) -> Path:
 
 
 def test_report_on_synthetic_and_market(model_dir, synthetic_url, market_dir, tmp_path):
-    from trainer.data.specs import read_dataset
-    from trainer.metrics import chance_rank1
+    from dppp.trainer.data.specs import read_dataset
+    from dppp.trainer.evaluation.metrics import chance_rank1
 
     out = tmp_path / "reports" / "report.json"
     specs = [f"synthetic:{synthetic_url}", f"market1501:{market_dir}"]
@@ -116,12 +116,12 @@ def test_report_on_synthetic_and_market(model_dir, synthetic_url, market_dir, tm
 def test_figures_are_the_library_pipeline_and_deterministic(model_dir, synthetic_url):
     """run_eval = load_checkpoint -> EvalTransform -> extract_features -> distance_matrix -> evaluate_ranking,
     computed here by hand; a second run gives the same figures."""
-    from trainer.checkpoint import load_checkpoint
-    from trainer.data.specs import read_dataset
-    from trainer.features import distance_matrix, extract_features
-    from trainer.metrics import evaluate_ranking
-    from trainer.readers import synthetic_images
-    from trainer.transforms import EvalTransform
+    from dppp.trainer.data.readers import synthetic_images
+    from dppp.trainer.data.specs import read_dataset
+    from dppp.trainer.data.transforms import EvalTransform
+    from dppp.trainer.evaluation.features import distance_matrix, extract_features
+    from dppp.trainer.evaluation.metrics import evaluate_ranking
+    from dppp.trainer.training.checkpoint import load_checkpoint
 
     config = EvalConfig(flip=True, metric="euclidean", synthetic={"seed": 3})
     report = run_eval(str(model_dir), [f"synthetic:{synthetic_url}"], config)
@@ -169,8 +169,8 @@ def test_training_run_folder_and_datasets_from_the_config(model_dir, market_dir)
 def test_model_from_s3_downloads_only_the_weights(moto_s3, model_dir, market_dir, tmp_path):
     """The checkpoint files live on a real HTTP S3 endpoint (moto on loopback) under <run>/final/, with an
     optimizer state too: evaluation fetches checkpoint.json and the weights, and the figures match."""
-    from pipeline.storage.urls import open_storage
-    from trainer.checkpoint import load_checkpoint, save_checkpoint
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.trainer.training.checkpoint import load_checkpoint, save_checkpoint
 
     model, _ = load_checkpoint(model_dir)
     with_optimizer = save_checkpoint(

@@ -1,13 +1,13 @@
 """`dppp eval --ranks OUT.png`: queries with their top-k gallery images, true matches framed green,
-others red (trainer/rank_picture.py), on the Market-1501 folder every model retrieves perfectly."""
+others red (trainer/evaluation/rank_picture.py), on the Market-1501 folder every model retrieves perfectly."""
 
 from __future__ import annotations
 
 from PIL import Image
 
 from dppp.cli import main
+from dppp.trainer.evaluation.rank_picture import MATCH_FRAME, MISS_FRAME, QUERY_FRAME
 from tests.trainer.test_eval import MARKET_PIDS, market_dir, model_dir, synthetic_url  # noqa: F401 (fixtures)
-from trainer.rank_picture import MATCH_FRAME, MISS_FRAME, QUERY_FRAME
 
 
 def test_ranks_picture_frames_true_matches_green_and_others_red(model_dir, market_dir, tmp_path, capsys):  # noqa: F811

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer.features import distance_matrix, extract_features
-from trainer.metrics import evaluate_ranking
-from trainer.readers import ReidItem, read_market1501
+from dppp.trainer.data.readers import ReidItem, read_market1501
+from dppp.trainer.evaluation.features import distance_matrix, extract_features
+from dppp.trainer.evaluation.metrics import evaluate_ranking
 
 
 def column_means(batch: torch.Tensor) -> torch.Tensor:
@@ -97,7 +97,7 @@ def test_items_from_a_reader_are_loaded_with_the_transform(tmp_path):
     with pytest.raises(ValueError, match="need a transform"):
         extract_features(mean_colour, split.query)
     with pytest.raises(
-        ValueError, match="inside a shard: pass the images of trainer.readers.synthetic_images"
+        ValueError, match="inside a shard: pass the images of dppp.trainer.data.readers.synthetic_images"
     ):
         extract_features(
             mean_colour, [ReidItem("shards/shard-000000.tar#p000001_v000", 1, 1)], transform=to_tensor

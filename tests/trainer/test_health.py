@@ -1,4 +1,4 @@
-"""PDM's phase-1 health report (trainer/health.py): what it measures and when it warns."""
+"""PDM's phase-1 health report (trainer/methods/health.py): what it measures and when it warns."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainer.health import format_report, health_report, linear_probe, probe_split
+from dppp.trainer.methods.health import format_report, health_report, linear_probe, probe_split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from trainer import losses
+from dppp.trainer.methods import losses
 
 
 def normalised(*shape, seed=0):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from foundation.errors import DataError
-from trainer.metrics import _count_sorted_below, evaluate_ranking, re_rank
-from trainer.metrics_reference import reference_eval_market1501, reference_re_ranking
+from dppp.foundation.errors import DataError
+from dppp.trainer.evaluation.metrics import _count_sorted_below, evaluate_ranking, re_rank
+from tests.helpers.metrics_reference import reference_eval_market1501, reference_re_ranking
 
 
 def one_query(dists, g_pids, g_camids, q_pid=1, q_camid=1, max_rank=5):
@@ -217,7 +217,7 @@ def test_re_rank_rejects_bad_arguments():
 
 
 def test_chance_rank1_is_the_mean_hit_rate_of_a_random_ranking():
-    from trainer.metrics import chance_rank1
+    from dppp.trainer.evaluation.metrics import chance_rank1
 
     # query 0 (pid 1, cam 1): gallery after exclusion = entries 1, 2, 3 (entry 0 is pid 1 cam 1) -> 1 match of 3
     # query 1 (pid 3, cam 1): no true match -> skipped, like evaluate_ranking skips it

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dppp.config import load_experiment
-from foundation.errors import ConfigError
-from trainer.eval_config import EvalConfig
+from dppp.foundation.errors import ConfigError
+from dppp.trainer.evaluation.config import EvalConfig
 
 
 def test_defaults_follow_the_protocol_and_the_paper():

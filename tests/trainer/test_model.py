@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from foundation.errors import ConfigError, DataError
-from trainer.model import build_model
-from trainer.text_prompts import encode_prompt, inject
-from trainer.toy_batch import STYLE_VOCAB, toy_batch, toy_model_config
+from dppp.foundation.errors import ConfigError, DataError
+from dppp.trainer.methods.model import build_model
+from dppp.trainer.methods.text_prompts import encode_prompt, inject
+from tests.helpers.toy_batch import STYLE_VOCAB, toy_batch, toy_model_config
 
 METHOD_PHASES = [("pdm", 1), ("pdm", 2), ("clipreid", 1), ("clipreid", 2), ("bot", 2)]
 LOSS_NAMES = {
@@ -125,7 +125,7 @@ def test_position_embeddings_are_interpolated_to_the_reid_grid():
 
 
 def test_loads_clip_from_a_local_folder_like_a_hub_model(tmp_path, batch):
-    from trainer.tiny_clip import build_tiny_clip
+    from dppp.trainer.clip.tiny_clip import build_tiny_clip
 
     config = toy_model_config("pdm")
     clip, tokenizer = build_tiny_clip(config.tiny, config.image_size[0], seed=config.init_seed)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from trainer.model import build_model
-from trainer.toy_batch import STYLE_VOCAB, toy_batch, toy_model_config
+from dppp.trainer.methods.model import build_model
+from tests.helpers.toy_batch import STYLE_VOCAB, toy_batch, toy_model_config
 
 IDENTITIES, VIEWS = 4, 4
 

@@ -29,16 +29,16 @@ SMALL = {
 
 
 def small_model_config(**overrides):
-    from trainer.pretrain_config import PretrainModelConfig
+    from dppp.trainer.pretraining.config import PretrainModelConfig
 
     return PretrainModelConfig.model_validate({"architecture": SMALL, "image_size": [64, 32], **overrides})
 
 
 def pairs(n_ids: int = 8):
     """One (image, prompt) batch from real shards through the streaming loader (texts=True)."""
-    from trainer.config import DataConfig
-    from trainer.data.sources import open_training_data
-    from trainer.data.streams import PKBatchStream
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.data.streams import PKBatchStream
+    from dppp.trainer.training.config import DataConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         url = write_dataset(f"{tmp}/ds", n_ids=n_ids, ids_per_shard=n_ids)
@@ -48,7 +48,7 @@ def pairs(n_ids: int = 8):
 
 
 def test_a_few_pretraining_steps_lower_the_contrastive_loss():
-    from trainer.clip_pretrain import ClipPretrainModel
+    from dppp.trainer.pretraining.clip_pretrain import ClipPretrainModel
 
     batch = pairs(4)  # the toy prompts name gender and colour: 4 people, 4 different prompts
     assert len(set(batch["texts"])) == 4 and batch["texts"][0].startswith("a photo of a ")
@@ -67,9 +67,9 @@ def test_a_few_pretraining_steps_lower_the_contrastive_loss():
 
 
 def test_pretrained_folder_loads_as_a_backbone_with_identical_features(tmp_path):
-    from trainer.backbone import load_backbone
-    from trainer.clip_pretrain import ClipPretrainModel
-    from trainer.model_config import ModelConfig
+    from dppp.trainer.clip.backbone import load_backbone
+    from dppp.trainer.methods.config import ModelConfig
+    from dppp.trainer.pretraining.clip_pretrain import ClipPretrainModel
 
     model = ClipPretrainModel(small_model_config()).eval()
     folder = model.save_pretrained(tmp_path / "clip")
@@ -89,8 +89,8 @@ def test_pretrained_folder_loads_as_a_backbone_with_identical_features(tmp_path)
 
 def test_the_whole_word_tokenizer_fits_every_prompt_in_77_tokens():
     from dppp.config import load_experiment
-    from pipeline.prompting import prompt_engine
-    from trainer.clip_pretrain import pretrain_tokenizer
+    from dppp.pipeline.prompting import prompt_engine
+    from dppp.trainer.pretraining.clip_pretrain import pretrain_tokenizer
 
     tokenizer = pretrain_tokenizer(77)
     engine = prompt_engine(load_experiment(ROOT / "configs" / "pretrain.yaml").generate)
@@ -115,7 +115,7 @@ def small_dataset(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory) -> Path:
-    from trainer.clip_pretrain import ClipPretrainModel
+    from dppp.trainer.pretraining.clip_pretrain import ClipPretrainModel
 
     return ClipPretrainModel(small_model_config()).save_pretrained(tmp_path_factory.mktemp("clip") / "clip")
 
@@ -128,7 +128,7 @@ def copy_folder(source: Path, target: Path) -> Path:
 
 
 def test_bad_backbone_folders_exit_2_with_one_message(tmp_path, capsys, small_dataset, clip_folder):
-    from prompts.tiny_tokenizer import build_tiny_clip_tokenizer
+    from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -174,10 +174,10 @@ def test_bad_backbone_folders_exit_2_with_one_message(tmp_path, capsys, small_da
 
 
 def test_pretraining_data_without_prompts_exits_2(tmp_path, capsys):
-    from pipeline.publish import publish_shard
-    from pipeline.records import write_dataset_manifest
-    from pipeline.shards.writer import Sample, write_shard
-    from pipeline.storage.urls import open_storage
+    from dppp.dataset.records import write_dataset_manifest
+    from dppp.dataset.shard_writer import Sample, write_shard
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.pipeline.publish import publish_shard
     from tests.trainer.test_data import TAXONOMY
 
     url = str(tmp_path / "no-prompts")
@@ -196,8 +196,8 @@ def test_pretraining_data_without_prompts_exits_2(tmp_path, capsys):
 def test_people_seen_in_pretraining_are_refused_as_training_data(
     tmp_path, capsys, small_dataset, clip_folder
 ):
-    from trainer.identities import check_disjoint, people
-    from trainer.model_card import write_card
+    from dppp.trainer.clip.model_card import write_card
+    from dppp.trainer.data.identities import check_disjoint, people
 
     seen = people(small_dataset)
     assert sorted(seen) == list(range(12)) and all(len(d) == 16 for d in seen.values())
@@ -236,7 +236,7 @@ def test_people_seen_in_pretraining_are_refused_as_training_data(
 
 
 def test_hidden_attributes_do_not_tell_people_apart():
-    from trainer.identities import appearance_key
+    from dppp.trainer.data.identities import appearance_key
 
     dims = {
         "bag": {"values": {"none": 1, "backpack": 1}},
@@ -253,9 +253,9 @@ def test_hidden_attributes_do_not_tell_people_apart():
 
 
 def test_the_appearance_caption_is_what_every_view_of_a_person_starts_with():
-    from pipeline.prompting import prompt_engine
-    from prompts.captions import AppearanceCaptioner
-    from prompts.taxonomy import load_taxonomy, taxonomy_from_dict
+    from dppp.pipeline.prompting import prompt_engine
+    from dppp.prompts.captions import AppearanceCaptioner
+    from dppp.prompts.taxonomy import load_taxonomy, taxonomy_from_dict
 
     shipped = load_taxonomy(None)
     # dataset.json stores the taxonomy with sorted keys: the sampling order is rebuilt from the rules.
@@ -280,7 +280,7 @@ def load_experiment_generate():
 
 
 def test_pretraining_batches_carry_prompts_and_appearance_captions():
-    from trainer.clip_pretrain import ClipPretrainModel
+    from dppp.trainer.pretraining.clip_pretrain import ClipPretrainModel
 
     batch = pairs(4)
     model = ClipPretrainModel(small_model_config())
@@ -299,7 +299,7 @@ def generated(tmp_path_factory):
     import ray
 
     from dppp.config import load_experiment
-    from pipeline.generate import run_generate
+    from dppp.pipeline.generate import run_generate
 
     root = tmp_path_factory.mktemp("generated")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
@@ -331,14 +331,14 @@ def generated(tmp_path_factory):
 @pytest.mark.slow
 def test_pretrain_then_train_pdm_on_the_pretrained_folder(generated, tmp_path):
     from dppp.config import load_experiment
-    from foundation.errors import DataError
-    from trainer.backbone import load_backbone
-    from trainer.evaluate import run_eval
-    from trainer.identities import people
-    from trainer.model_config import ModelConfig
-    from trainer.pretrain import run_pretrain
-    from trainer.run_log import read_metrics
-    from trainer.train import run_train
+    from dppp.foundation.errors import DataError
+    from dppp.trainer.clip.backbone import load_backbone
+    from dppp.trainer.data.identities import people
+    from dppp.trainer.evaluation.evaluate import run_eval
+    from dppp.trainer.methods.config import ModelConfig
+    from dppp.trainer.pretraining.pretrain import run_pretrain
+    from dppp.trainer.training.run_log import read_metrics
+    from dppp.trainer.training.train import run_train
 
     sets = [
         "pretrain.model.architecture.hidden_size=32",
@@ -405,11 +405,11 @@ def test_pretrain_then_train_pdm_on_the_pretrained_folder(generated, tmp_path):
 def test_the_shipped_pretrained_clip_reads_attributes_of_people_it_never_saw(generated):
     """models/tiny-clip (committed; `make pretrain` remakes it) loads as a backbone, and by text prompts
     alone tells the scene, the light and the clothes' colours of new people far above chance."""
-    from trainer.backbone import load_backbone
-    from trainer.identities import check_disjoint
-    from trainer.model_card import read_card
-    from trainer.model_config import ModelConfig
-    from trainer.zero_shot import ZeroShotConfig, zero_shot
+    from dppp.trainer.clip.backbone import load_backbone
+    from dppp.trainer.clip.model_card import read_card
+    from dppp.trainer.clip.zero_shot import ZeroShotConfig, zero_shot
+    from dppp.trainer.data.identities import check_disjoint
+    from dppp.trainer.methods.config import ModelConfig
 
     folder = ROOT / "models" / "tiny-clip"
     card = read_card(folder)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from foundation.errors import DataError, UserError
-from trainer.data.specs import parse_dataset_spec, read_dataset
-from trainer.readers import read_cuhk03_np, read_dukemtmc, read_market1501, read_msmt17
+from dppp.foundation.errors import DataError, UserError
+from dppp.trainer.data.readers import read_cuhk03_np, read_dukemtmc, read_market1501, read_msmt17
+from dppp.trainer.data.specs import parse_dataset_spec, read_dataset
 
 
 def make_images(folder: Path, names: list[str]) -> None:
@@ -170,7 +170,7 @@ def test_dataset_specs(tmp_path):
 
 
 def test_training_sources_are_datasets_unless_named_as_a_folder():
-    from trainer.data.specs import dataset_location, parse_source
+    from dppp.trainer.data.specs import dataset_location, parse_source
 
     assert parse_source("s3://bucket/ds") == ("synthetic", "s3://bucket/ds")  # a URL's scheme is no name
     assert parse_source("runs/demo") == ("synthetic", "runs/demo") and parse_source("runs/demo").is_dataset

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from foundation.errors import DataError
-from pipeline.shards.format import shard_name
-from pipeline.shards.writer import Sample, write_shard
-from trainer.data.specs import read_dataset
-from trainer.metrics import evaluate_ranking
-from trainer.readers import ReidItem, split_synthetic, synthetic_images
+from dppp.dataset.format import shard_name
+from dppp.dataset.shard_writer import Sample, write_shard
+from dppp.foundation.errors import DataError
+from dppp.trainer.data.readers import ReidItem, split_synthetic, synthetic_images
+from dppp.trainer.data.specs import read_dataset
+from dppp.trainer.evaluation.metrics import evaluate_ranking
 
 
 def index_rows(num_pids=6, views=9, cams=(1, 2, 3), single_cam_pid=None):

@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 
 from dppp.cli import main
+from dppp.trainer.data.sources import open_training_data
+from dppp.trainer.data.streams import PKBatchStream
+from dppp.trainer.methods.model import METHODS
+from dppp.trainer.training.steps import EpochSteps, Position, phase_schedule, remaining_steps, resume_skip
 from tests.trainer.test_data import write_dataset
 from tests.trainer.test_train import tiny_config, write_config
-from trainer.data.sources import open_training_data
-from trainer.data.streams import PKBatchStream
-from trainer.model import METHODS
-from trainer.train_steps import EpochSteps, Position, phase_schedule, remaining_steps, resume_skip
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,8 @@ def test_a_resume_with_another_worker_count_counts_the_steps_it_runs(dataset):
 
 def _finish_run(out, config, dataset) -> int:
     """A finished run's final/ exactly as the worker writes it (its commit marker last)."""
-    from trainer.checkpoint import save_checkpoint
-    from trainer.model import build_model
+    from dppp.trainer.methods.model import build_model
+    from dppp.trainer.training.checkpoint import save_checkpoint
 
     data = open_training_data([dataset], config.data.storage, config.data.folder_ids_per_unit)
     model = build_model(config.model, data.num_classes, data.style_vocab)

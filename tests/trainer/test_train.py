@@ -1,4 +1,4 @@
-"""`dppp train` / trainer.train.run_train: Ray Train runs on real shards (local and loopback S3), resume,
+"""`dppp train` / dppp.trainer.training.train.run_train: Ray Train runs on real shards (local and loopback S3), resume,
 a killed worker survived, and the errors a user sees before any worker starts."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from dppp.cli import main
-from foundation.errors import CapacityError, ConfigError
-from foundation.ray_cluster import start_ray
+from dppp.foundation.errors import CapacityError, ConfigError
+from dppp.foundation.ray_cluster import start_ray
+from dppp.trainer.training.config import TrainConfig
 from tests.conftest import FAKE_CREDENTIALS, s3_node_environment
 from tests.trainer.test_data import write_dataset
-from trainer.config import TrainConfig
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "patch_size": 8, "projection_dim": 32}
 
@@ -130,7 +130,7 @@ def test_config_errors_exit_2(tmp_path, capsys, dataset):
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():
-    from trainer.train_steps import lr_at
+    from dppp.trainer.training.steps import lr_at
 
     lrs = [lr_at(s, 100, 10, 1.0, 0.01) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
@@ -139,19 +139,19 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
 
 
 def test_ray_storage_for_s3_uses_the_configured_endpoint(monkeypatch):
-    from pipeline.storage.config import StorageConfig
-    from trainer.train import ray_storage
+    from dppp.dataset.limits import ShardStorageConfig
+    from dppp.trainer.training.train import ray_storage
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    path, fs = ray_storage("s3://bucket/runs/x", StorageConfig(endpoint_url="http://127.0.0.1:9000"))
+    path, fs = ray_storage("s3://bucket/runs/x", ShardStorageConfig(endpoint_url="http://127.0.0.1:9000"))
     assert path == "bucket/runs/x" and fs.type_name == "s3"
-    local, none = ray_storage("relative/runs", StorageConfig())
+    local, none = ray_storage("relative/runs", ShardStorageConfig())
     assert os.path.isabs(local) and none is None
 
 
 def test_user_error_is_found_inside_worker_failures():
-    from foundation.errors import DataError
-    from trainer.train import _user_error
+    from dppp.foundation.errors import DataError
+    from dppp.trainer.training.train import _user_error
 
     class WorkerGroupError(Exception):
         def __init__(self, failures):
@@ -170,7 +170,7 @@ def test_a_ray_task_error_gives_the_worker_s_own_user_error():
     exception (its `.cause`) is reported, with its type and exit code."""
     from ray.exceptions import RayTaskError
 
-    from trainer.train import _user_error
+    from dppp.trainer.training.train import _user_error
 
     original = ConfigError("no such attribute", path="train.model.style_attributes")
     task_error = RayTaskError(
@@ -185,7 +185,7 @@ def test_a_ray_task_error_gives_the_worker_s_own_user_error():
 def test_no_room_for_the_workers_is_a_capacity_error():
     from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 
-    from trainer.train import _capacity_error
+    from dppp.trainer.training.train import _capacity_error
 
     failure = RuntimeError("Ray Train failed")
     failure.__cause__ = WorkerGroupStartupTimeoutError(num_workers=2)
@@ -199,8 +199,8 @@ def test_no_room_for_the_workers_is_a_capacity_error():
 
 @pytest.mark.slow
 def test_two_workers_train_checkpoint_and_a_rerun_resumes(ray_cluster, dataset, tmp_path):
-    from trainer.checkpoint import load_checkpoint, read_state
-    from trainer.train import run_train
+    from dppp.trainer.training.checkpoint import load_checkpoint, read_state
+    from dppp.trainer.training.train import run_train
 
     out = tmp_path / "runs"
     first = run_train(tiny_config(), [dataset], str(out), workers=2, progress=False)
@@ -243,9 +243,9 @@ def test_two_workers_train_checkpoint_and_a_rerun_resumes(ray_cluster, dataset, 
 
 @pytest.mark.slow
 def test_loopback_s3_data_and_output(ray_cluster, moto_s3, tmp_path):
-    from pipeline.storage.urls import open_storage
-    from trainer.checkpoint import load_checkpoint
-    from trainer.train import run_train
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.trainer.training.checkpoint import load_checkpoint
+    from dppp.trainer.training.train import run_train
 
     bucket = moto_s3.bucket()
     data = write_dataset(f"{bucket}/ds", n_ids=24, ids_per_shard=3)
@@ -290,9 +290,9 @@ def _registered_checkpoints(run: Path) -> list[str]:
 def test_a_killed_worker_is_survived(ray_cluster, dataset, tmp_path, foreign_ray_processes):
     """A training worker of this run is SIGKILLed: found below this Ray instance's raylet, never by its
     title across the machine (another job's processes, named alike, run beside it and survive)."""
+    from dppp.trainer.training.checkpoint import read_state
+    from dppp.trainer.training.train import run_train
     from tests.ray_processes import dead, descendants_titled, this_raylet
-    from trainer.checkpoint import read_state
-    from trainer.train import run_train
 
     out = tmp_path / "runs"
     config = tiny_config(phase1={"epochs": 1}, phase2={"epochs": 3}, run_name="kill", max_failures=2)
@@ -325,16 +325,16 @@ def test_a_killed_worker_is_survived(ray_cluster, dataset, tmp_path, foreign_ray
 
 def rank1_on(model, dataset_url: str, image_size) -> tuple[float, float]:
     """(rank-1, chance) of `model` on a dataset held out from training: every identity a test identity,
-    one query per camera, Market-1501 protocol (trainer.readers.split_synthetic, trainer.metrics)."""
+    one query per camera, Market-1501 protocol (dppp.trainer.data.readers.split_synthetic, dppp.trainer.evaluation.metrics)."""
     import torch
 
-    from pipeline.records import read_index
-    from pipeline.shards.reader import read_shard
-    from pipeline.storage.urls import open_storage
-    from trainer.features import distance_matrix
-    from trainer.metrics import evaluate_ranking
-    from trainer.readers import split_synthetic
-    from trainer.transforms import EvalTransform
+    from dppp.dataset.records import read_index
+    from dppp.dataset.shard_reader import read_shard
+    from dppp.foundation.storage.urls import open_storage
+    from dppp.trainer.data.readers import split_synthetic
+    from dppp.trainer.data.transforms import EvalTransform
+    from dppp.trainer.evaluation.features import distance_matrix
+    from dppp.trainer.evaluation.metrics import evaluate_ranking
 
     storage = open_storage(dataset_url)
     split = split_synthetic(read_index(storage), seed=0)
@@ -369,10 +369,10 @@ def test_training_on_demo_data_measurably_learns(ray_cluster, tmp_path):
     first untrained: no room left to see the training loop learn (its gain on top of pretraining is what
     benchmarks/bench_domain_generalization.py measures, with seeds and intervals)."""
     from dppp.config import load_experiment
-    from pipeline.generate import run_generate
-    from trainer.checkpoint import load_checkpoint
-    from trainer.model import build_model
-    from trainer.train import run_train
+    from dppp.pipeline.generate import run_generate
+    from dppp.trainer.methods.model import build_model
+    from dppp.trainer.training.checkpoint import load_checkpoint
+    from dppp.trainer.training.train import run_train
 
     demo = load_experiment(Path(__file__).parents[2] / "configs" / "demo.yaml")
     # Rendered at the model's input size: the same pictures, a quarter of the pixels to render and decode.
@@ -422,7 +422,7 @@ def test_training_on_demo_data_measurably_learns(ray_cluster, tmp_path):
 
 
 def test_a_relative_out_reaches_the_workers_absolute(tmp_path, monkeypatch):
-    from trainer.train import absolute_out
+    from dppp.trainer.training.train import absolute_out
 
     monkeypatch.chdir(tmp_path)
     assert absolute_out("runs/demo/train") == str(tmp_path / "runs" / "demo" / "train")

@@ -18,8 +18,8 @@ def dataset(tmp_path_factory) -> str:
 def test_the_dry_run_prints_the_plan_the_workers_run_and_starts_nothing(dataset, tmp_path, capsys):
     import ray
 
-    from trainer.data.sources import open_training_data
-    from trainer.train import total_steps
+    from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.training.train import total_steps
 
     config = tiny_config(workers=2)
     path = tmp_path / "exp.yaml"
@@ -57,14 +57,14 @@ def test_data_not_generated_yet_is_planned_from_the_generate_section(tmp_path, c
 
 
 def test_the_gpu_estimate_rests_on_counted_flops_and_says_what_is_not_measured():
-    from trainer.config import TrainConfig
-    from trainer.train_capacity import (
+    from dppp.trainer.training.capacity import (
         AIM_FRACTION,
         GFLOP_PER_IMAGE,
         H100_BF16_DENSE_TFLOPS,
         estimate_train_hours,
     )
-    from trainer.train_plan import PhasePlan, TrainPlan
+    from dppp.trainer.training.config import TrainConfig
+    from dppp.trainer.training.plan import PhasePlan, TrainPlan
 
     config = TrainConfig.model_validate(
         {

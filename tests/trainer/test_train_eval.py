@@ -1,4 +1,4 @@
-"""Held-out evaluation during training (`train.eval`, trainer/train_eval.py): checked before Ray starts,
+"""Held-out evaluation during training (`train.eval`, trainer/training/held_out.py): checked before Ray starts,
 evaluated at the epoch ends it asks for, recorded in metrics.jsonl, TensorBoard and the curves PNG."""
 
 from __future__ import annotations
@@ -8,16 +8,16 @@ import json
 import pytest
 
 from dppp.cli import main
+from dppp.trainer.training.config import TrainConfig
 from tests.trainer.test_data import write_dataset
 from tests.trainer.test_eval import MARKET_PIDS, market_dir  # noqa: F401 (a fixture)
 from tests.trainer.test_train import ray_cluster, tiny_config, write_config  # noqa: F401 (a fixture)
-from trainer.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> str:
-    from pipeline.index import write_index
-    from pipeline.storage.urls import open_storage
+    from dppp.dataset.index import write_index
+    from dppp.foundation.storage.urls import open_storage
 
     url = write_dataset(str(tmp_path_factory.mktemp("train-eval") / "ds"), n_ids=24, ids_per_shard=3)
     write_index(open_storage(url))  # what a synthetic: evaluation reads
@@ -43,7 +43,7 @@ def test_an_eval_dataset_with_training_people_is_refused_before_ray_starts(datas
 
 
 def test_held_out_eval_is_due_every_n_epochs_of_the_last_phase_and_at_its_end():
-    from trainer.train_eval import HeldOutEval
+    from dppp.trainer.training.held_out import HeldOutEval
 
     config = TrainConfig.model_validate({"eval": {"datasets": ["market1501:/m"], "every_epochs": 3}})
     held_out = HeldOutEval(config, last_phase=2)
@@ -58,9 +58,9 @@ def test_held_out_eval_records_and_the_curves_panel(market_dir, tmp_path):  # no
     import torch
     from PIL import Image
 
-    from trainer.model import build_model
-    from trainer.run_log import plot_loss_curves
-    from trainer.train_eval import HeldOutEval
+    from dppp.trainer.methods.model import build_model
+    from dppp.trainer.training.held_out import HeldOutEval
+    from dppp.trainer.training.run_log import plot_loss_curves
 
     config = tiny_config(eval={"datasets": [f"market1501:{market_dir}"], "every_epochs": 1})
     model = build_model(config.model, num_classes=4, style_vocab={"scene": 3, "camid": 4})
@@ -91,7 +91,7 @@ def test_a_run_with_train_eval_records_each_epoch_fed_by_persistent_loader_proce
 ):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from trainer.train import run_train
+    from dppp.trainer.training.train import run_train
 
     spec = f"market1501:{market_dir}"
     # Two loader processes: the persistent loader (trainer/data/loader.py) in a real run too.

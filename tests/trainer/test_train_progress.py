@@ -1,4 +1,4 @@
-"""What `dppp train` shows while Ray Train runs (trainer/train_progress.py), with a scripted progress board:
+"""What `dppp train` shows while Ray Train runs (trainer/training/progress.py), with a scripted progress board:
 plain lines in a log, a failed poll keeping the last state (the bar once sat at "0/616 starting
 workers" while training was at step 524), and a stop request ending the watch with its one line."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import signal
 import threading
 
-from foundation.graceful_stop import StopRequest
-from trainer.train_progress import TrainWatch, step_info
+from dppp.foundation.graceful_stop import StopRequest
+from dppp.trainer.training.progress import TrainWatch, step_info
 
 STEP = {"kind": "step", "phase": 2, "epoch": 3, "loss": 1.5, "images_per_s": 120.0, "step": 524}
 

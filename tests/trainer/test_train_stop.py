@@ -12,13 +12,13 @@ import time
 
 import pytest
 
-from foundation.errors import Interrupted
+from dppp.foundation.errors import Interrupted
 from tests.trainer.test_train import dataset, ray_cluster, tiny_config  # noqa: F401 (fixtures)
 
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_then_a_rerun_resumes_from_it(ray_cluster, dataset, tmp_path):  # noqa: F811
-    from trainer.train import run_train
+    from dppp.trainer.training.train import run_train
 
     out = tmp_path / "runs"
     log = out / "t" / "metrics.jsonl"

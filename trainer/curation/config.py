@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from foundation.schema import StrictModel
-from pipeline.storage.config import StorageConfig
+from dppp.dataset.limits import ShardStorageConfig
+from dppp.foundation.schema import StrictModel
 
 
 class SignalThresholds(StrictModel):
@@ -50,7 +50,7 @@ class CurateConfig(StrictModel):
     cpus_per_worker: float = Field(1.0, gt=0)
     max_attempts: int = Field(3, ge=1)  # tries of a shard whose actor was lost; damaged data fails at once
     placement_timeout_s: float = Field(300.0, gt=0)
-    storage: StorageConfig = StorageConfig()
+    storage: ShardStorageConfig = ShardStorageConfig()
 
     def decisive(self) -> dict:
         """What decides the file's bytes (model, input size, thresholds); not how the job runs."""

@@ -2,11 +2,11 @@
 
 Shaped like `dppp generate` (pipeline/generate.py): the driver reads the listing and the commit records
 (never a tar), hands the shards not yet judged by this run to a pool of curate actors (the same
-pipeline/actor_pool.py: one actor per GPU on a cluster, one per CPU core locally), each of which reads a
+foundation/actor_pool.py: one actor per GPU on a cluster, one per CPU core locally), each of which reads a
 shard, scores it (trainer/curation/scorer.py) and publishes the shard's file: the unit of work, retry and
 commit. A lost actor's shard is re-queued; a damaged shard fails at once (it would fail again) and the
 job exits 1 after the others, every shard file written staying valid. The driver then merges the shard
-files (small parquet files, pipeline/curation.py) into curation.parquet and draws the rejects' contact
+files (small parquet files, dataset/curation.py) into curation.parquet and draws the rejects' contact
 sheet from a bounded number of samples. A rerun resumes: same dataset and settings, same run folder.
 """
 
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foundation.errors import ConfigError, DataError, ReportedError
-from foundation.ray_cluster import start_ray
-from trainer.curation.config import CurateConfig
+from dppp.foundation.errors import ConfigError, DataError, ReportedError
+from dppp.foundation.ray_cluster import start_ray
+from dppp.trainer.curation.config import CurateConfig
 
 SHEET_PER_REASON = 8  # rejects shown per reason on the contact sheet
 # From benchmarks/bench_curate.py (docs/curation.md); --dry-run only. Both on the shared 2-core VM at load
@@ -59,7 +59,7 @@ class CurateSummary:
     wall_s: float = 0.0
     busy_s: float = 0.0  # actor time spent judging, all actors together
     clip_s: float = 0.0  # of which in the CLIP's forward passes (on the GPU where there is one)
-    counts: Any = None  # pipeline.curation.Counts of the whole file
+    counts: Any = None  # dppp.dataset.curation.Counts of the whole file
     failed: dict[int, str] = field(default_factory=dict)
     sheet: str | None = None  # URL of the rejects' contact sheet, None when nothing was rejected
     workers: int = 0
@@ -72,7 +72,7 @@ class CurateSummary:
 @dataclass
 class CurationPlan:
     storage: Any
-    records: list  # pipeline.curation.ShardRef of the committed shards, by index
+    records: list  # dppp.dataset.curation.ShardRef of the committed shards, by index
     run: str
     meta: dict[str, Any]  # what every file of the run records: dataset fingerprint, settings
     done: set[int]
@@ -111,7 +111,7 @@ def check_model(config: CurateConfig) -> CurateConfig:
         return config
     from huggingface_hub.utils import logging as hub_logging
 
-    from trainer.backbone import check_backbone
+    from dppp.trainer.clip.backbone import check_backbone
 
     hub_logging.set_verbosity_error()  # a hub id out of reach: one line below, not a retry per attempt
     try:
@@ -126,9 +126,9 @@ def check_model(config: CurateConfig) -> CurateConfig:
 def plan_curation(url: str, config: CurateConfig) -> CurationPlan:
     """What the job has to do: the committed shards, this run's folder, the shards it already judged.
     Reads dataset.json, the listing and the records; DataError when there is nothing to curate."""
-    from pipeline.curation import committed_refs, dataset_fingerprint, finished_parts, run_id
-    from pipeline.records import read_dataset_manifest
-    from pipeline.storage.urls import open_storage
+    from dppp.dataset.curation import committed_refs, dataset_fingerprint, finished_parts, run_id
+    from dppp.dataset.records import read_dataset_manifest
+    from dppp.foundation.storage.urls import open_storage
 
     storage = open_storage(url, config.storage)
     manifest = read_dataset_manifest(storage)
@@ -149,7 +149,7 @@ def run_curate(
     """Judge every committed shard of the dataset at `url` not yet judged with these settings, then write
     curation.parquet and curation_rejects.png. Raises CurationFailed (exit 1) when a shard could not be
     judged: the others' files stay, a rerun resumes."""
-    from pipeline.curation import merge_parts
+    from dppp.dataset.curation import merge_parts
 
     started = time.perf_counter()
     config = check_model(config)
@@ -198,8 +198,8 @@ class CurateActor:
     def load(self) -> str:
         import ray
 
-        from pipeline.storage.urls import open_storage
-        from trainer.curation.scorer import ShardScorer
+        from dppp.foundation.storage.urls import open_storage
+        from dppp.trainer.curation.scorer import ShardScorer
 
         config, url, _, _, threads = self._args
         self._scorer = ShardScorer(config, threads=threads)
@@ -207,7 +207,7 @@ class CurateActor:
         return ray.get_runtime_context().get_node_id()
 
     def run(self, record) -> tuple[int, float, float]:
-        from trainer.curation.scorer import score_shard
+        from dppp.trainer.curation.scorer import score_shard
 
         _, _, run, meta, _ = self._args
         return score_shard(self._scorer, self._storage, record, run, meta)
@@ -217,7 +217,7 @@ def _judge(plan: CurationPlan, config: CurateConfig, todo: list, summary: Curate
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
-    from pipeline.actor_pool import ActorPool, short_error
+    from dppp.foundation.actor_pool import ActorPool, short_error
 
     n_workers, resources = _pool_shape(config)
     cls = ray.remote(**resources)(CurateActor)
@@ -317,11 +317,11 @@ def write_rejects_sheet(storage, examples: dict[str, list[tuple[int, str, str]]]
     bounded number whatever the dataset's size), each only until its examples are found."""
     import io
 
-    from pipeline.contact_sheet import make_contact_sheet
-    from pipeline.curation import REJECTS_SHEET
-    from pipeline.shards.format import READ_IMAGE_EXTS, shard_name
-    from pipeline.shards.reader import image_member, read_shard
-    from trainer.transforms import decode_rgb
+    from dppp.dataset.curation import REJECTS_SHEET
+    from dppp.dataset.format import READ_IMAGE_EXTS, shard_name
+    from dppp.dataset.shard_reader import image_member, read_shard
+    from dppp.foundation.contact_sheet import make_contact_sheet
+    from dppp.trainer.data.transforms import decode_rgb
 
     if not examples:
         storage.delete(REJECTS_SHEET)  # a sheet from an earlier run would show rejects no longer made

@@ -1,7 +1,7 @@
 """One shard's curation rows: read its samples, compute every signal, decide, encode the shard's file.
 
 Runs in a curate actor (trainer/curation/job.py) or in-process (tests). The CLIP is loaded once, as
-`train.model.backbone` loads it (trainer/backbone.py), at the curation's input size.
+`train.model.backbone` loads it (trainer/clip/backbone.py), at the curation's input size.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from foundation.errors import DataError
-from trainer.curation.config import CurateConfig
-from trainer.curation.signals import decide, identity_signals, pixel_signals, prompt_signals
+from dppp.foundation.errors import DataError
+from dppp.trainer.curation.config import CurateConfig
+from dppp.trainer.curation.signals import decide, identity_signals, pixel_signals, prompt_signals
 
 DECIMALS = 4  # scores are rounded before they are judged and stored: thread counts move the 7th digit
 
@@ -23,8 +23,8 @@ class ShardScorer:
         import torch
         from transformers.utils import logging as transformers_logging
 
-        from trainer.backbone import load_backbone
-        from trainer.model_config import ModelConfig
+        from dppp.trainer.clip.backbone import load_backbone
+        from dppp.trainer.methods.config import ModelConfig
 
         if threads:
             torch.set_num_threads(threads)
@@ -40,9 +40,9 @@ class ShardScorer:
         import torch
         from torch.nn import functional as F
 
-        from pipeline.shards.reader import image_member
-        from trainer.transforms import EvalTransform, decode_rgb, normalise_batch
-        from trainer.zero_shot import text_features
+        from dppp.dataset.shard_reader import image_member
+        from dppp.trainer.clip.zero_shot import text_features
+        from dppp.trainer.data.transforms import EvalTransform, decode_rgb, normalise_batch
 
         if not samples:
             raise DataError(f"{where}: a committed shard without samples")
@@ -123,10 +123,10 @@ def score_shard(
     the CLIP's forward passes)."""
     import pyarrow as pa
 
-    from pipeline.curation import FORMAT, encode_part, part_name, schema
-    from pipeline.records import read_record
-    from pipeline.shards.format import READ_IMAGE_EXTS
-    from pipeline.shards.reader import read_shard
+    from dppp.dataset.curation import FORMAT, encode_part, part_name, schema
+    from dppp.dataset.format import READ_IMAGE_EXTS
+    from dppp.dataset.records import read_record
+    from dppp.dataset.shard_reader import read_shard
 
     started, clip_before = time.perf_counter(), scorer.clip_s
     record = read_record(storage, shard.index)

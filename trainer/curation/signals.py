@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.curation.config import SignalThresholds
+from dppp.trainer.curation.config import SignalThresholds
 
 BLANK, NOISE, PROMPT, IDENTITY, NEAR_DUPLICATE = "blank", "noise", "prompt", "identity", "near_duplicate"
 REASONS = (BLANK, NOISE, PROMPT, IDENTITY, NEAR_DUPLICATE)  # the order a sample's reason is chosen in

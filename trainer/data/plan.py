@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from foundation.errors import DataError
-from trainer.config import DataConfig
-from trainer.data.sources import TrainingData
+from dppp.foundation.errors import DataError
+from dppp.trainer.data.sources import TrainingData
+from dppp.trainer.training.config import DataConfig
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from foundation.errors import DataError, SettingError
-from pipeline.storage.config import StorageConfig
-from pipeline.storage.urls import open_storage
-from prompts.spec import parse_sample_key
-from trainer.data.specs import parse_source, read_dataset
+from dppp.dataset.limits import ShardStorageConfig
+from dppp.foundation.errors import DataError, SettingError
+from dppp.foundation.storage.urls import open_storage
+from dppp.prompts.spec import parse_sample_key
+from dppp.trainer.data.specs import parse_source, read_dataset
 
 CAMID = "camid"
 
@@ -41,7 +41,7 @@ class TrainingData:
     units: tuple[Unit, ...]
     num_classes: int
     style_values: dict[str, tuple[str, ...]]  # attribute -> its values in label order
-    storage: StorageConfig
+    storage: ShardStorageConfig
     curated: int = 0  # images left out because a curation file rejected them (train.data.curation)
 
     @property
@@ -62,7 +62,7 @@ class TrainingData:
 
 def open_training_data(
     specs: Sequence[str],
-    storage: StorageConfig | None = None,
+    storage: ShardStorageConfig | None = None,
     folder_ids_per_unit: int = 8,
     curation: str = "off",
 ) -> TrainingData:
@@ -73,7 +73,7 @@ def open_training_data(
     in (source, pid) order, so two sources that both use pid 7 keep two identities. `curation`
     (train.data.curation: auto, off, or a curation file for the one dppp dataset) leaves out the images
     `dppp curate` rejected."""
-    storage = storage or StorageConfig()
+    storage = storage or ShardStorageConfig()
     if not specs:
         raise SettingError("data", "no training data: give a dppp dataset URL or a NAME:PATH Re-ID folder")
     raw_units: list[tuple[int, str, str | None, str | None, list[tuple[int, tuple[str, ...], Any]]]] = []
@@ -123,10 +123,10 @@ def _curation_for(curation: str, specs: Sequence[str]) -> str:
     return curation
 
 
-def _dataset_units(url: str, storage_config: StorageConfig, curation: str = "off"):
-    from pipeline.curation import resolve_curation
-    from pipeline.listing import committed_shards
-    from pipeline.records import read_dataset_manifest
+def _dataset_units(url: str, storage_config: ShardStorageConfig, curation: str = "off"):
+    from dppp.dataset.curation import resolve_curation
+    from dppp.dataset.listing import committed_shards
+    from dppp.dataset.records import read_dataset_manifest
 
     storage = open_storage(url, storage_config)
     manifest = read_dataset_manifest(storage)

@@ -14,8 +14,8 @@ import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from foundation.errors import UserError
-from trainer.readers import (
+from dppp.foundation.errors import UserError
+from dppp.trainer.data.readers import (
     ReidSplit,
     read_cuhk03_np,
     read_dukemtmc,

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from foundation.errors import DataError
-from pipeline.shards.format import READ_IMAGE_EXTS
-from pipeline.shards.reader import image_member, read_shard
-from pipeline.storage.urls import open_storage
-from trainer.data.sources import CAMID, TrainingData, Unit
+from dppp.dataset.format import READ_IMAGE_EXTS
+from dppp.dataset.shard_reader import image_member, read_shard
+from dppp.foundation.errors import DataError
+from dppp.foundation.storage.urls import open_storage
+from dppp.trainer.data.sources import CAMID, TrainingData, Unit
 
 # Per identity, per member: (encoded image, style labels, words: {"texts": prompt, "captions": caption}).
 UnitRows = list[list[tuple[bytes, dict[str, int], dict[str, str]]]]

@@ -1,0 +1,163 @@
+"""Procedural renderer: numpy/PIL drawings of the sampled pedestrian, for CPU runs and tests.
+
+No model, no GPU, deterministic, a few milliseconds an image. Each view is drawn in four steps, each in its
+own module:
+
+    procedural_scene    the camera's backdrop (scene per camera, horizon by mounting angle), cropped
+    procedural_figure   the person: silhouette by gender / build / height / viewpoint / pose, garments;
+                        its head, hair and headwear in procedural_head, bags and carried things in
+                        procedural_carried, colours and garment patterns in procedural_palette
+                        (continuous identity traits from procedural_traits, the taxonomy palette via
+                        procedural_colours)
+    procedural_style    shading, illumination, weather, camera colour cast, resolution loss, blur, noise
+
+Randomness: identity-level detail is drawn from `view.identity_seed`, view-level detail from `view.seed`,
+both through Philox streams, so the same ViewSpec gives the same pixels in any process, any batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from dppp.foundation.schema import StrictModel
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from dppp.pipeline.renderer import RenderedImage
+    from dppp.prompts.spec import ViewSpec
+
+# Bump whenever a change alters any rendered pixel: it is stored in every sample's json.
+RENDERER_VERSION = 1
+
+
+class ProceduralRendererConfig(StrictModel):
+    kind: Literal["procedural"] = "procedural"
+    height: int = Field(256, ge=32, le=2048)  # native drawing size; post-processing resizes afterwards
+    width: int = Field(128, ge=16, le=1024)
+    # Strength of the illumination and per-camera colour factors: 0 draws every view under neutral light
+    # (the figure's own colours), 1 the full effect, up to 2 for a wider domain gap.
+    lighting: float = Field(1.0, ge=0.0, le=2.0)
+    weather: bool = True  # rain streaks, fog, snow, cloud desaturation
+    degradation: bool = True  # camera quality: resolution loss, blur, motion, noise, compression
+    # The taxonomy whose `palette:` names garment colours (None: the shipped one). Set it to the same file
+    # as generate.prompts.taxonomy when you use your own taxonomy; unknown colours get hashed colours.
+    taxonomy: Path | None = None
+
+
+@dataclass(frozen=True)
+class ProceduralDrawing:
+    image: Image.Image  # RGB, config.height x config.width
+    labels: np.ndarray  # (height, width) uint8 Part id of each pixel before style (0: background)
+
+
+class ProceduralRenderer:
+    def __init__(
+        self,
+        config: ProceduralRendererConfig | None = None,
+        palette: Mapping[str, tuple[int, int, int]] | None = None,
+    ):
+        from dppp.pipeline.renderers.procedural.colours import Colours, load_palette
+
+        self.config = config or ProceduralRendererConfig()
+        palette = dict(palette) if palette is not None else load_palette(self.config.taxonomy)
+        self._colours = Colours(palette)
+        self._colour_names = sorted(palette)  # sorted: the choice of a second colour ignores YAML order
+
+    def describe(self) -> dict[str, Any]:
+        import PIL
+
+        cfg = self.config
+        return {
+            "name": "procedural",
+            "version": RENDERER_VERSION,
+            "model_id": None,
+            "revision": None,
+            "scheduler": None,
+            "steps": None,
+            "guidance": None,
+            "dtype": "uint8",
+            "size": [cfg.height, cfg.width],
+            "lighting": cfg.lighting,
+            "weather": cfg.weather,
+            "degradation": cfg.degradation,
+            "taxonomy": str(cfg.taxonomy) if cfg.taxonomy else None,
+            "versions": {"numpy": np.__version__, "pillow": PIL.__version__},
+        }
+
+    def render(self, views: Sequence[ViewSpec]) -> list[RenderedImage]:
+        from dppp.pipeline.renderer import RenderedImage
+
+        return [RenderedImage(image=self.draw(view).image, attempts=1) for view in views]
+
+    def draw(self, view: ViewSpec) -> ProceduralDrawing:
+        """Render one view, also returning which body part each pixel shows (for tests and debugging)."""
+
+        from dppp.pipeline.renderers.procedural import scene as scene
+        from dppp.pipeline.renderers.procedural import style as style
+        from dppp.pipeline.renderers.procedural.canvas import Canvas
+        from dppp.pipeline.renderers.procedural.figure import Figure
+        from dppp.pipeline.renderers.procedural.traits import identity_traits, view_traits
+
+        cfg = self.config
+        attrs = view.attributes
+        traits = identity_traits(view.identity_seed)
+        vt = view_traits(view.seed)
+        backdrop = scene.crop(
+            attrs.get("scene", "street"),
+            attrs.get("camera_angle", ""),
+            cfg.height,
+            cfg.width,
+            vt.background_offset,
+        )
+        frame = _frame(attrs, traits, vt, cfg.height, cfg.width)
+        canvas = Canvas(backdrop)
+        figure = Figure(attrs, self._colours, traits, vt, frame, self._colour_names)
+        figure.draw(canvas)
+        labels = canvas.label_array().copy()
+
+        light = style.LIGHTS.get(attrs.get("illumination", ""), style.NEUTRAL)
+        place = style.Placement(
+            cx=frame.cx,
+            half_width=figure.shoulder * frame.u * 1.1,
+            feet_y=frame.top + figure.total * frame.u * frame.y_squash,
+            u=frame.u,
+        )
+        strength = cfg.lighting
+        factor, region = style.shading(labels, place, light, vt.light_side, strength)
+        image = style.expose(canvas.image, factor, region)
+        if cfg.weather:
+            image = style.weather(image, labels, attrs.get("weather", "clear"), vt.rng)
+        image = style.tone(image, light, attrs.get("camera", str(view.camid)), strength)
+        if cfg.degradation:
+            quality = style.QUALITY.get(attrs.get("image_quality", ""), style.GENERIC_QUALITY)
+            image = style.degrade(
+                image, quality, attrs.get("camera_distance", "medium"), light, vt.rng, cfg.lighting
+            )
+        return ProceduralDrawing(image=image, labels=labels)
+
+
+FILL = {"near": 0.9, "medium": 0.86, "far": 0.82}  # figure height / frame height by camera distance
+HEIGHT_SCALE = {"short": 0.93, "average height": 0.965, "tall": 1.0}  # the `height` attribute
+SQUASH = {"high": 0.93, "medium": 0.97, "low": 1.0}  # a camera mounted high sees the body foreshortened
+
+
+def _frame(attrs: Mapping[str, str], traits, vt, height: int, width: int):
+    """Place the figure in the frame: its pixel scale, centre line and head top."""
+    from dppp.pipeline.renderers.procedural.figure import Frame, heads_tall
+
+    squash = SQUASH.get(attrs.get("camera_height", "medium"), 0.97)
+    fill = FILL.get(attrs.get("camera_distance", "medium"), 0.86) * HEIGHT_SCALE.get(
+        attrs.get("height", ""), 0.965
+    )
+    on_screen = height * fill * (1.0 + 0.025 * vt.scale_jitter)
+    u = on_screen / (heads_tall(attrs, traits) * squash)
+    feet = height * (0.975 + 0.012 * vt.shift_y)
+    cx = width * (0.5 + 0.035 * vt.shift_x + 0.025 * traits.frame_offset)
+    return Frame(u=u, cx=cx, top=feet - on_screen, y_squash=squash)

@@ -1,0 +1,1 @@
+"""`dppp eval`: Re-ID evaluation, its metrics and its pictures."""

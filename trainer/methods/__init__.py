@@ -1,0 +1,1 @@
+"""The Re-ID methods (PDM and its baselines): models, losses, configs."""

@@ -1,0 +1,131 @@
+"""The stage-2 model's typed config: method, backbone, prompts, loss weights and temperatures.
+
+Pure pydantic (no torch import), so the experiment config and `dppp --help` stay fast. The model itself is
+built from it by `dppp.trainer.methods.model.build_model`. docs/method.md explains every default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from dppp.foundation.schema import StrictModel
+
+Method = Literal["pdm", "bot", "clipreid"]
+Temperature = Annotated[float, Field(gt=0)] | Literal["backbone"]
+
+# `[NAME]` in a template marks where pseudo-word embeddings are injected.
+PLACEHOLDER_PATTERN = re.compile(r"\[([A-Z][A-Z0-9]*)\]")
+
+
+def placeholders_in(template: str) -> list[str]:
+    return PLACEHOLDER_PATTERN.findall(template)
+
+
+class TinyClipConfig(StrictModel):
+    """A randomly initialised CLIP small enough for tests and the CPU default (built offline)."""
+
+    hidden_size: int = Field(64, ge=8)
+    intermediate_size: int = Field(128, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    patch_size: int = Field(16, ge=2)
+    projection_dim: int = Field(64, ge=4)
+    max_text_length: int = Field(32, ge=8)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TinyClipConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+class LossWeights(StrictModel):
+    """Weight of each loss in the total of its phase. A weight of 0 switches the loss off (ablation)."""
+
+    # phase 1, pdm
+    align: float = Field(1.0, ge=0)  # image <-> full prompt "a [S] style photo of a [C] person"
+    content: float = Field(1.0, ge=0)  # image <-> content prompt, same pid = positive
+    style: float = Field(1.0, ge=0)  # S classifies the view's style attributes
+    decorrelation: float = Field(1.0, ge=0)  # S and C carry different information
+    # phase 1, clipreid
+    prompt: float = Field(1.0, ge=0)  # image <-> per-identity learned prompt
+    # phase 2, every method (i2t is not used by bot)
+    id: float = Field(1.0, ge=0)
+    triplet: float = Field(1.0, ge=0)
+    i2t: float = Field(1.0, ge=0)
+    # PDM options (docs/method.md, "Options"), off at 0: computed only when their weight is positive.
+    adversarial: float = Field(0.0, ge=0)  # phase 1: style heads on C through gradient reversal
+    word_norm: float = Field(0.0, ge=0)  # phase 1: S and C keep the norm of real token embeddings
+    style_i2t: float = Field(0.0, ge=0)  # phase 2: image -> its identities' prompts in its own style S
+
+
+class ModelConfig(StrictModel):
+    method: Method = "pdm"
+    # "tiny" (random CPU model from `tiny`), a hub id or a local folder holding a CLIPModel + tokenizer.
+    backbone: str = Field("tiny", min_length=1)
+    tiny: TinyClipConfig = TinyClipConfig()
+    # Re-ID input (height, width); the vision position embeddings are interpolated to this grid once.
+    image_size: tuple[int, int] = (256, 128)
+    init_seed: int = Field(0, ge=0)  # heads, inversion networks, prompts and the tiny CLIP
+
+    full_template: str = "a [S] style photo of a [C] person"
+    content_template: str = "a photo of a [C] person"
+    clipreid_template: str = "a photo of a [X] person"
+    clipreid_context_tokens: int = Field(4, ge=1, le=16)
+
+    # Hidden width of the inversion MLPs; null = the text token width (512 for ViT-B/16, 64 for tiny).
+    inversion_hidden_dim: int | None = Field(None, ge=4)
+    inversion_dropout: float = Field(0.0, ge=0, lt=1)
+    # View attributes that supervise the style pseudo-word; the batch's `style` dict carries their indices.
+    style_attributes: tuple[str, ...] = ("illumination", "weather", "camid")
+
+    # Fixed image-text temperatures (docs/method.md): "backbone" = the CLIP's own learned value, 1 / its logit
+    # scale (0.01 for OpenAI's CLIPs, ~0.02-0.04 for the project's tiny one; 0.01 for a random `tiny`, which
+    # learned nothing), or a number.
+    align_temperature: Temperature = "backbone"
+    content_temperature: Temperature = "backbone"
+    prompt_temperature: Temperature = "backbone"
+    i2t_temperature: Temperature = "backbone"
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    # Batch-hard triplet margin; null selects the soft-margin form log(1 + exp(d_ap - d_an)).
+    triplet_margin: float | None = Field(0.3, gt=0)
+    # The retrieval embedding: after the BNNeck ("bn", BoT's choice) or before it, both L2-normalised.
+    retrieval_feature: Literal["bn", "pre_bn"] = "bn"
+    weights: LossWeights = LossWeights()
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 8:
+            raise ValueError(f"image_size {list(value)} is too small (each side must be >= 8)")
+        return value
+
+    @field_validator("style_attributes")
+    @classmethod
+    def _distinct_attributes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value) or any(not name for name in value):
+            raise ValueError("style_attributes must be distinct, non-empty names")
+        return value
+
+    @model_validator(mode="after")
+    def _templates_and_grid(self) -> ModelConfig:
+        expected = {
+            "full_template": ["C", "S"],
+            "content_template": ["C"],
+            "clipreid_template": ["X"],
+        }
+        for field, names in expected.items():
+            found = placeholders_in(getattr(self, field))
+            if sorted(found) != names:
+                want = " and ".join(f"[{n}]" for n in names)
+                raise ValueError(f"{field} must contain {want} exactly once each (and no other placeholder)")
+        if self.backbone == "tiny":
+            patch = self.tiny.patch_size
+            if any(side % patch for side in self.image_size):
+                raise ValueError(
+                    f"image_size {list(self.image_size)} must be a multiple of tiny.patch_size {patch}"
+                )
+        return self

@@ -1,0 +1,1 @@
+"""`dppp pretrain`: CLIP-style image-text pretraining of the project's own tiny CLIP."""

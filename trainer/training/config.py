@@ -1,0 +1,118 @@
+"""Stage-2 config: the `train` section (the model issue fills `model`, the training issue the rest)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from dppp.dataset.limits import ShardStorageConfig
+from dppp.foundation.schema import StrictModel
+from dppp.trainer.evaluation.config import EvalConfig
+from dppp.trainer.methods.config import ModelConfig
+
+
+# What trains in each phase is fixed by the method (docs/method.md); these say how fast and how long.
+# Defaults follow CLIP-ReID (Li et al., AAAI 2023): phase 1 learns only small prompt-side modules, so a
+# high lr; phase 2 fine-tunes the pretrained image encoder, so a low lr with a linear warm-up.
+class Phase1Schedule(StrictModel):
+    epochs: int = Field(120, ge=0)
+    lr: float = Field(3.5e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
+    # Phase 1 reads un-augmented images, as CLIP-ReID's stage 1 does (it caches features of plain images):
+    # the image encoder is frozen, and random erasing would hide what the prompt words must describe.
+    augment: bool = False
+
+
+class Phase2Schedule(StrictModel):
+    epochs: int = Field(60, ge=0)
+    lr: float = Field(5e-6, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: int = Field(10, ge=0)
+
+
+class AugmentConfig(StrictModel):
+    """Training augmentation (trainer/data/transforms.py); Bag-of-Tricks defaults (Luo et al. 2019)."""
+
+    enabled: bool = True
+    flip_p: float = Field(0.5, ge=0, le=1)
+    pad: int = Field(10, ge=0)  # zero-pad each side by this many pixels, then crop back at random
+    erase_p: float = Field(0.5, ge=0, le=1)
+    erase_area: tuple[float, float] = (0.02, 0.4)  # fraction of the image one erased rectangle covers
+    erase_aspect: float = Field(0.3, gt=0, le=1)  # aspect ratio drawn log-uniformly in [a, 1/a]
+
+    @model_validator(mode="after")
+    def _area_range(self) -> AugmentConfig:
+        low, high = self.erase_area
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"erase_area must satisfy 0 < low <= high <= 1, got {list(self.erase_area)}")
+        return self
+
+
+class DataConfig(StrictModel):
+    """Where the training images come from and how they are batched (trainer/data/)."""
+
+    # Dataset URLs (local, file://, s3://) of dppp datasets, or NAME:PATH Re-ID folders (market1501:...).
+    sources: tuple[str, ...] = ()
+    ids_per_batch: int = Field(16, ge=2)  # P: identities per batch (the triplet loss needs 2 or more)
+    images_per_id: int = Field(4, ge=1)  # K: images of each identity in a batch
+    # Identities a loader worker holds before it forms batches (more = more mixing across shards);
+    # None: 2 x ids_per_batch.
+    pool_identities: int | None = Field(None, ge=2)
+    num_workers: int = Field(2, ge=0)  # DataLoader processes per training worker (0: in the training loop)
+    prefetch_batches: int = Field(2, ge=1)  # per DataLoader process
+    folder_ids_per_unit: int = Field(8, ge=1)  # Re-ID folders are streamed in groups of this many identities
+    # Leave out what `dppp curate` rejected: auto (URL/curation.parquet of a dppp dataset when it has one),
+    # off, or the path / URL of a curation file (one dppp dataset only). docs/curation.md.
+    curation: str = Field("auto", min_length=1)
+    augment: AugmentConfig = AugmentConfig()
+    storage: ShardStorageConfig = ShardStorageConfig()
+
+
+class RunSettings(StrictModel):
+    """What every Ray Train run shares (`dppp train`, `dppp pretrain`): its data, where it lives, its
+    workers, checkpoints and logs. trainer/training/train.py launches it, trainer/training/loop.py runs it."""
+
+    data: DataConfig = DataConfig()
+    # The run: <out>/<run_name>/ holds checkpoints, metrics and final/; a rerun with the same name resumes.
+    out: str = "runs/demo/train"
+    run_name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    seed: int = Field(0, ge=0)  # shard order, batch composition and augmentation
+    workers: int = Field(1, ge=1)  # Ray Train workers (one process each; DDP between them)
+    use_gpu: bool = False  # one GPU per worker, NCCL; else gloo on CPU
+    cpus_per_worker: float = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"  # applies on GPU only
+    lr_floor: float = Field(0.01, ge=0, le=1)  # cosine decay ends at lr x lr_floor
+    checkpoint_every_steps: int | None = Field(None, ge=1)  # besides every epoch end
+    checkpoint_keep: int = Field(3, ge=1)  # the latest K checkpoints are kept
+    max_failures: int = Field(3, ge=0)  # worker-group restarts (from the last checkpoint) before giving up
+    # How long one start of the worker group may wait for the cluster to place every worker (at the
+    # start, or after a node hosting one died). A start that times out is tried once more, then the run
+    # stops with exit 1, its checkpoints kept. Raise it where an autoscaler takes longer to add a node.
+    placement_timeout_s: float = Field(300.0, gt=0)
+    log_every_steps: int = Field(10, ge=1)
+
+
+class TrainEvalConfig(StrictModel):
+    """Held-out evaluation during training (trainer/training/held_out.py): every `every_epochs` epochs of the
+    method's last phase (the one that trains the image encoder) and at its end, rank 0 ranks each dataset
+    with `dppp eval`'s protocol; results go to metrics.jsonl ("kind": "eval"), TensorBoard and the curves.
+    Each dppp dataset must hold none of the training data's people (checked before Ray starts)."""
+
+    datasets: tuple[str, ...] = ()  # NAME:PATH, as `dppp eval --dataset` (synthetic:URL for dppp datasets)
+    every_epochs: int = Field(1, ge=1)
+    protocol: EvalConfig = EvalConfig()  # metric, flip, batch size, synthetic split ("datasets" unused)
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, specs: tuple[str, ...]) -> tuple[str, ...]:
+        return EvalConfig._known_datasets(specs)
+
+
+class TrainConfig(RunSettings):
+    model: ModelConfig = ModelConfig()
+    phase1: Phase1Schedule = Phase1Schedule()
+    phase2: Phase2Schedule = Phase2Schedule()
+    bank_batch_size: int = Field(64, ge=1)  # PDM identity bank pass between the phases
+    eval: TrainEvalConfig = TrainEvalConfig()

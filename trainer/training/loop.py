@@ -1,0 +1,471 @@
+"""The per-worker training loop that Ray Train runs on every rank (trainer/training/train.py builds the trainer).
+
+    phase 1 epochs -> [PDM: identity bank, all-reduced over ranks] -> phase 2 epochs -> final model
+
+Every rank builds the same model (seeded), streams its own disjoint shards (trainer/data/) and runs the
+same number of steps per epoch, so DDP's collective calls always pair up (the step, its learning rate and
+the run position are trainer/training/steps.py). The position in the run is
+(phase, epoch, batch) plus the global step; it goes into every checkpoint, and a restarted worker group
+(a rerun with the same run name, or Ray Train's FailureConfig after a worker died) resumes from it
+exactly: weights, optimizer, learning-rate schedule and the epoch's remaining batches.
+
+One module past ~400 lines on purpose: what is left is the Worker class, whose hooks `dppp pretrain`
+overrides; splitting the class itself would hide the order of a step.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dppp.trainer.data.loader import epoch_batches, make_loader
+from dppp.trainer.data.sources import TrainingData
+from dppp.trainer.data.streams import AllImagesStream, PKBatchStream
+from dppp.trainer.training.config import TrainConfig
+from dppp.trainer.training.progress import stop_requested
+from dppp.trainer.training.steps import (
+    EpochSteps,
+    LossModule,
+    Position,
+    lr_at,
+    optimizer_step,
+    phase_schedule,
+    remaining_steps,
+    resume_skip,
+)
+
+FINAL_DIR = "final"
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's train_loop_per_worker."""
+    _quiet_ray_train_logs()
+    config = TrainConfig.model_validate(loop_config["config"])
+    Worker(config, loop_config["data"], loop_config["out"], loop_config.get("board")).run()
+
+
+def _quiet_ray_train_logs() -> None:
+    """Ray Train logs every report and checkpoint upload at INFO from each worker, which buries the
+    progress bar; our own metrics say the same. Its loggers are internal, so this is best effort."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context, storage
+    except ImportError:
+        return
+    for name in (context.__file__, storage.__name__):  # Ray names context's logger by its file, not module
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Worker:
+    """One rank of a run. `dppp train` uses it as it is; `dppp pretrain` (trainer/pretraining/pretrain.py) overrides
+    what differs: build, schedules, batch_options and save_final."""
+
+    def __init__(self, config: TrainConfig, data: TrainingData, out: str, board):
+        import ray.train
+        import ray.train.torch
+
+        self.config, self.data, self.out, self.board = config, data, out, board
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
+        self.cuda = self.device.type == "cuda"
+        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
+        self.steps = EpochSteps(data, config, self.world)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"dppp-train-r{self.rank}-"))
+        self.last_epoch: dict[str, Any] = {}
+        self.stopped = False
+
+    # ---- set-up and resume ------------------------------------------------------------------------
+
+    def build(self):
+        from dppp.trainer.methods.model import build_model
+
+        model = build_model(self.config.model, self.data.num_classes, self.data.style_vocab)
+        return model.to(self.device)
+
+    def restore(self, model) -> tuple[Position, Path | None]:
+        """The position to start from, and the local copy of the checkpoint (None: a fresh start)."""
+        import ray.train
+
+        from dppp.trainer.training.checkpoint import restore_model
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return Position(model.phases[0], 0, 0, 0), None
+        from dppp.foundation.errors import DataError
+
+        local = self.workdir / "resume"
+        checkpoint.to_directory(str(local))
+        where = f"{self.out}/{Path(checkpoint.path).name}"  # the checkpoint's URL, not the local copy's
+        try:
+            state = restore_model(local, model)
+        except DataError as exc:
+            raise type(exc)(str(exc).replace(str(local), where)) from None
+        recorded = (state.config or {}).get("progress")
+        if not recorded:
+            raise DataError(f"{where}: checkpoint records no training progress")
+        return Position(**recorded), local
+
+    # ---- the run ----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        from dppp.foundation.storage.urls import open_storage
+        from dppp.trainer.training.run_log import RunLog
+
+        torch.manual_seed(self.config.seed + self.rank)
+        model = self.build()
+        position, resume_dir = self.restore(model)
+        self.global_step = position.step
+        self.log = None
+        self.held_out = self.held_out_eval(model)
+        if self.rank == 0:
+            self.storage = open_storage(self.out, self.config.data.storage)
+            self.log = RunLog(self.storage, self.workdir / "log", position.step)
+            self.record(self.start_record(model, position, resumed=resume_dir is not None))
+        for phase, schedule, first_epoch in self.schedules(model):
+            if phase < position.phase:
+                continue
+            if phase != model.phase:  # entering this phase now (not resumed inside it)
+                self.enter_phase(model, phase)
+                position = Position(phase, 0, 0, position.step)
+                resume_dir = None
+                self.checkpoint(model, None, position, {"kind": "phase", "phase": phase})
+            self.train_phase(model, phase, schedule, first_epoch, position, resume_dir)
+            if self.stopped:  # a graceful stop (SIGTERM to the driver): checkpointed, nothing more
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                return
+            position = Position(phase + 1, 0, 0, self.global_step)
+            resume_dir = None
+        if self.rank == 0:
+            self.write_final(model)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def start_record(self, model, position: Position, *, resumed: bool) -> dict[str, Any]:
+        """Where this start begins and the step the run will end at, counted at this start's worker
+        count (a resume with another count plans the remaining epochs afresh): the progress bar's total."""
+        record = {
+            "kind": "start",
+            "step": position.step,
+            "phase": position.phase,
+            "epoch": position.epoch,
+            "batch": position.batch,
+            "world": self.world,
+            "resumed": resumed,
+            "total_steps": position.step + remaining_steps(position, self.schedules(model), self.steps),
+            "images": self.data.num_images,
+            "curation_dropped": self.data.curated,
+        }
+        if position.batch and position.epoch_steps:
+            first = {phase: start for phase, _s, start in self.schedules(model)}.get(position.phase, 0)
+            planned = self.steps(first + position.epoch)
+            if planned != position.epoch_steps:
+                record["replanned"] = {
+                    "batch": position.batch,
+                    "of": position.epoch_steps,
+                    "now_batch": resume_skip(position, planned),
+                    "now_of": planned,
+                }
+        return record
+
+    def held_out_eval(self, model):
+        """`train.eval`'s evaluator on rank 0 (trainer/training/held_out.py), or None."""
+        settings = getattr(self.config, "eval", None)
+        if self.rank != 0 or settings is None or not settings.datasets:
+            return None
+        from dppp.trainer.training.held_out import HeldOutEval
+
+        return HeldOutEval(self.config, model.phases[-1])
+
+    def schedules(self, model) -> list[tuple[int, Any, int]]:
+        return phase_schedule(self.config, model.phases)
+
+    def batch_options(self, model, phase: int) -> dict[str, Any]:
+        """How the loader makes this phase's batches: PDM's phase 1 needs style labels, and phase 1 reads
+        un-augmented images unless `phase1.augment`."""
+        style = self.config.model.style_attributes if model.method == "pdm" and phase == 1 else ()
+        return {"style_attributes": style, "augment": phase != 1 or self.config.phase1.augment}
+
+    def enter_phase(self, model, phase: int) -> None:
+        """Between the phases: PDM's identity bank from one un-augmented pass over the data (each rank its
+        own units, sums all-reduced), then the phase switch (clipreid builds its bank there)."""
+        if phase == 2 and model.method == "pdm":
+            import torch.distributed as dist
+
+            from dppp.trainer.methods.health import MAX_HEALTH_IMAGES
+
+            style_names = self.config.model.style_attributes
+            stream = AllImagesStream(
+                self.data,
+                self.config.model.image_size,
+                rank=self.rank,
+                world=self.world,
+                batch_size=self.config.bank_batch_size,
+                style_attributes=style_names,
+            )
+            sums = torch.zeros(model.num_classes, model.identity_text.shape[1], device=self.device)
+            words = torch.zeros(model.num_classes, model.backbone.token_dim, device=self.device)
+            counts = torch.zeros(model.num_classes, dtype=torch.long, device=self.device)
+            sample: dict[str, list] = {"S": [], "C": [], "text": [], "pids": [], "style": []}
+            for batch in make_loader(stream, self.config.data, pin_memory=self.cuda):
+                pids = batch["pids"].to(self.device)
+                style, content, text = model.phase1_features(batch["pixel_values"].to(self.device))
+                s, c = model.identity_sums(text, pids)
+                sums += s.to(sums.dtype)
+                words += model.identity_sums(content, pids)[0].to(words.dtype)
+                counts += c
+                if sum(len(p) for p in sample["pids"]) < MAX_HEALTH_IMAGES:
+                    for key, value in (("S", style), ("C", content), ("text", text)):
+                        sample[key].append(value.float().cpu())
+                    sample["pids"].append(pids.cpu())
+                    sample["style"].append({n: v.cpu() for n, v in batch.get("style", {}).items()})
+            if self.world > 1 and dist.is_initialized():
+                for total in (sums, words, counts):
+                    dist.all_reduce(total)
+            model.set_identity_bank(sums, counts)
+            model.set_identity_words(words, counts)
+            self.health(sample)
+        model.set_phase(phase)
+
+    def health(self, sample: dict[str, list]) -> None:
+        """PDM's phase-1 health report (trainer/methods/health.py) from every rank's sample of the bank pass:
+        gathered on rank 0, printed, written to metrics.jsonl and posted for the run summary."""
+        import torch.distributed as dist
+
+        from dppp.trainer.methods.health import flat_metrics, format_report, health_report
+
+        if self.world > 1 and dist.is_initialized():
+            gathered: list = [None] * self.world
+            dist.all_gather_object(gathered, sample)
+        else:
+            gathered = [sample]
+        if self.rank != 0:
+            return
+        parts = {key: [t for g in gathered for t in g[key]] for key in sample}
+        if not parts["pids"]:
+            return
+        names = self.config.model.style_attributes
+        last = self.last_epoch or self.log.last("epoch")
+        report = health_report(
+            content_loss=last.get("loss/content"),
+            style_loss=last.get("loss/style"),
+            batch_size=self.config.data.ids_per_batch * self.config.data.images_per_id,
+            style=torch.cat(parts["S"]),
+            content=torch.cat(parts["C"]),
+            content_text=torch.cat(parts["text"]),
+            pids=torch.cat(parts["pids"]),
+            style_labels={n: torch.cat([s[n] for s in parts["style"]]) for n in names},
+        )
+        print(format_report(report), flush=True)
+        self.record(
+            {"kind": "health", "step": self.global_step, **flat_metrics(report), "probes": report["probes"]}
+        )
+
+    def train_phase(self, model, phase, schedule, first_epoch, position: Position, resume_dir) -> None:
+        from dppp.trainer.training.checkpoint import read_state, restore_optimizer
+
+        self.global_step = position.step
+        if schedule.epochs == 0 or position.epoch >= schedule.epochs:
+            return
+        groups = (
+            model.parameter_groups(schedule.weight_decay)
+            if hasattr(model, "parameter_groups")
+            else model.trainable_parameters()
+        )
+        optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
+        if resume_dir is not None and read_state(resume_dir).has_optimizer:
+            restore_optimizer(resume_dir, optimizer)  # resumed inside this phase
+        wrapped = LossModule(model)
+        if self.world > 1:
+            wrapped = nn.parallel.DistributedDataParallel(
+                wrapped, device_ids=[self.device.index] if self.cuda else None
+            )
+        scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and self.amp_dtype is torch.float16)
+        total = sum(self.steps(first_epoch + e) for e in range(schedule.epochs))
+        warmup = sum(self.steps(first_epoch + e) for e in range(min(schedule.warmup_epochs, schedule.epochs)))
+        resume_at = resume_skip(position, self.steps(first_epoch + position.epoch))
+        step_in_phase = sum(self.steps(first_epoch + e) for e in range(position.epoch)) + resume_at
+        options = self.batch_options(model, phase)
+        monitored = set(getattr(model, "monitored", ()))  # logged as figures, not as losses
+        model.train()
+
+        def make_stream(epoch: int) -> PKBatchStream:  # epoch within the phase
+            return PKBatchStream(
+                self.data,
+                self.config.data,
+                self.config.model.image_size,
+                seed=self.config.seed,
+                epoch=first_epoch + epoch,
+                rank=self.rank,
+                world=self.world,
+                skip=resume_at if epoch == position.epoch else 0,
+                **options,
+            )
+
+        epochs = range(position.epoch, schedule.epochs)
+        for epoch, (stream, batches) in zip(
+            epochs, epoch_batches(make_stream, epochs, self.config.data, pin_memory=self.cuda), strict=True
+        ):
+            skip = stream.skip
+            window: dict[str, float] = {}
+            window_steps, window_images, window_start = 0, 0, time.perf_counter()
+            epoch_sums: dict[str, float] = {}
+            done = skip
+            for batch in batches:
+                lr = lr_at(step_in_phase, total, warmup, schedule.lr, self.config.lr_floor)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss, parts = self.step(wrapped, optimizer, scaler, batch)
+                step_in_phase += 1
+                self.global_step += 1
+                done += 1
+                values = {
+                    "loss": float(loss),
+                    **{(k if k in monitored else f"loss/{k}"): float(v) for k, v in parts.items()},
+                }
+                for name, value in values.items():
+                    window[name] = window.get(name, 0.0) + value
+                    epoch_sums[name] = epoch_sums.get(name, 0.0) + value
+                window_steps += 1
+                window_images += len(batch["pids"])
+                if self.global_step % self.config.log_every_steps == 0 or done == stream.steps:
+                    elapsed = time.perf_counter() - window_start
+                    means = self.mean_over_ranks({k: v / window_steps for k, v in window.items()})
+                    self.record(
+                        {
+                            "kind": "step",
+                            "step": self.global_step,
+                            "phase": phase,
+                            "epoch": epoch,
+                            "batch": done,
+                            "steps_in_epoch": stream.steps,
+                            "lr": lr,
+                            "images_per_s": window_images * self.world / max(elapsed, 1e-9),
+                            **means,
+                        }
+                    )
+                    window, window_steps, window_images, window_start = {}, 0, 0, time.perf_counter()
+                    if done < stream.steps and stop_requested(self.board, self.rank, self.world, self.device):
+                        self.checkpoint(
+                            model,
+                            optimizer,
+                            Position(phase, epoch, done, self.global_step),
+                            {"kind": "stop", "step": self.global_step, "phase": phase, "epoch": epoch},
+                        )
+                        self.stopped = True
+                        return
+                every = self.config.checkpoint_every_steps
+                if every and self.global_step % every == 0 and done < stream.steps:
+                    self.checkpoint(
+                        model,
+                        optimizer,
+                        Position(phase, epoch, done, self.global_step, stream.steps),
+                        {"kind": "step", "phase": phase, "epoch": epoch},
+                    )
+            if done != stream.steps:
+                raise RuntimeError(
+                    f"rank {self.rank}: epoch {epoch} gave {done} batches, planned {stream.steps}"
+                )
+            ran = stream.steps - skip
+            means = self.mean_over_ranks({k: v / max(ran, 1) for k, v in epoch_sums.items()})
+            record = {
+                "kind": "epoch",
+                "step": self.global_step,
+                "phase": phase,
+                "epoch": epoch,
+                "steps_in_epoch": stream.steps,
+                **means,
+            }
+            if self.held_out is not None and self.held_out.due(phase, epoch, schedule.epochs):
+                at = {"step": self.global_step, "phase": phase, "epoch": epoch}
+                for result in self.held_out.run(model, self.device, **at):
+                    self.record(result)
+            self.checkpoint(model, optimizer, Position(phase, epoch + 1, 0, self.global_step), record)
+
+    def step(self, wrapped, optimizer, scaler, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return optimizer_step(
+            wrapped, optimizer, scaler, batch, self.device, self.amp_dtype if self.cuda else None
+        )
+
+    def mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        """The mean of each value over all ranks (every rank calls this at the same steps)."""
+        import torch.distributed as dist
+
+        if self.world == 1 or not dist.is_initialized() or not values:
+            return values
+        names = sorted(values)
+        tensor = torch.tensor([values[n] for n in names], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return {n: float(v) / self.world for n, v in zip(names, tensor.tolist(), strict=True)}
+
+    # ---- outputs ----------------------------------------------------------------------------------
+
+    def record(self, metrics: dict[str, Any]) -> None:
+        if metrics.get("kind") == "epoch":
+            self.last_epoch = metrics
+        if self.rank == 0:
+            self.log.write(metrics)
+            if self.board is not None:
+                self.board.update.remote(metrics)
+
+    def run_record(self, position: Position) -> dict[str, Any]:
+        return {
+            "train": self.config.model_dump(mode="json"),
+            "progress": asdict(position),
+            "data": {
+                "sources": list(self.data.sources),
+                "num_classes": self.data.num_classes,
+                "style_values": {k: list(v) for k, v in self.data.style_values.items()},
+            },
+        }
+
+    def checkpoint(self, model, optimizer, position: Position, metrics: dict[str, Any]) -> None:
+        """Report `metrics` from every rank; rank 0 attaches a checkpoint at `position`. Ray Train uploads
+        it to the run's storage before report() returns and keeps the newest `checkpoint_keep`."""
+        import ray.train
+
+        from dppp.trainer.training.checkpoint import save_checkpoint
+
+        self.global_step = position.step
+        if self.rank != 0:
+            ray.train.report({**metrics, "step": position.step}, checkpoint=None)
+            return
+        self.record(metrics)
+        self.log.publish()
+        with tempfile.TemporaryDirectory(dir=self.workdir) as folder:
+            save_checkpoint(folder, model, optimizer, step=position.step, config=self.run_record(position))
+            ray.train.report(
+                {**metrics, "step": position.step}, checkpoint=ray.train.Checkpoint.from_directory(folder)
+            )
+
+    def write_final(self, model) -> None:
+        """final/ (its commit marker written last, removed first) and the published metrics, TensorBoard
+        events and loss curves."""
+        folder = self.workdir / FINAL_DIR
+        marker = self.save_final(model, folder)
+        self.storage.delete(f"{FINAL_DIR}/{marker}")
+        for path in sorted(folder.iterdir()):
+            if path.name != marker:
+                self.storage.put_file(path, f"{FINAL_DIR}/{path.name}")
+        self.storage.put_file(folder / marker, f"{FINAL_DIR}/{marker}")
+        self.log.write({"kind": "end", "step": self.global_step})
+        self.log.publish(curves=True)
+        self.log.close()
+        if self.board is not None:
+            self.board.update.remote({"kind": "end", "step": self.global_step})
+
+    def save_final(self, model, folder: Path) -> str:
+        """Write the run's result into the local `folder`; returns the name of its commit marker.
+        Here: model.safetensors + checkpoint.json (the marker), trainer/training/checkpoint.py's format, for `dppp eval`."""
+        from dppp.trainer.training.checkpoint import META_FILE, save_checkpoint
+
+        position = Position(model.phase, 0, 0, self.global_step)
+        save_checkpoint(folder, model, None, step=self.global_step, config=self.run_record(position))
+        return META_FILE
