@@ -73,8 +73,8 @@ def paper_scale_parameters(num_classes: int = 6641) -> dict[str, int]:
     from transformers import CLIPConfig, CLIPModel
 
     from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
-    from dppp.trainer.methods import model as model_module
     from dppp.trainer.clip.backbone import ClipBackbone
+    from dppp.trainer.methods import model as model_module
     from dppp.trainer.methods.config import ModelConfig
     from dppp.trainer.methods.text_prompts import placeholder_tokens
 

@@ -32,8 +32,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from dppp.foundation.errors import DataError
-from dppp.trainer.methods import losses
 from dppp.trainer.clip.backbone import interpolate_position_embeddings
+from dppp.trainer.methods import losses
 from dppp.trainer.pretraining.config import PRETRAIN_METHOD, PretrainModelConfig
 
 
