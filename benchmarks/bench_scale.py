@@ -229,6 +229,7 @@ def fabricate(args: tuple[str, int, list[int]]) -> int:
     """Write the given shards of the plan with the real worker's publish (fixed image, no fsync)."""
     url, shards, indices = args
     os.fsync = lambda fd: None  # this process only: the dataset is the input here, not what is measured
+    from dppp.dataset.keys import sample_key
     from dppp.dataset.shard_writer import Sample
     from dppp.pipeline.generate import build_plan
     from dppp.pipeline.worker import ShardWorker
@@ -240,7 +241,14 @@ def fabricate(args: tuple[str, int, list[int]]) -> int:
     for index in indices:
         shard = plan.shards[index]
         samples = [
-            Sample(view.key, jpeg, "jpg", worker.metadata(view, attempts=1), view.prompt, view.pid)
+            Sample(
+                sample_key(view.pid, view.view),
+                jpeg,
+                "jpg",
+                worker.metadata(view, attempts=1),
+                view.prompt,
+                view.pid,
+            )
             for view in worker.views(shard)
         ]
         worker.publish(shard, samples)

@@ -38,8 +38,8 @@ def make_samples(ids: int, views: int):
     import numpy as np
     from PIL import Image
 
+    from dppp.dataset.keys import sample_key
     from dppp.dataset.shard_writer import Sample
-    from dppp.prompts.spec import sample_key
 
     rng = np.random.default_rng(0)
     ramp = np.linspace(0, 170, 128)[None, :, None]

@@ -1,4 +1,4 @@
-"""The shard format's names: the member allow-list, the key patterns and the object keys of a dataset.
+"""The shard format's names: the member allow-list, the shard key patterns and the object keys (sample keys: dataset/keys.py) of a dataset.
 
 A shard is a plain tar. Each sample is four contiguous members named `<key>.<ext>`:
 
@@ -24,7 +24,6 @@ FIXED_MTIME = 946684800  # 2000-01-01T00:00:00Z: a constant, so a rerun gives by
 IMAGE_EXTS = ("jpg", "png", "webp")  # what the writer emits (postprocess.OutputConfig.format)
 READ_IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp"})
 ALLOWED_EXTS = READ_IMAGE_EXTS | {"json", "txt", "cls"}
-SAMPLE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # dot-free: webdataset splits key and ext at the first dot
 SHARD_KEY_RE = re.compile(r"^shards/shard-(\d{6,})\.(tar|json|parquet)$")
 LEASE_KEY_RE = re.compile(r"^shards/shard-(\d{6,})\.lease$")
 

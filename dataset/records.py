@@ -1,6 +1,7 @@
-"""What a dataset says about itself: per-shard commit records and dataset.json.
+"""What a dataset says about itself: per-shard commit records, and reading and writing dataset.json.
 
     <root>/dataset.json                 resolved config (secrets stripped), taxonomy hash, versions, plan
+                                        (what it holds: dataset/manifest.py)
     <root>/shards/shard-NNNNNN.tar      the samples (dataset/)
     <root>/shards/shard-NNNNNN.parquet  the shard's index rows, its fragment (dataset/index.py)
     <root>/shards/shard-NNNNNN.json     the commit record: count, pids, keys, bytes, sha256, timings, and
@@ -119,7 +120,7 @@ def read_dataset_manifest(storage: Storage) -> dict[str, Any]:
 
 
 class DatasetPlan(StrictModel):
-    """The part of dataset.json's `plan` (pipeline/generate.py `Plan.manifest()`) that readers check against:
+    """The part of dataset.json's `plan` (dataset/manifest.py) that readers check against:
     how many shards the dataset must have, and (when stated) how many samples and identities in all."""
 
     shards: int = Field(ge=0)

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from dppp.dataset.format import FIXED_MTIME, IMAGE_EXTS, SAMPLE_KEY_RE
+from dppp.dataset.format import FIXED_MTIME, IMAGE_EXTS
+from dppp.dataset.keys import KEY_RE
 from dppp.foundation.redaction import strip_secrets
 from dppp.foundation.storage.local import atomic_write
 
@@ -25,7 +26,7 @@ from dppp.foundation.storage.local import atomic_write
 class Sample:
     """One rendered image with everything the shard stores about it."""
 
-    key: str  # prompts.spec.sample_key(pid, view), e.g. 'p000012_v003'
+    key: str  # dataset.keys.sample_key(pid, view), e.g. 'p000012_v003'
     image_bytes: bytes  # already encoded (pipeline/postprocess.py)
     image_ext: str  # 'jpg', 'png' or 'webp'
     metadata: dict[str, Any]  # the json member: pid, view, camid, attributes, prompt, seeds, renderer...
@@ -33,8 +34,8 @@ class Sample:
     pid: int
 
     def check(self) -> None:
-        if not isinstance(self.key, str) or not SAMPLE_KEY_RE.fullmatch(self.key):
-            raise ValueError(f"sample key {self.key!r} must match {SAMPLE_KEY_RE.pattern} (dot-free)")
+        if not isinstance(self.key, str) or not KEY_RE.fullmatch(self.key):
+            raise ValueError(f"sample key {self.key!r} must match {KEY_RE.pattern} (dot-free)")
         if self.image_ext not in IMAGE_EXTS:
             raise ValueError(f"sample {self.key}: image_ext {self.image_ext!r} is not one of {IMAGE_EXTS}")
         if not isinstance(self.pid, int) or isinstance(self.pid, bool) or self.pid < 0:

@@ -46,13 +46,14 @@ def leave_ray() -> None:
 
 def show_prompts(generate_config, identities: int = 3) -> None:
     """A few of the prompts stage 1 renders (all of them: `dppp prompts sample configs/demo.yaml`)."""
+    from dppp.dataset.keys import sample_key
     from dppp.pipeline.prompting import prompt_engine
 
     print(f"== 1/6 prompts: the first view of {identities} identities (dppp prompts sample {CONFIG})")
     engine = prompt_engine(generate_config, config_file=CONFIG)
     for pid in range(identities):
         view = engine.view(pid, 0)
-        print(f"  {view.key} camera {view.camid}: {view.prompt}")
+        print(f"  {sample_key(view.pid, view.view)} camera {view.camid}: {view.prompt}")
 
 
 def show_backbone(train_config) -> None:

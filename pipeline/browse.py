@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dppp.dataset.format import SAMPLE_KEY_RE
+from dppp.dataset.keys import KEY_RE, parse_sample_key
 from dppp.dataset.limits import ShardStorageConfig
 from dppp.dataset.listing import committed_shards, open_dataset
 from dppp.dataset.records import ATTRIBUTE_PREFIX, INDEX_NAME, ShardRecord, read_index
 from dppp.dataset.shard_reader import image_member, read_shard
 from dppp.foundation.errors import DamagedDataError, DataError, SettingError, UserError
 from dppp.foundation.storage.local import write_file
-from dppp.prompts.spec import parse_sample_key
 
 # ------------------------------------------------------------------------------------------- stats
 
@@ -202,7 +201,7 @@ def _records_for_pid(records: list[ShardRecord], pid: int) -> list[ShardRecord]:
 
 def show_sample(url: str, key: str, config: ShardStorageConfig | None = None) -> SampleView:
     """Find one sample by key (the record whose pids hold its pid; every shard if the key says none)."""
-    if not SAMPLE_KEY_RE.fullmatch(key):
+    if not KEY_RE.fullmatch(key):
         raise UserError(f"{key!r} is not a sample key (e.g. p000012_v003)")
     storage, _ = open_dataset(url, config)
     records = committed_shards(storage)

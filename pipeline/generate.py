@@ -121,23 +121,19 @@ class Plan:
         return int(self.images * out.height * out.width * _AVG_JPEG_BYTES_PER_PIXEL)
 
     def manifest(self) -> dict[str, Any]:
-        from dppp.foundation import __version__
+        """dataset.json for this plan (its shape: dataset/manifest.py)."""
+        from dppp.dataset.manifest import dataset_manifest
 
-        return {
-            "format": "dppp-dataset/1",
-            "code_version": __version__,
-            "config": self.config.model_dump(mode="json"),
-            "fingerprint": self.fingerprint,
-            "shard_fingerprint": self.shard_fingerprint,
-            "taxonomy_sha256": self.engine.taxonomy_hash,
-            "taxonomy": self.engine.taxonomy.as_dict(),
-            "plan": {
-                "identities": self.config.identities,
-                "ids_per_shard": self.config.ids_per_shard,
-                "shards": len(self.shards),
-                "images": self.images,
-            },
-        }
+        return dataset_manifest(
+            config=self.config.model_dump(mode="json"),
+            fingerprint=self.fingerprint,
+            shard_fingerprint=self.shard_fingerprint,
+            taxonomy=self.engine.taxonomy,
+            identities=self.config.identities,
+            ids_per_shard=self.config.ids_per_shard,
+            shards=len(self.shards),
+            images=self.images,
+        )
 
 
 def _dataset_object(key: str) -> bool:

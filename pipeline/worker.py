@@ -161,13 +161,14 @@ class ShardWorker:
         return pending
 
     def _encode(self, views: list[ViewSpec], images: list[Any]) -> list[Sample]:
+        from dppp.dataset.keys import sample_key
         from dppp.dataset.shard_writer import Sample
         from dppp.pipeline.postprocess import extension, finish
 
         output = self.config.output
         return [
             Sample(
-                key=view.key,
+                key=sample_key(view.pid, view.view),
                 image_bytes=finish(rendered.image, output),
                 image_ext=extension(output),
                 metadata=self.metadata(view, attempts=rendered.attempts),
@@ -179,7 +180,9 @@ class ShardWorker:
 
     def metadata(self, view: ViewSpec, *, attempts: int) -> dict[str, Any]:
         """The sample's json: everything needed to regenerate this one image bit for bit."""
-        return {**view.record(), "attempts": attempts, **self._common_metadata()}
+        from dppp.dataset.keys import view_record
+
+        return {**view_record(view), "attempts": attempts, **self._common_metadata()}
 
     def _common_metadata(self) -> dict[str, Any]:
         """What every sample's json shares. Built at the first sample, not at load: `batch_size: auto`

@@ -5,25 +5,29 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from dppp.foundation.errors import SettingError
 from dppp.prompts.engine import PromptEngine
+from dppp.prompts.spec import ViewSpec
+
+ViewRecord = Callable[[ViewSpec], dict[str, Any]]
 
 
-def sample_lines(engine: PromptEngine, pids: Iterable[int]) -> Iterator[str]:
+def sample_lines(engine: PromptEngine, pids: Iterable[int], record: ViewRecord) -> Iterator[str]:
     for view in engine.iter_views(pids):
-        yield json.dumps(view.record(), ensure_ascii=False)
+        yield json.dumps(record(view), ensure_ascii=False)
 
 
-def write_samples(engine: PromptEngine, identities: int, out: TextIO) -> int:
-    """Every view of pids 0 .. identities - 1 as JSON lines on `out`; returns the number of lines."""
+def write_samples(engine: PromptEngine, identities: int, out: TextIO, *, record: ViewRecord) -> int:
+    """Every view of pids 0 .. identities - 1 as JSON lines of `record(view)` on `out` (the caller names
+    the samples: their keys are the shard contract's, dataset.keys.view_record); returns the number of lines."""
     lines = 0
     chunk: list[str] = []
-    for line in sample_lines(engine, range(identities)):
+    for line in sample_lines(engine, range(identities), record):
         chunk.append(line)
         if len(chunk) == 1024:
             out.write("\n".join(chunk) + "\n")

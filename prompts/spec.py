@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
-
-_SAMPLE_KEY = re.compile(r"^p(\d+)_v(\d+)$")
-
-
-def sample_key(pid: int, view: int) -> str:
-    """The shard contract's sample key: dot-free, zero-padded, derived only from (pid, view)."""
-    return f"p{pid:06d}_v{view:03d}"
-
-
-def parse_sample_key(key: str) -> tuple[int, int] | None:
-    """(pid, view) of a key `sample_key` made: parse_sample_key('p000012_v003') == (12, 3); None otherwise."""
-    match = _SAMPLE_KEY.match(key)
-    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 @dataclass(frozen=True)
@@ -40,14 +26,10 @@ class ViewSpec:
     negative_prompt: str
     dropped_slots: tuple[str, ...] = field(default=())  # template slots dropped to fit the token budget
 
-    @property
-    def key(self) -> str:
-        return sample_key(self.pid, self.view)
-
     def record(self) -> dict[str, Any]:
-        """The view as plain data: the fields of its shard sample's json that come from the prompt engine."""
+        """The view as plain data: the fields of its shard sample's json that come from the prompt engine
+        (the sample's key is the shard contract's: dataset.keys.view_record adds it)."""
         return {
-            "key": self.key,
             "pid": self.pid,
             "view": self.view,
             "camid": self.camid,

@@ -32,6 +32,7 @@ from dppp.prompts.taxonomy_schema import (
     yaml_path,
 )
 from dppp.prompts.taxonomy_tables import Camera, Column, Condition, Dimension
+from dppp.prompts.templates import compile_templates
 
 SHIPPED_TAXONOMY = Path(__file__).with_name("taxonomy.yaml")
 
@@ -51,9 +52,7 @@ class Taxonomy:
         canonical = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         self.hash = hashlib.sha256(canonical.encode()).hexdigest()
         self._build()
-        # Imported here: templates compile against the columns built above.
-        from dppp.prompts.templates import compile_templates
-
+        # templates compile against the columns built above
         self.templates = compile_templates(self)
 
     # -- public lookups ----------------------------------------------------------------------------

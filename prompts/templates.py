@@ -13,15 +13,32 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dppp.foundation.errors import ConfigError
 from dppp.prompts.tokens import SEPARATOR_TOKENS, SPECIAL_TOKENS, TokenCounter
 
 if TYPE_CHECKING:
-    from dppp.prompts.taxonomy import Taxonomy
-    from dppp.prompts.taxonomy_schema import SlotModel
-    from dppp.prompts.taxonomy_tables import Condition
+    from dppp.prompts.taxonomy_schema import SlotModel, TaxonomyModel
+    from dppp.prompts.taxonomy_tables import Column, Condition
+
+
+class Taxonomy(Protocol):
+    """What templates compile and compose against: prompts.taxonomy.Taxonomy, which compiles its templates
+    when it loads. Named here rather than imported, so taxonomy.py -> templates.py is the one direction."""
+
+    model: TaxonomyModel
+    source: str
+    columns: tuple[Column, ...]
+    column_index: dict[str, int]
+    num_identity: int
+
+    def error(self, problem: str, *parts: Any) -> ConfigError: ...
+
+    def condition(
+        self, conditions: Any, *parts: Any, available: int | None = None, owner: str = ""
+    ) -> Condition: ...
+
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _ARTICLE = object()  # stands for "a"/"an" until the next word is known

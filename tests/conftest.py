@@ -266,8 +266,8 @@ def make_samples(n_ids: int = 2, views: int = 3, *, first_pid: int = 0, size=(32
     """Real small images (PIL-encoded) with the generator's metadata schema, one Sample per (pid, view)."""
     from PIL import Image, ImageDraw
 
+    from dppp.dataset.keys import sample_key
     from dppp.dataset.shard_writer import Sample
-    from dppp.prompts.spec import sample_key
 
     samples = []
     for pid in range(first_pid, first_pid + n_ids):

@@ -38,12 +38,15 @@ def sample(
     attributes, seeds and the slots dropped to fit the token budget."""
     import sys
 
+    from dppp.dataset.keys import view_record
     from dppp.pipeline.prompting import prompt_engine
     from dppp.prompts.report import write_samples
 
     generate = load_config(config, _overrides(sets, identities, seed)).generate
     # The engine validates everything (taxonomy, templates, identity count) before the first line.
-    write_samples(prompt_engine(generate, config_file=str(config)), generate.identities, sys.stdout)
+    write_samples(
+        prompt_engine(generate, config_file=str(config)), generate.identities, sys.stdout, record=view_record
+    )
 
 
 @app.command()

@@ -273,6 +273,7 @@ class DiffusersRenderer:
         }
 
     def render(self, views: Sequence[ViewSpec]) -> list[RenderedImage]:
+        from dppp.dataset.keys import sample_key
         from dppp.pipeline.renderer import RenderedImage
 
         self._compile_once()
@@ -289,7 +290,7 @@ class DiffusersRenderer:
                 if rejected_now:
                     log.warning(
                         "renderer: %s is still blank or safety-filtered after %d renders; keeping it",
-                        view.key,
+                        sample_key(view.pid, view.view),
                         attempt + 1,
                     )
                 results.append(RenderedImage(image=image, attempts=attempt + 1))

@@ -20,7 +20,7 @@ IDS_PER_SHARD, VIEWS, SHARDS = 2, 3, 3
 
 
 def manifest(**plan):
-    """dataset.json as the generator writes it (pipeline/generate.py Plan.manifest()), with its plan."""
+    """dataset.json as the generator writes it (dataset/manifest.py), with its plan."""
     return {
         "config": {"seed": 0, "identities": IDS_PER_SHARD * SHARDS},
         "plan": {

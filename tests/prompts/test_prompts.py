@@ -137,7 +137,7 @@ def test_view_attributes_hold_every_dimension_and_the_camera_profile(taxonomy, e
         assert view.attributes["indoor"] == ("yes" if camera.indoor else "no")
         assert view.attributes["camera_height"] == camera.mount_height
         assert view.attributes["image_quality"] == camera.quality
-        assert view.key == f"p000005_v{view.view:03d}"
+        assert view.pid == 5
         identity = engine.identity(5)
         assert {k: view.attributes[k] for k in identity.attributes} == identity.attributes
         assert view.identity_seed == identity.seed

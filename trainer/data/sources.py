@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dppp.dataset.keys import parse_sample_key
 from dppp.dataset.limits import ShardStorageConfig
 from dppp.foundation.errors import DataError, SettingError
 from dppp.foundation.storage.urls import open_storage
-from dppp.prompts.spec import parse_sample_key
 from dppp.trainer.data.specs import parse_source, read_dataset
 
 CAMID = "camid"
