@@ -32,8 +32,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from dppp.foundation.errors import DataError
-from dppp.trainer.methods import losses
 from dppp.trainer.clip.backbone import interpolate_position_embeddings
+from dppp.trainer.methods import losses
 from dppp.trainer.pretraining.config import PRETRAIN_METHOD, PretrainModelConfig
 
 
@@ -109,6 +109,12 @@ class ClipPretrainModel(nn.Module):
         for param in self.parameters():
             param.requires_grad_(True)
         self.phase = phase
+
+    def prepare_phase(self, phase: int, run) -> None:
+        """Nothing to do between phases (there is one)."""
+
+    def batch_style_attributes(self, phase: int) -> tuple[str, ...]:
+        return ()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
