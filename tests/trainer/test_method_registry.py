@@ -109,6 +109,8 @@ def test_an_inconsistent_entry_is_refused(toy_registered):
         register(MethodSpec(SPEC.name, SPEC.model, (2,), {2: ("id",)}, CentresWeights))
     with pytest.raises(ValueError, match="ascending"):
         register(MethodSpec("toy_bad", SPEC.model, (2, 1), {1: (), 2: ()}, CentresWeights))
+    with pytest.raises(ValueError, match="1 and/or 2"):
+        register(MethodSpec("toy_bad", SPEC.model, (1, 3), {1: (), 3: ()}, CentresWeights))
     assert "toy_bad" not in method_names()
 
 

@@ -1,7 +1,8 @@
 """The stage-2 model's typed config: method, backbone, prompts, loss weights and temperatures.
 
 Pure pydantic (no torch import), so the experiment config and `dppp --help` stay fast. The model itself is
-built from it by `dppp.trainer.methods.model.build_model`. docs/method.md explains every default.
+built from it by `dppp.trainer.methods.model.build_model`. docs/method.md explains every default. The
+methods and their loss-weight models are those of trainer/methods/registry.py (torch-free as well).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class ModelConfig(StrictModel):
         if "method" not in info.data:  # the method itself is invalid, and reported
             return MethodWeights()
         own = method_spec(info.data["method"]).weights
-        if isinstance(value, own):
+        if type(value) is own:
             return value
         if isinstance(value, MethodWeights):
             value = value.model_dump()

@@ -88,8 +88,9 @@ _METHODS: dict[str, MethodSpec] = {}
 
 def register(spec: MethodSpec) -> MethodSpec:
     """Add a method (checked to be self-consistent). Registering another spec under a taken name fails."""
-    if not spec.phases or list(spec.phases) != sorted(set(spec.phases)):
-        raise ValueError(f"method {spec.name!r}: phases must be distinct and ascending, got {spec.phases}")
+    # A run has two schedules (train.phase1, train.phase2), so a method's phases are some of 1 and 2.
+    if not spec.phases or list(spec.phases) != sorted(set(spec.phases)) or not set(spec.phases) <= {1, 2}:
+        raise ValueError(f"method {spec.name!r}: phases must be 1 and/or 2, ascending, got {spec.phases}")
     if set(spec.losses) != set(spec.phases) or not set(spec.style_label_phases) <= set(spec.phases):
         raise ValueError(f"method {spec.name!r}: losses and style_label_phases must name its phases")
     unweighted = sorted(
