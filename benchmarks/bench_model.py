@@ -74,9 +74,8 @@ def paper_scale_parameters(num_classes: int = 6641) -> dict[str, int]:
 
     from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
     from dppp.trainer.clip.backbone import ClipBackbone
-    from dppp.trainer.methods import model as model_module
     from dppp.trainer.methods.config import ModelConfig
-    from dppp.trainer.methods.text_prompts import placeholder_tokens
+    from dppp.trainer.methods.registry import method_spec
 
     counts = {}
     for method in ("bot", "clipreid", "pdm"):
@@ -103,13 +102,10 @@ def paper_scale_parameters(num_classes: int = 6641) -> dict[str, int]:
         )
         with torch.device("meta"):
             clip = CLIPModel(clip_config)
-            tokens = {
-                "pdm": placeholder_tokens("S") + placeholder_tokens("C"),
-                "clipreid": placeholder_tokens("X", config.clipreid_context_tokens),
-            }.get(method, [])
+            model_class = method_spec(method).model_class()
             tokenizer = build_tiny_clip_tokenizer(model_max_length=77)
-            backbone = ClipBackbone(clip, tokenizer, config.image_size, tokens)
-            model = model_module.METHODS[method](config, num_classes, STYLE_VOCAB, backbone)
+            backbone = ClipBackbone(clip, tokenizer, config.image_size, model_class.prompt_tokens(config))
+            model = model_class(config, num_classes, STYLE_VOCAB, backbone)
         counts[method] = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     return counts
 

@@ -113,11 +113,7 @@ def build_phase(config, data, phase: int, device, *, fused: bool):
     model.set_phase(phase)
     model.train()
     schedule = config.phase1 if phase == 1 else config.phase2
-    groups = (
-        model.parameter_groups(schedule.weight_decay)
-        if hasattr(model, "parameter_groups")
-        else model.trainable_parameters()
-    )
+    groups = model.parameter_groups(schedule.weight_decay)
     options = {"fused": True} if fused and device.type == "cuda" else {}
     optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=schedule.weight_decay, **options)
     return model, optimizer

@@ -10,7 +10,7 @@ import pytest
 from dppp.cli import main
 from dppp.trainer.data.sources import open_training_data
 from dppp.trainer.data.streams import PKBatchStream
-from dppp.trainer.methods.model import METHODS
+from dppp.trainer.methods.registry import method_spec
 from dppp.trainer.training.steps import EpochSteps, Position, phase_schedule, remaining_steps, resume_skip
 from tests.trainer.test_data import write_dataset
 from tests.trainer.test_train import tiny_config, write_config
@@ -51,7 +51,7 @@ def test_a_resume_with_another_worker_count_counts_the_steps_it_runs(dataset):
     past the new plan's end. Now the total is the saved step plus the batches the resumed start runs."""
     config = tiny_config(phase1={"epochs": 1}, phase2={"epochs": 2})
     data = open_training_data([dataset], config.data.storage, config.data.folder_ids_per_unit)
-    schedules = phase_schedule(config, METHODS[config.model.method].phases)
+    schedules = phase_schedule(config, method_spec(config.model.method).phases)
     two, one = EpochSteps(data, config, 2), EpochSteps(data, config, 1)
     assert two(1) < one(1)  # the plans differ: the case that went wrong
     # Saved by 2 workers in phase 2's first epoch (global epoch 1), 2 batches in, at global step s.

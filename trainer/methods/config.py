@@ -1,7 +1,8 @@
 """The stage-2 model's typed config: method, backbone, prompts, loss weights and temperatures.
 
 Pure pydantic (no torch import), so the experiment config and `dppp --help` stay fast. The model itself is
-built from it by `dppp.trainer.methods.model.build_model`. docs/method.md explains every default.
+built from it by `dppp.trainer.methods.model.build_model`. docs/method.md explains every default. The
+methods and their loss-weight models are those of trainer/methods/registry.py (torch-free as well).
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dppp.foundation.schema import StrictModel
+from dppp.trainer.methods.registry import MethodWeights, method_names, method_spec, weight_names
 
-Method = Literal["pdm", "bot", "clipreid"]
 Temperature = Annotated[float, Field(gt=0)] | Literal["backbone"]
 
 # `[NAME]` in a template marks where pseudo-word embeddings are injected.
@@ -42,28 +43,8 @@ class TinyClipConfig(StrictModel):
         return self
 
 
-class LossWeights(StrictModel):
-    """Weight of each loss in the total of its phase. A weight of 0 switches the loss off (ablation)."""
-
-    # phase 1, pdm
-    align: float = Field(1.0, ge=0)  # image <-> full prompt "a [S] style photo of a [C] person"
-    content: float = Field(1.0, ge=0)  # image <-> content prompt, same pid = positive
-    style: float = Field(1.0, ge=0)  # S classifies the view's style attributes
-    decorrelation: float = Field(1.0, ge=0)  # S and C carry different information
-    # phase 1, clipreid
-    prompt: float = Field(1.0, ge=0)  # image <-> per-identity learned prompt
-    # phase 2, every method (i2t is not used by bot)
-    id: float = Field(1.0, ge=0)
-    triplet: float = Field(1.0, ge=0)
-    i2t: float = Field(1.0, ge=0)
-    # PDM options (docs/method.md, "Options"), off at 0: computed only when their weight is positive.
-    adversarial: float = Field(0.0, ge=0)  # phase 1: style heads on C through gradient reversal
-    word_norm: float = Field(0.0, ge=0)  # phase 1: S and C keep the norm of real token embeddings
-    style_i2t: float = Field(0.0, ge=0)  # phase 2: image -> its identities' prompts in its own style S
-
-
 class ModelConfig(StrictModel):
-    method: Method = "pdm"
+    method: str = "pdm"  # a registered method (trainer/methods/registry.py)
     # "tiny" (random CPU model from `tiny`), a hub id or a local folder holding a CLIPModel + tokenizer.
     backbone: str = Field("tiny", min_length=1)
     tiny: TinyClipConfig = TinyClipConfig()
@@ -94,7 +75,35 @@ class ModelConfig(StrictModel):
     triplet_margin: float | None = Field(0.3, gt=0)
     # The retrieval embedding: after the BNNeck ("bn", BoT's choice) or before it, both L2-normalised.
     retrieval_feature: Literal["bn", "pre_bn"] = "bn"
-    weights: LossWeights = LossWeights()
+    # The method's own loss weights (its registry entry's weights model). One flat `weights:` section
+    # serves every method: keys of other methods' weights are accepted and dropped.
+    weights: SerializeAsAny[MethodWeights] = Field(default_factory=dict)
+
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, value: str) -> str:
+        if value not in method_names():
+            raise ValueError(f"unknown method {value!r} (known: {', '.join(method_names())})")
+        return value
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _method_weights(cls, value: object, info: ValidationInfo) -> object:
+        if "method" not in info.data:  # the method itself is invalid, and reported
+            return MethodWeights()
+        own = method_spec(info.data["method"]).weights
+        if type(value) is own:
+            return value
+        if isinstance(value, MethodWeights):
+            value = value.model_dump()
+        if not isinstance(value, dict):
+            return value
+        others = weight_names() - set(own.model_fields)
+        try:
+            return own.model_validate({k: v for k, v in value.items() if k not in others})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise ValueError(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
 
     @field_validator("image_size")
     @classmethod

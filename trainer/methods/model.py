@@ -1,21 +1,22 @@
-"""PDM and its two baselines behind one factory, `build_model(config, num_classes, style_vocab)`.
+"""The shared part of every Re-ID method (`ReIDModel`) and the factory `build_model(config, num_classes,
+style_vocab)` that builds the configured one from its registry entry (trainer/methods/registry.py).
 
 Every method shares the CLIP backbone and the Re-ID head (BNNeck + bias-free ID classifier) and the
-phase-2 objective (ID + triplet, plus image-to-text for the prompt methods); they differ in phase 1:
+phase-2 objective (ID + triplet, plus image-to-text for the prompt methods); they differ in phase 1,
+each in its own module:
 
     method     phases  phase 1 trains               phase-2 text targets (identity bank)
-    bot        2       -                            none (ID + triplet only)
-    clipreid   1, 2    per-identity context tokens  "a photo of a X1..X4 person" per identity
-    pdm        1, 2    style/content inversion      mean content prompt "a photo of a [C] person"
-                       networks + style heads       over each identity's images
+    bot        2       -                            none (ID + triplet only)         methods/bot.py
+    clipreid   1, 2    per-identity context tokens  "a photo of a X1..X4 person"     methods/clipreid.py
+                                                    per identity
+    pdm        1, 2    style/content inversion      mean content prompt "a photo     methods/pdm.py
+                       networks + style heads       of a [C] person" over each
+                                                    identity's images
 
-The training loop drives it through: `set_phase(p)` (freezes exactly the parameters that phase must not
-change), `trainable_parameters()`, `loss(batch) -> (total, {name: value})`, and `encode_images(x)` for
-retrieval. PDM needs `build_identity_bank(batches)` once between phase 1 and phase 2 (clipreid builds its
-bank itself on `set_phase(2)`). Exact losses, weights and schedules: docs/method.md.
-
-One module past ~400 lines on purpose: the three methods differ in a few methods of one model, and the
-table above is checked most easily against one file.
+The training loop drives a model through: `set_phase(p)` (freezes exactly the parameters that phase must
+not change), `parameter_groups(weight_decay)`, `batch_style_attributes(p)`, `prepare_phase(p, run)`
+(the work between two phases, before `set_phase`), `loss(batch) -> (total, {name: value})`, `monitored`,
+and `encode_images(x)` for retrieval. Exact losses, weights and schedules: docs/method.md.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dppp.foundation.errors import ConfigError, DataError
+from dppp.foundation.errors import DataError
 from dppp.trainer.clip.backbone import VISION_PREFIXES, ClipBackbone, load_backbone
 from dppp.trainer.methods import losses
 from dppp.trainer.methods.config import ModelConfig
-from dppp.trainer.methods.inversion import TextualInversion
-from dppp.trainer.methods.text_prompts import compile_prompt, encode_prompt, placeholder_tokens
+from dppp.trainer.methods.registry import MethodSpec, PhaseRun, method_spec
 
 Batch = Mapping[str, object]
 
@@ -39,8 +39,7 @@ Batch = Mapping[str, object]
 class ReIDModel(nn.Module):
     """The shared part: backbone, BNNeck (Luo et al. 2019), ID classifier, phase switching, phase 2."""
 
-    method = ""
-    phases: tuple[int, ...] = (2,)
+    method = ""  # its registry name; the entry declares phases, losses, weights and style-label phases
     uses_identity_bank = False
 
     def __init__(
@@ -60,6 +59,23 @@ class ReIDModel(nn.Module):
             self.register_buffer("identity_text", torch.zeros(num_classes, dim))
             self.register_buffer("identity_known", torch.zeros(num_classes, dtype=torch.bool))
         self.phase = 0
+
+    @classmethod
+    def prompt_tokens(cls, config: ModelConfig) -> list[str]:
+        """Placeholder tokens the tokenizer must know (added before any parameter is created)."""
+        return []
+
+    @property
+    def spec(self) -> MethodSpec:
+        return method_spec(self.method)
+
+    @property
+    def phases(self) -> tuple[int, ...]:
+        return self.spec.phases
+
+    @property
+    def monitored(self) -> tuple[str, ...]:
+        return self.spec.monitored
 
     def temperature(self, name: str) -> float:
         """`<name>_temperature` of the config, "backbone" resolved to the CLIP's own learned value."""
@@ -88,6 +104,18 @@ class ReIDModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def parameter_groups(self, weight_decay: float) -> list:
+        """What the phase's AdamW optimises: here one group of the trainable parameters (the phase's
+        `weight_decay` applies to all of them)."""
+        return self.trainable_parameters()
+
+    def batch_style_attributes(self, phase: int) -> tuple[str, ...]:
+        """The style labels this phase's batches must carry (`batch["style"]`)."""
+        return self.config.style_attributes if phase in self.spec.style_label_phases else ()
+
+    def prepare_phase(self, phase: int, run: PhaseRun) -> None:
+        """The work before `set_phase(phase)` in a training run (e.g. a pass over the data); none here."""
+
     # ---- retrieval ------------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -107,12 +135,16 @@ class ReIDModel(nn.Module):
     # ---- losses ---------------------------------------------------------------------------------------
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(weighted total, {name: unweighted loss, detached}) of the current phase on one batch."""
+        """(weighted total, {name: unweighted loss, detached}) of the current phase on one batch; the
+        method's `monitored` parts are figures, left out of the total."""
         if self.phase not in self.phases:
             raise RuntimeError("call set_phase() before loss()")
         parts = self.phase1_losses(batch) if self.phase == 1 else self.phase2_losses(batch)
-        weights = self.config.weights
-        total = sum(getattr(weights, name) * value for name, value in parts.items())
+        undeclared = sorted(set(parts) - set(self.spec.losses[self.phase]))
+        if undeclared:
+            raise RuntimeError(f"{self.method}: losses {undeclared} are not in its registry entry")
+        weights, monitored = self.config.weights, self.monitored
+        total = sum(getattr(weights, name) * value for name, value in parts.items() if name not in monitored)
         return total, {name: value.detach() for name, value in parts.items()}
 
     def phase1_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -155,235 +187,6 @@ class ReIDModel(nn.Module):
         self.identity_known.copy_(known)
 
 
-class BoT(ReIDModel):
-    """Bag of Tricks baseline (Luo et al. 2019) on the CLIP image encoder: ID + triplet, phase 2 only."""
-
-    method = "bot"
-    phases = (2,)
-
-    def phase1_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        raise ValueError("bot has no phase 1")
-
-
-class ClipReID(ReIDModel):
-    """CLIP-ReID (Li et al., AAAI 2023): phase 1 learns per-identity context tokens X1..Xn with both
-    encoders frozen; phase 2 fine-tunes the image encoder against all identities' prompt features."""
-
-    method = "clipreid"
-    phases = (1, 2)
-    uses_identity_bank = True
-
-    def __init__(self, config, num_classes, style_vocab, backbone):
-        super().__init__(config, num_classes, style_vocab, backbone)
-        n = config.clipreid_context_tokens
-        self.prompt = compile_prompt(config.clipreid_template, backbone.tokenizer, {"X": n})
-        self.prompt_context = nn.Parameter(torch.randn(num_classes, n, backbone.token_dim) * 0.02)
-
-    def trains_in_phase(self, name: str, phase: int) -> bool:
-        if phase == 1:
-            return name == "prompt_context"
-        return super().trains_in_phase(name, phase)
-
-    def identity_text_features(self, pids: torch.Tensor) -> torch.Tensor:
-        return encode_prompt(self.backbone, self.prompt, {"X": self.prompt_context[pids]})
-
-    def phase1_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        pids = batch_pids(batch, self.num_classes)
-        with torch.no_grad():
-            image = F.normalize(self.backbone.encode_image(batch["pixel_values"]), dim=-1)
-        text = F.normalize(self.identity_text_features(pids), dim=-1)
-        return {
-            "prompt": losses.symmetric_supervised_contrastive(image, text, pids, self.temperature("prompt"))
-        }
-
-    @torch.no_grad()
-    def build_identity_bank(self, batches: Iterable[Batch] = (), chunk: int = 256) -> None:
-        """Text features of every identity's learned prompt (no data needed: `batches` is ignored)."""
-        rows = []
-        for start in range(0, self.num_classes, chunk):
-            pids = torch.arange(
-                start, min(start + chunk, self.num_classes), device=self.prompt_context.device
-            )
-            rows.append(self.identity_text_features(pids))
-        features = torch.cat(rows)
-        self.set_identity_bank(features, torch.ones(self.num_classes, device=features.device))
-
-    def set_phase(self, phase: int) -> None:
-        super().set_phase(phase)
-        if phase == 2:
-            self.build_identity_bank()
-
-
-class PDM(ReIDModel):
-    """Prompt-driven Disentanglement Mechanism (DPPP, arXiv 2511.05092).
-
-    Phase 1 (encoders frozen): two textual inversion networks turn the image embedding into a style word
-    S and a content word C. "a [S] style photo of a [C] person" must match its image (InfoNCE); the
-    style-free "a photo of a [C] person" must match every image of the same identity, whatever its style
-    (supervised contrastive); S must predict the view's style attributes; S and C are decorrelated.
-    Phase 2 (text side frozen): the image encoder learns ID + triplet + image-to-text CE against each
-    identity's content-prompt feature, pulling it toward style-free content.
-    """
-
-    method = "pdm"
-    phases = (1, 2)
-    uses_identity_bank = True
-
-    def __init__(self, config, num_classes, style_vocab, backbone):
-        super().__init__(config, num_classes, style_vocab, backbone)
-        missing = [a for a in config.style_attributes if a not in style_vocab]
-        if missing:
-            raise ConfigError(
-                f"style attributes {missing} have no vocabulary (the data gives {sorted(style_vocab)})",
-                path="train.model.style_attributes",
-            )
-        image_dim, token_dim = backbone.embed_dim, backbone.token_dim
-        hidden, dropout = config.inversion_hidden_dim or token_dim, config.inversion_dropout
-        self.style_inversion = TextualInversion(image_dim, token_dim, hidden, dropout)
-        self.content_inversion = TextualInversion(image_dim, token_dim, hidden, dropout)
-        self.style_heads = nn.ModuleDict(
-            {name: nn.Linear(token_dim, style_vocab[name]) for name in config.style_attributes}
-        )
-        if config.weights.adversarial > 0:
-            # The adversary: style heads on C, which C's inversion network learns to defeat (gradient reversal).
-            self.adversarial_heads = nn.ModuleDict(
-                {name: nn.Linear(token_dim, style_vocab[name]) for name in config.style_attributes}
-            )
-        if config.weights.style_i2t > 0:
-            # Each identity's mean content word (phase 2's style-conditioned prompts need a word, not a feature).
-            self.register_buffer("identity_words", torch.zeros(num_classes, token_dim))
-        with (
-            torch.no_grad()
-        ):  # the mean norm of the (frozen) real words: what `word_norm` holds the pseudo-words to
-            self.token_norm = float(backbone.token_embedding.weight.norm(dim=-1).mean())
-        self.full_prompt = compile_prompt(config.full_template, backbone.tokenizer)
-        self.content_prompt = compile_prompt(config.content_template, backbone.tokenizer)
-
-    def trains_in_phase(self, name: str, phase: int) -> bool:
-        if phase == 1:
-            return name.startswith(
-                ("style_inversion.", "content_inversion.", "style_heads.", "adversarial_heads.")
-            )
-        return super().trains_in_phase(name, phase)
-
-    def pseudo_words(self, image_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(S, C) token embeddings [B, token_dim] of image embeddings [B, embed_dim]."""
-        return self.style_inversion(image_embedding), self.content_inversion(image_embedding)
-
-    def prompt_features(
-        self, style: torch.Tensor, content: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(full-prompt, content-prompt) text features [B, embed_dim] of pseudo-words S and C."""
-        full = encode_prompt(self.backbone, self.full_prompt, {"S": style, "C": content})
-        return full, encode_prompt(self.backbone, self.content_prompt, {"C": content})
-
-    def phase1_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        pids = batch_pids(batch, self.num_classes)
-        config = self.config
-        with torch.no_grad():
-            image = self.backbone.encode_image(batch["pixel_values"])
-        style, content = self.pseudo_words(image)
-        full_text, content_text = self.prompt_features(style, content)
-        image = F.normalize(image, dim=-1)
-        parts = {
-            "align": losses.info_nce(image, F.normalize(full_text, dim=-1), self.temperature("align")),
-            "content": losses.symmetric_supervised_contrastive(
-                image, F.normalize(content_text, dim=-1), pids, self.temperature("content")
-            ),
-        }
-        if config.style_attributes:
-            labels = batch_style(batch, self.style_vocab, config.style_attributes)
-            parts["style"] = sum(
-                F.cross_entropy(self.style_heads[name](style), labels[name])
-                for name in config.style_attributes
-            ) / len(config.style_attributes)
-        parts["decorrelation"] = losses.squared_cosine(style, content)
-        if config.weights.adversarial > 0 and config.style_attributes:
-            reversed_content = losses.gradient_reversal(content)
-            parts["adversarial"] = sum(
-                F.cross_entropy(self.adversarial_heads[name](reversed_content), labels[name])
-                for name in config.style_attributes
-            ) / len(config.style_attributes)
-        if config.weights.word_norm > 0:
-            parts["word_norm"] = losses.norm_deviation(torch.cat([style, content]), self.token_norm)
-        return parts
-
-    def phase2_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        parts = super().phase2_losses(batch)
-        if self.config.weights.style_i2t > 0:
-            parts["style_i2t"] = self.style_conditioned_i2t(
-                self._phase2_feature, batch_pids(batch, self.num_classes)
-            )
-        return parts
-
-    def style_conditioned_i2t(self, feature: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
-        """CE of each image against "a [S_i] style photo of a [C_k] person" for every identity k of the batch,
-        S_i the image's own style word, C_k identity k's mean content word: with the style fixed to the
-        image's own, only the identity can tell the prompts apart. The text side is frozen, so the prompts
-        are constants; the gradient reaches the image feature only."""
-        batch_ids = pids.unique()
-        with torch.no_grad():
-            style = self.style_inversion(feature.detach())
-            words = self.identity_words[batch_ids]
-            n, k = len(feature), len(batch_ids)
-            text = encode_prompt(
-                self.backbone, self.full_prompt, {"S": style.repeat_interleave(k, 0), "C": words.repeat(n, 1)}
-            )
-            text = F.normalize(text, dim=-1).reshape(n, k, -1)
-        logits = torch.einsum("nd,nkd->nk", F.normalize(feature, dim=-1), text) / self.temperature("i2t")
-        target = (pids[:, None] == batch_ids[None, :]).float().argmax(dim=1)
-        return F.cross_entropy(logits, target)
-
-    def set_identity_words(self, sums: torch.Tensor, counts: torch.Tensor) -> None:
-        """Each identity's mean content word from per-identity sums [K, token_dim] and counts [K]."""
-        if hasattr(self, "identity_words"):
-            self.identity_words.copy_(sums / counts.clamp(min=1)[:, None].to(sums.dtype))
-
-    @torch.no_grad()
-    def phase1_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(S [B, token_dim], C [B, token_dim], normalised content-prompt features [B, D]), in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
-            style, content = self.pseudo_words(self.backbone.encode_image(pixel_values))
-            text = F.normalize(encode_prompt(self.backbone, self.content_prompt, {"C": content}), dim=-1)
-        finally:
-            self.train(was_training)
-        return style, content, text
-
-    @torch.no_grad()
-    def content_feature_sums(
-        self, pixel_values: torch.Tensor, pids: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-identity sums [K, D] of normalised content-prompt features of these images, and counts [K]."""
-        return self.identity_sums(self.phase1_features(pixel_values)[2], pids)
-
-    def identity_sums(self, text: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sums = torch.zeros(self.num_classes, text.shape[1], device=text.device, dtype=text.dtype)
-        sums.index_add_(0, pids, text)
-        return sums, torch.bincount(pids, minlength=self.num_classes).to(text.device)
-
-    @torch.no_grad()
-    def build_identity_bank(self, batches: Iterable[Batch]) -> None:
-        """Each identity's phase-2 target: the mean content-prompt feature over its images in `batches`
-        (one pass over the training set, after phase 1). Distributed loops can instead all-reduce
-        `content_feature_sums` and call `set_identity_bank`."""
-        sums = counts = words = None
-        for batch in batches:
-            pids = batch_pids(batch, self.num_classes)
-            _, content, text = self.phase1_features(batch["pixel_values"])
-            s, c = self.identity_sums(text, pids)
-            w, _ = self.identity_sums(content, pids)
-            sums, counts, words = (s, c, w) if sums is None else (sums + s, counts + c, words + w)
-        if sums is None:
-            raise DataError("cannot build the PDM identity bank from no images")
-        self.set_identity_bank(sums, counts)
-        self.set_identity_words(words, counts)
-
-
-METHODS: dict[str, type[ReIDModel]] = {"bot": BoT, "clipreid": ClipReID, "pdm": PDM}
-
-
 def build_model(
     config: ModelConfig, num_classes: int, style_vocab: Mapping[str, int] | None = None
 ) -> ReIDModel:
@@ -391,13 +194,8 @@ def build_model(
     (pids mapped to 0..num_classes-1); `style_vocab`: style attribute -> number of classes (pdm)."""
     if num_classes < 2:
         raise DataError(f"training needs at least 2 identities, got {num_classes}")
-    cls = METHODS[config.method]
-    tokens = []
-    if cls is PDM:
-        tokens = placeholder_tokens("S") + placeholder_tokens("C")
-    elif cls is ClipReID:
-        tokens = placeholder_tokens("X", config.clipreid_context_tokens)
-    backbone = load_backbone(config, tokens)
+    cls = method_spec(config.method).model_class()
+    backbone = load_backbone(config, cls.prompt_tokens(config))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.init_seed + 1)
         model = cls(config, num_classes, style_vocab or {}, backbone)

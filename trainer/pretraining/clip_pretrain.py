@@ -110,6 +110,12 @@ class ClipPretrainModel(nn.Module):
             param.requires_grad_(True)
         self.phase = phase
 
+    def prepare_phase(self, phase: int, run) -> None:
+        """Nothing to do between phases (there is one)."""
+
+    def batch_style_attributes(self, phase: int) -> tuple[str, ...]:
+        return ()
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

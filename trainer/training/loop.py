@@ -1,6 +1,8 @@
 """The per-worker training loop that Ray Train runs on every rank (trainer/training/train.py builds the trainer).
 
-    phase 1 epochs -> [PDM: identity bank, all-reduced over ranks] -> phase 2 epochs -> final model
+    for each phase of the method (its registry entry, trainer/methods/registry.py):
+        [the method's `prepare_phase`, e.g. an identity bank all-reduced over ranks] -> its epochs
+    -> final model
 
 Every rank builds the same model (seeded), streams its own disjoint shards (trainer/data/) and runs the
 same number of steps per epoch, so DDP's collective calls always pair up (the step, its learning rate and
@@ -9,8 +11,8 @@ the run position are trainer/training/steps.py). The position in the run is
 (a rerun with the same run name, or Ray Train's FailureConfig after a worker died) resumes from it
 exactly: weights, optimizer, learning-rate schedule and the epoch's remaining batches.
 
-One module past ~400 lines on purpose: what is left is the Worker class, whose hooks `dppp pretrain`
-overrides; splitting the class itself would hide the order of a step.
+One module past ~400 lines on purpose: what is left is the Worker class (and its small Ray Train
+session), whose hooks `dppp pretrain` overrides; splitting the class itself would hide the order of a step.
 """
 
 from __future__ import annotations
@@ -25,16 +27,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from dppp.trainer.data.loader import epoch_batches, make_loader
+from dppp.trainer.data.loader import epoch_batches
 from dppp.trainer.data.sources import TrainingData
-from dppp.trainer.data.streams import AllImagesStream, PKBatchStream
+from dppp.trainer.data.streams import PKBatchStream
+from dppp.trainer.methods.registry import PhaseRun
 from dppp.trainer.training.config import TrainConfig
 from dppp.trainer.training.progress import stop_requested
 from dppp.trainer.training.steps import (
     EpochSteps,
     LossModule,
+    PhaseProgress,
     Position,
-    lr_at,
     optimizer_step,
     phase_schedule,
     remaining_steps,
@@ -64,18 +67,48 @@ def _quiet_ray_train_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-class Worker:
-    """One rank of a run. `dppp train` uses it as it is; `dppp pretrain` (trainer/pretraining/pretrain.py) overrides
-    what differs: build, schedules, batch_options and save_final."""
+class RayTrainSession:
+    """A worker's link to Ray Train: its rank, the checkpoint it resumes from, and where reports go."""
 
-    def __init__(self, config: TrainConfig, data: TrainingData, out: str, board):
+    def __init__(self):
         import ray.train
-        import ray.train.torch
 
-        self.config, self.data, self.out, self.board = config, data, out, board
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
-        self.device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
+
+    def device(self, use_gpu: bool) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device() if use_gpu else torch.device("cpu")
+
+    def resume_checkpoint(self, local: Path) -> str | None:
+        """Copy the checkpoint to resume from into `local` and return its folder's name; None: none."""
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        checkpoint.to_directory(str(local))
+        return Path(checkpoint.path).name
+
+    def report(self, metrics: dict[str, Any], folder: str | None) -> None:
+        """Ray Train's report, with the checkpoint in `folder` attached (uploaded before it returns)."""
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(folder) if folder is not None else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+class Worker:
+    """One rank of a progress. `dppp train` uses it as it is; `dppp pretrain` (trainer/pretraining/pretrain.py) overrides
+    what differs: build, schedules, batch_options and save_final. `session` (Ray Train's by default) gives
+    the rank and takes the reports; tests pass an in-process one."""
+
+    def __init__(self, config: TrainConfig, data: TrainingData, out: str, board, session=None):
+        self.config, self.data, self.out, self.board = config, data, out, board
+        self.session = session if session is not None else RayTrainSession()
+        self.rank, self.world = self.session.rank, self.session.world
+        self.device = self.session.device(config.use_gpu)
         self.cuda = self.device.type == "cuda"
         self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
         self.steps = EpochSteps(data, config, self.world)
@@ -93,18 +126,15 @@ class Worker:
 
     def restore(self, model) -> tuple[Position, Path | None]:
         """The position to start from, and the local copy of the checkpoint (None: a fresh start)."""
-        import ray.train
-
         from dppp.trainer.training.checkpoint import restore_model
 
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
+        local = self.workdir / "resume"
+        name = self.session.resume_checkpoint(local)
+        if name is None:
             return Position(model.phases[0], 0, 0, 0), None
         from dppp.foundation.errors import DataError
 
-        local = self.workdir / "resume"
-        checkpoint.to_directory(str(local))
-        where = f"{self.out}/{Path(checkpoint.path).name}"  # the checkpoint's URL, not the local copy's
+        where = f"{self.out}/{name}"  # the checkpoint's URL, not the local copy's
         try:
             state = restore_model(local, model)
         except DataError as exc:
@@ -188,112 +218,39 @@ class Worker:
         return phase_schedule(self.config, model.phases)
 
     def batch_options(self, model, phase: int) -> dict[str, Any]:
-        """How the loader makes this phase's batches: PDM's phase 1 needs style labels, and phase 1 reads
-        un-augmented images unless `phase1.augment`."""
-        style = self.config.model.style_attributes if model.method == "pdm" and phase == 1 else ()
-        return {"style_attributes": style, "augment": phase != 1 or self.config.phase1.augment}
+        """How the loader makes this phase's batches: with the style labels the method asks for, and
+        phase 1 reads un-augmented images unless `phase1.augment`."""
+        return {
+            "style_attributes": model.batch_style_attributes(phase),
+            "augment": phase != 1 or self.config.phase1.augment,
+        }
 
     def enter_phase(self, model, phase: int) -> None:
-        """Between the phases: PDM's identity bank from one un-augmented pass over the data (each rank its
-        own units, sums all-reduced), then the phase switch (clipreid builds its bank there)."""
-        if phase == 2 and model.method == "pdm":
-            import torch.distributed as dist
-
-            from dppp.trainer.methods.health import MAX_HEALTH_IMAGES
-
-            style_names = self.config.model.style_attributes
-            stream = AllImagesStream(
-                self.data,
-                self.config.model.image_size,
-                rank=self.rank,
-                world=self.world,
-                batch_size=self.config.bank_batch_size,
-                style_attributes=style_names,
-            )
-            sums = torch.zeros(model.num_classes, model.identity_text.shape[1], device=self.device)
-            words = torch.zeros(model.num_classes, model.backbone.token_dim, device=self.device)
-            counts = torch.zeros(model.num_classes, dtype=torch.long, device=self.device)
-            sample: dict[str, list] = {"S": [], "C": [], "text": [], "pids": [], "style": []}
-            for batch in make_loader(stream, self.config.data, pin_memory=self.cuda):
-                pids = batch["pids"].to(self.device)
-                style, content, text = model.phase1_features(batch["pixel_values"].to(self.device))
-                s, c = model.identity_sums(text, pids)
-                sums += s.to(sums.dtype)
-                words += model.identity_sums(content, pids)[0].to(words.dtype)
-                counts += c
-                if sum(len(p) for p in sample["pids"]) < MAX_HEALTH_IMAGES:
-                    for key, value in (("S", style), ("C", content), ("text", text)):
-                        sample[key].append(value.float().cpu())
-                    sample["pids"].append(pids.cpu())
-                    sample["style"].append({n: v.cpu() for n, v in batch.get("style", {}).items()})
-            if self.world > 1 and dist.is_initialized():
-                for total in (sums, words, counts):
-                    dist.all_reduce(total)
-            model.set_identity_bank(sums, counts)
-            model.set_identity_words(words, counts)
-            self.health(sample)
+        """Between the phases: the method's own preparation (e.g. PDM's identity bank), then the switch."""
+        model.prepare_phase(phase, self.phase_run())
         model.set_phase(phase)
 
-    def health(self, sample: dict[str, list]) -> None:
-        """PDM's phase-1 health report (trainer/methods/health.py) from every rank's sample of the bank pass:
-        gathered on rank 0, printed, written to metrics.jsonl and posted for the run summary."""
-        import torch.distributed as dist
-
-        from dppp.trainer.methods.health import flat_metrics, format_report, health_report
-
-        if self.world > 1 and dist.is_initialized():
-            gathered: list = [None] * self.world
-            dist.all_gather_object(gathered, sample)
-        else:
-            gathered = [sample]
-        if self.rank != 0:
-            return
-        parts = {key: [t for g in gathered for t in g[key]] for key in sample}
-        if not parts["pids"]:
-            return
-        names = self.config.model.style_attributes
-        last = self.last_epoch or self.log.last("epoch")
-        report = health_report(
-            content_loss=last.get("loss/content"),
-            style_loss=last.get("loss/style"),
-            batch_size=self.config.data.ids_per_batch * self.config.data.images_per_id,
-            style=torch.cat(parts["S"]),
-            content=torch.cat(parts["C"]),
-            content_text=torch.cat(parts["text"]),
-            pids=torch.cat(parts["pids"]),
-            style_labels={n: torch.cat([s[n] for s in parts["style"]]) for n in names},
-        )
-        print(format_report(report), flush=True)
-        self.record(
-            {"kind": "health", "step": self.global_step, **flat_metrics(report), "probes": report["probes"]}
+    def phase_run(self) -> PhaseRun:
+        return PhaseRun(
+            config=self.config,
+            data=self.data,
+            rank=self.rank,
+            world=self.world,
+            device=self.device,
+            cuda=self.cuda,
+            step=self.global_step,
+            record=self.record,
+            last_epoch=lambda: self.last_epoch or self.log.last("epoch"),
         )
 
     def train_phase(self, model, phase, schedule, first_epoch, position: Position, resume_dir) -> None:
-        from dppp.trainer.training.checkpoint import read_state, restore_optimizer
-
+        """The phase's epochs from `position` (inside the phase when resumed there), each checkpointed at
+        its end; returns early with `self.stopped` set when a graceful stop was requested."""
         self.global_step = position.step
         if schedule.epochs == 0 or position.epoch >= schedule.epochs:
             return
-        groups = (
-            model.parameter_groups(schedule.weight_decay)
-            if hasattr(model, "parameter_groups")
-            else model.trainable_parameters()
-        )
-        optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
-        if resume_dir is not None and read_state(resume_dir).has_optimizer:
-            restore_optimizer(resume_dir, optimizer)  # resumed inside this phase
-        wrapped = LossModule(model)
-        if self.world > 1:
-            wrapped = nn.parallel.DistributedDataParallel(
-                wrapped, device_ids=[self.device.index] if self.cuda else None
-            )
-        scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and self.amp_dtype is torch.float16)
-        total = sum(self.steps(first_epoch + e) for e in range(schedule.epochs))
-        warmup = sum(self.steps(first_epoch + e) for e in range(min(schedule.warmup_epochs, schedule.epochs)))
-        resume_at = resume_skip(position, self.steps(first_epoch + position.epoch))
-        step_in_phase = sum(self.steps(first_epoch + e) for e in range(position.epoch)) + resume_at
+        progress = self.start_phase(model, phase, schedule, first_epoch, position, resume_dir)
         options = self.batch_options(model, phase)
-        monitored = set(getattr(model, "monitored", ()))  # logged as figures, not as losses
         model.train()
 
         def make_stream(epoch: int) -> PKBatchStream:  # epoch within the phase
@@ -305,7 +262,7 @@ class Worker:
                 epoch=first_epoch + epoch,
                 rank=self.rank,
                 world=self.world,
-                skip=resume_at if epoch == position.epoch else 0,
+                skip=progress.resume_at if epoch == progress.resume_epoch else 0,
                 **options,
             )
 
@@ -313,81 +270,132 @@ class Worker:
         for epoch, (stream, batches) in zip(
             epochs, epoch_batches(make_stream, epochs, self.config.data, pin_memory=self.cuda), strict=True
         ):
-            skip = stream.skip
-            window: dict[str, float] = {}
-            window_steps, window_images, window_start = 0, 0, time.perf_counter()
-            epoch_sums: dict[str, float] = {}
-            done = skip
-            for batch in batches:
-                lr = lr_at(step_in_phase, total, warmup, schedule.lr, self.config.lr_floor)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss, parts = self.step(wrapped, optimizer, scaler, batch)
-                step_in_phase += 1
-                self.global_step += 1
-                done += 1
-                values = {
-                    "loss": float(loss),
-                    **{(k if k in monitored else f"loss/{k}"): float(v) for k, v in parts.items()},
-                }
-                for name, value in values.items():
-                    window[name] = window.get(name, 0.0) + value
-                    epoch_sums[name] = epoch_sums.get(name, 0.0) + value
-                window_steps += 1
-                window_images += len(batch["pids"])
-                if self.global_step % self.config.log_every_steps == 0 or done == stream.steps:
-                    elapsed = time.perf_counter() - window_start
-                    means = self.mean_over_ranks({k: v / window_steps for k, v in window.items()})
-                    self.record(
-                        {
-                            "kind": "step",
-                            "step": self.global_step,
-                            "phase": phase,
-                            "epoch": epoch,
-                            "batch": done,
-                            "steps_in_epoch": stream.steps,
-                            "lr": lr,
-                            "images_per_s": window_images * self.world / max(elapsed, 1e-9),
-                            **means,
-                        }
-                    )
-                    window, window_steps, window_images, window_start = {}, 0, 0, time.perf_counter()
-                    if done < stream.steps and stop_requested(self.board, self.rank, self.world, self.device):
-                        self.checkpoint(
-                            model,
-                            optimizer,
-                            Position(phase, epoch, done, self.global_step),
-                            {"kind": "stop", "step": self.global_step, "phase": phase, "epoch": epoch},
-                        )
-                        self.stopped = True
-                        return
-                every = self.config.checkpoint_every_steps
-                if every and self.global_step % every == 0 and done < stream.steps:
+            if not self.train_epoch(model, progress, epoch, stream, batches):
+                self.stopped = True
+                return
+            self.end_epoch(model, progress, epoch, stream)
+
+    def start_phase(
+        self, model, phase, schedule, first_epoch, position: Position, resume_dir
+    ) -> PhaseProgress:
+        """The phase's optimiser, DDP wrapper, gradient scaler and step counts, at `position`."""
+        optimizer = self.make_optimizer(model, schedule, resume_dir)
+        wrapped = self.wrap_for_ranks(model)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and self.amp_dtype is torch.float16)
+        resume_at = resume_skip(position, self.steps(first_epoch + position.epoch))
+        return PhaseProgress(
+            phase=phase,
+            schedule=schedule,
+            optimizer=optimizer,
+            wrapped=wrapped,
+            scaler=scaler,
+            total=sum(self.steps(first_epoch + e) for e in range(schedule.epochs)),
+            warmup=sum(
+                self.steps(first_epoch + e) for e in range(min(schedule.warmup_epochs, schedule.epochs))
+            ),
+            resume_at=resume_at,
+            resume_epoch=position.epoch,
+            monitored=set(model.monitored),
+            step_in_phase=sum(self.steps(first_epoch + e) for e in range(position.epoch)) + resume_at,
+        )
+
+    def make_optimizer(self, model, schedule, resume_dir) -> torch.optim.Optimizer:
+        """The phase's AdamW over the method's parameter groups, its state restored when resumed inside
+        this phase."""
+        from dppp.trainer.training.checkpoint import read_state, restore_optimizer
+
+        groups = model.parameter_groups(schedule.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
+        if resume_dir is not None and read_state(resume_dir).has_optimizer:
+            restore_optimizer(resume_dir, optimizer)
+        return optimizer
+
+    def wrap_for_ranks(self, model) -> nn.Module:
+        """The loss as a module's forward, in DDP when there are several ranks (gradients all-reduced)."""
+        wrapped = LossModule(model)
+        if self.world > 1:
+            wrapped = nn.parallel.DistributedDataParallel(
+                wrapped, device_ids=[self.device.index] if self.cuda else None
+            )
+        return wrapped
+
+    def train_epoch(self, model, progress: PhaseProgress, epoch: int, stream, batches) -> bool:
+        """One epoch's steps (its resumed part), logged every `log_every_steps` and checkpointed every
+        `checkpoint_every_steps`; False when it stopped early on a stop request (checkpointed)."""
+        progress.start_epoch(stream.skip)
+        for batch in batches:
+            lr = progress.lr(self.config.lr_floor)
+            for group in progress.optimizer.param_groups:
+                group["lr"] = lr
+            loss, parts = self.step(progress.wrapped, progress.optimizer, progress.scaler, batch)
+            progress.step_in_phase += 1
+            self.global_step += 1
+            progress.add(loss, parts, images=len(batch["pids"]))
+            if self.global_step % self.config.log_every_steps == 0 or progress.done == stream.steps:
+                self.log_window(progress, epoch, stream.steps, lr)
+                if progress.done < stream.steps and stop_requested(
+                    self.board, self.rank, self.world, self.device
+                ):
                     self.checkpoint(
                         model,
-                        optimizer,
-                        Position(phase, epoch, done, self.global_step, stream.steps),
-                        {"kind": "step", "phase": phase, "epoch": epoch},
+                        progress.optimizer,
+                        Position(progress.phase, epoch, progress.done, self.global_step),
+                        {"kind": "stop", "step": self.global_step, "phase": progress.phase, "epoch": epoch},
                     )
-            if done != stream.steps:
-                raise RuntimeError(
-                    f"rank {self.rank}: epoch {epoch} gave {done} batches, planned {stream.steps}"
+                    return False
+            every = self.config.checkpoint_every_steps
+            if every and self.global_step % every == 0 and progress.done < stream.steps:
+                self.checkpoint(
+                    model,
+                    progress.optimizer,
+                    Position(progress.phase, epoch, progress.done, self.global_step, stream.steps),
+                    {"kind": "step", "phase": progress.phase, "epoch": epoch},
                 )
-            ran = stream.steps - skip
-            means = self.mean_over_ranks({k: v / max(ran, 1) for k, v in epoch_sums.items()})
-            record = {
-                "kind": "epoch",
+        if progress.done != stream.steps:
+            raise RuntimeError(
+                f"rank {self.rank}: epoch {epoch} gave {progress.done} batches, planned {stream.steps}"
+            )
+        return True
+
+    def log_window(self, progress: PhaseProgress, epoch: int, steps_in_epoch: int, lr: float) -> None:
+        """A step record: the means over ranks of the steps since the last one, and the image rate."""
+        elapsed = time.perf_counter() - progress.window_start
+        means = self.mean_over_ranks({k: v / progress.window_steps for k, v in progress.window.items()})
+        self.record(
+            {
+                "kind": "step",
                 "step": self.global_step,
-                "phase": phase,
+                "phase": progress.phase,
                 "epoch": epoch,
-                "steps_in_epoch": stream.steps,
+                "batch": progress.done,
+                "steps_in_epoch": steps_in_epoch,
+                "lr": lr,
+                "images_per_s": progress.window_images * self.world / max(elapsed, 1e-9),
                 **means,
             }
-            if self.held_out is not None and self.held_out.due(phase, epoch, schedule.epochs):
-                at = {"step": self.global_step, "phase": phase, "epoch": epoch}
-                for result in self.held_out.run(model, self.device, **at):
-                    self.record(result)
-            self.checkpoint(model, optimizer, Position(phase, epoch + 1, 0, self.global_step), record)
+        )
+        progress.start_window()
+
+    def end_epoch(self, model, progress: PhaseProgress, epoch: int, stream) -> None:
+        """The epoch record (means over its steps and the ranks), the held-out evaluation when due, and
+        the epoch's checkpoint."""
+        ran = stream.steps - stream.skip
+        means = self.mean_over_ranks({k: v / max(ran, 1) for k, v in progress.epoch_sums.items()})
+        record = {
+            "kind": "epoch",
+            "step": self.global_step,
+            "phase": progress.phase,
+            "epoch": epoch,
+            "steps_in_epoch": stream.steps,
+            **means,
+        }
+        if self.held_out is not None and self.held_out.due(progress.phase, epoch, progress.schedule.epochs):
+            at = {"step": self.global_step, "phase": progress.phase, "epoch": epoch}
+            for result in self.held_out.run(model, self.device, **at):
+                self.record(result)
+        self.checkpoint(
+            model, progress.optimizer, Position(progress.phase, epoch + 1, 0, self.global_step), record
+        )
 
     def step(self, wrapped, optimizer, scaler, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return optimizer_step(
@@ -429,21 +437,17 @@ class Worker:
     def checkpoint(self, model, optimizer, position: Position, metrics: dict[str, Any]) -> None:
         """Report `metrics` from every rank; rank 0 attaches a checkpoint at `position`. Ray Train uploads
         it to the run's storage before report() returns and keeps the newest `checkpoint_keep`."""
-        import ray.train
-
         from dppp.trainer.training.checkpoint import save_checkpoint
 
         self.global_step = position.step
         if self.rank != 0:
-            ray.train.report({**metrics, "step": position.step}, checkpoint=None)
+            self.session.report({**metrics, "step": position.step}, None)
             return
         self.record(metrics)
         self.log.publish()
         with tempfile.TemporaryDirectory(dir=self.workdir) as folder:
             save_checkpoint(folder, model, optimizer, step=position.step, config=self.run_record(position))
-            ray.train.report(
-                {**metrics, "step": position.step}, checkpoint=ray.train.Checkpoint.from_directory(folder)
-            )
+            self.session.report({**metrics, "step": position.step}, folder)
 
     def write_final(self, model) -> None:
         """final/ (its commit marker written last, removed first) and the published metrics, TensorBoard

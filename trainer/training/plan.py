@@ -74,13 +74,13 @@ def plan_run(
     naming the first planned epoch that forms no batch. Planning an epoch of GenePerson's size takes
     about a second, so a phase longer than `max_planned_epochs` (None: no limit) is counted on that
     many epochs spread over it and extrapolated (epochs differ by their shuffles only)."""
-    from dppp.trainer.methods.model import METHODS
+    from dppp.trainer.methods.registry import method_spec
     from dppp.trainer.training.steps import EpochSteps, phase_schedule
 
     steps = EpochSteps(data, config, config.workers)
     batch = config.data.ids_per_batch * config.data.images_per_id
     phases = []
-    for phase, schedule, first in phase_schedule(config, METHODS[config.model.method].phases):
+    for phase, schedule, first in phase_schedule(config, method_spec(config.model.method).phases):
         epochs = schedule.epochs
         if max_planned_epochs is None or epochs <= max_planned_epochs:
             sample = list(range(epochs))

@@ -7,7 +7,8 @@ The per-worker loop that drives them is trainer/training/loop.py.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,6 +29,55 @@ class Position:
     # resume with another worker count or loader-process count plans the epoch afresh: `batch` is then
     # carried over as the same fraction of the new plan (resume_skip).
     epoch_steps: int = 0
+
+
+@dataclass
+class PhaseProgress:
+    """One phase's optimiser, schedule and running counts, as the loop's steps update them."""
+
+    phase: int
+    schedule: Any  # epochs, lr, weight_decay, warmup_epochs
+    optimizer: torch.optim.Optimizer
+    wrapped: nn.Module  # the LossModule, in DDP when several ranks
+    scaler: Any  # torch.amp.GradScaler
+    total: int  # steps of the whole phase, and of its warm-up
+    warmup: int
+    resume_at: int  # batches of `resume_epoch` already done before this start
+    resume_epoch: int
+    monitored: set[str]  # loss() parts logged as figures, not as losses
+    step_in_phase: int = 0
+    done: int = 0  # batches of the current epoch done (its skipped ones included)
+    window: dict[str, float] = field(default_factory=dict)  # sums since the last step record
+    window_steps: int = 0
+    window_images: int = 0
+    window_start: float = 0.0
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+
+    def lr(self, floor: float) -> float:
+        """The learning rate of the next step."""
+        return lr_at(self.step_in_phase, self.total, self.warmup, self.schedule.lr, floor)
+
+    def start_epoch(self, skip: int) -> None:
+        self.start_window()
+        self.epoch_sums = {}
+        self.done = skip
+
+    def start_window(self) -> None:
+        self.window, self.window_steps, self.window_images = {}, 0, 0
+        self.window_start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], images: int) -> None:
+        """Count one step done and add its loss and parts (or monitored figures) to the sums."""
+        self.done += 1
+        values = {
+            "loss": float(loss),
+            **{(k if k in self.monitored else f"loss/{k}"): float(v) for k, v in parts.items()},
+        }
+        for name, value in values.items():
+            self.window[name] = self.window.get(name, 0.0) + value
+            self.epoch_sums[name] = self.epoch_sums.get(name, 0.0) + value
+        self.window_steps += 1
+        self.window_images += images
 
 
 class LossModule(nn.Module):

@@ -81,10 +81,12 @@ def ray_storage(out: str, storage_config) -> tuple[str, Any]:
 
 def total_steps(config: TrainConfig, data, world: int) -> int:
     """Optimiser steps of the whole run; raises DataError naming the first epoch that forms no batch."""
-    from dppp.trainer.methods.model import METHODS
+    from dppp.trainer.methods.registry import method_spec
     from dppp.trainer.training.steps import phase_schedule
 
-    return schedule_steps(config, data, world, phase_schedule(config, METHODS[config.model.method].phases))
+    return schedule_steps(
+        config, data, world, phase_schedule(config, method_spec(config.model.method).phases)
+    )
 
 
 def schedule_steps(config: RunSettings, data, world: int, schedules) -> int:
@@ -96,7 +98,9 @@ def schedule_steps(config: RunSettings, data, world: int, schedules) -> int:
 
 
 def check_style_labels(config: TrainConfig, data) -> None:
-    if config.model.method != "pdm":
+    from dppp.trainer.methods.registry import method_spec
+
+    if not method_spec(config.model.method).style_label_phases:
         return
     missing = [a for a in config.model.style_attributes if a not in data.style_values]
     if missing:
