@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from dppp.foundation.errors import ConfigError, UserError
+from dppp.pipeline.renderer import RenderedImage
 from dppp.pipeline.renderers.blank_images import SEED_BUMP, blank_flags, bumped_seed, to_uint8_pixels
 from dppp.pipeline.renderers.diffusers_config import (
     DiffusersRendererConfig,
@@ -38,7 +39,6 @@ from dppp.pipeline.renderers.diffusers_config import (
 )
 
 if TYPE_CHECKING:
-    from dppp.pipeline.renderer import RenderedImage
     from dppp.pipeline.renderers.batch_probe import ProbeResult
     from dppp.pipeline.runtime import Machine, Runtime
     from dppp.prompts.spec import ViewSpec
@@ -273,8 +273,6 @@ class DiffusersRenderer:
         }
 
     def render(self, views: Sequence[ViewSpec]) -> list[RenderedImage]:
-        from dppp.pipeline.renderer import RenderedImage
-
         self._compile_once()
         results: list[RenderedImage] = []
         size = self.batch_size

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from dppp.foundation.errors import ConfigError, UserError
-from dppp.pipeline.renderer import load_renderer
 from dppp.pipeline.renderers.blank_images import blank_flags, bumped_seed, is_blank
 from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig
 from dppp.pipeline.renderers.diffusers_renderer import DiffusersRenderer
+from dppp.pipeline.renderers.registry import load_renderer
 from dppp.pipeline.renderers.tiny_diffusion import build_tiny_diffusion, build_tiny_diffusion_pipeline
 from dppp.pipeline.runtime import Machine
 from dppp.prompts.spec import ViewSpec
