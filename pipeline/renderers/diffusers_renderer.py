@@ -40,7 +40,7 @@ from dppp.pipeline.renderers.diffusers_config import (
 
 if TYPE_CHECKING:
     from dppp.pipeline.renderers.batch_probe import ProbeResult
-    from dppp.pipeline.runtime import Machine, Runtime
+    from dppp.pipeline.renderers.diffusers_runtime import Machine, Runtime
     from dppp.prompts.spec import ViewSpec
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class DiffusersRenderer:
         """Load the configured pipeline, or wrap `pipeline` (an already built one, for tests/benchmarks)."""
         import torch
 
-        from dppp.pipeline.runtime import probe_machine, select_runtime
+        from dppp.pipeline.renderers.diffusers_runtime import probe_machine, select_runtime
 
         self.config = config
         machine = machine or probe_machine()

@@ -438,8 +438,8 @@ def test_weather_changes_the_image():
 
 def test_every_value_of_the_shipped_taxonomy_has_a_drawing():
     """Guards against taxonomy drift: a new value would otherwise silently fall back to a generic look."""
-    from dppp.pipeline.renderers import procedural
     from dppp.pipeline.renderers.procedural import figure as figure
+    from dppp.pipeline.renderers.procedural import renderer as procedural
     from dppp.pipeline.renderers.procedural import scene as scene
     from dppp.pipeline.renderers.procedural import style as style
     from dppp.pipeline.renderers.procedural.colours import SKIN_TONES
