@@ -270,5 +270,7 @@ def test_plot_path_problems_are_user_errors(tmp_path, capsys):
         ["prompts", "stats", "configs/demo.yaml", "--plot", str(tmp_path / "no" / "p.png")], capsys
     )
     assert code == 2 and "--plot: folder" in err and "does not exist" in err and out == ""
-    code, out, err = run(["prompts", "stats", "configs/demo.yaml", "--plot", str(tmp_path / "p.jpg")], capsys)
+    code, out, err = run(
+        ["prompts", "stats", "configs/demo.yaml", "--plot", str(tmp_path / "p.jpg")], capsys
+    )
     assert code == 2 and "--plot: writes a PNG" in err and ".png" in err
