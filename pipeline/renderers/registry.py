@@ -3,8 +3,8 @@
 A kind is a config model plus one `RendererKind` entry (pipeline/renderer.py): the generate config
 validates `generate.renderer` against the registered models (a pydantic union told apart by `kind`), the
 workers load through `load_renderer`, and prompting, `--dry-run` and the pool's shape ask the entry. No
-other module names a kind. The built-in kinds are listed below; another one calls `register` when its
-module is imported (tests/helpers/toy_renderer.py does).
+module outside a renderer's own names a kind. The built-in entries are below; a kind defined elsewhere
+calls `register` when its module is imported (tests/helpers/toy_renderer.py does).
 """
 
 from __future__ import annotations
