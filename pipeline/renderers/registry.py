@@ -55,6 +55,11 @@ _KINDS: dict[str, RendererKind] = {}
 def register(kind: RendererKind) -> None:
     """Make `kind` a value of `generate.renderer.kind`. Registering the same entry again (its module
     imported twice) changes nothing; another entry under a taken name is a programming error."""
+    field = kind.config.model_fields.get("kind")
+    if field is None or not isinstance(field.default, str):
+        raise ValueError(
+            f"{kind.config.__name__} needs a `kind: Literal[NAME] = NAME` field to be registered"
+        )
     taken = _KINDS.get(kind.name)
     if taken is not None and taken != kind:
         raise ValueError(f"renderer kind {kind.name!r} is already registered (by {taken.config.__module__})")

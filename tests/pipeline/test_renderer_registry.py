@@ -85,6 +85,12 @@ def test_a_taken_kind_name_cannot_be_registered_again_by_another_entry():
         register(RendererKind(ToyRendererConfig, load=lambda config: None))
     assert renderer_kind(ToyRendererConfig()) is TOY
 
+    class Nameless(StrictModel):
+        height: int = 8
+
+    with pytest.raises(ValueError, match="Nameless needs a `kind: Literal"):
+        register(RendererKind(Nameless, load=lambda config: None))
+
 
 def test_a_config_no_entry_holds_is_refused():
     class Stray(StrictModel):
