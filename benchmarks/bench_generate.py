@@ -56,7 +56,7 @@ def plain_loop_rate(model_dir: str, identities: int) -> float:
     import torch
 
     from dppp.pipeline.prompting import prompt_engine
-    from dppp.pipeline.renderer import load_renderer
+    from dppp.pipeline.renderers.registry import load_renderer
 
     torch.set_num_threads(1)
     config = tiny_config(model_dir, "unused", identities, 1)

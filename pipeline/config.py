@@ -10,8 +10,7 @@ from pydantic import Field, model_validator
 from dppp.dataset.limits import ShardStorageConfig
 from dppp.foundation.schema import StrictModel
 from dppp.pipeline.postprocess import OutputConfig
-from dppp.pipeline.renderer import RendererConfig
-from dppp.pipeline.renderers.procedural.renderer import ProceduralRendererConfig
+from dppp.pipeline.renderers.registry import DEFAULT, RendererConfig, default_renderer_config, find_kind
 from dppp.prompts.config import PromptsConfig
 
 
@@ -22,24 +21,23 @@ class GenerateConfig(StrictModel):
     ids_per_shard: int = Field(8, ge=1)
     workers: int | None = Field(None, ge=1)  # None: one per GPU, else one per CPU core
     prompts: PromptsConfig = PromptsConfig()
-    renderer: RendererConfig = ProceduralRendererConfig()
+    renderer: RendererConfig = Field(default_factory=default_renderer_config)
     output: OutputConfig = OutputConfig()
     storage: ShardStorageConfig = ShardStorageConfig()
 
     @model_validator(mode="before")
     @classmethod
-    def _procedural_palette_follows_prompts(cls, data: Any) -> Any:
-        """The procedural renderer draws the colours of the taxonomy the prompts come from."""
+    def _renderer_palette_follows_prompts(cls, data: Any) -> Any:
+        """A renderer that draws the taxonomy's colours (the procedural one) draws those of the taxonomy
+        the prompts come from; a renderer section without a kind is the default renderer's."""
         if isinstance(data, dict):
             prompts, renderer = data.get("prompts"), data.get("renderer") or {}
             taxonomy = prompts.get("taxonomy") if isinstance(prompts, dict) else None
-            if (
-                taxonomy
-                and isinstance(renderer, dict)
-                and renderer.get("kind", "procedural") == "procedural"
-                and renderer.get("taxonomy") is None
-            ):
-                data = {**data, "renderer": {"kind": "procedural", **renderer, "taxonomy": taxonomy}}
+            if taxonomy and isinstance(renderer, dict):
+                name = renderer.get("kind", DEFAULT.name)
+                kind = find_kind(name)
+                if kind is not None and kind.follows_prompts_taxonomy and renderer.get("taxonomy") is None:
+                    data = {**data, "renderer": {"kind": name, **renderer, "taxonomy": taxonomy}}
         return data
 
     # Shard attempts (a render error or a dead actor each count) before the job reports the shard failed.

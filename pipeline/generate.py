@@ -25,6 +25,7 @@ from dppp.foundation.graceful_stop import StopRequest, grace_s, graceful_stop
 from dppp.foundation.ray_cluster import start_ray
 from dppp.foundation.storage.base import StorageUnavailable
 from dppp.pipeline.config import GenerateConfig
+from dppp.pipeline.renderers.registry import renderer_kind
 
 # Config fields that do not change a single byte of the dataset: they may differ on resume.
 _RUN_ONLY_FIELDS = {
@@ -254,12 +255,12 @@ def resolve_batch_size(
 
 
 def _pool_shape(config: GenerateConfig) -> tuple[int, dict[str, float]]:
-    """How many actors, and the Ray resources of each: one per GPU for diffusers on a GPU cluster."""
+    """How many actors, and the Ray resources of each: one per GPU for a GPU renderer on a GPU cluster."""
     import ray
 
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
-    if config.renderer.kind == "diffusers" and gpus > 0:
+    if renderer_kind(config.renderer).uses_gpu and gpus > 0:
         return config.workers or gpus, {"num_gpus": 1, "num_cpus": config.cpus_per_worker}
     cpus = int(resources.get("CPU", 1) // config.cpus_per_worker) or 1
     return config.workers or cpus, {"num_cpus": config.cpus_per_worker}

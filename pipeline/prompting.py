@@ -2,13 +2,14 @@
 the text encoder that will read the prompts.
 
 prompts takes only its own inputs (a taxonomy, its prompt config, a seed, a token counter); what a
-renderer is, and so which tokenizer a diffusers model brings, is pipeline's to know.
+renderer is, and so which tokenizer it reads prompts with (its registry entry), is pipeline's to know.
 """
 
 from __future__ import annotations
 
 from dppp.foundation.errors import ConfigError
 from dppp.pipeline.config import GenerateConfig
+from dppp.pipeline.renderers.registry import kinds, renderer_kind
 from dppp.prompts.engine import EngineInputError, PromptEngine
 from dppp.prompts.taxonomy import load_taxonomy
 from dppp.prompts.tokens import EstimatedTokenCounter, TokenCounter, TokenizerCounter
@@ -19,15 +20,17 @@ def token_counter_for(config: GenerateConfig, config_file: str | None = None) ->
     choice = config.prompts.tokenizer
     if choice == "estimate":
         return EstimatedTokenCounter()
-    renderer = config.renderer
     if choice == "renderer":
-        if renderer.kind != "diffusers":
+        kind = renderer_kind(config.renderer)
+        if kind.tokenizer is None:
+            readers = " or ".join(k.name for k in kinds() if k.tokenizer is not None)
             raise ConfigError(
-                f"tokenizer 'renderer' needs a diffusers renderer, not {renderer.kind!r}",
+                f"tokenizer 'renderer' needs a {readers} renderer, not {kind.name!r}",
                 file=config_file,
                 path="generate.prompts.tokenizer",
             )
-        source, subfolder, revision = renderer.model, "tokenizer", renderer.revision
+        found = kind.tokenizer(config.renderer)
+        source, subfolder, revision = found.source, found.subfolder, found.revision
     else:  # a folder or hub id holding the tokenizer itself ("", not None: transformers joins it to paths)
         source, subfolder, revision = choice, "", None
     try:

@@ -112,7 +112,7 @@ class ShardWorker:
         """`renderer`: an already loaded one (benchmarks reuse a warm, compiled renderer); else loaded."""
         from dppp.foundation.storage.urls import open_storage
         from dppp.pipeline.prompting import prompt_engine
-        from dppp.pipeline.renderer import load_renderer
+        from dppp.pipeline.renderers.registry import load_renderer
 
         if threads is not None:
             limit_threads(threads)
@@ -152,7 +152,7 @@ class ShardWorker:
     def _render_batches(self, plan: ShardPlan) -> list[Future]:
         """Render the shard's views in fixed batches; each batch's encoding is queued as it comes."""
         views = self.views(plan)
-        batch_size = getattr(self.renderer, "batch_size", 16)  # the procedural renderer has no batches
+        batch_size = self.renderer.batch_size
         pending = []
         for start in range(0, len(views), batch_size):
             batch = views[start : start + batch_size]

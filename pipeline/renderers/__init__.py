@@ -1,1 +1,1 @@
-"""Renderer implementations; the interface is pipeline/renderer.py."""
+"""Renderer implementations and their registry (registry.py); the interface is pipeline/renderer.py."""

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from dppp.foundation.errors import UserError
 from dppp.foundation.schema import StrictModel
-
-if TYPE_CHECKING:
-    pass
+from dppp.pipeline.renderer import TokenizerSource
 
 
 class DiffusersRendererConfig(StrictModel):
@@ -49,6 +47,11 @@ class DiffusersRendererConfig(StrictModel):
     max_blank_retries: int = Field(3, ge=0)
     blank_std: float = Field(0.02, ge=0.0, le=1.0)  # pixel std (0..1 scale) below this: a flat image
     blank_mean: float = Field(0.02, ge=0.0, le=1.0)  # pixel mean below this: an (almost) black image
+
+
+def diffusers_tokenizer(config: DiffusersRendererConfig) -> TokenizerSource:
+    """The tokenizer saved with the pipeline: the one its text encoder reads the prompts with."""
+    return TokenizerSource(config.model, "tokenizer", config.revision)
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

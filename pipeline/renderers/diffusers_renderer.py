@@ -29,7 +29,9 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from dppp.dataset.keys import sample_key
 from dppp.foundation.errors import ConfigError, UserError
+from dppp.pipeline.renderer import RenderedImage
 from dppp.pipeline.renderers.blank_images import SEED_BUMP, blank_flags, bumped_seed, to_uint8_pixels
 from dppp.pipeline.renderers.diffusers_config import (
     DiffusersRendererConfig,
@@ -38,9 +40,8 @@ from dppp.pipeline.renderers.diffusers_config import (
 )
 
 if TYPE_CHECKING:
-    from dppp.pipeline.renderer import RenderedImage
     from dppp.pipeline.renderers.batch_probe import ProbeResult
-    from dppp.pipeline.runtime import Machine, Runtime
+    from dppp.pipeline.renderers.diffusers_runtime import Machine, Runtime
     from dppp.prompts.spec import ViewSpec
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class DiffusersRenderer:
         """Load the configured pipeline, or wrap `pipeline` (an already built one, for tests/benchmarks)."""
         import torch
 
-        from dppp.pipeline.runtime import probe_machine, select_runtime
+        from dppp.pipeline.renderers.diffusers_runtime import probe_machine, select_runtime
 
         self.config = config
         machine = machine or probe_machine()
@@ -273,9 +274,6 @@ class DiffusersRenderer:
         }
 
     def render(self, views: Sequence[ViewSpec]) -> list[RenderedImage]:
-        from dppp.dataset.keys import sample_key
-        from dppp.pipeline.renderer import RenderedImage
-
         self._compile_once()
         results: list[RenderedImage] = []
         size = self.batch_size

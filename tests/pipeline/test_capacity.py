@@ -8,14 +8,10 @@ from pathlib import Path
 import pytest
 
 from dppp.cli import main
-from dppp.pipeline.capacity import (
-    SD15_RATES,
-    duration,
-    estimate_render_hours,
-    is_sd15_architecture,
-    sd15_flops_per_image,
-)
+from dppp.pipeline.capacity import estimate_render_hours
+from dppp.pipeline.renderer import duration
 from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig
+from dppp.pipeline.renderers.diffusers_estimate import SD15_RATES, is_sd15_architecture, sd15_flops_per_image
 from dppp.pipeline.renderers.procedural.renderer import ProceduralRendererConfig
 
 ROOT = Path(__file__).resolve().parents[2]

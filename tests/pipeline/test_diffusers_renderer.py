@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 
 from dppp.foundation.errors import ConfigError, UserError
-from dppp.pipeline.renderer import load_renderer
 from dppp.pipeline.renderers.blank_images import blank_flags, bumped_seed, is_blank
 from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig
 from dppp.pipeline.renderers.diffusers_renderer import DiffusersRenderer
+from dppp.pipeline.renderers.diffusers_runtime import Machine
+from dppp.pipeline.renderers.registry import load_renderer
 from dppp.pipeline.renderers.tiny_diffusion import build_tiny_diffusion, build_tiny_diffusion_pipeline
-from dppp.pipeline.runtime import Machine
 from dppp.prompts.spec import ViewSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -333,7 +333,7 @@ def test_geneperson_config_asks_for_a_real_model_in_half_precision():
     )
     assert (renderer_config.height, renderer_config.width) == (512, 256)
     # On this CPU-only machine the same config still resolves, downgraded with warnings (not refused).
-    from dppp.pipeline.runtime import select_runtime
+    from dppp.pipeline.renderers.diffusers_runtime import select_runtime
 
     runtime = select_runtime(renderer_config, cuda_available=False, xformers_available=False)
     assert (runtime.device, runtime.dtype, runtime.attention) == ("cpu", "fp32", "sdpa")

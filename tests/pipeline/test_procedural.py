@@ -15,10 +15,10 @@ import yaml
 from pydantic import ValidationError
 
 from dppp.foundation.errors import ConfigError
-from dppp.pipeline.renderer import load_renderer
 from dppp.pipeline.renderers.procedural.canvas import Part
 from dppp.pipeline.renderers.procedural.colours import hash_colour, load_palette
 from dppp.pipeline.renderers.procedural.renderer import ProceduralRenderer, ProceduralRendererConfig
+from dppp.pipeline.renderers.registry import load_renderer
 from dppp.prompts.spec import ViewSpec
 
 ROOT = Path(__file__).resolve().parents[2]

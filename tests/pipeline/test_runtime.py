@@ -6,7 +6,7 @@ import pytest
 
 from dppp.foundation.errors import ConfigError
 from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig
-from dppp.pipeline.runtime import Runtime, select_runtime
+from dppp.pipeline.renderers.diffusers_runtime import Runtime, select_runtime
 
 
 def pick(cuda: bool, xformers: bool = False, bf16: bool = True, **config) -> Runtime:

@@ -10,6 +10,7 @@ import pytest
 from dppp.cli import main
 from dppp.pipeline.renderers.diffusers_config import DiffusersRendererConfig
 from dppp.pipeline.renderers.diffusers_renderer import DiffusersRenderer
+from dppp.pipeline.renderers.diffusers_runtime import Machine
 from dppp.pipeline.renderers.sd15_shaped import (
     build_sd15_shaped,
     build_sd15_shaped_pipeline,
@@ -18,7 +19,6 @@ from dppp.pipeline.renderers.sd15_shaped import (
     unet_config,
     vae_config,
 )
-from dppp.pipeline.runtime import Machine
 from dppp.prompts.spec import ViewSpec
 from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 

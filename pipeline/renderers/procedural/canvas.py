@@ -8,6 +8,7 @@ tests check that the colour of the upper-garment pixels is the colour the prompt
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
@@ -15,6 +16,16 @@ from PIL import Image, ImageDraw
 
 Point = tuple[float, float]
 RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where the figure stands in the image: pixels per head unit (u), centre line x (cx), head-top y."""
+
+    u: float
+    cx: float
+    top: float
+    y_squash: float  # < 1 for a camera looking down: the body is foreshortened vertically
 
 
 class Part(IntEnum):

@@ -17,9 +17,8 @@ matters; the head, carried things and palette are their own modules.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from dppp.pipeline.renderers.procedural.canvas import Canvas, Part
+from dppp.pipeline.renderers.procedural.canvas import Canvas, Frame, Part
 from dppp.pipeline.renderers.procedural.carried import CarriedDrawing
 from dppp.pipeline.renderers.procedural.colours import DARK, Colours
 from dppp.pipeline.renderers.procedural.head import HeadDrawing
@@ -83,16 +82,6 @@ SHOE_COLOURED_SOLE = {"sneakers", "running shoes"}
 def heads_tall(attrs: dict[str, str], traits: IdentityTraits) -> float:
     """The body's height in head units (teenagers have relatively bigger heads)."""
     return traits.heads_tall - (0.3 if attrs.get("age_group") == "teenage" else 0.0)
-
-
-@dataclass(frozen=True)
-class Frame:
-    """Where the figure stands in the image: pixels per head unit (u), centre line x (cx), head-top y."""
-
-    u: float
-    cx: float
-    top: float
-    y_squash: float  # < 1 for a camera looking down: the body is foreshortened vertically
 
 
 class Figure(HeadDrawing, CarriedDrawing):
@@ -361,7 +350,7 @@ class Figure(HeadDrawing, CarriedDrawing):
         x1, y1 = min(img_w, int(math.ceil(max(xs))) + 1), min(img_h, int(math.ceil(max(ys))) + 1)
         if x1 <= x0 or y1 <= y0:
             return
-        tile = self.colour.pattern_tile(pattern, x0, y0, x1, y1, self)
+        tile = self.colour.pattern_tile(pattern, x0, y0, x1, y1, self.frame, self.cos)
         if tile is not None:
             canvas.fill_pattern(outline, tile, (x0, y0), Part.UPPER)
 

@@ -3,15 +3,11 @@ garment pattern drawn in the figure's head units."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from dppp.pipeline.renderers.procedural.canvas import Frame
 from dppp.pipeline.renderers.procedural.colours import Colours, jitter, to255
 from dppp.pipeline.renderers.procedural.traits import IdentityTraits
-
-if TYPE_CHECKING:
-    from dppp.pipeline.renderers.procedural.figure import Figure
 
 
 class Palette:
@@ -51,14 +47,14 @@ class Palette:
         self._traits = traits
 
     def pattern_tile(
-        self, pattern: str, x0: int, y0: int, x1: int, y1: int, fig: Figure
+        self, pattern: str, x0: int, y0: int, x1: int, y1: int, frame: Frame, cos: float
     ) -> np.ndarray | None:
         """The garment's pattern over the pixel box [x0, x1) x [y0, y1), in the figure's head units so the
-        pattern scales with the person."""
+        pattern scales with the person; `cos`: the figure's facing (1 towards the camera, -1 away)."""
         t = self._traits
-        u = fig.frame.u
-        ys = (np.arange(y0, y1, dtype=np.float32)[:, None] - fig.frame.top) / u
-        xs = (np.arange(x0, x1, dtype=np.float32)[None, :] - fig.frame.cx) / u
+        u = frame.u
+        ys = (np.arange(y0, y1, dtype=np.float32)[:, None] - frame.top) / u
+        xs = (np.arange(x0, x1, dtype=np.float32)[None, :] - frame.cx) / u
         base, second = self.upper_f, self.second_f
         period = t.pattern_period
         phase = t.pattern_phase * period
@@ -82,12 +78,12 @@ class Palette:
             mask = (xs * (1 if t.print_offset > 0 else -1) > 0) if t.pattern_angle else (ys > split)
             mask = np.broadcast_to(mask, (ys.shape[0], xs.shape[1]))
         elif pattern in ("graphic print", "logo"):
-            if fig.cos < 0.25:  # prints are on the chest: not seen from behind
+            if cos < 0.25:  # prints are on the chest: not seen from behind
                 return None
             if pattern == "logo":
-                cx, cy, r = -0.35 * np.sign(fig.cos) * 0.8 * fig.cos, 1.95, 0.13 * t.print_scale
+                cx, cy, r = -0.35 * np.sign(cos) * 0.8 * cos, 1.95, 0.13 * t.print_scale
             else:
-                cx, cy, r = 0.12 * t.print_offset * fig.cos, 2.35, 0.42 * t.print_scale * max(fig.cos, 0.4)
+                cx, cy, r = 0.12 * t.print_offset * cos, 2.35, 0.42 * t.print_scale * max(cos, 0.4)
             dx, dy = xs - cx, ys - cy
             if t.print_shape == 0:
                 mask = dx * dx + dy * dy < r * r

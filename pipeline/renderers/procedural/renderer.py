@@ -26,15 +26,16 @@ import numpy as np
 from pydantic import Field
 
 from dppp.foundation.schema import StrictModel
+from dppp.pipeline.renderer import FixedBatchSize, RenderedImage, RenderEstimate
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from dppp.pipeline.renderer import RenderedImage
     from dppp.prompts.spec import ViewSpec
 
 # Bump whenever a change alters any rendered pixel: it is stored in every sample's json.
 RENDERER_VERSION = 1
+IMAGES_PER_CORE_S = 276.0  # bench_procedural.py, one core (docs/benchmarks.md)
 
 
 class ProceduralRendererConfig(StrictModel):
@@ -57,7 +58,18 @@ class ProceduralDrawing:
     labels: np.ndarray  # (height, width) uint8 Part id of each pixel before style (0: background)
 
 
+def estimate_procedural_hours(config: ProceduralRendererConfig, images: int) -> RenderEstimate:
+    """CPU-core-hours for `images` (`dppp generate --dry-run`), at the measured rate."""
+    hours = images / IMAGES_PER_CORE_S / 3600
+    basis = f"procedural renderer at {IMAGES_PER_CORE_S:.0f} images/s per core (bench_procedural.py)"
+    return RenderEstimate(hours, "CPU core", basis)
+
+
 class ProceduralRenderer:
+    # Each view is drawn on its own, so the batch changes no pixel: it only sets how often the worker's
+    # encoder thread gets work.
+    batch_size = 16
+
     def __init__(
         self,
         config: ProceduralRendererConfig | None = None,
@@ -69,6 +81,9 @@ class ProceduralRenderer:
         palette = dict(palette) if palette is not None else load_palette(self.config.taxonomy)
         self._colours = Colours(palette)
         self._colour_names = sorted(palette)  # sorted: the choice of a second colour ignores YAML order
+
+    def choose_batch_size(self) -> FixedBatchSize:
+        return FixedBatchSize(self.batch_size)
 
     def describe(self) -> dict[str, Any]:
         import PIL
@@ -92,8 +107,6 @@ class ProceduralRenderer:
         }
 
     def render(self, views: Sequence[ViewSpec]) -> list[RenderedImage]:
-        from dppp.pipeline.renderer import RenderedImage
-
         return [RenderedImage(image=self.draw(view).image, attempts=1) for view in views]
 
     def draw(self, view: ViewSpec) -> ProceduralDrawing:
@@ -150,7 +163,8 @@ SQUASH = {"high": 0.93, "medium": 0.97, "low": 1.0}  # a camera mounted high see
 
 def _frame(attrs: Mapping[str, str], traits, vt, height: int, width: int):
     """Place the figure in the frame: its pixel scale, centre line and head top."""
-    from dppp.pipeline.renderers.procedural.figure import Frame, heads_tall
+    from dppp.pipeline.renderers.procedural.canvas import Frame
+    from dppp.pipeline.renderers.procedural.figure import heads_tall
 
     squash = SQUASH.get(attrs.get("camera_height", "medium"), 0.97)
     fill = FILL.get(attrs.get("camera_distance", "medium"), 0.86) * HEIGHT_SCALE.get(
