@@ -2,13 +2,15 @@
 
     python benchmarks/bench_s3_transfer.py                       # 8, 64 and 256 MB files
     python benchmarks/bench_s3_transfer.py --sizes 8 96 256
+    python benchmarks/bench_s3_transfer.py --latency-ms 20          # each request held 20 ms (an RTT)
 
 BEFORE is S3Storage as it was at --before-ref (the hand-written multipart upload, its parts one after
 another, and the retry loop around each call), loaded from git into a temporary module; AFTER is this
-checkout's. Both talk to a moto S3 server on loopback that this script starts (`python -m moto.server`)
-and stops by its own process handle: no other process is touched. Each file is uploaded by BEFORE and by
-AFTER to separate keys, then read back through `open_read` by each, --repeats times with the two taking
-turns at going first; the best time is shown (on a shared machine interference only adds time). MB/s =
+checkout's. Both talk to a moto S3 server on loopback that this script starts (moto's app on werkzeug,
+as `python -m moto.server` runs it; --latency-ms holds each request that long first) and stops by its
+own process handle: no other process is touched. Each file is uploaded by BEFORE and by AFTER to
+separate keys, then read back through `open_read` by each, --repeats times with the two taking turns at
+going first; the best time is shown (on a shared machine interference only adds time). MB/s =
 MiB moved / wall seconds. A loopback moto server measures the client's overheads and parallelism, not a
 real network: moto keeps objects in this machine's memory and assembles multipart uploads itself.
 """
@@ -59,16 +61,35 @@ def load_before(ref: str, folder: Path):
         sys.path.remove(str(folder))
 
 
+# moto's S3 app (what `python -m moto.server` serves), each request held `latency` seconds first: a stand-in
+# for a network's round trip, which loopback lacks and which parts in flight at once overlap.
+_SERVER_SCRIPT = r"""
+import sys, time
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import run_simple
+
+app = DomainDispatcherApplication(create_backend_app)
+latency = float(sys.argv[2])
+
+def delayed(environ, start_response):
+    if latency and not environ["PATH_INFO"].startswith("/moto-api"):
+        time.sleep(latency)
+    return app(environ, start_response)
+
+run_simple("127.0.0.1", int(sys.argv[1]), delayed, threaded=True)
+"""
+
+
 class MotoServer:
     """moto's S3 server on a free loopback port, in a child process that only this object stops."""
 
-    def __init__(self) -> None:
+    def __init__(self, latency_ms: float = 0) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.endpoint_url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-c", _SERVER_SCRIPT, str(port), str(latency_ms / 1000)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -111,7 +132,14 @@ def read_through(storage, key: str) -> int:
     return total
 
 
-def run(sizes_mb: list[int], threshold_mb: int, chunk_mb: int, before_ref: str, repeats: int) -> list[dict]:
+def run(
+    sizes_mb: list[int],
+    threshold_mb: int,
+    chunk_mb: int,
+    before_ref: str,
+    repeats: int,
+    latency_ms: float = 0,
+) -> list[dict]:
     from dppp.foundation.storage.config import StorageConfig
     from dppp.foundation.storage.s3 import S3Storage
 
@@ -121,7 +149,7 @@ def run(sizes_mb: list[int], threshold_mb: int, chunk_mb: int, before_ref: str, 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp:
         before_cls = load_before(before_ref, Path(tmp))
-        server = MotoServer()
+        server = MotoServer(latency_ms)
         try:
             config = StorageConfig(
                 endpoint_url=server.endpoint_url,
@@ -197,14 +225,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threshold-mb", type=int, default=defaults.multipart_threshold_mb)
     parser.add_argument("--chunk-mb", type=int, default=defaults.multipart_chunk_mb)
     parser.add_argument("--repeats", type=int, default=3, help="timings per file and side (best)")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0,
+        help="hold each request this long at the server (a network's RTT)",
+    )
     parser.add_argument("--before-ref", default=BEFORE_REF, help="the git commit whose S3Storage is BEFORE")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    rows = run(args.sizes, args.threshold_mb, args.chunk_mb, args.before_ref, args.repeats)
+    rows = run(args.sizes, args.threshold_mb, args.chunk_mb, args.before_ref, args.repeats, args.latency_ms)
     print(
         f"S3Storage on a loopback moto server: multipart above {args.threshold_mb} MB in {args.chunk_mb} MB "
         f"parts (after: {defaults.upload_concurrency} at once); before = {args.before_ref[:12]}; best of "
-        f"{args.repeats}"
+        f"{args.repeats}; {args.latency_ms:g} ms added to each request"
     )
     print(report(rows))
     print(f"total {time.perf_counter() - started:.0f}s")
