@@ -1,5 +1,5 @@
-"""S3 storage (boto3): one time-budgeted retry policy inside botocore's request loop, uploads by boto3's managed
-transfer (parallel multipart parts, atomic publish), paginated listings, streaming reads."""
+"""S3 storage (boto3): uploads by boto3's managed transfer (parallel multipart parts, atomic publish),
+paginated listings, streaming reads; one time-budgeted retry policy inside botocore's request loop."""
 
 from __future__ import annotations
 
@@ -247,8 +247,9 @@ class S3Storage(Storage):
         if after is not None:
             args["StartAfter"] = f"{self.prefix}/{after}" if self.prefix else after
         args["PaginationConfig"] = {"PageSize": self.list_page_size}
-        pages = iter(self.client.get_paginator("list_objects_v2").paginate(**args))
         what = f"cannot list {self.url}"
+        # lazy: no request yet; in _call for what building the client may raise (an unknown profile)
+        pages = self._call(what, lambda: iter(self.client.get_paginator("list_objects_v2").paginate(**args)))
         while True:  # one page at a time, as they come: each page's request is one _call
             page = self._call(what, lambda: next(pages, None))
             if page is None:
