@@ -200,7 +200,8 @@ def _multipart_config(budget):
 
 
 def test_s3_publish_survives_a_short_outage(moto_s3, tmp_path):
-    """The endpoint goes down after the first multipart part and comes back 2 s later: the put completes."""
+    """The endpoint goes down once the multipart upload is sending and comes back 2 s later: every part
+    refused meanwhile is retried within its budget, and the put completes."""
     storage = open_storage(moto_s3.bucket(), _multipart_config(budget=30))
     source = tmp_path / "big.bin"
     payload = os.urandom(11 << 20)  # three parts
