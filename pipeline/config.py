@@ -13,6 +13,17 @@ from dppp.pipeline.postprocess import OutputConfig
 from dppp.pipeline.renderers.registry import DEFAULT, RendererConfig, default_renderer_config, find_kind
 from dppp.prompts.config import PromptsConfig
 
+# Config fields that do not change a single byte of the dataset: they may differ on resume.
+RUN_ONLY_FIELDS = {
+    "out",
+    "workers",
+    "storage",
+    "max_attempts",
+    "cpus_per_worker",
+    "placement_timeout_s",
+    "lease_ttl_s",
+}
+
 
 class GenerateConfig(StrictModel):
     out: str = "runs/demo/dataset"  # local path, file:// or s3:// URL

@@ -17,6 +17,7 @@ from dppp.dataset.format import record_name
 from dppp.dataset.records import DATASET_MANIFEST, read_dataset_manifest
 from dppp.foundation.errors import SettingError
 from dppp.foundation.storage.base import Storage
+from dppp.pipeline.config import RUN_ONLY_FIELDS
 from dppp.pipeline.leases import JobIdentity, refuse_while_leased
 
 # Problems of a planned shard that --repair mends by rendering it again (`extra` objects are left alone).
@@ -94,10 +95,8 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def changed_settings(previous: dict[str, Any], plan) -> dict[str, tuple[Any, Any]]:
     """Decisive settings (dotted, under generate.) whose value differs: name -> (dataset's, config's)."""
-    from dppp.pipeline.generate import _RUN_ONLY_FIELDS
-
-    old = _flatten({k: v for k, v in (previous.get("config") or {}).items() if k not in _RUN_ONLY_FIELDS})
-    new = _flatten(plan.config.model_dump(mode="json", exclude=_RUN_ONLY_FIELDS))
+    old = _flatten({k: v for k, v in (previous.get("config") or {}).items() if k not in RUN_ONLY_FIELDS})
+    new = _flatten(plan.config.model_dump(mode="json", exclude=RUN_ONLY_FIELDS))
     changed = {
         f"generate.{name}": (old.get(name), new.get(name))
         for name in sorted(set(old) | set(new))

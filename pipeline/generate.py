@@ -24,19 +24,9 @@ from dppp.foundation.errors import CapacityError, DataError, SettingError
 from dppp.foundation.graceful_stop import StopRequest, grace_s, graceful_stop
 from dppp.foundation.ray_cluster import start_ray
 from dppp.foundation.storage.base import StorageUnavailable
-from dppp.pipeline.config import GenerateConfig
+from dppp.pipeline.config import RUN_ONLY_FIELDS, GenerateConfig
 from dppp.pipeline.renderers.registry import renderer_kind
 
-# Config fields that do not change a single byte of the dataset: they may differ on resume.
-_RUN_ONLY_FIELDS = {
-    "out",
-    "workers",
-    "storage",
-    "max_attempts",
-    "cpus_per_worker",
-    "placement_timeout_s",
-    "lease_ttl_s",
-}
 _AVG_JPEG_BYTES_PER_PIXEL = 0.46  # measured on the demo (procedural, 256x128, quality 90); --dry-run only
 
 
@@ -99,7 +89,7 @@ def config_fingerprint(config: GenerateConfig, taxonomy_hash: str, *, per_shard:
     everything that decides one shard's bytes, which the identity count does not (identities are
     prefix-stable): every shard record carries it, and it survives --extend."""
     decisive = config.model_dump(
-        mode="json", exclude=_RUN_ONLY_FIELDS | ({"identities"} if per_shard else set())
+        mode="json", exclude=RUN_ONLY_FIELDS | ({"identities"} if per_shard else set())
     )
     canonical = json.dumps({"config": decisive, "taxonomy": taxonomy_hash}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()

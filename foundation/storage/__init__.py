@@ -17,7 +17,9 @@ The modules, one concept each:
     base.py        the interface (Storage), its errors, keys and URL redaction
     urls.py        open_storage / split_url: a URL or path -> the storage it names
     local.py       LocalStorage: a folder on disk (atomic temp + rename writes)
-    s3.py          S3Storage: boto3 with bounded retries, single or multipart atomic uploads
+    s3.py          S3Storage: boto3's managed transfer (atomic single or parallel multipart uploads),
+                   paginated listings, conditional writes
+    s3_retry.py    the one retry policy: a time budget per request, inside botocore's request loop
     s3_errors.py   which S3 failures are transient, and messages scrubbed of credentials
     s3_reader.py   the streaming S3 reader (read-ahead thread, resumable ranged GETs)
 """

@@ -78,7 +78,8 @@ class Storage(ABC):
         self, local_path: str | os.PathLike, key: str, *, progress: Callable[[int], None] | None = None
     ) -> None:
         """Publish a local file atomically: readers see the old object or the whole new one, never a part.
-        `progress(n)` is called with the number of bytes sent since the last call."""
+        `progress(n)` is called with the number of bytes sent since the last call (negative when a part is
+        resent after a failure: its count goes back first), one call at a time."""
 
     @abstractmethod
     def put_bytes(self, data: bytes, key: str) -> None:

@@ -26,3 +26,6 @@ class StorageConfig(StrictModel):
     # Files above the threshold go up as a multipart upload (S3 publishes it atomically on completion).
     multipart_threshold_mb: int = Field(64, ge=5)
     multipart_chunk_mb: int = Field(16, ge=5)
+    # Parts of one multipart upload in flight at once (boto3's managed transfer); at most the client's
+    # 16 pooled connections, which the reads and listings of the same process share.
+    upload_concurrency: int = Field(8, ge=1, le=16)

@@ -1,11 +1,11 @@
-"""S3 storage (boto3): bounded retries with backoff, atomic single or multipart uploads, streaming reads."""
+"""S3 storage (boto3): uploads by boto3's managed transfer (parallel multipart parts, atomic publish),
+paginated listings, streaming reads; one time-budgeted retry policy inside botocore's request loop."""
 
 from __future__ import annotations
 
 import io
 import os
-import random
-import time
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ from dppp.foundation.storage.base import (
 from dppp.foundation.storage.config import StorageConfig
 from dppp.foundation.storage.s3_errors import is_transient, scrub
 from dppp.foundation.storage.s3_reader import S3Reader
+from dppp.foundation.storage.s3_retry import RetryBudget, RetryBudgetSpent
 
 T = TypeVar("T")
 
@@ -55,11 +56,12 @@ class S3Storage(Storage):
             from botocore.config import Config
 
             session = boto3.session.Session(profile_name=self.config.profile, region_name=self.config.region)
-            self._client = session.client(
+            client = session.client(
                 "s3",
                 endpoint_url=self.config.endpoint_url,
                 config=Config(
-                    # Retries are ours (bounded total time), so botocore makes one attempt per call.
+                    # botocore's own retry modes count attempts, not time: they make one attempt here, and
+                    # RetryBudget (s3_retry.py) decides every retry from inside botocore's request loop.
                     retries={"total_max_attempts": 1, "mode": "standard"},
                     connect_timeout=self.config.connect_timeout_s,
                     read_timeout=self.config.read_timeout_s,
@@ -67,7 +69,22 @@ class S3Storage(Storage):
                     max_pool_connections=16,
                 ),
             )
+            RetryBudget(self.config).attach(client)
+            self._client = client
         return self._client
+
+    def _transfer_config(self):
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(
+            # S3 transfer goes multipart from the threshold on; a file of exactly the threshold stays one PUT
+            multipart_threshold=(self.config.multipart_threshold_mb << 20) + 1,
+            multipart_chunksize=self.config.multipart_chunk_mb << 20,
+            max_concurrency=self.config.upload_concurrency,
+            # the classic transfer manager sends through this client, so through its retry budget; the
+            # CRT one (chosen by itself on some instance types) has its own client and retries
+            preferred_transfer_client="classic",
+        )
 
     @property
     def endpoint(self) -> str:
@@ -143,95 +160,67 @@ class S3Storage(Storage):
             return StorageError(f"{what}: {code or status}: {scrub(str(exc))}")
         return StorageError(f"{what}: {scrub(f'{type(exc).__name__}: {exc}')}")
 
-    def _retry(self, what: str, call: Callable[[], T]) -> T:
-        """Run `call`, retrying transient failures with exponential backoff until the budget is spent."""
-        cfg = self.config
-        start = time.monotonic()
-        delay = cfg.retry_initial_delay_s
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return call()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise self._permanent_error(exc, what) from None
-                elapsed = time.monotonic() - start
-                if elapsed + delay > cfg.retry_budget_s:
-                    raise StorageUnavailable(
-                        f"{what}: S3 endpoint {self.endpoint} still failing after {attempt} attempts over "
-                        f"{elapsed:.1f}s (retry budget {cfg.retry_budget_s:g}s): "
-                        f"{scrub(f'{type(exc).__name__}: {exc}')}"
-                    ) from None
-                # Jitter spreads the retries of many workers hitting one recovering endpoint.
-                time.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, cfg.retry_max_delay_s)
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """Run `call` (any number of client requests, each retried by RetryBudget within its budget) and turn
+        what fails into a StorageError that names `what`: StorageUnavailable once a request spent its budget."""
+        from boto3.exceptions import S3UploadFailedError
+
+        try:
+            return call()
+        except RetryBudgetSpent as spent:
+            raise StorageUnavailable(
+                f"{what}: S3 endpoint {self.endpoint} still failing after {spent.attempts} attempts over "
+                f"{spent.elapsed_s:.1f}s (retry budget {self.config.retry_budget_s:g}s): "
+                f"{scrub(f'{type(spent.failure).__name__}: {spent.failure}')}"
+            ) from None
+        except Exception as exc:
+            # the managed upload wraps the request's ClientError in a message; the code is what we read
+            if isinstance(exc, S3UploadFailedError) and exc.__context__ is not None:
+                exc = exc.__context__
+            if is_transient(exc):  # transient, yet not from a request RetryBudget saw (none known)
+                raise StorageUnavailable(
+                    f"{what}: S3 endpoint {self.endpoint}: {scrub(f'{type(exc).__name__}: {exc}')}"
+                ) from None
+            raise self._permanent_error(exc, what) from None
 
     def put_bytes(self, data, key):
         obj = self._obj(key)
-        self._retry(
+        self._call(
             f"cannot write {self.url_for(key)}",
             lambda: self.client.put_object(Bucket=self.bucket, Key=obj, Body=data),
         )
 
     def put_file(self, local_path, key, *, progress=None):
-        size = os.path.getsize(local_path)
-        if size <= self.config.multipart_threshold_mb << 20:
-            # One PUT: S3 makes the object visible only once it is whole.
-            with open(local_path, "rb") as src:
-                data = src.read()
-            self.put_bytes(data, key)
-            if progress:
-                progress(size)
-            return
-        self._put_multipart(local_path, key, size, progress)
-
-    def _put_multipart(self, local_path, key, size, progress) -> None:
+        """boto3's managed transfer: one PUT up to the threshold, else a multipart upload whose parts go up
+        `upload_concurrency` at a time; S3 shows the object only once CompleteMultipartUpload made it whole,
+        and a failed transfer aborts the upload (bucket lifecycle rules clean up what an abort cannot reach)."""
         obj = self._obj(key)
-        what = f"cannot write {self.url_for(key)}"
-        upload_id = self._retry(
-            what, lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=obj)["UploadId"]
+        callback = None
+        if progress:
+            lock = threading.Lock()
+
+            def callback(sent: int) -> None:  # from the transfer's threads, one part each
+                with lock:
+                    progress(sent)
+
+        self._call(
+            f"cannot write {self.url_for(key)}",
+            lambda: self.client.upload_file(
+                os.fspath(local_path), self.bucket, obj, Callback=callback, Config=self._transfer_config()
+            ),
         )
-        chunk = self.config.multipart_chunk_mb << 20
-        parts = []
-        try:
-            with open(local_path, "rb") as src:
-                for number, offset in enumerate(range(0, size, chunk), start=1):
-                    src.seek(offset)
-                    body = src.read(chunk)
-
-                    def upload(body=body, number=number):
-                        return self.client.upload_part(
-                            Bucket=self.bucket, Key=obj, UploadId=upload_id, PartNumber=number, Body=body
-                        )["ETag"]
-
-                    parts.append(
-                        {"PartNumber": number, "ETag": self._retry(f"{what} (part {number})", upload)}
-                    )
-                    if progress:
-                        progress(len(body))
-            # Completion is the atomic publish: until then no reader sees the key.
-            self._retry(
-                what,
-                lambda: self.client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=obj, UploadId=upload_id, MultipartUpload={"Parts": parts}
-                ),
-            )
-        except BaseException:
-            try:  # best effort: bucket lifecycle rules clean up what this cannot reach
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=obj, UploadId=upload_id)
-            except Exception:
-                pass
-            raise
 
     def check_writable(self):
         probe = self._obj(f".dppp-write-check-{uuid.uuid4().hex[:12]}")
         what = f"cannot write to {self.url}"
-        self._retry(what, lambda: self.client.put_object(Bucket=self.bucket, Key=probe, Body=b""))
-        self._retry(what, lambda: self.client.delete_object(Bucket=self.bucket, Key=probe))
+        self._call(what, lambda: self.client.put_object(Bucket=self.bucket, Key=probe, Body=b""))
+        self._call(what, lambda: self.client.delete_object(Bucket=self.bucket, Key=probe))
 
     def open_read(self, key):
-        return io.BufferedReader(S3Reader(self, key), buffer_size=1 << 20)
+        reader = S3Reader(
+            self.url_for(key), lambda start, etag: self._get(key, start, etag), self.config.retry_budget_s
+        )
+        return io.BufferedReader(reader, buffer_size=1 << 20)
 
     def _get(self, key: str, start: int, etag: str | None):
         obj = self._obj(key)
@@ -240,12 +229,15 @@ class S3Storage(Storage):
             args["Range"] = f"bytes={start}-"
         if etag:
             args["IfMatch"] = etag  # a resumed read must not splice two versions of the object
-        return self._retry(f"cannot read {self.url_for(key)}", lambda: self.client.get_object(**args))
+        return self._call(f"cannot read {self.url_for(key)}", lambda: self.client.get_object(**args))
 
     ranged_listing = True
 
     def list(self, prefix=""):
         return list(self.iter_list(prefix))  # S3 lists in key order
+
+    # the most keys one listing request returns (S3's own maximum is 1,000); tests page smaller
+    list_page_size = 1000
 
     def iter_list(self, prefix="", *, after=None):
         check_prefix(prefix)
@@ -254,20 +246,21 @@ class S3Storage(Storage):
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full}
         if after is not None:
             args["StartAfter"] = f"{self.prefix}/{after}" if self.prefix else after
-        while True:
-            page = self._retry(
-                f"cannot list {self.url}", lambda args=args: self.client.list_objects_v2(**args)
-            )
+        args["PaginationConfig"] = {"PageSize": self.list_page_size}
+        what = f"cannot list {self.url}"
+        # lazy: no request yet; in _call for what building the client may raise (an unknown profile)
+        pages = self._call(what, lambda: iter(self.client.get_paginator("list_objects_v2").paginate(**args)))
+        while True:  # one page at a time, as they come: each page's request is one _call
+            page = self._call(what, lambda: next(pages, None))
+            if page is None:
+                return
             for item in page.get("Contents", []):
                 yield ObjectInfo(item["Key"][strip:], item["Size"])
-            if not page.get("IsTruncated"):
-                return
-            args = {"Bucket": self.bucket, "Prefix": full, "ContinuationToken": page["NextContinuationToken"]}
 
     def stat(self, key):
         obj = self._obj(key)
         try:
-            head = self._retry(
+            head = self._call(
                 f"cannot stat {self.url_for(key)}",
                 lambda: self.client.head_object(Bucket=self.bucket, Key=obj),
             )
@@ -277,7 +270,7 @@ class S3Storage(Storage):
 
     def delete(self, key):
         obj = self._obj(key)
-        self._retry(
+        self._call(
             f"cannot delete {self.url_for(key)}",
             lambda: self.client.delete_object(Bucket=self.bucket, Key=obj),
         )
@@ -296,7 +289,8 @@ class S3Storage(Storage):
                     return _LOST
                 raise
 
-        result = self._retry(what, attempt)
+        # put_object, not the managed transfer: its uploads take no If-None-Match / If-Match
+        result = self._call(what, attempt)
         return None if result is _LOST else result
 
     def create_bytes(self, data, key):

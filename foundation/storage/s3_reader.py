@@ -6,13 +6,15 @@ import io
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 from dppp.foundation.storage.base import StorageUnavailable
 from dppp.foundation.storage.s3_errors import is_transient, scrub
 
-if TYPE_CHECKING:
-    from dppp.foundation.storage.s3 import S3Storage
+# GET the object from byte `start` on, pinned to `etag` when given: the storage's request, with its retries.
+# A callable, not the storage, so this module needs nothing of s3.py (which builds readers).
+RangedGet = Callable[[int, "str | None"], dict[str, Any]]
 
 
 class _Fetcher:
@@ -21,10 +23,10 @@ class _Fetcher:
 
     CHUNK = 1 << 20
 
-    def __init__(self, storage: S3Storage, key: str, response, prefetch: int):
-        self.storage = storage
-        self.key = key
-        self.name = storage.url_for(key)
+    def __init__(self, name: str, get: RangedGet, retry_budget_s: float, response, prefetch: int):
+        self.get = get
+        self.retry_budget_s = retry_budget_s
+        self.name = name
         self.etag = response.get("ETag")
         self.body = response["Body"]
         self.fetched = 0  # bytes pulled from the network
@@ -32,7 +34,7 @@ class _Fetcher:
         self.stop = threading.Event()
 
     def read_chunk(self) -> bytes:
-        deadline = time.monotonic() + self.storage.config.retry_budget_s
+        deadline = time.monotonic() + self.retry_budget_s
         while True:
             try:
                 data = self.body.read(self.CHUNK)
@@ -45,7 +47,7 @@ class _Fetcher:
                     ) from None
                 self.close_body()
                 # Resume where the connection dropped, and only from the same version of the object.
-                self.body = self.storage._get(self.key, self.fetched, self.etag)["Body"]
+                self.body = self.get(self.fetched, self.etag)["Body"]
 
     def run(self) -> None:
         try:
@@ -78,15 +80,15 @@ class S3Reader(io.RawIOBase):
     At most `prefetch` chunks of 1 MiB wait in memory. A dropped connection resumes with a Range request
     pinned to the ETag (never splicing two versions of an object), within the retry budget."""
 
-    def __init__(self, storage: S3Storage, key: str, prefetch: int = 4):
-        self.name = storage.url_for(key)  # what error messages call this stream
+    def __init__(self, name: str, get: RangedGet, retry_budget_s: float, prefetch: int = 4):
+        self.name = name  # what error messages call this stream (the object's URL)
         self.pos = 0  # bytes handed to the caller
-        response = storage._get(key, 0, None)  # synchronous: a missing object fails at open
+        response = get(0, None)  # synchronous: a missing object fails at open
         self.size = response.get("ContentLength")
-        self._fetcher = _Fetcher(storage, key, response, prefetch)
+        self._fetcher = _Fetcher(name, get, retry_budget_s, response, prefetch)
         self._current = memoryview(b"")
         self._eof = False
-        self._thread = threading.Thread(target=self._fetcher.run, name=f"s3-read {key}", daemon=True)
+        self._thread = threading.Thread(target=self._fetcher.run, name=f"s3-read {name}", daemon=True)
         self._thread.start()
 
     @property

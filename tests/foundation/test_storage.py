@@ -200,7 +200,8 @@ def _multipart_config(budget):
 
 
 def test_s3_publish_survives_a_short_outage(moto_s3, tmp_path):
-    """The endpoint goes down after the first multipart part and comes back 2 s later: the put completes."""
+    """The endpoint goes down once the multipart upload is sending and comes back 2 s later: every part
+    refused meanwhile is retried within its budget, and the put completes."""
     storage = open_storage(moto_s3.bucket(), _multipart_config(budget=30))
     source = tmp_path / "big.bin"
     payload = os.urandom(11 << 20)  # three parts
@@ -271,3 +272,126 @@ def test_what_the_disk_refuses_is_one_line_naming_the_path(tmp_path):
     assert os_error_message(arrow, "write", "/tmp/i.parquet") == (
         "cannot write /tmp/i.parquet: error writing bytes to file. Detail: [errno 28] No space left on device"
     )
+
+
+def test_s3_multipart_upload_goes_up_in_parallel_parts_and_lands_whole(moto_s3, tmp_path):
+    """Above the threshold, boto3's managed transfer: parts in flight at once, one whole object at the end."""
+    storage = open_storage(moto_s3.bucket() + "/ds", _multipart_config(budget=30))
+    source = tmp_path / "big.bin"
+    payload = os.urandom(21 << 20)  # five parts of 5 MiB
+    source.write_bytes(payload)
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    def part_started(**_):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.2)  # hold the part so the others start meanwhile
+
+    def part_done(**_):
+        with lock:
+            in_flight[0] -= 1
+
+    storage.client.meta.events.register("before-call.s3.UploadPart", part_started)
+    storage.client.meta.events.register("after-call.s3.UploadPart", part_done)
+    sent = []
+    storage.put_file(source, "shards/big.bin", progress=sent.append)
+    assert most[0] > 1 and sum(sent) == len(payload)
+    head = moto_s3.client().head_object(Bucket=storage.bucket, Key="ds/shards/big.bin")
+    assert head["ETag"].strip('"').endswith("-5")  # a completed multipart upload of five parts
+    assert storage.read_bytes("shards/big.bin") == payload
+    # exactly the threshold stays one PUT, as before the managed transfer
+    source.write_bytes(payload[: 5 << 20])
+    storage.put_file(source, "exact.bin")
+    assert "-" not in moto_s3.client().head_object(Bucket=storage.bucket, Key="ds/exact.bin")["ETag"]
+
+
+def test_s3_failed_multipart_upload_leaves_no_object_and_no_upload(moto_s3, tmp_path):
+    """A part refused for good (credentials expired mid-upload): the upload is aborted, the old object kept."""
+    storage = open_storage(moto_s3.bucket(), _multipart_config(budget=30))
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(11 << 20))
+    storage.put_bytes(b"old", "big.bin")
+
+    def refuse_part_two(request, **_):
+        return _error_response(403, "AccessDenied") if "partNumber=2" in request.url else None
+
+    storage.client.meta.events.register("before-send.s3.UploadPart", refuse_part_two)
+    with pytest.raises(StorageError, match=r"cannot write s3://.*/big.bin: access denied \(AccessDenied\)"):
+        storage.put_file(source, "big.bin")
+    assert storage.read_bytes("big.bin") == b"old"  # the old object, never a part of the new one
+    assert "Uploads" not in moto_s3.client().list_multipart_uploads(Bucket=storage.bucket)  # aborted
+
+
+def _error_response(status: int, code: str):
+    """A botocore response of an S3 error, returned by a before-send hook instead of sending the request."""
+    from botocore.awsrequest import AWSResponse
+
+    class Raw:
+        def stream(self):
+            yield f"<Error><Code>{code}</Code><Message>slow down</Message></Error>".encode()
+
+    return AWSResponse("http://s3", status, {}, Raw())
+
+
+def test_s3_error_responses_are_retried_within_the_budget_and_permanent_ones_are_not(moto_s3):
+    storage = open_storage(moto_s3.bucket(), _multipart_config(budget=1.0))
+    refusals = []
+
+    def throttle_twice(**_):
+        if len(refusals) < 2:
+            refusals.append(1)
+            return _error_response(503, "SlowDown")
+        return None
+
+    storage.client.meta.events.register("before-send.s3.PutObject", throttle_twice)
+    storage.put_bytes(b"x", "k")
+    assert len(refusals) == 2 and storage.read_bytes("k") == b"x"
+
+    always = []
+    storage.client.meta.events.register(
+        "before-send.s3.DeleteObject", lambda **_: always.append(1) or _error_response(503, "SlowDown")
+    )
+    with pytest.raises(
+        StorageUnavailable, match=r"cannot delete .* still failing after \d+ attempts .*SlowDown"
+    ) as info:
+        storage.delete("k")
+    assert len(always) == int(str(info.value).split("after ")[1].split()[0]) > 1  # one budget, not two
+
+    denied = []
+    storage.client.meta.events.register(
+        "before-send.s3.HeadObject", lambda **_: denied.append(1) or _error_response(403, "AccessDenied")
+    )
+    with pytest.raises(StorageError, match="access denied"):
+        storage.stat("k")
+    assert len(denied) == 1  # permanent: no retry
+
+
+def test_s3_listing_pages_through_the_paginator(moto_s3):
+    storage = open_storage(moto_s3.bucket() + "/ds")
+    keys = [f"shards/{i:03d}" for i in range(10)]
+    for key in keys:
+        storage.put_bytes(b"x", key)
+    storage.put_bytes(b"y", "other")
+    pages = []
+    storage.client.meta.events.register("before-call.s3.ListObjectsV2", lambda **_: pages.append(1))
+    storage.list_page_size = 3
+    assert [o.key for o in storage.list("shards/")] == keys
+    assert len(pages) == 4
+    # StartAfter holds across pages: the listing resumes after the key, not from the first page again
+    assert [o.key for o in storage.iter_list("shards/", after="shards/004")] == keys[5:]
+    assert [o.key for o in storage.iter_list(after="shards/008")] == ["shards/009"]
+
+
+@pytest.mark.slow
+def test_s3_listing_beyond_one_thousand_keys(moto_s3):
+    """S3 answers at most 1,000 keys a request: a listing of more follows the continuation token."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    storage = open_storage(moto_s3.bucket())
+    keys = [f"k/{i:05d}" for i in range(1005)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: storage.put_bytes(b"", key), keys))
+    assert [o.key for o in storage.list("k/")] == keys
+    assert [o.key for o in storage.iter_list("k/", after="k/00998")] == keys[999:]

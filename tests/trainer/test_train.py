@@ -151,7 +151,7 @@ def test_ray_storage_for_s3_uses_the_configured_endpoint(monkeypatch):
 
 def test_user_error_is_found_inside_worker_failures():
     from dppp.foundation.errors import DataError
-    from dppp.trainer.training.train import _user_error
+    from dppp.trainer.training.run_failures import user_error
 
     class WorkerGroupError(Exception):
         def __init__(self, failures):
@@ -161,16 +161,16 @@ def test_user_error_is_found_inside_worker_failures():
     wrapped.worker_failures[1].__cause__ = DataError(
         "s3://b/ds/shards/shard-000001.tar: truncated or corrupted"
     )
-    assert "truncated" in str(_user_error(wrapped))
-    assert _user_error(RuntimeError("a bug")) is None
+    assert "truncated" in str(user_error(wrapped))
+    assert user_error(RuntimeError("a bug")) is None
 
 
-def test_a_ray_task_error_gives_the_worker_s_own_user_error():
+def test_a_ray_task_error_gives_the_worker_s_ownuser_error():
     """Ray's RayTaskError(ConfigError) is a ConfigError too, but reads as a traceback: the worker's own
     exception (its `.cause`) is reported, with its type and exit code."""
     from ray.exceptions import RayTaskError
 
-    from dppp.trainer.training.train import _user_error
+    from dppp.trainer.training.run_failures import user_error
 
     original = ConfigError("no such attribute", path="train.model.style_attributes")
     task_error = RayTaskError(
@@ -179,7 +179,7 @@ def test_a_ray_task_error_gives_the_worker_s_own_user_error():
     assert isinstance(task_error, ConfigError) and str(task_error) != str(original)  # Ray's header and frames
     failure = RuntimeError("Ray Train failed")
     failure.__cause__ = task_error
-    assert _user_error(failure) is original
+    assert user_error(failure) is original
 
 
 def test_no_room_for_the_workers_is_a_capacity_error():

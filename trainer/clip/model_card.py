@@ -12,10 +12,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from dppp.foundation.errors import DataError
+from dppp.trainer.data.identities import check_disjoint
+from dppp.trainer.data.specs import parse_source
 
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "dppp-clip-card/1"
@@ -41,3 +44,15 @@ def write_card(folder: str | Path, card: dict[str, Any]) -> Path:
         json.dumps({"format": CARD_FORMAT, **card}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
     )
     return path
+
+
+def check_people_disjoint(backbone: str, sources: list[str], storage_config) -> None:
+    """A backbone pretrained here (its folder holds a model card listing its pretraining people) must not
+    have seen the people of a dppp dataset it is trained or tested on: DataError naming the dataset."""
+    card = read_card(backbone) if backbone != "tiny" and os.path.isdir(backbone) else None
+    if not card:
+        return
+    seen = card.get("data", {}).get("people", [])
+    for source in map(parse_source, sources):
+        if source.is_dataset:
+            check_disjoint(seen, source.path, f"pretraining corpus of backbone {backbone}", storage_config)

@@ -111,7 +111,7 @@ def run_eval(
 
         model, state = load_checkpoint(folder)
         model_info = _model_info(model_path_or_url, folder, state)
-    from dppp.trainer.training.train import check_people_disjoint
+    from dppp.trainer.clip.model_card import check_people_disjoint
 
     # Test people seen in the backbone's pretraining would flatter the figures: refused, as for training.
     check_people_disjoint(

@@ -29,10 +29,10 @@ def check_eval_datasets(config: TrainConfig, sources: list[str]) -> None:
     specs = list(config.eval.datasets)
     if not specs:
         return
+    from dppp.trainer.clip.model_card import check_people_disjoint
     from dppp.trainer.data.identities import check_disjoint, people
     from dppp.trainer.data.specs import parse_dataset_spec, parse_source
     from dppp.trainer.evaluation.evaluate import read_splits
-    from dppp.trainer.training.train import check_people_disjoint
 
     storage = config.data.storage
     read_splits(specs, config.eval.protocol, storage)

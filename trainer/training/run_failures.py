@@ -14,6 +14,8 @@ the member.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from ray.train import UserCallback
 
 from dppp.foundation.errors import UserError
@@ -43,9 +45,39 @@ class StopOnUserError(UserCallback):
 
     def after_exception(self, run_context, worker_exceptions) -> None:
         from dppp.foundation.storage.base import StorageUnavailable
-        from dppp.trainer.training.train import _user_error
 
         for error in worker_exceptions.values():
-            found = _user_error(error)
+            found = user_error(error)
             if found is not None and not isinstance(found, StorageUnavailable):
                 raise one_line(found)
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every exception behind it: chained ones, a Ray task's (RayTaskError.cause), each failed
+    worker's (WorkerGroupError.worker_failures) and the controller's (ControllerError.controller_failure)."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [
+            getattr(current, "cause", None),
+            getattr(current, "controller_failure", None),
+            current.__cause__,
+            current.__context__,
+        ]
+        todo += list(getattr(current, "worker_failures", {}).values())
+
+
+def user_error(exc: BaseException) -> UserError | None:
+    """The UserError (bad data, bad config) at the root of a Ray Train failure, if that is what it is."""
+    from ray.exceptions import RayTaskError
+
+    for current in causes(exc):
+        # A RayTaskError(DataError) is a UserError too, but it reads as Ray's traceback: its `.cause`, the
+        # worker's own exception, comes next.
+        if isinstance(current, UserError) and not isinstance(current, RayTaskError):
+            return one_line(current)
+    return None

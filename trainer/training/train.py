@@ -27,8 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dppp.foundation.errors import CapacityError, ConfigError, UserError
+from dppp.foundation.errors import CapacityError, ConfigError
 from dppp.foundation.ray_cluster import start_ray
+from dppp.trainer.clip.model_card import check_people_disjoint
 from dppp.trainer.training.config import RunSettings, TrainConfig
 
 
@@ -111,39 +112,6 @@ def check_style_labels(config: TrainConfig, data) -> None:
         )
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """`exc` and every exception behind it: chained ones, a Ray task's (RayTaskError.cause), each failed
-    worker's (WorkerGroupError.worker_failures) and the controller's (ControllerError.controller_failure)."""
-    seen, todo = set(), [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        todo += [
-            getattr(current, "cause", None),
-            getattr(current, "controller_failure", None),
-            current.__cause__,
-            current.__context__,
-        ]
-        todo += list(getattr(current, "worker_failures", {}).values())
-
-
-def _user_error(exc: BaseException) -> UserError | None:
-    """The UserError (bad data, bad config) at the root of a Ray Train failure, if that is what it is."""
-    from ray.exceptions import RayTaskError
-
-    for current in _causes(exc):
-        # A RayTaskError(DataError) is a UserError too, but it reads as Ray's traceback: its `.cause`, the
-        # worker's own exception, comes next.
-        if isinstance(current, UserError) and not isinstance(current, RayTaskError):
-            from dppp.trainer.training.run_failures import one_line
-
-            return one_line(current)
-    return None
-
-
 def _section(config: RunSettings) -> str:
     """The experiment-config section `config` came from, for messages that name a setting."""
     return "train" if isinstance(config, TrainConfig) else "pretrain"
@@ -163,7 +131,9 @@ def _capacity_error(exc: BaseException, config: RunSettings) -> CapacityError | 
     )
 
     no_capacity = (WorkerGroupStartupTimeoutError, InsufficientClusterResourcesError)
-    if not any(isinstance(current, no_capacity) for current in _causes(exc)):
+    from dppp.trainer.training.run_failures import causes
+
+    if not any(isinstance(current, no_capacity) for current in causes(exc)):
         return None
     return CapacityError(
         f"the Ray cluster has no room for {config.workers} training worker(s) ({config.cpus_per_worker:g} CPU"
@@ -265,22 +235,6 @@ def with_local_backbone(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def check_people_disjoint(backbone: str, sources: list[str], storage_config) -> None:
-    """A backbone pretrained here (its folder holds a model card listing its pretraining people) must not
-    have seen the people of a dppp dataset it is trained or tested on: DataError naming the dataset."""
-    from dppp.trainer.clip.model_card import read_card
-    from dppp.trainer.data.identities import check_disjoint
-    from dppp.trainer.data.specs import parse_source
-
-    card = read_card(backbone) if backbone != "tiny" and os.path.isdir(backbone) else None
-    if not card:
-        return
-    seen = card.get("data", {}).get("people", [])
-    for source in map(parse_source, sources):
-        if source.is_dataset:
-            check_disjoint(seen, source.path, f"pretraining corpus of backbone {backbone}", storage_config)
-
-
 def launch(
     config: RunSettings,
     training_data,
@@ -346,7 +300,9 @@ def launch(
         with _worker_group_start_timeout(config.placement_timeout_s):
             _fit_with_progress(trainer, board, steps, training_data.describe(), progress, progress_every)
     except Exception as exc:
-        reported = _user_error(exc) or _capacity_error(exc, config)
+        from dppp.trainer.training.run_failures import user_error
+
+        reported = user_error(exc) or _capacity_error(exc, config)
         if reported is not None:
             raise reported from None
         raise
