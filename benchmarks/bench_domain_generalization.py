@@ -377,8 +377,8 @@ def run_name(variant: Variant, seed: int) -> str:
 def untrained_model(data_url: str, folder: Path, backbone: str, size: Size) -> str:
     """The model every method starts from (bot's head on the backbone, no training), as a checkpoint."""
     from dppp.trainer.data.sources import open_training_data
+    from dppp.trainer.methods.checkpoint import save_checkpoint
     from dppp.trainer.methods.model import build_model
-    from dppp.trainer.training.checkpoint import save_checkpoint
 
     config = train_config(Variant("bot", "bot", ""), size, folder, backbone, 0, [])
     model = build_model(config.model, open_training_data([data_url]).num_classes, {})
@@ -402,7 +402,7 @@ def bank_spread(model_url: str) -> float | None:
     """Mean pairwise cosine of the phase-2 identity text targets (1: every identity has the same target)."""
     import torch
 
-    from dppp.trainer.training.checkpoint import load_checkpoint
+    from dppp.trainer.methods.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(model_url)
     if not model.uses_identity_bank:

@@ -232,8 +232,8 @@ def main() -> None:
     global REPEATS
     REPEATS = args.repeats
 
+    from dppp.trainer.data.config import DataConfig
     from dppp.trainer.data.sources import open_training_data
-    from dppp.trainer.training.config import DataConfig
 
     data = open_training_data([args.data])
     size = tuple(args.size)

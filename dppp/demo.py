@@ -59,7 +59,7 @@ def show_prompts(generate_config, identities: int = 3) -> None:
 def show_backbone(train_config) -> None:
     """What PDM starts from: the pretrained tiny CLIP's model card (`make pretrain` made it)."""
     from dppp.trainer.clip.model_card import read_card
-    from dppp.trainer.clip.zero_shot import report_from_dict
+    from dppp.trainer.evaluation.zero_shot import report_from_dict
 
     backbone = train_config.model.backbone
     card = read_card(backbone) if backbone != "tiny" and Path(backbone).is_dir() else None

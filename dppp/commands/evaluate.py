@@ -123,8 +123,8 @@ def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | No
 
     from dppp.foundation.errors import UserError
     from dppp.trainer.clip.model_card import read_card
-    from dppp.trainer.clip.zero_shot import zero_shot_folder
     from dppp.trainer.data.specs import dataset_location
+    from dppp.trainer.evaluation.zero_shot import zero_shot_folder
 
     config = experiment.pretrain.zero_shot
     if datasets:

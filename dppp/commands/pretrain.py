@@ -38,7 +38,7 @@ def pretrain(
     """Pretrain a CLIP on (image, prompt) pairs; the result is a CLIP folder for train.model.backbone."""
     from rich.console import Console
 
-    from dppp.trainer.clip.zero_shot import report_from_dict
+    from dppp.trainer.evaluation.zero_shot import report_from_dict
     from dppp.trainer.pretraining.pretrain import run_pretrain
 
     experiment = load_config(config, sets, endpoint_url=endpoint_url, storage=("pretrain.data.storage",))

@@ -54,7 +54,8 @@ def toy_batch(identities: int, views: int, size: tuple[int, int] = (64, 32), see
 
 def toy_model_config(method: str = "pdm", **overrides):
     """A ModelConfig matching `toy_batch`'s 64x32 images: a tiny CLIP (width 32, patch 8), seconds on CPU."""
-    from dppp.trainer.methods.config import ModelConfig, TinyClipConfig
+    from dppp.trainer.clip.config import TinyClipConfig
+    from dppp.trainer.methods.config import ModelConfig
 
     tiny = TinyClipConfig(hidden_size=32, intermediate_size=64, num_heads=4, patch_size=8, projection_dim=32)
     fields = dict(method=method, tiny=tiny, image_size=(64, 32), inversion_hidden_dim=64)

@@ -306,7 +306,7 @@ def kill_a_training_node_after_a_checkpoint(cluster, run: Path, alive) -> list:
 def test_train_resumes_from_the_newest_checkpoint_when_a_node_dies(cluster, nodes, train_data, tmp_path):
     """Two training workers on two of three nodes; a node hosting one dies after a checkpoint: Ray Train
     restarts the worker group on the two nodes left, from that checkpoint, and the run completes."""
-    from dppp.trainer.training.checkpoint import read_state
+    from dppp.trainer.methods.checkpoint import read_state
     from dppp.trainer.training.train import run_train
     from tests.trainer.test_train import metrics, tiny_config
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from dppp.foundation.errors import DataError
-from dppp.trainer.methods.model import build_model
-from dppp.trainer.training.checkpoint import (
+from dppp.trainer.methods.checkpoint import (
     load_checkpoint,
     read_state,
     restore_model,
     restore_optimizer,
     save_checkpoint,
 )
+from dppp.trainer.methods.model import build_model
 from dppp.trainer.training.config import TrainConfig
 from tests.helpers.toy_batch import STYLE_VOCAB, toy_batch, toy_model_config
 

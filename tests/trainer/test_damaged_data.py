@@ -185,7 +185,7 @@ def test_resume_falls_back_past_a_damaged_or_removed_newest_checkpoint(tmp_path,
     falling back to the one before (phase 2's start), it trains phase 2's epoch again."""
     import shutil
 
-    from dppp.trainer.training.checkpoint import read_state
+    from dppp.trainer.methods.checkpoint import read_state
     from dppp.trainer.training.train import run_train
 
     url = write_dataset(str(tmp_path / "ds"), n_ids=12, ids_per_shard=3)

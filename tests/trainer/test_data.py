@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dppp.foundation.errors import DataError
-from dppp.trainer.training.config import DataConfig
+from dppp.trainer.data.config import DataConfig
 from tests.conftest import make_samples
 
 TAXONOMY = {
@@ -335,10 +335,10 @@ def test_batch_pixels_are_the_plain_per_image_augmentation(dataset_url, erase_p)
     """The loader writes uint8 pixels into one batch array, pad-crops without a padded copy and
     normalises the whole batch at once: the same numbers, drawn in the same order, as the plain path."""
     from dppp.dataset.shard_reader import read_shard
+    from dppp.trainer.data.config import AugmentConfig
     from dppp.trainer.data.loader import make_loader
     from dppp.trainer.data.sources import open_training_data
     from dppp.trainer.data.streams import PKBatchStream
-    from dppp.trainer.training.config import AugmentConfig
 
     data = open_training_data([dataset_url])
     augment = AugmentConfig(flip_p=0.5, pad=5, erase_p=erase_p)
@@ -363,8 +363,8 @@ def test_batch_pixels_are_the_plain_per_image_augmentation(dataset_url, erase_p)
 def test_one_image_transform_matches_the_batch_path():
     """EvalTransform / ReidAugment called on one image (evaluation, the folder baseline) give the batch
     path's pixels bit for bit."""
+    from dppp.trainer.data.config import AugmentConfig
     from dppp.trainer.data.transforms import ReidAugment, erase, normalise_batch
-    from dppp.trainer.training.config import AugmentConfig
 
     jpgs = [s.image_bytes for s in make_samples(1, 4, size=(32, 64))]
     transform = ReidAugment(AugmentConfig(erase_p=1.0, pad=4), (64, 32))

@@ -22,8 +22,8 @@ MARKET_PIDS = (2, 7, 11, 23, 42)
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A BoT checkpoint of a randomly initialised tiny CLIP at 64x32 (what toy_batch and the shards use)."""
+    from dppp.trainer.methods.checkpoint import save_checkpoint
     from dppp.trainer.methods.model import build_model
-    from dppp.trainer.training.checkpoint import save_checkpoint
     from tests.helpers.toy_batch import toy_model_config
 
     model = build_model(toy_model_config("bot"), num_classes=6, style_vocab={})
@@ -121,7 +121,7 @@ def test_figures_are_the_library_pipeline_and_deterministic(model_dir, synthetic
     from dppp.trainer.data.transforms import EvalTransform
     from dppp.trainer.evaluation.features import distance_matrix, extract_features
     from dppp.trainer.evaluation.metrics import evaluate_ranking
-    from dppp.trainer.training.checkpoint import load_checkpoint
+    from dppp.trainer.methods.checkpoint import load_checkpoint
 
     config = EvalConfig(flip=True, metric="euclidean", synthetic={"seed": 3})
     report = run_eval(str(model_dir), [f"synthetic:{synthetic_url}"], config)
@@ -170,7 +170,7 @@ def test_model_from_s3_downloads_only_the_weights(moto_s3, model_dir, market_dir
     """The checkpoint files live on a real HTTP S3 endpoint (moto on loopback) under <run>/final/, with an
     optimizer state too: evaluation fetches checkpoint.json and the weights, and the figures match."""
     from dppp.foundation.storage.urls import open_storage
-    from dppp.trainer.training.checkpoint import load_checkpoint, save_checkpoint
+    from dppp.trainer.methods.checkpoint import load_checkpoint, save_checkpoint
 
     model, _ = load_checkpoint(model_dir)
     with_optimizer = save_checkpoint(

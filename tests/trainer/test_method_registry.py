@@ -116,7 +116,7 @@ def test_an_inconsistent_entry_is_refused(toy_registered):
 
 def test_a_method_from_tests_trains_through_the_real_loop_and_resumes(toy_registered, tmp_path):
     from dppp.trainer.data.sources import open_training_data
-    from dppp.trainer.training.checkpoint import load_checkpoint, read_state
+    from dppp.trainer.methods.checkpoint import load_checkpoint, read_state
 
     config = tiny_config(
         model={"method": "toy_centres", "weights": {"centre": 2.0, "align": 0.0}},

@@ -36,9 +36,9 @@ def small_model_config(**overrides):
 
 def pairs(n_ids: int = 8):
     """One (image, prompt) batch from real shards through the streaming loader (texts=True)."""
+    from dppp.trainer.data.config import DataConfig
     from dppp.trainer.data.sources import open_training_data
     from dppp.trainer.data.streams import PKBatchStream
-    from dppp.trainer.training.config import DataConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         url = write_dataset(f"{tmp}/ds", n_ids=n_ids, ids_per_shard=n_ids)
@@ -407,8 +407,8 @@ def test_the_shipped_pretrained_clip_reads_attributes_of_people_it_never_saw(gen
     alone tells the scene, the light and the clothes' colours of new people far above chance."""
     from dppp.trainer.clip.backbone import load_backbone
     from dppp.trainer.clip.model_card import read_card
-    from dppp.trainer.clip.zero_shot import ZeroShotConfig, zero_shot
     from dppp.trainer.data.identities import check_disjoint
+    from dppp.trainer.evaluation.zero_shot import ZeroShotConfig, zero_shot
     from dppp.trainer.methods.config import ModelConfig
 
     folder = ROOT / "models" / "tiny-clip"

@@ -78,8 +78,8 @@ def test_a_resume_with_another_worker_count_counts_the_steps_it_runs(dataset):
 
 def _finish_run(out, config, dataset) -> int:
     """A finished run's final/ exactly as the worker writes it (its commit marker last)."""
+    from dppp.trainer.methods.checkpoint import save_checkpoint
     from dppp.trainer.methods.model import build_model
-    from dppp.trainer.training.checkpoint import save_checkpoint
 
     data = open_training_data([dataset], config.data.storage, config.data.folder_ids_per_unit)
     model = build_model(config.model, data.num_classes, data.style_vocab)

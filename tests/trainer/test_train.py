@@ -199,7 +199,7 @@ def test_no_room_for_the_workers_is_a_capacity_error():
 
 @pytest.mark.slow
 def test_two_workers_train_checkpoint_and_a_rerun_resumes(ray_cluster, dataset, tmp_path):
-    from dppp.trainer.training.checkpoint import load_checkpoint, read_state
+    from dppp.trainer.methods.checkpoint import load_checkpoint, read_state
     from dppp.trainer.training.train import run_train
 
     out = tmp_path / "runs"
@@ -244,7 +244,7 @@ def test_two_workers_train_checkpoint_and_a_rerun_resumes(ray_cluster, dataset, 
 @pytest.mark.slow
 def test_loopback_s3_data_and_output(ray_cluster, moto_s3, tmp_path):
     from dppp.foundation.storage.urls import open_storage
-    from dppp.trainer.training.checkpoint import load_checkpoint
+    from dppp.trainer.methods.checkpoint import load_checkpoint
     from dppp.trainer.training.train import run_train
 
     bucket = moto_s3.bucket()
@@ -290,7 +290,7 @@ def _registered_checkpoints(run: Path) -> list[str]:
 def test_a_killed_worker_is_survived(ray_cluster, dataset, tmp_path, foreign_ray_processes):
     """A training worker of this run is SIGKILLed: found below this Ray instance's raylet, never by its
     title across the machine (another job's processes, named alike, run beside it and survive)."""
-    from dppp.trainer.training.checkpoint import read_state
+    from dppp.trainer.methods.checkpoint import read_state
     from dppp.trainer.training.train import run_train
     from tests.ray_processes import dead, descendants_titled, this_raylet
 
@@ -370,8 +370,8 @@ def test_training_on_demo_data_measurably_learns(ray_cluster, tmp_path):
     benchmarks/bench_domain_generalization.py measures, with seeds and intervals)."""
     from dppp.config import load_experiment
     from dppp.pipeline.generate import run_generate
+    from dppp.trainer.methods.checkpoint import load_checkpoint
     from dppp.trainer.methods.model import build_model
-    from dppp.trainer.training.checkpoint import load_checkpoint
     from dppp.trainer.training.train import run_train
 
     demo = load_experiment(Path(__file__).parents[2] / "configs" / "demo.yaml")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dppp.foundation.errors import ConfigError
-from dppp.trainer.methods.config import ModelConfig
+from dppp.trainer.clip.config import BackboneSettings
 
 VISION_PREFIXES = ("clip.vision_model.", "clip.visual_projection.")
 
@@ -120,7 +120,7 @@ class ClipBackbone(nn.Module):
         return self.clip.text_projection(pooled)
 
 
-def load_clip(config: ModelConfig):
+def load_clip(config: BackboneSettings):
     """(CLIPModel, tokenizer) from `config.backbone`: "tiny", a local folder or a hub id. A folder that
     holds no CLIP, or a tokenizer whose vocabulary is not the text model's, is a ConfigError naming it."""
     if config.backbone == "tiny":
@@ -197,7 +197,7 @@ def check_clip_folder(backbone: str) -> None:
         )
 
 
-def load_backbone(config: ModelConfig, placeholder_tokens: list[str]) -> ClipBackbone:
+def load_backbone(config: BackboneSettings, placeholder_tokens: list[str]) -> ClipBackbone:
     clip, tokenizer = load_clip(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.init_seed)  # new token rows: deterministic

@@ -7,7 +7,7 @@ from_pretrained) is exercised without a download.
 
 from __future__ import annotations
 
-from dppp.trainer.methods.config import TinyClipConfig
+from dppp.trainer.clip.config import TinyClipConfig
 
 
 def build_tiny_clip(tiny: TinyClipConfig, image_side: int, seed: int = 0):

@@ -41,8 +41,8 @@ class ShardScorer:
         from torch.nn import functional as F
 
         from dppp.dataset.shard_reader import image_member
-        from dppp.trainer.clip.zero_shot import text_features
         from dppp.trainer.data.transforms import EvalTransform, decode_rgb, normalise_batch
+        from dppp.trainer.evaluation.zero_shot import text_features
 
         if not samples:
             raise DataError(f"{where}: a committed shard without samples")

@@ -10,7 +10,7 @@ import torch
 import torch.utils.data
 from torch.utils.data import IterableDataset
 
-from dppp.trainer.training.config import DataConfig
+from dppp.trainer.data.config import DataConfig
 
 
 def make_loader(stream, config: DataConfig, *, pin_memory: bool = False):

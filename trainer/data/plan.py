@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dppp.foundation.errors import DataError
+from dppp.trainer.data.config import DataConfig
 from dppp.trainer.data.sources import TrainingData
-from dppp.trainer.training.config import DataConfig
 
 
 @dataclass(frozen=True)

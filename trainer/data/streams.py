@@ -11,11 +11,11 @@ import torch
 import torch.utils.data
 from torch.utils.data import IterableDataset
 
+from dppp.trainer.data.config import DataConfig
 from dppp.trainer.data.plan import PlannedBatch, plan_epoch, round_robin_take
 from dppp.trainer.data.sources import TrainingData
 from dppp.trainer.data.transforms import EvalTransform, ReidAugment, erase, normalise_batch  # noqa: I001 (here, not in __iter__: each epoch forks afresh)
 from dppp.trainer.data.unit_reader import UnitReader, UnitRows
-from dppp.trainer.training.config import DataConfig
 
 
 class PKBatchStream(IterableDataset):

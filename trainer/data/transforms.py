@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from dppp.foundation.errors import DataError
-from dppp.trainer.training.config import AugmentConfig
+from dppp.trainer.data.config import AugmentConfig
 
 # CLIP's pixel normalisation (the image encoder was trained with it).
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)

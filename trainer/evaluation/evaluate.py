@@ -5,7 +5,7 @@
     report.datasets[0].rank1, report.datasets[0].mAP
 
 `EvalConfig` (trainer/evaluation/config.py) is the experiment's `eval` section. `run_eval` wires the pieces:
-load a checkpoint (dppp.trainer.training.checkpoint, from local disk or object storage), read each dataset
+load a checkpoint (dppp.trainer.methods.checkpoint, from local disk or object storage), read each dataset
 (dppp.trainer.data.readers), extract features through the model's eval transform (dppp.trainer.evaluation.features,
 dppp.trainer.data.transforms), rank with the Market-1501 protocol, optionally re-ranked (dppp.trainer.evaluation.metrics), and
 report.
@@ -25,7 +25,7 @@ from dppp.trainer.evaluation.config import EvalConfig
 
 # ---- `dppp eval`: model -> features -> ranking -> report ------------------------------------------------
 
-# The files a checkpoint folder may list in its checkpoint.json (dppp.trainer.training.checkpoint): anything else in a
+# The files a checkpoint folder may list in its checkpoint.json (dppp.trainer.methods.checkpoint): anything else in a
 # downloaded checkpoint.json is refused, so a crafted one cannot make us write outside the temp folder.
 _CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "optimizer.json")
 _META_FILE = "checkpoint.json"
@@ -107,7 +107,7 @@ def run_eval(
 
     parsed = [parse_dataset_spec(spec) for spec in specs]  # a malformed spec fails before the model loads
     with _local_checkpoint(model_path_or_url, storage_config) as folder:
-        from dppp.trainer.training.checkpoint import load_checkpoint
+        from dppp.trainer.methods.checkpoint import load_checkpoint
 
         model, state = load_checkpoint(folder)
         model_info = _model_info(model_path_or_url, folder, state)

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dppp.foundation.schema import StrictModel
+from dppp.trainer.clip.config import TinyClipConfig
 from dppp.trainer.methods.registry import MethodWeights, method_names, method_spec, weight_names
 
 Temperature = Annotated[float, Field(gt=0)] | Literal["backbone"]
@@ -23,24 +24,6 @@ PLACEHOLDER_PATTERN = re.compile(r"\[([A-Z][A-Z0-9]*)\]")
 
 def placeholders_in(template: str) -> list[str]:
     return PLACEHOLDER_PATTERN.findall(template)
-
-
-class TinyClipConfig(StrictModel):
-    """A randomly initialised CLIP small enough for tests and the CPU default (built offline)."""
-
-    hidden_size: int = Field(64, ge=8)
-    intermediate_size: int = Field(128, ge=8)
-    num_layers: int = Field(2, ge=1)
-    num_heads: int = Field(4, ge=1)
-    patch_size: int = Field(16, ge=2)
-    projection_dim: int = Field(64, ge=4)
-    max_text_length: int = Field(32, ge=8)
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> TinyClipConfig:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        return self
 
 
 class ModelConfig(StrictModel):

@@ -12,9 +12,11 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from dppp.foundation.schema import StrictModel
-from dppp.trainer.clip.zero_shot import ZeroShotConfig
-from dppp.trainer.methods.config import TinyClipConfig
-from dppp.trainer.training.config import AugmentConfig, DataConfig, RunSettings
+from dppp.trainer.clip.config import TinyClipConfig
+from dppp.trainer.data.config import AugmentConfig, DataConfig
+from dppp.trainer.evaluation.zero_shot import ZeroShotConfig
+from dppp.trainer.methods.checkpoint import register_model_config
+from dppp.trainer.training.config import RunSettings
 
 PRETRAIN_METHOD = "clip"  # checkpoint.json's `method` for a pretraining checkpoint
 CLIP_CONTEXT = 77  # CLIP's text context, start and end tokens included
@@ -78,6 +80,9 @@ class PretrainModelConfig(StrictModel):
                 f"architecture.max_text_length must be CLIP's {CLIP_CONTEXT} (prompts are written for it)"
             )
         return self
+
+
+register_model_config(PRETRAIN_METHOD, PretrainModelConfig)  # its checkpoints validate as pretraining's
 
 
 class PretrainSchedule(StrictModel):

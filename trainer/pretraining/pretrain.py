@@ -272,7 +272,7 @@ class PretrainWorker(Worker):
 
         from dppp.foundation import __version__
         from dppp.trainer.clip.model_card import CARD_FILE, write_card
-        from dppp.trainer.clip.zero_shot import zero_shot_folder
+        from dppp.trainer.evaluation.zero_shot import zero_shot_folder
 
         model.save_pretrained(folder)
         last = self.last_epoch or self.log.last("epoch")

@@ -126,7 +126,7 @@ class Worker:
 
     def restore(self, model) -> tuple[Position, Path | None]:
         """The position to start from, and the local copy of the checkpoint (None: a fresh start)."""
-        from dppp.trainer.training.checkpoint import restore_model
+        from dppp.trainer.methods.checkpoint import restore_model
 
         local = self.workdir / "resume"
         name = self.session.resume_checkpoint(local)
@@ -302,7 +302,7 @@ class Worker:
     def make_optimizer(self, model, schedule, resume_dir) -> torch.optim.Optimizer:
         """The phase's AdamW over the method's parameter groups, its state restored when resumed inside
         this phase."""
-        from dppp.trainer.training.checkpoint import read_state, restore_optimizer
+        from dppp.trainer.methods.checkpoint import read_state, restore_optimizer
 
         groups = model.parameter_groups(schedule.weight_decay)
         optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
@@ -437,7 +437,7 @@ class Worker:
     def checkpoint(self, model, optimizer, position: Position, metrics: dict[str, Any]) -> None:
         """Report `metrics` from every rank; rank 0 attaches a checkpoint at `position`. Ray Train uploads
         it to the run's storage before report() returns and keeps the newest `checkpoint_keep`."""
-        from dppp.trainer.training.checkpoint import save_checkpoint
+        from dppp.trainer.methods.checkpoint import save_checkpoint
 
         self.global_step = position.step
         if self.rank != 0:
@@ -467,8 +467,8 @@ class Worker:
 
     def save_final(self, model, folder: Path) -> str:
         """Write the run's result into the local `folder`; returns the name of its commit marker.
-        Here: model.safetensors + checkpoint.json (the marker), trainer/training/checkpoint.py's format, for `dppp eval`."""
-        from dppp.trainer.training.checkpoint import META_FILE, save_checkpoint
+        Here: model.safetensors + checkpoint.json (the marker), trainer/methods/checkpoint.py's format, for `dppp eval`."""
+        from dppp.trainer.methods.checkpoint import META_FILE, save_checkpoint
 
         position = Position(model.phase, 0, 0, self.global_step)
         save_checkpoint(folder, model, None, step=self.global_step, config=self.run_record(position))

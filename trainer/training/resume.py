@@ -26,7 +26,7 @@ def prepare_resume(run_url: str, storage_config) -> list[str]:
     newest one left is sound; returns one line per checkpoint skipped, and where the run resumes."""
     from dppp.foundation.storage.base import ObjectNotFound
     from dppp.foundation.storage.urls import open_storage
-    from dppp.trainer.training.checkpoint import stored_checkpoint_problem
+    from dppp.trainer.methods.checkpoint import stored_checkpoint_problem
 
     storage = open_storage(run_url, storage_config)
     try:

@@ -16,7 +16,7 @@ from dppp.foundation.errors import ConfigError
 from dppp.foundation.storage.base import ObjectNotFound
 from dppp.trainer.training.config import TrainConfig
 
-FINAL_MARKER = "final/checkpoint.json"  # dppp.trainer.training.checkpoint.META_FILE inside dppp.trainer.training.loop.FINAL_DIR
+FINAL_MARKER = "final/checkpoint.json"  # dppp.trainer.methods.checkpoint.META_FILE inside dppp.trainer.training.loop.FINAL_DIR
 
 
 @dataclass(frozen=True)

@@ -184,11 +184,19 @@ def stored_checkpoint_problem(storage, folder: str) -> str | None:
     return None
 
 
-def _model_config_class(method: Any) -> type[BaseModel]:
-    """The config model a checkpoint's `model` validates against: a Re-ID method's, or pretraining's."""
-    from dppp.trainer.pretraining.config import PRETRAIN_METHOD, PretrainModelConfig
+# The config class of each model that is not a Re-ID method but trains through the same loop and saves the
+# same checkpoints (the pretraining CLIP): it registers here when its config module is imported, which
+# every command does through the experiment config (dppp/config.py).
+OTHER_MODEL_CONFIGS: dict[str, type[BaseModel]] = {}
 
-    return PretrainModelConfig if method == PRETRAIN_METHOD else ModelConfig
+
+def register_model_config(method: str, config_class: type[BaseModel]) -> None:
+    OTHER_MODEL_CONFIGS[method] = config_class
+
+
+def _model_config_class(method: Any) -> type[BaseModel]:
+    """The config model a checkpoint's `model` validates against: a Re-ID method's, or a registered other's."""
+    return OTHER_MODEL_CONFIGS.get(method, ModelConfig)
 
 
 def _load_tensors(path: Path) -> dict:
