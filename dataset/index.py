@@ -14,9 +14,6 @@ fragments existed get theirs once, from their tars, at the next merge.
 Row order: by shard, then by key within a shard. For a dataset made by `dppp generate` (contiguous pid
 ranges per shard) with fewer than a million identities that is key order. Readers that need another
 order sort (the split of trainer/data/readers.py depends only on the rows as a set).
-
-One module past ~400 lines on purpose: writing, checking and merging fragments share one row function, one
-schema and one encoding; apart, the contract the tests pin would be spread over three files.
 """
 
 from __future__ import annotations

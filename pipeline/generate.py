@@ -6,9 +6,6 @@ is the unit of work, retry and commit: a dead actor (or a dead node's actors) is
 re-queued, the survivors carrying on meanwhile; a shard failing `max_attempts` times is reported and the
 job exits 1, every committed shard staying valid. With no actor placed for `placement_timeout_s` the job
 stops the same way instead of waiting forever. A rerun resumes.
-
-One module past ~400 lines on purpose: the driver's job from plan to final index, read in the order it
-runs.
 """
 
 from __future__ import annotations

@@ -3,9 +3,6 @@
 A template is a list of slots (see the `templates:` section of taxonomy.yaml). A slot's phrase depends only
 on the few columns it reads, so phrases (and their token counts) are rendered once per distinct combination
 and looked up afterwards: composing a prompt is a handful of dict look-ups and one join.
-
-One module past ~400 lines on purpose: rendering the slots and trimming them to the token budget are
-one algorithm (the budget decides which slots are rendered).
 """
 
 from __future__ import annotations

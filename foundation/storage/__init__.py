@@ -15,7 +15,7 @@ The modules, one concept each:
 
     config.py      StorageConfig: the endpoint, region, profile, retry and upload settings
     base.py        the interface (Storage), its errors, keys and URL redaction
-    urls.py        open_storage / split_url: a URL or path -> the storage it names
+    urls.py        open_storage / split_url: a URL or path -> the storage it names; the scheme registry
     local.py       LocalStorage: a folder on disk (atomic temp + rename writes)
     s3.py          S3Storage: boto3's managed transfer (atomic single or parallel multipart uploads),
                    paginated listings, conditional writes

@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+from urllib.parse import unquote
 
+from dppp.foundation.errors import UserError
 from dppp.foundation.storage.base import (
     ObjectInfo,
     ObjectNotFound,
@@ -23,6 +25,7 @@ from dppp.foundation.storage.base import (
     StorageError,
     check_key,
     check_prefix,
+    redact_url,
 )
 
 # Local atomic writes go to a hidden sibling with this marker, then os.replace() onto the final name.
@@ -272,3 +275,16 @@ class LocalStorage(Storage):
 
 _SWAP_WAIT_S = 10.0  # a swap takes milliseconds; this long waiting for one means trouble
 _STALE_LOCK_S = 30.0
+
+
+def open_file_url(rest: str, url: str, config=None) -> LocalStorage:
+    """file:///abs/path (or file://localhost/abs/path): the folder it names. `config` is unused: a folder
+    needs no endpoint, retries or credentials."""
+    if rest and not rest.startswith("/"):
+        host = rest.split("/", 1)[0]
+        if host != "localhost":
+            raise UserError(
+                f"file URL {redact_url(url)!r} names host {host.rpartition('@')[2]!r}: use file:///absolute/path"
+            )
+        rest = rest[len("localhost") :]
+    return LocalStorage(unquote(rest) or "/")

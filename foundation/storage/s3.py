@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from dppp.foundation.errors import UserError
 from dppp.foundation.storage.base import (
     ObjectInfo,
     ObjectNotFound,
@@ -328,3 +330,31 @@ class S3Storage(Storage):
 # and NoSuchKey: an If-Match on an object that went away
 _LOST_PRECONDITION = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"}
 _LOST = object()
+
+
+def open_s3_url(rest: str, url: str, config: StorageConfig) -> S3Storage:
+    """s3://bucket[/prefix]: the storage under that prefix. Credentials in the URL are refused unread."""
+    scheme = url.split("://", 1)[0].lower()
+    authority = rest.split("/", 1)[0]
+    # user:password@ before the bucket, also with a '/' in the password (then it reaches past the first '/')
+    if "@" in authority or (":" in authority and "@" in rest):
+        shown = (
+            authority.rpartition("@")[2] + rest[len(authority) :]
+            if "@" in authority
+            else rest.partition("@")[2]
+        )
+        raise UserError(
+            f"S3 URL '{scheme}://{shown}' with credentials (user:password@) before its bucket: "
+            "refused; dppp takes credentials from the environment (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY), a profile or the instance's role, never from a URL"
+        )
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise UserError(f"S3 URL {redact_url(url)!r} has no bucket: expected s3://bucket/prefix")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-_]{1,62}", bucket):
+        raise UserError(f"S3 URL {redact_url(url)!r}: {bucket!r} is not a valid bucket name")
+    try:
+        check_prefix(prefix.strip("/"))
+    except ValueError as exc:
+        raise UserError(f"S3 URL {redact_url(url)!r}: {exc}") from None
+    return S3Storage(bucket, prefix, config)

@@ -10,9 +10,6 @@ the run position are trainer/training/steps.py). The position in the run is
 (phase, epoch, batch) plus the global step; it goes into every checkpoint, and a restarted worker group
 (a rerun with the same run name, or Ray Train's FailureConfig after a worker died) resumes from it
 exactly: weights, optimizer, learning-rate schedule and the epoch's remaining batches.
-
-One module past ~400 lines on purpose: what is left is the Worker class (and its small Ray Train
-session), whose hooks `dppp pretrain` overrides; splitting the class itself would hide the order of a step.
 """
 
 from __future__ import annotations

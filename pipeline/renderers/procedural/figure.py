@@ -9,9 +9,6 @@ back to front by that depth.
 
 Attributes select shapes (`gender`, `build` and `height` shape the silhouette; garment types pick
 outlines; patterns fill the garment); `IdentityTraits` add the continuous per-person detail.
-
-One module past ~400 lines on purpose: the body and its garments are one Figure whose drawing order
-matters; the head, carried things and palette are their own modules.
 """
 
 from __future__ import annotations
