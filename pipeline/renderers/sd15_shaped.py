@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dppp.pipeline.renderers.pipeline_folder import check_destination, save_pipeline_folder
+from dppp.foundation.model_folder import check_destination
+from dppp.pipeline.renderers.pipeline_folder import save_pipeline_folder
 
 UNET_CHANNELS = (320, 640, 1280, 1280)
 VAE_CHANNELS = (128, 256, 512, 512)

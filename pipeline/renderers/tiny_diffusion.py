@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dppp.pipeline.renderers.pipeline_folder import check_destination, save_pipeline_folder
+from dppp.foundation.model_folder import check_destination
+from dppp.pipeline.renderers.pipeline_folder import save_pipeline_folder
 
 # Widths chosen so a batch of four 64x32 images with a few steps renders in well under a second on one
 # CPU core, while keeping every block type a real SD UNet has (down/up, with and without cross-attention).

@@ -15,12 +15,9 @@ random model recognises nothing; its figures are costs, not accuracies.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from dppp.foundation.errors import SettingError, UserError
+from dppp.foundation.model_folder import check_destination, replacing_folder
 
 VOCAB_SIZE, CONTEXT = 49408, 77
 TEXT = {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8}
@@ -69,24 +66,12 @@ def build_clip_vit_b16_shaped(out_dir: str | Path, *, seed: int = 0, overwrite: 
     import torch
     from transformers import CLIPModel
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise SettingError("overwrite", f"{out} already exists and is not empty (set this to replace it)")
+    check_destination(out_dir, overwrite=overwrite)
     tokenizer = clip_vit_b16_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CLIPModel(clip_vit_b16_config(tokenizer))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with replacing_folder(out_dir, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
