@@ -102,6 +102,14 @@ def paper_scale_parameters(num_classes: int = 6641) -> dict[str, int]:
         )
         with torch.device("meta"):
             clip = CLIPModel(clip_config)
+        # The backbone and PDM read two values as numbers (the learned temperature, the mean norm of the
+        # word embeddings), which meta tensors cannot give: those two are real, same shapes, same count.
+        clip.logit_scale = torch.nn.Parameter(torch.tensor(clip_config.logit_scale_init_value))
+        words = clip.text_model.embeddings.token_embedding
+        clip.text_model.embeddings.token_embedding = torch.nn.Embedding(
+            words.num_embeddings, words.embedding_dim
+        )
+        with torch.device("meta"):
             model_class = method_spec(method).model_class()
             tokenizer = build_tiny_clip_tokenizer(model_max_length=77)
             backbone = ClipBackbone(clip, tokenizer, config.image_size, model_class.prompt_tokens(config))
