@@ -25,8 +25,23 @@ from typing import Any
 
 from pydantic import Field
 
+from dppp.dataset.format import READ_IMAGE_EXTS
+from dppp.dataset.limits import ShardStorageConfig
+from dppp.dataset.listing import committed_shards
+from dppp.dataset.shard_reader import image_member, read_shard
 from dppp.foundation.errors import DataError
 from dppp.foundation.schema import StrictModel
+from dppp.foundation.storage.urls import open_storage
+from dppp.prompts.config import PromptsConfig
+from dppp.prompts.engine import PromptEngine
+from dppp.prompts.taxonomy import load_taxonomy
+from dppp.prompts.tokens import EstimatedTokenCounter
+from dppp.trainer.data.identities import _matches
+from dppp.trainer.methods.config import ModelConfig
+
+# torch, and the transforms and backbone loader that import it, are imported inside the functions that run a
+# model: trainer/pretraining/config.py imports ZeroShotConfig from here, and the config modules must not pay
+# for torch.
 
 CAMERA_ATTRIBUTES = ("scene",)  # the camera profile column that prompts name ("in a subway station platform")
 
@@ -109,11 +124,6 @@ def report_from_dict(data: dict[str, Any]) -> ZeroShotReport:
 def class_prompts(config: ZeroShotConfig) -> tuple[dict[str, dict[str, list[str]]], dict[str, Any]]:
     """attribute -> value -> prompts in which the attribute has that value (visible and not dropped),
     and the taxonomy's identity dimensions as plain data (for the hidden-value rule)."""
-    from dppp.prompts.config import PromptsConfig
-    from dppp.prompts.engine import PromptEngine
-    from dppp.prompts.taxonomy import load_taxonomy
-    from dppp.prompts.tokens import EstimatedTokenCounter
-
     taxonomy = load_taxonomy(config.taxonomy)
     identity_dims = taxonomy.as_dict()["identity"]
     engine = PromptEngine(
@@ -135,8 +145,6 @@ def class_prompts(config: ZeroShotConfig) -> tuple[dict[str, dict[str, list[str]
 
 
 def _hidden(attributes: dict[str, Any], identity_dims: dict[str, Any]) -> set[str]:
-    from dppp.trainer.data.identities import _matches
-
     hidden = set()
     for name, spec in identity_dims.items():
         rule = (spec or {}).get("hidden_when")
@@ -149,11 +157,6 @@ def held_out_images(datasets: list[str], image_size: tuple[int, int], max_images
     """(pixel tensors [N, 3, H, W], attribute dicts) of up to `max_images` images, shard by shard."""
     import torch
 
-    from dppp.dataset.format import READ_IMAGE_EXTS
-    from dppp.dataset.limits import ShardStorageConfig
-    from dppp.dataset.listing import committed_shards
-    from dppp.dataset.shard_reader import image_member, read_shard
-    from dppp.foundation.storage.urls import open_storage
     from dppp.trainer.data.transforms import EvalTransform
 
     transform = EvalTransform(image_size)
@@ -275,7 +278,6 @@ def zero_shot_folder(
 ) -> ZeroShotReport:
     """Load a CLIP folder (or hub id) as `train.model.backbone` would, at the Re-ID input size, and check it."""
     from dppp.trainer.clip.backbone import load_backbone
-    from dppp.trainer.methods.config import ModelConfig
 
     backbone = load_backbone(ModelConfig(backbone=folder, image_size=image_size), [])
     return zero_shot(backbone, config, storage_config=storage_config)

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from dppp.foundation.errors import UserError
 from dppp.foundation.schema import StrictModel
+from dppp.trainer.data.specs import parse_dataset_spec
 
 
 class RerankConfig(StrictModel):
@@ -43,8 +44,6 @@ class EvalConfig(StrictModel):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, specs: tuple[str, ...]) -> tuple[str, ...]:
-        from dppp.trainer.data.specs import parse_dataset_spec
-
         for spec in specs:
             try:
                 parse_dataset_spec(spec)
