@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from dppp.dataset.curation import resolve_curation
-from dppp.dataset.format import READ_IMAGE_EXTS, shard_name
-from dppp.dataset.records import read_index
-from dppp.dataset.shard_reader import image_member, read_shard
 from dppp.foundation.errors import DataError
-from dppp.foundation.storage.urls import open_storage
+
+# PIL, the shard reader and storage are imported inside the functions that read images:
+# trainer/training/config.py imports this module (through specs.py), and loading a config must not pay for
+# them.
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 JUNK_PID = -1
@@ -344,6 +342,8 @@ def _index_records(rows: Any) -> list[dict[str, Any]]:
 def _shard_key(value: Any) -> str:
     """The index stores a shard's number; items name its tar key under the dataset root."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        from dppp.dataset.format import shard_name
+
         return shard_name(int(value))
     return str(value)
 
@@ -365,6 +365,10 @@ def read_synthetic(
 ) -> ReidSplit:
     """The split of a dppp dataset at `url` (local path, file:// or s3://) from its index.parquet, without
     the images a curation file rejected (`curation`: auto, off or a path, as train.data.curation)."""
+    from dppp.dataset.curation import resolve_curation
+    from dppp.dataset.records import read_index
+    from dppp.foundation.storage.urls import open_storage
+
     storage = open_storage(url, storage_config)
     try:
         table = read_index(storage)
@@ -386,6 +390,12 @@ def synthetic_images(url: str, items: Iterable[ReidItem], *, storage_config=None
     """The images (PIL, RGB) of synthetic items "<shard>#<key>", in item order, streamed from the shards
     of the dataset at `url`. Each run of consecutive items from one shard reads that shard once (a split's
     items are sorted by path, so every shard is read once); only the wanted images are decoded."""
+    from PIL import Image
+
+    from dppp.dataset.format import READ_IMAGE_EXTS
+    from dppp.dataset.shard_reader import image_member, read_shard
+    from dppp.foundation.storage.urls import open_storage
+
     storage = open_storage(url, storage_config)
     run: list[tuple[str, str]] = []
 

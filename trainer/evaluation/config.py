@@ -9,7 +9,10 @@ from pydantic import Field, field_validator
 
 from dppp.foundation.errors import UserError
 from dppp.foundation.schema import StrictModel
-from dppp.trainer.data.specs import parse_dataset_spec
+
+# trainer/data/specs.py (the dataset readers: PIL, the shard reader, storage) is imported inside the
+# validator that needs it: a config module must stay light, it is loaded by every command that reads a
+# config.
 
 
 class RerankConfig(StrictModel):
@@ -44,6 +47,8 @@ class EvalConfig(StrictModel):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, specs: tuple[str, ...]) -> tuple[str, ...]:
+        from dppp.trainer.data.specs import parse_dataset_spec
+
         for spec in specs:
             try:
                 parse_dataset_spec(spec)

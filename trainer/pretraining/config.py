@@ -7,12 +7,12 @@ explains every default.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from dppp.foundation.schema import StrictModel
-from dppp.trainer.clip.zero_shot import ZeroShotConfig
 from dppp.trainer.methods.config import TinyClipConfig
 from dppp.trainer.training.config import AugmentConfig, DataConfig, RunSettings
 
@@ -85,6 +85,19 @@ class PretrainSchedule(StrictModel):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0)  # not on biases, norms, embeddings and the temperature
     warmup_epochs: int = Field(1, ge=0)
+
+
+class ZeroShotConfig(StrictModel):
+    """The zero-shot attribute check of a CLIP folder (trainer/clip/zero_shot.py), run after pretraining."""
+
+    # Held-out dppp datasets (other people than the pretraining corpus) whose images are classified.
+    datasets: tuple[str, ...] = ()
+    max_images: int = Field(2000, ge=1)  # per check, taken shard by shard
+    taxonomy: Path | None = None  # the class prompts' taxonomy (None: the shipped one)
+    ensemble_identities: int = Field(512, ge=1)  # people whose prompts build the class features
+    seed: int = Field(9_999_991, ge=0)  # their prompt engine's seed: people no dataset renders
+    min_prompts: int = Field(3, ge=1)  # a value with fewer prompts gets no class
+    batch_size: int = Field(128, ge=1)
 
 
 class PretrainConfig(RunSettings):
