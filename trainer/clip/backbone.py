@@ -22,7 +22,8 @@ from dppp.foundation.errors import ConfigError
 from dppp.trainer.methods.config import ModelConfig
 
 # transformers (seconds to import) and tiny_clip.py, which imports it, are imported inside the functions
-# that load or check a CLIP: trainer/methods/model.py imports this module for its torch modules alone.
+# that load or check a CLIP: trainer/methods/model.py, and through it the training loop, import this module,
+# and pay for transformers only when a CLIP is built or checked.
 
 VISION_PREFIXES = ("clip.vision_model.", "clip.visual_projection.")
 
