@@ -27,8 +27,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from dppp.foundation.errors import ConfigError, DataError
-from dppp.trainer.clip.backbone import VISION_PREFIXES, ClipBackbone, load_backbone
 from dppp.trainer.methods import losses
+from dppp.trainer.clip.backbone import VISION_PREFIXES, ClipBackbone, load_backbone
 from dppp.trainer.methods.config import ModelConfig
 from dppp.trainer.methods.inversion import TextualInversion
 from dppp.trainer.methods.text_prompts import compile_prompt, encode_prompt, placeholder_tokens
