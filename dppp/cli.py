@@ -1,7 +1,7 @@
 """The `dppp` command: a thin typer shell. Every command calls one library function tests can call too.
 
-Command modules live in dppp/commands/ and import their heavy libraries (torch, ray, diffusers) inside the
-command body, so `dppp --help` stays fast.
+Command modules live in dppp/commands/ and import the library modules they call (pydantic configs, numpy,
+pyarrow, torch, ray) inside the command, so `dppp --help` and a bad flag stay fast.
 """
 
 from __future__ import annotations

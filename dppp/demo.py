@@ -14,6 +14,11 @@ import time
 from pathlib import Path
 
 from dppp.cli import main as dppp
+from dppp.config import load_experiment
+from dppp.dataset.keys import sample_key
+from dppp.pipeline.prompting import prompt_engine
+from dppp.trainer.clip.model_card import read_card
+from dppp.trainer.evaluation.zero_shot import report_from_dict
 
 CONFIG = "configs/demo.yaml"
 RUNS = Path("runs/demo")
@@ -46,9 +51,6 @@ def leave_ray() -> None:
 
 def show_prompts(generate_config, identities: int = 3) -> None:
     """A few of the prompts stage 1 renders (all of them: `dppp prompts sample configs/demo.yaml`)."""
-    from dppp.dataset.keys import sample_key
-    from dppp.pipeline.prompting import prompt_engine
-
     print(f"== 1/6 prompts: the first view of {identities} identities (dppp prompts sample {CONFIG})")
     engine = prompt_engine(generate_config, config_file=CONFIG)
     for pid in range(identities):
@@ -58,9 +60,6 @@ def show_prompts(generate_config, identities: int = 3) -> None:
 
 def show_backbone(train_config) -> None:
     """What PDM starts from: the pretrained tiny CLIP's model card (`make pretrain` made it)."""
-    from dppp.trainer.clip.model_card import read_card
-    from dppp.trainer.evaluation.zero_shot import report_from_dict
-
     backbone = train_config.model.backbone
     card = read_card(backbone) if backbone != "tiny" and Path(backbone).is_dir() else None
     if not card:
@@ -83,8 +82,6 @@ def show_backbone(train_config) -> None:
 
 
 def run_demo() -> None:
-    from dppp.config import load_experiment
-
     config = load_experiment(CONFIG)
     dataset = config.generate.out
     run_dir = Path(config.train.out) / config.train.run_name

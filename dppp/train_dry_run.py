@@ -7,17 +7,17 @@ section's shard plan instead, and the output says which. The time is trainer/tra
 
 from __future__ import annotations
 
+from dppp.foundation.config import with_updates
 from dppp.foundation.errors import UserError
 from dppp.foundation.storage.base import redact_url
+from dppp.pipeline.generate import build_plan
+from dppp.trainer.data.sources import open_training_data
+from dppp.trainer.training.capacity import estimate_train_hours
+from dppp.trainer.training.plan import plan_run, planned_data
 
 
 def train_dry_run(experiment, data: list[str] | None, out: str | None, workers: int | None) -> list[str]:
     """The lines `dppp train --dry-run` prints."""
-    from dppp.foundation.config import with_updates
-    from dppp.trainer.data.sources import open_training_data
-    from dppp.trainer.training.capacity import estimate_train_hours
-    from dppp.trainer.training.plan import plan_run
-
     config = with_updates(experiment.train, "train", workers=workers, out=out)
     sources = list(data) if data else list(config.data.sources)
     try:
@@ -46,9 +46,6 @@ def train_dry_run(experiment, data: list[str] | None, out: str | None, workers: 
 
 
 def _planned(generate_config, sources, storage):
-    from dppp.pipeline.generate import build_plan
-    from dppp.trainer.training.plan import planned_data
-
     # Only the view counts matter here: the prompt token counter need not load a tokenizer.
     prompts = generate_config.prompts.model_copy(update={"tokenizer": "estimate"})
     plan = build_plan(generate_config.model_copy(update={"prompts": prompts}))

@@ -24,6 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# ray is imported inside the functions that need it: pipeline/generate.py, trainer/training/train.py and
+# trainer/curation/job.py import this module, and their dry runs and plans must not pay for ray.
+
 PLACING, LOADING, READY = "placing", "loading", "ready"
 
 

@@ -4,6 +4,7 @@ written in the file), and pydantic errors turned into one ConfigError listing ev
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,6 @@ def read_yaml(path: str | Path) -> Any:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], *, file: str | None = None) -> dict[str, Any]:
     """Apply `a.b.c=value` overrides (value parsed as YAML) to a nested dict, returning a new dict."""
-    import copy
-
     data = copy.deepcopy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")

@@ -8,12 +8,10 @@ defaults to the largest image's size.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+
+from PIL import Image, ImageDraw, ImageFont
 
 from dppp.foundation.errors import UserError
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 LINE_HEIGHT = 12  # PIL's default font is drawn about 12 px tall
 
@@ -35,8 +33,6 @@ def make_contact_sheet(
     tile_size is (width, height) of the image area of a tile; captions are wrapped to the tile width and
     cut to `caption_lines` lines (a cut line ends with "..."). `title`, when given, heads the sheet.
     """
-    from PIL import Image, ImageDraw, ImageFont
-
     if len(images) != len(captions):
         raise UserError(f"contact sheet: {len(images)} images but {len(captions)} captions")
     if not images:
@@ -70,8 +66,6 @@ def make_contact_sheet(
 
 def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
     """The image in RGB, scaled to fit width x height with its aspect ratio kept."""
-    from PIL import Image
-
     if image.mode != "RGB":
         image = image.convert("RGB")
     if image.size == (width, height):

@@ -12,6 +12,9 @@ from contextlib import contextmanager
 from dppp.foundation.errors import UserError
 from dppp.foundation.graceful_stop import reinstall
 
+# ray is imported inside the functions that need it: pipeline/generate.py, trainer/training/train.py and
+# trainer/curation/job.py import this module, and their dry runs and plans must not pay for ray.
+
 log = logging.getLogger("dppp.ray")
 
 

@@ -15,6 +15,9 @@ import typer
 
 from dppp.foundation.errors import ReportedError, SettingError
 
+# dppp.config (every section's pydantic model, numpy, yaml) and the redaction patterns are imported inside
+# the functions that use them: `dppp --help` must not pay for them.
+
 ConfigArg = Annotated[
     Path, typer.Argument(help="Experiment YAML (sections: generate, pretrain, train, eval).")
 ]

@@ -6,8 +6,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from dppp.commands.common import EndpointOption, SetOption, load_config
+from dppp.foundation.errors import UserError
+
+# Only what `dppp --help` loads anyway is imported at the top: the library modules a command calls (pydantic
+# configs, numpy, pyarrow, torch, ray, even rich.progress and the storage helpers) are imported inside it,
+# so `dppp --help` and a bad flag stay fast.
 
 
 def curate(
@@ -40,10 +47,7 @@ def curate(
     ] = False,
 ) -> None:
     """Judge every committed image (blank, noise, prompt, identity); rerun to resume."""
-    from rich.console import Console
-
     from dppp.foundation.config import with_updates
-    from dppp.foundation.errors import UserError
     from dppp.trainer.curation.job import CurationFailed, check_model, plan_curation, run_curate
 
     if config is not None and config_option is not None:
@@ -88,8 +92,6 @@ def print_plan(console, plan, settings) -> None:
 
 
 def print_summary(console, summary) -> None:
-    from rich.table import Table
-
     counts = summary.counts
     table = Table(title=f"dppp curate -> {summary.url}", show_header=False)
     table.add_row(

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from dppp.commands.common import EndpointOption, SetOption, load_config
+from dppp.foundation.errors import UserError
+
+# Only what `dppp --help` loads anyway is imported at the top: the library modules a command calls (pydantic
+# configs, numpy, pyarrow, torch, ray, even rich.progress and the storage helpers) are imported inside it,
+# so `dppp --help` and a bad flag stay fast.
 
 
 def evaluate(
@@ -59,10 +67,6 @@ def evaluate(
 ) -> None:
     """Evaluate a trained model with the Market-1501 protocol: a table per dataset and a JSON report.
     With --zero-shot: the zero-shot attribute check of a CLIP folder."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from dppp.foundation.errors import UserError
     from dppp.trainer.evaluation.evaluate import run_eval
 
     if config is not None and config_option is not None:
@@ -119,9 +123,6 @@ def evaluate(
 
 
 def _zero_shot(model: str, datasets: list[str] | None, experiment, out: str | None, console) -> None:
-    import json
-
-    from dppp.foundation.errors import UserError
     from dppp.trainer.clip.model_card import read_card
     from dppp.trainer.data.specs import dataset_location
     from dppp.trainer.evaluation.zero_shot import zero_shot_folder

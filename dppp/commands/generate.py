@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from dppp.commands.common import ConfigArg, EndpointOption, ProgressEveryOption, SetOption, load_config
+
+# Only what `dppp --help` loads anyway is imported at the top: the library modules a command calls (pydantic
+# configs, numpy, pyarrow, torch, ray, even rich.progress and the storage helpers) are imported inside it,
+# so `dppp --help` and a bad flag stay fast.
 
 
 def generate(
@@ -39,8 +45,6 @@ def generate(
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Render identities with the configured renderer into WebDataset shards; rerun to resume."""
-    from rich.console import Console
-
     from dppp.foundation.config import with_updates
     from dppp.foundation.redaction import redact_message
     from dppp.foundation.storage.base import StorageError
@@ -118,8 +122,6 @@ def generate(
 
 
 def print_summary(console, summary) -> None:
-    from rich.table import Table
-
     from dppp.foundation.units import format_bytes
 
     table = Table(title=f"dppp generate -> {summary.out}", show_header=False)

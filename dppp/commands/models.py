@@ -7,6 +7,12 @@ from typing import Annotated
 
 import typer
 
+from dppp.foundation.errors import UserError
+
+# Only what `dppp --help` loads anyway is imported at the top: the library modules a command calls (pydantic
+# configs, numpy, pyarrow, torch, ray, even rich.progress and the storage helpers) are imported inside it,
+# so `dppp --help` and a bad flag stay fast.
+
 app = typer.Typer(
     help="Build tiny offline models (no download) for tests and CPU runs.", no_args_is_help=True
 )
@@ -49,7 +55,6 @@ def sd15_shaped(
     For throughput measurements (benchmarks/bench_diffusers.py) and paper-scale trials without weights.
     Its images are coloured noise, not people.
     """
-    from dppp.foundation.errors import UserError
     from dppp.pipeline.renderers.sd15_shaped import build_sd15_shaped
 
     if dtype not in ("fp32", "fp16", "bf16"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from dppp.commands.common import (
     ConfigArg,
@@ -16,6 +17,10 @@ from dppp.commands.common import (
     WorkersOption,
     load_config,
 )
+
+# Only what `dppp --help` loads anyway is imported at the top: the library modules a command calls (pydantic
+# configs, numpy, pyarrow, torch, ray, even rich.progress and the storage helpers) are imported inside it,
+# so `dppp --help` and a bad flag stay fast.
 
 
 def pretrain(
@@ -36,8 +41,6 @@ def pretrain(
     progress_every: ProgressEveryOption = None,
 ) -> None:
     """Pretrain a CLIP on (image, prompt) pairs; the result is a CLIP folder for train.model.backbone."""
-    from rich.console import Console
-
     from dppp.trainer.evaluation.zero_shot import report_from_dict
     from dppp.trainer.pretraining.pretrain import run_pretrain
 

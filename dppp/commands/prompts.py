@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from dppp.commands.common import ConfigArg, SetOption, load_config
+from dppp.dataset.keys import view_record
+
+# Only what `dppp --help` loads anyway is imported at the top: the library modules a command calls (pydantic
+# configs, numpy, pyarrow, torch, ray, even rich.progress and the storage helpers) are imported inside it,
+# so `dppp --help` and a bad flag stay fast.
 
 app = typer.Typer(help="Sample attribute-combined prompts and check their coverage.", no_args_is_help=True)
 
@@ -36,9 +43,6 @@ def sample(
 ) -> None:
     """Print every view of every identity as JSON lines: key, pid, view, camid, prompt, negative_prompt,
     attributes, seeds and the slots dropped to fit the token budget."""
-    import sys
-
-    from dppp.dataset.keys import view_record
     from dppp.pipeline.prompting import prompt_engine
     from dppp.prompts.report import write_samples
 
@@ -59,8 +63,6 @@ def stats(
     sets: SetOption = None,
 ) -> None:
     """How often every attribute value is sampled (identity values per identity, view values per view)."""
-    from rich.console import Console
-
     from dppp.pipeline.prompting import prompt_engine
     from dppp.prompts.report import coverage_report
 

@@ -14,8 +14,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from dppp.commands.common import EndpointOption, ProgressEveryOption
+from dppp.foundation.errors import UserError
+
+# Only what `dppp --help` loads anyway is imported at the top: the library modules a command calls (pydantic
+# configs, numpy, pyarrow, torch, ray, even rich.progress and the storage helpers) are imported inside it,
+# so `dppp --help` and a bad flag stay fast.
 
 app = typer.Typer(
     help="List, verify, summarise and look at dataset shards (local, file:// or s3://).", no_args_is_help=True
@@ -43,8 +50,6 @@ def _config(endpoint_url: str | None, member_limits: list[str] | None = None):
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
-
     return Console(stderr=stderr, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
 
 
@@ -129,8 +134,6 @@ def _progress_lines(description: str, unit_bytes: bool, every_s: float | None) -
 @app.command("ls")
 def ls(url: UrlArg, endpoint_url: EndpointOption = None) -> None:
     """A table of shards (samples, identities, bytes, committed, or missing from the plan) and totals."""
-    from rich.table import Table
-
     from dppp.dataset.listing import list_shards
 
     listing = list_shards(url, _config(endpoint_url))
@@ -171,8 +174,6 @@ def verify(
     progress_every: ProgressEveryOption = None,
 ) -> None:
     """Recompute checksums, counts, members and index fragments against the records. Exit 1 on any problem."""
-    from rich.table import Table
-
     from dppp.foundation.graceful_stop import graceful_stop
     from dppp.pipeline.verify import verify_dataset
 
@@ -235,8 +236,6 @@ def stats(
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Attribute distributions, cameras and per-identity view counts, from index.parquet."""
-    from rich.table import Table
-
     from dppp.pipeline.browse import dataset_stats, plot_stats
 
     result = dataset_stats(url, _config(endpoint_url))
@@ -294,7 +293,6 @@ def grid(
     member_limit: MemberLimitOption = None,
 ) -> None:
     """A contact sheet captioned with pid / camid: the fastest way to see what a dataset looks like."""
-    from dppp.foundation.errors import UserError
     from dppp.pipeline.browse import contact_grid, save_image
 
     if shard is not None and pid is not None:

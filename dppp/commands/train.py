@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from dppp.commands.common import (
     ConfigArg,
@@ -16,6 +17,10 @@ from dppp.commands.common import (
     WorkersOption,
     load_config,
 )
+
+# Only what `dppp --help` loads anyway is imported at the top: the library modules a command calls (pydantic
+# configs, numpy, pyarrow, torch, ray, even rich.progress and the storage helpers) are imported inside it,
+# so `dppp --help` and a bad flag stay fast.
 
 
 def train(
@@ -52,8 +57,6 @@ def train(
     ] = False,
 ) -> None:
     """Train on committed shards with Ray Train; rerun with the same run name to resume."""
-    from rich.console import Console
-
     from dppp.trainer.training.train import run_train
 
     experiment = load_config(config, sets, endpoint_url=endpoint_url, storage=("train.data.storage",))

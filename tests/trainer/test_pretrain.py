@@ -408,7 +408,8 @@ def test_the_shipped_pretrained_clip_reads_attributes_of_people_it_never_saw(gen
     from dppp.trainer.clip.backbone import load_backbone
     from dppp.trainer.clip.model_card import read_card
     from dppp.trainer.data.identities import check_disjoint
-    from dppp.trainer.evaluation.zero_shot import ZeroShotConfig, zero_shot
+    from dppp.trainer.evaluation.config import ZeroShotConfig
+    from dppp.trainer.evaluation.zero_shot import zero_shot
     from dppp.trainer.methods.config import ModelConfig
 
     folder = ROOT / "models" / "tiny-clip"

@@ -12,11 +12,18 @@ changes to stock CLIP, both made once at load time:
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from dppp.foundation.errors import ConfigError
 from dppp.trainer.clip.config import BackboneSettings
+
+# transformers (seconds to import) and tiny_clip.py, which imports it, are imported inside the functions
+# that load or check a CLIP: trainer/methods/model.py, and through it the training loop, import this module,
+# and pay for transformers only when a CLIP is built or checked.
 
 VISION_PREFIXES = ("clip.vision_model.", "clip.visual_projection.")
 
@@ -170,9 +177,6 @@ def check_backbone(backbone: str):
 def check_clip_folder(backbone: str) -> None:
     """A local backbone folder must hold a CLIP (config.json with model_type "clip"); a hub id is left to
     transformers."""
-    import json
-    from pathlib import Path
-
     path = Path(backbone)
     if not path.exists():
         if backbone.startswith((".", "/", "~")) or backbone.count("/") > 1:

@@ -17,7 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
 from dppp.foundation.model_folder import check_destination, replacing_folder
+from dppp.prompts.tiny_tokenizer import default_words, vocab_and_merges
 
 VOCAB_SIZE, CONTEXT = 49408, 77
 TEXT = {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8}
@@ -28,10 +32,6 @@ PARAMETERS = 149_620_737  # transformers' CLIPModel of this config (openai/clip-
 
 def clip_vit_b16_tokenizer():
     """A CLIPTokenizer of exactly 49,408 tokens: the taxonomy's words whole, then unused fillers."""
-    from transformers import CLIPTokenizer
-
-    from dppp.prompts.tiny_tokenizer import default_words, vocab_and_merges
-
     vocab, merges = vocab_and_merges(default_words(), whole_words=True)
     for n in range(VOCAB_SIZE - len(vocab)):
         vocab[f"<|unused{n}|>"] = len(vocab)
@@ -43,8 +43,6 @@ def clip_vit_b16_tokenizer():
 
 def clip_vit_b16_config(tokenizer=None):
     """transformers' CLIPConfig of ViT-B/16 (the token ids from `tokenizer` when given)."""
-    from transformers import CLIPConfig
-
     ids = {}
     if tokenizer is not None:
         ids = {
@@ -63,9 +61,6 @@ def build_clip_vit_b16_shaped(out_dir: str | Path, *, seed: int = 0, overwrite: 
     """Save a random ViT-B/16 CLIP and its tokenizer to `out_dir` (save_pretrained, safetensors, fp32:
     about 600 MB), atomically: a temp folder renamed into place. Refuses a non-empty folder unless
     `overwrite`."""
-    import torch
-    from transformers import CLIPModel
-
     check_destination(out_dir, overwrite=overwrite)
     tokenizer = clip_vit_b16_tokenizer()
     with torch.random.fork_rng(devices=[]):

@@ -7,17 +7,16 @@ from_pretrained) is exercised without a download.
 
 from __future__ import annotations
 
+import torch
+from transformers import CLIPConfig, CLIPModel
+
+from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 from dppp.trainer.clip.config import TinyClipConfig
 
 
 def build_tiny_clip(tiny: TinyClipConfig, image_side: int, seed: int = 0):
     """(CLIPModel, CLIPTokenizer). The vision tower is square (`image_side`), like every CLIP checkpoint;
     the backbone interpolates its position embeddings to the Re-ID grid afterwards."""
-    import torch
-    from transformers import CLIPModel
-
-    from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
-
     tokenizer = build_tiny_clip_tokenizer(model_max_length=tiny.max_text_length)
     config = tiny_clip_config(tiny, tokenizer, image_side)
     with torch.random.fork_rng(devices=[]):
@@ -30,8 +29,6 @@ def tiny_clip_config(tiny: TinyClipConfig, tokenizer, image_side: int, **extra):
     """transformers' CLIPConfig of a tiny CLIP: both towers `tiny`'s size, the text tower sized to
     `tokenizer`, a square vision tower of `image_side`; `extra` goes to CLIPConfig (e.g. the initial
     logit scale)."""
-    from transformers import CLIPConfig
-
     common = dict(
         hidden_size=tiny.hidden_size,
         intermediate_size=tiny.intermediate_size,

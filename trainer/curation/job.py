@@ -13,15 +13,40 @@ sheet from a bounded number of samples. A rerun resumes: same dataset and settin
 from __future__ import annotations
 
 import hashlib
+import io
+import os
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dppp.dataset.curation import (
+    REJECTS_SHEET,
+    committed_refs,
+    dataset_fingerprint,
+    finished_parts,
+    merge_parts,
+    run_id,
+)
+from dppp.dataset.format import READ_IMAGE_EXTS, shard_name
+from dppp.dataset.records import read_dataset_manifest
+from dppp.dataset.shard_reader import image_member, read_shard
+from dppp.foundation.actor_pool import ActorPool, short_error
+from dppp.foundation.contact_sheet import make_contact_sheet
 from dppp.foundation.errors import ConfigError, DataError, ReportedError
 from dppp.foundation.ray_cluster import start_ray
+from dppp.foundation.storage.urls import open_storage
 from dppp.trainer.curation.config import CurateConfig
+
+# ray, torch and transformers, and the modules that import them (scorer.py, clip/backbone.py,
+# data/transforms.py), are imported inside the functions that need them: `dppp curate --dry-run` and a bad
+# setting are answered without them.
 
 SHEET_PER_REASON = 8  # rejects shown per reason on the contact sheet
 # From benchmarks/bench_curate.py (docs/curation.md); --dry-run only. Both on the shared 2-core VM at load
@@ -105,8 +130,6 @@ def model_digest(model: str) -> str:
 def check_model(config: CurateConfig) -> CurateConfig:
     """Check the judging CLIP without loading its weights (a ConfigError at `curate.model`), and make a
     relative local folder absolute: the actors may run in another directory."""
-    import os
-
     if config.model == "tiny":
         return config
     from huggingface_hub.utils import logging as hub_logging
@@ -126,10 +149,6 @@ def check_model(config: CurateConfig) -> CurateConfig:
 def plan_curation(url: str, config: CurateConfig) -> CurationPlan:
     """What the job has to do: the committed shards, this run's folder, the shards it already judged.
     Reads dataset.json, the listing and the records; DataError when there is nothing to curate."""
-    from dppp.dataset.curation import committed_refs, dataset_fingerprint, finished_parts, run_id
-    from dppp.dataset.records import read_dataset_manifest
-    from dppp.foundation.storage.urls import open_storage
-
     storage = open_storage(url, config.storage)
     manifest = read_dataset_manifest(storage)
     records = committed_refs(storage)
@@ -149,8 +168,6 @@ def run_curate(
     """Judge every committed shard of the dataset at `url` not yet judged with these settings, then write
     curation.parquet and curation_rejects.png. Raises CurationFailed (exit 1) when a shard could not be
     judged: the others' files stay, a rerun resumes."""
-    from dppp.dataset.curation import merge_parts
-
     started = time.perf_counter()
     config = check_model(config)
     plan = plan_curation(url, config)
@@ -198,7 +215,6 @@ class CurateActor:
     def load(self) -> str:
         import ray
 
-        from dppp.foundation.storage.urls import open_storage
         from dppp.trainer.curation.scorer import ShardScorer
 
         config, url, _, _, threads = self._args
@@ -216,8 +232,6 @@ class CurateActor:
 def _judge(plan: CurationPlan, config: CurateConfig, todo: list, summary: CurateSummary, progress: bool):
     import ray
     from ray.exceptions import RayActorError, RayTaskError
-
-    from dppp.foundation.actor_pool import ActorPool, short_error
 
     n_workers, resources = _pool_shape(config)
     cls = ray.remote(**resources)(CurateActor)
@@ -285,11 +299,6 @@ class _Bar:
     """A rich progress bar on stderr, on a terminal only: shards, images, images/s."""
 
     def __init__(self, shards: int, images: int, enabled: bool):
-        import sys
-
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         self.images = 0
         self.progress = Progress(
             TextColumn("[bold]curate"),
@@ -315,12 +324,6 @@ def write_rejects_sheet(storage, examples: dict[str, list[tuple[int, str, str]]]
     """curation_rejects.png: up to SHEET_PER_REASON rejects per reason, a row each, captioned with the
     reason, key and deciding score. Reads only the shards holding them (at most one per example, a
     bounded number whatever the dataset's size), each only until its examples are found."""
-    import io
-
-    from dppp.dataset.curation import REJECTS_SHEET
-    from dppp.dataset.format import READ_IMAGE_EXTS, shard_name
-    from dppp.dataset.shard_reader import image_member, read_shard
-    from dppp.foundation.contact_sheet import make_contact_sheet
     from dppp.trainer.data.transforms import decode_rgb
 
     if not examples:
@@ -346,8 +349,6 @@ def write_rejects_sheet(storage, examples: dict[str, list[tuple[int, str, str]]]
             captions.append(f"{reason} {key} {score}")
         pad = SHEET_PER_REASON - len(row)
         if pad and len(examples) > 1:  # each reason starts a row
-            from PIL import Image
-
             tiles += [Image.new("RGB", images[row[0][1]].size, (255, 255, 255))] * pad
             captions += [""] * pad
     sheet = make_contact_sheet(

@@ -10,22 +10,28 @@ import time
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import torch
+from torch.nn import functional as F
+from transformers.utils import logging as transformers_logging
 
+from dppp.dataset.curation import FORMAT, encode_part, part_name, schema
+from dppp.dataset.format import READ_IMAGE_EXTS
+from dppp.dataset.records import read_record
+from dppp.dataset.shard_reader import image_member, read_shard
 from dppp.foundation.errors import DataError
+from dppp.trainer.clip.backbone import load_backbone
 from dppp.trainer.curation.config import CurateConfig
 from dppp.trainer.curation.signals import decide, identity_signals, pixel_signals, prompt_signals
+from dppp.trainer.data.transforms import EvalTransform, decode_rgb, normalise_batch
+from dppp.trainer.evaluation.zero_shot import text_features
+from dppp.trainer.methods.config import ModelConfig
 
 DECIMALS = 4  # scores are rounded before they are judged and stored: thread counts move the 7th digit
 
 
 class ShardScorer:
     def __init__(self, config: CurateConfig, threads: int | None = None):
-        import torch
-        from transformers.utils import logging as transformers_logging
-
-        from dppp.trainer.clip.backbone import load_backbone
-        from dppp.trainer.methods.config import ModelConfig
-
         if threads:
             torch.set_num_threads(threads)
         transformers_logging.disable_progress_bar()  # "Loading weights" on every actor's start: noise
@@ -37,13 +43,6 @@ class ShardScorer:
 
     def score(self, samples: list[dict[str, Any]], where: str) -> dict[str, Any]:
         """Columns (name -> list) of `samples` (read with images as bytes, txt, cls), in their order."""
-        import torch
-        from torch.nn import functional as F
-
-        from dppp.dataset.shard_reader import image_member
-        from dppp.trainer.data.transforms import EvalTransform, decode_rgb, normalise_batch
-        from dppp.trainer.evaluation.zero_shot import text_features
-
         if not samples:
             raise DataError(f"{where}: a committed shard without samples")
         transform = EvalTransform(self.config.image_size)
@@ -121,13 +120,6 @@ def score_shard(
     """Score committed shard `shard` (index and sha256 as the driver planned it) and publish its file of
     `run` (atomic: a rerun finds it whole or not at all). Returns (samples, seconds spent, of which in
     the CLIP's forward passes)."""
-    import pyarrow as pa
-
-    from dppp.dataset.curation import FORMAT, encode_part, part_name, schema
-    from dppp.dataset.format import READ_IMAGE_EXTS
-    from dppp.dataset.records import read_record
-    from dppp.dataset.shard_reader import read_shard
-
     started, clip_before = time.perf_counter(), scorer.clip_s
     record = read_record(storage, shard.index)
     if record is None or record.sha256 != shard.sha256:

@@ -18,7 +18,10 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
+from dppp.dataset.index import build_index
 from dppp.dataset.limits import ShardStorageConfig
+from dppp.dataset.listing import committed_shards
+from dppp.dataset.records import ATTRIBUTE_PREFIX, read_dataset_manifest, read_index
 from dppp.foundation.errors import DataError
 from dppp.foundation.storage.urls import open_storage
 
@@ -54,10 +57,6 @@ def digest(key: str) -> str:
 def people(url: str, storage_config: ShardStorageConfig | None = None) -> dict[int, str] | None:
     """pid -> appearance digest of every committed pid of the dppp dataset at `url`; None when its
     dataset.json records no taxonomy (nothing tells which attributes make a person)."""
-    from dppp.dataset.index import build_index
-    from dppp.dataset.listing import committed_shards
-    from dppp.dataset.records import ATTRIBUTE_PREFIX, read_dataset_manifest, read_index
-
     storage = open_storage(url, storage_config or ShardStorageConfig())
     taxonomy = read_dataset_manifest(storage).get("taxonomy")
     identity_dims = taxonomy.get("identity") if isinstance(taxonomy, dict) else None

@@ -31,6 +31,10 @@ import numpy as np
 
 from dppp.foundation.errors import DataError
 
+# PIL, the shard reader and storage are imported inside the functions that read images:
+# trainer/training/config.py imports this module (through specs.py), and loading a config must not pay for
+# them.
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 JUNK_PID = -1
 DISTRACTOR_PID = 0

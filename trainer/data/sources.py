@@ -7,8 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dppp.dataset.curation import resolve_curation
 from dppp.dataset.keys import parse_sample_key
 from dppp.dataset.limits import ShardStorageConfig
+from dppp.dataset.listing import committed_shards
+from dppp.dataset.records import read_dataset_manifest
 from dppp.foundation.errors import DataError, SettingError
 from dppp.foundation.storage.urls import open_storage
 from dppp.trainer.data.specs import parse_source, read_dataset
@@ -124,10 +127,6 @@ def _curation_for(curation: str, specs: Sequence[str]) -> str:
 
 
 def _dataset_units(url: str, storage_config: ShardStorageConfig, curation: str = "off"):
-    from dppp.dataset.curation import resolve_curation
-    from dppp.dataset.listing import committed_shards
-    from dppp.dataset.records import read_dataset_manifest
-
     storage = open_storage(url, storage_config)
     manifest = read_dataset_manifest(storage)
     records = committed_shards(storage, check_tars=True)  # a lost or cut tar: refused before Ray starts

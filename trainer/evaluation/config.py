@@ -3,12 +3,17 @@ loads it, and `dppp --help` must stay fast."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from dppp.foundation.errors import UserError
 from dppp.foundation.schema import StrictModel
+
+# trainer/data/specs.py (the dataset readers: PIL, the shard reader, storage) is imported inside the
+# validator that needs it: a config module must stay light, it is loaded by every command that reads a
+# config.
 
 
 class RerankConfig(StrictModel):
@@ -51,3 +56,16 @@ class EvalConfig(StrictModel):
             except UserError as exc:
                 raise ValueError(str(exc)) from None
         return specs
+
+
+class ZeroShotConfig(StrictModel):
+    """The zero-shot attribute check of a CLIP folder (trainer/evaluation/zero_shot.py), run after pretraining."""
+
+    # Held-out dppp datasets (other people than the pretraining corpus) whose images are classified.
+    datasets: tuple[str, ...] = ()
+    max_images: int = Field(2000, ge=1)  # per check, taken shard by shard
+    taxonomy: Path | None = None  # the class prompts' taxonomy (None: the shipped one)
+    ensemble_identities: int = Field(512, ge=1)  # people whose prompts build the class features
+    seed: int = Field(9_999_991, ge=0)  # their prompt engine's seed: people no dataset renders
+    min_prompts: int = Field(3, ge=1)  # a value with fewer prompts gets no class
+    batch_size: int = Field(128, ge=1)

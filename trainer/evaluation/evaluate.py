@@ -14,6 +14,8 @@ report.
 from __future__ import annotations
 
 import json
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +23,17 @@ from typing import Any
 
 from dppp.foundation.errors import DataError, SettingError
 from dppp.foundation.storage.base import redact_url
+from dppp.foundation.storage.urls import open_storage, split_url
+from dppp.trainer.clip.model_card import check_people_disjoint
+from dppp.trainer.data.readers import synthetic_images
+from dppp.trainer.data.specs import parse_dataset_spec, read_dataset
 from dppp.trainer.evaluation.config import EvalConfig
+from dppp.trainer.evaluation.metrics import chance_rank1, evaluate_ranking, re_rank
+from dppp.trainer.evaluation.rank_picture import rank_drawer
+from dppp.trainer.methods.checkpoint import load_checkpoint
+
+# torch, and the transforms and feature extraction that import it, are imported inside the functions that
+# run the model: a malformed dataset spec or a missing checkpoint is reported before torch loads.
 
 # ---- `dppp eval`: model -> features -> ranking -> report ------------------------------------------------
 
@@ -103,15 +115,11 @@ def run_eval(
         raise SettingError(
             "datasets", "no dataset to evaluate on: give NAME:PATH (one or more), or set eval.datasets"
         )
-    from dppp.trainer.data.specs import parse_dataset_spec
 
     parsed = [parse_dataset_spec(spec) for spec in specs]  # a malformed spec fails before the model loads
     with _local_checkpoint(model_path_or_url, storage_config) as folder:
-        from dppp.trainer.methods.checkpoint import load_checkpoint
-
         model, state = load_checkpoint(folder)
         model_info = _model_info(model_path_or_url, folder, state)
-    from dppp.trainer.clip.model_card import check_people_disjoint
 
     # Test people seen in the backbone's pretraining would flatter the figures: refused, as for training.
     check_people_disjoint(
@@ -129,8 +137,6 @@ def run_eval(
     for number, (spec, source, split) in enumerate(zip(specs, parsed, splits, strict=True), start=1):
         draw = None
         if ranks is not None:
-            from dppp.trainer.evaluation.rank_picture import rank_drawer
-
             target = Path(ranks)
             if len(specs) > 1:
                 target = target.with_name(f"{target.stem}-{number}{target.suffix}")
@@ -151,8 +157,6 @@ def run_eval(
 
 def read_splits(specs: Sequence[str], config: EvalConfig, storage_config=None) -> list[tuple[str, Any, Any]]:
     """(spec, parsed source, query/gallery split) of each NAME:PATH: what `evaluate_splits` ranks."""
-    from dppp.trainer.data.specs import parse_dataset_spec
-
     parsed = [parse_dataset_spec(spec) for spec in specs]
     return [
         (spec, source, _read_split(spec, source, config, storage_config))
@@ -178,13 +182,10 @@ class _local_checkpoint:  # noqa: N801 - used as a context manager, like context
         self.url, self.storage_config, self.tmp = str(url), storage_config, None
 
     def __enter__(self) -> Path:
-        from dppp.foundation.storage.urls import open_storage
-
         storage = open_storage(self.url, self.storage_config)
         if storage.local_root is not None:
             return self._local(storage.local_root)
         prefix = self._remote_prefix(storage)
-        import tempfile
 
         self.tmp = tempfile.TemporaryDirectory(prefix="dppp-eval-model-")
         try:
@@ -259,8 +260,6 @@ def _model_info(url: str, folder: Path, state) -> dict[str, Any]:
 
 
 def _read_split(spec: str, source, config: EvalConfig, storage_config):
-    from dppp.trainer.data.specs import read_dataset
-
     options = config.synthetic
     if source.is_dataset:
         split = read_dataset(
@@ -291,19 +290,14 @@ def _evaluate_split(
     spec: str,
     on_distances: Callable[[Any], None] | None = None,
 ) -> DatasetReport:
-    import time
-
     from dppp.trainer.data.transforms import EvalTransform
     from dppp.trainer.evaluation.features import distance_matrix, extract_features
-    from dppp.trainer.evaluation.metrics import chance_rank1, evaluate_ranking, re_rank
 
     started = time.perf_counter()
     transform = EvalTransform(model.config.image_size)  # the training engineer's deterministic eval path
 
     def features(items):
         if source.is_dataset:  # items live inside the shards: stream their images back
-            from dppp.trainer.data.readers import synthetic_images
-
             images = (
                 transform(image)
                 for image in synthetic_images(source.path, items, storage_config=storage_config)
@@ -361,8 +355,6 @@ def _evaluate_split(
 
 def _write_report(report: EvalReport, out: str, storage_config) -> None:
     """Atomic publish (temp + rename on disk, one PUT on S3): never a half-written report."""
-    from dppp.foundation.storage.urls import open_storage, split_url
-
     if "://" in out:
         storage, key = split_url(out, storage_config)
     else:

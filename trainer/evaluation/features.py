@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import torch
+from PIL import Image
 
 from dppp.trainer.data.readers import ReidItem
 
@@ -102,8 +103,6 @@ def _batches(source: Any, batch_size: int, transform) -> Iterator[torch.Tensor]:
 
 
 def _load(item: ReidItem | str | os.PathLike, transform) -> torch.Tensor:
-    from PIL import Image
-
     path = item.path if isinstance(item, ReidItem) else os.fspath(item)
     if transform is None:
         raise ValueError("images given by path need a transform (PIL image -> (C, H, W) tensor)")

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
+
+from dppp.trainer.data.readers import synthetic_images
 
 QUERY_FRAME = (128, 128, 128)
 MATCH_FRAME = (0, 170, 0)
@@ -57,8 +60,6 @@ def draw_ranks(
 ) -> Path:
     """Draw `rows` into the PNG `out`. `images(part, indices)` gives {index: PIL image} of the "query" or
     "gallery" images named. `cell` is each image's (height, width); a 4-pixel frame goes round it."""
-    from PIL import Image, ImageDraw
-
     height, width = cell
     border, gap, label = 4, 16, 18
     top_k = max((len(r) for _, r in rows), default=0)
@@ -100,12 +101,8 @@ def rank_drawer(split, source, target: Path, spec: str, storage_config, queries:
     def images(part: str, indices: list[int]) -> dict[int, Any]:
         items = [(split.query if part == "query" else split.gallery)[i] for i in indices]
         if source.is_dataset:
-            from dppp.trainer.data.readers import synthetic_images
-
             pictures = synthetic_images(source.path, items, storage_config=storage_config)
         else:
-            from PIL import Image
-
             pictures = (Image.open(item.path).convert("RGB") for item in items)
         return dict(zip(indices, pictures, strict=True))
 

@@ -20,26 +20,28 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+import torch
+from torch.nn import functional as F
 
+from dppp.dataset.format import READ_IMAGE_EXTS
+from dppp.dataset.limits import ShardStorageConfig
+from dppp.dataset.listing import committed_shards
+from dppp.dataset.shard_reader import image_member, read_shard
 from dppp.foundation.errors import DataError
-from dppp.foundation.schema import StrictModel
+from dppp.foundation.storage.urls import open_storage
+from dppp.prompts.config import PromptsConfig
+from dppp.prompts.engine import PromptEngine
+from dppp.prompts.taxonomy import load_taxonomy
+from dppp.prompts.tokens import EstimatedTokenCounter
+from dppp.trainer.clip.backbone import load_backbone
+from dppp.trainer.data.identities import _matches
+from dppp.trainer.data.transforms import EvalTransform
+from dppp.trainer.evaluation.config import ZeroShotConfig
+from dppp.trainer.methods.config import ModelConfig
 
 CAMERA_ATTRIBUTES = ("scene",)  # the camera profile column that prompts name ("in a subway station platform")
-
-
-class ZeroShotConfig(StrictModel):
-    # Held-out dppp datasets (other people than the pretraining corpus) whose images are classified.
-    datasets: tuple[str, ...] = ()
-    max_images: int = Field(2000, ge=1)  # per check, taken shard by shard
-    taxonomy: Path | None = None  # the class prompts' taxonomy (None: the shipped one)
-    ensemble_identities: int = Field(512, ge=1)  # people whose prompts build the class features
-    seed: int = Field(9_999_991, ge=0)  # their prompt engine's seed: people no dataset renders
-    min_prompts: int = Field(3, ge=1)  # a value with fewer prompts gets no class
-    batch_size: int = Field(128, ge=1)
 
 
 @dataclass(frozen=True)
@@ -109,11 +111,6 @@ def report_from_dict(data: dict[str, Any]) -> ZeroShotReport:
 def class_prompts(config: ZeroShotConfig) -> tuple[dict[str, dict[str, list[str]]], dict[str, Any]]:
     """attribute -> value -> prompts in which the attribute has that value (visible and not dropped),
     and the taxonomy's identity dimensions as plain data (for the hidden-value rule)."""
-    from dppp.prompts.config import PromptsConfig
-    from dppp.prompts.engine import PromptEngine
-    from dppp.prompts.taxonomy import load_taxonomy
-    from dppp.prompts.tokens import EstimatedTokenCounter
-
     taxonomy = load_taxonomy(config.taxonomy)
     identity_dims = taxonomy.as_dict()["identity"]
     engine = PromptEngine(
@@ -135,8 +132,6 @@ def class_prompts(config: ZeroShotConfig) -> tuple[dict[str, dict[str, list[str]
 
 
 def _hidden(attributes: dict[str, Any], identity_dims: dict[str, Any]) -> set[str]:
-    from dppp.trainer.data.identities import _matches
-
     hidden = set()
     for name, spec in identity_dims.items():
         rule = (spec or {}).get("hidden_when")
@@ -147,15 +142,6 @@ def _hidden(attributes: dict[str, Any], identity_dims: dict[str, Any]) -> set[st
 
 def held_out_images(datasets: list[str], image_size: tuple[int, int], max_images: int, storage_config=None):
     """(pixel tensors [N, 3, H, W], attribute dicts) of up to `max_images` images, shard by shard."""
-    import torch
-
-    from dppp.dataset.format import READ_IMAGE_EXTS
-    from dppp.dataset.limits import ShardStorageConfig
-    from dppp.dataset.listing import committed_shards
-    from dppp.dataset.shard_reader import image_member, read_shard
-    from dppp.foundation.storage.urls import open_storage
-    from dppp.trainer.data.transforms import EvalTransform
-
     transform = EvalTransform(image_size)
     images, attributes = [], []
     for url in datasets:
@@ -192,9 +178,6 @@ def held_out_images(datasets: list[str], image_size: tuple[int, int], max_images
 
 def text_features(backbone, prompts: list[str], batch_size: int):
     """Normalised CLIP text features of plain prompts (the backbone's own tokenizer and pooling)."""
-    import torch
-    from torch.nn import functional as F
-
     tokenizer = backbone.tokenizer
     out = []
     for start in range(0, len(prompts), batch_size):
@@ -212,9 +195,6 @@ def text_features(backbone, prompts: list[str], batch_size: int):
 
 def zero_shot(backbone, config: ZeroShotConfig, *, storage_config=None) -> ZeroShotReport:
     """The check on a loaded `dppp.trainer.clip.backbone.ClipBackbone` (any CLIP: pretrained here, or a hub model)."""
-    import torch
-    from torch.nn import functional as F
-
     if not config.datasets:
         raise DataError(
             "the zero-shot check needs held-out data: set zero_shot.datasets (dppp datasets of people "
@@ -274,8 +254,5 @@ def zero_shot_folder(
     folder: str, config: ZeroShotConfig, image_size: tuple[int, int], *, storage_config=None
 ) -> ZeroShotReport:
     """Load a CLIP folder (or hub id) as `train.model.backbone` would, at the Re-ID input size, and check it."""
-    from dppp.trainer.clip.backbone import load_backbone
-    from dppp.trainer.methods.config import ModelConfig
-
     backbone = load_backbone(ModelConfig(backbone=folder, image_size=image_size), [])
     return zero_shot(backbone, config, storage_config=storage_config)

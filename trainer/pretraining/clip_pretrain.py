@@ -30,9 +30,12 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import AutoTokenizer, CLIPModel
 
 from dppp.foundation.errors import DataError
+from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 from dppp.trainer.clip.backbone import interpolate_position_embeddings
+from dppp.trainer.clip.tiny_clip import tiny_clip_config
 from dppp.trainer.methods import losses
 from dppp.trainer.pretraining.config import PRETRAIN_METHOD, PretrainModelConfig
 
@@ -62,10 +65,6 @@ class SquareGridPositions(nn.Module):
 
 def pretrain_tokenizer(max_length: int):
     """The whole-word tiny CLIP tokenizer as AutoTokenizer loads it from a saved folder."""
-    from transformers import AutoTokenizer
-
-    from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
-
     built = build_tiny_clip_tokenizer(model_max_length=max_length, whole_words=True)
     with tempfile.TemporaryDirectory() as folder:
         built.save_pretrained(folder)
@@ -81,9 +80,6 @@ class ClipPretrainModel(nn.Module):
 
     def __init__(self, config: PretrainModelConfig):
         super().__init__()
-        from transformers import CLIPModel
-
-        from dppp.trainer.clip.tiny_clip import tiny_clip_config
 
         self.config = config
         arch = config.architecture

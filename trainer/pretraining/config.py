@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from dppp.foundation.schema import StrictModel
 from dppp.trainer.clip.config import TinyClipConfig
 from dppp.trainer.data.config import AugmentConfig, DataConfig
-from dppp.trainer.evaluation.zero_shot import ZeroShotConfig
+from dppp.trainer.evaluation.config import ZeroShotConfig
 from dppp.trainer.methods.checkpoint import register_model_config
 from dppp.trainer.training.config import RunSettings
 

@@ -15,6 +15,8 @@ metrics.jsonl, TensorBoard and loss_curves.png are `dppp train`'s.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -22,9 +24,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dppp.dataset.listing import committed_shards
+from dppp.dataset.records import ATTRIBUTE_PREFIX, read_dataset_manifest, read_index
+from dppp.dataset.shard_reader import read_shard
+from dppp.foundation import __version__
+from dppp.foundation.config import with_updates
 from dppp.foundation.errors import DataError, SettingError
+from dppp.foundation.storage.base import ObjectNotFound
+from dppp.foundation.storage.urls import open_storage
+from dppp.prompts.captions import AppearanceCaptioner
+from dppp.prompts.taxonomy import taxonomy_from_dict
+from dppp.trainer.clip.model_card import CARD_FILE, read_card, write_card
+from dppp.trainer.data.identities import check_disjoint, people
+from dppp.trainer.data.sources import open_training_data, taxonomy_vocab
+from dppp.trainer.data.specs import parse_source
+from dppp.trainer.evaluation.zero_shot import zero_shot_folder
 from dppp.trainer.pretraining.config import PretrainConfig
-from dppp.trainer.training.loop import Worker
+from dppp.trainer.training.loop import Worker, _quiet_ray_train_logs
+from dppp.trainer.training.train import absolute_out, launch, schedule_steps
+
+# clip_pretrain.py (the model, which imports transformers: seconds) is imported inside pretrain_worker: the
+# driver checks the data and launches Ray without it.
 
 
 @dataclass
@@ -43,10 +63,6 @@ def pretrain_schedules(config: PretrainConfig) -> list[tuple[int, Any, int]]:
 
 def check_prompts(url: str, storage_config) -> None:
     """The first sample of the dataset's first committed shard must carry a prompt (its txt member)."""
-    from dppp.dataset.listing import committed_shards
-    from dppp.dataset.shard_reader import read_shard
-    from dppp.foundation.storage.urls import open_storage
-
     storage = open_storage(url, storage_config)
     records = committed_shards(storage)
     if not records:
@@ -69,8 +85,6 @@ def check_prompts(url: str, storage_config) -> None:
 
 def corpus_people(sources: list[str], storage_config) -> list[str]:
     """The appearance digests of every pretraining person (sorted; what the model card lists)."""
-    from dppp.trainer.data.identities import people
-
     digests: set[str] = set()
     for url in sources:
         found = people(url, storage_config)
@@ -85,10 +99,6 @@ def corpus_people(sources: list[str], storage_config) -> list[str]:
 
 def style_coverage(sources: list[str], storage_config) -> dict[str, dict[str, int]]:
     """Per view attribute (and camid): how many of the taxonomy's values the corpus shows."""
-    from dppp.dataset.records import ATTRIBUTE_PREFIX, read_dataset_manifest, read_index
-    from dppp.foundation.storage.urls import open_storage
-    from dppp.trainer.data.sources import taxonomy_vocab
-
     seen: dict[str, set[str]] = {}
     possible: dict[str, set[str]] = {}
     for url in sources:
@@ -122,12 +132,6 @@ def run_pretrain(
 ) -> PretrainResult:
     """Pretrain the CLIP of `config.model` on the committed shards of `data` (default config.data.sources);
     the CLIP folder lands in <out>/<run_name>/final (and in `config.export` when set). Reruns resume."""
-    from dppp.foundation.config import with_updates
-    from dppp.trainer.data.identities import check_disjoint
-    from dppp.trainer.data.sources import open_training_data
-    from dppp.trainer.data.specs import parse_source
-    from dppp.trainer.training.train import launch, schedule_steps
-
     config = with_updates(config, "pretrain", workers=workers, out=out)
     specs = list(data) if data else list(config.data.sources)
     if not specs:
@@ -143,7 +147,6 @@ def run_pretrain(
         check_prompts(url, config.data.storage)
     if config.model.appearance_weight > 0:
         captioners(sources, config.data.storage)  # a taxonomy that cannot caption fails here, not in a worker
-    from dppp.trainer.training.train import absolute_out
 
     # Ray Train workers run in their own working directory: relative local paths are made absolute here.
     given_zero_shot = config.zero_shot.datasets  # as given, for the model card
@@ -173,7 +176,6 @@ def run_pretrain(
         progress_every=progress_every,
         extra={"card_data": card_data},
     )
-    from dppp.trainer.clip.model_card import read_card
 
     export = export_folder(result.final_url, config.export, config) if config.export else None
     card = read_card(export) if export else _read_remote_card(result.final_url, config)
@@ -181,12 +183,6 @@ def run_pretrain(
 
 
 def _read_remote_card(final_url: str, config: PretrainConfig) -> dict[str, Any] | None:
-    import json
-
-    from dppp.foundation.storage.base import ObjectNotFound
-    from dppp.foundation.storage.urls import open_storage
-    from dppp.trainer.clip.model_card import CARD_FILE
-
     try:
         return json.loads(open_storage(final_url, config.data.storage).read_bytes(CARD_FILE))
     except ObjectNotFound:
@@ -195,8 +191,6 @@ def _read_remote_card(final_url: str, config: PretrainConfig) -> dict[str, Any] 
 
 def export_folder(final_url: str, export: str, config: PretrainConfig) -> str:
     """Copy the finished CLIP folder to the local folder `export`, replacing it whole (via a temp folder)."""
-    from dppp.foundation.storage.urls import open_storage
-
     storage = open_storage(final_url, config.data.storage)
     target = Path(export).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -215,11 +209,6 @@ def export_folder(final_url: str, export: str, config: PretrainConfig) -> str:
 
 def captioners(sources, storage_config) -> dict[str, Any]:
     """dataset URL -> the appearance captioner of its taxonomy (dataset.json's copy)."""
-    from dppp.dataset.records import read_dataset_manifest
-    from dppp.foundation.storage.urls import open_storage
-    from dppp.prompts.captions import AppearanceCaptioner
-    from dppp.prompts.taxonomy import taxonomy_from_dict
-
     out = {}
     for url in sources:
         storage = open_storage(url, storage_config)
@@ -234,8 +223,6 @@ def captioners(sources, storage_config) -> dict[str, Any]:
 
 def pretrain_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's train_loop_per_worker for `dppp pretrain`."""
-    from dppp.trainer.training.loop import _quiet_ray_train_logs
-
     _quiet_ray_train_logs()
     config = PretrainConfig.model_validate(loop_config["config"])
     worker = PretrainWorker(config, loop_config["data"], loop_config["out"], loop_config.get("board"))
@@ -268,12 +255,6 @@ class PretrainWorker(Worker):
     def save_final(self, model, folder: Path) -> str:
         """The CLIP folder, then its model card (the folder's commit marker), with the zero-shot check of
         the saved folder loaded as `train.model.backbone` loads it."""
-        import math
-
-        from dppp.foundation import __version__
-        from dppp.trainer.clip.model_card import CARD_FILE, write_card
-        from dppp.trainer.evaluation.zero_shot import zero_shot_folder
-
         model.save_pretrained(folder)
         last = self.last_epoch or self.log.last("epoch")
         card: dict[str, Any] = {
