@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, replace
 from functools import lru_cache
+
 import numpy as np
 from PIL import Image, ImageChops, ImageEnhance, ImageFilter
 
