@@ -149,6 +149,22 @@ def test_figures_are_the_library_pipeline_and_deterministic(model_dir, synthetic
     assert (again.cmc, again.mAP, again.mINP) == (got.cmc, got.mAP, got.mINP)
 
 
+@pytest.mark.parametrize("method", ["pdm", "clipreid"])
+def test_untrained_figures_are_dppp_eval_of_the_untrained_model(model_dir, synthetic_url, method):
+    """evaluate_untrained (what `make demo` prints beside the trained model's figures) ranks with the
+    backbone the method starts from, head untrained: dppp eval's figures of model_dir, an untrained bot
+    checkpoint of the same tiny CLIP, whatever the method; under a report's own config, read back."""
+    from dppp.trainer.evaluation.evaluate import evaluate_untrained
+    from tests.helpers.toy_batch import toy_model_config
+
+    config = EvalConfig(flip=True, synthetic={"seed": 3})
+    trained = run_eval(str(model_dir), [f"synthetic:{synthetic_url}"], config)
+    assert EvalConfig.model_validate(trained.as_dict()["config"]) == config
+    [floor] = evaluate_untrained(toy_model_config(method), [f"synthetic:{synthetic_url}"], config)
+    got = trained.datasets[0]
+    assert (floor.cmc, floor.mAP, floor.num_valid) == (got.cmc, got.mAP, got.num_valid)
+
+
 def test_re_ranking_is_applied(model_dir, synthetic_url):
     spec = [f"synthetic:{synthetic_url}"]
     plain = run_eval(str(model_dir), spec, EvalConfig()).datasets[0]

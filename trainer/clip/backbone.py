@@ -3,9 +3,9 @@ token-embedding sequences (so pseudo-words can be injected).
 
 Loaded by hub id or local folder (`CLIPModel.from_pretrained`), or built tiny and random offline. Two
 changes to stock CLIP, both made once at load time:
-- the vision position embeddings are interpolated (2D bicubic on the patch grid, like CLIP-ReID) from the
-  square pre-training grid to the Re-ID grid (256x128 / patch 16 -> 16x8), and the module then checks that
-  inputs have exactly that size, instead of re-interpolating on every forward;
+- the vision position embeddings are interpolated (2D bicubic on the patch grid; CLIP-ReID's is bilinear)
+  from the square pre-training grid to the Re-ID grid (256x128 / patch 16 -> 16x8), and the module then
+  checks that inputs have exactly that size, instead of re-interpolating on every forward;
 - placeholder tokens (`<ph_s>`, `<ph_c>`, `<ph_x1>`...) are added to the tokenizer and the token-embedding
   table, so templates tokenize to one id per pseudo-word; their rows are overwritten at injection time.
 """

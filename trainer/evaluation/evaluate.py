@@ -174,6 +174,33 @@ def evaluate_splits(
     ]
 
 
+def evaluate_untrained(
+    model_config, specs: Sequence[str], config: EvalConfig, storage_config=None
+) -> list[DatasetReport]:
+    """`dppp eval`'s figures, on the same splits and protocol, of what a run starts from: `model_config`'s
+    pretrained backbone with bot's head, untrained. Its BNNeck is at its initial state (running mean 0,
+    variance 1, scale 1, shift 0), which only rescales, so this ranks by the backbone's own projected
+    features: the floor a trained model's figures are read against."""
+    import torch
+
+    from dppp.trainer.clip.model_card import check_people_disjoint
+    from dppp.trainer.methods.config import ModelConfig
+    from dppp.trainer.methods.model import build_model
+
+    splits = read_splits(specs, config, storage_config)
+    check_people_disjoint(
+        model_config.backbone, [s.path for _, s, _ in splits if s.is_dataset], storage_config
+    )
+    # bot: the shared image path and head without the method's text side, which retrieval never reads.
+    head_only = ModelConfig.model_validate({**model_config.model_dump(), "method": "bot"})
+    model = build_model(head_only, num_classes=2)  # the classifier is never used for retrieval
+    model.set_phase(model.phases[-1])
+    model.eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    return evaluate_splits(model, splits, config, device, storage_config)
+
+
 class _local_checkpoint:  # noqa: N801 - used as a context manager, like contextlib's helpers
     """The local folder holding the checkpoint at `url`: the folder itself (or its final/) on local disk;
     a temp folder with checkpoint.json and the files it lists, downloaded, for any other storage."""

@@ -18,7 +18,7 @@ both through Philox streams, so the same ViewSpec gives the same pixels in any p
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 # Bump whenever a change alters any rendered pixel: it is stored in every sample's json.
 RENDERER_VERSION = 1
 IMAGES_PER_CORE_S = 276.0  # bench_procedural.py, one core (docs/benchmarks.md)
+Look = Literal["illustration", "photo"]  # procedural/look.py
+DEFAULT_LOOK: Look = "illustration"
 
 
 class ProceduralRendererConfig(StrictModel):
@@ -50,6 +52,11 @@ class ProceduralRendererConfig(StrictModel):
     # The taxonomy whose `palette:` names garment colours (None: the shipped one). Set it to the same file
     # as generate.prompts.taxonomy when you use your own taxonomy; unknown colours get hashed colours.
     taxonomy: Path | None = None
+    # How the picture is made (procedural/look.py): "illustration" is the renderer's own look; "photo"
+    # draws the same people with cloth texture, other proportions, another colour response and sensor: a
+    # second domain. Left out of config dumps at its default, so a default config's fingerprint and
+    # dataset.json stay what they were before looks existed.
+    look: Look = Field(DEFAULT_LOOK, exclude_if=lambda look: look == DEFAULT_LOOK)
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ class ProceduralRenderer:
         import PIL
 
         cfg = self.config
-        return {
+        description = {
             "name": "procedural",
             "version": RENDERER_VERSION,
             "model_id": None,
@@ -105,6 +112,11 @@ class ProceduralRenderer:
             "taxonomy": str(cfg.taxonomy) if cfg.taxonomy else None,
             "versions": {"numpy": np.__version__, "pillow": PIL.__version__},
         }
+        # Recorded only when not the default: a sample without "look" was drawn by the illustration look
+        # (the only one before looks existed), and its json stays byte-identical to what it was.
+        if cfg.look != DEFAULT_LOOK:
+            description["look"] = cfg.look
+        return description
 
     def render(self, views: Sequence[ViewSpec]) -> list[RenderedImage]:
         return [RenderedImage(image=self.draw(view).image, attempts=1) for view in views]
@@ -112,6 +124,7 @@ class ProceduralRenderer:
     def draw(self, view: ViewSpec) -> ProceduralDrawing:
         """Render one view, also returning which body part each pixel shows (for tests and debugging)."""
 
+        from dppp.pipeline.renderers.procedural import look as look
         from dppp.pipeline.renderers.procedural import scene as scene
         from dppp.pipeline.renderers.procedural import style as style
         from dppp.pipeline.renderers.procedural.canvas import Canvas
@@ -120,7 +133,8 @@ class ProceduralRenderer:
 
         cfg = self.config
         attrs = view.attributes
-        traits = identity_traits(view.identity_seed)
+        photo = cfg.look == "photo"
+        traits = look.photo_traits(view.identity_seed) if photo else identity_traits(view.identity_seed)
         vt = view_traits(view.seed)
         backdrop = scene.crop(
             attrs.get("scene", "street"),
@@ -129,11 +143,15 @@ class ProceduralRenderer:
             cfg.width,
             vt.background_offset,
         )
-        frame = _frame(attrs, traits, vt, cfg.height, cfg.width)
+        frame = _frame(attrs, traits, vt, cfg.height, cfg.width, framing=look.FRAMING if photo else 1.0)
         canvas = Canvas(backdrop)
         figure = Figure(attrs, self._colours, traits, vt, frame, self._colour_names)
         figure.draw(canvas)
         labels = canvas.label_array().copy()
+        drawn = canvas.image
+        if photo:
+            look_rng = look.view_stream(view.seed)
+            drawn = look.texture(drawn, labels, look.fabric(view.identity_seed), frame.u, look_rng)
 
         light = style.LIGHTS.get(attrs.get("illumination", ""), style.NEUTRAL)
         place = style.Placement(
@@ -143,16 +161,23 @@ class ProceduralRenderer:
             u=frame.u,
         )
         strength = cfg.lighting
-        factor, region = style.shading(labels, place, light, vt.light_side, strength)
-        image = style.expose(canvas.image, factor, region)
+        outline = look.OUTLINE if photo else style.OUTLINE
+        factor, region = style.shading(labels, place, light, vt.light_side, strength, outline=outline)
+        image = style.expose(drawn, factor, region)
         if cfg.weather:
             image = style.weather(image, labels, attrs.get("weather", "clear"), vt.rng)
         image = style.tone(image, light, attrs.get("camera", str(view.camid)), strength)
+        if photo:
+            image = look.develop(image)
         if cfg.degradation:
             quality = style.QUALITY.get(attrs.get("image_quality", ""), style.GENERIC_QUALITY)
+            if photo:  # the photo sensor's own noise replaces the default luminance noise
+                quality = replace(quality, noise=0.0)
             image = style.degrade(
                 image, quality, attrs.get("camera_distance", "medium"), light, vt.rng, cfg.lighting
             )
+            if photo:
+                image = look.sensor(image, look_rng, noise_gain=1.0 + (light.noise - 1.0) * strength)
         return ProceduralDrawing(image=image, labels=labels)
 
 
@@ -161,8 +186,9 @@ HEIGHT_SCALE = {"short": 0.93, "average height": 0.965, "tall": 1.0}  # the `hei
 SQUASH = {"high": 0.93, "medium": 0.97, "low": 1.0}  # a camera mounted high sees the body foreshortened
 
 
-def _frame(attrs: Mapping[str, str], traits, vt, height: int, width: int):
-    """Place the figure in the frame: its pixel scale, centre line and head top."""
+def _frame(attrs: Mapping[str, str], traits, vt, height: int, width: int, framing: float = 1.0):
+    """Place the figure in the frame: its pixel scale, centre line and head top. `framing` scales the
+    figure's height in the frame (x 1.0 is exact in floating point: the default look's frame is unchanged)."""
     from dppp.pipeline.renderers.procedural.canvas import Frame
     from dppp.pipeline.renderers.procedural.figure import heads_tall
 
@@ -170,7 +196,7 @@ def _frame(attrs: Mapping[str, str], traits, vt, height: int, width: int):
     fill = FILL.get(attrs.get("camera_distance", "medium"), 0.86) * HEIGHT_SCALE.get(
         attrs.get("height", ""), 0.965
     )
-    on_screen = height * fill * (1.0 + 0.025 * vt.scale_jitter)
+    on_screen = height * fill * (1.0 + 0.025 * vt.scale_jitter) * framing
     u = on_screen / (heads_tall(attrs, traits) * squash)
     feet = height * (0.975 + 0.012 * vt.shift_y)
     cx = width * (0.5 + 0.035 * vt.shift_x + 0.025 * traits.frame_offset)

@@ -91,8 +91,16 @@ class Placement:
 Region = tuple[slice, slice]
 
 
+OUTLINE = 0.78  # part boundaries darkened to this: the drawn outline of an illustration
+
+
 def shading(
-    labels: np.ndarray, place: Placement, light: Light, light_side: int, strength: float
+    labels: np.ndarray,
+    place: Placement,
+    light: Light,
+    light_side: int,
+    strength: float,
+    outline: float = OUTLINE,
 ) -> tuple[np.ndarray, Region]:
     """The brightness factor of every spatial lighting effect, built once so the image is multiplied a
     single time: the figure's roundness, sky light and outlines, the directional light (hard-edged for
@@ -128,11 +136,12 @@ def shading(
         across = across * directional * (1.0 + (light.subject - 1.0) * s)
     rows = np.linspace(1.04, 0.96, height, dtype=np.float32)[y0:y1, None]  # sky light: the top brighter
     figure = rows * across.astype(np.float32)[None, :]
-    # Part boundaries (and the silhouette) darkened: the drawn outline of an illustration.
+    # Part boundaries (and the silhouette) darkened: an outline (an illustration's ink, or a soft contact
+    # shadow in the photo look).
     edge = np.zeros_like(fig)
     edge[1:, :] |= lab[1:, :] != lab[:-1, :]
     edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
-    figure[edge & fig] *= 0.78
+    figure[edge & fig] *= outline
     background = np.full(lab.shape, scene, dtype=np.float32)
     # The ground shadow: a soft ellipse at the feet, thrown away from the light.
     dy = (np.arange(y0, y1, dtype=np.float32)[:, None] - place.feet_y) / ry

@@ -17,6 +17,10 @@ import numpy as np
 
 IDENTITY_STREAM = 0x1D
 VIEW_STREAM = 0x5E
+# The photo look's own streams (procedural/look.py): it draws from these and never from the two above, so
+# the default look consumes its streams exactly as it did before looks existed. (0x5C: scene backdrops.)
+LOOK_IDENTITY_STREAM = 0x7A
+LOOK_VIEW_STREAM = 0x7B
 
 
 def philox(seed: int, stream: int) -> np.random.Generator:
