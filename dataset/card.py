@@ -40,7 +40,10 @@ def card_text(manifest: dict[str, Any] | None, shards: int, samples: int) -> str
     """README.md: the YAML front matter the Hub and `load_dataset` read, then what the dataset is."""
     plan = (manifest or {}).get("plan") or {}
     config = (manifest or {}).get("config") or {}
-    renderer = (config.get("renderer") or {}).get("kind", "unknown")
+    renderer_config = config.get("renderer") or {}
+    renderer = renderer_config.get("kind", "unknown")
+    if renderer_config.get("look"):  # recorded only when not the renderer's default look
+        renderer += f", look {renderer_config['look']}"
     output = config.get("output") or {}
     size = f"{output['height']}x{output['width']} {output.get('format', '')}".strip() if output else "?"
     front = [

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from dppp.cli import main
-from dppp.dataset.card import CARD_NAME, WIDS_INDEX_NAME, WIDS_KIND
+from dppp.dataset.card import CARD_NAME, WIDS_INDEX_NAME, WIDS_KIND, card_text
 from dppp.dataset.index import rebuild_index
 from dppp.dataset.listing import committed_shards
 from dppp.foundation.storage.urls import open_storage
@@ -57,3 +57,10 @@ def test_hugging_face_load_dataset_gives_one_row_per_image(dataset, tmp_path, mo
     first = rows[0]
     assert first["jpg"].size == (32, 64)  # a decoded PIL image
     assert first["cls"] == first["json"]["pid"] == int(first["__key__"][1:7])
+
+
+def test_the_card_names_a_renderer_look_other_than_the_default():
+    photo = card_text({"config": {"renderer": {"kind": "procedural", "look": "photo"}}}, 1, 1)
+    assert "renderer: `procedural, look photo`" in photo
+    default = card_text({"config": {"renderer": {"kind": "procedural"}}}, 1, 1)
+    assert "renderer: `procedural`" in default and "look" not in default
