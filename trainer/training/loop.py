@@ -214,7 +214,6 @@ class Worker:
         settings = getattr(self.config, "eval", None)
         if self.rank != 0 or settings is None or not settings.datasets:
             return None
-
         return HeldOutEval(self.config, model.phases[-1])
 
     def schedules(self, model) -> list[tuple[int, Any, int]]:

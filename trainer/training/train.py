@@ -195,7 +195,6 @@ def run_train(
 
         check_backbone(config.model.backbone)
     check_people_disjoint(config.model.backbone, sources, config.data.storage)
-
     check_eval_datasets(config, sources)
     steps = total_steps(config, training_data, config.workers)
     done = finished_before(config, extend)
