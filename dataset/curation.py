@@ -26,9 +26,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from dppp.dataset.records import read_dataset_manifest
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dppp.dataset.listing import list_objects, plan_hint
+from dppp.dataset.records import read_dataset_manifest, read_record
 from dppp.foundation.errors import DataError, SettingError
+from dppp.foundation.parallel import IO_THREADS, ordered_map
 from dppp.foundation.storage.base import ObjectNotFound, Storage
+from dppp.foundation.storage.urls import split_url
 
 CURATION_NAME = "curation.parquet"
 REJECTS_SHEET = "curation_rejects.png"
@@ -50,8 +57,6 @@ SCORE_COLUMNS = (
 
 
 def schema():
-    import pyarrow as pa
-
     return pa.schema(
         [
             ("shard", pa.int32()),
@@ -79,10 +84,6 @@ class ShardRef:
 def committed_refs(storage: Storage) -> list[ShardRef]:
     """The committed shards, by index: the listing (in key ranges on S3), then each record, a few at a
     time, kept as a ShardRef as it comes."""
-    from dppp.dataset.listing import list_objects, plan_hint
-    from dppp.dataset.records import read_record
-    from dppp.foundation.parallel import ordered_map
-
     committed = list_objects(storage, shards_hint=plan_hint(storage)).committed()
     return [
         ShardRef(r.index, r.tar, r.sha256, r.count)
@@ -126,8 +127,6 @@ def finished_parts(storage: Storage, run: str) -> set[int]:
 
 def encode_part(table, meta: dict[str, Any]) -> bytes:
     """One shard's rows as parquet bytes, with `meta` (shard, its sha256, dataset, run) in the metadata."""
-    import pyarrow.parquet as pq
-
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
@@ -189,9 +188,6 @@ def merge_parts(
     tar, a few at a time, and writes row groups as they come: memory flat in the dataset's size.
     `examples` (when given) receives the first `examples_per_reason` rejects of each reason, in shard
     order: (shard, key, its deciding score as text)."""
-    import pyarrow.parquet as pq
-
-    from dppp.foundation.parallel import IO_THREADS, ordered_map
 
     def fetch(record):
         key = part_name(run, record.index)
@@ -228,8 +224,6 @@ def merge_parts(
 
 
 def _collect_examples(table, examples: dict[str, list], limit: int) -> None:
-    import pyarrow.compute as pc
-
     for row in table.filter(pc.invert(table.column("keep"))).to_pylist():
         bucket = examples.setdefault(row["reason"], [])
         if len(bucket) < limit:
@@ -281,8 +275,6 @@ class Curation:
 def read_curation(storage: Storage, key: str = CURATION_NAME, *, rows: bool = True) -> Curation:
     """A curation file (default URL/curation.parquet); with `rows=False` only its metadata (counts,
     dataset, shards): no row is read. DataError if it is missing or not a curation file."""
-    import pyarrow.parquet as pq
-
     where = storage.url_for(key)
     try:
         data = storage.read_bytes(key)
@@ -323,8 +315,6 @@ def resolve_curation(
     """`train.data.curation` for the dppp dataset at `storage`: 'off' -> None; 'auto' -> its
     curation.parquet when there is one; else a path or URL of a curation file, which must exist. The file
     is checked against the dataset's dataset.json (a foreign one is refused)."""
-    from dppp.foundation.storage.urls import split_url
-
     if choice == "off":
         return None
     if choice == "auto":

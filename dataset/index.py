@@ -23,17 +23,22 @@ import io
 import logging
 import os
 import tempfile
+from array import array
 from collections.abc import Callable, Iterable
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dppp.dataset.card import write_loading_files
 from dppp.dataset.format import ALLOWED_EXTS, fragment_name, record_name
 from dppp.dataset.limits import ShardStorageConfig
+from dppp.dataset.listing import committed_shards, list_objects, open_dataset
 from dppp.dataset.records import ATTRIBUTE_PREFIX, INDEX_NAME, FragmentRef, ShardRecord, read_record
 from dppp.dataset.shard_reader import ChunkedReader, read_shard
 from dppp.foundation.errors import DamagedDataError, DataError
 from dppp.foundation.parallel import IO_THREADS, ordered_map
-from dppp.foundation.storage.base import Storage
+from dppp.foundation.storage.base import ObjectNotFound, Storage
 from dppp.foundation.storage.local import os_errors
 
 log = logging.getLogger("dppp.shards")
@@ -42,8 +47,6 @@ ROW_GROUP_ROWS = 1 << 14  # rows held before a row group of index.parquet is wri
 
 
 def _core_schema():
-    import pyarrow as pa
-
     return [
         ("key", pa.string()),
         ("shard", pa.int32()),
@@ -60,8 +63,6 @@ def _core_schema():
 
 def index_schema(attributes: Iterable[str]):
     """Core columns, then one string column per attribute column name (`attr_<name>`), sorted."""
-    import pyarrow as pa
-
     return pa.schema(_core_schema() + [(name, pa.string()) for name in sorted(attributes)])
 
 
@@ -145,8 +146,6 @@ def index_rows(storage: Storage, record: ShardRecord) -> list[dict[str, Any]]:
 
 def rows_table(rows: list[dict[str, Any]]):
     """Rows as a pyarrow.Table: core columns, then the attribute columns present in them, sorted."""
-    import pyarrow as pa
-
     schema = index_schema({name for row in rows for name in row if name.startswith(ATTRIBUTE_PREFIX)})
     return pa.Table.from_pydict(
         {name: [row.get(name) for row in rows] for name in schema.names}, schema=schema
@@ -160,8 +159,6 @@ def encode_fragment(table) -> bytes:
     """Parquet without statistics or the embedded Arrow schema: neither serves a one-shard file, and
     without them a fragment of 50 columns is half the size and decodes in a third of the time (the
     merge decodes one per shard). The plain Parquet types give back the index's Arrow types."""
-    import pyarrow.parquet as pq
-
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd", write_statistics=False, store_schema=False)
     return buffer.getvalue()
@@ -169,8 +166,6 @@ def encode_fragment(table) -> bytes:
 
 def decode_fragment(data: bytes, where: str):
     """A fragment's bytes as a pyarrow.Table with the index's column types; DataError if it is not one."""
-    import pyarrow.parquet as pq
-
     try:
         # ParquetFile.read, single-threaded: read_table's dataset machinery and thread pool cost more than
         # decoding a fragment of a few rows
@@ -236,8 +231,6 @@ def rebuild_fragment(
 def fetch_fragment(storage: Storage, ref: FragmentRef, index: int) -> bytes:
     """A committed shard's fragment bytes, checked against its record's size and sha256 (the round trip:
     what the merge runs on its threads)."""
-    from dppp.foundation.storage.base import ObjectNotFound
-
     where = storage.url_for(ref.key)
     if ref.key != fragment_name(index):
         raise DataError(
@@ -283,8 +276,6 @@ class _Committed:
     record (whose keys alone are ~20 bytes a sample)."""
 
     def __init__(self):
-        from array import array
-
         self.indices = array("q")
         self.rows = array("q")
         self.sizes = array("q")
@@ -330,11 +321,6 @@ def write_index(
     its record is a DataError: never indexed. `listing`: the dataset's objects when the caller has them
     (else listed here, in key ranges cut by `shards_hint`). `progress(1)` per record and per fragment.
     `storage_config` gives the member size limits a tar is read with."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from dppp.dataset.listing import list_objects
-
     listing = listing or list_objects(storage, shards_hint=shards_hint, threads=threads)
     committed = listing.committed()
     if on_total:
@@ -434,10 +420,6 @@ def _conform(table, schema, pa, where: str):
 def build_index(storage: Storage, records: Iterable[ShardRecord] | None = None):
     """The index as one pyarrow.Table built from the tars themselves, not the fragments: the reference
     the fragments are tested against, and what `dppp shards index --from-tars` rebuilds them from."""
-    import pyarrow as pa
-
-    from dppp.dataset.listing import committed_shards
-
     tables = [
         rows_table(index_rows(storage, record))
         for record in (committed_shards(storage) if records is None else records)
@@ -458,8 +440,6 @@ def rebuild_index(
 ) -> int:
     """`dppp shards index`: merge the fragments into index.parquet (`from_tars`: rebuild every fragment
     from its tar first); returns the number of rows."""
-    from dppp.dataset.listing import open_dataset
-
     storage, listing = open_dataset(url, config)
     return write_index(
         storage,

@@ -12,7 +12,7 @@ member_limits.image_max=256MiB`, or `dppp shards ... --member-limit image=256MiB
 
 from __future__ import annotations
 
-from pydantic import ByteSize, Field
+from pydantic import ByteSize, Field, ValidationError
 
 from dppp.dataset.format import READ_IMAGE_EXTS
 from dppp.foundation.errors import SettingError
@@ -49,8 +49,6 @@ KINDS = {"json": "json_max", "txt": "txt_max", "cls": "cls_max", "image": "image
 
 def limits_from_flags(flags: list[str] | None, base: MemberLimits | None = None) -> MemberLimits:
     """MemberLimits from `KIND=SIZE` flags (kind: json, txt, cls, image; e.g. 'image=256MiB') over `base`."""
-    from pydantic import ValidationError
-
     base = base or MemberLimits()
     updates = {}
     for flag in flags or []:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dppp.foundation import __version__
 from dppp.prompts.taxonomy import Taxonomy
 
 DATASET_FORMAT = "dppp-dataset/1"
@@ -32,8 +33,6 @@ def dataset_manifest(
     images: int,
 ) -> dict[str, Any]:
     """dataset.json's content for a dataset generated from `config` (its JSON dump) into `shards` shards."""
-    from dppp.foundation import __version__
-
     return {
         "format": DATASET_FORMAT,
         "code_version": __version__,

@@ -18,6 +18,8 @@ import io
 import json
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field, ValidationError
 
 from dppp.dataset.format import record_name, shard_name
@@ -25,7 +27,7 @@ from dppp.dataset.shard_writer import ShardInfo
 from dppp.foundation.errors import DamagedDataError, DataError
 from dppp.foundation.redaction import strip_secrets
 from dppp.foundation.schema import StrictModel
-from dppp.foundation.storage.base import Storage
+from dppp.foundation.storage.base import ObjectNotFound, Storage
 
 DATASET_MANIFEST = "dataset.json"
 INDEX_NAME = "index.parquet"
@@ -102,8 +104,6 @@ def write_dataset_manifest(storage: Storage, manifest: dict[str, Any]) -> dict[s
 
 
 def read_dataset_manifest(storage: Storage) -> dict[str, Any]:
-    from dppp.foundation.storage.base import ObjectNotFound
-
     try:
         data = storage.read_bytes(DATASET_MANIFEST)
     except ObjectNotFound:
@@ -161,8 +161,6 @@ def parse_record(data: bytes, where: str) -> ShardRecord:
 
 def read_record(storage: Storage, index: int) -> ShardRecord | None:
     """Shard `index`'s record, None when it has none; DataError if it is malformed or not its own."""
-    from dppp.foundation.storage.base import ObjectNotFound
-
     try:
         data = storage.read_bytes(record_name(index))
     except ObjectNotFound:
@@ -178,11 +176,6 @@ def read_record(storage: Storage, index: int) -> ShardRecord | None:
 
 def read_index(storage: Storage):
     """index.parquet as a pyarrow.Table; DataError if it is missing, DamagedDataError if it is not Parquet."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from dppp.foundation.storage.base import ObjectNotFound
-
     try:
         data = storage.read_bytes(INDEX_NAME)
     except ObjectNotFound:

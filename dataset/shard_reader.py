@@ -20,9 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
+from PIL import Image
+
 from dppp.dataset.format import ALLOWED_EXTS, READ_IMAGE_EXTS, UnsafeShardError
 from dppp.dataset.limits import MAX_HEADER_BYTES, MemberLimits, human_size
 from dppp.foundation.errors import DamagedDataError
+from dppp.foundation.storage.urls import split_url
 
 log = logging.getLogger("dppp.shards")
 
@@ -283,7 +286,6 @@ def decode_member(ext: str, data: bytes, *, decode_images: bool = False, where: 
         if ext in READ_IMAGE_EXTS:
             if not decode_images:
                 return data
-            from PIL import Image
 
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
@@ -318,8 +320,6 @@ def read_shard(
     wanted = frozenset(include) if include is not None else ALLOWED_EXTS
     limits = storage_config.member_limits if storage_config is not None else None
     if isinstance(source, (str, os.PathLike)):
-        from dppp.foundation.storage.urls import split_url
-
         storage, key = split_url(str(source), storage_config)
         with storage.open_read(key) as stream:
             yield from _samples(stream, name or str(source), wanted, decode_images, on_skip, limits)

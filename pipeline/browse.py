@@ -11,13 +11,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+from PIL import Image
+
+from dppp.dataset.curation import CURATION_NAME, read_curation
 from dppp.dataset.keys import KEY_RE, parse_sample_key
 from dppp.dataset.limits import ShardStorageConfig
 from dppp.dataset.listing import committed_shards, open_dataset
-from dppp.dataset.records import ATTRIBUTE_PREFIX, INDEX_NAME, ShardRecord, read_index
+from dppp.dataset.records import ATTRIBUTE_PREFIX, INDEX_NAME, ShardRecord, read_dataset_manifest, read_index
 from dppp.dataset.shard_reader import image_member, read_shard
+from dppp.foundation.contact_sheet import make_contact_sheet
 from dppp.foundation.errors import DamagedDataError, DataError, SettingError, UserError
 from dppp.foundation.storage.local import write_file
+
+# matplotlib is imported inside plot_stats: only the chart needs it (and the Agg backend must be
+# chosen before pyplot loads).
 
 # ------------------------------------------------------------------------------------------- stats
 
@@ -40,8 +48,6 @@ class DatasetStats:
 def hidden_conditions(storage) -> dict[str, dict[str, list[str]]]:
     """attribute -> its `hidden_when` conditions (dimension -> values), from dataset.json's taxonomy;
     none for a dataset without one."""
-    from dppp.dataset.records import read_dataset_manifest
-
     try:
         taxonomy = read_dataset_manifest(storage).get("taxonomy") or {}
     except DataError:
@@ -64,8 +70,6 @@ def dataset_stats(url: str, config: ShardStorageConfig | None = None) -> Dataset
     shows that it indexes the committed shards (no record is read); DamagedDataError when it does not.
     Kept and rejected images from curation.parquet's metadata when the dataset was curated (no row of it
     is read)."""
-    from dppp.dataset.curation import CURATION_NAME, read_curation
-
     storage, listing = open_dataset(url, config)
     table = read_index(storage)
     curation = read_curation(storage, rows=False).counts if storage.exists(CURATION_NAME) else None
@@ -73,7 +77,6 @@ def dataset_stats(url: str, config: ShardStorageConfig | None = None) -> Dataset
     lacking = sorted({"pid", "camid", "shard"} - set(table.column_names))
     if lacking:
         raise DamagedDataError(f"{where} has no column {', '.join(lacking)}: not a dppp index; {rebuild}")
-    import pyarrow.compute as pc
 
     indexed, committed = set(pc.unique(table.column("shard")).to_pylist()), set(listing.committed())
     if indexed != committed:
@@ -168,8 +171,6 @@ def plot_stats(stats: DatasetStats, out) -> None:
 def save_image(image, out) -> None:
     """Write a PIL image to `out` in the format its extension names, whole or not at all; what the disk
     refuses is a StorageError naming the file."""
-    from PIL import Image
-
     suffix = Path(out).suffix.lower()
     image_format = Image.registered_extensions().get(suffix)
     if image_format is None:
@@ -253,8 +254,6 @@ def contact_grid(
 ):
     """A contact sheet (PIL image) of up to `n` samples captioned 'pid camid key', streamed shard by shard
     (only the shards that can hold what was asked for are opened). Returns (sheet, samples shown)."""
-    from dppp.foundation.contact_sheet import make_contact_sheet
-
     if n < 1:
         raise SettingError("n", f"must be at least 1, got {n}")
     storage, _ = open_dataset(url, config)

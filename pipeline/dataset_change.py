@@ -16,9 +16,11 @@ from typing import Any
 from dppp.dataset.format import record_name
 from dppp.dataset.records import DATASET_MANIFEST, read_dataset_manifest
 from dppp.foundation.errors import SettingError
+from dppp.foundation.parallel import ordered_map
 from dppp.foundation.storage.base import Storage
 from dppp.pipeline.config import RUN_ONLY_FIELDS
 from dppp.pipeline.leases import JobIdentity, refuse_while_leased
+from dppp.pipeline.verify import verify_dataset
 
 # Problems of a planned shard that --repair mends by rendering it again (`extra` objects are left alone).
 REPAIRED_KINDS = {"missing", "truncated", "corrupted", "unsafe", "foreign", "incomplete", "uncommitted"}
@@ -75,8 +77,6 @@ def plan_change(
 
 def uncommit(storage: Storage, indices: list[int]) -> None:
     """Remove the shards' commit records: they are rendered again (a missing one is no error)."""
-    from dppp.foundation.parallel import ordered_map
-
     for _ in ordered_map(lambda index: storage.delete(record_name(index)), indices):
         pass
 
@@ -160,8 +160,6 @@ def _extend(plan, previous: dict[str, Any], storage: Storage) -> DatasetChange:
 def _repair(plan, storage: Storage) -> DatasetChange:
     """--repair: a deep verify (windowed, as `dppp shards verify --deep`); every planned shard with a
     problem is rendered again, and the index merged anew."""
-    from dppp.pipeline.verify import verify_dataset
-
     report = verify_dataset(storage.url, deep=True, config=plan.config.storage)
     damaged: dict[int, str] = {}
     for check in report.checks:

@@ -16,13 +16,35 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dppp.dataset.card import CARD_NAME, WIDS_INDEX_NAME
+from dppp.dataset.format import fragment_name, parse_lease_key, parse_shard_key, record_name, shard_name
+from dppp.dataset.index import write_index
+from dppp.dataset.listing import committed_indices
+from dppp.dataset.manifest import dataset_manifest
+from dppp.dataset.records import (
+    DATASET_MANIFEST,
+    INDEX_NAME,
+    read_dataset_manifest,
+    write_dataset_manifest,
+)
 from dppp.foundation.actor_pool import ActorLoss, ActorPool, short_error
 from dppp.foundation.errors import CapacityError, DataError, SettingError
 from dppp.foundation.graceful_stop import StopRequest, grace_s, graceful_stop
+from dppp.foundation.parallel import ordered_map
 from dppp.foundation.ray_cluster import start_ray
 from dppp.foundation.storage.base import StorageUnavailable
+from dppp.foundation.storage.urls import open_storage
 from dppp.pipeline.config import RUN_ONLY_FIELDS, GenerateConfig
+from dppp.pipeline.dataset_change import plan_change, uncommit
+from dppp.pipeline.leases import JobIdentity, LeasedQueue, Leases, ShardQueue
+from dppp.pipeline.plan import plan_shards
+from dppp.pipeline.progress import GenerateProgress
+from dppp.pipeline.prompting import prompt_engine
 from dppp.pipeline.renderers.registry import renderer_kind
+from dppp.pipeline.worker import ShardWorker
+
+# ray is imported inside the functions that need it: `dppp generate --dry-run` and `dppp train --dry-run`
+# (build_plan) import this module and start no Ray, and must not pay ~0.7 s for it.
 
 _AVG_JPEG_BYTES_PER_PIXEL = 0.46  # measured on the demo (procedural, 256x128, quality 90); --dry-run only
 
@@ -110,8 +132,6 @@ class Plan:
 
     def manifest(self) -> dict[str, Any]:
         """dataset.json for this plan (its shape: dataset/manifest.py)."""
-        from dppp.dataset.manifest import dataset_manifest
-
         return dataset_manifest(
             config=self.config.model_dump(mode="json"),
             fingerprint=self.fingerprint,
@@ -126,10 +146,6 @@ class Plan:
 
 def _dataset_object(key: str) -> bool:
     """Whether `key` is one a dppp dataset holds (a shard, record, fragment or lease; a derived file)."""
-    from dppp.dataset.card import CARD_NAME, WIDS_INDEX_NAME
-    from dppp.dataset.format import parse_lease_key, parse_shard_key
-    from dppp.dataset.records import INDEX_NAME
-
     return (
         bool(parse_shard_key(key))
         or parse_lease_key(key) is not None
@@ -143,9 +159,6 @@ def _dataset_object(key: str) -> bool:
 
 
 def build_plan(config: GenerateConfig) -> Plan:
-    from dppp.pipeline.plan import plan_shards
-    from dppp.pipeline.prompting import prompt_engine
-
     engine = prompt_engine(config)
     views = [
         engine.num_views(pid) for pid in range(config.identities)
@@ -157,17 +170,6 @@ def build_plan(config: GenerateConfig) -> Plan:
 
 def prepare_output(plan: Plan, *, overwrite: bool, extend: bool = False):
     """Open the output, refuse to mix with another config's dataset, write dataset.json; return storage."""
-    from dppp.dataset.card import CARD_NAME, WIDS_INDEX_NAME
-    from dppp.dataset.format import parse_shard_key
-    from dppp.dataset.records import (
-        DATASET_MANIFEST,
-        INDEX_NAME,
-        read_dataset_manifest,
-        write_dataset_manifest,
-    )
-    from dppp.foundation.parallel import ordered_map
-    from dppp.foundation.storage.urls import open_storage
-
     storage = open_storage(plan.config.out, plan.config.storage)
     existing = storage.exists(DATASET_MANIFEST)
     manifest = plan.manifest()
@@ -209,8 +211,6 @@ def resolve_batch_size(
     worker (and record it there) when no run has yet. Returns the config to run and a note for the
     summary. The recorded size makes a rerun, or another worker, cut the same batches: the same bytes."""
     import ray
-
-    from dppp.dataset.records import read_dataset_manifest, write_dataset_manifest
 
     if getattr(config.renderer, "batch_size", None) != "auto":
         return config, ""
@@ -279,13 +279,6 @@ def run_generate(
 def _run_generate(
     config, ray_address, overwrite, progress, progress_every, stop, *, repair: bool, extend: bool
 ) -> GenerateSummary:
-    from dppp.dataset.index import write_index
-    from dppp.dataset.listing import committed_indices
-    from dppp.dataset.records import INDEX_NAME
-    from dppp.foundation.storage.urls import open_storage
-    from dppp.pipeline.dataset_change import plan_change, uncommit
-    from dppp.pipeline.leases import JobIdentity, LeasedQueue, Leases
-
     started = time.perf_counter()
     plan = build_plan(config)
     job = JobIdentity.current()
@@ -391,8 +384,6 @@ class ShardActor:
     def load(self) -> str:
         import ray
 
-        from dppp.pipeline.worker import ShardWorker
-
         config, threads, name = self._args
         self._worker = ShardWorker(config, threads=threads, name=name)
         return ray.get_runtime_context().get_node_id()
@@ -443,9 +434,6 @@ def _drain(
     is committed (by this job or another), has failed `max_attempts` times, or the pool has had no placed
     actor for its placement timeout (summary.stopped says so), or a stop was requested (then the shards in
     flight get the grace period to commit). Returns the shards abandoned in flight."""
-    from dppp.pipeline.leases import ShardQueue
-    from dppp.pipeline.progress import GenerateProgress
-
     queue = todo if isinstance(todo, ShardQueue) else ShardQueue(todo)
     shards = list(queue.ready)
     images = sum(s.num_images for s in shards)
@@ -619,9 +607,6 @@ class _Drain:
 def _stopped_line(storage, summary: GenerateSummary, abandoned: list) -> str:
     """Clean up after the shards abandoned in flight (their actors are gone: a local write cut short
     leaves a hidden temp file) and say where the job stopped, in one line."""
-    from dppp.dataset.format import fragment_name, record_name, shard_name
-    from dppp.dataset.listing import committed_indices
-
     for shard in abandoned:
         for key in (shard_name(shard.index), fragment_name(shard.index), record_name(shard.index)):
             storage.discard_partial_writes(key)

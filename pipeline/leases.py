@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pydantic import ValidationError
 
 from dppp.dataset.format import lease_name, parse_lease_key
+from dppp.dataset.records import read_dataset_manifest, read_record
 from dppp.foundation.errors import DataError, ReportedError, SettingError
 from dppp.foundation.schema import StrictModel
 from dppp.foundation.storage.base import Storage, StorageError, StorageUnavailable
@@ -323,8 +324,6 @@ class LeasedQueue(ShardQueue):
         self.leases.close()
 
     def _check_dataset(self) -> None:
-        from dppp.dataset.records import read_dataset_manifest
-
         storage = self.leases.storage
         if read_dataset_manifest(storage).get("fingerprint") != self.fingerprint:
             raise DatasetReplaced(
@@ -335,8 +334,6 @@ class LeasedQueue(ShardQueue):
     def _committed(self, shard: ShardPlan) -> bool:
         """Whether the shard is committed for this job's config: its record names the same pids and,
         when it has one, the same shard fingerprint (a record of another config is rendered over)."""
-        from dppp.dataset.records import read_record
-
         try:
             record = read_record(self.leases.storage, shard.index)
         except DataError:  # a malformed record: rendering replaces it

@@ -17,6 +17,9 @@ from dppp.foundation.schema import StrictModel
 if TYPE_CHECKING:
     from PIL import Image
 
+# PIL is imported inside the functions that use it: loading the config imports this module (OutputConfig), and
+# that must not pay for PIL.
+
 
 class OutputConfig(StrictModel):
     height: int = Field(256, ge=8, le=4096)  # Re-ID convention: 256 x 128 (height x width)

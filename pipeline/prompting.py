@@ -14,6 +14,9 @@ from dppp.prompts.engine import EngineInputError, PromptEngine
 from dppp.prompts.taxonomy import load_taxonomy
 from dppp.prompts.tokens import EstimatedTokenCounter, TokenCounter, TokenizerCounter
 
+# transformers is imported inside the tokenizer loader: only the 'renderer' or a named tokenizer needs it, and
+# every generate actor imports this module.
+
 
 def token_counter_for(config: GenerateConfig, config_file: str | None = None) -> TokenCounter:
     """The counter `generate.prompts.tokenizer` names: the estimate, the renderer's tokenizer, or a folder."""

@@ -9,13 +9,19 @@ allow-list is decoded.
 
 from __future__ import annotations
 
+import ctypes
+import json
+import multiprocessing
 import os
 import shutil
 import signal
 import sys
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+
+import pyarrow.parquet as pq
 
 from dppp.dataset.card import CARD_NAME, WIDS_INDEX_NAME
 from dppp.dataset.curation import CURATION_NAME, PARTS_PREFIX, REJECTS_SHEET
@@ -325,9 +331,6 @@ def _verify_all(
 
 
 def _verify_in_processes(storage, objects, committed, deep, progress, workers, limits, fingerprint):
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     # spawn, not fork: the parent may hold threads (a progress bar, boto3 pools) that fork would copy mid-lock.
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
@@ -369,8 +372,6 @@ def _start_worker(parent: int, storage: Storage) -> None:
     however it dies (SIGKILL included), so no worker outlives the verify that started it; ends at once if
     the parent is already gone."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:
         os._exit(1)
@@ -405,8 +406,6 @@ def _check_index(storage: Storage, objects: DatasetObjects, totals: _Totals) -> 
 def _check_wids_index(storage: Storage, objects: DatasetObjects, totals: _Totals) -> list[str]:
     """The wids shard index (derived, like index.parquet): it must list the committed tars and their
     samples. Missing (a dataset made before it existed) or stale: a note, fixed by `dppp shards index`."""
-    import json
-
     rebuild = f"(rebuild with `dppp shards index {storage.url}`)"
     if WIDS_INDEX_NAME not in objects.others:
         return [f"no {WIDS_INDEX_NAME} {rebuild}"]
@@ -423,8 +422,6 @@ def _check_wids_index(storage: Storage, objects: DatasetObjects, totals: _Totals
 
 def _index_keys(storage: Storage) -> tuple[int, int]:
     """Row count and key_digest of index.parquet, read one row group's keys at a time."""
-    import pyarrow.parquet as pq
-
     with tempfile.TemporaryDirectory(prefix="dppp-verify-") as tmp:
         path = os.path.join(tmp, INDEX_NAME)
         with storage.open_read(INDEX_NAME) as source, open(path, "wb") as local:

@@ -20,13 +20,22 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from dppp.dataset.keys import sample_key, view_record
+from dppp.dataset.shard_writer import Sample, write_shard
+from dppp.foundation.storage.urls import open_storage
 from dppp.pipeline.plan import ShardPlan
+from dppp.pipeline.postprocess import extension, finish
+from dppp.pipeline.prompting import prompt_engine
+from dppp.pipeline.publish import publish_shard
+from dppp.pipeline.renderers.registry import load_renderer
 
 if TYPE_CHECKING:
     from dppp.dataset.records import ShardRecord
-    from dppp.dataset.shard_writer import Sample
     from dppp.pipeline.config import GenerateConfig
     from dppp.prompts.spec import ViewSpec
+
+# torch is imported inside limit_threads, and only if installed: the procedural renderer's actors never load
+# it.
 
 # A shard is written in a temp folder named for the process writing it, `dppp-shard-<pid>-<shard>-<random>`:
 # a worker killed mid-write (SIGKILL, a lost node, ray.kill) leaves its folder behind, and the next worker
@@ -110,10 +119,6 @@ class ShardWorker:
         self, config: GenerateConfig, *, threads: int | None = None, name: str = "worker", renderer=None
     ):
         """`renderer`: an already loaded one (benchmarks reuse a warm, compiled renderer); else loaded."""
-        from dppp.foundation.storage.urls import open_storage
-        from dppp.pipeline.prompting import prompt_engine
-        from dppp.pipeline.renderers.registry import load_renderer
-
         if threads is not None:
             limit_threads(threads)
         remove_stale_shard_folders()  # what workers killed mid-write on this machine left behind
@@ -161,10 +166,6 @@ class ShardWorker:
         return pending
 
     def _encode(self, views: list[ViewSpec], images: list[Any]) -> list[Sample]:
-        from dppp.dataset.keys import sample_key
-        from dppp.dataset.shard_writer import Sample
-        from dppp.pipeline.postprocess import extension, finish
-
         output = self.config.output
         return [
             Sample(
@@ -180,8 +181,6 @@ class ShardWorker:
 
     def metadata(self, view: ViewSpec, *, attempts: int) -> dict[str, Any]:
         """The sample's json: everything needed to regenerate this one image bit for bit."""
-        from dppp.dataset.keys import view_record
-
         return {**view_record(view), "attempts": attempts, **self._common_metadata()}
 
     def _common_metadata(self) -> dict[str, Any]:
@@ -198,9 +197,6 @@ class ShardWorker:
         return self._common
 
     def publish(self, plan: ShardPlan, samples: list[Sample], *, render_s: float = 0.0) -> ShardRecord:
-        from dppp.dataset.shard_writer import write_shard
-        from dppp.pipeline.publish import publish_shard
-
         with tempfile.TemporaryDirectory(prefix=f"{_SHARD_TEMP}{os.getpid()}-{plan.index:06d}-") as tmp:
             path = os.path.join(tmp, "shard.tar")
             started = time.perf_counter()

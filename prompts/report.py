@@ -10,9 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.table import Table
+
 from dppp.foundation.errors import SettingError
 from dppp.prompts.engine import PromptEngine
 from dppp.prompts.spec import ViewSpec
+
+# matplotlib is imported inside plot_coverage: `dppp prompts` imports this module for the samples and the
+# coverage table, and only --plot needs it (and the Agg backend must be chosen before pyplot loads).
 
 ViewRecord = Callable[[ViewSpec], dict[str, Any]]
 
@@ -93,8 +98,6 @@ def measure_coverage(engine: PromptEngine, identities: int) -> Coverage:
 
 
 def print_coverage(coverage: Coverage, console: Any) -> None:
-    from rich.table import Table
-
     table = Table(title=f"Attribute coverage: {coverage.identities} identities, {coverage.views} views")
     table.add_column("dimension")
     table.add_column("per")

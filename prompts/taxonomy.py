@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from dppp.foundation.config import read_yaml
 from dppp.foundation.errors import ConfigError
 from dppp.prompts.taxonomy_schema import (
     CAMERA_COLUMNS,
@@ -303,12 +304,9 @@ def taxonomy_from_dict(data: dict[str, Any], *, source: str) -> Taxonomy:
 
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     """Read and validate a taxonomy YAML (None: the one shipped with the package)."""
-    # The experiment config's reader: same messages for a missing file or a YAML syntax error.
-    from dppp.foundation.config import read_yaml
-
     path = SHIPPED_TAXONOMY if path is None else Path(path)
     file = str(path)
-    data = read_yaml(path)
+    data = read_yaml(path)  # the experiment config's reader: same messages for a missing file or bad YAML
     if not isinstance(data, dict):
         raise ConfigError("a taxonomy is a mapping with identity, view, cameras and templates", file=file)
     try:

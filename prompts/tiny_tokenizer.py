@@ -16,6 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+# transformers is imported inside build_tiny_clip_tokenizer: the tiny CLIP text tower
+# (trainer/clip/clip_shaped.py) takes only vocab_and_merges, and must not pay for transformers.
 
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 
@@ -45,10 +51,6 @@ _TEMPLATE_WORDS = (
 
 def default_words() -> list[str]:
     """Every word of the shipped taxonomy plus common template words, so tiny models see real tokens."""
-    from pathlib import Path
-
-    import yaml
-
     taxonomy = yaml.safe_load(Path(__file__).with_name("taxonomy.yaml").read_text())
     words: set[str] = set(_TEMPLATE_WORDS)
 

@@ -28,6 +28,9 @@ from dppp.foundation.storage.base import (
     redact_url,
 )
 
+# pyarrow.fs is imported inside arrow_filesystem: loading the config imports this module (through
+# trainer/methods/checkpoint.py), and that must not pay ~100 ms for pyarrow.
+
 # Local atomic writes go to a hidden sibling with this marker, then os.replace() onto the final name.
 TEMP_MARKER = ".tmp-"
 

@@ -28,6 +28,9 @@ from dppp.foundation.storage.s3_errors import is_transient, scrub
 from dppp.foundation.storage.s3_reader import S3Reader
 from dppp.foundation.storage.s3_retry import RetryBudget, RetryBudgetSpent
 
+# boto3, botocore and pyarrow.fs are imported inside the methods that need them: urls.py imports this module
+# for every URL, and a file:// run (the default) must not pay ~100-200 ms for an S3 client it never builds.
+
 T = TypeVar("T")
 
 # What boto3 and pyarrow read from the environment to find the endpoint and the region: settings, not

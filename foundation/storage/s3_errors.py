@@ -6,6 +6,9 @@ import os
 
 from dppp.foundation.storage.base import redact_url
 
+# botocore and urllib3 are imported inside is_transient: s3.py (so urls.py, so every URL) imports this
+# module, and a file:// run must not pay for them.
+
 _THROTTLE_CODES = {
     "Throttling",
     "ThrottlingException",

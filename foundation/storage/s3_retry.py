@@ -16,6 +16,9 @@ import time
 from dppp.foundation.storage.config import StorageConfig
 from dppp.foundation.storage.s3_errors import is_transient
 
+# botocore is imported inside _failure_of: s3.py (so urls.py, so every URL) imports this module, and a
+# file:// run must not pay for it.
+
 _STARTED = "dppp_retry_started"  # in botocore's per-request context, shared by its attempts
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
+
 if TYPE_CHECKING:
     pass
 
@@ -25,16 +28,12 @@ def bumped_seed(seed: int, attempt: int) -> int:
 
 def is_blank(image, *, std_threshold: float, mean_threshold: float) -> bool:
     """True for an image that carries no picture: nearly uniform (any colour) or nearly black."""
-    import numpy as np
-
     pixels = np.asarray(image, dtype=np.float32) / 255.0
     return bool(pixels.std() < std_threshold or pixels.mean() < mean_threshold)
 
 
 def to_uint8_pixels(images):
     """The pipeline's [0, 1] NCHW images -> NHWC uint8, as diffusers' own PIL conversion computes them."""
-    import torch
-
     return (images.float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 

@@ -16,6 +16,9 @@ from dppp.foundation.errors import UserError
 from dppp.foundation.schema import StrictModel
 from dppp.pipeline.renderer import TokenizerSource
 
+# diffusers is imported inside resolve_model_source: loading the config imports this module, and must not pay
+# for diffusers.
+
 
 class DiffusersRendererConfig(StrictModel):
     kind: Literal["diffusers"] = "diffusers"

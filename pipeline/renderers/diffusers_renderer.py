@@ -24,39 +24,45 @@ SD3-class) by hub id or local folder, once per worker, and renders batches of vi
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import diffusers
+import torch
+import transformers
+from diffusers import AutoPipelineForText2Image
+from diffusers.pipelines import pipeline_utils
+from PIL import Image
+
 from dppp.dataset.keys import sample_key
 from dppp.foundation.errors import ConfigError, UserError
 from dppp.pipeline.renderer import RenderedImage
+from dppp.pipeline.renderers.batch_probe import candidate_sizes, probe_batch_sizes
 from dppp.pipeline.renderers.blank_images import SEED_BUMP, blank_flags, bumped_seed, to_uint8_pixels
 from dppp.pipeline.renderers.diffusers_config import (
     DiffusersRendererConfig,
     exception_summary,
     resolve_model_source,
 )
+from dppp.pipeline.renderers.diffusers_runtime import probe_machine, select_runtime
+from dppp.prompts.spec import ViewSpec
 
 if TYPE_CHECKING:
     from dppp.pipeline.renderers.batch_probe import ProbeResult
     from dppp.pipeline.renderers.diffusers_runtime import Machine, Runtime
-    from dppp.prompts.spec import ViewSpec
 
 log = logging.getLogger(__name__)
 
 
 def _dtype_keyword() -> str:
     """Recent diffusers take `dtype=` and deprecate `torch_dtype=`; older ones know only the latter."""
-    from diffusers.pipelines import pipeline_utils
-
     return "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
 
 
 def _scheduler_from_name(name: str, options: dict[str, Any], current):
-    import diffusers
-
     cls = getattr(diffusers, name, None)
     if cls is None or not isinstance(cls, type) or not name.endswith("Scheduler"):
         known = sorted(n for n in dir(diffusers) if n.endswith("Scheduler") and not n.startswith("_"))
@@ -89,10 +95,6 @@ class DiffusersRenderer:
 
     def __init__(self, config: DiffusersRendererConfig, *, pipeline=None, machine: Machine | None = None):
         """Load the configured pipeline, or wrap `pipeline` (an already built one, for tests/benchmarks)."""
-        import torch
-
-        from dppp.pipeline.renderers.diffusers_runtime import probe_machine, select_runtime
-
         self.config = config
         machine = machine or probe_machine()
         self.runtime: Runtime = select_runtime(
@@ -124,8 +126,6 @@ class DiffusersRenderer:
 
     # --- loading -----------------------------------------------------------------------------------
     def _load(self):
-        from diffusers import AutoPipelineForText2Image
-
         folder, self.revision = resolve_model_source(self.config)
         try:
             return AutoPipelineForText2Image.from_pretrained(
@@ -155,8 +155,6 @@ class DiffusersRenderer:
 
     def choose_batch_size(self) -> ProbeResult:
         """Time full batches of growing size (eagerly, before any compile) and keep the fastest that fits."""
-        from dppp.pipeline.renderers.batch_probe import candidate_sizes, probe_batch_sizes
-
         views = _probe_views(self.config.max_batch_size)
         result = probe_batch_sizes(
             lambda n: self._run(views[:n], [0] * n),
@@ -169,16 +167,10 @@ class DiffusersRenderer:
         return result
 
     def _synchronize(self) -> None:
-        import torch
-
         if self.runtime.device == "cuda":
             torch.cuda.synchronize()
 
     def _release_memory(self) -> None:
-        import gc
-
-        import torch
-
         gc.collect()
         if self.runtime.device == "cuda":
             torch.cuda.empty_cache()
@@ -194,8 +186,6 @@ class DiffusersRenderer:
         return denoiser
 
     def _apply_runtime(self) -> None:
-        import torch
-
         rt = self.runtime
         if self.pipe.dtype != rt.torch_dtype:  # only a pipeline handed in ready-made can differ
             self.pipe.to(dtype=rt.torch_dtype)
@@ -210,8 +200,6 @@ class DiffusersRenderer:
     def _compile_once(self) -> None:
         """Compile at the first render, not at load: a batch-size probe runs eagerly before it, so it
         does not pay a compile per tried size."""
-        import torch
-
         if self._compiled or not self.runtime.compile:
             return
         self._compiled = True
@@ -238,10 +226,6 @@ class DiffusersRenderer:
 
     # --- the Renderer protocol ---------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        import diffusers
-        import torch
-        import transformers
-
         c, rt = self.config, self.runtime
         scheduler = self.pipe.scheduler
         return {
@@ -301,8 +285,6 @@ class DiffusersRenderer:
 
     def initial_noise(self, view: ViewSpec, attempt: int):
         """This view's starting latents (unit Gaussian, fp32, CPU) and its generator, advanced past them."""
-        import torch
-
         shape = self.latent_shape()
         generator = torch.Generator("cpu").manual_seed(bumped_seed(view.seed, attempt))
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
@@ -325,9 +307,6 @@ class DiffusersRenderer:
         The pipeline hands back its decoded images as a tensor on the device; they are turned into uint8
         there and checked for blankness there, so only uint8 pixels cross to the CPU. The pixel values
         are exactly those of the pipeline's own PIL output (the same fp32 multiply and round)."""
-        import torch
-        from PIL import Image
-
         count = len(views)
         if self.fixed_shape and self._batch_size and count < self._batch_size:  # (the probe needs none)
             padding = self._batch_size - count
@@ -358,8 +337,6 @@ class DiffusersRenderer:
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
     return isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
@@ -367,8 +344,6 @@ _PROBE_PROMPT = "a photo of a person wearing a red jacket and blue jeans, walkin
 
 
 def _probe_views(n: int) -> list[ViewSpec]:
-    from dppp.prompts.spec import ViewSpec
-
     return [
         ViewSpec(
             pid=0,

@@ -19,8 +19,11 @@ Rules:
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
+
+import torch
 
 from dppp.foundation.errors import ConfigError
 
@@ -54,8 +57,6 @@ class Runtime:
 
     @property
     def torch_dtype(self):
-        import torch
-
         return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[self.dtype]
 
 
@@ -123,10 +124,6 @@ def select_runtime(
 
 def probe_machine() -> Machine:
     """The real machine: CUDA, an importable xformers, bf16 support of the current GPU."""
-    import importlib.util
-
-    import torch
-
     cuda = torch.cuda.is_available()
     return Machine(
         cuda_available=cuda,

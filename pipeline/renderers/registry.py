@@ -26,9 +26,11 @@ from dppp.pipeline.renderers.procedural.renderer import (
 if TYPE_CHECKING:
     from dppp.pipeline.renderers.diffusers_renderer import DiffusersRenderer
 
+# diffusers_renderer.py (torch, diffusers) is imported inside _load_diffusers: loading the config imports this
+# module, and must not pay for torch.
+
 
 def _load_diffusers(config: DiffusersRendererConfig) -> DiffusersRenderer:
-    # imported here: torch and diffusers load in the workers only, never to validate a config
     from dppp.pipeline.renderers.diffusers_renderer import DiffusersRenderer
 
     return DiffusersRenderer(config)

@@ -25,8 +25,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DPMSolverMultistepScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel
+
 from dppp.foundation.model_folder import check_destination
 from dppp.pipeline.renderers.pipeline_folder import save_pipeline_folder
+from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
 UNET_CHANNELS = (320, 640, 1280, 1280)
 VAE_CHANNELS = (128, 256, 512, 512)
@@ -88,12 +98,6 @@ def text_config(tokenizer, scale: float = 1.0) -> dict:
 
 
 def _components(seed: int, scale: float) -> dict:
-    import torch
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
-
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
     tokenizer = build_tiny_clip_tokenizer(model_max_length=TEXT_CONTEXT)
@@ -123,8 +127,6 @@ def _components(seed: int, scale: float) -> dict:
 
 def _calibrate(unet, vae, text_encoder, tokenizer) -> None:
     """Rescale the UNet's and the decoder's output layers to the output scales of trained models."""
-    import torch
-
     generator = torch.Generator("cpu").manual_seed(0)
     latents = torch.randn(
         (1, 4, 16, 8), generator=generator
@@ -149,8 +151,6 @@ def _rescale(layer, factor: float) -> None:
 
 def build_sd15_shaped_pipeline(seed: int = 0, scale: float = 1.0):
     """The SD1.5-shaped StableDiffusionPipeline in memory, fp32 (no safety checker)."""
-    from diffusers import StableDiffusionPipeline
-
     return StableDiffusionPipeline(
         **_components(seed, scale),
         safety_checker=None,
@@ -163,8 +163,6 @@ def build_sd15_shaped(
     out_dir: str | Path, seed: int = 0, *, scale: float = 1.0, dtype: str = "fp32", overwrite: bool = False
 ) -> Path:
     """Build the pipeline and save it into `out_dir` (weights in `dtype`: fp16 halves a 4 GB folder)."""
-    import torch
-
     check_destination(out_dir, overwrite=overwrite)
     pipe = build_sd15_shaped_pipeline(seed, scale)
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]

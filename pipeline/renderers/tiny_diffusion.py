@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
 from dppp.foundation.model_folder import check_destination
 from dppp.pipeline.renderers.pipeline_folder import save_pipeline_folder
+from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
 
 # Widths chosen so a batch of four 64x32 images with a few steps renders in well under a second on one
 # CPU core, while keeping every block type a real SD UNet has (down/up, with and without cross-attention).
@@ -29,12 +34,6 @@ TEXT_CONTEXT = 128
 
 
 def _components(seed: int) -> dict:
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from dppp.prompts.tiny_tokenizer import build_tiny_clip_tokenizer
-
     tokenizer = build_tiny_clip_tokenizer(model_max_length=TEXT_CONTEXT)
     # Each module is initialised from its own fixed seed, inside fork_rng so the caller's global RNG state
     # is left untouched: the same seed always gives byte-identical weights.
@@ -98,8 +97,6 @@ def _components(seed: int) -> dict:
 
 def build_tiny_diffusion_pipeline(seed: int = 0):
     """The tiny StableDiffusionPipeline in memory (no safety checker, no feature extractor)."""
-    from diffusers import StableDiffusionPipeline
-
     return StableDiffusionPipeline(
         **_components(seed),
         safety_checker=None,

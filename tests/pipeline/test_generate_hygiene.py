@@ -111,7 +111,7 @@ def test_a_worker_removes_the_shard_folders_killed_writers_left_and_nothing_else
     import subprocess
     import tempfile
 
-    import dppp.pipeline.publish as publish_module
+    import dppp.pipeline.worker as worker_module
     from dppp.pipeline.plan import ShardPlan
     from dppp.pipeline.worker import ShardWorker
 
@@ -133,9 +133,9 @@ def test_a_worker_removes_the_shard_folders_killed_writers_left_and_nothing_else
         left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("dppp-shard-"))
         assert left == sorted(v for k, v in folders.items() if k != "stale")
         written_in = []
-        publish = publish_module.publish_shard
+        publish = worker_module.publish_shard
         monkeypatch.setattr(
-            publish_module,
+            worker_module,
             "publish_shard",
             lambda storage, index, path, *a, **k: (
                 written_in.append(Path(path).parent.name) or publish(storage, index, path, *a, **k)

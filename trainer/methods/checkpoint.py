@@ -25,8 +25,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from dppp.foundation.errors import DataError
+from dppp.foundation.storage.base import ObjectNotFound
 from dppp.foundation.storage.local import atomic_write
 from dppp.trainer.methods.config import ModelConfig
+
+# torch, safetensors and model.py (torch) are imported inside the functions that need them: loading the
+# config imports this module (the checkpoint format's config models), and that must not pay for torch.
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -160,8 +164,6 @@ def read_state(directory) -> CheckpointState:
 def stored_checkpoint_problem(storage, folder: str) -> str | None:
     """Why the checkpoint in `folder` (a key prefix on `storage`, local or S3) cannot be resumed from, or
     None: its checkpoint.json and the sha256 of every file it lists, streamed (nothing is loaded)."""
-    from dppp.foundation.storage.base import ObjectNotFound
-
     try:
         meta = json.loads(storage.read_bytes(f"{folder}/{META_FILE}"))
         files = meta["files"]

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
 from dppp.foundation.errors import ConfigError, DataError
+from dppp.trainer.data.loader import make_loader
+from dppp.trainer.data.streams import AllImagesStream
 from dppp.trainer.methods import losses
 from dppp.trainer.methods.config import ModelConfig
+from dppp.trainer.methods.health import MAX_HEALTH_IMAGES, flat_metrics, format_report, health_report
 from dppp.trainer.methods.inversion import TextualInversion
 from dppp.trainer.methods.model import Batch, ReIDModel, batch_pids, batch_style
 from dppp.trainer.methods.registry import PhaseRun
@@ -191,11 +195,6 @@ class PDM(ReIDModel):
         its own units, sums all-reduced), then the phase-1 health report from a sample of that pass."""
         if phase != 2:
             return
-        import torch.distributed as dist
-
-        from dppp.trainer.data.loader import make_loader
-        from dppp.trainer.data.streams import AllImagesStream
-        from dppp.trainer.methods.health import MAX_HEALTH_IMAGES
 
         stream = AllImagesStream(
             run.data,
@@ -232,10 +231,6 @@ class PDM(ReIDModel):
 def report_health(sample: dict[str, list], run: PhaseRun) -> None:
     """PDM's phase-1 health report (trainer/methods/health.py) from every rank's sample of the bank pass:
     gathered on rank 0, printed, written to metrics.jsonl and posted for the run summary."""
-    import torch.distributed as dist
-
-    from dppp.trainer.methods.health import flat_metrics, format_report, health_report
-
     if run.world > 1 and dist.is_initialized():
         gathered: list = [None] * run.world
         dist.all_gather_object(gathered, sample)

@@ -18,6 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 from dppp.foundation.errors import DataError
+from dppp.trainer.clip.model_card import check_people_disjoint
+from dppp.trainer.data.identities import check_disjoint, people
+from dppp.trainer.data.specs import parse_dataset_spec, parse_source
+from dppp.trainer.evaluation.evaluate import evaluate_splits, read_splits
 from dppp.trainer.training.config import TrainConfig
 
 EVAL_KIND = "eval"
@@ -29,10 +33,6 @@ def check_eval_datasets(config: TrainConfig, sources: list[str]) -> None:
     specs = list(config.eval.datasets)
     if not specs:
         return
-    from dppp.trainer.clip.model_card import check_people_disjoint
-    from dppp.trainer.data.identities import check_disjoint, people
-    from dppp.trainer.data.specs import parse_dataset_spec, parse_source
-    from dppp.trainer.evaluation.evaluate import read_splits
 
     storage = config.data.storage
     read_splits(specs, config.eval.protocol, storage)
@@ -71,8 +71,6 @@ class HeldOutEval:
     def run(self, model, device, *, step: int, phase: int, epoch: int) -> list[dict[str, Any]]:
         """One record per dataset: {"kind": "eval", "step", "phase", "epoch", "dataset", "mAP", "rank1",
         "rank5", "rank10", "mINP", "queries", "gallery", "seconds"}. The model is back in train mode after."""
-        from dppp.trainer.evaluation.evaluate import evaluate_splits, read_splits
-
         protocol, storage = self.config.eval.protocol, self.config.data.storage
         if self.splits is None:
             self.splits = read_splits(self.config.eval.datasets, protocol, storage)

@@ -14,6 +14,7 @@ exactly: weights, optimizer, learning-rate schedule and the epoch's remaining ba
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -22,14 +23,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from dppp.foundation.errors import DataError
+from dppp.foundation.storage.urls import open_storage
 from dppp.trainer.data.loader import epoch_batches
 from dppp.trainer.data.sources import TrainingData
 from dppp.trainer.data.streams import PKBatchStream
+from dppp.trainer.methods.checkpoint import (
+    META_FILE,
+    read_state,
+    restore_model,
+    restore_optimizer,
+    save_checkpoint,
+)
+from dppp.trainer.methods.model import build_model
 from dppp.trainer.methods.registry import PhaseRun
 from dppp.trainer.training.config import TrainConfig
+from dppp.trainer.training.held_out import HeldOutEval
 from dppp.trainer.training.progress import stop_requested
+from dppp.trainer.training.run_log import RunLog
 from dppp.trainer.training.steps import (
     EpochSteps,
     LossModule,
@@ -40,6 +54,9 @@ from dppp.trainer.training.steps import (
     remaining_steps,
     resume_skip,
 )
+
+# ray.train is imported inside RayTrainSession and _quiet_ray_train_logs: a Worker with an in-process session
+# (tests, trainer/pretraining) must not pay for Ray Train.
 
 FINAL_DIR = "final"
 
@@ -54,8 +71,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 def _quiet_ray_train_logs() -> None:
     """Ray Train logs every report and checkpoint upload at INFO from each worker, which buries the
     progress bar; our own metrics say the same. Its loggers are internal, so this is best effort."""
-    import logging
-
     try:
         from ray.train.v2._internal.execution import context, storage
     except ImportError:
@@ -116,20 +131,15 @@ class Worker:
     # ---- set-up and resume ------------------------------------------------------------------------
 
     def build(self):
-        from dppp.trainer.methods.model import build_model
-
         model = build_model(self.config.model, self.data.num_classes, self.data.style_vocab)
         return model.to(self.device)
 
     def restore(self, model) -> tuple[Position, Path | None]:
         """The position to start from, and the local copy of the checkpoint (None: a fresh start)."""
-        from dppp.trainer.methods.checkpoint import restore_model
-
         local = self.workdir / "resume"
         name = self.session.resume_checkpoint(local)
         if name is None:
             return Position(model.phases[0], 0, 0, 0), None
-        from dppp.foundation.errors import DataError
 
         where = f"{self.out}/{name}"  # the checkpoint's URL, not the local copy's
         try:
@@ -144,9 +154,6 @@ class Worker:
     # ---- the run ----------------------------------------------------------------------------------
 
     def run(self) -> None:
-        from dppp.foundation.storage.urls import open_storage
-        from dppp.trainer.training.run_log import RunLog
-
         torch.manual_seed(self.config.seed + self.rank)
         model = self.build()
         position, resume_dir = self.restore(model)
@@ -207,8 +214,6 @@ class Worker:
         settings = getattr(self.config, "eval", None)
         if self.rank != 0 or settings is None or not settings.datasets:
             return None
-        from dppp.trainer.training.held_out import HeldOutEval
-
         return HeldOutEval(self.config, model.phases[-1])
 
     def schedules(self, model) -> list[tuple[int, Any, int]]:
@@ -299,8 +304,6 @@ class Worker:
     def make_optimizer(self, model, schedule, resume_dir) -> torch.optim.Optimizer:
         """The phase's AdamW over the method's parameter groups, its state restored when resumed inside
         this phase."""
-        from dppp.trainer.methods.checkpoint import read_state, restore_optimizer
-
         groups = model.parameter_groups(schedule.weight_decay)
         optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
         if resume_dir is not None and read_state(resume_dir).has_optimizer:
@@ -401,8 +404,6 @@ class Worker:
 
     def mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
         """The mean of each value over all ranks (every rank calls this at the same steps)."""
-        import torch.distributed as dist
-
         if self.world == 1 or not dist.is_initialized() or not values:
             return values
         names = sorted(values)
@@ -434,8 +435,6 @@ class Worker:
     def checkpoint(self, model, optimizer, position: Position, metrics: dict[str, Any]) -> None:
         """Report `metrics` from every rank; rank 0 attaches a checkpoint at `position`. Ray Train uploads
         it to the run's storage before report() returns and keeps the newest `checkpoint_keep`."""
-        from dppp.trainer.methods.checkpoint import save_checkpoint
-
         self.global_step = position.step
         if self.rank != 0:
             self.session.report({**metrics, "step": position.step}, None)
@@ -465,8 +464,6 @@ class Worker:
     def save_final(self, model, folder: Path) -> str:
         """Write the run's result into the local `folder`; returns the name of its commit marker.
         Here: model.safetensors + checkpoint.json (the marker), trainer/methods/checkpoint.py's format, for `dppp eval`."""
-        from dppp.trainer.methods.checkpoint import META_FILE, save_checkpoint
-
         position = Position(model.phase, 0, 0, self.global_step)
         save_checkpoint(folder, model, None, step=self.global_step, config=self.run_record(position))
         return META_FILE

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 from dppp.dataset.limits import ShardStorageConfig
 from dppp.trainer.data.sources import Identity, TrainingData, Unit
+from dppp.trainer.methods.registry import method_spec
 from dppp.trainer.training.config import TrainConfig
+from dppp.trainer.training.steps import EpochSteps, phase_schedule
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,6 @@ def plan_run(
     naming the first planned epoch that forms no batch. Planning an epoch of GenePerson's size takes
     about a second, so a phase longer than `max_planned_epochs` (None: no limit) is counted on that
     many epochs spread over it and extrapolated (epochs differ by their shuffles only)."""
-    from dppp.trainer.methods.registry import method_spec
-    from dppp.trainer.training.steps import EpochSteps, phase_schedule
-
     steps = EpochSteps(data, config, config.workers)
     batch = config.data.ids_per_batch * config.data.images_per_id
     phases = []

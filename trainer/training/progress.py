@@ -14,8 +14,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from dppp.foundation.graceful_stop import StopRequest, grace_s
 from dppp.foundation.progress_lines import ProgressLines, logging_to_file, progress_every
+
+# torch and ray are imported inside stop_requested, the workers' side: the driver imports this module for
+# TrainWatch before Ray starts (trainer/training/train.py).
 
 _POLL_S = 0.5
 
@@ -115,9 +121,6 @@ class TrainWatch:
         self._watch_with_bar(thread)
 
     def _watch_with_bar(self, thread: threading.Thread) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         console = Console(stderr=True)
         console.print(f"training on {self.description}")
         columns = (

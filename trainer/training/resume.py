@@ -18,16 +18,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dppp.foundation.storage.base import ObjectNotFound
+from dppp.foundation.storage.urls import open_storage
+from dppp.trainer.methods.checkpoint import stored_checkpoint_problem
+
 SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
 def prepare_resume(run_url: str, storage_config) -> list[str]:
     """Drop the run's missing and damaged checkpoints from Ray Train's snapshot, newest first, until the
     newest one left is sound; returns one line per checkpoint skipped, and where the run resumes."""
-    from dppp.foundation.storage.base import ObjectNotFound
-    from dppp.foundation.storage.urls import open_storage
-    from dppp.trainer.methods.checkpoint import stored_checkpoint_problem
-
     storage = open_storage(run_url, storage_config)
     try:
         snapshot = json.loads(storage.read_bytes(SNAPSHOT))

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ray.exceptions import RayTaskError
 from ray.train import UserCallback
 
 from dppp.foundation.errors import UserError
+from dppp.foundation.storage.base import StorageUnavailable
 
 _TORCH_WRAPPED = "\nOriginal Traceback (most recent call last):\n"
 
@@ -44,8 +46,6 @@ class StopOnUserError(UserCallback):
     """Ends the run (no worker-group restart) at the first worker error that a restart cannot heal."""
 
     def after_exception(self, run_context, worker_exceptions) -> None:
-        from dppp.foundation.storage.base import StorageUnavailable
-
         for error in worker_exceptions.values():
             found = user_error(error)
             if found is not None and not isinstance(found, StorageUnavailable):
@@ -73,8 +73,6 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
 
 def user_error(exc: BaseException) -> UserError | None:
     """The UserError (bad data, bad config) at the root of a Ray Train failure, if that is what it is."""
-    from ray.exceptions import RayTaskError
-
     for current in causes(exc):
         # A RayTaskError(DataError) is a UserError too, but it reads as Ray's traceback: its `.cause`, the
         # worker's own exception, comes next.

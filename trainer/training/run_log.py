@@ -17,6 +17,9 @@ from typing import Any
 
 from dppp.foundation.storage.base import ObjectNotFound, Storage
 
+# matplotlib and torch's tensorboard writer are imported inside the functions that need them: every training
+# worker imports this module, and only rank 0 writes the curves and the event files.
+
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "loss_curves.png"
 TENSORBOARD_DIR = "tensorboard"

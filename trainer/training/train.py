@@ -27,10 +27,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from dppp.foundation.config import with_updates
 from dppp.foundation.errors import CapacityError, ConfigError
+from dppp.foundation.graceful_stop import graceful_stop
 from dppp.foundation.ray_cluster import start_ray
+from dppp.foundation.storage.urls import open_storage
 from dppp.trainer.clip.model_card import check_people_disjoint
+from dppp.trainer.data.sources import open_training_data
+from dppp.trainer.methods.registry import method_spec
 from dppp.trainer.training.config import RunSettings, TrainConfig
+from dppp.trainer.training.held_out import check_eval_datasets
+from dppp.trainer.training.progress import TrainWatch
+from dppp.trainer.training.resume import prepare_resume
+from dppp.trainer.training.run_state import check_rerun, finished_run
+
+# ray, and the modules that import torch or ray.train at their top (steps, loop, clip.backbone, run_failures),
+# are imported inside the functions that need them: the config and data checks below fail in a second, before
+# Ray or torch is loaded.
 
 
 @dataclass
@@ -71,8 +84,6 @@ def run_url_for(out: str, run_name: str) -> str:
 
 def ray_storage(out: str, storage_config) -> tuple[str, Any]:
     """(storage_path, storage_filesystem) for Ray Train's RunConfig from a local path or s3:// URL."""
-    from dppp.foundation.storage.urls import open_storage
-
     storage = open_storage(out, storage_config)
     if storage.local_root is not None:
         return str(storage.local_root), None
@@ -82,7 +93,6 @@ def ray_storage(out: str, storage_config) -> tuple[str, Any]:
 
 def total_steps(config: TrainConfig, data, world: int) -> int:
     """Optimiser steps of the whole run; raises DataError naming the first epoch that forms no batch."""
-    from dppp.trainer.methods.registry import method_spec
     from dppp.trainer.training.steps import phase_schedule
 
     return schedule_steps(
@@ -99,8 +109,6 @@ def schedule_steps(config: RunSettings, data, world: int, schedules) -> int:
 
 
 def check_style_labels(config: TrainConfig, data) -> None:
-    from dppp.trainer.methods.registry import method_spec
-
     if not method_spec(config.model.method).style_label_phases:
         return
     missing = [a for a in config.model.style_attributes if a not in data.style_values]
@@ -175,9 +183,6 @@ def run_train(
     """Train `config.model` on the committed shards of `data` (default: config.data.sources) with
     `workers` Ray Train workers, checkpoints and outputs under <out>/<run_name>. Reruns resume; a rerun
     of a finished run trains nothing, or with `extend` continues it to more epochs (trainer/training/run_state.py)."""
-    from dppp.foundation.config import with_updates
-    from dppp.trainer.data.sources import open_training_data
-
     config = with_updates(config, "train", workers=workers, use_gpu=use_gpu, out=out)
     config = with_local_backbone(config)
     sources = list(data) if data else list(config.data.sources)
@@ -190,8 +195,6 @@ def run_train(
 
         check_backbone(config.model.backbone)
     check_people_disjoint(config.model.backbone, sources, config.data.storage)
-    from dppp.trainer.training.held_out import check_eval_datasets
-
     check_eval_datasets(config, sources)
     steps = total_steps(config, training_data, config.workers)
     done = finished_before(config, extend)
@@ -212,9 +215,6 @@ def run_train(
 
 def finished_before(config: TrainConfig, extend: bool) -> TrainResult | None:
     """The result of a rerun of a finished run that has nothing to train (None: train)."""
-    from dppp.foundation.storage.urls import open_storage
-    from dppp.trainer.training.run_state import check_rerun, finished_run
-
     run_url = run_url_for(absolute_out(config.out), config.run_name)
     storage = open_storage(run_url, config.data.storage)
     # a malformed --out, or one the run could not write to (a missing bucket, a read-only folder), is
@@ -249,8 +249,6 @@ def launch(
     """Run `worker_fn` (Ray Train's train_loop_per_worker) on `config.workers` workers over `training_data`
     (already checked on the driver; `extra` goes into its loop config): the run's storage, Ray, the progress
     bar, user errors unwrapped."""
-    from dppp.foundation.storage.urls import open_storage
-
     run_url = run_url_for(absolute_out(config.out), config.run_name)
     # a malformed --out fails here, and one the run could not write to (a missing bucket, a read-only folder)
     open_storage(run_url, config.data.storage).check_writable()
@@ -259,7 +257,6 @@ def launch(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from dppp.trainer.training.resume import prepare_resume
     from dppp.trainer.training.run_failures import StopOnUserError
 
     storage_path, filesystem = ray_storage(config.out, config.data.storage)
@@ -375,9 +372,6 @@ def _fit_with_progress(
 ) -> None:
     """Ray Train's fit in a thread while this one shows the progress (trainer/training/progress.py); on
     SIGTERM / SIGINT: Interrupted, whose line says the step reached (the checkpoints stay for a rerun)."""
-    from dppp.foundation.graceful_stop import graceful_stop
-    from dppp.trainer.training.progress import TrainWatch
-
     outcome: dict[str, Any] = {}
 
     def fit():

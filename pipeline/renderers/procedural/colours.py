@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dppp.prompts.taxonomy import load_taxonomy
+
 DARK = (22, 22, 24)  # near-black details of the figure: a watch, headphones
 
 # Skin tones are an identity dimension without palette entries (they are not garment colours).
@@ -42,8 +44,6 @@ def hash_colour(name: str) -> tuple[int, int, int]:
 @lru_cache(maxsize=8)
 def _read_palette(path: str | None) -> dict[str, tuple[int, int, int]]:
     # The prompt engine's loader: the whole taxonomy is validated, with its file named in any error.
-    from dppp.prompts.taxonomy import load_taxonomy
-
     return {
         name: (int(rgb[0]), int(rgb[1]), int(rgb[2])) for name, rgb in load_taxonomy(path).palette.items()
     }

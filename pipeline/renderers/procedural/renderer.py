@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
     from dppp.prompts.spec import ViewSpec
 
+# PIL and the drawing modules (canvas, scene, style: PIL) are imported inside the renderer: loading the config
+# imports this module (the renderer registry), and must not pay for PIL.
+
 # Bump whenever a change alters any rendered pixel: it is stored in every sample's json.
 RENDERER_VERSION = 1
 IMAGES_PER_CORE_S = 276.0  # bench_procedural.py, one core (docs/benchmarks.md)
