@@ -12,6 +12,7 @@ import pytest
 
 from dppp.cli import main
 from dppp.config import load_experiment
+from dppp.dataset.keys import sample_key
 from dppp.dataset.listing import committed_shards
 from dppp.dataset.shard_reader import read_shard
 from dppp.foundation.errors import ConfigError
@@ -114,7 +115,7 @@ def test_dppp_generate_renders_the_toy_kind_into_shards_that_hold_its_pixels(tmp
 
     config = toy_config(out, "generate.identities=4", "generate.ids_per_shard=2")
     engine = prompt_engine(config)
-    expected = {view.key: view for pid in range(4) for view in engine.views(pid)}
+    expected = {sample_key(view.pid, view.view): view for pid in range(4) for view in engine.views(pid)}
     storage = open_storage(str(out))
     records = committed_shards(storage)
     assert len(records) == 2
