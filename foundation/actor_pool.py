@@ -190,6 +190,18 @@ class ActorPool:
 _RANK = {PLACING: 0, LOADING: 1, READY: 2}
 
 
+def actor_class(cls: type, resources: dict[str, float], env: dict[str, str], **ray_options: Any):
+    """(`cls` as a Ray actor class placed with the pool's `resources`, the torch threads each actor may use).
+    Its actors get `env`, what they need to reach storage (Storage.worker_env: never a secret); a GPU actor
+    leaves torch's threads alone (None), a CPU one uses the CPUs it holds."""
+    import ray
+
+    remote = ray.remote(**ray_options, **resources)(cls)
+    actors = remote.options(runtime_env={"env_vars": env}) if env else remote
+    threads = None if "num_gpus" in resources else max(1, int(resources["num_cpus"]))
+    return actors, threads
+
+
 def _node_of(_actor: Any) -> str:
     """Run inside the actor by `__ray_call__`: the Ray node it was placed on."""
     import ray

@@ -27,7 +27,7 @@ from dppp.dataset.records import (
     read_dataset_manifest,
     write_dataset_manifest,
 )
-from dppp.foundation.actor_pool import ActorLoss, ActorPool, short_error
+from dppp.foundation.actor_pool import ActorLoss, ActorPool, actor_class, short_error
 from dppp.foundation.errors import CapacityError, DataError, SettingError
 from dppp.foundation.graceful_stop import StopRequest, grace_s, graceful_stop
 from dppp.foundation.parallel import ordered_map
@@ -402,17 +402,9 @@ class ShardActor:
 def _actor_spawner(config: GenerateConfig, resources: dict[str, float], env: dict[str, str]):
     """A function that starts one ShardActor by worker name, with the pool's resources and environment
     (`env`: what the actors need to reach the output storage, Storage.worker_env)."""
-    import ray
-
     # Two calls per actor at once: the tar write and upload of one shard overlap the next one's rendering.
-    cls = ray.remote(max_concurrency=2, **resources)(ShardActor)
-    threads = None if "num_gpus" in resources else max(1, int(resources["num_cpus"]))
-    options = {"runtime_env": {"env_vars": env}} if env else {}
-
-    def spawn(name: str):
-        return cls.options(**options).remote(config, threads=threads, name=name)
-
-    return spawn
+    actors, threads = actor_class(ShardActor, resources, env, max_concurrency=2)
+    return lambda name: actors.remote(config, threads=threads, name=name)
 
 
 _DEPTH = 2  # shards in flight per actor: one renders while the previous one is written and uploaded

@@ -37,7 +37,7 @@ from dppp.dataset.curation import (
 from dppp.dataset.format import READ_IMAGE_EXTS, shard_name
 from dppp.dataset.records import read_dataset_manifest
 from dppp.dataset.shard_reader import image_member, read_shard
-from dppp.foundation.actor_pool import ActorPool, short_error
+from dppp.foundation.actor_pool import ActorPool, actor_class, short_error
 from dppp.foundation.contact_sheet import make_contact_sheet
 from dppp.foundation.errors import ConfigError, DataError, ReportedError
 from dppp.foundation.ray_cluster import start_ray
@@ -234,13 +234,10 @@ def _judge(plan: CurationPlan, config: CurateConfig, todo: list, summary: Curate
     from ray.exceptions import RayActorError, RayTaskError
 
     n_workers, resources = _pool_shape(config)
-    cls = ray.remote(**resources)(CurateActor)
-    threads = None if "num_gpus" in resources else max(1, int(resources["num_cpus"]))
-    env = plan.storage.worker_env()
-    options = {"runtime_env": {"env_vars": env}} if env else {}
+    actors, threads = actor_class(CurateActor, resources, plan.storage.worker_env())
 
     def spawn(name: str):
-        return cls.options(**options).remote(config, plan.storage.url, plan.run, plan.meta, threads)
+        return actors.remote(config, plan.storage.url, plan.run, plan.meta, threads)
 
     pool = ActorPool(
         spawn,

@@ -12,9 +12,6 @@ Conventions, as the standard toolkits (torchreid, fast-reid) read these folders:
 - pids are the dataset's own, not relabelled: relabelling to 0..N-1 for a classifier is the trainer's job.
 
 `trainer.data.specs.read_dataset("market1501:/data/Market-1501-v15.09.15")` picks the reader by name.
-
-One module past ~400 lines on purpose: every reader returns the same ReidSplit from one folder
-convention, and the conventions above are shared.
 """
 
 from __future__ import annotations
