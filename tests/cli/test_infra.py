@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 from pathlib import Path
 
@@ -74,3 +76,17 @@ def test_kuberay_pods_load_the_secret_and_no_runtime_env_carries_credentials(nam
         for container in group["template"]["spec"]["containers"]:
             assert {"secretRef": {"name": "dppp-s3"}} in container["envFrom"], container["name"]
     assert "AWS_SECRET_ACCESS_KEY" not in job["spec"].get("runtimeEnvYAML", "") + job["spec"]["entrypoint"]
+
+
+def test_the_image_copies_every_folder_the_package_installs():
+    """setup.py maps these folders under `dppp`; an image built without one installs a broken package."""
+    setup = ast.parse((ROOT / "setup.py").read_text())
+    (folders,) = [
+        ast.literal_eval(node.value)
+        for node in setup.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "FOLDERS"
+    ]
+    dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+) \./\1\s*$", dockerfile, re.M))
+    assert {"dppp", *folders} <= copied, sorted({"dppp", *folders} - copied)
+    assert re.search(r"^COPY .*\bsetup\.py\b", dockerfile, re.M)
