@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 
 from dppp.cli import main
+from dppp.dataset.format import fragment_name, record_name, shard_name
 from dppp.dataset.listing import committed_shards
 from dppp.foundation.storage.urls import open_storage
 from dppp.pipeline.generate import GenerationFailed, run_generate
+from dppp.pipeline.plan import ShardPlan
+from dppp.pipeline.worker import ShardWorker
 from tests.conftest import s3_node_environment
 from tests.pipeline.test_generate import gen_config
 
@@ -149,3 +152,22 @@ def test_a_worker_removes_the_shard_folders_killed_writers_left_and_nothing_else
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_publishing_a_shard_removes_what_a_killed_writer_of_it_left(tmp_path):
+    """A writer killed between its temp file and the rename (a lost node, a killed driver) leaves hidden
+    temps beside the shard's objects; the shard's next publish removes them, and nobody else's."""
+    storage = open_storage(str(tmp_path / "ds"))
+    worker = ShardWorker(gen_config(tmp_path / "ds", identities=2, ids_per_shard=1), threads=1)
+    shards = tmp_path / "ds" / "shards"
+    shards.mkdir(parents=True)
+    left = [
+        f".{Path(key).name}.tmp-0123456789ab" for key in (shard_name(1), fragment_name(1), record_name(1))
+    ]
+    other = f".{Path(record_name(0)).name}.tmp-ba9876543210"  # shard 0's: a writer that may still be at work
+    for name in [*left, other]:
+        (shards / name).write_bytes(b"half written")
+    plan = ShardPlan(1, (1,), 0)
+    worker.publish(plan, worker.render(plan))
+    assert sorted(p.name for p in shards.iterdir() if p.name.startswith(".")) == [other]
+    assert [record.index for record in committed_shards(storage)] == [1]
