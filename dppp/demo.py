@@ -18,6 +18,8 @@ from dppp.config import load_experiment
 from dppp.dataset.keys import sample_key
 from dppp.pipeline.prompting import prompt_engine
 from dppp.trainer.clip.model_card import read_card
+from dppp.trainer.evaluation.config import EvalConfig
+from dppp.trainer.evaluation.evaluate import evaluate_untrained
 from dppp.trainer.evaluation.zero_shot import report_from_dict
 
 CONFIG = "configs/demo.yaml"
@@ -84,9 +86,6 @@ def show_backbone(train_config) -> None:
 def untrained_figures(model_config, eval_config: dict):
     """The held-out figures of the pretrained backbone with no fine-tuning, under the evaluation config the
     trained model's report used (`dppp eval`'s code: trainer/evaluation/evaluate.py), and the seconds taken."""
-    from dppp.trainer.evaluation.config import EvalConfig
-    from dppp.trainer.evaluation.evaluate import evaluate_untrained
-
     started = time.perf_counter()
     [floor] = evaluate_untrained(
         model_config, [f"synthetic:{HELDOUT}"], EvalConfig.model_validate(eval_config)

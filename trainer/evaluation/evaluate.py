@@ -31,6 +31,7 @@ from dppp.trainer.evaluation.config import EvalConfig
 from dppp.trainer.evaluation.metrics import chance_rank1, evaluate_ranking, re_rank
 from dppp.trainer.evaluation.rank_picture import rank_drawer
 from dppp.trainer.methods.checkpoint import load_checkpoint
+from dppp.trainer.methods.config import ModelConfig
 
 # torch, and the transforms and feature extraction that import it, are imported inside the functions that
 # run the model: a malformed dataset spec or a missing checkpoint is reported before torch loads.
@@ -183,8 +184,6 @@ def evaluate_untrained(
     features: the floor a trained model's figures are read against."""
     import torch
 
-    from dppp.trainer.clip.model_card import check_people_disjoint
-    from dppp.trainer.methods.config import ModelConfig
     from dppp.trainer.methods.model import build_model
 
     splits = read_splits(specs, config, storage_config)
