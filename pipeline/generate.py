@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dppp.dataset.card import CARD_NAME, WIDS_INDEX_NAME
-from dppp.dataset.format import fragment_name, parse_lease_key, parse_shard_key, record_name, shard_name
+from dppp.dataset.format import parse_lease_key, parse_shard_key
 from dppp.dataset.index import write_index
 from dppp.dataset.listing import committed_indices
 from dppp.dataset.manifest import dataset_manifest
@@ -40,6 +40,7 @@ from dppp.pipeline.leases import JobIdentity, LeasedQueue, Leases, ShardQueue
 from dppp.pipeline.plan import plan_shards
 from dppp.pipeline.progress import GenerateProgress
 from dppp.pipeline.prompting import prompt_engine
+from dppp.pipeline.publish import discard_partial_shard
 from dppp.pipeline.renderers.registry import renderer_kind
 from dppp.pipeline.worker import ShardWorker
 
@@ -600,8 +601,7 @@ def _stopped_line(storage, summary: GenerateSummary, abandoned: list) -> str:
     """Clean up after the shards abandoned in flight (their actors are gone: a local write cut short
     leaves a hidden temp file) and say where the job stopped, in one line."""
     for shard in abandoned:
-        for key in (shard_name(shard.index), fragment_name(shard.index), record_name(shard.index)):
-            storage.discard_partial_writes(key)
+        discard_partial_shard(storage, shard.index)
     committed = summary.shards_skipped + summary.shards_done
     if abandoned:  # an abandoned shard may have committed before its actor was killed: the listing knows
         done = committed_indices(storage, shards_hint=summary.shards_total)

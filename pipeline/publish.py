@@ -19,6 +19,13 @@ from dppp.dataset.shard_writer import ShardInfo
 from dppp.foundation.storage.base import Storage, StorageError
 
 
+def discard_partial_shard(storage: Storage, index: int) -> None:
+    """Remove what a writer of shard `index` killed mid-write (its actor's node lost, a driver or job
+    stopped) left beside the shard's objects: hidden temp files never renamed into place."""
+    for key in (shard_name(index), fragment_name(index), record_name(index)):
+        storage.discard_partial_writes(key)
+
+
 def publish_shard(
     storage: Storage,
     index: int,
@@ -41,10 +48,7 @@ def publish_shard(
     # From the tar on local disk, by the code that indexes any tar: the fragment's rows are the tar's.
     fragment, ref = build_fragment(tar_path, index, info.image_format)
     index_s = time.perf_counter() - started
-    # What an earlier writer of this shard left when it was killed mid-write (its actor's node lost, a
-    # driver killed): hidden temp files beside the objects, never renamed into place.
-    for key in (shard_name(index), fragment_name(index), record_name(index)):
-        storage.discard_partial_writes(key)
+    discard_partial_shard(storage, index)  # an earlier writer of this shard may have been killed mid-write
     storage.delete(record_name(index))  # un-commit first: the tar below may replace a committed one
     started = time.perf_counter()
     # put_file is atomic and raises unless the whole object landed (S3: a successful PUT / completed
