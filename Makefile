@@ -45,7 +45,7 @@ test-fast: $(STAMP)
 
 # ruff, and the import contracts of pyproject.toml's [tool.importlinter] (the layers, docs/overview.md).
 # lint-imports reads packages from disk, so it gets the installed layout (dppp/trainer, ...) as links.
-NAMESPACED := foundation dataset prompts pipeline trainer# setup.py's FOLDERS
+NAMESPACED = $(shell sed -n 's/^FOLDERS = \[\(.*\)\]/\1/p' setup.py | tr -d '",')# setup.py's FOLDERS
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
