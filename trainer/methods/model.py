@@ -14,7 +14,7 @@ each in its own module:
                                                     identity's images
 
 The training loop drives a model through: `set_phase(p)` (freezes exactly the parameters that phase must
-not change), `parameter_groups(weight_decay)`, `batch_style_attributes(p)`, `prepare_phase(p, run)`
+not change), `parameter_groups(weight_decay, backbone_lr_scale)`, `batch_style_attributes(p)`, `prepare_phase(p, run)`
 (the work between two phases, before `set_phase`), `loss(batch) -> (total, {name: value})`, `monitored`,
 and `encode_images(x)` for retrieval. Exact losses, weights and schedules: docs/method.md.
 """
@@ -104,10 +104,19 @@ class ReIDModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def parameter_groups(self, weight_decay: float) -> list:
-        """What the phase's AdamW optimises: here one group of the trainable parameters (the phase's
-        `weight_decay` applies to all of them)."""
-        return self.trainable_parameters()
+    def parameter_groups(self, weight_decay: float, backbone_lr_scale: float = 1.0) -> list:
+        """What the phase's AdamW optimises (the phase's `weight_decay` applies to all of it): the trainable
+        parameters as one plain list, or, with a `backbone_lr_scale` other than 1, two groups, the
+        pretrained tower's ("backbone.") and the rest, each with the "lr_scale" the training loop
+        multiplies the phase's lr by (a group with nothing trainable left out)."""
+        if backbone_lr_scale == 1.0:
+            return self.trainable_parameters()  # as before the option: the same optimizer, bit for bit
+        tower, heads = [], []
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                (tower if name.startswith("backbone.") else heads).append(param)
+        groups = [{"params": tower, "lr_scale": backbone_lr_scale}, {"params": heads, "lr_scale": 1.0}]
+        return [group for group in groups if group["params"]]
 
     def batch_style_attributes(self, phase: int) -> tuple[str, ...]:
         """The style labels this phase's batches must carry (`batch["style"]`)."""

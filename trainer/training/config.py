@@ -30,6 +30,14 @@ class Phase2Schedule(StrictModel):
     lr: float = Field(5e-6, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: int = Field(10, ge=0)
+    # The pretrained tower ("backbone." parameters) trains at lr x this, the new heads at lr: CLIP-ReID and
+    # robust fine-tuning keep a pretrained CLIP's updates far smaller than those of freshly initialised
+    # layers, which would otherwise pull the tower away from what pretraining learned. 1 = one rate.
+    backbone_lr_scale: float = Field(1.0, gt=0, le=1)
+    # WiSE-FT (Wortsman et al., CVPR 2022): final/ gets backbone = alpha x fine-tuned + (1 - alpha) x the
+    # weights the run started from (heads as trained; epoch checkpoints stay raw, so resume is unchanged).
+    # The interpolation keeps the pretrained model's robustness off the training distribution. 1 = off.
+    wise_alpha: float = Field(1.0, ge=0, le=1)
 
 
 class RunSettings(StrictModel):

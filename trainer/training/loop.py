@@ -40,6 +40,7 @@ from dppp.trainer.methods.checkpoint import (
 )
 from dppp.trainer.methods.model import build_model
 from dppp.trainer.methods.registry import PhaseRun
+from dppp.trainer.methods.wise import interpolate_weights, starting_backbone_state
 from dppp.trainer.training.config import TrainConfig
 from dppp.trainer.training.held_out import HeldOutEval
 from dppp.trainer.training.progress import stop_requested
@@ -304,10 +305,20 @@ class Worker:
     def make_optimizer(self, model, schedule, resume_dir) -> torch.optim.Optimizer:
         """The phase's AdamW over the method's parameter groups, its state restored when resumed inside
         this phase."""
-        groups = model.parameter_groups(schedule.weight_decay)
+        # Only phase 2's schedule has the option (pretraining's models take no such argument).
+        scale = getattr(schedule, "backbone_lr_scale", 1.0)
+        if scale == 1.0:
+            groups = model.parameter_groups(schedule.weight_decay)
+        else:
+            groups = model.parameter_groups(schedule.weight_decay, backbone_lr_scale=scale)
         optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
         if resume_dir is not None and read_state(resume_dir).has_optimizer:
+            scales = [group.get("lr_scale") for group in optimizer.param_groups]
             restore_optimizer(resume_dir, optimizer)
+            # Loading takes the saved groups' settings; the scales are this run's config, not the saved one.
+            for group, group_scale in zip(optimizer.param_groups, scales, strict=True):
+                if group_scale is not None:
+                    group["lr_scale"] = group_scale
         return optimizer
 
     def wrap_for_ranks(self, model) -> nn.Module:
@@ -326,7 +337,7 @@ class Worker:
         for batch in batches:
             lr = progress.lr(self.config.lr_floor)
             for group in progress.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             loss, parts = self.step(progress.wrapped, progress.optimizer, progress.scaler, batch)
             progress.step_in_phase += 1
             self.global_step += 1
@@ -463,7 +474,11 @@ class Worker:
 
     def save_final(self, model, folder: Path) -> str:
         """Write the run's result into the local `folder`; returns the name of its commit marker.
-        Here: model.safetensors + checkpoint.json (the marker), trainer/methods/checkpoint.py's format, for `dppp eval`."""
+        Here: model.safetensors + checkpoint.json (the marker), trainer/methods/checkpoint.py's format, for `dppp eval`;
+        its backbone WiSE-FT-interpolated towards the start when `phase2.wise_alpha` < 1 (trainer/methods/wise.py)."""
         position = Position(model.phase, 0, 0, self.global_step)
+        alpha = self.config.phase2.wise_alpha
+        if alpha != 1.0:  # the run is over: the model is not trained further, so it moves in place
+            interpolate_weights(model, starting_backbone_state(model), alpha)
         save_checkpoint(folder, model, None, step=self.global_step, config=self.run_record(position))
         return META_FILE
