@@ -549,7 +549,10 @@ def run_main(args, size: Size, selection: dict[str, Any]) -> list[dict]:
     }
     choice = selection["choice"]
     rows: list[dict] = []
-    for seed in args.seeds:
+    ablation_seeds = set(args.ablation_seeds) if "ablations" in args.groups else set()
+    for seed in sorted(set(args.seeds) | ablation_seeds):
+        groups = [g for g in args.groups if g != "ablations"] if seed in args.seeds else []
+        groups += ["ablations"] if seed in ablation_seeds else []
         urls = {
             "source-train": generate(
                 work,
@@ -604,7 +607,7 @@ def run_main(args, size: Size, selection: dict[str, Any]) -> list[dict]:
 
         for backbone in ("imagetext", "id-supervised"):
             group = "main" if backbone == "imagetext" else "controls"
-            if group not in args.groups:
+            if group not in groups:
                 continue
             config = train_config(
                 "bot", "uniform", {}, size, work / "runs", backbones[backbone], seed, "floor"
@@ -619,24 +622,32 @@ def run_main(args, size: Size, selection: dict[str, Any]) -> list[dict]:
                 "pre_bn/1",
                 False,
             )
-        plan = []
-        if "main" in args.groups:
-            plan += [(m, "imagetext", "main") for m in METHODS]
-        if "controls" in args.groups:
-            plan += [(m, b, "controls") for b in ("random", "id-supervised") for m in args.control_methods]
-        for method, backbone, group in plan:
+        plan = []  # (row name, method, backbone, group, weights)
+        if "main" in groups:
+            plan += [(m, m, "imagetext", "main", choice[m]["weights"]) for m in METHODS]
+        if "controls" in groups:
+            plan += [
+                (f"{m}@{b}", m, b, "controls", choice[m]["weights"])
+                for b in ("random", "id-supervised")
+                for m in args.control_methods
+            ]
+        if "ablations" in groups:
+            plan += [
+                (name, "pdm", "imagetext", "ablations", {**choice["pdm"]["weights"], **change})
+                for name, change in ablations(choice["pdm"]).items()
+            ]
+        for name, method, backbone, group, weights in plan:
             chosen = choice[method]
             reading = chosen["reading"] if backbone != "random" else chosen["reading"].split("/")[0] + "/1"
-            name = method if group == "main" else f"{method}@{backbone}"
             config = train_config(
                 method,
                 chosen["recipe"],
-                chosen["weights"],
+                weights,
                 size,
                 work / "runs",
                 backbones[backbone],
                 seed,
-                f"{method}-{backbone}-s{seed}",
+                run_name(name, seed),
             )
             model, facts = train(config, urls["source-train"])
             record(name, group, backbone, model, facts, reading, group == "main")
@@ -651,6 +662,28 @@ def read_run(model, tests: dict[str, TestSet], reading: str, all_readings: bool)
     pairs = READINGS if all_readings else ((feature, float(alpha)),)
     alphas, features = tuple(sorted({a for _, a in pairs})), tuple(sorted({f for f, _ in pairs}))
     return {"reading": reading, "eval": readings(model, tests, alphas, features, by_light=("target",))}
+
+
+def ablations(pdm_choice: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """PDM's ablations on its chosen settings: without the style side of phase 1 (alignment of the full
+    prompt, style classification, decorrelation), without phase 2's image-to-text term, and with its chosen
+    option off (or, when none was chosen, with each option on)."""
+    out = {
+        "pdm[align,style,decorrelation=0]": {"align": 0.0, "style": 0.0, "decorrelation": 0.0},
+        "pdm[i2t=0]": {"i2t": 0.0},
+    }
+    if pdm_choice.get("option"):
+        out[f"pdm[-{pdm_choice['option']}]"] = {k: 0.0 for k in PDM_OPTIONS[pdm_choice["option"]]}
+    else:
+        out.update({f"pdm[+{option}]": dict(change) for option, change in PDM_OPTIONS.items()})
+    return out
+
+
+def run_name(name: str, seed: int) -> str:
+    """pdm[i2t=0]@x seed 3 -> pdm_i2t0-at-x-s3 (run names are [A-Za-z0-9_.-])."""
+    for old, new in (("@", "-at-"), ("[", "_"), ("]", ""), ("=", ""), ("+", "with-"), (",", "-")):
+        name = name.replace(old, new)
+    return f"{name}-s{seed}"
 
 
 def collect(rows: list[dict]) -> dict[str, Any]:
@@ -698,6 +731,15 @@ def collect(rows: list[dict]) -> dict[str, Any]:
         "paired_source": {f"{a}-{b}": paired(*common(a, b, "source_mAP")) for a, b in PAIRS},
         "paired_cross_light": {f"{a}-{b}": paired(*common(a, b, "target_cross_light_mAP")) for a, b in PAIRS},
     }
+    out["vs_pdm"] = {
+        name: {
+            "target": paired(*common(name, "pdm")),
+            "cross_light": paired(*common(name, "pdm", "target_cross_light_mAP")),
+            "source": paired(*common(name, "pdm", "source_mAP")),
+        }
+        for name, m in methods.items()
+        if m["group"] == "ablations" or (m["group"] == "controls" and name.startswith("pdm"))
+    }
     # The effect of each choice: the chosen reading against each alternative of the same trained model.
     out["readings"] = {
         name: {r: paired(m["target_mAP"], alt) for r, alt in m["alternatives"].items()}
@@ -714,6 +756,8 @@ def tables(result: dict[str, Any]) -> str:
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, m in result["methods"].items():
+        if m["group"] == "ablations":
+            continue
         sd = statistics.stdev(m["target_mAP"]) if len(m["target_mAP"]) > 1 else None
         lines.append(
             f"| {name.split('@')[0]} | {m['backbone']} | {m['reading']} | {len(m['seeds'])} | {fmt(mean(m['steps']), 0)} | "
@@ -733,6 +777,21 @@ def tables(result: dict[str, Any]) -> str:
             f"| {key} | {p['n']} | {fmt_ci(p)} | {fmt_ci(result['paired_cross_light'][key])} | "
             f"{fmt_ci(result['paired_source'][key])} |"
         )
+    if result["vs_pdm"]:
+        lines += [
+            "",
+            "PDM's ablations and its controls against pdm on the image-text backbone (same seeds; negative: the "
+            "change hurts):",
+            "",
+            "| variant | seeds | source mAP | target mAP | target - pdm | cross-light - pdm | source - pdm |",
+            "| --- | ---: | ---: | ---: | --- | --- | --- |",
+        ]
+        for name, d in result["vs_pdm"].items():
+            m = result["methods"][name]
+            lines.append(
+                f"| {name} | {len(m['seeds'])} | {fmt(mean(m['source_mAP']))} | {fmt(mean(m['target_mAP']))} | "
+                f"{fmt_ci(d['target'])} | {fmt_ci(d['cross_light'])} | {fmt_ci(d['source'])} |"
+            )
     if result["readings"]:
         lines += [
             "",
@@ -821,7 +880,13 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="stage select's")
     parser.add_argument("--size", choices=sorted(SIZES), default="v3")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--groups", nargs="+", choices=("main", "controls"), default=["main", "controls"])
+    parser.add_argument(
+        "--groups",
+        nargs="+",
+        choices=("main", "controls", "ablations"),
+        default=["main", "controls", "ablations"],
+    )
+    parser.add_argument("--ablation-seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--control-methods", nargs="+", choices=METHODS, default=["bot", "pdm"])
     parser.add_argument("--backbone", default=str(ROOT / "models" / "tiny-clip-imagetext"))
     parser.add_argument("--control-backbone", default=str(ROOT / "models" / "tiny-clip"))
