@@ -1,7 +1,9 @@
 """Domain generalization v3: web-pretrained CLIP -> fine-tuned on synthetic people -> tested on "real" people,
 with every setting chosen on source data only (leave-one-source-light-out), paired seeds and controls.
 
-    .venv/bin/python benchmarks/bench_domain_generalization.py --stage select [--json SELECTION]
+    .venv/bin/python benchmarks/bench_domain_generalization.py --stage select [--methods ...] [--steps ...]
+        [--json SELECTION]
+    .venv/bin/python benchmarks/bench_domain_generalization.py --merge-selection SEL1 SEL2 ... [--json SELECTION]
     .venv/bin/python benchmarks/bench_domain_generalization.py --stage main [--seeds 0 1 2 3 4]
         [--groups main controls] [--json OUT]
     .venv/bin/python benchmarks/bench_domain_generalization.py --merge OUT1 OUT2 ... [--json OUT]
@@ -24,8 +26,12 @@ other source-look people under f alone. Every method gets the same candidates (R
 rate of the heads and of the pretrained tower) and every trained model is read four ways (retrieval feature
 before/after the BNNeck x WiSE-FT interpolation with the starting weights, alpha 1 or 0.5); then PDM's own
 levers (PDM_OPTIONS) are tried on PDM's chosen recipe. The choice per method is the highest mean
-validation mAP over the folds. `--json` (default benchmarks/results/domain_generalization_v3_selection.json)
-records every candidate's figures and the choices; stage `main` reads them from there.
+validation mAP over the folds; the steps run in order (`--steps recipes options templates`), each adopting a
+candidate only when it beats the method's current choice: recipes (every method), PDM's options, then
+templates in the words of the pretraining captions (KNOWN_WORD_TEMPLATES; clipreid and pdm). `--json`
+(default benchmarks/results/domain_generalization_v3_selection.json) records every candidate's figures and
+the choices; stage `main` reads them from there. `--merge-selection` joins runs of disjoint `--methods`
+(two processes use both cores: training runs one Ray Train worker on one CPU).
 
 Stage `main` (per seed: other people each time, data regenerated): source-train (128 ids), source-test (64,
 source lights, the in-domain reference) and target-test (128 ids, photo look, target lights). Groups:
@@ -108,6 +114,14 @@ READINGS = (("bn", 1.0), ("pre_bn", 1.0), ("bn", 0.5), ("pre_bn", 0.5))  # (retr
 PDM_OPTIONS = {
     "style_i2t": {"style_i2t": 1.0},
     "adversarial+word_norm": {"adversarial": 1.0, "word_norm": 1.0},
+}
+# Templates in the words of the pretraining captions ("a full-body photo of a teenage man, ..., overcast
+# daylight, light rain, sharp HD footage"): the default templates' "style" and "person" never occur there, so
+# their embeddings are still at their random initial values.
+KNOWN_WORD_TEMPLATES = {
+    "full_template": "a full-body photo of a [C], [S] footage",
+    "content_template": "a full-body photo of a [C]",
+    "clipreid_template": "a full-body photo of a [X]",
 }
 SELECTION_JSON = ROOT / "benchmarks" / "results" / "domain_generalization_v3_selection.json"
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -258,7 +272,15 @@ def recipe_overrides(method: str, recipe: str, backbone: str) -> dict[str, float
 
 
 def train_config(
-    method: str, recipe: str, weights: dict, size: Size, out: Path, backbone: str, seed: int, name: str
+    method: str,
+    recipe: str,
+    weights: dict,
+    size: Size,
+    out: Path,
+    backbone: str,
+    seed: int,
+    name: str,
+    model: dict | None = None,
 ):
     """One run's config: the same budget for every method (epochs, P x K, augmentation); phase 1 at 2e-3 for
     the prompt methods; phase 2 by the recipe."""
@@ -283,6 +305,7 @@ def train_config(
             "inversion_hidden_dim": 128,
             "style_attributes": ["illumination", "weather", "camid"],
             "weights": dict(weights),
+            **(model or {}),
         },
         "phase1": {"epochs": size.phase1_epochs, "lr": 2e-3},
         "phase2": {"epochs": size.phase2_epochs, "warmup_epochs": 1, **phase2},
@@ -470,12 +493,16 @@ def run_select(args, size: Size) -> dict[str, Any]:
         )
     rows: list[dict] = []
 
-    def run(method: str, recipe: str, weights: dict, label: str) -> dict[str, float]:
+    def run(
+        method: str, recipe: str, weights: dict, label: str, model: dict | None = None
+    ) -> dict[str, float]:
         scores = []
         for n, (light, (train_url, val)) in enumerate(data.items()):
-            config = train_config(method, recipe, weights, size, work / "runs", backbone, n, f"sel-{n}")
-            model, facts = train(config, train_url)
-            figures = readings(model, {"val": val}, (1.0, 0.5), ("bn", "pre_bn"))
+            config = train_config(
+                method, recipe, weights, size, work / "runs", backbone, n, f"sel-{n}", model
+            )
+            trained, facts = train(config, train_url)
+            figures = readings(trained, {"val": val}, (1.0, 0.5), ("bn", "pre_bn"))
             rows.append({"method": method, "candidate": label, "fold": light, **facts, "val": figures})
             scores.append(figures)
             print(
@@ -485,35 +512,38 @@ def run_select(args, size: Size) -> dict[str, Any]:
             )
         return {k: statistics.fmean(s[k]["val"]["mAP"] for s in scores) for k in scores[0]}
 
-    candidates: dict[str, dict[str, dict[str, float]]] = {m: {} for m in args.methods}
-    choice: dict[str, dict[str, Any]] = {}
-    for method in args.methods:
-        for recipe in RECIPES:
-            candidates[method][recipe] = run(method, recipe, {}, recipe)
-        best = max(
-            ((recipe, reading) for recipe, figures in candidates[method].items() for reading in figures),
-            key=lambda rk: candidates[method][rk[0]][rk[1]],
-        )
-        choice[method] = {
-            "recipe": best[0],
-            "reading": best[1],
-            "weights": {},
-            "val_mAP": candidates[method][best[0]][best[1]],
-        }
-    pdm = choice.get("pdm")
-    for option, weights in PDM_OPTIONS.items() if pdm else ():
-        label = f"{pdm['recipe']}+{option}"
-        candidates["pdm"][label] = figures = run("pdm", pdm["recipe"], weights, label)
+    def consider(method: str, label: str, figures: dict[str, float], change: dict[str, Any]) -> None:
+        """Adopt the candidate (with its best reading) when it beats the method's current choice."""
+        candidates[method][label] = figures
         reading = max(figures, key=figures.get)
-        if figures[reading] > choice["pdm"]["val_mAP"]:
-            choice["pdm"] = {
-                "recipe": pdm["recipe"],
-                "reading": reading,
-                "weights": dict(weights),
-                "option": option,
-                "val_mAP": figures[reading],
-            }
-    return {"folds": list(data), "candidates": candidates, "choice": choice, "rows": rows}
+        if method not in choice or figures[reading] > choice[method]["val_mAP"]:
+            choice[method] = {**choice.get(method, {}), **change, "candidate": label, "reading": reading}
+            choice[method]["val_mAP"] = figures[reading]
+
+    earlier = json.loads(args.selection.read_text()) if "recipes" not in args.steps else {}
+    candidates = {m: dict(earlier.get("candidates", {}).get(m, {})) for m in args.methods}
+    choice = {m: c for m, c in earlier.get("choice", {}).items() if m in args.methods}
+    for method in args.methods if "recipes" in args.steps else ():
+        for recipe in RECIPES:
+            consider(method, recipe, run(method, recipe, {}, recipe), {"recipe": recipe, "weights": {}})
+    if "options" in args.steps and "pdm" in args.methods:
+        recipe = choice["pdm"]["recipe"]
+        for option, weights in PDM_OPTIONS.items():
+            label = f"{recipe}+{option}"
+            consider(
+                "pdm", label, run("pdm", recipe, weights, label), {"weights": dict(weights), "option": option}
+            )
+    for method in [m for m in args.methods if m != "bot"] if "templates" in args.steps else ():
+        chosen = choice[method]
+        label = f"{chosen.get('candidate', chosen['recipe'])}+known-words"
+        figures = run(method, chosen["recipe"], chosen["weights"], label, KNOWN_WORD_TEMPLATES)
+        consider(method, label, figures, {"model": dict(KNOWN_WORD_TEMPLATES)})
+    return {
+        "folds": list(data),
+        "candidates": candidates,
+        "choice": choice,
+        "rows": earlier.get("rows", []) + rows,
+    }
 
 
 def selection_text(selection: dict[str, Any]) -> str:
@@ -528,7 +558,7 @@ def selection_text(selection: dict[str, Any]) -> str:
             cells = []
             for r in readings_:
                 cell = fmt(figures.get(r))
-                mark = label == (chosen["recipe"] + (f"+{chosen['option']}" if chosen.get("option") else ""))
+                mark = label == chosen["candidate"]
                 cells.append(f"**{cell}**" if mark and r == chosen["reading"] else cell)
             lines.append(f"| {method} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -648,6 +678,7 @@ def run_main(args, size: Size, selection: dict[str, Any]) -> list[dict]:
                 backbones[backbone],
                 seed,
                 run_name(name, seed),
+                chosen.get("model"),
             )
             model, facts = train(config, urls["source-train"])
             record(name, group, backbone, model, facts, reading, group == "main")
@@ -878,6 +909,13 @@ def main() -> None:
         "--merge-selection", nargs="+", type=Path, default=None, help="join select runs of disjoint --methods"
     )
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="stage select's")
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        choices=("recipes", "options", "templates"),
+        default=["recipes", "options", "templates"],
+        help="stage select's steps; without recipes, the earlier choices are read from --selection",
+    )
     parser.add_argument("--size", choices=sorted(SIZES), default="v3")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument(
@@ -907,8 +945,15 @@ def main() -> None:
             "folds": parts[0]["folds"],
             "candidates": {m: c for part in parts for m, c in part["candidates"].items()},
             "choice": {m: c for part in parts for m, c in part["choice"].items()},
-            "rows": [row for part in parts for row in part["rows"]],
-            "commands": [part["command"] for part in parts],
+            # Each part carries the earlier steps' rows as well: one row per (method, candidate, fold).
+            "rows": list(
+                {(r["method"], r["candidate"], r["fold"]): r for part in parts for r in part["rows"]}.values()
+            ),
+            "commands": list(
+                dict.fromkeys(
+                    c for part in parts for c in [*part.get("commands", []), part.get("command")] if c
+                )
+            ),
             "wall_s": max(part["wall_s"] for part in parts),
         }
         print(selection_text(selection))
