@@ -27,8 +27,9 @@ rate of the heads and of the pretrained tower) and every trained model is read f
 before/after the BNNeck x WiSE-FT interpolation with the starting weights, alpha 1 or 0.5); then PDM's own
 levers (PDM_OPTIONS) are tried on PDM's chosen recipe. The choice per method is the highest mean
 validation mAP over the folds; the steps run in order (`--steps recipes options templates`), each adopting a
-candidate only when it beats the method's current choice: recipes (every method), PDM's options, then
-templates in the words of the pretraining captions (KNOWN_WORD_TEMPLATES; clipreid and pdm). `--json`
+candidate only when it beats the method's current choice: recipes (every method), PDM's options, CLIP-ReID's
+identity-loss weight 0.25 (clipreid and pdm), then templates in the words of the pretraining captions
+(KNOWN_WORD_TEMPLATES; clipreid and pdm). `--json`
 (default benchmarks/results/domain_generalization_v3_selection.json) records every candidate's figures and
 the choices; stage `main` reads them from there. `--merge-selection` joins runs of disjoint `--methods`
 (two processes use both cores: training runs one Ray Train worker on one CPU).
@@ -115,6 +116,8 @@ PDM_OPTIONS = {
     "style_i2t": {"style_i2t": 1.0},
     "adversarial+word_norm": {"adversarial": 1.0, "word_norm": 1.0},
 }
+# CLIP-ReID's identity-loss weight (its config: ID_LOSS_WEIGHT 0.25 beside triplet 1 and i2t 1).
+CLIPREID_ID_WEIGHT = 0.25
 # Templates in the words of the pretraining captions ("a full-body photo of a teenage man, ..., overcast
 # daylight, light rain, sharp HD footage"): the default templates' "style" and "person" never occur there, so
 # their embeddings are still at their random initial values.
@@ -533,6 +536,16 @@ def run_select(args, size: Size) -> dict[str, Any]:
             consider(
                 "pdm", label, run("pdm", recipe, weights, label), {"weights": dict(weights), "option": option}
             )
+    for method in [m for m in args.methods if m != "bot"] if "id-weight" in args.steps else ():
+        chosen = choice[method]
+        label = f"{chosen.get('candidate', chosen['recipe'])}+id-0.25"
+        weights = {**chosen["weights"], "id": CLIPREID_ID_WEIGHT}
+        consider(
+            method,
+            label,
+            run(method, chosen["recipe"], weights, label, chosen.get("model")),
+            {"weights": weights},
+        )
     for method in [m for m in args.methods if m != "bot"] if "templates" in args.steps else ():
         chosen = choice[method]
         label = f"{chosen.get('candidate', chosen['recipe'])}+known-words"
@@ -912,8 +925,8 @@ def main() -> None:
     parser.add_argument(
         "--steps",
         nargs="+",
-        choices=("recipes", "options", "templates"),
-        default=["recipes", "options", "templates"],
+        choices=("recipes", "options", "id-weight", "templates"),
+        default=["recipes", "options", "id-weight", "templates"],
         help="stage select's steps; without recipes, the earlier choices are read from --selection",
     )
     parser.add_argument("--size", choices=sorted(SIZES), default="v3")
