@@ -650,12 +650,12 @@ def run_main(args, size: Size, selection: dict[str, Any]) -> list[dict]:
 
         for backbone in ("imagetext", "id-supervised"):
             group = "main" if backbone == "imagetext" else "controls"
-            if group not in groups:
+            name = "untrained" if backbone == "imagetext" else "untrained@id-supervised"
+            if group not in groups or (args.names and name not in args.names):
                 continue
             config = train_config(
                 "bot", "uniform", {}, size, work / "runs", backbones[backbone], seed, "floor"
             )
-            name = "untrained" if backbone == "imagetext" else "untrained@id-supervised"
             record(
                 name,
                 group if backbone == "imagetext" else "controls",
@@ -680,6 +680,8 @@ def run_main(args, size: Size, selection: dict[str, Any]) -> list[dict]:
                 for name, change in ablations(choice["pdm"]).items()
             ]
         for name, method, backbone, group, weights in plan:
+            if args.names and group != "ablations" and name not in args.names:
+                continue
             chosen = choice[method]
             reading = chosen["reading"] if backbone != "random" else chosen["reading"].split("/")[0] + "/1"
             config = train_config(
@@ -938,6 +940,12 @@ def main() -> None:
         default=["main", "controls", "ablations"],
     )
     parser.add_argument("--ablation-seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--names",
+        nargs="+",
+        default=None,
+        help="stage main: only these rows of main and controls (e.g. pdm bot@random)",
+    )
     parser.add_argument("--control-methods", nargs="+", choices=METHODS, default=["bot", "pdm"])
     parser.add_argument("--backbone", default=str(ROOT / "models" / "tiny-clip-imagetext"))
     parser.add_argument("--control-backbone", default=str(ROOT / "models" / "tiny-clip"))
@@ -974,7 +982,8 @@ def main() -> None:
         return
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
-        rows = [row for part in parts for row in part["rows"]]
+        # One row per (name, seed): a later file's row replaces an earlier one (a rerun after a choice changed).
+        rows = list({(row["name"], row["seed"]): row for part in parts for row in part["rows"]}.values())
         result = collect(rows)
         text = tables(result)
         print(text)
@@ -991,7 +1000,7 @@ def main() -> None:
             commands = [p["command"] for p in parts if p.get("command")] + [
                 "benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:])
             ]
-            write_section(report_text(commands, parts[0]["selection"], text, wall))
+            write_section(report_text(commands, json.loads(args.selection.read_text()), text, wall))
         return
 
     import ray
