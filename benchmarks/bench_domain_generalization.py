@@ -888,11 +888,10 @@ def write_section(text: str) -> None:
 def report_text(commands: list[str], selection: dict[str, Any], text: str, wall_min: float) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     choices = "; ".join(
-        f"{m}: recipe `{c['recipe']}`, reading `{c['reading']}`"
-        + (f", option `{c['option']}`" if c.get("option") else "")
-        + f" (validation mAP {c['val_mAP']:.1f})"
+        f"{m}: `{c.get('candidate', c['recipe'])}` read `{c['reading']}` (validation mAP {c['val_mAP']:.1f})"
         for m, c in selection["choice"].items()
     )
+    selecting = "; ".join(f"`{c}`" for c in selection.get("commands", []))
     return f"""{SECTION}
 
 Web-pretrained-like CLIP -> synthetic people -> "real" people (issue 26): source = the procedural renderer's
@@ -900,9 +899,9 @@ drawn look under five lights, target = its photo look under the six others; back
 (image-text pairs only); every setting chosen on source data by leave-one-source-light-out validation. Design,
 folds, candidates and groups: the docstring of benchmarks/bench_domain_generalization.py. Figures in %,
 differences in points. Machine: {platform.machine()} {os.cpu_count()}-core CPU, no GPU, load average {load:.1f}
-at the end; wall time {wall_min:.1f} min for the main stage.
+at the end; the longest main-stage process took {wall_min:.1f} min (processes run two at a time, one per core).
 
-Commands: {"; ".join(f"`{c}`" for c in commands)}.
+Selection commands, in order: {selecting}. Main-stage commands: {"; ".join(f"`{c}`" for c in commands)}.
 
 Selection (validation mAP on the held-out source light, mean over the folds {", ".join(repr(f) for f in selection["folds"])};
 bold: chosen): {choices}.
