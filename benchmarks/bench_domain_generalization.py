@@ -342,18 +342,6 @@ def train(config, data_url: str) -> tuple[Any, dict[str, Any]]:
     return model, facts
 
 
-def untrained(config, data_url: str):
-    """What every method starts from: bot's head on the backbone, no training (BNNeck at its initial state)."""
-    from dppp.trainer.data.sources import open_training_data
-    from dppp.trainer.methods.config import ModelConfig
-    from dppp.trainer.methods.model import build_model
-
-    head_only = ModelConfig.model_validate({**config.model.model_dump(), "method": "bot"})
-    model = build_model(head_only, open_training_data([data_url]).num_classes)
-    model.set_phase(model.phases[-1])
-    return model
-
-
 # ---- evaluation -------------------------------------------------------------------------------------------
 
 
@@ -435,18 +423,21 @@ def readings(
     from dppp.trainer.methods.wise import interpolate_weights, starting_backbone_state
 
     out: dict[str, dict[str, Any]] = {}
-    start = starting_backbone_state(model) if any(a < 1 for a in alphas) else None
-    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    start = starting_backbone_state(model) if any(a < 1 for a in alphas) else {}
+    # Only the interpolated tower moves: it alone is kept aside and put back before each reading.
+    trained = {name: p.detach().clone() for name, p in model.named_parameters() if name in start}
+    as_trained = model.config
     for alpha in alphas:
-        model.load_state_dict(trained)
+        model.load_state_dict(trained, strict=False)
         if alpha < 1:
             interpolate_weights(model, start, alpha)
         for feature in features:
-            model.config = model.config.model_copy(update={"retrieval_feature": feature})
+            model.config = as_trained.model_copy(update={"retrieval_feature": feature})
             out[f"{feature}/{alpha:g}"] = {
                 name: test.evaluate(model, by_light=name in by_light) for name, test in tests.items()
             }
-    model.load_state_dict(trained)
+    model.load_state_dict(trained, strict=False)
+    model.config = as_trained
     return out
 
 
@@ -583,6 +574,7 @@ def selection_text(selection: dict[str, Any]) -> str:
 def run_main(args, size: Size, selection: dict[str, Any]) -> list[dict]:
     from dppp.trainer.clip.model_card import read_card
     from dppp.trainer.data.identities import check_disjoint
+    from dppp.trainer.evaluation.evaluate import untrained_model
 
     work = args.work
     backbones = {
@@ -658,9 +650,9 @@ def run_main(args, size: Size, selection: dict[str, Any]) -> list[dict]:
             )
             record(
                 name,
-                group if backbone == "imagetext" else "controls",
+                group,
                 backbone,
-                untrained(config, urls["source-train"]),
+                untrained_model(config.model),
                 {},
                 "pre_bn/1",
                 False,

@@ -175,26 +175,32 @@ def evaluate_splits(
     ]
 
 
-def evaluate_untrained(
-    model_config, specs: Sequence[str], config: EvalConfig, storage_config=None
-) -> list[DatasetReport]:
-    """`dppp eval`'s figures, on the same splits and protocol, of what a run starts from: `model_config`'s
-    pretrained backbone with bot's head, untrained. Its BNNeck is at its initial state (running mean 0,
-    variance 1, scale 1, shift 0), which only rescales, so this ranks by the backbone's own projected
-    features: the floor a trained model's figures are read against."""
-    import torch
-
+def untrained_model(model_config):
+    """What a run of `model_config` starts from, for retrieval: its backbone with bot's head, untrained, in
+    eval mode. Its BNNeck is at its initial state (running mean 0, variance 1, scale 1, shift 0), which only
+    rescales, so it ranks by the backbone's own projected features."""
     from dppp.trainer.methods.model import build_model
 
-    splits = read_splits(specs, config, storage_config)
-    check_people_disjoint(
-        model_config.backbone, [s.path for _, s, _ in splits if s.is_dataset], storage_config
-    )
     # bot: the shared image path and head without the method's text side, which retrieval never reads.
     head_only = ModelConfig.model_validate({**model_config.model_dump(), "method": "bot"})
     model = build_model(head_only, num_classes=2)  # the classifier is never used for retrieval
     model.set_phase(model.phases[-1])
     model.eval()
+    return model
+
+
+def evaluate_untrained(
+    model_config, specs: Sequence[str], config: EvalConfig, storage_config=None
+) -> list[DatasetReport]:
+    """`dppp eval`'s figures, on the same splits and protocol, of what a run starts from
+    (`untrained_model`): the floor a trained model's figures are read against."""
+    import torch
+
+    splits = read_splits(specs, config, storage_config)
+    check_people_disjoint(
+        model_config.backbone, [s.path for _, s, _ in splits if s.is_dataset], storage_config
+    )
+    model = untrained_model(model_config)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     return evaluate_splits(model, splits, config, device, storage_config)
