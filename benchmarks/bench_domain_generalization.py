@@ -471,8 +471,23 @@ def mean(values) -> float | None:
 # ---- stage select ---------------------------------------------------------------------------------------
 
 
-def run_select(args, size: Size) -> dict[str, Any]:
-    """Every candidate on every fold (source data only), the choices, and their validation figures."""
+def read_selection(path: Path) -> dict[str, Any]:
+    """A selection record (stage select's JSON), or one line saying why it cannot be used."""
+    try:
+        selection = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(
+            f"selection {path}: not a readable JSON file ({type(exc).__name__}); run --stage select"
+        ) from None
+    missing = [m for m in METHODS if m not in selection.get("choice", {})]
+    if missing:
+        raise SystemExit(f"selection {path}: no choice for {', '.join(missing)}; run --stage select")
+    return selection
+
+
+def run_select(args, size: Size, earlier: dict[str, Any]) -> dict[str, Any]:
+    """Every candidate on every fold (source data only), the choices, and their validation figures;
+    `earlier`: the record the steps not run now take their choices from (empty with the recipes step)."""
     work = args.work
     backbone = str(Path(args.backbone).absolute())
     folds = FOLD_LIGHTS if size is SIZES["v3"] else FOLD_LIGHTS[:1]
@@ -514,7 +529,6 @@ def run_select(args, size: Size) -> dict[str, Any]:
             choice[method] = {**choice.get(method, {}), **change, "candidate": label, "reading": reading}
             choice[method]["val_mAP"] = figures[reading]
 
-    earlier = json.loads(args.selection.read_text()) if "recipes" not in args.steps else {}
     candidates = {m: dict(earlier.get("candidates", {}).get(m, {})) for m in args.methods}
     choice = {m: c for m, c in earlier.get("choice", {}).items() if m in args.methods}
     for method in args.methods if "recipes" in args.steps else ():
@@ -991,8 +1005,12 @@ def main() -> None:
             commands = [p["command"] for p in parts if p.get("command")] + [
                 "benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:])
             ]
-            write_section(report_text(commands, json.loads(args.selection.read_text()), text, wall))
+            write_section(report_text(commands, read_selection(args.selection), text, wall))
         return
+
+    # Read before anything is removed or started: a bad record stops the run with one line.
+    needs_selection = args.stage == "main" or "recipes" not in args.steps
+    selection = read_selection(args.selection) if needs_selection else {}
 
     import ray
 
@@ -1002,7 +1020,7 @@ def main() -> None:
     command = "benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:])
     try:
         if args.stage == "select":
-            selection = run_select(args, size)
+            selection = run_select(args, size, selection)
             print(selection_text(selection))
             print(json.dumps(selection["choice"], indent=1))
             (args.json or SELECTION_JSON).write_text(
@@ -1011,7 +1029,6 @@ def main() -> None:
                 )
             )
         else:
-            selection = json.loads(args.selection.read_text())
             rows = run_main(args, size, selection)
             result = collect(rows)
             print(tables(result))

@@ -131,3 +131,13 @@ def test_collect_pairs_seeds_reads_the_chosen_reading_and_compares_alternatives(
     assert result["readings"]["pdm"]["bn/1"]["mean"] == pytest.approx(1.0)
     assert "bot" not in result["readings"]  # read one way only
     assert "| pdm-untrained | 3 | 5.00" in bench.tables(result)
+
+
+def test_a_missing_or_incomplete_selection_record_is_refused_in_one_line(bench, tmp_path):
+    with pytest.raises(SystemExit, match="not a readable JSON file"):
+        bench.read_selection(tmp_path / "none.json")
+    partial = tmp_path / "partial.json"
+    partial.write_text('{"choice": {"bot": {}}}')
+    with pytest.raises(SystemExit, match="no choice for clipreid, pdm"):
+        bench.read_selection(partial)
+    assert set(bench.read_selection(bench.SELECTION_JSON)["choice"]) == set(bench.METHODS)
